@@ -48,9 +48,7 @@ def id_check_char(first17: str) -> str:
     return _CHECK_CHARS[total % 11]
 
 
-def validate_id_number(
-    s: str | None, *, field: str = "id_number", today: date | None = None
-) -> str:
+def validate_id_number(s: str | None, *, field: str = "id_number", today: date | None = None) -> str:
     """Validate an 18-character 身份证号 and return it normalised.
 
     Surrounding whitespace is stripped and a lowercase ``x`` is upper-cased.
@@ -68,17 +66,13 @@ def validate_id_number(
     if len(value) != 18:
         raise ValidationError(field, "身份证号应为18位", code="id_length")
     if not _ID_SHAPE.fullmatch(value):
-        raise ValidationError(
-            field, "身份证号前17位应为数字，最后一位为数字或X", code="id_format"
-        )
+        raise ValidationError(field, "身份证号前17位应为数字，最后一位为数字或X", code="id_format")
     if value[:2] not in _PROVINCES:
         raise ValidationError(field, "身份证号地区码无效", code="id_region")
     try:
         birth = date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError:
-        raise ValidationError(
-            field, "身份证号中的出生日期无效", code="id_birth_date"
-        ) from None
+        raise ValidationError(field, "身份证号中的出生日期无效", code="id_birth_date") from None
     if birth.year < 1900:
         raise ValidationError(field, "身份证号中的出生日期无效", code="id_birth_date")
     if today is None:
@@ -86,9 +80,7 @@ def validate_id_number(
 
         today = Clock().today_cn()
     if birth > today:
-        raise ValidationError(
-            field, "身份证号中的出生日期晚于今天", code="id_birth_date"
-        )
+        raise ValidationError(field, "身份证号中的出生日期晚于今天", code="id_birth_date")
     if id_check_char(value[:17]) != value[17]:
         raise ValidationError(field, "身份证号校验位错误", code="id_checksum")
     return value
@@ -128,6 +120,4 @@ def validate_phone(s: str | None, *, field: str = "phone") -> str:
         return mobile
     if _LANDLINE.fullmatch(value):
         return value
-    raise ValidationError(
-        field, "联系电话格式不正确，应为11位手机号或带区号的固定电话", code="invalid_phone"
-    )
+    raise ValidationError(field, "联系电话格式不正确，应为11位手机号或带区号的固定电话", code="invalid_phone")

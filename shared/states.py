@@ -56,9 +56,7 @@ DECIDED_STATES: frozenset[str] = frozenset({"APPROVED", "DENIED", "NOT_ACCEPTED"
 #: Nothing can happen to these cases any more.
 FINAL_STATES: frozenset[str] = frozenset({"CONCLUDED", "WITHDRAWN", "TERMINATED"})
 #: States in which the statutory clock runs (from 受理; paused while SUSPENDED).
-CLOCK_RUNNING_STATES: frozenset[str] = frozenset(
-    {"ACCEPTED", "ACCEPTED_DEFICIENT", "IN_REVIEW"}
-)
+CLOCK_RUNNING_STATES: frozenset[str] = frozenset({"ACCEPTED", "ACCEPTED_DEFICIENT", "IN_REVIEW"})
 
 #: Statutory grounds for stopping the clock (Art. 45) that a county case meets.
 SUSPEND_REASONS: tuple[str, ...] = ("听证", "检验", "检测", "鉴定", "专家评审")
@@ -190,9 +188,7 @@ def apply_action(status: str, action: str, comment: str = "", **details: object)
 
     if action in ("precheck_return", "request_correction"):
         if not _non_empty_items(details.get("missing_items")) and _blank(comment):
-            raise RuleError(
-                "missing_items_required", "一次性告知必须列明需要补齐补正的全部内容"
-            )
+            raise RuleError("missing_items_required", "一次性告知必须列明需要补齐补正的全部内容")
 
     elif action == "accept_deficient":
         if not _non_empty_items(details.get("owed_materials")):

@@ -104,9 +104,7 @@ def parse_schedule(obj: object) -> dict:
         d = start
         while d <= end:
             if d in off:
-                raise ValueError(
-                    f"{where}: {d} is already part of holiday {off[d]!r} (ranges overlap)"
-                )
+                raise ValueError(f"{where}: {d} is already part of holiday {off[d]!r} (ranges overlap)")
             off[d] = name
             d += timedelta(days=1)
         ranges.append({"name": name.strip(), "start": start.isoformat(), "end": end.isoformat()})
@@ -118,9 +116,7 @@ def parse_schedule(obj: object) -> dict:
         if d in off:
             raise ValueError(f"{where}: {d} is both a holiday ({off[d]}) and a workday")
         if d.weekday() < 5:
-            raise ValueError(
-                f"{where}: {d} is a {d:%A}; only worked Saturdays/Sundays are listed"
-            )
+            raise ValueError(f"{where}: {d} is a {d:%A}; only worked Saturdays/Sundays are listed")
         if d in worked:
             raise ValueError(f"{where}: {d} is listed twice")
         worked.add(d)
@@ -158,10 +154,7 @@ def fallback_warning(years: Iterable[int]) -> str:
     if not ys:
         return ""
     listed = "、".join(f"{y}年" for y in ys)
-    return (
-        f"警告：{listed}节假日安排未加载，期限按周一至周五推算，"
-        "请管理员导入国务院办公厅放假通知。"
-    )
+    return f"警告：{listed}节假日安排未加载，期限按周一至周五推算，请管理员导入国务院办公厅放假通知。"
 
 
 class WorkCalendar:
@@ -183,9 +176,7 @@ class WorkCalendar:
         for key, schedule in (schedules or {}).items():
             added = self.add_schedule(schedule)
             if int(key) != added["year"]:
-                raise ValueError(
-                    f"schedule filed under {key} is for year {added['year']}"
-                )
+                raise ValueError(f"schedule filed under {key} is for year {added['year']}")
 
     def add_schedule(self, schedule: Mapping) -> dict:
         """Validate and install a schedule (replacing any for its year); return it."""

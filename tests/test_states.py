@@ -77,7 +77,10 @@ def test_full_flow_with_review_suspension_and_extension():
     assert status == "SUSPENDED"
     assert allowed_actions(status) == ["resume", "withdraw", "terminate"]
     status = apply_action(status, "resume")
-    assert apply_action(status, "extend", "需组织现场核查", approved_by="张局长", already_extended=False) == "IN_REVIEW"
+    assert (
+        apply_action(status, "extend", "需组织现场核查", approved_by="张局长", already_extended=False)
+        == "IN_REVIEW"
+    )
     assert apply_action(status, "deny", "不符合法定条件") == "DENIED"
 
 

@@ -189,7 +189,10 @@ def _schedule(**overrides):
         ({"year": "2027"}, "'year' must be an integer"),
         ({"source": ""}, "'source' must name"),
         ({"holidays": {}}, "'holidays' must be a list"),
-        ({"holidays": [{"name": "元旦", "start": "2028-01-01", "end": "2028-01-01"}]}, "not in the schedule year"),
+        (
+            {"holidays": [{"name": "元旦", "start": "2028-01-01", "end": "2028-01-01"}]},
+            "not in the schedule year",
+        ),
         ({"holidays": [{"name": "元旦", "start": "2027/01/01", "end": "2027-01-01"}]}, "YYYY-MM-DD"),
         ({"holidays": [{"name": "元旦", "start": "2027-02-30", "end": "2027-02-30"}]}, "not a valid date"),
         ({"holidays": [{"name": "春节", "start": "2027-02-12", "end": "2027-02-05"}]}, "is after end"),
