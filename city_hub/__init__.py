@@ -1,0 +1,30 @@
+"""The county hub (市(县)政务服务中心): ingest, routing, approvals, the node registry.
+
+Served in production by gunicorn: ``gunicorn -c deploy/gunicorn.conf.py 'city_hub:create_app()'``.
+"""
+
+from flask import Flask
+
+from shared.web import create_node_app
+
+from .db import database
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Create the hub app for the hub in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
+    app = create_node_app(__name__, "hub", test_config, database)
+    from shared.web import cases
+    from sync import api
+
+    from . import admin, enrolment
+    from .ingest import notify_origin
+    from .sync_service import HubSync
+
+    node = app.extensions["liandong_node"]
+    app.extensions["liandong_sync"] = HubSync(node)
+    app.extensions["liandong_emit"] = lambda conn, row, event, decision: notify_origin(conn, node, row, event, decision)
+    app.register_blueprint(cases.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(enrolment.bp)
+    app.register_blueprint(admin.bp)
+    return app

@@ -1,0 +1,55 @@
+"""What the hub does with each kind of envelope once it is verified and in order."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from shared import canonical, casework
+from shared.catalog import route
+from shared.errors import RuleError
+from sync import downlink
+from sync.envelope import Opened
+
+from . import registry
+
+
+def make_appliers(node) -> dict:
+    """Appliers by envelope kind, bound to the hub ``node``."""
+
+    def apply_case_submit(conn: sqlite3.Connection, opened: Opened) -> None:
+        origin, body = opened.body["origin"], opened.body["body"]
+        _, items = registry.current_catalog(conn)
+        item = items.get(body["item_code"])
+        if item is None:
+            raise RuleError("unknown_item", f"事项 {body['item_code']} 不在目录中")
+        body = {**body, "route": route(item, origin, node.hub_id)}
+        if not casework.insert_case(conn, body, origin=origin, status="SUBMITTED", sync_state="hub"):
+            return
+        for orphan in conn.execute(
+            "DELETE FROM orphan_events WHERE case_id = ? RETURNING body", (body["case_id"],)
+        ).fetchall():
+            casework.apply_update(conn, canonical.loads(orphan["body"]))
+        if body["route"]["level"] == "city":
+            # 接件: the hub has the application; the deciding office now holds it.
+            casework.perform_action(conn, body["case_id"], "receive", "", "system", node.node_id, node.now(),
+                                    emit=lambda c, row, ev, dec: notify_origin(c, node, row, ev, dec))
+
+    def apply_case_event(conn: sqlite3.Connection, opened: Opened) -> None:
+        body = opened.body["body"]
+        if not casework.apply_update(conn, body) and conn.execute(
+            "SELECT 1 FROM cases WHERE case_id = ?", (body["case_id"],)
+        ).fetchone() is None:
+            # The township decided before the village's envelope reached the hub: keep it.
+            conn.execute(
+                "INSERT INTO orphan_events(event_id, case_id, body) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                (body["event"]["event_id"], body["case_id"], canonical.dumps(body)),
+            )
+
+    return {"case.submit": apply_case_submit, "case.event": apply_case_event}
+
+
+def notify_origin(conn: sqlite3.Connection, node, row: sqlite3.Row, event: dict, decision: dict | None) -> None:
+    """Send a case's new status down to the node that took the application."""
+    if row["origin"] != node.node_id:
+        downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update",
+                       casework.update_message(row, event, decision), node.now())

@@ -1,0 +1,97 @@
+"""The hub's registry of nodes and its signed metadata (registry, catalog, calendar).
+
+The hub's own trust store is built from its tables; what it publishes to nodes is the same
+information as versioned, hub-signed metadata (TUF-style: nodes refuse older versions).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+
+from shared import canonical
+from shared.clock import iso
+from sync import envelope
+from sync.trust import NodeEntry, TrustStore, metadata_body, registry_body
+
+METADATA_ROLES = ("registry", "catalog", "calendar")
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM node_meta WHERE key = ?", (key,)).fetchone()
+    return row["value"] if row else None
+
+
+def registry_version(conn: sqlite3.Connection) -> int:
+    """Current published registry version (0 before the first)."""
+    row = conn.execute("SELECT MAX(version) FROM metadata WHERE role = 'registry'").fetchone()
+    return row[0] or 0
+
+
+def root_anchor(conn: sqlite3.Connection) -> dict:
+    """What a node pins at enrolment: hub id, root key and the root-signed hub key certificates."""
+    return canonical.loads(_meta(conn, "root_anchor"))
+
+
+def load_nodes(conn: sqlite3.Connection) -> list[NodeEntry]:
+    """Every registered node with all its keys."""
+    keys: dict[str, dict[str, str]] = {}
+    for row in conn.execute("SELECT kid, node_id, public_key FROM node_keys"):
+        keys.setdefault(row["node_id"], {})[row["kid"]] = row["public_key"]
+    return [
+        NodeEntry(r["node_id"], r["tier"], r["parent"], r["name"], r["status"], r["revoked_after_seq"],
+                  keys.get(r["node_id"], {}))
+        for r in conn.execute("SELECT * FROM nodes ORDER BY node_id")
+    ]
+
+
+def hub_trust(conn: sqlite3.Connection, node) -> TrustStore:
+    """The hub's trust store from its own tables."""
+    anchor = root_anchor(conn)
+    hub_keys = {c["kid"]: c["public_key"] for c in (envelope.peek(d) for d in anchor["hub_keys"])}
+    nodes = {n.node_id: n for n in load_nodes(conn)}
+    return TrustStore(anchor["hub_id"], anchor["public_key"], hub_keys, nodes, registry_version(conn))
+
+
+def publish(conn: sqlite3.Connection, node, role: str, content: dict) -> dict:
+    """Sign and store the next version of ``role``. Call inside a write transaction."""
+    version = (conn.execute("SELECT MAX(version) FROM metadata WHERE role = ?", (role,)).fetchone()[0] or 0) + 1
+    now = node.now()
+    expires = now + timedelta(days=int(node.config["METADATA_TTL_DAYS"]))
+    document = envelope.sign(node.key, envelope.METADATA, metadata_body(role, version, node.node_id, now, expires, content))
+    conn.execute(
+        "INSERT INTO metadata(role, version, document, published_at) VALUES (?,?,?,?)",
+        (role, version, envelope.to_bytes(document), iso(now)),
+    )
+    return document
+
+
+def publish_registry(conn: sqlite3.Connection, node) -> dict:
+    """Publish the registry as it is in the tables now."""
+    return publish(conn, node, "registry", registry_body(load_nodes(conn)))
+
+
+def latest(conn: sqlite3.Connection, role: str) -> tuple[int, dict | None]:
+    """(version, document) of the newest published ``role``."""
+    row = conn.execute(
+        "SELECT version, document FROM metadata WHERE role = ? ORDER BY version DESC LIMIT 1", (role,)
+    ).fetchone()
+    return (row["version"], envelope.from_bytes(row["document"])) if row else (0, None)
+
+
+def newer_than(conn: sqlite3.Connection, have: dict) -> list[dict]:
+    """The newest document of every role the caller holds an older version of."""
+    out = []
+    for role in METADATA_ROLES:
+        version, document = latest(conn, role)
+        if document is not None and version > int(have.get(role, 0) or 0):
+            out.append(document)
+    return out
+
+
+def current_catalog(conn: sqlite3.Connection) -> tuple[int, dict]:
+    """(version, {code: item}) of the published catalog."""
+    version, document = latest(conn, "catalog")
+    if document is None:
+        return 0, {}
+    return version, {item["code"]: item for item in envelope.peek(document)["content"]["items"]}

@@ -1,0 +1,63 @@
+"""The hub's sync service: ingest pushes, serve acknowledgements, downlink and metadata."""
+
+from __future__ import annotations
+
+from shared.clock import iso
+from shared.storage import write_transaction
+from sync import blobs, downlink, envelope
+from sync.ingest import Ingestor
+
+from . import registry
+from .ingest import make_appliers
+
+
+class HubSync:
+    """Installed as ``app.extensions["liandong_sync"]`` on the hub."""
+
+    def __init__(self, node):
+        self.node = node
+        self.appliers = make_appliers(node)
+
+    def resolve_caller_key(self, trust):
+        """Any active township or village may call the hub (villages reach it through relays)."""
+
+        def resolve(node_id: str, kid: str):
+            entry = trust.nodes.get(node_id)
+            if entry is None or entry.status != "active" or kid not in entry.keys:
+                return None
+            return entry.keys[kid]
+
+        return resolve
+
+    def ingestor(self, conn) -> Ingestor:
+        node = self.node
+        return Ingestor(conn, node.trust(conn), node.key, self.appliers, node.blobs.has,
+                        int(node.config["MAX_CLOCK_SKEW_SECONDS"]) * 1000)
+
+    def push(self, conn, node, caller: str, documents: list) -> dict:
+        """Ingest a batch in one transaction; answer per envelope plus the acks."""
+        with write_transaction(conn):
+            result = self.ingestor(conn).ingest(documents, via=caller, now=node.now(), wall_ms=node.wall_ms())
+        return {**result.to_json(), "server": node.node_id, "server_time": iso(node.now())}
+
+    def pull(self, conn, node, caller: str, cursors: dict, have: dict) -> dict:
+        """Acks for origins in the caller's subtree, their downlink, newer metadata."""
+        subtree = node.trust(conn).subtree(caller)
+        marks = ",".join("?" * len(subtree))
+        acks = [
+            envelope.from_bytes(r["ack_document"])
+            for r in conn.execute(f"SELECT ack_document FROM origin_heads WHERE origin IN ({marks})", sorted(subtree))
+        ]
+        return {
+            "server": node.node_id,
+            "server_time": iso(node.now()),
+            "acks": acks,
+            "downlink": downlink.messages_for(conn, subtree, cursors),
+            "metadata": registry.newer_than(conn, have),
+        }
+
+    def blob_complete(self, conn, node, sha256: str, size: int) -> list[dict]:
+        """A material file arrived whole: envelopes waiting on it may now be acknowledged."""
+        with write_transaction(conn):
+            blobs.register(conn, sha256, size, node.now())
+            return self.ingestor(conn).blob_arrived(sha256, node.now())

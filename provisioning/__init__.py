@@ -1,0 +1,1 @@
+"""Provisioning: hub keys, the node tree, enrolment, accounts, and the demo network."""

@@ -1,0 +1,193 @@
+"""``liandong``: the one command line, a group per concern."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from shared import storage
+
+from . import nodes
+
+DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+                    help="The node's data folder.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option("0.1.0", prog_name="liandong")
+def main() -> None:
+    """Liandong 联动: county hub, township stations and village rooms with signed sync."""
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(getattr(exc, "message", exc)))
+
+
+@main.group()
+def hub() -> None:
+    """The county hub: initialise and serve."""
+
+
+@hub.command("init")
+@DATA
+@click.option("--code", required=True, help="6-digit county 区划代码, e.g. 130926.")
+@click.option("--name", required=True, help="Chinese name, e.g. 肃宁县政务服务中心.")
+@click.option("--public-url", default=None, help="URL townships reach the hub at.")
+def hub_init(data_dir: Path, code: str, name: str, public_url: str | None) -> None:
+    """Create the hub's root and signing keys, database, registry and seed catalog."""
+    try:
+        nodes.init_hub(data_dir, code, name, public_url)
+    except nodes.ProvisioningError as exc:
+        _fail(exc)
+    click.echo(f"hub {code} initialised in {data_dir}")
+    click.echo(f"the root key is {data_dir}/keys/root.pem: move it offline if you wish")
+
+
+@main.group()
+def node() -> None:
+    """Any node: enrol, serve, inspect."""
+
+
+@node.command("init")
+@DATA
+@click.option("--token", required=True, help="The single-use enrolment token from the hub admin.")
+@click.option("--parent-url", required=True, help="URL of the parent (hub for a township, township for a village).")
+@click.option("--name", required=True, help="Chinese name of this station or room.")
+@click.option("--public-url", default=None, help="URL children reach this node at (townships).")
+def node_init(data_dir: Path, token: str, parent_url: str, name: str, public_url: str | None) -> None:
+    """Generate this node's key and enrol it at the hub (through the parent)."""
+    try:
+        info = nodes.enrol_node(data_dir, token, parent_url, name, public_url)
+    except (nodes.ProvisioningError, ValueError) as exc:
+        _fail(exc)
+    click.echo(f"{info['tier']} {info['node_id']} enrolled under {info['parent']}, key {info['kid'][:16]}…")
+
+
+def create_app_for(data_dir: Path):
+    """The Flask app of the node in ``data_dir``."""
+    import os
+
+    tier = nodes.read_config(data_dir)["TIER"]
+    os.environ["LIANDONG_DATA_DIR"] = str(Path(data_dir).resolve())
+    if tier == "hub":
+        from city_hub import create_app
+    elif tier == "township":
+        from township_node import create_app
+    else:
+        from village_node import create_app
+    return create_app()
+
+
+@node.command("serve")
+@DATA
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5000, show_default=True, help="Port to listen on.")
+@click.option("--threads", default=4, show_default=True, help="waitress worker threads.")
+def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
+    """Serve the node with waitress (runs on Windows too) and start its sync jobs."""
+    import waitress
+
+    try:
+        app = create_app_for(data_dir)
+    except nodes.ProvisioningError as exc:
+        _fail(exc)
+    click.echo(f"{app.config['TIER']} {app.config['NODE_ID']} on http://{host}:{port}/")
+    waitress.serve(app, host=host, port=port, threads=threads, ident="liandong")
+
+
+hub.add_command(node_serve, "serve")
+
+
+@node.command("status")
+@DATA
+def node_status(data_dir: Path) -> None:
+    """Print the node's queues as JSON."""
+    from sync import outbox
+
+    config = nodes.read_config(data_dir)
+    conn = nodes.open_db(data_dir)
+    try:
+        result = {"node_id": config["NODE_ID"], "tier": config["TIER"]}
+        if config["TIER"] != "hub":
+            result["outbox"] = outbox.counts(conn)
+        if config["TIER"] == "township":
+            result["custody"] = conn.execute("SELECT COUNT(*) FROM custody").fetchone()[0]
+        if config["TIER"] == "hub":
+            result["inbox"] = conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+            result["quarantine"] = conn.execute("SELECT COUNT(*) FROM quarantine WHERE resolved_at IS NULL").fetchone()[0]
+        result["cases"] = conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
+    finally:
+        conn.close()
+    click.echo(json.dumps(result, ensure_ascii=False))
+
+
+@main.group()
+def provision() -> None:
+    """Hub-side provisioning: enrolment tokens."""
+
+
+@provision.command("token")
+@DATA
+@click.option("--node-code", required=True, help="9-digit township or 12-digit village 区划代码.")
+@click.option("--name", required=True, help="Chinese name of the node.")
+@click.option("--parent", default=None, help="Parent code (default: derived from the node code).")
+@click.option("--ttl-hours", default=24, show_default=True, help="Hours before the token expires.")
+def provision_token(data_dir: Path, node_code: str, name: str, parent: str | None, ttl_hours: int) -> None:
+    """Create a single-use, expiring enrolment token (run on the hub)."""
+    from .enrolment import create_token
+
+    node_rt = nodes.node_for(data_dir)
+    conn = nodes.open_db(data_dir, "hub")
+    try:
+        with storage.write_transaction(conn):
+            token = create_token(conn, node_code, name, parent, timedelta(hours=ttl_hours), node_rt.now(), "cli")
+    except Exception as exc:  # domain errors carry a Chinese message for the operator
+        _fail(exc)
+    finally:
+        conn.close()
+    click.echo(token)
+
+
+@main.group()
+def account() -> None:
+    """Accounts and roles of one node."""
+
+
+@account.command("create")
+@DATA
+@click.option("--username", required=True, help="Login name (letters, digits, _ and -).")
+@click.option("--password", required=True, help="At least 8 characters.")
+@click.option("--role", required=True, help="agent, clerk, window, chief, head, supervisor or admin.")
+@click.option("--name", "display_name", required=True, help="Display name, e.g. 张代办.")
+@click.option("--office", default=None, help="Office the account acts for (e.g. 130926-rs, or a township code).")
+def account_create(data_dir: Path, username: str, password: str, role: str, display_name: str, office: str | None) -> None:
+    """Create or reset an account; prints its API token once."""
+    try:
+        token = nodes.add_account(data_dir, username, password, role, display_name, office)
+    except Exception as exc:
+        _fail(exc)
+    click.echo(token)
+
+
+@main.command()
+@click.option("--data", "data_dir", default=".demo", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the demo network's nodes (reused on the next run).")
+@click.option("--base-port", default=8600, show_default=True, help="Hub port; the others follow it.")
+@click.option("--headless", is_flag=True, help="Accepted for scripts; the demo never opens a browser.")
+@click.option("--sync-interval", default=2.0, show_default=True, help="Seconds between sync rounds.")
+@click.option("--clock-start", default=None, help="Start every node's clock at this ISO time (demo only).")
+@click.option("--clock-speed", default=1.0, show_default=True, help="Run the clocks this many times faster (demo only).")
+def demo(data_dir: Path, base_port: int, headless: bool, sync_interval: float, clock_start: str | None,
+         clock_speed: float) -> None:
+    """Bring up a hub, a township and two villages on loopback; Ctrl-C stops them."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(data_dir, base_port, sync_interval, clock_start, clock_speed))
+
+
+if __name__ == "__main__":
+    main()

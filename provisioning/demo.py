@@ -1,0 +1,172 @@
+"""The demo network: one hub, one township, two villages, each its own process and SQLite file.
+
+Everything goes through the real paths: the hub is initialised, tokens are issued, the township
+and villages generate their keys and enrol over HTTP, accounts are created per node. The first
+run writes ``demo.json`` (URLs, logins, API tokens) into the data folder; later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import click
+import requests
+
+from shared import storage
+from shared.catalog import DEPARTMENTS, load_seed
+
+from . import nodes
+from .enrolment import create_token
+
+HUB = {"node_id": "130926", "name": "肃宁县政务服务中心"}
+TOWNSHIP = {"node_id": "130926100", "name": "肃宁镇便民服务站"}
+VILLAGES = [
+    {"node_id": "130926100201", "name": "东关村便民服务室"},
+    {"node_id": "130926100202", "name": "西关村便民服务室"},
+]
+
+
+def _start(data_dir: Path, port: int, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "provisioning.cli", "node", "serve", "--data", str(data_dir), "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL if env.get("LIANDONG_DEMO_QUIET") else None,
+    )
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise click.ClickException(f"node at {url} exited with {proc.returncode}")
+        try:
+            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise click.ClickException(f"node at {url} did not come up")
+
+
+def _password() -> str:
+    return "ld-" + secrets.token_urlsafe(9)
+
+
+def _accounts_for_hub() -> list[dict]:
+    city_departments = sorted({i["department_code"] for i in load_seed() if i["decide_level"] == "city"})
+    result = [
+        {"username": "admin", "role": "admin", "office": None, "name": "系统管理员"},
+        {"username": "supervisor", "role": "supervisor", "office": None, "name": "电子监察员"},
+    ]
+    for code in city_departments:
+        result.append({"username": f"{code}_window", "role": "window", "office": f"{HUB['node_id']}-{code}",
+                       "name": f"{DEPARTMENTS.get(code, code)}窗口"})
+    return result
+
+
+def _create(data_dir: Path, url: str, node_id: str, tier: str, account_list: list[dict], manifest: dict) -> None:
+    manifest["nodes"].append({"node_id": node_id, "tier": tier, "url": url, "data": str(data_dir)})
+    for a in account_list:
+        password = _password()
+        token = nodes.add_account(data_dir, a["username"], password, a["role"], a["name"], a["office"])
+        manifest["accounts"].append({"node_id": node_id, "username": a["username"], "password": password,
+                                     "role": a["role"], "office": a["office"], "api_token": token})
+
+
+def _issue_token(hub_dir: Path, node_id: str, name: str) -> str:
+    conn = nodes.open_db(hub_dir, "hub")
+    try:
+        with storage.write_transaction(conn):
+            return create_token(conn, node_id, name, None, timedelta(hours=1), nodes.node_for(hub_dir).now(), "demo")
+    finally:
+        conn.close()
+
+
+def run_demo(data_dir: Path, base_port: int, sync_interval: float, clock_start: str | None,
+             clock_speed: float) -> int:
+    """Create (first run) or reuse the demo network and serve it until Ctrl-C."""
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = data_dir / "demo.json"
+    env = {**os.environ, "LIANDONG_SYNC_INTERVAL_SECONDS": str(sync_interval), "PYTHONUNBUFFERED": "1"}
+    if clock_start:
+        env["LIANDONG_CLOCK_START"] = clock_start
+        env["LIANDONG_CLOCK_SPEED"] = str(clock_speed)
+    ports = {HUB["node_id"]: base_port, TOWNSHIP["node_id"]: base_port + 1}
+    ports.update({v["node_id"]: base_port + 2 + i for i, v in enumerate(VILLAGES)})
+    url = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
+    folder = {k: data_dir / k for k in ports}
+    procs: list[subprocess.Popen] = []
+
+    def start(node_id: str) -> None:
+        proc = _start(folder[node_id], ports[node_id], env)
+        procs.append(proc)
+        _wait_healthy(url[node_id], proc)
+
+    def stop(*_args) -> None:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
+    try:
+        if manifest_path.exists():
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            for n in manifest["nodes"]:
+                start(n["node_id"])
+        else:
+            manifest = {"nodes": [], "accounts": []}
+            hub_id, township_id = HUB["node_id"], TOWNSHIP["node_id"]
+            nodes.init_hub(folder[hub_id], hub_id, HUB["name"], url[hub_id])
+            _create(folder[hub_id], url[hub_id], hub_id, "hub", _accounts_for_hub(), manifest)
+            start(hub_id)
+            token = _issue_token(folder[hub_id], township_id, TOWNSHIP["name"])
+            nodes.enrol_node(folder[township_id], token, url[hub_id], TOWNSHIP["name"], url[township_id])
+            _create(folder[township_id], url[township_id], township_id, "township", [
+                {"username": "clerk", "role": "clerk", "office": township_id, "name": "便民服务站站员"},
+                {"username": "admin", "role": "admin", "office": None, "name": "乡镇管理员"},
+            ], manifest)
+            start(township_id)
+            for v in VILLAGES:
+                token = _issue_token(folder[hub_id], v["node_id"], v["name"])
+                nodes.enrol_node(folder[v["node_id"]], token, url[township_id], v["name"])
+                _create(folder[v["node_id"]], url[v["node_id"]], v["node_id"], "village", [
+                    {"username": "agent", "role": "agent", "office": v["node_id"], "name": "村代办员"},
+                ], manifest)
+                start(v["node_id"])
+            storage_text = json.dumps(manifest, ensure_ascii=False, indent=2)
+            nodes.write_private_file(manifest_path, storage_text.encode("utf-8"))
+        _print_manifest(manifest, manifest_path)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        click.echo("a node stopped; shutting the demo down", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("\nstopping the demo network…")
+        return 0
+    finally:
+        stop()
+
+
+def _print_manifest(manifest: dict, path: Path) -> None:
+    tiers = {"hub": "市(县)中心", "township": "乡镇便民服务站", "village": "村便民服务室"}
+    click.echo("\nLiandong demo network is up:")
+    for n in manifest["nodes"]:
+        click.echo(f"  {tiers[n['tier']]:<8} {n['node_id']:<13} {n['url']}/")
+    click.echo("\nLogins (node  username / password  role  office):")
+    for a in manifest["accounts"]:
+        click.echo(f"  {a['node_id']:<13} {a['username']:<14} / {a['password']:<16} {a['role']:<10} {a['office'] or ''}")
+    click.echo(f"\nAPI tokens and all of the above: {path}\nPress Ctrl-C to stop.", nl=True)
+    sys.stdout.flush()

@@ -1,0 +1,167 @@
+"""Creating nodes on disk: a hub from nothing, a township or village through enrolment.
+
+A node's data folder holds ``config.py`` (0600: it has the session secret), ``keys/`` (0600),
+its SQLite file and its ``blobs/``. Nothing secret is ever written into the repository.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from pathlib import Path
+
+import requests
+
+from shared import canonical, storage
+from shared.accounts import audit, create_account
+from shared.catalog import load_seed
+from shared.clock import Clock
+from shared.crypto import SigningKey, write_private_file
+from shared.node import NODE_KEY_FILE, Node
+from sync import envelope
+from sync.trust import TrustStore, accept_metadata, verify_hub_key_cert
+
+from .enrolment import anchor_matches_token, parse_token, proof_of_possession
+from .keys import anchor_text, create_hub_keys
+
+TIER_BY_LENGTH = {6: "hub", 9: "township", 12: "village"}
+
+
+class ProvisioningError(Exception):
+    """A node could not be created (message for the operator)."""
+
+
+def migrations_for(tier: str) -> list[str]:
+    """The schema of a node of ``tier`` (each node package owns its own)."""
+    if tier == "hub":
+        from city_hub.db import MIGRATIONS
+    elif tier == "township":
+        from township_node.db import MIGRATIONS
+    else:
+        from village_node.db import MIGRATIONS
+    return MIGRATIONS
+
+
+def read_config(data_dir: Path) -> dict:
+    """The settings in a node's ``config.py``."""
+    values: dict = {}
+    path = Path(data_dir) / "config.py"
+    if not path.exists():
+        raise ProvisioningError(f"{data_dir} is not a Liandong node folder (no config.py)")
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), {}, values)  # our own file, 0600
+    return {k: v for k, v in values.items() if k.isupper()}
+
+
+def open_db(data_dir: Path, tier: str | None = None) -> sqlite3.Connection:
+    """A migrated connection to a node's database."""
+    config = read_config(data_dir)
+    conn = storage.connect(Path(data_dir) / config.get("DATABASE", "node.sqlite3"))
+    storage.migrate(conn, migrations_for(tier or config["TIER"]))
+    return conn
+
+
+def node_for(data_dir: Path) -> Node:
+    """The runtime of the node in ``data_dir`` (for CLI commands)."""
+    from shared.settings import DEFAULTS
+
+    return Node({**DEFAULTS, **read_config(data_dir)}, data_dir)
+
+
+def write_config(data_dir: Path, values: dict) -> None:
+    """Write ``config.py`` with mode 0600."""
+    lines = ["# Written by `liandong`. Holds this node's secret: keep it 0600, never commit it."]
+    lines += [f"{k} = {v!r}" for k, v in values.items()]
+    write_private_file(Path(data_dir) / "config.py", ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def init_hub(data_dir: Path, hub_id: str, name: str, public_url: str | None = None, clock: Clock | None = None) -> None:
+    """Create a hub: keys, database, its own node entry, the first registry and catalog."""
+    if TIER_BY_LENGTH.get(len(hub_id)) != "hub" or not hub_id.isdigit():
+        raise ProvisioningError("a hub's code is the 6-digit county 区划代码")
+    data_dir = Path(data_dir)
+    if (data_dir / "config.py").exists():
+        raise ProvisioningError(f"{data_dir} already holds a node")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    now = (clock or Clock()).now()
+    anchor = create_hub_keys(data_dir, hub_id, now)
+    write_config(data_dir, {"NODE_ID": hub_id, "TIER": "hub", "NODE_NAME": name, "HUB_ID": hub_id,
+                            "SECRET_KEY": secrets.token_hex(32), "PUBLIC_URL": public_url})
+    node = node_for(data_dir)
+    from city_hub import registry
+
+    conn = open_db(data_dir, "hub")
+    try:
+        with storage.write_transaction(conn):
+            conn.execute("INSERT INTO node_meta(key, value) VALUES ('root_anchor', ?)", (anchor_text(anchor),))
+            conn.execute("INSERT INTO nodes(node_id, tier, parent, name, created_at) VALUES (?, 'hub', NULL, ?, ?)",
+                         (hub_id, name, now.isoformat()))
+            registry.publish_registry(conn, node)
+            registry.publish(conn, node, "catalog", {"items": load_seed()})
+            audit(conn, "provisioning", "hub.init", hub_id, None, now)
+    finally:
+        conn.close()
+
+
+def enrol_node(data_dir: Path, token: str, parent_url: str, name: str, public_url: str | None = None,
+               enrol_url: str | None = None) -> dict:
+    """Create a township or village: its own key, enrolment at the hub, pinned trust."""
+    node_id, _ = parse_token(token)
+    tier = TIER_BY_LENGTH[len(node_id)]
+    data_dir = Path(data_dir)
+    if (data_dir / "config.py").exists():
+        raise ProvisioningError(f"{data_dir} already holds a node")
+    key = SigningKey.generate()
+    try:
+        response = requests.post((enrol_url or parent_url).rstrip("/") + "/enrol/v1",
+                                 data=canonical.dumps(proof_of_possession(key, node_id, token)),
+                                 headers={"Content-Type": "application/json"}, timeout=30)
+    except requests.RequestException as exc:
+        raise ProvisioningError(f"cannot reach {enrol_url or parent_url}: {exc}") from exc
+    if response.status_code != 201:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:300]
+        raise ProvisioningError(f"enrolment refused ({response.status_code}): {message}")
+    answer = response.json()
+    anchor = answer["anchor"]
+    if not anchor_matches_token(anchor, token):
+        raise ProvisioningError("the hub's root key does not match the token: refusing to trust it")
+    hub_keys = {}
+    for cert in anchor["hub_keys"]:
+        body = verify_hub_key_cert(cert, anchor["public_key"], anchor["kid"])
+        hub_keys[body["kid"]] = body["public_key"]
+    trust = TrustStore(anchor["hub_id"], anchor["public_key"], hub_keys)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key.save(data_dir / NODE_KEY_FILE)
+    info = answer["node"]
+    write_config(data_dir, {
+        "NODE_ID": node_id, "TIER": tier, "NODE_NAME": name, "HUB_ID": anchor["hub_id"],
+        "PARENT_ID": info["parent"], "PARENT_URL": parent_url.rstrip("/"),
+        "SECRET_KEY": secrets.token_hex(32), "PUBLIC_URL": public_url,
+    })
+    conn = open_db(data_dir, tier)
+    now = Clock().now()
+    try:
+        with storage.write_transaction(conn):
+            conn.execute("INSERT INTO trusted_metadata(role, version, expires, document, received_at)"
+                         " VALUES ('root', 1, NULL, ?, ?)", (canonical.dumps(anchor), now.isoformat()))
+            for document in answer["metadata"]:
+                accept_metadata(conn, document, envelope.peek(document)["role"], trust, now)
+            audit(conn, "provisioning", "node.enrolled", node_id, key.kid, now)
+    finally:
+        conn.close()
+    return {"node_id": node_id, "tier": tier, "kid": key.kid, "parent": info["parent"]}
+
+
+def add_account(data_dir: Path, username: str, password: str, role: str, display_name: str,
+                office: str | None) -> str | None:
+    """Create (or reset) an account on a node; returns its API token."""
+    conn = open_db(data_dir)
+    try:
+        with storage.write_transaction(conn):
+            token = create_account(conn, username, password, role, display_name, office, Clock().now())
+            audit(conn, "provisioning", "account.create", username, role, Clock().now())
+        return token
+    finally:
+        conn.close()

@@ -1,0 +1,219 @@
+"""The case (办件) as every node stores it: capture, projection, actions and its JSON view.
+
+No Flask here. Capture happens at the node that takes the application (village or township
+window); the deciding node (hub department or township) applies actions through the state
+machine of :mod:`shared.states`; every change is an event with a globally unique id, so a node
+can receive the same event twice (relay retries, USB bundles) and record it once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable
+
+from shared import states
+from shared.clock import CN_TZ, iso, parse_iso
+from shared.errors import NotFound
+from shared.idcard import mask_id_number
+
+
+def _next_receipt_no(conn: sqlite3.Connection, node_id: str, now) -> str:
+    """收件回执 number: ``<node>-<yyyymmdd>-<nnnn>``, unique without asking anyone (offline)."""
+    day = now.astimezone(CN_TZ).strftime("%Y%m%d")
+    key = f"receipt_counter:{day}"
+    row = conn.execute(
+        "INSERT INTO node_meta(key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE"
+        " SET value = CAST(value AS INTEGER) + 1 RETURNING value",
+        (key,),
+    ).fetchone()
+    return f"{node_id}-{day}-{int(row['value']):04d}"
+
+
+def new_event(node: str, actor: str, action: str, from_status: str | None, to_status: str, now,
+              comment: str = "", detail: dict | None = None) -> dict:
+    """An event record with a fresh globally unique id."""
+    return {
+        "event_id": uuid.uuid4().hex,
+        "at": iso(now),
+        "node": node,
+        "actor": actor,
+        "action": action,
+        "from_status": from_status,
+        "to_status": to_status,
+        "comment": comment,
+        "detail": detail or {},
+    }
+
+
+def capture(conn: sqlite3.Connection, *, node_id: str, item: dict, catalog_version: int, route: dict,
+            applicant: dict, form: dict, materials: list[dict], agent: str, now) -> tuple[dict, dict]:
+    """Record a validated application taken at this node. Call inside a write transaction.
+
+    :returns: ``(case_body, event)``: the body of the ``case.submit`` envelope and its event.
+    """
+    case_id = uuid.uuid4().hex
+    receipt_no = _next_receipt_no(conn, node_id, now)
+    event = new_event(node_id, agent, "submit", None, "SUBMITTED", now, detail={"receipt_no": receipt_no})
+    body = {
+        "case_id": case_id,
+        "receipt_no": receipt_no,
+        "item_code": item["code"],
+        "item_name": item["name"],
+        "catalog_version": catalog_version,
+        "limit_wd": item.get("promise_limit_wd", 0),
+        "route": route,
+        "applicant": applicant,
+        "form": form,
+        "materials": materials,
+        "agent": agent,
+        "submitted_at": iso(now),
+        "event": event,
+    }
+    insert_case(conn, body, origin=node_id, status="SUBMITTED", sync_state="pending")
+    return body, event
+
+
+def insert_case(conn: sqlite3.Connection, body: dict, origin: str, status: str, sync_state: str = "local") -> bool:
+    """Insert a case from a ``case.submit`` body (idempotent: False if it was already here)."""
+    applicant = body["applicant"]
+    cur = conn.execute(
+        "INSERT INTO cases(case_id, receipt_no, item_code, item_name, catalog_version, origin, agent,"
+        " applicant_name, id_number, phone, form, status, route_level, route_office, limit_wd, submitted_at,"
+        " updated_at, sync_state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(case_id) DO NOTHING",
+        (
+            body["case_id"], body["receipt_no"], body["item_code"], body["item_name"], body["catalog_version"],
+            origin, body.get("agent"), applicant["name"], applicant["id_number"], applicant.get("phone", ""),
+            json.dumps(body["form"], ensure_ascii=False), status, body["route"]["level"], body["route"]["office"],
+            body.get("limit_wd", 0), body["submitted_at"], body["submitted_at"], sync_state,
+        ),
+    )
+    if cur.rowcount == 0:
+        return False
+    conn.executemany(
+        "INSERT INTO case_materials(case_id, code, filename, sha256, size) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+        [(body["case_id"], m["code"], m["filename"], m["sha256"], m["size"]) for m in body["materials"]],
+    )
+    if body.get("event"):
+        record_event(conn, body["case_id"], body["event"])
+    return True
+
+
+def record_event(conn: sqlite3.Connection, case_id: str, event: dict, decision: dict | None = None) -> bool:
+    """Record an event once and move the case to its status; False for a repeat."""
+    cur = conn.execute(
+        "INSERT INTO case_events(event_id, case_id, at, node, actor, action, from_status, to_status, comment, detail)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(event_id) DO NOTHING",
+        (
+            event["event_id"], case_id, event["at"], event["node"], event["actor"], event["action"],
+            event.get("from_status"), event["to_status"], event.get("comment", ""),
+            json.dumps(event.get("detail") or {}, ensure_ascii=False),
+        ),
+    )
+    if cur.rowcount == 0:
+        return False
+    sets, params = ["status = ?", "updated_at = ?"], [event["to_status"], event["at"]]
+    if event["action"] in ("accept", "accept_deficient"):
+        sets.append("accepted_at = COALESCE(accepted_at, ?)")
+        params.append(event["at"])
+    if decision is not None:
+        sets.append("decision = ?")
+        params.append(json.dumps(decision, ensure_ascii=False))
+    conn.execute(f"UPDATE cases SET {', '.join(sets)} WHERE case_id = ?", (*params, case_id))
+    return True
+
+
+def get_row(conn: sqlite3.Connection, case_id: str) -> sqlite3.Row:
+    """The case row, or :class:`NotFound`."""
+    row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+    if row is None:
+        raise NotFound("未找到该办件")
+    return row
+
+
+DECISION_ACTIONS = {"approve": "准予", "deny": "不予许可", "reject": "不予受理"}
+
+
+def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment: str, actor: str, node_id: str,
+                   now, emit: Callable[[sqlite3.Connection, sqlite3.Row, dict, dict | None], None], **details) -> dict:
+    """Apply an action at the deciding node; ``emit`` sends the event on (downlink/uplink).
+
+    Call inside a write transaction. The state machine raises :class:`RuleError` for an action
+    the case's status does not allow or a refusal without reasons.
+    """
+    row = get_row(conn, case_id)
+    new_status = states.apply_action(row["status"], action, comment, **details)
+    event = new_event(node_id, actor, action, row["status"], new_status, now, comment,
+                      {k: v for k, v in details.items() if v not in (None, "")})
+    decision = None
+    if action in DECISION_ACTIONS:
+        decision = {"result": action, "result_label": DECISION_ACTIONS[action], "comment": comment,
+                    "decided_at": iso(now), "decided_by": actor, "office": row["route_office"]}
+    record_event(conn, case_id, event, decision)
+    emit(conn, get_row(conn, case_id), event, decision)
+    return event
+
+
+def update_message(row: sqlite3.Row, event: dict, decision: dict | None) -> dict:
+    """The body of a ``case.update`` message for a case row after ``event``."""
+    return {"case_id": row["case_id"], "status": row["status"], "event": event, "decision": decision}
+
+
+def apply_update(conn: sqlite3.Connection, body: dict) -> bool:
+    """Apply a ``case.update`` received from the deciding node (idempotent)."""
+    if conn.execute("SELECT 1 FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone() is None:
+        return False
+    return record_event(conn, body["case_id"], body["event"], body.get("decision"))
+
+
+def to_json(conn: sqlite3.Connection, case_id: str, calendar=None, today=None, mask: bool = True) -> dict:
+    """The case as the API shows it at this node (``GET /api/v1/cases/<id>``)."""
+    row = get_row(conn, case_id)
+    history = [
+        {
+            "at": e["at"], "node": e["node"], "actor": e["actor"], "action": e["action"],
+            "action_label": states.ACTION_LABELS.get(e["action"], "提交" if e["action"] == "submit" else e["action"]),
+            "from_status": e["from_status"], "status": e["to_status"],
+            "status_label": states.status_label(e["to_status"]), "comment": e["comment"],
+        }
+        for e in conn.execute("SELECT * FROM case_events WHERE case_id = ? ORDER BY at, rowid", (case_id,))
+    ]
+    materials = [dict(m) for m in conn.execute(
+        "SELECT code, filename, sha256, size FROM case_materials WHERE case_id = ? ORDER BY code", (case_id,))]
+    result = {
+        "case_id": row["case_id"],
+        "receipt_no": row["receipt_no"],
+        "item_code": row["item_code"],
+        "item_name": row["item_name"],
+        "catalog_version": row["catalog_version"],
+        "origin": row["origin"],
+        "status": row["status"],
+        "status_label": states.status_label(row["status"]),
+        "route": {"level": row["route_level"], "office": row["route_office"]},
+        "applicant": {
+            "name": row["applicant_name"],
+            "id_number": mask_id_number(row["id_number"]) if mask else row["id_number"],
+            "phone": row["phone"],
+        },
+        "form": json.loads(row["form"]),
+        "materials": materials,
+        "submitted_at": row["submitted_at"],
+        "updated_at": row["updated_at"],
+        "accepted_at": row["accepted_at"],
+        "deadline": None,
+        "remaining_working_days": None,
+        "supervision": "none",
+        "sync_state": row["sync_state"],
+        "history": history,
+        "decision": json.loads(row["decision"]) if row["decision"] else None,
+    }
+    if calendar is not None and row["accepted_at"] and row["limit_wd"]:
+        accepted_day = parse_iso(row["accepted_at"]).astimezone(CN_TZ).date()
+        deadline = calendar.add_working_days(accepted_day, row["limit_wd"])
+        result["deadline"] = deadline.isoformat()
+        if row["status"] in states.OPEN_STATES and today is not None:
+            remaining = calendar.working_days_between(today, deadline)
+            result["remaining_working_days"] = remaining
+            result["supervision"] = "yellow" if remaining < 0 else ("warning" if remaining <= 1 else "none")
+    return result

@@ -1,0 +1,125 @@
+"""Taking an application (收件) at a village or a township window. No Flask here.
+
+Material files are stored content-addressed first (an orphan file after a crash is harmless);
+then the case, its submit event and its outbox envelope are written in one transaction, so the
+收件回执 number the agent hands over always refers to a case that will reach the hub.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sqlite3
+
+from shared import casework
+from shared.catalog import accepts_at, required_materials, route, validate_form
+from shared.errors import RuleError, ValidationError
+from shared.idcard import validate_id_number, validate_phone
+from shared.storage import ensure_disk_space, write_transaction
+from sync import blobs, outbox
+
+
+def catalog_items(conn: sqlite3.Connection) -> tuple[int, dict[str, dict]]:
+    """(version, {code: item}) of the catalog this node trusts."""
+    from sync.trust import metadata_content
+
+    version, content, _ = metadata_content(conn, "catalog")
+    return version, {item["code"]: item for item in (content or {}).get("items", [])}
+
+
+def _clean_applicant(applicant) -> dict:
+    if not isinstance(applicant, dict):
+        raise ValidationError("applicant", "缺少申请人信息")
+    name = applicant.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError("applicant.name", "请填写申请人姓名")
+    if len(name.strip()) > 50:
+        raise ValidationError("applicant.name", "申请人姓名过长")
+    return {
+        "name": name.strip(),
+        "id_number": validate_id_number(applicant.get("id_number"), field="applicant.id_number"),
+        "phone": validate_phone(applicant.get("phone"), field="applicant.phone"),
+    }
+
+
+def decode_materials(materials, item: dict, max_file: int, max_total: int) -> list[tuple[str, str, bytes]]:
+    """Check and decode API materials ``[{"code", "filename", "content_base64"}]``."""
+    if materials is None:
+        return []
+    if not isinstance(materials, list):
+        raise ValidationError("materials", "materials 必须是数组")
+    known = {m["code"] for m in item["materials"]}
+    files, total = [], 0
+    for i, m in enumerate(materials):
+        where = f"materials[{i}]"
+        if not isinstance(m, dict) or m.get("code") not in known:
+            raise ValidationError(f"{where}.code", f"材料编码不属于该事项，可选：{'、'.join(sorted(known))}")
+        filename = m.get("filename")
+        if not isinstance(filename, str) or not filename.strip() or len(filename) > 200:
+            raise ValidationError(f"{where}.filename", "请提供材料文件名")
+        try:
+            data = base64.b64decode(m.get("content_base64", ""), validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise ValidationError(f"{where}.content_base64", "材料内容不是有效的 Base64 编码") from None
+        if not data:
+            raise ValidationError(f"{where}.content_base64", "材料文件为空")
+        files.append((m["code"], filename.strip(), data))
+        total += len(data)
+        check_sizes(len(data), total, max_file, max_total, where)
+    return files
+
+
+def check_sizes(size: int, total: int, max_file: int, max_total: int, where: str) -> None:
+    """The per-file and per-case size limits, with a clear message."""
+    if size > max_file:
+        raise ValidationError(f"{where}", f"单个材料文件不能超过 {max_file // (1024 * 1024)} MB")
+    if total > max_total:
+        raise ValidationError("materials", f"一件办件的材料合计不能超过 {max_total // (1024 * 1024)} MB")
+
+
+def _plain_numbers(form: dict) -> dict:
+    # Signed documents carry integers only; a decimal measurement travels as its text.
+    return {k: (repr(v) if isinstance(v, float) else v) for k, v in form.items()}
+
+
+def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str, str, bytes]], agent: str) -> dict:
+    """Validate an application and record it with its outbox envelope; returns the receipt."""
+    version, items = catalog_items(conn)
+    item = items.get(payload.get("item_code"))
+    if item is None:
+        raise ValidationError("item_code", "事项不存在或目录尚未同步")
+    if item.get("consultation_only"):
+        raise RuleError("consultation_only", f"「{item['name']}」无需办理审批，属咨询事项：{item.get('consultation_answer', '')}")
+    if not accepts_at(item, node.node_id):
+        raise RuleError("not_accepted_here", f"「{item['name']}」不能在本级受理")
+    applicant = _clean_applicant(payload.get("applicant"))
+    form = _plain_numbers(validate_form(item, payload.get("form") or {}))
+    situation = payload.get("situation") or {}
+    needed = required_materials(item, situation if isinstance(situation, dict) else {})
+    ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
+    now = node.now()
+    materials = []
+    for code, filename, data in files:
+        materials.append({"code": code, "filename": filename, "sha256": node.blobs.put(data), "size": len(data)})
+    missing = [m["name"] for m in needed if m["code"] not in {x["code"] for x in materials}]
+    with write_transaction(conn):
+        for m in materials:
+            blobs.register(conn, m["sha256"], m["size"], now)
+        body, _ = casework.capture(
+            conn, node_id=node.node_id, item=item, catalog_version=version,
+            route=route(item, node.node_id, node.hub_id), applicant=applicant, form=form,
+            materials=materials, agent=agent, now=now,
+        )
+        body["missing_materials"] = missing
+        outbox.append(
+            conn, node.key, node.node_id, "case.submit", body, str(node.hlc.now()), now,
+            case_id=body["case_id"], attachments=[{"sha256": m["sha256"], "size": m["size"]} for m in materials],
+        )
+    return {
+        "case_id": body["case_id"],
+        "receipt_no": body["receipt_no"],
+        "status": "SUBMITTED",
+        "status_label": "已提交",
+        "route": body["route"],
+        "missing_materials": missing,
+    }

@@ -1,0 +1,47 @@
+"""Every setting a node reads, declared once with its default and help text.
+
+A node's Flask config is built from these defaults, then the instance ``config.py`` written by
+``liandong node init``/``hub init`` into the node's data folder, then ``LIANDONG_*`` environment
+variables (``from_prefixed_env``). ``docs/operations.md`` documents every one (a test checks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key of a node."""
+
+    name: str
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("NODE_ID", None, "This node's 区划代码: 6 digits (hub), 9 (township) or 12 (village)."),
+    Setting("TIER", None, "hub, township or village."),
+    Setting("NODE_NAME", "", "The node's Chinese name, shown in page headers and documents."),
+    Setting("SECRET_KEY", None, "Flask session/CSRF secret, generated at init; never committed."),
+    Setting("DATABASE", "node.sqlite3", "SQLite file name, relative to the data folder."),
+    Setting("PARENT_URL", None, "Base URL of the parent node (the township for a village, the hub for a township)."),
+    Setting("PARENT_ID", None, "区划代码 of the parent node."),
+    Setting("HUB_ID", None, "区划代码 of the county hub."),
+    Setting("SYNC_INTERVAL_SECONDS", 5, "Seconds between sync rounds (push the outbox, pull acks and downlink)."),
+    Setting("SYNC_BATCH", 200, "Envelopes sent in one push request."),
+    Setting("SYNC_TIMEOUT_SECONDS", 10, "HTTP timeout for one sync request."),
+    Setting("SYNC_BACKOFF_MAX_SECONDS", 300, "Upper bound of the exponential retry backoff when the parent is unreachable."),
+    Setting("MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024, "Largest single material file accepted."),
+    Setting("MAX_CASE_ATTACHMENT_BYTES", 40 * 1024 * 1024, "Largest total of material files for one case."),
+    Setting("DISK_RESERVE_BYTES", 64 * 1024 * 1024, "Free disk below which new cases are refused with a clear message."),
+    Setting("MAX_CLOCK_SKEW_SECONDS", 600, "How far in the future a peer's clock may be before its timestamps are refused."),
+    Setting("METADATA_TTL_DAYS", 30, "Days a signed catalog/registry stays fresh before nodes show it as stale."),
+    Setting("CLOCK_START", None, "Demo/sim only: ISO time the node's clock starts at."),
+    Setting("CLOCK_SPEED", 1.0, "Demo/sim only: how many times faster than real time the clock runs."),
+    Setting("SCHEDULER_ENABLED", True, "Run this node's apscheduler jobs (sync, supervision) in the web process."),
+    Setting("PUBLIC_URL", None, "This node's own base URL, as its children reach it."),
+)
+
+DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}

@@ -1,0 +1,58 @@
+"""The database owner of one node package: connection per request, schema, ``init-db``."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import click
+from flask import Flask, current_app, g
+
+from shared import storage
+
+
+class DatabaseOwner:
+    """Owns one package's SQLite file: its migrations and its connections."""
+
+    def __init__(self, migrations: list[str]):
+        self.migrations = migrations
+
+    def path(self, app: Flask) -> Path:
+        """Where the app's database file is."""
+        return Path(app.instance_path) / app.config["DATABASE"]
+
+    def connect(self, app: Flask) -> sqlite3.Connection:
+        """A new connection, migrated to the current schema (jobs and CLI use this)."""
+        conn = storage.connect(self.path(app))
+        storage.migrate(conn, self.migrations)
+        return conn
+
+    def get_db(self) -> sqlite3.Connection:
+        """The connection of the current request or app context."""
+        if "db" not in g:
+            g.db = storage.connect(self.path(current_app))
+        return g.db
+
+    def close_db(self, exc: BaseException | None = None) -> None:
+        """Close the context's connection."""
+        conn = g.pop("db", None)
+        if conn is not None:
+            conn.close()
+
+    def init_app(self, app: Flask) -> None:
+        """Migrate at start-up and register teardown and the ``init-db`` command."""
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+        self.connect(app).close()
+        app.teardown_appcontext(self.close_db)
+        app.extensions["liandong_db"] = self
+
+        @app.cli.command("init-db")
+        def init_db_command() -> None:
+            """Create or migrate the node's database."""
+            self.connect(current_app).close()
+            click.echo(f"database ready: {self.path(current_app)}")
+
+
+def get_db() -> sqlite3.Connection:
+    """The current app's database connection, whichever package owns it."""
+    return current_app.extensions["liandong_db"].get_db()

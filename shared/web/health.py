@@ -1,0 +1,14 @@
+"""``GET /healthz``: public liveness and identity of a node."""
+
+from flask import Blueprint, jsonify
+
+from . import VERSION, current_node
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """Node id, tier and version; public."""
+    node = current_node()
+    return jsonify({"node_id": node.node_id, "tier": node.tier, "version": VERSION, "time": node.now().isoformat()})

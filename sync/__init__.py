@@ -1,0 +1,1 @@
+"""Signed store-and-forward sync: envelopes, outbox, custody relay, hub ingest, downlink."""

@@ -1,0 +1,119 @@
+"""The sync endpoints (``/sync/v1/...``), the same on the hub and on a township.
+
+The blueprint authenticates the calling node, parses strictly and hands the work to the tier's
+:class:`SyncService` (hub: ingest; township: custody and relay), installed by the node's
+``create_app`` as ``app.extensions["liandong_sync"]``. Wire formats: docs/sync-protocol.md.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from shared import canonical
+from shared.crypto import SignatureError
+from shared.errors import LiandongError, ValidationError
+from shared.storage import write_transaction
+from shared.web import current_node
+from shared.web.auth import node_signed
+from shared.web.db import get_db
+
+from .blobs import SHA256_RE, BlobError
+from .nodeauth import verify_request
+
+bp = Blueprint("sync", __name__, url_prefix="/sync/v1")
+
+MAX_PUSH_BYTES = 16 * 1024 * 1024
+
+
+class SyncError(LiandongError):
+    """A sync request that cannot be honoured."""
+
+    default_status = 400
+
+
+def service():
+    """The tier's sync service."""
+    return current_app.extensions["liandong_sync"]
+
+
+def _authenticate() -> str:
+    node = current_node()
+    conn = get_db()
+    trust = node.trust(conn)
+    body = request.get_data(cache=True)
+    try:
+        with write_transaction(conn):
+            return verify_request(
+                conn, service().resolve_caller_key(trust), node.node_id, request.method,
+                request.full_path.rstrip("?"), body, request.headers,
+            )
+    except SignatureError as exc:
+        raise SyncError("node_auth", f"节点身份验证失败：{exc}", status=401) from exc
+
+
+def _json_body(max_bytes: int = MAX_PUSH_BYTES) -> dict:
+    try:
+        body = canonical.loads(request.get_data(cache=True), max_bytes=max_bytes)
+    except canonical.CanonicalError as exc:
+        raise ValidationError("body", f"请求体不是合法的 JSON：{exc}", code="malformed") from exc
+    if not isinstance(body, dict):
+        raise ValidationError("body", "请求体必须是 JSON 对象", code="malformed")
+    return body
+
+
+@bp.post("/push")
+@node_signed
+def push():
+    """Envelopes up the tree: ingest (hub) or custody (township)."""
+    g.caller = _authenticate()
+    body = _json_body()
+    documents = body.get("envelopes")
+    if not isinstance(documents, list):
+        raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
+    return jsonify(service().push(get_db(), current_node(), g.caller, documents))
+
+
+@bp.post("/pull")
+@node_signed
+def pull():
+    """Acknowledgements, downlink and newer metadata for the caller's subtree."""
+    g.caller = _authenticate()
+    body = _json_body(1024 * 1024)
+    cursors = body.get("cursors", {})
+    have = body.get("metadata", {})
+    if not isinstance(cursors, dict) or not isinstance(have, dict):
+        raise ValidationError("cursors", "cursors 与 metadata 必须是对象", code="malformed")
+    return jsonify(service().pull(get_db(), current_node(), g.caller, cursors, have))
+
+
+@bp.post("/blobs/status")
+@node_signed
+def blob_status():
+    """How many bytes of each named blob this node holds (0 = none): the sender resumes there."""
+    _authenticate()
+    wanted = _json_body(1024 * 1024).get("sha256", [])
+    if not isinstance(wanted, list) or not all(isinstance(s, str) and SHA256_RE.match(s) for s in wanted):
+        raise ValidationError("sha256", "sha256 必须是十六进制摘要数组", code="malformed")
+    blobs = current_node().blobs
+    return jsonify({"have": {sha: blobs.received(sha) for sha in wanted}})
+
+
+@bp.put("/blobs/<sha256>")
+@node_signed
+def blob_chunk(sha256: str):
+    """One chunk of a blob at ``?offset=`` of a blob of ``?size=`` bytes."""
+    _authenticate()
+    node = current_node()
+    try:
+        size, offset = int(request.args["size"]), int(request.args["offset"])
+        complete = node.blobs.write_chunk(
+            sha256, size, offset, request.get_data(cache=True), node.config["MAX_ATTACHMENT_BYTES"]
+        )
+    except (KeyError, ValueError) as exc:
+        if isinstance(exc, BlobError):
+            raise SyncError("blob_rejected", f"材料文件分块被拒绝：{exc}", status=409) from exc
+        raise ValidationError("offset", "size 与 offset 必须是整数", code="malformed") from exc
+    acks = []
+    if complete:
+        acks = service().blob_complete(get_db(), node, sha256, size)
+    return jsonify({"sha256": sha256, "received": node.blobs.received(sha256), "complete": complete, "acks": acks})

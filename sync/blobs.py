@@ -1,0 +1,116 @@
+"""Content-addressed material files: stored by SHA-256, received in resumable chunks.
+
+A blob lives at ``<data>/blobs/<first two hex>/<sha256>``. While it is arriving its bytes
+accumulate in ``<data>/blobs/partial/<sha256>``; a sender asks how much arrived and sends only
+the rest (``docs/sync-protocol.md`` §6). A blob counts only once its hash is verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+from shared.clock import iso
+from shared.crypto import fsync_dir
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+CHUNK_BYTES = 256 * 1024
+
+
+class BlobError(ValueError):
+    """A chunk that does not fit: wrong offset, too large, or a hash mismatch."""
+
+
+class BlobStore:
+    """The blob folder of one node."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        (self.root / "partial").mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        """Where a complete blob lives."""
+        if not SHA256_RE.match(sha256):
+            raise BlobError("not a sha256 hex digest")
+        return self.root / sha256[:2] / sha256
+
+    def has(self, sha256: str) -> bool:
+        """Whether the complete, verified blob is here."""
+        return self.path(sha256).exists()
+
+    def received(self, sha256: str) -> int:
+        """Bytes held for a blob: its size if complete, else what the partial file has."""
+        full = self.path(sha256)
+        if full.exists():
+            return full.stat().st_size
+        partial = self.root / "partial" / sha256
+        return partial.stat().st_size if partial.exists() else 0
+
+    def put(self, data: bytes) -> str:
+        """Store bytes whose hash is computed here; returns the sha256."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        if not self.has(sha256):
+            self._commit_file(sha256, data)
+        return sha256
+
+    def read(self, sha256: str) -> bytes:
+        """The bytes of a complete blob."""
+        return self.path(sha256).read_bytes()
+
+    def write_chunk(self, sha256: str, size: int, offset: int, data: bytes, max_size: int) -> bool:
+        """Append a chunk at ``offset``; return True once the whole blob is verified and stored.
+
+        :raises BlobError: the offset is not where the partial file ends, the blob is larger
+            than ``max_size``, or the finished bytes do not hash to ``sha256`` (the partial
+            file is discarded so the sender starts again).
+        """
+        if self.has(sha256):
+            return True
+        if size > max_size:
+            raise BlobError(f"blob of {size} bytes exceeds the limit of {max_size}")
+        partial = self.root / "partial" / sha256
+        have = partial.stat().st_size if partial.exists() else 0
+        if offset != have:
+            raise BlobError(f"expected offset {have}, got {offset}")
+        if have + len(data) > size:
+            raise BlobError("chunk runs past the declared size")
+        with open(partial, "ab") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if have + len(data) < size:
+            return False
+        digest = hashlib.sha256()
+        with open(partial, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != sha256:
+            partial.unlink()
+            raise BlobError("blob bytes do not match their sha256")
+        target = self.path(sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, target)
+        fsync_dir(target.parent)
+        return True
+
+    def _commit_file(self, sha256: str, data: bytes) -> None:
+        target = self.path(sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+
+
+def register(conn: sqlite3.Connection, sha256: str, size: int, now) -> None:
+    """Record that a verified blob is held (idempotent)."""
+    conn.execute(
+        "INSERT INTO blobs(sha256, size, received_at) VALUES (?,?,?) ON CONFLICT(sha256) DO NOTHING",
+        (sha256, size, iso(now)),
+    )

@@ -1,0 +1,134 @@
+"""Signed documents: one DSSE-shaped JSON object for every message Liandong signs.
+
+Wire form (``docs/sync-protocol.md`` §2)::
+
+    {"payloadType": "<type>", "payload": "<base64 of the canonical JSON body>",
+     "signatures": [{"keyid": "<hex sha256 of the raw public key>", "sig": "<base64>"}]}
+
+The signature covers ``PAE(payloadType, payload_bytes)``; the id of a document is the hex
+SHA-256 of that same PAE string, so it names the exact bytes that were signed and does not
+change when a relay re-encodes the surrounding JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shared import canonical
+from shared.crypto import SignatureError, SigningKey, b64d, b64e, pae, sha256_hex, verify
+
+PREFIX = "application/vnd.liandong."
+ENVELOPE = PREFIX + "envelope+json;v=1"  # uplink event, signed by its origin node
+DOWNLINK = PREFIX + "downlink+json;v=1"  # message to one node, signed by the deciding node
+ACK = PREFIX + "ack+json;v=1"  # hub's cumulative acknowledgement for one origin
+CUSTODY = PREFIX + "custody+json;v=1"  # township's custody receipt
+CERT = PREFIX + "cert+json;v=1"  # a certificate for a hub key or a node key
+METADATA = PREFIX + "metadata+json;v=1"  # catalog, registry, calendar
+ENROL = PREFIX + "enrol+json;v=1"  # proof of possession of a new node key
+REQUEST = PREFIX + "request+json;v=1"  # node-authenticated HTTP request
+BUNDLE = PREFIX + "bundle+json;v=1"  # USB bundle manifest
+DOCUMENT = PREFIX + "document+json;v=1"  # printed 文书 verification record
+
+MAX_ENVELOPE_BYTES = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A verified signed document: its parsed body, its exact payload bytes, signer and id."""
+
+    body: dict
+    payload: bytes
+    kid: str
+    doc_id: str
+    payload_type: str
+
+
+def sign(key: SigningKey, payload_type: str, body: dict) -> dict:
+    """Serialise ``body`` canonically and sign it; returns the wire document."""
+    payload = canonical.dumps(body)
+    return {
+        "payloadType": payload_type,
+        "payload": b64e(payload),
+        "signatures": [{"keyid": key.kid, "sig": b64e(key.sign(payload_type, payload))}],
+    }
+
+
+def document_id(document: dict) -> str:
+    """The id of a signed document: hex SHA-256 of PAE(payloadType, payload bytes)."""
+    payload_type, payload = _parts(document)
+    return sha256_hex(pae(payload_type, payload))
+
+
+def _parts(document: Any) -> tuple[str, bytes]:
+    if not isinstance(document, dict):
+        raise SignatureError("a signed document is a JSON object")
+    payload_type = document.get("payloadType")
+    payload = document.get("payload")
+    if not isinstance(payload_type, str) or not isinstance(payload, str):
+        raise SignatureError("payloadType and payload must be strings")
+    return payload_type, b64d(payload)
+
+
+def open_signed(
+    document: Any,
+    expected_type: str,
+    resolve_key: Callable[[str], str | None],
+    max_bytes: int = MAX_ENVELOPE_BYTES,
+) -> Opened:
+    """Verify ``document`` and return its body.
+
+    :param resolve_key: maps a key id to the base64 public key trusted for this purpose, or
+        ``None`` when the key is unknown (or revoked) for it.
+    :raises SignatureError: wrong type, unknown key, bad signature, or a body that is not strict
+        canonical JSON. Verification happens on the received payload bytes, before parsing.
+    """
+    payload_type, payload = _parts(document)
+    if payload_type != expected_type:
+        raise SignatureError(f"expected {expected_type}, got {payload_type}")
+    if len(payload) > max_bytes:
+        raise SignatureError("payload too large")
+    signatures = document.get("signatures")
+    if not isinstance(signatures, list) or not signatures:
+        raise SignatureError("no signatures")
+    for entry in signatures:
+        if not isinstance(entry, dict):
+            continue
+        kid, sig = entry.get("keyid"), entry.get("sig")
+        if not isinstance(kid, str) or not isinstance(sig, str):
+            continue
+        public_key = resolve_key(kid)
+        if public_key is None:
+            continue
+        verify(public_key, payload_type, payload, b64d(sig))
+        try:
+            body = canonical.loads(payload, max_bytes=max_bytes)
+        except canonical.CanonicalError as exc:
+            raise SignatureError(f"signed payload is not strict JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise SignatureError("signed payload must be a JSON object")
+        return Opened(body, payload, kid, sha256_hex(pae(payload_type, payload)), payload_type)
+    raise SignatureError("signed by no key trusted for this purpose")
+
+
+def peek(document: Any) -> dict:
+    """Parse a document's body WITHOUT verifying it (routing and error messages only)."""
+    _, payload = _parts(document)
+    try:
+        body = canonical.loads(payload, max_bytes=MAX_ENVELOPE_BYTES)
+    except canonical.CanonicalError as exc:
+        raise SignatureError(str(exc)) from exc
+    if not isinstance(body, dict):
+        raise SignatureError("payload must be a JSON object")
+    return body
+
+
+def to_bytes(document: dict) -> bytes:
+    """Bytes to store a document with (the payload inside is already exact)."""
+    return canonical.dumps(document)
+
+
+def from_bytes(data: bytes) -> dict:
+    """Load a stored document."""
+    return canonical.loads(data)

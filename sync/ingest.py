@@ -1,0 +1,279 @@
+"""The hub's side of the uplink: verify, order, de-duplicate, apply and acknowledge.
+
+One batch is one ``BEGIN IMMEDIATE`` transaction at ``synchronous=FULL``: the acknowledgement a
+peer receives is never ahead of what is on disk. Idempotency is enforced by the unique keys of
+``inbox`` (``(origin, seq)`` and ``envelope_id``), never by looking first: an insert that
+conflicts is then classified as a duplicate (same id: answered with the same acknowledgement)
+or a fork (same number, other content: a cloned key; quarantined, the node suspended).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shared.clock import iso
+from shared.crypto import SignatureError, SigningKey
+from shared.errors import LiandongError
+
+from . import envelope
+from .hlc import Timestamp
+from .outbox import GENESIS
+from .trust import TrustStore
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+MAX_HELD_PER_ORIGIN = 1000
+
+Applier = Callable[[sqlite3.Connection, envelope.Opened], None]
+
+
+@dataclass
+class BatchResult:
+    """What one push did: a result per envelope and the acknowledgements to return."""
+
+    results: list[dict] = field(default_factory=list)
+    acks: dict[str, dict] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"results": self.results, "acks": list(self.acks.values())}
+
+
+def quarantine(conn, origin, seq, envelope_id, reason, detail, document, now) -> None:
+    """Keep a refused envelope for an admin, with a typed reason (idempotent)."""
+    conn.execute(
+        "INSERT INTO quarantine(origin, seq, envelope_id, reason, detail, document, received_at)"
+        " VALUES (?,?,?,?,?,?,?) ON CONFLICT(envelope_id, reason) DO NOTHING",
+        (origin, seq, envelope_id, reason, detail, envelope.to_bytes(document) if document else None, iso(now)),
+    )
+
+
+def _check_header(body: dict, signer_node: str) -> tuple[str, int, str]:
+    origin, seq, prev = body.get("origin"), body.get("seq"), body.get("prev")
+    if body.get("v") != 1:
+        raise ValueError("unsupported envelope version")
+    if origin != signer_node:
+        raise ValueError("envelope signed by a key of another node")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise ValueError("seq must be a positive integer")
+    if not isinstance(prev, str) or not HEX64.match(prev):
+        raise ValueError("prev must be a sha256 hex digest")
+    if not isinstance(body.get("kind"), str) or not isinstance(body.get("body"), dict):
+        raise ValueError("kind and body are required")
+    Timestamp.parse(body.get("hlc", ""))
+    attachments = body.get("attachments", [])
+    if not isinstance(attachments, list) or not all(
+        isinstance(a, dict) and HEX64.match(str(a.get("sha256", ""))) and isinstance(a.get("size"), int)
+        for a in attachments
+    ):
+        raise ValueError("attachments must list sha256 and size")
+    return origin, seq, prev
+
+
+class Ingestor:
+    """Hub ingest for one database, trust state, signing key and set of appliers."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        trust: TrustStore,
+        hub_key: SigningKey,
+        appliers: dict[str, Applier],
+        has_blob: Callable[[str], bool],
+        max_skew_ms: int,
+    ):
+        self.conn = conn
+        self.trust = trust
+        self.hub_key = hub_key
+        self.appliers = appliers
+        self.has_blob = has_blob
+        self.max_skew_ms = max_skew_ms
+
+    def ingest(self, documents: list, via: str, now, wall_ms: int) -> BatchResult:
+        """Ingest a batch. Call inside one write transaction."""
+        result = BatchResult()
+        touched: set[str] = set()
+        for document in documents:
+            outcome = self._one(document, via, now, wall_ms)
+            result.results.append(outcome)
+            if outcome.get("origin") and outcome["status"] in ("accepted", "duplicate", "held"):
+                touched.add(outcome["origin"])
+        for origin in touched:
+            result.acks[origin] = self.refresh_ack(origin, now)
+        return result
+
+    def _one(self, document, via: str, now, wall_ms: int) -> dict:
+        conn = self.conn
+        try:
+            envelope_id = envelope.document_id(document)
+        except SignatureError as exc:
+            return {"status": "rejected", "reason": "malformed", "detail": str(exc)}
+        try:
+            opened = envelope.open_signed(document, envelope.ENVELOPE, self.trust.node_key)
+        except SignatureError as exc:
+            try:
+                claimed = envelope.peek(document)
+            except SignatureError:
+                claimed = {}
+            origin = claimed.get("origin") if isinstance(claimed.get("origin"), str) else None
+            seq = claimed.get("seq") if isinstance(claimed.get("seq"), int) else None
+            quarantine(conn, origin, seq, envelope_id, "bad_signature", str(exc), document, now)
+            return {"envelope_id": envelope_id, "status": "quarantined", "reason": "bad_signature"}
+        node = self.trust.node_of_key(opened.kid)
+        try:
+            origin, seq, prev = _check_header(opened.body, node.node_id)
+        except ValueError as exc:
+            quarantine(conn, node.node_id, None, envelope_id, "malformed", str(exc), document, now)
+            return {"envelope_id": envelope_id, "status": "quarantined", "reason": "malformed", "detail": str(exc)}
+        base = {"envelope_id": envelope_id, "origin": origin, "seq": seq}
+        if node.status == "revoked" and (node.revoked_after_seq is None or seq > node.revoked_after_seq):
+            quarantine(conn, origin, seq, envelope_id, "revoked", "signed after the node was revoked", document, now)
+            return {**base, "status": "quarantined", "reason": "revoked"}
+        if node.status == "suspended":
+            quarantine(conn, origin, seq, envelope_id, "suspended", "node suspended after a fork", document, now)
+            return {**base, "status": "quarantined", "reason": "suspended"}
+        return self._chain(opened, document, base, origin, seq, prev, via, now, wall_ms)
+
+    def _chain(self, opened, document, base, origin, seq, prev, via, now, wall_ms) -> dict:
+        conn = self.conn
+        head = conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) AS seq FROM inbox WHERE origin = ?", (origin,)
+        ).fetchone()["seq"]
+        envelope_id = base["envelope_id"]
+        if seq <= head:
+            existing = conn.execute("SELECT envelope_id FROM inbox WHERE origin = ? AND seq = ?", (origin, seq)).fetchone()
+            if existing["envelope_id"] == envelope_id:
+                return {**base, "status": "duplicate"}
+            return self._fork(base, document, now)
+        if seq > head + 1:
+            if conn.execute("SELECT COUNT(*) FROM held WHERE origin = ?", (origin,)).fetchone()[0] >= MAX_HELD_PER_ORIGIN:
+                return {**base, "status": "rejected", "reason": "gap_buffer_full", "expected_seq": head + 1}
+            cur = conn.execute(
+                "INSERT INTO held(origin, seq, envelope_id, document, received_at) VALUES (?,?,?,?,?)"
+                " ON CONFLICT DO NOTHING",
+                (origin, seq, envelope_id, envelope.to_bytes(document), iso(now)),
+            )
+            if cur.rowcount == 0:
+                other = conn.execute("SELECT envelope_id FROM held WHERE origin = ? AND seq = ?", (origin, seq)).fetchone()
+                if other is not None and other["envelope_id"] != envelope_id:
+                    return self._fork(base, document, now)
+            return {**base, "status": "held", "expected_seq": head + 1}
+        outcome = self._accept(opened, document, base, prev, head, via, now, wall_ms)
+        if outcome["status"] == "accepted":
+            self._drain_held(origin, via, now, wall_ms)
+        return outcome
+
+    def _accept(self, opened, document, base, prev, head, via, now, wall_ms) -> dict:
+        conn = self.conn
+        origin, seq, envelope_id = base["origin"], base["seq"], base["envelope_id"]
+        expected_prev = GENESIS if head == 0 else conn.execute(
+            "SELECT envelope_id FROM inbox WHERE origin = ? AND seq = ?", (origin, head)
+        ).fetchone()["envelope_id"]
+        if prev != expected_prev:
+            quarantine(conn, origin, seq, envelope_id, "broken_chain", f"prev should be {expected_prev}", document, now)
+            return {**base, "status": "quarantined", "reason": "broken_chain"}
+        attachments = opened.body.get("attachments", [])
+        missing = sorted({a["sha256"] for a in attachments if not self.has_blob(a["sha256"])})
+        conn.execute(
+            "INSERT INTO inbox(origin, seq, envelope_id, prev, kind, document, received_at, via, blobs_pending)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (origin, seq, envelope_id, prev, opened.body["kind"], envelope.to_bytes(document), iso(now), via, len(missing)),
+        )
+        conn.executemany(
+            "INSERT INTO inbox_blobs(origin, seq, sha256) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+            [(origin, seq, sha) for sha in missing],
+        )
+        result = {**base, "status": "accepted"}
+        if Timestamp.parse(opened.body["hlc"]).wall_ms > wall_ms + self.max_skew_ms:
+            # Never trust a clock from the future: keep the envelope, record the hub's time.
+            quarantine(conn, origin, seq, envelope_id, "clock_ahead", opened.body["hlc"], None, now)
+            result["clock"] = "ahead"
+        applier = self.appliers.get(opened.body["kind"])
+        conn.execute("SAVEPOINT apply_envelope")
+        try:
+            if applier is None:
+                raise LiandongError("unknown_kind", f"未知的消息类型 {opened.body['kind']}")
+            applier(conn, opened)
+        except (LiandongError, KeyError, ValueError, TypeError) as exc:
+            # The envelope stays in the chain (the hub holds it); its content waits for review.
+            conn.execute("ROLLBACK TO apply_envelope")
+            quarantine(conn, origin, seq, envelope_id, "invalid_content", repr(exc)[:500], None, now)
+            result["applied"] = False
+        else:
+            result["applied"] = True
+        conn.execute("RELEASE apply_envelope")
+        if missing:
+            result["missing_blobs"] = missing
+        return result
+
+    def _drain_held(self, origin, via, now, wall_ms) -> None:
+        conn = self.conn
+        while True:
+            head = conn.execute("SELECT MAX(seq) FROM inbox WHERE origin = ?", (origin,)).fetchone()[0]
+            row = conn.execute("SELECT document FROM held WHERE origin = ? AND seq = ?", (origin, head + 1)).fetchone()
+            if row is None:
+                return
+            conn.execute("DELETE FROM held WHERE origin = ? AND seq = ?", (origin, head + 1))
+            outcome = self._one(envelope.from_bytes(row["document"]), via, now, wall_ms)
+            if outcome["status"] != "accepted":
+                return
+
+    def _fork(self, base, document, now) -> dict:
+        origin = base["origin"]
+        quarantine(self.conn, origin, base["seq"], base["envelope_id"], "fork",
+                   "same seq, different content: the node key may be cloned", document, now)
+        self.conn.execute("UPDATE nodes SET status = 'suspended' WHERE node_id = ? AND status = 'active'", (origin,))
+        self.conn.execute(
+            "INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?,?,?,?,?)",
+            (iso(now), "system", "node.suspended", origin, json.dumps({"reason": "fork", "seq": base["seq"]})),
+        )
+        return {**base, "status": "quarantined", "reason": "fork"}
+
+    def blob_arrived(self, sha256: str, now) -> list[dict]:
+        """A material file was verified: release the envelopes waiting on it; new acks."""
+        conn = self.conn
+        rows = conn.execute("SELECT origin, seq FROM inbox_blobs WHERE sha256 = ?", (sha256,)).fetchall()
+        for row in rows:
+            conn.execute(
+                "UPDATE inbox SET blobs_pending = blobs_pending - 1 WHERE origin = ? AND seq = ?",
+                (row["origin"], row["seq"]),
+            )
+        conn.execute("DELETE FROM inbox_blobs WHERE sha256 = ?", (sha256,))
+        return [self.refresh_ack(origin, now) for origin in sorted({r["origin"] for r in rows})]
+
+    def refresh_ack(self, origin: str, now) -> dict:
+        """Sign the cumulative acknowledgement for ``origin`` if it moved; return the current one.
+
+        The ack covers the longest run 1..n held with every material file present.
+        """
+        conn = self.conn
+        row = conn.execute(
+            "SELECT MAX(seq) AS head, (SELECT MIN(seq) FROM inbox WHERE origin = ?1 AND blobs_pending > 0) AS waiting"
+            " FROM inbox WHERE origin = ?1",
+            (origin,),
+        ).fetchone()
+        if row["head"] is None:
+            return {}
+        acked_seq = row["head"] if row["waiting"] is None else row["waiting"] - 1
+        current = conn.execute("SELECT acked_seq, ack_document FROM origin_heads WHERE origin = ?", (origin,)).fetchone()
+        if current is not None and current["acked_seq"] == acked_seq:
+            return envelope.from_bytes(current["ack_document"])
+        if acked_seq == 0:
+            return {}
+        acked_id = conn.execute(
+            "SELECT envelope_id FROM inbox WHERE origin = ? AND seq = ?", (origin, acked_seq)
+        ).fetchone()["envelope_id"]
+        ack = envelope.sign(
+            self.hub_key,
+            envelope.ACK,
+            {"hub": self.trust.hub_id, "origin": origin, "acked_seq": acked_seq, "acked_id": acked_id, "hub_time": iso(now)},
+        )
+        conn.execute(
+            "INSERT INTO origin_heads(origin, acked_seq, acked_id, ack_document) VALUES (?,?,?,?)"
+            " ON CONFLICT(origin) DO UPDATE SET acked_seq = excluded.acked_seq, acked_id = excluded.acked_id,"
+            " ack_document = excluded.ack_document",
+            (origin, acked_seq, acked_id, envelope.to_bytes(ack)),
+        )
+        return ack

@@ -1,0 +1,232 @@
+"""One sync round of a village or a township towards its parent.
+
+Village: push the outbox (custody receipt from the township), send material files, pull hub
+acknowledgements, downlink and metadata. Township: the same towards the hub for its own outbox
+and for every envelope in its custody, and it keeps what it pulls for the villages below.
+Every step commits in batches; a failure leaves everything as it was for the next round.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+from shared import casework
+from shared.clock import iso, parse_iso
+from shared.crypto import SignatureError
+from shared.storage import write_transaction
+
+from . import downlink, envelope, outbox, relay
+from .client import ParentClient, SyncUnavailable
+from .hlc import Timestamp
+from .trust import RollbackError, accept_metadata
+
+log = logging.getLogger("liandong.sync")
+
+
+@dataclass
+class SyncState:
+    """Retry state of a node's link to its parent (in memory; shown on the status page)."""
+
+    failures: int = 0
+    next_attempt: float = 0.0
+    last_success: str | None = None
+    last_error: str | None = None
+    history: list = field(default_factory=list)
+
+    def backoff(self, max_seconds: float, base: float = 2.0) -> float:
+        """Exponential backoff with full jitter (AWS architecture blog), capped."""
+        return random.uniform(0, min(max_seconds, base * (2 ** min(self.failures, 16))))
+
+
+def client_for(node) -> ParentClient:
+    """The HTTP client towards this node's parent."""
+    return ParentClient(node.config["PARENT_URL"], node.config["PARENT_ID"], node.node_id, node.key, node.nonces,
+                        timeout=float(node.config["SYNC_TIMEOUT_SECONDS"]))
+
+
+def run_round(conn: sqlite3.Connection, node, state: SyncState, client: ParentClient | None = None,
+              force: bool = False) -> dict:
+    """One round if due; returns a summary. Never raises for network trouble."""
+    if not force and time.monotonic() < state.next_attempt:
+        return {"skipped": True}
+    client = client or client_for(node)
+    try:
+        summary = _round(conn, node, client)
+    except SyncUnavailable as exc:
+        state.failures += 1
+        state.last_error = str(exc)
+        state.next_attempt = time.monotonic() + state.backoff(float(node.config["SYNC_BACKOFF_MAX_SECONDS"]))
+        log.info("sync with parent failed (%s); retry in %.1fs", exc, state.next_attempt - time.monotonic())
+        return {"error": str(exc)}
+    state.failures = 0
+    state.next_attempt = 0.0
+    state.last_error = None
+    state.last_success = iso(node.now())
+    with write_transaction(conn):
+        conn.execute(
+            "INSERT INTO node_meta(key, value) VALUES ('last_parent_contact', ?) ON CONFLICT(key)"
+            " DO UPDATE SET value = excluded.value", (state.last_success,))
+    return summary
+
+
+def _round(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
+    summary = {"pushed": 0, "blobs": 0, "acked": 0, "applied": 0}
+    summary["pushed"] = _push(conn, node, client)
+    summary["blobs"] = _send_blobs(conn, node, client)
+    pulled = _pull(conn, node, client)
+    summary.update(pulled)
+    return summary
+
+
+def _pending_documents(conn: sqlite3.Connection, node) -> list[tuple[str, dict]]:
+    batch = int(node.config["SYNC_BATCH"])
+    docs = []
+    if node.tier == "township":
+        # Villages' envelopes first: a township's decision event follows the case it is about.
+        docs += [("custody", envelope.from_bytes(r["document"])) for r in relay.to_forward(conn, batch)]
+    docs += [("outbox", envelope.from_bytes(r["document"])) for r in outbox.to_send(conn, batch)]
+    return docs
+
+
+def _push(conn: sqlite3.Connection, node, client: ParentClient) -> int:
+    docs = _pending_documents(conn, node)
+    if not docs:
+        return 0
+    answer = client.push([d for _, d in docs])
+    trust = node.trust(conn)
+    with write_transaction(conn):
+        receipt = answer.get("receipt")
+        if receipt is not None and node.tier == "village":
+            try:
+                opened = envelope.open_signed(receipt, envelope.CUSTODY, trust.node_key)
+                holder = trust.node_of_key(opened.kid)
+                if holder is not None and holder.node_id == node.config["PARENT_ID"]:
+                    outbox.mark_custody(conn, opened.body["envelope_ids"], node.now())
+                    _set_case_sync_state(conn, opened.body["envelope_ids"], "custody")
+            except SignatureError as exc:
+                log.warning("custody receipt refused: %s", exc)
+        _apply_acks(conn, node, trust, answer.get("acks", []))
+    return len(docs)
+
+
+def _set_case_sync_state(conn: sqlite3.Connection, envelope_ids: list[str], sync_state: str) -> None:
+    conn.executemany(
+        "UPDATE cases SET sync_state = ? WHERE case_id = (SELECT case_id FROM outbox WHERE envelope_id = ?)"
+        " AND sync_state != 'acked'",
+        [(sync_state, eid) for eid in envelope_ids],
+    )
+
+
+def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
+    covered = 0
+    for ack in acks:
+        try:
+            opened = envelope.open_signed(ack, envelope.ACK, trust.hub_key)
+        except SignatureError as exc:
+            log.warning("acknowledgement refused: %s", exc)
+            continue
+        body = opened.body
+        if body["origin"] == node.node_id:
+            try:
+                covered += outbox.mark_acked(conn, body["acked_seq"], body["acked_id"], node.now())
+            except ValueError as exc:
+                log.error("acknowledgement does not match this node's chain: %s", exc)
+                continue
+            conn.execute(
+                "UPDATE cases SET sync_state = 'acked' WHERE case_id IN"
+                " (SELECT case_id FROM outbox WHERE seq <= ? AND case_id IS NOT NULL)", (body["acked_seq"],))
+        elif node.tier == "township":
+            relay.store_ack(conn, trust, ack)
+            conn.execute(
+                "UPDATE cases SET sync_state = 'acked' WHERE origin = ? AND sync_state != 'acked'", (body["origin"],))
+    return covered
+
+
+def _observe_parent_time(conn: sqlite3.Connection, node, server_time: str, server: str) -> None:
+    """Move the HLC past the parent's time; remember the PC clock's offset (wrong-clock banner)."""
+    try:
+        parent_ms = int(parse_iso(server_time).timestamp() * 1000)
+    except ValueError:
+        return
+    node.hlc.observe(Timestamp(parent_ms, 0, server or "parent"))
+    conn.execute(
+        "INSERT INTO node_meta(key, value) VALUES ('clock_skew_ms', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (str(node.wall_ms() - parent_ms),),
+    )
+
+
+def _attachments_to_send(conn: sqlite3.Connection, node) -> list[dict]:
+    rows = [r["document"] for r in conn.execute("SELECT document FROM outbox WHERE state != 'acked'")]
+    if node.tier == "township":
+        rows += [r["document"] for r in conn.execute("SELECT document FROM custody")]
+    wanted: dict[str, int] = {}
+    for raw in rows:
+        for a in envelope.peek(envelope.from_bytes(raw)).get("attachments", []):
+            wanted[a["sha256"]] = a["size"]
+    return [{"sha256": s, "size": n} for s, n in wanted.items()]
+
+
+def _send_blobs(conn: sqlite3.Connection, node, client: ParentClient) -> int:
+    wanted = [a for a in _attachments_to_send(conn, node) if node.blobs.has(a["sha256"])]
+    if not wanted:
+        return 0
+    have = client.blob_status([a["sha256"] for a in wanted])
+    sent = 0
+    for a in wanted:
+        offset = int(have.get(a["sha256"], 0))
+        if offset >= a["size"]:
+            continue
+        answer = client.send_blob(a["sha256"], node.blobs.read(a["sha256"]), offset)
+        sent += 1
+        if answer.get("acks"):
+            with write_transaction(conn):
+                _apply_acks(conn, node, node.trust(conn), answer["acks"])
+    return sent
+
+
+def _pull(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
+    if node.tier == "township":
+        cursors = {downlink.cursor_key(r["issuer"], r["dest"]): r["seq"] for r in conn.execute(
+            "SELECT issuer, dest, MAX(seq) AS seq FROM downlink WHERE issuer != ? GROUP BY issuer, dest",
+            (node.node_id,))}
+        cursors.update(downlink.cursors(conn, node.node_id))
+    else:
+        cursors = downlink.cursors(conn, node.node_id)
+    have = {r["role"]: r["version"] for r in conn.execute("SELECT role, version FROM trusted_metadata")}
+    answer = client.pull(cursors, have)
+    result = {"acked": 0, "applied": 0, "metadata": 0}
+    with write_transaction(conn):
+        if isinstance(answer.get("server_time"), str):
+            _observe_parent_time(conn, node, answer["server_time"], str(answer.get("server", "")))
+        trust = node.trust(conn)
+        for document in answer.get("metadata", []):
+            try:
+                role = envelope.peek(document).get("role")
+                if accept_metadata(conn, document, role, trust, node.now()):
+                    result["metadata"] += 1
+                    node.forget_trust()
+            except (RollbackError, SignatureError) as exc:
+                log.warning("metadata refused: %s", exc)
+        trust = node.trust(conn)
+        result["acked"] = _apply_acks(conn, node, trust, answer.get("acks", []))
+        messages = answer.get("downlink", [])
+        if node.tier == "township":
+            for document in messages:
+                try:
+                    opened = downlink.store_relayed(conn, trust, document)
+                except SignatureError as exc:
+                    log.warning("downlink refused: %s", exc)
+                    continue
+                if opened.body["dest"] != node.node_id and opened.body["kind"] == "case.update":
+                    casework.apply_update(conn, opened.body["body"])  # the township follows its villages' cases
+        result["applied"] = downlink.apply_in_order(conn, trust, node.node_id, messages, _handle_message)
+    return result
+
+
+def _handle_message(conn: sqlite3.Connection, body: dict) -> None:
+    if body["kind"] == "case.update":
+        casework.apply_update(conn, body["body"])

@@ -1,0 +1,116 @@
+"""The origin side: number envelopes 1, 2, 3… chained by hash, and track what the hub holds.
+
+An envelope is appended in the same SQLite transaction as the change it reports (the case and
+its outbox row commit together or not at all), so a kill -9 can neither lose a submitted case
+nor send one that was never saved. Rows move ``pending`` → ``custody`` (a township signed a
+custody receipt) → ``acked`` (a hub-signed cumulative acknowledgement covers them). Nothing is
+deleted before ``acked``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from shared.clock import iso
+from shared.crypto import SigningKey
+
+from . import envelope
+
+GENESIS = "0" * 64
+
+
+def _meta(conn: sqlite3.Connection, key: str, default: str) -> str:
+    row = conn.execute("SELECT value FROM node_meta WHERE key = ?", (key,)).fetchone()
+    return row["value"] if row else default
+
+
+def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute(
+        "INSERT INTO node_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def append(
+    conn: sqlite3.Connection,
+    key: SigningKey,
+    origin: str,
+    kind: str,
+    body: dict,
+    hlc: str,
+    now,
+    case_id: str | None = None,
+    attachments: list[dict] | None = None,
+) -> tuple[int, str, dict]:
+    """Sign and queue the next envelope of this origin. Call inside a write transaction.
+
+    :returns: ``(seq, envelope_id, document)``
+    """
+    seq = int(_meta(conn, "outbox_seq", "0")) + 1
+    prev = _meta(conn, "outbox_head", GENESIS)
+    payload = {
+        "v": 1,
+        "origin": origin,
+        "seq": seq,
+        "prev": prev,
+        "hlc": hlc,
+        "kind": kind,
+        "body": body,
+        "attachments": attachments or [],
+    }
+    document = envelope.sign(key, envelope.ENVELOPE, payload)
+    envelope_id = envelope.document_id(document)
+    conn.execute(
+        "INSERT INTO outbox(seq, envelope_id, prev, kind, case_id, document, created_at) VALUES (?,?,?,?,?,?,?)",
+        (seq, envelope_id, prev, kind, case_id, envelope.to_bytes(document), iso(now)),
+    )
+    _set_meta(conn, "outbox_seq", str(seq))
+    _set_meta(conn, "outbox_head", envelope_id)
+    return seq, envelope_id, document
+
+
+def to_send(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
+    """Envelopes not yet held by the hub, oldest first (custody ones are re-offered: idempotent)."""
+    return conn.execute(
+        "SELECT seq, envelope_id, document, state FROM outbox WHERE state != 'acked' ORDER BY seq LIMIT ?",
+        (limit,),
+    ).fetchall()
+
+
+def mark_custody(conn: sqlite3.Connection, envelope_ids: list[str], now) -> None:
+    """Record a verified custody receipt for these envelopes."""
+    conn.executemany(
+        "UPDATE outbox SET state = 'custody', custody_at = ? WHERE envelope_id = ? AND state = 'pending'",
+        [(iso(now), eid) for eid in envelope_ids],
+    )
+
+
+def mark_acked(conn: sqlite3.Connection, acked_seq: int, acked_id: str, now) -> int:
+    """Apply a verified cumulative acknowledgement; returns how many rows it newly covered.
+
+    The acknowledged id must be the id this node gave that seq: an ack for another chain (a
+    cloned key, a hub restored from an old backup) must not prune anything.
+    """
+    row = conn.execute("SELECT envelope_id FROM outbox WHERE seq = ?", (acked_seq,)).fetchone()
+    if row is not None and row["envelope_id"] != acked_id:
+        raise ValueError(f"acknowledgement for seq {acked_seq} names another envelope")
+    cur = conn.execute(
+        "UPDATE outbox SET state = 'acked', acked_at = ? WHERE seq <= ? AND state != 'acked'",
+        (iso(now), acked_seq),
+    )
+    return cur.rowcount
+
+
+def record_failure(conn: sqlite3.Connection, seqs: list[int], error: str) -> None:
+    """Count a failed attempt on these envelopes (shown on the queue page)."""
+    conn.executemany(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE seq = ?", [(error[:500], s) for s in seqs]
+    )
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Envelopes per state."""
+    result = {"pending": 0, "custody": 0, "acked": 0}
+    for row in conn.execute("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state"):
+        result[row["state"]] = row["n"]
+    return result

@@ -1,0 +1,89 @@
+"""The township's custody of its villages' envelopes.
+
+A township verifies each envelope (signature of an active village below it), stores it with
+``synchronous=FULL`` and only then signs a custody receipt. It forwards the exact bytes to the
+hub, keeps them until a hub-signed acknowledgement covers them, and serves that
+acknowledgement and the hub's downlink back to the village.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from shared.clock import iso
+from shared.crypto import SignatureError, SigningKey
+
+from . import envelope
+from .trust import TrustStore
+
+
+def take_custody(
+    conn: sqlite3.Connection, trust: TrustStore, township_id: str, documents: list, now
+) -> tuple[list[dict], list[str]]:
+    """Verify and durably store village envelopes. Call inside a write transaction.
+
+    :returns: per-envelope results, and the ids now in custody (new or already held).
+    """
+    results, held = [], []
+    for document in documents:
+        try:
+            envelope_id = envelope.document_id(document)
+            opened = envelope.open_signed(document, envelope.ENVELOPE, trust.node_key)
+        except SignatureError as exc:
+            results.append({"status": "rejected", "reason": "bad_signature", "detail": str(exc)})
+            continue
+        node = trust.node_of_key(opened.kid)
+        origin, seq = opened.body.get("origin"), opened.body.get("seq")
+        if origin != node.node_id or node.parent != township_id or not isinstance(seq, int):
+            results.append({"envelope_id": envelope_id, "status": "rejected", "reason": "not_below_this_township"})
+            continue
+        if node.status != "active" and (node.revoked_after_seq is None or seq > node.revoked_after_seq):
+            results.append({"envelope_id": envelope_id, "status": "rejected", "reason": node.status})
+            continue
+        conn.execute(
+            "INSERT INTO custody(envelope_id, origin, seq, document, received_at) VALUES (?,?,?,?,?)"
+            " ON CONFLICT(envelope_id) DO NOTHING",
+            (envelope_id, origin, seq, envelope.to_bytes(document), iso(now)),
+        )
+        acked = conn.execute("SELECT acked_seq FROM acks WHERE origin = ?", (origin,)).fetchone()
+        if acked is not None and seq <= acked["acked_seq"]:
+            # Already acknowledged by the hub: nothing to keep, the ack travels back down.
+            conn.execute("DELETE FROM custody WHERE envelope_id = ?", (envelope_id,))
+        results.append({"envelope_id": envelope_id, "origin": origin, "seq": seq, "status": "custody"})
+        held.append(envelope_id)
+    return results, held
+
+
+def custody_receipt(key: SigningKey, township_id: str, envelope_ids: list[str], now) -> dict:
+    """A township-signed receipt: these envelopes are on its disk."""
+    return envelope.sign(key, envelope.CUSTODY, {"holder": township_id, "envelope_ids": envelope_ids, "at": iso(now)})
+
+
+def to_forward(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
+    """Envelopes in custody, per origin in order, for the next push to the hub."""
+    return conn.execute(
+        "SELECT envelope_id, origin, seq, document FROM custody ORDER BY received_at, origin, seq LIMIT ?", (limit,)
+    ).fetchall()
+
+
+def store_ack(conn: sqlite3.Connection, trust: TrustStore, ack_document: dict) -> dict | None:
+    """Verify a hub acknowledgement, keep the newest per origin, release custody it covers."""
+    opened = envelope.open_signed(ack_document, envelope.ACK, trust.hub_key)
+    body = opened.body
+    origin, acked_seq = body["origin"], body["acked_seq"]
+    conn.execute(
+        "INSERT INTO acks(origin, acked_seq, document) VALUES (?,?,?) ON CONFLICT(origin) DO UPDATE"
+        " SET acked_seq = excluded.acked_seq, document = excluded.document WHERE excluded.acked_seq > acks.acked_seq",
+        (origin, acked_seq, envelope.to_bytes(ack_document)),
+    )
+    conn.execute("DELETE FROM custody WHERE origin = ? AND seq <= ?", (origin, acked_seq))
+    return body
+
+
+def record_peer(conn: sqlite3.Connection, node_id: str, pushed: int, now) -> None:
+    """Remember when a village last reached this township (relay health page)."""
+    conn.execute(
+        "INSERT INTO peer_status(node_id, last_seen, last_push_count) VALUES (?,?,?) ON CONFLICT(node_id)"
+        " DO UPDATE SET last_seen = excluded.last_seen, last_push_count = excluded.last_push_count",
+        (node_id, iso(now), pushed),
+    )

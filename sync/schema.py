@@ -1,0 +1,164 @@
+"""Schema fragments of the sync roles: origin (village, township), relay (township), hub."""
+
+# A node that creates envelopes: numbered 1, 2, 3… each linked to the id of the one before.
+ORIGIN = """
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY,
+    envelope_id TEXT NOT NULL UNIQUE,
+    prev TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    case_id TEXT,
+    document BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'custody', 'acked')),
+    custody_at TEXT,
+    acked_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX outbox_state ON outbox(state, seq);
+-- Downlink messages applied, per issuer: nothing older is ever applied again.
+CREATE TABLE downlink_cursors (
+    issuer TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+"""
+
+# Messages this node issues to the nodes below it, numbered per destination.
+ISSUER = """
+CREATE TABLE downlink (
+    issuer TEXT NOT NULL,
+    dest TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    message_id TEXT NOT NULL UNIQUE,
+    document BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (issuer, dest, seq)
+);
+"""
+
+# A township holding its villages' envelopes until the hub acknowledges them.
+RELAY = """
+CREATE TABLE custody (
+    envelope_id TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    document BLOB NOT NULL,
+    received_at TEXT NOT NULL,
+    forwarded_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX custody_origin ON custody(origin, seq);
+-- Latest hub-signed cumulative acknowledgement per origin, served down to villages.
+CREATE TABLE acks (
+    origin TEXT PRIMARY KEY,
+    acked_seq INTEGER NOT NULL,
+    document BLOB NOT NULL
+);
+-- Per (issuer, dest) downlink already fetched from the hub for the villages below.
+CREATE TABLE relay_cursors (
+    issuer TEXT NOT NULL,
+    dest TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (issuer, dest)
+);
+CREATE TABLE peer_status (
+    node_id TEXT PRIMARY KEY,
+    last_seen TEXT NOT NULL,
+    last_push_count INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+HUB = """
+CREATE TABLE nodes (
+    node_id TEXT PRIMARY KEY,
+    tier TEXT NOT NULL CHECK (tier IN ('hub', 'township', 'village')),
+    parent TEXT,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended', 'revoked')),
+    revoked_after_seq INTEGER,
+    revoked_at TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE node_keys (
+    kid TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL REFERENCES nodes(node_id),
+    public_key TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    retired_at TEXT
+);
+CREATE TABLE enrol_tokens (
+    token_hash TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    name TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    used_at TEXT,
+    created_at TEXT NOT NULL
+);
+-- Every envelope accepted into an origin's chain: the unique keys make ingest idempotent.
+CREATE TABLE inbox (
+    origin TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    envelope_id TEXT NOT NULL UNIQUE,
+    prev TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    document BLOB NOT NULL,
+    received_at TEXT NOT NULL,
+    via TEXT NOT NULL,
+    blobs_pending INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (origin, seq)
+);
+-- Material files an accepted envelope names; its origin is acknowledged past it only once
+-- every one of them has arrived (metadata is processed first, media follows).
+CREATE TABLE inbox_blobs (
+    origin TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (origin, seq, sha256)
+);
+CREATE INDEX inbox_blobs_sha ON inbox_blobs(sha256);
+-- Envelopes that arrived ahead of a gap, applied once the gap is filled.
+CREATE TABLE held (
+    origin TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    envelope_id TEXT NOT NULL UNIQUE,
+    document BLOB NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (origin, seq)
+);
+CREATE TABLE origin_heads (
+    origin TEXT PRIMARY KEY,
+    acked_seq INTEGER NOT NULL,
+    acked_id TEXT NOT NULL,
+    ack_document BLOB NOT NULL
+);
+CREATE TABLE quarantine (
+    id INTEGER PRIMARY KEY,
+    origin TEXT,
+    seq INTEGER,
+    envelope_id TEXT,
+    reason TEXT NOT NULL,
+    detail TEXT,
+    document BLOB,
+    received_at TEXT NOT NULL,
+    resolved_at TEXT,
+    UNIQUE (envelope_id, reason)
+);
+-- Case events that arrived (from a deciding township) before the case itself.
+CREATE TABLE orphan_events (
+    event_id TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+-- Hub-signed metadata, every published version.
+CREATE TABLE metadata (
+    role TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    document BLOB NOT NULL,
+    published_at TEXT NOT NULL,
+    PRIMARY KEY (role, version)
+);
+"""

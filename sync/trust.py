@@ -1,0 +1,223 @@
+"""Who is trusted to sign what: the pinned root, the hub's online keys, the node registry.
+
+Chain of trust (``docs/sync-protocol.md`` §3): the hub's **root key** (kept offline where the
+admin wishes) certifies the hub's online **signing keys**; a signing key signs node
+certificates, acknowledgements, downlink and the versioned **metadata** (registry, catalog,
+calendar). The registry lists every node's keys and revocations. A node pins the root key's
+id at enrolment (it is part of the enrolment token) and from then on trusts nothing else.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+from shared import canonical
+from shared.clock import iso, parse_iso
+from shared.crypto import SignatureError
+
+from . import envelope
+
+
+class RollbackError(SignatureError):
+    """Signed metadata older than the version already trusted (rollback attack or stale mirror)."""
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    """One node of the registry."""
+
+    node_id: str
+    tier: str
+    parent: str | None
+    name: str
+    status: str
+    revoked_after_seq: int | None
+    keys: dict[str, str]  # kid -> base64 public key (retired keys included: old envelopes verify)
+
+
+@dataclass
+class TrustStore:
+    """The verified trust state of one node, resolved into key lookups."""
+
+    hub_id: str
+    root_public_key: str
+    hub_keys: dict[str, str] = field(default_factory=dict)
+    nodes: dict[str, NodeEntry] = field(default_factory=dict)
+    registry_version: int = 0
+
+    def __post_init__(self) -> None:
+        self._kid_to_node = {kid: n.node_id for n in self.nodes.values() for kid in n.keys}
+
+    def hub_key(self, kid: str) -> str | None:
+        """The public key of a hub signing key, if certified by the root."""
+        return self.hub_keys.get(kid)
+
+    def node_key(self, kid: str) -> str | None:
+        """The public key of a registered node key (revocation is checked separately)."""
+        node_id = self._kid_to_node.get(kid)
+        return self.nodes[node_id].keys[kid] if node_id else None
+
+    def node_of_key(self, kid: str) -> NodeEntry | None:
+        """The node a key belongs to."""
+        node_id = self._kid_to_node.get(kid)
+        return self.nodes.get(node_id) if node_id else None
+
+    def signer_key(self, kid: str) -> str | None:
+        """Any key trusted to sign downlink: the hub's, or a township's (delegated decisions)."""
+        key = self.hub_key(kid)
+        if key is not None:
+            return key
+        node = self.node_of_key(kid)
+        if node and node.tier == "township" and node.status == "active":
+            return node.keys[kid]
+        return None
+
+    def children_of(self, node_id: str) -> list[str]:
+        """Nodes whose parent is ``node_id``."""
+        return [n.node_id for n in self.nodes.values() if n.parent == node_id]
+
+    def subtree(self, node_id: str) -> set[str]:
+        """``node_id`` and every node below it."""
+        result, frontier = {node_id}, [node_id]
+        while frontier:
+            children = self.children_of(frontier.pop())
+            result.update(children)
+            frontier.extend(children)
+        return result
+
+
+def hub_key_cert_body(hub_id: str, kid: str, public_key: str, not_before: str, not_after: str) -> dict:
+    """The body of a root-signed certificate for one hub signing key."""
+    return {
+        "type": "hub-key",
+        "hub": hub_id,
+        "kid": kid,
+        "public_key": public_key,
+        "not_before": not_before,
+        "not_after": not_after,
+    }
+
+
+def verify_hub_key_cert(document: dict, root_public_key: str, root_kid: str) -> dict:
+    """Verify a hub key certificate against the pinned root; return its body."""
+    opened = envelope.open_signed(
+        document, envelope.CERT, lambda kid: root_public_key if kid == root_kid else None
+    )
+    body = opened.body
+    if body.get("type") != "hub-key":
+        raise SignatureError("not a hub key certificate")
+    return body
+
+
+def registry_body(nodes: list[NodeEntry]) -> dict:
+    """The body of the registry metadata."""
+    return {
+        "nodes": [
+            {
+                "node_id": n.node_id,
+                "tier": n.tier,
+                "parent": n.parent,
+                "name": n.name,
+                "status": n.status,
+                "revoked_after_seq": n.revoked_after_seq,
+                "keys": [{"kid": kid, "public_key": pk} for kid, pk in sorted(n.keys.items())],
+            }
+            for n in nodes
+        ]
+    }
+
+
+def parse_registry(body: dict) -> dict[str, NodeEntry]:
+    """Registry metadata body -> node entries."""
+    return {
+        n["node_id"]: NodeEntry(
+            node_id=n["node_id"],
+            tier=n["tier"],
+            parent=n.get("parent"),
+            name=n.get("name", ""),
+            status=n.get("status", "active"),
+            revoked_after_seq=n.get("revoked_after_seq"),
+            keys={k["kid"]: k["public_key"] for k in n.get("keys", [])},
+        )
+        for n in body.get("nodes", [])
+    }
+
+
+def metadata_body(role: str, version: int, hub_id: str, issued_at, expires, content: dict) -> dict:
+    """The signed body of one version of one kind of metadata."""
+    return {
+        "role": role,
+        "version": version,
+        "hub": hub_id,
+        "issued_at": iso(issued_at),
+        "expires": iso(expires),
+        "content": content,
+    }
+
+
+def open_metadata(document: dict, role: str, trust: TrustStore) -> envelope.Opened:
+    """Verify hub-signed metadata of ``role``."""
+    opened = envelope.open_signed(document, envelope.METADATA, trust.hub_key)
+    if opened.body.get("role") != role:
+        raise SignatureError(f"expected {role} metadata")
+    if opened.body.get("hub") != trust.hub_id:
+        raise SignatureError("metadata of another hub")
+    return opened
+
+
+def accept_metadata(conn: sqlite3.Connection, document: dict, role: str, trust: TrustStore, now) -> bool:
+    """Store newer hub-signed metadata; True if it changed what this node trusts.
+
+    Older versions raise :class:`RollbackError`; the same version with other content is a
+    mix-and-match attempt and is refused too. Call inside a write transaction.
+    """
+    opened = open_metadata(document, role, trust)
+    version = opened.body["version"]
+    row = conn.execute("SELECT version, document FROM trusted_metadata WHERE role = ?", (role,)).fetchone()
+    if row is not None:
+        if version < row["version"]:
+            raise RollbackError(f"{role} version {version} is older than trusted {row['version']}")
+        if version == row["version"]:
+            held = envelope.document_id(envelope.from_bytes(row["document"]))
+            if held != opened.doc_id:
+                raise RollbackError(f"{role} version {version} differs from the trusted copy")
+            return False
+    conn.execute(
+        "INSERT INTO trusted_metadata(role, version, expires, document, received_at) VALUES (?,?,?,?,?)"
+        " ON CONFLICT(role) DO UPDATE SET version=excluded.version, expires=excluded.expires,"
+        " document=excluded.document, received_at=excluded.received_at",
+        (role, version, opened.body.get("expires"), envelope.to_bytes(document), iso(now)),
+    )
+    return True
+
+
+def metadata_content(conn: sqlite3.Connection, role: str) -> tuple[int, dict | None, str | None]:
+    """(version, content, expires) of the trusted metadata of ``role``; (0, None, None) if none."""
+    row = conn.execute("SELECT version, document, expires FROM trusted_metadata WHERE role = ?", (role,)).fetchone()
+    if row is None:
+        return 0, None, None
+    body = envelope.peek(envelope.from_bytes(row["document"]))
+    return row["version"], body["content"], row["expires"]
+
+
+def is_expired(expires: str | None, now) -> bool:
+    """Whether metadata with this expiry is stale at ``now``."""
+    return expires is not None and parse_iso(expires) < now
+
+
+def load_node_trust(conn: sqlite3.Connection) -> TrustStore | None:
+    """The trust store of an enrolled township or village, from its database."""
+    anchor = conn.execute("SELECT document FROM trusted_metadata WHERE role = 'root'").fetchone()
+    if anchor is None:
+        return None
+    root = canonical.loads(anchor["document"])
+    hub_keys = {}
+    for cert in root["hub_keys"]:
+        body = verify_hub_key_cert(cert, root["public_key"], root["kid"])
+        hub_keys[body["kid"]] = body["public_key"]
+    trust = TrustStore(root["hub_id"], root["public_key"], hub_keys)
+    version, content, _ = metadata_content(conn, "registry")
+    if content is not None:
+        trust = TrustStore(root["hub_id"], root["public_key"], hub_keys, parse_registry(content), version)
+    return trust

@@ -1,0 +1,29 @@
+"""The township station (乡镇便民服务站): window intake, relay for its villages, delegated decisions."""
+
+from flask import Flask
+
+from shared.web import create_node_app
+from shared.web.jobs import start_sync
+
+from .db import database
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Create the township app for the node in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
+    app = create_node_app(__name__, "township", test_config, database)
+    from shared.web import cases, intake
+    from sync import api
+
+    from . import enrol_relay, relay_pages
+    from .relay_service import TownshipSync
+
+    service = TownshipSync(app.extensions["liandong_node"])
+    app.extensions["liandong_sync"] = service
+    app.extensions["liandong_emit"] = service.emit
+    app.register_blueprint(intake.bp)
+    app.register_blueprint(cases.bp)
+    app.register_blueprint(relay_pages.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(enrol_relay.bp)
+    start_sync(app)
+    return app

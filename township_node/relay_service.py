@@ -1,0 +1,102 @@
+"""The township's sync service towards its villages: custody, relayed acks and downlink.
+
+It also follows every case of its villages (so the station sees where each one is) and takes
+the items delegated to it for decision, also while its own uplink to the hub is down.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from shared import casework
+from shared.clock import iso
+from shared.storage import write_transaction
+from sync import blobs, downlink, envelope, outbox, relay
+from sync.trust import metadata_content
+
+
+def township_emit(node):
+    """How a decision taken at the township travels: down to the village, up to the hub."""
+
+    def emit(conn: sqlite3.Connection, row: sqlite3.Row, event: dict, decision: dict | None) -> None:
+        body = casework.update_message(row, event, decision)
+        now = node.now()
+        if row["origin"] != node.node_id:
+            downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update", body, now)
+        outbox.append(conn, node.key, node.node_id, "case.event", body, str(node.hlc.now()), now,
+                      case_id=row["case_id"])
+
+    return emit
+
+
+class TownshipSync:
+    """Installed as ``app.extensions["liandong_sync"]`` on a township."""
+
+    def __init__(self, node):
+        self.node = node
+        self.emit = township_emit(node)
+
+    def resolve_caller_key(self, trust):
+        """Only active villages registered below this township may call it."""
+
+        def resolve(node_id: str, kid: str):
+            entry = trust.nodes.get(node_id) if trust else None
+            if entry is None or entry.parent != self.node.node_id or entry.status != "active":
+                return None
+            return entry.keys.get(kid)
+
+        return resolve
+
+    def push(self, conn, node, caller: str, documents: list) -> dict:
+        """Take custody in one FULL-sync transaction, then sign the receipt."""
+        trust = node.trust(conn)
+        now = node.now()
+        with write_transaction(conn):
+            results, held = relay.take_custody(conn, trust, node.node_id, documents, now)
+            relay.record_peer(conn, caller, len(documents), now)
+            for document, result in zip(documents, results, strict=True):
+                if result["status"] == "custody":
+                    self._follow_case(conn, document)
+            acks = [envelope.from_bytes(r["document"]) for r in conn.execute(
+                "SELECT document FROM acks WHERE origin = ?", (caller,))]
+        receipt = relay.custody_receipt(node.key, node.node_id, held, now) if held else None
+        return {"results": results, "receipt": receipt, "acks": acks, "server": node.node_id, "server_time": iso(now)}
+
+    def _follow_case(self, conn, document) -> None:
+        body = envelope.peek(document)
+        if body.get("kind") != "case.submit":
+            return
+        case = body["body"]
+        if casework.insert_case(conn, case, origin=body["origin"], status="SUBMITTED", sync_state="custody"):
+            if case["route"]["level"] == "township" and case["route"]["office"] == self.node.node_id:
+                casework.perform_action(conn, case["case_id"], "receive", "", "system", self.node.node_id,
+                                        self.node.now(), self.emit)
+
+    def pull(self, conn, node, caller: str, cursors: dict, have: dict) -> dict:
+        """The caller's acks, its downlink (relayed and the township's own), newer metadata."""
+        acks = [envelope.from_bytes(r["document"]) for r in conn.execute(
+            "SELECT document FROM acks WHERE origin = ?", (caller,))]
+        metadata = []
+        for row in conn.execute("SELECT role, version, document FROM trusted_metadata WHERE role != 'root'"):
+            if row["version"] > int(have.get(row["role"], 0) or 0):
+                metadata.append(envelope.from_bytes(row["document"]))
+        with write_transaction(conn):
+            relay.record_peer(conn, caller, 0, node.now())
+        return {
+            "server": node.node_id,
+            "server_time": iso(node.now()),
+            "acks": acks,
+            "downlink": downlink.messages_for(conn, {caller}, cursors),
+            "metadata": metadata,
+        }
+
+    def blob_complete(self, conn, node, sha256: str, size: int) -> list[dict]:
+        """A village's material file is here; it goes on to the hub in the next round."""
+        with write_transaction(conn):
+            blobs.register(conn, sha256, size, node.now())
+        return []
+
+
+def catalog_version(conn) -> int:
+    """Version of the catalog the township holds."""
+    return metadata_content(conn, "catalog")[0]

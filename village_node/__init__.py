@@ -1,0 +1,23 @@
+"""The village room (村便民服务室): the agent's offline intake and the results coming back."""
+
+from flask import Flask
+
+from shared.web import create_node_app
+from shared.web.jobs import start_sync
+
+from .db import database
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Create the village app for the node in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
+    app = create_node_app(__name__, "village", test_config, database)
+    from shared.web import cases, intake
+
+    from . import syncstatus
+
+    app.extensions["liandong_emit"] = None  # a village decides nothing
+    app.register_blueprint(intake.bp)
+    app.register_blueprint(cases.bp)
+    app.register_blueprint(syncstatus.bp)
+    start_sync(app)
+    return app

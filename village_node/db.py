@@ -1,0 +1,10 @@
+"""The village room's database: its cases and its outbox."""
+
+from shared.schema import COMMON
+from shared.web.db import DatabaseOwner
+from sync.schema import ORIGIN
+
+MIGRATIONS = [COMMON + ORIGIN]
+
+database = DatabaseOwner(MIGRATIONS)
+get_db = database.get_db
