@@ -189,5 +189,9 @@ def demo(data_dir: Path, base_port: int, headless: bool, sync_interval: float, c
     sys.exit(run_demo(data_dir, base_port, sync_interval, clock_start, clock_speed))
 
 
+from .calendar_cli import calendar  # noqa: E402
+
+main.add_command(calendar)
+
 if __name__ == "__main__":
     main()

@@ -14,9 +14,9 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from shared import casework
+from shared import canonical, casework
 from shared.clock import iso, parse_iso
-from shared.crypto import SignatureError
+from shared.crypto import SignatureError, write_private_file
 from shared.storage import write_transaction
 
 from . import downlink, envelope, outbox, relay
@@ -209,6 +209,8 @@ def _pull(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
                 if accept_metadata(conn, document, role, trust, node.now()):
                     result["metadata"] += 1
                     node.forget_trust()
+                    if role == "calendar":
+                        install_calendar(node, envelope.peek(document)["content"])
             except (RollbackError, SignatureError) as exc:
                 log.warning("metadata refused: %s", exc)
         trust = node.trust(conn)
@@ -225,6 +227,15 @@ def _pull(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
                     casework.apply_update(conn, opened.body["body"])  # the township follows its villages' cases
         result["applied"] = downlink.apply_in_order(conn, trust, node.node_id, messages, _handle_message)
     return result
+
+
+def install_calendar(node, content: dict) -> None:
+    """Use the hub's holiday schedules now and keep them for the next start."""
+    folder = node.data_dir / "calendar"
+    folder.mkdir(exist_ok=True)
+    for schedule in content.get("schedules", []):
+        node.calendar.add_schedule(schedule)
+        write_private_file(folder / f"{schedule['year']}.json", canonical.dumps(schedule))
 
 
 def _handle_message(conn: sqlite3.Connection, body: dict) -> None:
