@@ -45,7 +45,12 @@ def make_appliers(node) -> dict:
                 (body["event"]["event_id"], body["case_id"], canonical.dumps(body)),
             )
 
-    return {"case.submit": apply_case_submit, "case.event": apply_case_event}
+    def apply_rotate_key(conn: sqlite3.Connection, opened: Opened) -> None:
+        from provisioning.lifecycle import apply_rotation
+
+        apply_rotation(conn, node, opened.body["origin"], opened.body["body"])
+
+    return {"case.submit": apply_case_submit, "case.event": apply_case_event, "node.rotate_key": apply_rotate_key}
 
 
 def notify_origin(conn: sqlite3.Connection, node, row: sqlite3.Row, event: dict, decision: dict | None) -> None:

@@ -125,6 +125,76 @@ def node_status(data_dir: Path) -> None:
     click.echo(json.dumps(result, ensure_ascii=False))
 
 
+@node.command("export-bundle")
+@DATA
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Bundle file to write (e.g. on a USB stick).")
+def node_export_bundle(data_dir: Path, out_path: Path) -> None:
+    """Write this node's unsent envelopes and files into one signed bundle (no network needed)."""
+    from sync import bundle
+
+    node_rt = nodes.node_for(data_dir)
+    conn = nodes.open_db(data_dir)
+    try:
+        with click.progressbar(length=1, label="exporting") as bar:
+            result = bundle.export_outbox(conn, node_rt, out_path,
+                                          lambda stage, done, total: _progress(bar, done, total))
+    finally:
+        conn.close()
+    click.echo(json.dumps(result))
+
+
+def _progress(bar, done: int, total: int) -> None:
+    bar.length = max(total, 1)
+    bar.update(done - bar.pos)
+
+
+@node.command("import-bundle")
+@DATA
+@click.option("--in", "in_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Bundle file to read.")
+@click.option("--answer", "answer_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Township only: where to write the answer bundle for the village.")
+def node_import_bundle(data_dir: Path, in_path: Path, answer_path: Path | None) -> None:
+    """Township: take a village's bundle into custody and write the answer. Village: apply the answer."""
+    from shared.crypto import SignatureError
+    from sync import bundle
+
+    node_rt = nodes.node_for(data_dir)
+    conn = nodes.open_db(data_dir)
+    try:
+        if node_rt.tier == "township":
+            from township_node.relay_service import TownshipSync
+
+            if answer_path is None:
+                raise click.UsageError("--answer is required at a township")
+            with click.progressbar(length=1, label="importing") as bar:
+                result = bundle.import_at_township(conn, node_rt, TownshipSync(node_rt), in_path, answer_path,
+                                                   lambda stage, done, total: _progress(bar, done, total))
+        else:
+            result = bundle.import_answer(conn, node_rt, in_path)
+    except SignatureError as exc:
+        _fail(exc)
+    finally:
+        conn.close()
+    click.echo(json.dumps(result, ensure_ascii=False))
+
+
+@node.command("rotate-key")
+@DATA
+def node_rotate_key(data_dir: Path) -> None:
+    """Start a key rotation: a new key is announced through sync; the old one signs until it is registered."""
+    from .lifecycle import start_rotation
+
+    node_rt = nodes.node_for(data_dir)
+    conn = nodes.open_db(data_dir)
+    try:
+        kid = start_rotation(conn, node_rt)
+    finally:
+        conn.close()
+    click.echo(f"new key {kid[:16]}… queued; the node switches to it when the hub's registry lists it")
+
+
 @main.group()
 def provision() -> None:
     """Hub-side provisioning: enrolment tokens."""
@@ -150,6 +220,44 @@ def provision_token(data_dir: Path, node_code: str, name: str, parent: str | Non
     finally:
         conn.close()
     click.echo(token)
+
+
+@provision.command("revoke")
+@DATA
+@click.option("--node-code", required=True, help="The node to revoke (e.g. a lost village PC).")
+@click.option("--after-seq", default=None, type=int,
+              help="Refuse its envelopes numbered above this (default: what the hub holds now).")
+def provision_revoke(data_dir: Path, node_code: str, after_seq: int | None) -> None:
+    """Revoke a node; the signed registry carries it to every tier."""
+    from .lifecycle import revoke
+
+    node_rt = nodes.node_for(data_dir)
+    conn = nodes.open_db(data_dir, "hub")
+    try:
+        with storage.write_transaction(conn):
+            result = revoke(conn, node_rt, node_code, after_seq, "cli")
+    except Exception as exc:
+        _fail(exc)
+    finally:
+        conn.close()
+    click.echo(json.dumps(result))
+
+
+@provision.command("reinstate")
+@DATA
+@click.option("--node-code", required=True, help="The suspended or revoked node.")
+def provision_reinstate(data_dir: Path, node_code: str) -> None:
+    """Lift a suspension (after a reviewed fork) or a revocation."""
+    from .lifecycle import reinstate
+
+    node_rt = nodes.node_for(data_dir)
+    conn = nodes.open_db(data_dir, "hub")
+    try:
+        with storage.write_transaction(conn):
+            reinstate(conn, node_rt, node_code, "cli")
+    finally:
+        conn.close()
+    click.echo(f"{node_code} reinstated")
 
 
 @main.group()

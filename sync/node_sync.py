@@ -14,6 +14,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
+from provisioning.lifecycle import finish_rotation_if_registered  # noqa: E402
 from shared import canonical, casework
 from shared.clock import iso, parse_iso
 from shared.crypto import SignatureError, write_private_file
@@ -96,7 +97,12 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient) -> int:
     docs = _pending_documents(conn, node)
     if not docs:
         return 0
-    answer = client.push([d for _, d in docs])
+    apply_push_answer(conn, node, client.push([d for _, d in docs]))
+    return len(docs)
+
+
+def apply_push_answer(conn: sqlite3.Connection, node, answer: dict) -> None:
+    """Apply what the parent said to a push (HTTP or USB bundle): custody receipt and acks."""
     trust = node.trust(conn)
     with write_transaction(conn):
         receipt = answer.get("receipt")
@@ -110,7 +116,6 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient) -> int:
             except SignatureError as exc:
                 log.warning("custody receipt refused: %s", exc)
         _apply_acks(conn, node, trust, answer.get("acks", []))
-    return len(docs)
 
 
 def _set_case_sync_state(conn: sqlite3.Connection, envelope_ids: list[str], sync_state: str) -> None:
@@ -189,6 +194,12 @@ def _send_blobs(conn: sqlite3.Connection, node, client: ParentClient) -> int:
 
 
 def _pull(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
+    cursors, have = pull_request(conn, node)
+    return apply_pull_answer(conn, node, client.pull(cursors, have))
+
+
+def pull_request(conn: sqlite3.Connection, node) -> tuple[dict, dict]:
+    """(cursors, metadata versions) this node would send in a pull."""
     if node.tier == "township":
         cursors = {downlink.cursor_key(r["issuer"], r["dest"]): r["seq"] for r in conn.execute(
             "SELECT issuer, dest, MAX(seq) AS seq FROM downlink WHERE issuer != ? GROUP BY issuer, dest",
@@ -197,7 +208,11 @@ def _pull(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
     else:
         cursors = downlink.cursors(conn, node.node_id)
     have = {r["role"]: r["version"] for r in conn.execute("SELECT role, version FROM trusted_metadata")}
-    answer = client.pull(cursors, have)
+    return cursors, have
+
+
+def apply_pull_answer(conn: sqlite3.Connection, node, answer: dict) -> dict:
+    """Apply a pull answer (HTTP or USB bundle): metadata, acks, downlink."""
     result = {"acked": 0, "applied": 0, "metadata": 0}
     with write_transaction(conn):
         if isinstance(answer.get("server_time"), str):
@@ -214,6 +229,8 @@ def _pull(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
             except (RollbackError, SignatureError) as exc:
                 log.warning("metadata refused: %s", exc)
         trust = node.trust(conn)
+        if finish_rotation_if_registered(node, trust):
+            log.info("switched to the rotated node key")
         result["acked"] = _apply_acks(conn, node, trust, answer.get("acks", []))
         messages = answer.get("downlink", [])
         if node.tier == "township":
