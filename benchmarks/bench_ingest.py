@@ -1,0 +1,220 @@
+"""Hub ingest throughput through ``POST /sync/v1/push``, against raw Ed25519 verification.
+
+The hub is served by waitress (``liandong node serve``, 4 threads) in a subprocess pinned to one
+core; this process pins itself to that same core to measure the raw verify rate (cryptography's
+``Ed25519PublicKey.verify`` over the same PAE payloads, keys already loaded), then moves to the
+other core and pushes pre-signed ``case.submit`` envelopes of many villages in node-signed
+batches through ``sync.client.ParentClient``. The villages and townships are registered by
+inserting them into the hub's tables and republishing the registry (what enrolment writes,
+without its HTTP round trip per node). Cases carry no material files.
+
+    .venv/bin/python benchmarks/bench_ingest.py            # 20,000 envelopes
+    .venv/bin/python benchmarks/bench_ingest.py --quick    # 2,000, a few seconds
+    .venv/bin/python benchmarks/bench_ingest.py --profile  # also cProfile the same push path in-process
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import common  # noqa: E402
+from shared import canonical  # noqa: E402
+from shared.clock import Clock  # noqa: E402
+from shared.crypto import b64d, load_public, pae  # noqa: E402
+from sync.client import ParentClient  # noqa: E402
+from sync.nodeauth import NonceSource, sign_request  # noqa: E402
+
+
+class PreparedClient(ParentClient):
+    """``ParentClient`` whose push body was serialised beforehand (the client's CPU stays out of the timing)."""
+
+    def push_bytes(self, body: bytes) -> dict:
+        return self._call("POST", "/sync/v1/push", body)
+
+
+def raw_verify_rate(docs: list[dict], keys_by_kid: dict, seconds: float = 1.5) -> tuple[float, float]:
+    """(verifies/s with loaded keys, verifies/s loading the base64 key each time as shared.crypto does)."""
+    items = []
+    for d in docs:
+        sig = d["signatures"][0]
+        items.append((keys_by_kid[sig["keyid"]], b64d(sig["sig"]), pae(d["payloadType"], b64d(d["payload"]))))
+    loaded = {pk: load_public(pk) for pk in keys_by_kid.values()}
+    rates = []
+    for reload in (False, True):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for pk, sig, message in items:
+                (load_public(pk) if reload else loaded[pk]).verify(sig, message)
+            n += len(items)
+        rates.append(n / (time.perf_counter() - start))
+    return rates[0], rates[1]
+
+
+def build(args, keys: dict) -> tuple[list[tuple[str, bytes, int]], list[dict]]:
+    """Pre-signed envelopes grouped into push batches: (caller township, body bytes, count)."""
+    items = common.village_items()
+    villages = sorted(n for n in keys if len(n) == 12)
+    per_village = max(1, args.envelopes // len(villages))
+    now = Clock().now()
+    wall_ms = int(now.timestamp() * 1000)
+    chains, i = {}, 0
+    for v in villages:
+        bodies = []
+        for _ in range(per_village):
+            bodies.append(common.case_submit_body(items[i % len(items)], v, 1, i, now))
+            i += 1
+        chains[v] = common.signed_chain(keys[v], v, bodies, wall_ms)
+    # A township forwards its custody oldest first: a batch holds a slice of several villages' chains.
+    per_origin = max(1, args.batch // args.origins_per_batch)
+    batches = []
+    for g in range(0, len(villages), args.origins_per_batch):
+        group = villages[g: g + args.origins_per_batch]
+        for k in range(0, per_village, per_origin):
+            docs = [d for v in group for d in chains[v][k: k + per_origin]]
+            batches.append((group[0][:9], canonical.dumps({"envelopes": docs}), len(docs)))
+    return batches, [d for c in chains.values() for d in c]
+
+
+def count_inbox(hub_dir: Path) -> tuple[int, int]:
+    from provisioning import nodes
+
+    conn = nodes.open_db(hub_dir, "hub")
+    try:
+        return (conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0],
+                conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def profile_in_process(root: Path, keys: dict, batches, args) -> str:
+    """The same pushes through the hub app's Flask test client, under cProfile (no waitress, no socket)."""
+    from city_hub import create_app
+
+    hub_dir = root / "hub-profile"
+    common.init_hub(hub_dir, "http://127.0.0.1:9")
+    common.enrol_directly(hub_dir, args.townships, args.villages // args.townships, keys)
+    app = create_app({"DATA_DIR": str(hub_dir), "SCHEDULER_ENABLED": False})
+    client = app.test_client()
+    nonces = {t: NonceSource(lambda: int(time.time() * 1000)) for t in {b[0] for b in batches}}
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    for caller, body, _ in batches:
+        headers = sign_request(keys[caller], caller, common.HUB_ID, "POST", "/sync/v1/push", body,
+                               nonces[caller].next())
+        response = client.post("/sync/v1/push", data=body, headers={**headers, "Content-Type": "application/json"})
+        assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    profiler.disable()
+    elapsed = time.perf_counter() - start
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(args.top)
+    stats.sort_stats("cumulative").print_stats(args.top)
+    (root / "ingest.prof").parent.mkdir(parents=True, exist_ok=True)
+    stats.dump_stats(str(root / "ingest.prof"))
+    total = sum(b[2] for b in batches)
+    return f"in-process (test client, profiler on): {total / elapsed:.0f} envelopes/s\n" + out.getvalue()
+
+
+def main(args) -> dict:
+    hub_cpu = args.cpu
+    client_cpu = (hub_cpu + 1) % (os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory(prefix="ld-bench-ingest-") as tmp:
+        root = Path(tmp)
+        port = common.free_port()
+        hub_dir = root / "hub"
+        common.init_hub(hub_dir, f"http://127.0.0.1:{port}")
+        t0 = time.perf_counter()
+        keys = common.enrol_directly(hub_dir, args.townships, args.villages // args.townships)
+        print(f"enrolled {len(keys)} nodes directly in the hub DB in {time.perf_counter() - t0:.2f} s")
+        t0 = time.perf_counter()
+        batches, docs = build(args, keys)
+        total = sum(b[2] for b in batches)
+        payload_sizes = [len(b64d(d["payload"])) for d in docs]
+        print(f"pre-signed {total} case.submit envelopes in {len(batches)} pushes of {args.batch}"
+              f" ({args.origins_per_batch} villages per push) in {time.perf_counter() - t0:.1f} s;"
+              f" payload {min(payload_sizes)}-{max(payload_sizes)} B,"
+              f" mean {sum(payload_sizes) / len(payload_sizes):.0f} B")
+
+        common.pin_self(hub_cpu)
+        keys_by_kid = {k.kid: k.public_b64 for k in keys.values()}
+        raw, raw_reload = raw_verify_rate(docs[:2000], keys_by_kid)
+        print(f"raw Ed25519 verify (cryptography, core {hub_cpu}): {raw:.0f} /s;"
+              f" with base64 key load per verify: {raw_reload:.0f} /s")
+
+        common.pin_self(client_cpu)
+        proc = common.serve_node(hub_dir, port, cpu=hub_cpu)
+        try:
+            clients = {t: PreparedClient(f"http://127.0.0.1:{port}", common.HUB_ID, t, keys[t],
+                                         NonceSource(lambda: int(time.time() * 1000)), timeout=120)
+                       for t in {b[0] for b in batches}}
+            warm = max(1, len(batches) // 20)
+            for caller, body, _ in batches[:warm]:
+                clients[caller].push_bytes(body)
+            timed = batches[warm:]
+            n_timed = sum(b[2] for b in timed)
+            cpu0, start = common.cpu_seconds(proc.pid), time.perf_counter()
+            accepted = 0
+            for caller, body, _ in timed:
+                answer = clients[caller].push_bytes(body)
+                accepted += sum(1 for r in answer["results"] if r["status"] == "accepted")
+            elapsed = time.perf_counter() - start
+            hub_cpu_s = common.cpu_seconds(proc.pid) - cpu0
+        finally:
+            common.stop(proc)
+            common.pin_self(None)
+        inbox, quarantined = count_inbox(hub_dir)
+        rate = n_timed / elapsed
+        rate_cpu = n_timed / hub_cpu_s if hub_cpu_s else float("nan")
+        print(f"ingest over HTTP (waitress, hub on core {hub_cpu}): {rate:.0f} envelopes/s"
+              f" ({n_timed} in {elapsed:.2f} s, {n_timed / len(timed):.0f} per push,"
+              f" {elapsed / len(timed) * 1000:.0f} ms per push)")
+        print(f"hub CPU: {hub_cpu_s:.2f} s for {n_timed} envelopes = {rate_cpu:.0f} envelopes per CPU-second"
+              f" (core busy {hub_cpu_s / elapsed:.0%} of the time)")
+        print(f"ratio ingest / raw verify: {rate / raw:.1%} (per hub CPU-second: {rate_cpu / raw:.1%});"
+              f" bar: >= 40%")
+        print(f"check: accepted {accepted} of {n_timed} timed; inbox holds {inbox} of {total}; quarantine {quarantined}")
+        figures = {
+            "benchmark": "ingest", "envelopes": total, "timed_envelopes": n_timed, "batch": args.batch,
+            "origins_per_batch": args.origins_per_batch, "villages": args.villages,
+            "mean_payload_bytes": round(sum(payload_sizes) / len(payload_sizes)),
+            "raw_verify_per_s": round(raw), "raw_verify_with_key_load_per_s": round(raw_reload),
+            "ingest_per_s": round(rate), "ingest_per_hub_cpu_s": round(rate_cpu),
+            "ratio": round(rate / raw, 3), "ratio_cpu": round(rate_cpu / raw, 3),
+            "inbox": inbox, "quarantine": quarantined, "ok": inbox == total and quarantined == 0,
+        }
+        if args.profile:
+            report = profile_in_process(root, keys, batches, args)
+            Path(args.profile_out).write_text(report, encoding="utf-8")
+            print(report.split("\n", 1)[0])
+            print(f"cProfile report written to {args.profile_out}")
+        common.emit(figures)
+        return figures
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--envelopes", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=200, help="envelopes per push (SYNC_BATCH)")
+    parser.add_argument("--villages", type=int, default=100)
+    parser.add_argument("--townships", type=int, default=5)
+    parser.add_argument("--origins-per-batch", type=int, default=10, help="villages whose envelopes share a push")
+    parser.add_argument("--cpu", type=int, default=0, help="core the hub (and the raw verify loop) runs on")
+    parser.add_argument("--quick", action="store_true", help="2,000 envelopes")
+    parser.add_argument("--profile", action="store_true", help="also run the pushes in-process under cProfile")
+    parser.add_argument("--profile-out", default="ingest-profile.txt")
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args()
+    if args.quick:
+        args.envelopes, args.villages = 2000, 20
+    sys.exit(0 if main(args)["ok"] else 1)
