@@ -1,0 +1,21 @@
+"""Shared fixtures: real networks of nodes in temporary folders (see ``tests/network.py``)."""
+
+from __future__ import annotations
+
+import pytest
+from network import Network  # tests/ is on sys.path (pytest's default rootdir-less import mode)
+
+
+@pytest.fixture(scope="module")
+def build_network(tmp_path_factory):
+    """A factory of networks for one test module; every server is stopped when the module ends."""
+    built: list[Network] = []
+
+    def build(villages: int = 1, township: bool = True) -> Network:
+        net = Network.build(tmp_path_factory.mktemp("net"), villages=villages, township=township)
+        built.append(net)
+        return net
+
+    yield build
+    for net in built:
+        net.close()
