@@ -304,15 +304,15 @@ def form_for(item: dict) -> dict:
     return form
 
 
-def case_payload(item: dict, materials: list[tuple[str, str, bytes]] = (), **overrides) -> dict:
-    """A complete ``POST /api/v1/cases`` body for ``item``."""
+def case_payload(item: dict, files: list[tuple[str, str, bytes]] = (), **overrides) -> dict:
+    """A complete ``POST /api/v1/cases`` body for ``item`` with ``files`` as (code, filename, bytes)."""
     payload = {
         "item_code": item["code"],
         "applicant": {"name": "张三", "id_number": valid_id_number(), "phone": "13812345678"},
         "form": form_for(item),
         "materials": [
             {"code": code, "filename": filename, "content_base64": base64.b64encode(data).decode("ascii")}
-            for code, filename, data in materials
+            for code, filename, data in files
         ],
     }
     payload.update(overrides)
