@@ -6,6 +6,7 @@ Served in production by gunicorn: ``gunicorn -c deploy/gunicorn.conf.py 'city_hu
 from flask import Flask
 
 from shared.web import create_node_app
+from shared.web.jobs import start_jobs
 
 from .db import database
 
@@ -22,9 +23,11 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     node = app.extensions["liandong_node"]
     app.extensions["liandong_sync"] = HubSync(node)
-    app.extensions["liandong_emit"] = lambda conn, row, event, decision: notify_origin(conn, node, row, event, decision)
+    node.emit = lambda conn, row, event, decision: notify_origin(conn, node, row, event, decision)
+    app.extensions["liandong_emit"] = node.emit
     app.register_blueprint(cases.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(enrolment.bp)
     app.register_blueprint(admin.bp)
+    start_jobs(app)
     return app

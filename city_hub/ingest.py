@@ -31,8 +31,8 @@ def make_appliers(node) -> dict:
             casework.apply_update(conn, canonical.loads(orphan["body"]))
         if body["route"]["level"] == "city":
             # 接件: the hub has the application; the deciding office now holds it.
-            casework.perform_action(conn, body["case_id"], "receive", "", "system", node.node_id, node.now(),
-                                    emit=lambda c, row, ev, dec: notify_origin(c, node, row, ev, dec))
+            casework.receive(conn, body["case_id"], item, node.node_id, node.now(),
+                             lambda c, row, ev, dec: notify_origin(c, node, row, ev, dec))
 
     def apply_case_event(conn: sqlite3.Connection, opened: Opened) -> None:
         body = opened.body["body"]

@@ -14,9 +14,12 @@ import uuid
 from collections.abc import Callable
 
 from shared import states
-from shared.clock import CN_TZ, iso, parse_iso
+from shared.catalog import evaluate_instant_rule
+from shared.clock import CN_TZ, iso
+from shared.deadlines import LEVEL_LABELS, case_clock
 from shared.errors import NotFound
 from shared.idcard import mask_id_number
+from shared.workdays import fallback_warning
 
 
 def _next_receipt_no(conn: sqlite3.Connection, node_id: str, now) -> str:
@@ -135,17 +138,27 @@ def get_row(conn: sqlite3.Connection, case_id: str) -> sqlite3.Row:
 DECISION_ACTIONS = {"approve": "准予", "deny": "不予许可", "reject": "不予受理"}
 
 
+# Details an approver may give with an action (others are ignored, never stored).
+ACTION_DETAILS = ("missing_items", "owed_materials", "due_date", "promise_end_date", "reason", "approved_by")
+
+
 def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment: str, actor: str, node_id: str,
-                   now, emit: Callable[[sqlite3.Connection, sqlite3.Row, dict, dict | None], None], **details) -> dict:
+                   now, emit: Callable[[sqlite3.Connection, sqlite3.Row, dict, dict | None], None],
+                   system: dict | None = None, **details) -> dict:
     """Apply an action at the deciding node; ``emit`` sends the event on (downlink/uplink).
 
     Call inside a write transaction. The state machine raises :class:`RuleError` for an action
-    the case's status does not allow or a refusal without reasons.
+    the case's status does not allow or a refusal without reasons. ``system`` carries facts only
+    the node's own rules may record (e.g. ``effective_at`` of a deemed acceptance).
     """
     row = get_row(conn, case_id)
+    details = {k: v for k, v in details.items() if k in ACTION_DETAILS and v not in (None, "", [])}
+    if action == "extend":
+        details["already_extended"] = conn.execute(
+            "SELECT 1 FROM case_events WHERE case_id = ? AND action = 'extend'", (case_id,)).fetchone() is not None
     new_status = states.apply_action(row["status"], action, comment, **details)
-    event = new_event(node_id, actor, action, row["status"], new_status, now, comment,
-                      {k: v for k, v in details.items() if v not in (None, "")})
+    details.pop("already_extended", None)
+    event = new_event(node_id, actor, action, row["status"], new_status, now, comment, {**details, **(system or {})})
     decision = None
     if action in DECISION_ACTIONS:
         decision = {"result": action, "result_label": DECISION_ACTIONS[action], "comment": comment,
@@ -153,6 +166,16 @@ def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment:
     record_event(conn, case_id, event, decision)
     emit(conn, get_row(conn, case_id), event, decision)
     return event
+
+
+def receive(conn: sqlite3.Connection, case_id: str, item: dict | None, node_id: str, now, emit) -> str:
+    """接件 at the deciding node; 秒批 items whose rule the form meets are approved at once."""
+    perform_action(conn, case_id, "receive", "", "system", node_id, now, emit)
+    if item and item.get("instant_rule") and evaluate_instant_rule(item["instant_rule"], json.loads(get_row(conn, case_id)["form"])):
+        marker = {"instant": True}
+        perform_action(conn, case_id, "accept", "秒批：系统按事项规则自动核验通过", "system", node_id, now, emit, system=marker)
+        perform_action(conn, case_id, "approve", "秒批：符合规定条件，系统自动准予", "system", node_id, now, emit, system=marker)
+    return get_row(conn, case_id)["status"]
 
 
 def update_message(row: sqlite3.Row, event: dict, decision: dict | None) -> dict:
@@ -170,6 +193,7 @@ def apply_update(conn: sqlite3.Connection, body: dict) -> bool:
 def to_json(conn: sqlite3.Connection, case_id: str, calendar=None, today=None, mask: bool = True) -> dict:
     """The case as the API shows it at this node (``GET /api/v1/cases/<id>``)."""
     row = get_row(conn, case_id)
+    events = conn.execute("SELECT * FROM case_events WHERE case_id = ? ORDER BY at, rowid", (case_id,)).fetchall()
     history = [
         {
             "at": e["at"], "node": e["node"], "actor": e["actor"], "action": e["action"],
@@ -177,7 +201,7 @@ def to_json(conn: sqlite3.Connection, case_id: str, calendar=None, today=None, m
             "from_status": e["from_status"], "status": e["to_status"],
             "status_label": states.status_label(e["to_status"]), "comment": e["comment"],
         }
-        for e in conn.execute("SELECT * FROM case_events WHERE case_id = ? ORDER BY at, rowid", (case_id,))
+        for e in events
     ]
     materials = [dict(m) for m in conn.execute(
         "SELECT code, filename, sha256, size FROM case_materials WHERE case_id = ? ORDER BY code", (case_id,))]
@@ -208,12 +232,11 @@ def to_json(conn: sqlite3.Connection, case_id: str, calendar=None, today=None, m
         "history": history,
         "decision": json.loads(row["decision"]) if row["decision"] else None,
     }
-    if calendar is not None and row["accepted_at"] and row["limit_wd"]:
-        accepted_day = parse_iso(row["accepted_at"]).astimezone(CN_TZ).date()
-        deadline = calendar.add_working_days(accepted_day, row["limit_wd"])
-        result["deadline"] = deadline.isoformat()
-        if row["status"] in states.OPEN_STATES and today is not None:
-            remaining = calendar.working_days_between(today, deadline)
-            result["remaining_working_days"] = remaining
-            result["supervision"] = "yellow" if remaining < 0 else ("warning" if remaining <= 1 else "none")
+    if calendar is not None and today is not None:
+        clock = case_clock(events, row["limit_wd"], row["status"], calendar, today)
+        result.update({k: clock[k] for k in ("deadline", "remaining_working_days", "supervision")})
+        result["accepted_at"] = clock["accepted_at"] or row["accepted_at"]
+        result["supervision_label"] = LEVEL_LABELS[result["supervision"]]
+        if calendar.used_fallback:
+            result["calendar_warning"] = fallback_warning(sorted(calendar.used_fallback))
     return result

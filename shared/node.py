@@ -38,6 +38,7 @@ class Node:
         self.nonces = NonceSource(self.wall_ms)
         self.blobs = BlobStore(self.data_dir / "blobs")
         self.calendar = WorkCalendar(load_calendar_overrides(self.data_dir))
+        self.emit = None  # set by deciding nodes: how a case event travels on
         self._key: SigningKey | None = None
         self._trust: trustmod.TrustStore | None = None
         self._trust_version: object = None

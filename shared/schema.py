@@ -98,3 +98,15 @@ CREATE TABLE blobs (
     received_at TEXT NOT NULL
 );
 """
+
+# Migration 2: 电子监察 alerts, one row per case and level reached.
+SUPERVISION = """
+CREATE TABLE supervision_alerts (
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    level TEXT NOT NULL CHECK (level IN ('warning', 'yellow', 'red')),
+    office TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (case_id, level)
+);
+"""

@@ -40,6 +40,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("METADATA_TTL_DAYS", 30, "Days a signed catalog/registry stays fresh before nodes show it as stale."),
     Setting("CLOCK_START", None, "Demo/sim only: ISO time the node's clock starts at."),
     Setting("CLOCK_SPEED", 1.0, "Demo/sim only: how many times faster than real time the clock runs."),
+    Setting("SUPERVISION_INTERVAL_SECONDS", 60, "Seconds between passes of the deciding node's rules (deemed acceptance, 容缺 deadlines, 电子监察)."),
     Setting("SCHEDULER_ENABLED", True, "Run this node's apscheduler jobs (sync, supervision) in the web process."),
     Setting("PUBLIC_URL", None, "This node's own base URL, as its children reach it."),
 )

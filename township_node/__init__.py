@@ -3,7 +3,7 @@
 from flask import Flask
 
 from shared.web import create_node_app
-from shared.web.jobs import start_sync
+from shared.web.jobs import start_jobs
 
 from .db import database
 
@@ -20,10 +20,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     service = TownshipSync(app.extensions["liandong_node"])
     app.extensions["liandong_sync"] = service
     app.extensions["liandong_emit"] = service.emit
+    app.extensions["liandong_node"].emit = service.emit
     app.register_blueprint(intake.bp)
     app.register_blueprint(cases.bp)
     app.register_blueprint(relay_pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(enrol_relay.bp)
-    start_sync(app)
+    start_jobs(app)
     return app

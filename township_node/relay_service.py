@@ -10,9 +10,9 @@ import sqlite3
 
 from shared import casework
 from shared.clock import iso
+from shared.intake import catalog_items
 from shared.storage import write_transaction
 from sync import blobs, downlink, envelope, outbox, relay
-from sync.trust import metadata_content
 
 
 def township_emit(node):
@@ -69,8 +69,8 @@ class TownshipSync:
         case = body["body"]
         if casework.insert_case(conn, case, origin=body["origin"], status="SUBMITTED", sync_state="custody"):
             if case["route"]["level"] == "township" and case["route"]["office"] == self.node.node_id:
-                casework.perform_action(conn, case["case_id"], "receive", "", "system", self.node.node_id,
-                                        self.node.now(), self.emit)
+                item = catalog_items(conn)[1].get(case["item_code"])
+                casework.receive(conn, case["case_id"], item, self.node.node_id, self.node.now(), self.emit)
 
     def pull(self, conn, node, caller: str, cursors: dict, have: dict) -> dict:
         """The caller's acks, its downlink (relayed and the township's own), newer metadata."""
@@ -95,8 +95,3 @@ class TownshipSync:
         with write_transaction(conn):
             blobs.register(conn, sha256, size, node.now())
         return []
-
-
-def catalog_version(conn) -> int:
-    """Version of the catalog the township holds."""
-    return metadata_content(conn, "catalog")[0]

@@ -3,7 +3,7 @@
 from flask import Flask
 
 from shared.web import create_node_app
-from shared.web.jobs import start_sync
+from shared.web.jobs import start_jobs
 
 from .db import database
 
@@ -19,5 +19,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(intake.bp)
     app.register_blueprint(cases.bp)
     app.register_blueprint(syncstatus.bp)
-    start_sync(app)
+    start_jobs(app)
     return app

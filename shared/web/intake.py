@@ -1,29 +1,110 @@
-"""收件: the 办事指南 catalog, the new-case form and the agent's cases (village and township)."""
+"""收件: the 办事指南 catalog, the new-case wizard and the agent's cases (village and township).
+
+The wizard follows the GovStack order 情形 → 表单 → 材料 → 确认 and works without JavaScript:
+each step is a plain form post, and everything entered so far travels in hidden fields. Material
+files are stored content-addressed when they are picked (an orphan file is harmless) and
+referred to by their SHA-256 until the application is submitted.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, g, jsonify, redirect, render_template, request, url_for
+from datetime import timedelta
+
+from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, url_for
 
 from shared import intake, states
-from shared.catalog import accepts_at, public_view, required_materials, search
+from shared.catalog import accepts_at, public_view, required_materials, search, validate_form
+from shared.clock import parse_iso
 from shared.errors import LiandongError, ValidationError
-from shared.idcard import mask_id_number
+from shared.idcard import mask_id_number, validate_id_number, validate_phone
+from sync.trust import is_expired, metadata_content
 
 from . import current_node
 from .db import get_db
 
 bp = Blueprint("intake", __name__)
 
-SYNC_WORDS = {"pending": "未发送", "custody": "已到乡镇", "acked": "已到市中心"}
+SYNC_WORDS = {"pending": "未发送", "custody": "已到乡镇", "acked": "已到市中心", "hub": "已到市中心"}
+ACCEPTED_STATES = frozenset({"ACCEPTED", "ACCEPTED_DEFICIENT", "IN_REVIEW", "SUSPENDED"})
+#: Decided cases whose result the agent hands to the applicant (送达).
+RESULT_STATES = ("APPROVED", "DENIED", "NOT_ACCEPTED")
+
+STEPS = ("situation", "form", "materials", "confirm")
+STEP_LABELS = {"situation": "情形", "form": "表单", "materials": "材料", "confirm": "确认"}
+
+#: No contact with the parent for this long shows the offline banner (``OFFLINE_BANNER_SECONDS``).
+OFFLINE_AFTER_SECONDS = 600
+#: A PC clock further off than this from the parent's shows the clock banner.
+CLOCK_SKEW_BANNER_MS = 10 * 60 * 1000
 
 
 def sync_word(case_row) -> str:
     """The case's position in plain words (未发送 / 已到乡镇 / 已到市中心 / 已受理 / 已办结)."""
-    if case_row["status"] in ("CONCLUDED",):
+    status = case_row["status"]
+    if status in ("CONCLUDED", *RESULT_STATES):
         return "已办结"
-    if case_row["status"] not in ("SUBMITTED", "RECEIVED"):
-        return states.status_label(case_row["status"])
+    if status in ACCEPTED_STATES:
+        return "已受理"
+    if status not in ("SUBMITTED", "RECEIVED"):
+        return states.status_label(status)
     return SYNC_WORDS.get(case_row["sync_state"], "已提交")
+
+
+# ---------------------------------------------------------------------------- banners
+
+
+def _meta(conn, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM node_meta WHERE key = ?", (key,)).fetchone()
+    return row["value"] if row else None
+
+
+def banners() -> list[tuple[str, str]]:
+    """``[(level, text)]`` to show on every page: offline, wrong clock, stale catalog."""
+    node = current_node()
+    conn = get_db()
+    now = node.now()
+    shown = []
+    parent = "乡镇便民服务站" if node.tier == "village" else "市（县）政务服务中心"
+    last = _meta(conn, "last_parent_contact")
+    limit = float(current_app.config.get("OFFLINE_BANNER_SECONDS", OFFLINE_AFTER_SECONDS))
+    if last is None:
+        shown.append(("warn", f"尚未与{parent}连通过：收件照常进行，办件会在连通后自动发送。"))
+    else:
+        try:
+            ago = now - parse_iso(last)
+        except ValueError:
+            ago = timedelta(0)
+        if ago > timedelta(seconds=limit):
+            minutes = int(ago.total_seconds() // 60)
+            when = f"{minutes // 60} 小时" if minutes >= 120 else f"{minutes} 分钟"
+            shown.append(("warn", f"已有 {when}未连通{parent}（离线）：收件照常进行，办件会在连通后自动发送。"))
+    skew = _meta(conn, "clock_skew_ms")
+    try:
+        skew_ms = int(skew) if skew is not None else 0
+    except ValueError:
+        skew_ms = 0
+    if abs(skew_ms) > CLOCK_SKEW_BANNER_MS:
+        direction = "快" if skew_ms > 0 else "慢"
+        shown.append(("bad", f"本机时钟比{parent}{direction}了约 {abs(skew_ms) // 60000} 分钟，请校准电脑的日期和时间。"))
+    _, _, expires = metadata_content(conn, "catalog")
+    if expires is not None and is_expired(expires, now):
+        shown.append(("bad", f"办事指南目录已过有效期（{expires[:10]}），请尽快连通上级更新；办理前请与上级核实事项要求。"))
+    return shown
+
+
+@bp.app_context_processor
+def inject_banners() -> dict:
+    """Every page of a village or township shows the banners to a signed-in user."""
+    if getattr(g, "account", None) is None:
+        return {"liandong_banners": []}
+    try:
+        return {"liandong_banners": banners()}
+    except Exception:  # a banner must never take a page down
+        current_app.logger.exception("banners failed")
+        return {"liandong_banners": []}
+
+
+# ---------------------------------------------------------------------------- API
 
 
 @bp.get("/api/v1/catalog")
@@ -52,6 +133,9 @@ def api_create_case():
     return jsonify(receipt), 201
 
 
+# ---------------------------------------------------------------------------- catalog
+
+
 @bp.get("/")
 def home():
     """The start page: the catalog."""
@@ -67,7 +151,8 @@ def catalog():
     listed = [i for i in items.values() if i.get("consultation_only") or accepts_at(i, node.node_id)]
     if query:
         listed = search(listed, query)
-    return render_template("intake/catalog.html", items=listed, query=query, version=version)
+    return render_template("intake/catalog.html", items=listed, query=query, version=version,
+                           materials={i["code"]: required_materials(i) for i in listed})
 
 
 @bp.get("/catalog/<code>")
@@ -75,44 +160,201 @@ def item_guide(code: str):
     """One item's guide: conditions, materials, limits, process."""
     _, items = intake.catalog_items(get_db())
     item = items.get(code) or abort(404)
-    return render_template("intake/item.html", item=item, materials=required_materials(item))
+    return render_template("intake/item.html", item=item, materials=required_materials(item),
+                           accepts=accepts_at(item, current_node().node_id))
+
+
+# ---------------------------------------------------------------------------- the wizard
+
+
+def _input_name(field: str | None) -> str | None:
+    """The form input that a :class:`LiandongError` field refers to."""
+    if not field:
+        return None
+    if field.startswith("situations."):
+        return "situation_" + field.split(".", 1)[1]
+    if field.startswith("materials"):
+        return "materials"
+    return field.replace(".", "_")
+
+
+def _step_of(field: str | None) -> str | None:
+    if not field:
+        return None
+    if field.startswith("situations"):
+        return "situation"
+    if field.startswith(("applicant", "form")):
+        return "form"
+    if field.startswith("materials"):
+        return "materials"
+    return None
+
+
+class _State:
+    """Everything entered so far, read from the posted form."""
+
+    def __init__(self, item: dict, form) -> None:
+        self.item = item
+        self.answers = {s["code"]: form.get(f"situation_{s['code']}", "") for s in item["situations"]}
+        self.answers = {k: v for k, v in self.answers.items() if v}
+        self.applicant = {k: form.get(f"applicant_{k}", "").strip() for k in ("name", "id_number", "phone")}
+        self.form = {f["name"]: form.get(f"form_{f['name']}", "") for f in item["fields"]}
+        self.materials: list[dict] = []
+        node = current_node()
+        known = {m["code"] for m in item["materials"]}
+        removed = form.get("remove_material", "")
+        for value in form.getlist("kept_material"):
+            parts = value.split(":", 3)
+            if len(parts) != 4 or parts[0] not in known or not parts[2].isdigit():
+                continue
+            code, sha256, size, filename = parts
+            if sha256 == removed or not node.blobs.has(sha256):
+                continue
+            if any(m["sha256"] == sha256 and m["code"] == code for m in self.materials):
+                continue
+            self.materials.append({"code": code, "sha256": sha256, "size": int(size), "filename": filename})
+
+    def hidden(self, current: str) -> list[tuple[str, str]]:
+        """Hidden inputs carrying the steps other than ``current``."""
+        out = []
+        if current != "situation":
+            out += [(f"situation_{k}", v) for k, v in self.answers.items()]
+        if current != "form":
+            out += [(f"applicant_{k}", v) for k, v in self.applicant.items()]
+            out += [(f"form_{k}", v) for k, v in self.form.items()]
+        out += [("kept_material", f"{m['code']}:{m['sha256']}:{m['size']}:{m['filename']}") for m in self.materials]
+        return out
+
+    def values(self) -> dict:
+        """Input name -> value, to refill the visible inputs."""
+        out = {f"situation_{k}": v for k, v in self.answers.items()}
+        out.update({f"applicant_{k}": v for k, v in self.applicant.items()})
+        out.update({f"form_{k}": v for k, v in self.form.items()})
+        return out
+
+    def needed(self) -> list[dict]:
+        try:
+            return required_materials(self.item, self.answers)
+        except ValidationError:
+            return required_materials(self.item)
+
+    def missing(self) -> list[dict]:
+        have = {m["code"] for m in self.materials}
+        return [m for m in self.needed() if m["code"] not in have]
+
+    def add_uploads(self, files) -> None:
+        node = current_node()
+        total = sum(m["size"] for m in self.materials)
+        for m in self.item["materials"]:
+            for upload in files.getlist(f"material_{m['code']}"):
+                data = upload.read()
+                if not data:
+                    continue
+                total += len(data)
+                intake.check_sizes(len(data), total, int(node.config["MAX_ATTACHMENT_BYTES"]),
+                                   int(node.config["MAX_CASE_ATTACHMENT_BYTES"]), f"materials.{m['code']}")
+                filename = (upload.filename or m["name"]).replace("\\", "/").rsplit("/", 1)[-1][:200] or m["name"]
+                sha256 = node.blobs.put(data)
+                if not any(x["sha256"] == sha256 and x["code"] == m["code"] for x in self.materials):
+                    self.materials.append({"code": m["code"], "sha256": sha256, "size": len(data),
+                                           "filename": filename})
+
+    def check(self, step: str) -> None:
+        """Validate one step; raises the domain error naming the field."""
+        if step == "situation":
+            required_materials(self.item, self.answers, strict=True)
+        elif step == "form":
+            if not self.applicant["name"]:
+                raise ValidationError("applicant.name", "请填写申请人姓名")
+            if len(self.applicant["name"]) > 50:
+                raise ValidationError("applicant.name", "申请人姓名过长")
+            validate_id_number(self.applicant["id_number"], field="applicant.id_number")
+            validate_phone(self.applicant["phone"], field="applicant.phone")
+            validate_form(self.item, self.form)
+
+    def payload(self) -> dict:
+        return {"item_code": self.item["code"], "applicant": self.applicant, "form": self.form,
+                "situation": self.answers}
+
+    def files(self) -> list[tuple[str, str, bytes]]:
+        node = current_node()
+        return [(m["code"], m["filename"], node.blobs.read(m["sha256"])) for m in self.materials]
+
+
+def _steps(item: dict) -> tuple[str, ...]:
+    return STEPS if item["situations"] else STEPS[1:]
 
 
 @bp.route("/cases/new/<code>", methods=["GET", "POST"])
 def new_case(code: str):
-    """The application form; on success the printable 收件回执."""
+    """The new-case wizard (情形 → 表单 → 材料 → 确认); on success the printable 收件回执."""
     _, items = intake.catalog_items(get_db())
     item = items.get(code) or abort(404)
     node = current_node()
+    if item.get("consultation_only") or not accepts_at(item, node.node_id):
+        return redirect(url_for("intake.item_guide", code=code))
+    steps = _steps(item)
+    state = _State(item, request.form)
     error = None
+    step = steps[0]
     if request.method == "POST":
-        payload = {
-            "item_code": code,
-            "applicant": {k: request.form.get(f"applicant_{k}", "") for k in ("name", "id_number", "phone")},
-            "form": {f["name"]: request.form.get(f"form_{f['name']}", "") for f in item["fields"]},
-        }
-        files, total = [], 0
+        posted = request.form.get("step")
+        go = request.form.get("go", "next")
+        one_page = posted not in steps  # a one-page form post (no wizard): everything at once
+        if one_page:
+            posted, go = "confirm", "submit"
+        step = posted
         try:
-            for m in item["materials"]:
-                for upload in request.files.getlist(f"material_{m['code']}"):
-                    data = upload.read()
-                    if data:
-                        total += len(data)
-                        intake.check_sizes(len(data), total, int(node.config["MAX_ATTACHMENT_BYTES"]),
-                                           int(node.config["MAX_CASE_ATTACHMENT_BYTES"]), m["name"])
-                        files.append((m["code"], upload.filename or m["name"], data))
-            receipt = intake.submit(get_db(), node, payload, files, g.account["username"])
+            if posted == "materials" or one_page:
+                state.add_uploads(request.files)
+            if request.form.get("remove_material"):
+                go = "stay"
+            elif go == "back":
+                step = steps[max(0, steps.index(posted) - 1)]
+            elif go in steps and steps.index(go) < steps.index(posted):
+                step = go
+            elif go == "submit":
+                for earlier in steps[:-1] if not one_page else ():
+                    state.check(earlier)
+                receipt = intake.submit(get_db(), node, state.payload(), state.files(), g.account["username"])
+                return redirect(url_for("cases.receipt", case_id=receipt["case_id"], new=1))
+            elif go != "stay":
+                state.check(posted)
+                step = steps[min(len(steps) - 1, steps.index(posted) + 1)]
         except LiandongError as exc:
             error = exc
-        else:
-            return redirect(url_for("cases.receipt", case_id=receipt["case_id"]))
-    return render_template("intake/new_case.html", item=item, error=error, values=request.form), (400 if error else 200)
+            step = _step_of(exc.field) if _step_of(exc.field) in steps else posted
+    return render_template(
+        "intake/wizard.html", item=item, steps=steps, step=step, labels=STEP_LABELS, state=state,
+        values=state.values(), error=error, error_input=_input_name(getattr(error, "field", None)),
+        needed=state.needed(), missing=state.missing(), mask=mask_id_number,
+        max_file_mb=int(node.config["MAX_ATTACHMENT_BYTES"]) // (1024 * 1024),
+    ), (400 if error else 200)
+
+
+# ---------------------------------------------------------------------------- lists
+
+
+def _own_cases(where: str = "", params: tuple = ()) -> list:
+    query = request.args.get("q", "").strip()
+    sql = "SELECT * FROM cases WHERE origin = ?" + where
+    args: list = [current_node().node_id, *params]
+    if query:
+        sql += " AND (receipt_no LIKE ? OR applicant_name LIKE ? OR item_name LIKE ?)"
+        args += [f"%{query}%"] * 3
+    return get_db().execute(sql + " ORDER BY submitted_at DESC LIMIT 500", args).fetchall()
 
 
 @bp.get("/cases")
 def my_cases():
-    """The cases taken at this node, newest first, with where each one is."""
-    rows = get_db().execute(
-        "SELECT * FROM cases WHERE origin = ? ORDER BY submitted_at DESC LIMIT 500", (current_node().node_id,)
-    ).fetchall()
-    return render_template("intake/my_cases.html", rows=rows, sync_word=sync_word, mask=mask_id_number)
+    """The cases taken at this node, newest first, with where each one is in plain words."""
+    return render_template("intake/my_cases.html", rows=_own_cases(), sync_word=sync_word, mask=mask_id_number,
+                           query=request.args.get("q", "").strip(), label=states.status_label)
+
+
+@bp.get("/results")
+def results():
+    """Decided cases whose result is to be handed to the applicant (准予 / 不予许可 / 不予受理)."""
+    rows = _own_cases(f" AND status IN ({','.join('?' * len(RESULT_STATES))})", RESULT_STATES)
+    return render_template("intake/results.html", rows=rows, mask=mask_id_number,
+                           query=request.args.get("q", "").strip(), label=states.status_label)

@@ -13,10 +13,42 @@ from sync.node_sync import SyncState, run_round
 log = logging.getLogger("liandong.jobs")
 
 
-def start_sync(app: Flask) -> BackgroundScheduler | None:
-    """Run a sync round towards the parent every ``SYNC_INTERVAL_SECONDS`` (never overlapping)."""
-    if not app.config.get("SCHEDULER_ENABLED") or not app.config.get("PARENT_URL"):
+def start_jobs(app: Flask) -> BackgroundScheduler | None:
+    """Start the node's scheduler: sync towards the parent, and the deciding node's rules."""
+    if not app.config.get("SCHEDULER_ENABLED"):
         return None
+    scheduler = BackgroundScheduler(daemon=True)
+    if app.config.get("PARENT_URL"):
+        _add_sync(app, scheduler)
+    if app.config["TIER"] in ("hub", "township"):
+        _add_supervision(app, scheduler)
+    scheduler.start()
+    app.extensions["liandong_scheduler"] = scheduler
+    return scheduler
+
+
+def _add_supervision(app: Flask, scheduler: BackgroundScheduler) -> None:
+    from shared import supervision
+
+    node = app.extensions["liandong_node"]
+    database = app.extensions["liandong_db"]
+
+    def supervision_job() -> dict:
+        conn = database.connect(app)
+        try:
+            return supervision.run(conn, node, node.emit)
+        except Exception:  # logged and retried at the next interval
+            log.exception("supervision pass failed")
+            return {"error": "internal"}
+        finally:
+            conn.close()
+
+    app.extensions["liandong_supervision_now"] = supervision_job
+    scheduler.add_job(supervision_job, "interval", seconds=float(app.config["SUPERVISION_INTERVAL_SECONDS"]),
+                      id="supervision", max_instances=1, coalesce=True)
+
+
+def _add_sync(app: Flask, scheduler: BackgroundScheduler) -> None:
     node = app.extensions["liandong_node"]
     state: SyncState = app.extensions.setdefault("liandong_sync_state", SyncState())
     database = app.extensions["liandong_db"]
@@ -36,9 +68,5 @@ def start_sync(app: Flask) -> BackgroundScheduler | None:
             lock.release()
 
     app.extensions["liandong_sync_now"] = lambda: sync_job(force=True)
-    scheduler = BackgroundScheduler(daemon=True)
     scheduler.add_job(sync_job, "interval", seconds=float(app.config["SYNC_INTERVAL_SECONDS"]),
                       id="sync", max_instances=1, coalesce=True)
-    scheduler.start()
-    app.extensions["liandong_scheduler"] = scheduler
-    return scheduler

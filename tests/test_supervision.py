@@ -1,0 +1,147 @@
+"""The deciding node's rules at work over a real network: 秒批, deemed acceptance (Art. 32),
+容缺 termination, 电子监察 cards, and the case JSON's clock fields."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from network import case_payload, catalog
+
+from shared import supervision
+from shared.clock import Clock, FixedClock
+
+
+@pytest.fixture(scope="module")
+def net(build_network):
+    return build_network(villages=1)
+
+
+@pytest.fixture(scope="module")
+def agent(net):
+    return net.village().account("agent", "agent", net.village().node_id)
+
+
+def _item(net, agent, code):
+    return next(i for i in catalog(net.village(), agent) if i["code"] == code)
+
+
+def _file(net, agent, code, **form):
+    item = _item(net, agent, code)
+    payload = case_payload(item)
+    payload["form"].update(form)
+    response = net.village().api("POST", "/api/v1/cases", agent, json=payload)
+    assert response.status_code == 201, response.text
+    net.sync_all()
+    return response.json()["case_id"], item
+
+
+def _hub_case(net, case_id, office):
+    token = net.hub.account(f"w_{office}", "window", office)
+    return net.hub.api("GET", f"/api/v1/cases/{case_id}", token).json()
+
+
+def _act(net, case_id, office, **body):
+    token = net.hub.account(f"w_{office}", "window", office)
+    response = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token, json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["case"]
+
+
+def _run_rules(net, days_later: int):
+    node = net.hub.node
+    node.clock = FixedClock(node.now() + timedelta(days=days_later))
+    try:
+        return supervision.run(net.hub.conn, node, node.emit)
+    finally:
+        node.clock = Clock()
+
+
+def test_instant_approval_when_the_rule_holds(net, agent):
+    # 高龄津贴: 80 or older with local 户籍 is checkable mechanically (秒批).
+    case_id, item = _file(net, agent, "130926-MZ-0004", age=85, local_hukou="是")
+    office = f"130926-{item['department_code']}"
+    at_hub = _hub_case(net, case_id, office)
+    assert at_hub["status"] == "APPROVED"
+    assert [h["action"] for h in at_hub["history"]] == ["submit", "receive", "accept", "approve"]
+    assert at_hub["history"][-1]["actor"] == "system"
+    village = net.village().api("GET", f"/api/v1/cases/{case_id}", agent).json()
+    assert village["status"] == "APPROVED" and village["decision"]["result"] == "approve"
+
+
+def test_no_instant_approval_when_the_rule_fails(net, agent):
+    case_id, item = _file(net, agent, "130926-MZ-0004", age=70, local_hukou="是")
+    assert _hub_case(net, case_id, f"130926-{item['department_code']}")["status"] == "RECEIVED"
+
+
+def test_no_notice_within_five_working_days_means_accepted_on_receipt(net, agent):
+    case_id, item = _file(net, agent, "130926-RS-0001")
+    office = f"130926-{item['department_code']}"
+    received_at = _hub_case(net, case_id, office)["history"][-1]["at"]
+    _run_rules(net, 3)
+    assert _hub_case(net, case_id, office)["status"] == "RECEIVED"
+    done = _run_rules(net, 12)
+    assert done["deemed_accepted"] >= 1
+    case = _hub_case(net, case_id, office)
+    assert case["status"] == "ACCEPTED"
+    assert case["accepted_at"] == received_at  # counted from receipt, not from the rule's run
+    net.sync_all()
+    assert net.village().api("GET", f"/api/v1/cases/{case_id}", agent).json()["status"] == "ACCEPTED"
+
+
+def test_deficiency_not_supplied_in_time_terminates(net, agent):
+    case_id, item = _file(net, agent, "130926-RS-0002")
+    office = f"130926-{item['department_code']}"
+    due = (net.hub.node.clock.today_cn() + timedelta(days=2)).isoformat()
+    case = _act(net, case_id, office, action="accept_deficient", comment="身份证复印件容缺",
+                owed_materials=["身份证复印件"], due_date=due)
+    assert case["status"] == "ACCEPTED_DEFICIENT"
+    assert _run_rules(net, 1)["terminated"] == 0
+    assert _run_rules(net, 5)["terminated"] >= 1
+    case = _hub_case(net, case_id, office)
+    assert case["status"] == "TERMINATED"
+    assert "逾期" in case["history"][-1]["comment"]
+
+
+def test_overdue_case_gets_yellow_then_red_card(net, agent):
+    case_id, item = _file(net, agent, "130926-CL-0001")
+    office = f"130926-{item['department_code']}"
+    case = _act(net, case_id, office, action="accept", comment="")
+    assert case["deadline"] is not None and case["supervision"] == "none"
+    limit = item["promise_limit_wd"]
+    _run_rules(net, limit * 2 + 6)
+    levels = {r["level"] for r in net.hub.query("SELECT level FROM supervision_alerts WHERE case_id = ?", (case_id,))}
+    assert "yellow" in levels or "red" in levels
+    _run_rules(net, limit * 2 + 30)
+    levels = {r["level"] for r in net.hub.query("SELECT level FROM supervision_alerts WHERE case_id = ?", (case_id,))}
+    assert "red" in levels
+
+
+def test_extension_needs_a_reason_and_is_allowed_once(net, agent):
+    case_id, item = _file(net, agent, "130926-LY-0001")
+    office = f"130926-{item['department_code']}"
+    before = _act(net, case_id, office, action="accept", comment="")["deadline"]
+    token = net.hub.account(f"w_{office}", "window", office)
+    refused = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token, json={"action": "extend", "comment": ""})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "reason_required"
+    after = _act(net, case_id, office, action="extend", comment="需现场核查", approved_by="局长")["deadline"]
+    assert after > before
+    again = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token,
+                        json={"action": "extend", "comment": "再延", "approved_by": "局长"})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_extended"
+
+
+def test_api_cannot_backdate_an_acceptance(net, agent):
+    case_id, item = _file(net, agent, "130926-RS-0001")
+    office = f"130926-{item['department_code']}"
+    case = _act(net, case_id, office, action="accept", comment="", effective_at="2020-01-01T00:00:00.000Z")
+    assert not case["accepted_at"].startswith("2020")
+
+
+def test_rules_touch_only_cases_this_node_decides(net, agent):
+    before = net.hub.scalar("SELECT COUNT(*) FROM case_events")
+    node = net.township.node
+    node.clock = FixedClock(node.now() + timedelta(days=60))
+    done = supervision.run(net.township.conn, node, node.emit)
+    assert done["deemed_accepted"] == 0
+    assert net.hub.scalar("SELECT COUNT(*) FROM case_events") == before
