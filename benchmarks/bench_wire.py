@@ -1,0 +1,106 @@
+"""Bytes on the wire per case, village → township → hub, against the case's own size.
+
+A real hub and township are served by waitress (subprocesses) on 127.0.0.1 and enrolled through
+the real token + HTTP flow; the village app runs in this process. A case is taken with
+``shared.intake.submit`` (what ``POST /api/v1/cases`` calls), then sync rounds
+(``sync.node_sync.run_round``) run village, township, village until the village holds the hub's
+acknowledgement. Every request and answer is counted at the HTTP layer (request line, headers
+and body; status line, headers and body) by a counting ``requests`` session under the nodes'
+own ``ParentClient``. Idle pulls are part of the count: a round always pulls.
+
+    .venv/bin/python benchmarks/bench_wire.py            # 1 case alone, 200 KB material, batch of 50
+    .venv/bin/python benchmarks/bench_wire.py --quick    # batch of 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import common  # noqa: E402
+from shared import canonical  # noqa: E402
+from shared.intake import submit  # noqa: E402
+from sync import outbox  # noqa: E402
+from sync.node_sync import SyncState, run_round  # noqa: E402
+
+ITEM = "130926-RS-0001"  # 城乡居民养老保险参保登记: decided at the hub, so a 接件 message comes back down
+
+
+def run_scenario(net: common.Network, sessions: dict, label: str, cases: int, material: int, start: int) -> dict:
+    village, vconn = net.village, net.village_conn
+    items = {i["code"]: i for i in common.village_items()}
+    for s in sessions.values():
+        s.reset()
+    own = 0
+    for i in range(cases):
+        payload = common.api_payload(items[ITEM], start + i)
+        files = [("id_card", "身份证.jpg", os.urandom(material))] if material else []
+        own += len(canonical.dumps(payload)) + material
+        submit(vconn, village, payload, files, agent="agent")
+    rounds = 0
+    while outbox.counts(vconn)["pending"] + outbox.counts(vconn)["custody"] and rounds < 10:
+        rounds += 1
+        for name, node, conn in (("village", village, vconn), ("township", net.township, net.township_conn),
+                                 ("village", village, vconn)):
+            summary = run_round(conn, node, SyncState(), client=common.client_with(node, sessions[name]), force=True)
+            if "error" in summary:
+                raise RuntimeError(f"{name} round failed: {summary['error']}")
+    if outbox.counts(vconn)["pending"] + outbox.counts(vconn)["custody"]:
+        raise RuntimeError("the village's cases were not acknowledged")
+    out = {"scenario": label, "cases": cases, "material_bytes": material, "rounds": rounds,
+           "case_bytes": round(own / cases)}
+    total = 0
+    for hop, s in (("village_township", sessions["village"]), ("township_hub", sessions["township"])):
+        push = s.sent.get("/sync/v1/push", 0)
+        pull_answers = s.received.get("/sync/v1/pull", 0)
+        blob_puts = s.sent.get("/sync/v1/blobs/<sha256>", 0)
+        everything = sum(s.sent.values()) + sum(s.received.values())
+        total += everything
+        out[hop] = {"push_request": round(push / cases), "pull_answers": round(pull_answers / cases),
+                    "blob_puts": round(blob_puts / cases), "core": round((push + pull_answers + blob_puts) / cases),
+                    "all_traffic": round(everything / cases), "calls": dict(sorted(s.calls.items()))}
+    out["all_traffic_per_case"] = round(total / cases)
+    out["overhead_factor"] = round(total / own, 2)
+    return out
+
+
+def main(args) -> dict:
+    with tempfile.TemporaryDirectory(prefix="ld-bench-wire-") as tmp:
+        net = common.Network(Path(tmp))
+        try:
+            sessions = {"village": common.CountingSession(), "township": common.CountingSession()}
+            # Settle: both nodes fetch the registry that changed with the village's enrolment.
+            for node, conn in ((net.township, net.township_conn), (net.village, net.village_conn)):
+                run_round(conn, node, SyncState(), client=common.client_with(node, sessions["village"]), force=True)
+            results = [
+                run_scenario(net, sessions, "one case, no material", 1, 0, 0),
+                run_scenario(net, sessions, "one case, 200 KB material", 1, 200 * 1024, 1),
+                run_scenario(net, sessions, f"batch of {args.batch}, no material", args.batch, 0, 2),
+            ]
+        finally:
+            net.close()
+    for r in results:
+        print(f"{r['scenario']}: case {r['case_bytes']} B (application JSON + material), {r['rounds']} round(s)")
+        for hop in ("village_township", "township_hub"):
+            h = r[hop]
+            print(f"  {hop:<16} push {h['push_request']:>7} B  pull answers {h['pull_answers']:>6} B"
+                  f"  blob PUTs {h['blob_puts']:>7} B  = {h['core']:>7} B;  all requests+answers {h['all_traffic']:>7} B")
+        print(f"  both hops, all traffic: {r['all_traffic_per_case']} B per case = {r['overhead_factor']}x the case")
+    figures = {"benchmark": "wire", "results": [{k: v for k, v in r.items()} for r in results]}
+    common.emit(figures)
+    return figures
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=50, help="cases in the batch scenario")
+    parser.add_argument("--quick", action="store_true", help="batch of 10")
+    args = parser.parse_args()
+    if args.quick:
+        args.batch = 10
+    main(args)
