@@ -74,9 +74,7 @@ def main(args) -> dict:
         net = common.Network(Path(tmp))
         try:
             sessions = {"village": common.CountingSession(), "township": common.CountingSession()}
-            # Settle: both nodes fetch the registry that changed with the village's enrolment.
-            for node, conn in ((net.township, net.township_conn), (net.village, net.village_conn)):
-                run_round(conn, node, SyncState(), client=common.client_with(node, sessions["village"]), force=True)
+            net.settle()
             results = [
                 run_scenario(net, sessions, "one case, no material", 1, 0, 0),
                 run_scenario(net, sessions, "one case, 200 KB material", 1, 200 * 1024, 1),

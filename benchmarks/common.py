@@ -183,6 +183,18 @@ class Network:
         self.township = nodes.node_for(self.dirs[self.TOWNSHIP])
         self.township_conn = nodes.open_db(self.dirs[self.TOWNSHIP])
 
+    def settle(self, session: requests.Session | None = None) -> None:
+        """One township round, then one village round: the township learns the registry that
+        lists the new village (until then it refuses the village's requests), the village
+        gets the newest metadata."""
+        from sync.node_sync import SyncState, run_round
+
+        session = session or requests.Session()
+        for node, conn in ((self.township, self.township_conn), (self.village, self.village_conn)):
+            summary = run_round(conn, node, SyncState(), client=client_with(node, session), force=True)
+            if "error" in summary:
+                raise RuntimeError(f"settling round of {node.node_id} failed: {summary['error']}")
+
     def hub_conn(self):
         from provisioning import nodes
 
