@@ -1,27 +1,100 @@
-"""The relay's health: per village, when it was last seen and what is in custody."""
+"""The relay's health per village, and the village submissions passing through this township."""
 
-from flask import Blueprint, render_template
+from datetime import timedelta
 
+from flask import Blueprint, render_template, request
+
+from shared import states
+from shared.clock import parse_iso
+from shared.idcard import mask_id_number
+from shared.web import current_node
 from sync import outbox
+from sync.trust import metadata_content
 
 from .db import get_db
 
 bp = Blueprint("relay", __name__, url_prefix="/relay")
 
+#: A village not heard from for this long is shown as 需关注; three times as long, 失联.
+QUIET_AFTER = timedelta(minutes=30)
+
+
+def _names(conn) -> dict[str, str]:
+    _, registry, _ = metadata_content(conn, "registry")
+    return {n["node_id"]: n.get("name", "") for n in (registry or {}).get("nodes", [])}
+
+
+def _ago(now, value: str | None) -> tuple[str, str]:
+    """('3 分钟前', health) for a timestamp; health is ok / quiet / lost / never."""
+    if not value:
+        return "从未连入", "never"
+    seconds = (now - parse_iso(value)).total_seconds()
+    health = "ok" if seconds <= QUIET_AFTER.total_seconds() else (
+        "quiet" if seconds <= 3 * QUIET_AFTER.total_seconds() else "lost")
+    if seconds < 60:
+        text = "刚刚"
+    elif seconds < 3600:
+        text = f"{int(seconds // 60)} 分钟前"
+    elif seconds < 86400:
+        text = f"{int(seconds // 3600)} 小时前"
+    else:
+        text = f"{int(seconds // 86400)} 天前"
+    return text, health
+
 
 @bp.get("")
 def overview():
-    """Custody per village and what is waiting upstream."""
+    """Per village: last seen, what the township holds for it, how far the hub acknowledged it."""
     conn = get_db()
-    villages = conn.execute(
-        "SELECT p.node_id, p.last_seen, p.last_push_count,"
-        " (SELECT COUNT(*) FROM custody c WHERE c.origin = p.node_id) AS in_custody,"
-        " (SELECT acked_seq FROM acks a WHERE a.origin = p.node_id) AS acked_seq"
-        " FROM peer_status p ORDER BY p.node_id"
-    ).fetchall()
+    node = current_node()
+    now = node.now()
+    names = _names(conn)
+    seen = {r["node_id"]: r for r in conn.execute("SELECT * FROM peer_status")}
+    custody = {r["origin"]: r for r in conn.execute(
+        "SELECT origin, COUNT(*) AS n, MIN(received_at) AS oldest, MAX(attempts) AS attempts,"
+        " MAX(last_error) AS last_error FROM custody GROUP BY origin")}
+    acked = {r["origin"]: r["acked_seq"] for r in conn.execute("SELECT origin, acked_seq FROM acks")}
+    villages = sorted({*seen, *custody, *(n for n in names if len(n) == 12 and n.startswith(node.node_id))})
+    rows = []
+    for vid in villages:
+        last_seen = seen[vid]["last_seen"] if vid in seen else None
+        ago, health = _ago(now, last_seen)
+        held = custody.get(vid)
+        oldest_ago = _ago(now, held["oldest"])[0] if held else None
+        rows.append({
+            "node_id": vid, "name": names.get(vid, ""), "last_seen": last_seen, "ago": ago, "health": health,
+            "last_push_count": seen[vid]["last_push_count"] if vid in seen else 0,
+            "in_custody": held["n"] if held else 0, "oldest": oldest_ago,
+            "attempts": held["attempts"] if held else 0, "last_error": held["last_error"] if held else None,
+            "acked_seq": acked.get(vid) or 0,
+            "cases": conn.execute("SELECT COUNT(*) FROM cases WHERE origin = ?", (vid,)).fetchone()[0],
+        })
     last = conn.execute("SELECT value FROM node_meta WHERE key = 'last_parent_contact'").fetchone()
+    parent_ago, parent_health = _ago(now, last["value"] if last else None)
     return render_template(
-        "relay/overview.html", villages=villages, own=outbox.counts(conn),
-        custody_total=conn.execute("SELECT COUNT(*) FROM custody").fetchone()[0],
-        last_contact=last["value"] if last else None,
+        "relay/overview.html", villages=rows, own=outbox.counts(conn),
+        custody_total=sum(r["in_custody"] for r in rows),
+        last_contact=last["value"] if last else None, parent_ago=parent_ago, parent_health=parent_health,
     )
+
+
+@bp.get("/cases")
+def village_cases():
+    """Applications taken at this township's villages, with where each one is."""
+    from shared.web.intake import sync_word
+
+    conn = get_db()
+    node = current_node()
+    names = _names(conn)
+    village = request.args.get("village", "").strip()
+    sql = "SELECT * FROM cases WHERE origin != ? AND origin LIKE ?"
+    params: list = [node.node_id, node.node_id + "%"]
+    if village:
+        sql += " AND origin = ?"
+        params.append(village)
+    rows = conn.execute(sql + " ORDER BY submitted_at DESC LIMIT 500", params).fetchall()
+    villages = [r["origin"] for r in conn.execute(
+        "SELECT DISTINCT origin FROM cases WHERE origin != ? AND origin LIKE ? ORDER BY origin",
+        (node.node_id, node.node_id + "%"))]
+    return render_template("relay/cases.html", rows=rows, names=names, village=village, villages=villages,
+                           sync_word=sync_word, label=states.status_label, mask=mask_id_number)

@@ -4,6 +4,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, url_
 
 from shared.web import current_node
 from sync import outbox
+from sync.node_sync import SyncState, run_round
 
 from .db import get_db
 
@@ -24,6 +25,12 @@ def overview():
 def sync_now():
     """Run a sync round at once (the agent's 立即同步 button)."""
     run = current_app.extensions.get("liandong_sync_now")
-    result = run() if run else {"error": "未配置上级节点"}
+    if run is not None:
+        result = run()
+    elif current_app.config.get("PARENT_URL"):  # scheduler off: one round in this request
+        state = current_app.extensions.setdefault("liandong_sync_state", SyncState())
+        result = run_round(get_db(), current_node(), state, force=True)
+    else:
+        result = {"error": "未配置上级节点"}
     flash("同步完成" if "error" not in result else f"暂时无法连接乡镇：{result['error']}")
     return redirect(url_for("syncstatus.overview"))

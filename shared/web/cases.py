@@ -6,6 +6,8 @@ township for items delegated to it), to an account of the case's office with a d
 
 from __future__ import annotations
 
+import json
+
 from flask import (
     Blueprint,
     Response,
@@ -21,7 +23,8 @@ from flask import (
 )
 
 from shared import accounts, casework, states
-from shared.errors import Forbidden, ValidationError
+from shared.clock import CN_TZ, parse_iso
+from shared.errors import Forbidden, LiandongError, ValidationError
 from shared.storage import write_transaction
 
 from . import current_node
@@ -30,6 +33,47 @@ from .db import get_db
 bp = Blueprint("cases", __name__)
 
 API_ACTIONS = ("accept", "approve", "deny", "reject", "request_correction", "start_review", "withdraw")
+
+#: How each action's button looks: primary (moves the case on), danger (refuses or ends it), plain.
+ACTION_KIND = {"accept": "primary", "approve": "primary", "receive": "primary", "start_review": "primary",
+               "supplement_received": "primary", "resume": "primary", "reject": "danger", "deny": "danger",
+               "terminate": "danger", "precheck_return": "danger"}
+SUPERVISION_LABELS = {"none": "正常", "warning": "即将到期", "yellow": "黄牌（已超期）", "red": "红牌"}
+#: Material files shown inline on the case page, by their first bytes (never HTML or scripts).
+PREVIEW_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
+                 (b"%PDF-", "application/pdf"))
+
+
+@bp.app_template_filter("cn_time")
+def cn_time(value) -> str:
+    """An ISO timestamp as Beijing time ``2026-03-02 09:30``; '—' for nothing."""
+    if not value:
+        return "—"
+    try:
+        return parse_iso(value).astimezone(CN_TZ).strftime("%Y-%m-%d %H:%M")
+    except (ValueError, TypeError):
+        return str(value)
+
+
+@bp.app_template_filter("from_json")
+def from_json(value):
+    """A JSON column as a value (None for nothing)."""
+    return json.loads(value) if value else None
+
+
+def _catalog_items() -> dict:
+    conn = get_db()
+    if current_node().tier == "hub":
+        from city_hub.registry import current_catalog
+
+        return current_catalog(conn)[1]
+    from shared.intake import catalog_items
+
+    return catalog_items(conn)[1]
+
+
+def _preview_type(data: bytes) -> str | None:
+    return next((mime for magic, mime in PREVIEW_TYPES if data.startswith(magic)), None)
 
 
 def _case_json(case_id: str) -> dict:
@@ -92,7 +136,21 @@ def detail(case_id: str):
     case = _case_json(case_id)
     row = casework.get_row(get_db(), case_id)
     actions = states.allowed_actions(row["status"]) if _may_decide(row) else []
-    return render_template("cases/detail.html", case=case, actions=actions, labels=states.ACTION_LABELS)
+    item = _catalog_items().get(case["item_code"])
+    names = {m["code"]: m["name"] for m in (item or {}).get("materials", [])}
+    node = current_node()
+    for m in case["materials"]:
+        m["name"] = names.get(m["code"], m["code"])
+        m["here"] = node.blobs.has(m["sha256"])
+        m["preview"] = _preview_type(node.blobs.read(m["sha256"])[:8]) if m["here"] else None
+    shown = request.args.get("view") or next((m["sha256"] for m in case["materials"] if m["preview"]), None)
+    preview = next((m for m in case["materials"] if m["sha256"] == shown and m["preview"]), None)
+    fields = {f["name"]: f["label"] for f in (item or {}).get("fields", [])}
+    extended = any(h["action"] == "extend" for h in case["history"])
+    return render_template("cases/detail.html", case=case, actions=actions, labels=states.ACTION_LABELS,
+                           kinds=ACTION_KIND, item=item, fields=fields, preview=preview, extended=extended,
+                           suspend_reasons=states.SUSPEND_REASONS, supervision=SUPERVISION_LABELS,
+                           may_decide=bool(actions))
 
 
 @bp.post("/cases/<case_id>/actions")
@@ -101,19 +159,68 @@ def form_action(case_id: str):
     action = request.form.get("action", "")
     if action not in states.ACTION_LABELS:
         abort(400)
-    comment = request.form.get("comment", "")
-    details = {}
-    if action == "request_correction":
+    comment = request.form.get("comment", "").strip()
+    details: dict = {}
+    if action in ("request_correction", "precheck_return"):
         details["missing_items"] = [x.strip() for x in comment.splitlines() if x.strip()]
-    act(case_id, action, comment, details)
-    flash(f"已{states.ACTION_LABELS[action]}")
+    elif action == "accept_deficient":
+        details["owed_materials"] = [x.strip() for x in request.form.get("owed_materials", "").splitlines() if x.strip()]
+        details["due_date"] = request.form.get("due_date", "")
+    elif action == "suspend":
+        details["reason"] = request.form.get("suspend_reason", "")
+    elif action == "extend":
+        details["approved_by"] = request.form.get("approved_by", "").strip()
+        details["already_extended"] = any(
+            r["action"] == "extend" for r in get_db().execute(
+                "SELECT action FROM case_events WHERE case_id = ?", (case_id,)))
+    try:
+        act(case_id, action, comment, details)
+    except LiandongError as exc:
+        if exc.status == 403:
+            raise
+        flash(f"未能{states.ACTION_LABELS[action]}：{exc.message}")
+    else:
+        flash(f"已{states.ACTION_LABELS[action]}")
     return redirect(url_for("cases.detail", case_id=case_id))
 
 
 @bp.get("/cases/<case_id>/receipt")
 def receipt(case_id: str):
     """The printable 收件回执."""
-    return render_template("cases/receipt.html", case=_case_json(case_id), node=current_node())
+    case = _case_json(case_id)
+    item = _catalog_items().get(case["item_code"])
+    names = {m["code"]: m["name"] for m in (item or {}).get("materials", [])}
+    return render_template("cases/receipt.html", case=case, node=current_node(), item=item, names=names,
+                           fresh=request.args.get("new") == "1")
+
+
+@bp.get("/cases/<case_id>/notice")
+def notice(case_id: str):
+    """The printable 办理结果告知书 of a decided case (handed to the applicant)."""
+    case = _case_json(case_id)
+    if not case["decision"] and case["status"] not in ("APPROVED", "DENIED", "NOT_ACCEPTED", "CONCLUDED"):
+        raise ValidationError("status", "该办件尚无办理结果")
+    return render_template("cases/notice.html", case=case, item=_catalog_items().get(case["item_code"]))
+
+
+@bp.get("/cases/<case_id>/materials/<sha256>/view")
+def material_view(case_id: str, sha256: str):
+    """A material shown inline (images and PDF only; anything else is downloaded)."""
+    conn = get_db()
+    found = conn.execute("SELECT 1 FROM case_materials WHERE case_id = ? AND sha256 = ?", (case_id, sha256)).fetchone()
+    node = current_node()
+    if found is None or not node.blobs.has(sha256):
+        abort(404)
+    data = node.blobs.read(sha256)
+    mime = _preview_type(data[:8])
+    if mime is None:
+        return redirect(url_for("cases.material", case_id=case_id, sha256=sha256))
+    with write_transaction(conn):
+        accounts.audit(conn, g.account["username"], "material.read", case_id, sha256, node.now())
+    headers = {"Content-Disposition": "inline", "X-Content-Type-Options": "nosniff"}
+    if mime.startswith("image/"):
+        headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return Response(data, mimetype=mime, headers=headers)
 
 
 @bp.get("/cases/<case_id>/materials/<sha256>")
@@ -145,5 +252,8 @@ def queue():
         (office, *open_states),
     ).fetchall()
     cases = [casework.to_json(conn, r["case_id"], node.calendar, node.clock.today_cn()) for r in rows]
-    cases.sort(key=lambda c: (c["remaining_working_days"] is None, c["remaining_working_days"] or 0))
-    return render_template("cases/queue.html", cases=cases, office=office)
+    cases.sort(key=lambda c: (c["remaining_working_days"] is None, c["remaining_working_days"] or 0,
+                              c["submitted_at"]))
+    counts = {level: sum(1 for c in cases if c["supervision"] == level) for level in SUPERVISION_LABELS}
+    return render_template("cases/queue.html", cases=cases, office=office, supervision=SUPERVISION_LABELS,
+                           counts=counts, may_decide=g.account["role"] in accounts.DECIDING_ROLES)
