@@ -88,3 +88,35 @@ def test_every_login_page_is_zh_cn_in_the_browser(network, new_page):
     page = new_page()
     login(page, network.village(), "agent")
     assert page.get_attribute("html", "lang") == "zh-CN"
+
+
+def test_banners_for_offline_wrong_clock_and_stale_catalog(network):
+    """The village shows each banner when its condition holds, and none when all is well."""
+    village = network.village()
+    network.sync_all()
+    s = session_for(village, "agent")
+
+    def banners() -> list[str]:
+        return re.findall(r'<p class="banner (?:warn|bad) noprint" role="status">([^<]+)</p>',
+                          s.get(village.url + "/cases", timeout=10).text)
+
+    assert banners() == []
+    conn = village.conn
+    old_contact = village.scalar("SELECT value FROM node_meta WHERE key = 'last_parent_contact'")
+    old_expires = village.scalar("SELECT expires FROM trusted_metadata WHERE role = 'catalog'")
+    try:
+        with conn:
+            conn.execute("UPDATE node_meta SET value = '2020-01-01T00:00:00Z' WHERE key = 'last_parent_contact'")
+            conn.execute("INSERT INTO node_meta(key, value) VALUES ('clock_skew_ms', '-1500000')"
+                         " ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            conn.execute("UPDATE trusted_metadata SET expires = '2021-01-01T00:00:00Z' WHERE role = 'catalog'")
+        shown = " ".join(banners())
+        assert "未连通乡镇便民服务站（离线）" in shown
+        assert "本机时钟比乡镇便民服务站慢了约 25 分钟" in shown
+        assert "办事指南目录已过有效期（2021-01-01）" in shown
+    finally:
+        with conn:
+            conn.execute("UPDATE node_meta SET value = ? WHERE key = 'last_parent_contact'", (old_contact,))
+            conn.execute("UPDATE node_meta SET value = '0' WHERE key = 'clock_skew_ms'")
+            conn.execute("UPDATE trusted_metadata SET expires = ? WHERE role = 'catalog'", (old_expires,))
+    assert banners() == []
