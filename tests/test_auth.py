@@ -98,7 +98,6 @@ def test_an_anonymous_api_write_gets_401(net):
     assert response.json["error"]["code"] == "unauthorized"
 
 
-@pytest.mark.xfail(strict=True, reason="shared/web/health.py: healthz is not marked @public, so it redirects to login")
 def test_healthz_is_public(net):
     for handle in net.all_nodes():
         response = handle.app.test_client().get("/healthz")

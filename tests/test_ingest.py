@@ -179,8 +179,6 @@ def fork_village(net, village, item) -> None:
     assert relay(net).push([fork])["results"][0]["reason"] == "fork"
 
 
-@pytest.mark.xfail(strict=True, reason="hub trust cache keeps a suspended node active: city_hub/sync_service.py "
-                                      "must republish the registry and forget_trust() after a fork")
 def test_nothing_more_from_a_suspended_node_is_applied(net, item):
     village, hub = net.village(3), net.hub
     fork_village(net, village, item)
