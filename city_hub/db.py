@@ -1,10 +1,10 @@
 """The hub's database: one SQLite file, schema composed from the shared fragments."""
 
-from shared.schema import COMMON, SUPERVISION
+from shared.schema import COMMON, DOCUMENTS, SUPERVISION
 from shared.web.db import DatabaseOwner
 from sync.schema import HUB, ISSUER
 
-MIGRATIONS = [COMMON + HUB + ISSUER, SUPERVISION]
+MIGRATIONS = [COMMON + HUB + ISSUER, SUPERVISION, DOCUMENTS]
 
 database = DatabaseOwner(MIGRATIONS)
 get_db = database.get_db

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from shared import canonical, casework
+from shared import canonical, casework, documents
 from shared.catalog import route
 from shared.errors import RuleError
 from sync import downlink
@@ -55,6 +55,7 @@ def make_appliers(node) -> dict:
 
 def notify_origin(conn: sqlite3.Connection, node, row: sqlite3.Row, event: dict, decision: dict | None) -> None:
     """Send a case's new status down to the node that took the application."""
+    issued = documents.for_event(conn, node, row, event)
     if row["origin"] != node.node_id:
         downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update",
-                       casework.update_message(row, event, decision), node.now())
+                       casework.update_message(row, event, decision, issued), node.now())

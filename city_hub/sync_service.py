@@ -37,8 +37,24 @@ class HubSync:
     def push(self, conn, node, caller: str, documents: list) -> dict:
         """Ingest a batch in one transaction; answer per envelope plus the acks."""
         with write_transaction(conn):
-            result = self.ingestor(conn).ingest(documents, via=caller, now=node.now(), wall_ms=node.wall_ms())
+            ingestor = self.ingestor(conn)
+            result = ingestor.ingest(documents, via=caller, now=node.now(), wall_ms=node.wall_ms())
+            for ack in self._release_arrived_blobs(conn, ingestor):
+                result.acks[envelope.peek(ack)["origin"]] = ack
+            if ingestor.suspended:
+                registry.publish_registry(conn, node)  # townships stop relaying for it too
+                node.forget_trust()
         return {**result.to_json(), "server": node.node_id, "server_time": iso(node.now())}
+
+    def _release_arrived_blobs(self, conn, ingestor) -> list[dict]:
+        """Blobs on disk that envelopes still wait for (the process died between writing the
+        file and recording it): release them now, so no acknowledgement stays stuck."""
+        acks = []
+        for row in conn.execute("SELECT DISTINCT sha256 FROM inbox_blobs").fetchall():
+            if self.node.blobs.has(row["sha256"]):
+                blobs.register(conn, row["sha256"], self.node.blobs.received(row["sha256"]), self.node.now())
+                acks += [a for a in ingestor.blob_arrived(row["sha256"], self.node.now()) if a]
+        return acks
 
     def pull(self, conn, node, caller: str, cursors: dict, have: dict) -> dict:
         """Acks for origins in the caller's subtree, their downlink, newer metadata."""

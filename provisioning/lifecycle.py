@@ -18,7 +18,17 @@ import sqlite3
 from shared import canonical
 from shared.accounts import audit
 from shared.clock import iso
-from shared.crypto import SignatureError, SigningKey, b64d, b64e, key_id, load_public, verify
+from shared.crypto import (
+    SignatureError,
+    SigningKey,
+    b64d,
+    b64e,
+    fsync_dir,
+    key_id,
+    load_public,
+    verify,
+    write_private_file,
+)
 from shared.errors import RuleError, ValidationError
 from shared.node import NODE_KEY_FILE
 from shared.storage import write_transaction
@@ -105,7 +115,10 @@ def finish_rotation_if_registered(node, trust) -> bool:
     if entry is None or SigningKey.load(path).kid not in entry.keys:
         return False
     current = node.data_dir / NODE_KEY_FILE
-    os.replace(current, node.data_dir / OLD_KEY_FILE)
+    # Keep a copy of the old key, then switch with one atomic rename: a kill at any point
+    # leaves keys/node.pem holding a registered key (old or new), and a retry finishes.
+    write_private_file(node.data_dir / OLD_KEY_FILE, current.read_bytes())
     os.replace(path, current)
+    fsync_dir(current.parent)
     node.reload_key()
     return True

@@ -129,7 +129,7 @@ def enrol_node(data_dir: Path, token: str, parent_url: str, name: str, public_ur
         raise ProvisioningError("the hub's root key does not match the token: refusing to trust it")
     hub_keys = {}
     for cert in anchor["hub_keys"]:
-        body = verify_hub_key_cert(cert, anchor["public_key"], anchor["kid"])
+        body = verify_hub_key_cert(cert, anchor["public_key"], anchor["kid"], anchor["hub_id"])
         hub_keys[body["kid"]] = body["public_key"]
     trust = TrustStore(anchor["hub_id"], anchor["public_key"], hub_keys)
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -178,15 +178,40 @@ def receive(conn: sqlite3.Connection, case_id: str, item: dict | None, node_id: 
     return get_row(conn, case_id)["status"]
 
 
-def update_message(row: sqlite3.Row, event: dict, decision: dict | None) -> dict:
+def deliver(conn: sqlite3.Connection, node, case_id: str, actor: str, comment: str = "") -> dict:
+    """送达 at the node that took the application: 送达回证, event up to the deciding node.
+
+    Call inside a write transaction. The state machine allows it only for decided cases.
+    """
+    from shared import documents
+    from sync import outbox
+
+    row = get_row(conn, case_id)
+    new_status = states.apply_action(row["status"], "deliver", comment)
+    now = node.now()
+    event = new_event(node.node_id, actor, "deliver", row["status"], new_status, now, comment)
+    record_event(conn, case_id, event)
+    row = get_row(conn, case_id)
+    signed = documents.issue(conn, node, row, "deliver", event, node.config.get("NODE_NAME") or node.node_id)
+    outbox.append(conn, node.key, node.node_id, "case.event", update_message(row, event, None, [signed]),
+                  str(node.hlc.now()), now, case_id=case_id)
+    return event
+
+
+def update_message(row: sqlite3.Row, event: dict, decision: dict | None, documents: list[dict] = ()) -> dict:
     """The body of a ``case.update`` message for a case row after ``event``."""
-    return {"case_id": row["case_id"], "status": row["status"], "event": event, "decision": decision}
+    return {"case_id": row["case_id"], "status": row["status"], "event": event, "decision": decision,
+            "documents": list(documents)}
 
 
 def apply_update(conn: sqlite3.Connection, body: dict) -> bool:
     """Apply a ``case.update`` received from the deciding node (idempotent)."""
+    from shared import documents
+
     if conn.execute("SELECT 1 FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone() is None:
         return False
+    for signed in body.get("documents", []):
+        documents.store(conn, signed)
     return record_event(conn, body["case_id"], body["event"], body.get("decision"))
 
 

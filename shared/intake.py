@@ -11,7 +11,7 @@ import base64
 import binascii
 import sqlite3
 
-from shared import casework, states
+from shared import casework, documents, states
 from shared.catalog import accepts_at, required_materials, route, validate_form
 from shared.errors import RuleError, ValidationError
 from shared.idcard import validate_id_number, validate_phone
@@ -115,6 +115,8 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
             conn, node.key, node.node_id, "case.submit", body, str(node.hlc.now()), now,
             case_id=body["case_id"], attachments=[{"sha256": m["sha256"], "size": m["size"]} for m in materials],
         )
+        documents.issue(conn, node, casework.get_row(conn, body["case_id"]), "receipt", body["event"],
+                        node.config.get("NODE_NAME") or node.node_id)
         if body["route"]["office"] == node.node_id and node.emit is not None:
             # A township window case for an item the township decides: it is received here and now.
             casework.receive(conn, body["case_id"], item, node.node_id, now, node.emit)

@@ -35,7 +35,7 @@ class Node:
         self.hub_id: str = config.get("HUB_ID") or (self.node_id if self.tier == "hub" else None)
         self.clock = Clock.from_settings(config.get("CLOCK_START"), config.get("CLOCK_SPEED", 1.0))
         self.hlc = HybridClock(self.node_id, self.wall_ms)
-        self.nonces = NonceSource(self.wall_ms)
+        self.nonces = NonceSource(self.wall_ms, self.data_dir / "keys" / "nonce")
         self.blobs = BlobStore(self.data_dir / "blobs")
         self.calendar = WorkCalendar(load_calendar_overrides(self.data_dir))
         self.emit = None  # set by deciding nodes: how a case event travels on

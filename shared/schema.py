@@ -110,3 +110,19 @@ CREATE TABLE supervision_alerts (
     PRIMARY KEY (case_id, level)
 );
 """
+
+# Migration 3: signed 制式文书 held by this node (issued here or received with a decision).
+DOCUMENTS = """
+CREATE TABLE documents (
+    doc_id TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    number TEXT NOT NULL,
+    code TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    document BLOB NOT NULL,
+    issued_at TEXT NOT NULL
+);
+CREATE INDEX documents_case ON documents(case_id);
+CREATE INDEX documents_code ON documents(code);
+"""

@@ -9,6 +9,7 @@ or a fork (same number, other content: a cloned key; quarantined, the node suspe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sqlite3
@@ -62,7 +63,9 @@ def _check_header(body: dict, signer_node: str) -> tuple[str, int, str]:
         raise ValueError("prev must be a sha256 hex digest")
     if not isinstance(body.get("kind"), str) or not isinstance(body.get("body"), dict):
         raise ValueError("kind and body are required")
-    Timestamp.parse(body.get("hlc", ""))
+    if not isinstance(body.get("hlc"), str):
+        raise ValueError("hlc must be a string")
+    Timestamp.parse(body["hlc"])
     attachments = body.get("attachments", [])
     if not isinstance(attachments, list) or not all(
         isinstance(a, dict) and HEX64.match(str(a.get("sha256", ""))) and isinstance(a.get("size"), int)
@@ -90,6 +93,7 @@ class Ingestor:
         self.appliers = appliers
         self.has_blob = has_blob
         self.max_skew_ms = max_skew_ms
+        self.suspended: set[str] = set()
 
     def ingest(self, documents: list, via: str, now, wall_ms: int) -> BatchResult:
         """Ingest a batch. Call inside one write transaction."""
@@ -101,10 +105,12 @@ class Ingestor:
             if outcome.get("origin") and outcome["status"] in ("accepted", "duplicate", "held"):
                 touched.add(outcome["origin"])
         for origin in touched:
-            result.acks[origin] = self.refresh_ack(origin, now)
+            ack = self.refresh_ack(origin, now)
+            if ack:
+                result.acks[origin] = ack
         return result
 
-    def _one(self, document, via: str, now, wall_ms: int) -> dict:
+    def _one(self, document, via: str, now, wall_ms: int, drain: bool = True) -> dict:
         conn = self.conn
         try:
             envelope_id = envelope.document_id(document)
@@ -134,9 +140,9 @@ class Ingestor:
         if node.status == "suspended":
             quarantine(conn, origin, seq, envelope_id, "suspended", "node suspended after a fork", document, now)
             return {**base, "status": "quarantined", "reason": "suspended"}
-        return self._chain(opened, document, base, origin, seq, prev, via, now, wall_ms)
+        return self._chain(opened, document, base, origin, seq, prev, via, now, wall_ms, drain)
 
-    def _chain(self, opened, document, base, origin, seq, prev, via, now, wall_ms) -> dict:
+    def _chain(self, opened, document, base, origin, seq, prev, via, now, wall_ms, drain: bool = True) -> dict:
         conn = self.conn
         head = conn.execute(
             "SELECT COALESCE(MAX(seq), 0) AS seq FROM inbox WHERE origin = ?", (origin,)
@@ -161,7 +167,7 @@ class Ingestor:
                     return self._fork(base, document, now)
             return {**base, "status": "held", "expected_seq": head + 1}
         outcome = self._accept(opened, document, base, prev, head, via, now, wall_ms)
-        if outcome["status"] == "accepted":
+        if outcome["status"] == "accepted" and drain:
             self._drain_held(origin, via, now, wall_ms)
         return outcome
 
@@ -216,7 +222,7 @@ class Ingestor:
             if row is None:
                 return
             conn.execute("DELETE FROM held WHERE origin = ? AND seq = ?", (origin, head + 1))
-            outcome = self._one(envelope.from_bytes(row["document"]), via, now, wall_ms)
+            outcome = self._one(envelope.from_bytes(row["document"]), via, now, wall_ms, drain=False)
             if outcome["status"] != "accepted":
                 return
 
@@ -225,6 +231,11 @@ class Ingestor:
         quarantine(self.conn, origin, base["seq"], base["envelope_id"], "fork",
                    "same seq, different content: the node key may be cloned", document, now)
         self.conn.execute("UPDATE nodes SET status = 'suspended' WHERE node_id = ? AND status = 'active'", (origin,))
+        entry = self.trust.nodes.get(origin)
+        if entry is not None and entry.status == "active":
+            # Refuse the rest of this batch too; the caller republishes the registry.
+            self.trust.nodes[origin] = dataclasses.replace(entry, status="suspended")
+            self.suspended.add(origin)
         self.conn.execute(
             "INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?,?,?,?,?)",
             (iso(now), "system", "node.suspended", origin, json.dumps({"reason": "fork", "seq": base["seq"]})),

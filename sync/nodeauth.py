@@ -11,8 +11,10 @@ the hub; the nonce must exceed the last one the receiver accepted from that node
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+from pathlib import Path
 
 from shared import canonical
 from shared.crypto import SignatureError, SigningKey, b64d, b64e, sha256_hex, verify
@@ -21,17 +23,35 @@ from . import envelope
 
 
 class NonceSource:
-    """Strictly increasing request nonces for one node."""
+    """Strictly increasing request nonces for one node, remembered across restarts.
 
-    def __init__(self, wall_ms):
+    The last nonce is kept in ``path`` so that a PC whose clock went backwards still sends
+    larger nonces than before (the parent would otherwise refuse it as a replay).
+    """
+
+    def __init__(self, wall_ms, path: Path | None = None):
         self._wall_ms = wall_ms
-        self._last = 0
+        self._path = path
         self._lock = threading.Lock()
+        self._last = 0
+        if path is not None and path.exists():
+            try:
+                self._last = int(path.read_text().strip() or 0)
+            except ValueError:
+                self._last = 0
 
     def next(self) -> int:
         """The next nonce."""
         with self._lock:
             self._last = max(self._last + 1, self._wall_ms())
+            if self._path is not None:
+                tmp = self._path.with_name(self._path.name + ".tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    os.write(fd, str(self._last).encode("ascii"))
+                finally:
+                    os.close(fd)
+                os.replace(tmp, self._path)
             return self._last
 
 

@@ -56,13 +56,6 @@ CREATE TABLE acks (
     acked_seq INTEGER NOT NULL,
     document BLOB NOT NULL
 );
--- Per (issuer, dest) downlink already fetched from the hub for the villages below.
-CREATE TABLE relay_cursors (
-    issuer TEXT NOT NULL,
-    dest TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (issuer, dest)
-);
 CREATE TABLE peer_status (
     node_id TEXT PRIMARY KEY,
     last_seen TEXT NOT NULL,

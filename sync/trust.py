@@ -99,14 +99,16 @@ def hub_key_cert_body(hub_id: str, kid: str, public_key: str, not_before: str, n
     }
 
 
-def verify_hub_key_cert(document: dict, root_public_key: str, root_kid: str) -> dict:
-    """Verify a hub key certificate against the pinned root; return its body."""
+def verify_hub_key_cert(document: dict, root_public_key: str, root_kid: str, hub_id: str) -> dict:
+    """Verify a hub key certificate of ``hub_id`` against the pinned root; return its body."""
     opened = envelope.open_signed(
         document, envelope.CERT, lambda kid: root_public_key if kid == root_kid else None
     )
     body = opened.body
-    if body.get("type") != "hub-key":
-        raise SignatureError("not a hub key certificate")
+    if body.get("type") != "hub-key" or body.get("hub") != hub_id:
+        raise SignatureError("not a key certificate of this hub")
+    # Validity dates are not enforced: a village PC's clock may be wrong by days, and the
+    # root is pinned; rotation replaces certificates through signed metadata instead.
     return body
 
 
@@ -156,8 +158,13 @@ def metadata_body(role: str, version: int, hub_id: str, issued_at, expires, cont
     }
 
 
+METADATA_ROLES = ("registry", "catalog", "calendar")
+
+
 def open_metadata(document: dict, role: str, trust: TrustStore) -> envelope.Opened:
-    """Verify hub-signed metadata of ``role``."""
+    """Verify hub-signed metadata of ``role``; only the roles nodes mirror are accepted."""
+    if role not in METADATA_ROLES:
+        raise SignatureError(f"{role!r} is not metadata a node accepts")
     opened = envelope.open_signed(document, envelope.METADATA, trust.hub_key)
     if opened.body.get("role") != role:
         raise SignatureError(f"expected {role} metadata")
@@ -214,7 +221,7 @@ def load_node_trust(conn: sqlite3.Connection) -> TrustStore | None:
     root = canonical.loads(anchor["document"])
     hub_keys = {}
     for cert in root["hub_keys"]:
-        body = verify_hub_key_cert(cert, root["public_key"], root["kid"])
+        body = verify_hub_key_cert(cert, root["public_key"], root["kid"], root["hub_id"])
         hub_keys[body["kid"]] = body["public_key"]
     trust = TrustStore(root["hub_id"], root["public_key"], hub_keys)
     version, content, _ = metadata_content(conn, "registry")

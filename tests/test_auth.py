@@ -90,8 +90,6 @@ def test_a_wrong_bearer_token_is_refused_everywhere(net):
         assert write.status_code == 401
 
 
-@pytest.mark.xfail(strict=True, reason="shared/web/auth.py checks CSRF before the account: an anonymous API write "
-                                      "gets 400 csrf instead of 401")
 def test_an_anonymous_api_write_gets_401(net):
     response = net.village().app.test_client().post("/api/v1/cases", json={})
     assert response.status_code == 401

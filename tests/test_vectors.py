@@ -603,7 +603,7 @@ def test_enrolment_proof_and_anchor():
     assert canonical.dumps(anchor).hex() == vector["anchor_hex"]
     assert anchor_matches_token(anchor, vector["token"])
     assert not anchor_matches_token(anchor, vector["wrong_root_token"])
-    cert = verify_hub_key_cert(anchor["hub_keys"][0], anchor["public_key"], anchor["kid"])
+    cert = verify_hub_key_cert(anchor["hub_keys"][0], anchor["public_key"], anchor["kid"], anchor["hub_id"])
     assert (cert["kid"], cert["public_key"]) == (key("hub_signing").kid, key("hub_signing").public_b64)
 
 

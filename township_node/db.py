@@ -1,10 +1,10 @@
 """The township's database: origin (window intake), relay (custody) and issuer (decisions)."""
 
-from shared.schema import COMMON, SUPERVISION
+from shared.schema import COMMON, DOCUMENTS, SUPERVISION
 from shared.web.db import DatabaseOwner
 from sync.schema import ISSUER, ORIGIN, RELAY
 
-MIGRATIONS = [COMMON + ORIGIN + RELAY + ISSUER, SUPERVISION]
+MIGRATIONS = [COMMON + ORIGIN + RELAY + ISSUER, SUPERVISION, DOCUMENTS]
 
 database = DatabaseOwner(MIGRATIONS)
 get_db = database.get_db

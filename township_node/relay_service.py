@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from shared import casework
+from shared import casework, documents
 from shared.clock import iso
 from shared.intake import catalog_items
 from shared.storage import write_transaction
@@ -19,7 +19,7 @@ def township_emit(node):
     """How a decision taken at the township travels: down to the village, up to the hub."""
 
     def emit(conn: sqlite3.Connection, row: sqlite3.Row, event: dict, decision: dict | None) -> None:
-        body = casework.update_message(row, event, decision)
+        body = casework.update_message(row, event, decision, documents.for_event(conn, node, row, event))
         now = node.now()
         if row["origin"] != node.node_id:
             downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update", body, now)
@@ -64,6 +64,9 @@ class TownshipSync:
 
     def _follow_case(self, conn, document) -> None:
         body = envelope.peek(document)
+        if body.get("kind") == "case.event":  # e.g. the village's 送达
+            casework.apply_update(conn, body["body"])
+            return
         if body.get("kind") != "case.submit":
             return
         case = body["body"]

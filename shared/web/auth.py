@@ -67,15 +67,13 @@ def require_account():
     if getattr(view, "liandong_node_signed", False):
         return None  # the view verifies the calling node's signature itself
     bearer = request.headers.get("Authorization", "").startswith("Bearer ")
-    if request.method not in ("GET", "HEAD", "OPTIONS") and not bearer:
-        csrf.protect()
     g.account = _load_account()
-    if getattr(view, "liandong_public", False):
-        return None
-    if g.account is None:
+    if g.account is None and not getattr(view, "liandong_public", False):
         if request.path.startswith("/api/") or request.headers.get("Authorization"):
             raise Unauthorized("需要登录或有效的 API 令牌（Authorization: Bearer <token>）")
         return redirect(url_for("auth.login", next=request.full_path))
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not bearer:
+        csrf.protect()  # forms with a session cookie (and the login form) need the token
     return None
 
 

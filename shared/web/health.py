@@ -3,11 +3,13 @@
 from flask import Blueprint, jsonify
 
 from . import VERSION, current_node
+from .auth import public
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
+@public
 def healthz():
     """Node id, tier and version; public."""
     node = current_node()
