@@ -11,8 +11,16 @@ import base64
 import hashlib
 import json
 import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import requests
 from click.testing import CliRunner
 from network import Network, NodeHandle, catalog, create_case, pick_item
 
@@ -90,3 +98,81 @@ def outbox_states(handle: NodeHandle) -> dict[int, str]:
 def village_cases(handle: NodeHandle) -> dict[str, dict]:
     """case_id -> row (as dict) of the cases a node holds."""
     return {r["case_id"]: dict(r) for r in handle.query("SELECT * FROM cases")}
+
+
+# ------------------------------------------------------------------ real processes
+
+
+class NodeProcess:
+    """A node served by ``python -m provisioning.cli node serve`` in its own process (kill -9 able).
+
+    It runs its own scheduler (sync and supervision jobs) with short intervals, exactly as a
+    station PC runs it, on the loopback port its :class:`NodeHandle` was given.
+    """
+
+    def __init__(self, handle: NodeHandle, sync_interval: float = 0.2, backoff_max: float = 0.5,
+                 extra_env: dict | None = None):
+        self.handle = handle
+        self.env = {**os.environ, "LIANDONG_SYNC_INTERVAL_SECONDS": str(sync_interval),
+                    "LIANDONG_SYNC_BACKOFF_MAX_SECONDS": str(backoff_max), "LIANDONG_SYNC_TIMEOUT_SECONDS": "3",
+                    **(extra_env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.kills = 0
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the process and wait until ``/healthz`` answers."""
+        assert self.proc is None or self.proc.poll() is not None
+        # stderr to a file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "provisioning.cli", "node", "serve", "--data", str(self.handle.data_dir),
+                 "--port", str(self.handle.port)],
+                env=self.env, stdout=subprocess.DEVNULL, stderr=log,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.handle.node_id} exited: {self.log_tail()}")
+            try:
+                if requests.get(self.handle.url + "/healthz", timeout=0.5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.handle.node_id} did not come up on port {self.handle.port}")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no flush, whatever the process was doing."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            self.kills += 1
+
+    def stop(self) -> None:
+        """Stop the process (test clean-up)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    @property
+    def log_path(self) -> Path:
+        return self.handle.data_dir / "serve.log"
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of what the process wrote to stderr (all its runs)."""
+        return self.log_path.read_bytes()[-chars:].decode("utf-8", "replace") if self.log_path.exists() else ""
+
+
+@contextmanager
+def open_readonly(handle: NodeHandle) -> Iterator[sqlite3.Connection]:
+    """A plain connection to a node's database file (the node may run in another process)."""
+    conn = sqlite3.connect(str(handle.data_dir / "node.sqlite3"), timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        yield conn
+    finally:
+        conn.close()
