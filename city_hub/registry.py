@@ -12,7 +12,7 @@ from datetime import timedelta
 from shared import canonical
 from shared.clock import iso
 from sync import envelope
-from sync.trust import NodeEntry, TrustStore, metadata_body, registry_body
+from sync.trust import NodeEntry, TrustStore, catalog_index, metadata_body, registry_body
 
 METADATA_ROLES = ("registry", "catalog", "calendar")
 
@@ -91,7 +91,9 @@ def newer_than(conn: sqlite3.Connection, have: dict) -> list[dict]:
 
 def current_catalog(conn: sqlite3.Connection) -> tuple[int, dict]:
     """(version, {code: item}) of the published catalog."""
-    version, document = latest(conn, "catalog")
-    if document is None:
+    row = conn.execute(
+        "SELECT version, document FROM metadata WHERE role = 'catalog' ORDER BY version DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
         return 0, {}
-    return version, {item["code"]: item for item in envelope.peek(document)["content"]["items"]}
+    return row["version"], catalog_index(row["document"])

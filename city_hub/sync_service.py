@@ -56,13 +56,17 @@ class HubSync:
                 acks += [a for a in ingestor.blob_arrived(row["sha256"], self.node.now()) if a]
         return acks
 
-    def pull(self, conn, node, caller: str, cursors: dict, have: dict) -> dict:
-        """Acks for origins in the caller's subtree, their downlink, newer metadata."""
+    def pull(self, conn, node, caller: str, cursors: dict, have: dict, acked: dict | None = None) -> dict:
+        """Acks for origins in the caller's subtree (only those newer than ``acked``), their
+        downlink, newer metadata."""
         subtree = node.trust(conn).subtree(caller)
         marks = ",".join("?" * len(subtree))
+        acked = acked or {}
         acks = [
             envelope.from_bytes(r["ack_document"])
-            for r in conn.execute(f"SELECT ack_document FROM origin_heads WHERE origin IN ({marks})", sorted(subtree))
+            for r in conn.execute(f"SELECT origin, acked_seq, ack_document FROM origin_heads WHERE origin IN ({marks})",
+                                  sorted(subtree))
+            if r["acked_seq"] > int(acked.get(r["origin"], 0) or 0)
         ]
         return {
             "server": node.node_id,

@@ -21,10 +21,10 @@ from sync import blobs, outbox
 
 def catalog_items(conn: sqlite3.Connection) -> tuple[int, dict[str, dict]]:
     """(version, {code: item}) of the catalog this node trusts."""
-    from sync.trust import metadata_content
+    from sync.trust import catalog_index
 
-    version, content, _ = metadata_content(conn, "catalog")
-    return version, {item["code"]: item for item in (content or {}).get("items", [])}
+    row = conn.execute("SELECT version, document FROM trusted_metadata WHERE role = 'catalog'").fetchone()
+    return (row["version"], catalog_index(row["document"])) if row else (0, {})
 
 
 def _clean_applicant(applicant) -> dict:

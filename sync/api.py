@@ -65,12 +65,13 @@ def _json_body(max_bytes: int = MAX_PUSH_BYTES) -> dict:
 @node_signed
 def push():
     """Envelopes up the tree: ingest (hub) or custody (township)."""
-    g.caller = _authenticate()
-    body = _json_body()
-    documents = body.get("envelopes")
-    if not isinstance(documents, list):
-        raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
-    return jsonify(service().push(get_db(), current_node(), g.caller, documents))
+    conn = get_db()
+    with write_transaction(conn):  # the nonce and the batch commit together: one fsync per push
+        g.caller = _authenticate()
+        documents = _json_body().get("envelopes")
+        if not isinstance(documents, list):
+            raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
+        return jsonify(service().push(conn, current_node(), g.caller, documents))
 
 
 @bp.post("/pull")
@@ -81,9 +82,10 @@ def pull():
     body = _json_body(1024 * 1024)
     cursors = body.get("cursors", {})
     have = body.get("metadata", {})
-    if not isinstance(cursors, dict) or not isinstance(have, dict):
-        raise ValidationError("cursors", "cursors 与 metadata 必须是对象", code="malformed")
-    return jsonify(service().pull(get_db(), current_node(), g.caller, cursors, have))
+    acked = body.get("acked", {})
+    if not all(isinstance(x, dict) for x in (cursors, have, acked)):
+        raise ValidationError("cursors", "cursors、metadata 与 acked 必须是对象", code="malformed")
+    return jsonify(service().pull(get_db(), current_node(), g.caller, cursors, have, acked))
 
 
 @bp.post("/blobs/status")

@@ -31,7 +31,7 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 def export_outbox(conn: sqlite3.Connection, node, path: Path, progress: Progress = _no_progress) -> dict:
     """Write this node's unacknowledged envelopes and their files into a signed bundle."""
-    rows = outbox.to_send(conn, 1_000_000)
+    rows = outbox.unacked(conn)
     documents = [envelope.from_bytes(r["document"]) for r in rows]
     hashes: dict[str, int] = {}
     for d in documents:

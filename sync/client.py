@@ -57,9 +57,12 @@ class ParentClient:
         """Send envelopes; the parent's per-envelope results, receipt and acks."""
         return self._call("POST", "/sync/v1/push", canonical.dumps({"envelopes": documents}))
 
-    def pull(self, cursors: dict[str, int], have: dict[str, int]) -> dict:
-        """Fetch acks, downlink after ``cursors`` and metadata newer than ``have``."""
-        return self._call("POST", "/sync/v1/pull", canonical.dumps({"cursors": cursors, "metadata": have}))
+    def pull(self, cursors: dict[str, int], have: dict[str, int], acked: dict[str, int] | None = None) -> dict:
+        """Fetch acks newer than ``acked``, downlink after ``cursors``, metadata newer than ``have``."""
+        body = {"cursors": cursors, "metadata": have}
+        if acked is not None:
+            body["acked"] = acked
+        return self._call("POST", "/sync/v1/pull", canonical.dumps(body))
 
     def blob_status(self, hashes: list[str]) -> dict[str, int]:
         """Bytes the parent holds of each blob."""

@@ -12,6 +12,7 @@ change when a relay re-encodes the surrounding JSON.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -125,10 +126,14 @@ def peek(document: Any) -> dict:
 
 
 def to_bytes(document: dict) -> bytes:
-    """Bytes to store a document with (the payload inside is already exact)."""
-    return canonical.dumps(document)
+    """Bytes to store a document with (the payload inside is already exact).
+
+    The wrapper holds only strings, so the C encoder is used directly: what is signed is the
+    payload, never these bytes.
+    """
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def from_bytes(data: bytes) -> dict:
-    """Load a stored document."""
-    return canonical.loads(data)
+    """Load a document this node stored itself (received ones were parsed strictly first)."""
+    return json.loads(data)

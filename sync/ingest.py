@@ -144,9 +144,10 @@ class Ingestor:
 
     def _chain(self, opened, document, base, origin, seq, prev, via, now, wall_ms, drain: bool = True) -> dict:
         conn = self.conn
-        head = conn.execute(
-            "SELECT COALESCE(MAX(seq), 0) AS seq FROM inbox WHERE origin = ?", (origin,)
-        ).fetchone()["seq"]
+        last = conn.execute(
+            "SELECT seq, envelope_id FROM inbox WHERE origin = ? ORDER BY seq DESC LIMIT 1", (origin,)
+        ).fetchone()
+        head, head_id = (last["seq"], last["envelope_id"]) if last else (0, GENESIS)
         envelope_id = base["envelope_id"]
         if seq <= head:
             existing = conn.execute("SELECT envelope_id FROM inbox WHERE origin = ? AND seq = ?", (origin, seq)).fetchone()
@@ -166,19 +167,16 @@ class Ingestor:
                 if other is not None and other["envelope_id"] != envelope_id:
                     return self._fork(base, document, now)
             return {**base, "status": "held", "expected_seq": head + 1}
-        outcome = self._accept(opened, document, base, prev, head, via, now, wall_ms)
+        outcome = self._accept(opened, document, base, prev, head_id, via, now, wall_ms)
         if outcome["status"] == "accepted" and drain:
-            self._drain_held(origin, via, now, wall_ms)
+            self._drain_held(origin, seq, via, now, wall_ms)
         return outcome
 
-    def _accept(self, opened, document, base, prev, head, via, now, wall_ms) -> dict:
+    def _accept(self, opened, document, base, prev, head_id, via, now, wall_ms) -> dict:
         conn = self.conn
         origin, seq, envelope_id = base["origin"], base["seq"], base["envelope_id"]
-        expected_prev = GENESIS if head == 0 else conn.execute(
-            "SELECT envelope_id FROM inbox WHERE origin = ? AND seq = ?", (origin, head)
-        ).fetchone()["envelope_id"]
-        if prev != expected_prev:
-            quarantine(conn, origin, seq, envelope_id, "broken_chain", f"prev should be {expected_prev}", document, now)
+        if prev != head_id:
+            quarantine(conn, origin, seq, envelope_id, "broken_chain", f"prev should be {head_id}", document, now)
             return {**base, "status": "quarantined", "reason": "broken_chain"}
         attachments = opened.body.get("attachments", [])
         missing = sorted({a["sha256"] for a in attachments if not self.has_blob(a["sha256"])})
@@ -214,14 +212,16 @@ class Ingestor:
             result["missing_blobs"] = missing
         return result
 
-    def _drain_held(self, origin, via, now, wall_ms) -> None:
+    def _drain_held(self, origin, seq, via, now, wall_ms) -> None:
+        """Apply envelopes held behind a gap that ``seq`` just closed, in order."""
         conn = self.conn
         while True:
-            head = conn.execute("SELECT MAX(seq) FROM inbox WHERE origin = ?", (origin,)).fetchone()[0]
-            row = conn.execute("SELECT document FROM held WHERE origin = ? AND seq = ?", (origin, head + 1)).fetchone()
+            seq += 1
+            row = conn.execute(
+                "DELETE FROM held WHERE origin = ? AND seq = ? RETURNING document", (origin, seq)
+            ).fetchone()
             if row is None:
                 return
-            conn.execute("DELETE FROM held WHERE origin = ? AND seq = ?", (origin, head + 1))
             outcome = self._one(envelope.from_bytes(row["document"]), via, now, wall_ms, drain=False)
             if outcome["status"] != "accepted":
                 return

@@ -89,7 +89,7 @@ def _pending_documents(conn: sqlite3.Connection, node) -> list[tuple[str, dict]]
     if node.tier == "township":
         # Villages' envelopes first: a township's decision event follows the case it is about.
         docs += [("custody", envelope.from_bytes(r["document"])) for r in relay.to_forward(conn, batch)]
-    docs += [("outbox", envelope.from_bytes(r["document"])) for r in outbox.to_send(conn, batch)]
+    docs += [("outbox", envelope.from_bytes(r["document"])) for r in outbox.to_send(conn, batch, node.now())]
     return docs
 
 
@@ -165,13 +165,9 @@ def _observe_parent_time(conn: sqlite3.Connection, node, server_time: str, serve
 
 
 def _attachments_to_send(conn: sqlite3.Connection, node) -> list[dict]:
-    rows = [r["document"] for r in conn.execute("SELECT document FROM outbox WHERE state != 'acked'")]
+    wanted = {a["sha256"]: a["size"] for a in outbox.unacked_attachments(conn)}
     if node.tier == "township":
-        rows += [r["document"] for r in conn.execute("SELECT document FROM custody")]
-    wanted: dict[str, int] = {}
-    for raw in rows:
-        for a in envelope.peek(envelope.from_bytes(raw)).get("attachments", []):
-            wanted[a["sha256"]] = a["size"]
+        wanted.update({a["sha256"]: a["size"] for a in relay.custody_attachments(conn)})
     return [{"sha256": s, "size": n} for s, n in wanted.items()]
 
 
@@ -195,7 +191,16 @@ def _send_blobs(conn: sqlite3.Connection, node, client: ParentClient) -> int:
 
 def _pull(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
     cursors, have = pull_request(conn, node)
-    return apply_pull_answer(conn, node, client.pull(cursors, have))
+    return apply_pull_answer(conn, node, client.pull(cursors, have, acked_request(conn, node)))
+
+
+def acked_request(conn: sqlite3.Connection, node) -> dict[str, int]:
+    """The acknowledgements this node already holds, so the parent sends only newer ones."""
+    own = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE state = 'acked'").fetchone()[0]
+    acked = {node.node_id: own}
+    if node.tier == "township":
+        acked.update({r["origin"]: r["acked_seq"] for r in conn.execute("SELECT origin, acked_seq FROM acks")})
+    return acked
 
 
 def pull_request(conn: sqlite3.Connection, node) -> tuple[dict, dict]:

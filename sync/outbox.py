@@ -9,7 +9,9 @@ deleted before ``acked``.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from datetime import timedelta
 
 from shared.clock import iso
 from shared.crypto import SigningKey
@@ -61,20 +63,39 @@ def append(
     document = envelope.sign(key, envelope.ENVELOPE, payload)
     envelope_id = envelope.document_id(document)
     conn.execute(
-        "INSERT INTO outbox(seq, envelope_id, prev, kind, case_id, document, created_at) VALUES (?,?,?,?,?,?,?)",
-        (seq, envelope_id, prev, kind, case_id, envelope.to_bytes(document), iso(now)),
+        "INSERT INTO outbox(seq, envelope_id, prev, kind, case_id, document, attachments, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?)",
+        (seq, envelope_id, prev, kind, case_id, envelope.to_bytes(document), json.dumps(attachments or []), iso(now)),
     )
     _set_meta(conn, "outbox_seq", str(seq))
     _set_meta(conn, "outbox_head", envelope_id)
     return seq, envelope_id, document
 
 
-def to_send(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
-    """Envelopes not yet held by the hub, oldest first (custody ones are re-offered: idempotent)."""
+RESEND_CUSTODY_AFTER = timedelta(minutes=10)
+
+
+def to_send(conn: sqlite3.Connection, limit: int, now=None) -> list[sqlite3.Row]:
+    """Envelopes to offer the parent, oldest first: every pending one, and those in custody
+    whose acknowledgement is overdue (re-offering is idempotent and covers a township that
+    lost its disk); the acknowledgement itself comes back with the next pull."""
+    cutoff = iso(now - RESEND_CUSTODY_AFTER) if now is not None else ""
     return conn.execute(
-        "SELECT seq, envelope_id, document, state FROM outbox WHERE state != 'acked' ORDER BY seq LIMIT ?",
-        (limit,),
+        "SELECT seq, envelope_id, document, state FROM outbox WHERE state = 'pending'"
+        " OR (state = 'custody' AND custody_at < ?) ORDER BY seq LIMIT ?",
+        (cutoff, limit),
     ).fetchall()
+
+
+def unacked(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Every envelope the hub has not acknowledged, oldest first (USB bundles carry them all)."""
+    return conn.execute("SELECT seq, envelope_id, document, state FROM outbox WHERE state != 'acked' ORDER BY seq").fetchall()
+
+
+def unacked_attachments(conn: sqlite3.Connection) -> list[dict]:
+    """Material files named by envelopes the hub does not hold yet."""
+    return [a for row in conn.execute("SELECT attachments FROM outbox WHERE state != 'acked' AND attachments != '[]'")
+            for a in json.loads(row["attachments"])]
 
 
 def mark_custody(conn: sqlite3.Connection, envelope_ids: list[str], now) -> None:

@@ -8,6 +8,7 @@ acknowledgement and the hub's downlink back to the village.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from shared.clock import iso
@@ -41,9 +42,10 @@ def take_custody(
             results.append({"envelope_id": envelope_id, "status": "rejected", "reason": node.status})
             continue
         conn.execute(
-            "INSERT INTO custody(envelope_id, origin, seq, document, received_at) VALUES (?,?,?,?,?)"
+            "INSERT INTO custody(envelope_id, origin, seq, document, attachments, received_at) VALUES (?,?,?,?,?,?)"
             " ON CONFLICT(envelope_id) DO NOTHING",
-            (envelope_id, origin, seq, envelope.to_bytes(document), iso(now)),
+            (envelope_id, origin, seq, envelope.to_bytes(document),
+             json.dumps(opened.body.get("attachments") or []), iso(now)),
         )
         acked = conn.execute("SELECT acked_seq FROM acks WHERE origin = ?", (origin,)).fetchone()
         if acked is not None and seq <= acked["acked_seq"]:
@@ -64,6 +66,12 @@ def to_forward(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
     return conn.execute(
         "SELECT envelope_id, origin, seq, document FROM custody ORDER BY received_at, origin, seq LIMIT ?", (limit,)
     ).fetchall()
+
+
+def custody_attachments(conn: sqlite3.Connection) -> list[dict]:
+    """Material files named by envelopes in custody (they go on to the hub too)."""
+    return [a for row in conn.execute("SELECT attachments FROM custody WHERE attachments != '[]'")
+            for a in json.loads(row["attachments"])]
 
 
 def store_ack(conn: sqlite3.Connection, trust: TrustStore, ack_document: dict) -> dict | None:

@@ -9,6 +9,7 @@ id at enrolment (it is part of the enrolment token) and from then on trusts noth
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from dataclasses import dataclass, field
 
@@ -204,8 +205,39 @@ def metadata_content(conn: sqlite3.Connection, role: str) -> tuple[int, dict | N
     row = conn.execute("SELECT version, document, expires FROM trusted_metadata WHERE role = ?", (role,)).fetchone()
     if row is None:
         return 0, None, None
-    body = envelope.peek(envelope.from_bytes(row["document"]))
-    return row["version"], body["content"], row["expires"]
+    return row["version"], parsed_content(row["document"]), row["expires"]
+
+
+_parsed: dict[bytes, dict] = {}
+_indexes: dict[bytes, dict] = {}
+
+
+def catalog_index(document_bytes: bytes) -> dict[str, dict]:
+    """``{code: item}`` of a stored catalog document, built once per distinct document."""
+    key = hashlib.sha256(document_bytes).digest()
+    index = _indexes.get(key)
+    if index is None:
+        index = {item["code"]: item for item in parsed_content(document_bytes).get("items", [])}
+        if len(_indexes) > 64:
+            _indexes.clear()
+        _indexes[key] = index
+    return index
+
+
+def parsed_content(document_bytes: bytes) -> dict:
+    """The content of a stored metadata document, parsed once per distinct document.
+
+    The catalog is read on every intake and every ingested case; parsing it strictly each
+    time dominated the hub's ingest profile. Callers must not mutate the result.
+    """
+    key = hashlib.sha256(document_bytes).digest()
+    content = _parsed.get(key)
+    if content is None:
+        content = envelope.peek(envelope.from_bytes(document_bytes))["content"]
+        if len(_parsed) > 64:
+            _parsed.clear()
+        _parsed[key] = content
+    return content
 
 
 def is_expired(expires: str | None, now) -> bool:

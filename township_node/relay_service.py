@@ -75,10 +75,12 @@ class TownshipSync:
                 item = catalog_items(conn)[1].get(case["item_code"])
                 casework.receive(conn, case["case_id"], item, self.node.node_id, self.node.now(), self.emit)
 
-    def pull(self, conn, node, caller: str, cursors: dict, have: dict) -> dict:
-        """The caller's acks, its downlink (relayed and the township's own), newer metadata."""
+    def pull(self, conn, node, caller: str, cursors: dict, have: dict, acked: dict | None = None) -> dict:
+        """The caller's ack (if newer than it holds), its downlink (relayed and the township's
+        own), newer metadata."""
+        known = int((acked or {}).get(caller, 0) or 0)
         acks = [envelope.from_bytes(r["document"]) for r in conn.execute(
-            "SELECT document FROM acks WHERE origin = ?", (caller,))]
+            "SELECT document FROM acks WHERE origin = ? AND acked_seq > ?", (caller, known))]
         metadata = []
         for row in conn.execute("SELECT role, version, document FROM trusted_metadata WHERE role != 'root'"):
             if row["version"] > int(have.get(row["role"], 0) or 0):
