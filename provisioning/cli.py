@@ -301,5 +301,9 @@ from .calendar_cli import calendar  # noqa: E402
 
 main.add_command(calendar)
 
+from .sim import sim  # noqa: E402
+
+main.add_command(sim)
+
 if __name__ == "__main__":
     main()
