@@ -176,3 +176,37 @@ def open_readonly(handle: NodeHandle) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+class WireSession(requests.Session):
+    """A requests session that counts what goes on the wire and can drop the link mid-transfer.
+
+    :param drop_after_puts: raise a connection error instead of sending the PUT after this
+        many PUTs went through (the link dies in the middle of a blob).
+    """
+
+    def __init__(self, drop_after_puts: int | None = None):
+        super().__init__()
+        self.drop_after_puts = drop_after_puts
+        self.puts = 0
+        self.put_bytes = 0
+        self.requests: list[tuple[str, str, int]] = []
+
+    def request(self, method, url, *args, data=None, **kwargs):
+        size = len(data or b"")
+        if method.upper() == "PUT":
+            if self.drop_after_puts is not None and self.puts >= self.drop_after_puts:
+                raise requests.ConnectionError("link dropped by the test")
+            self.puts += 1
+            self.put_bytes += size
+        self.requests.append((method.upper(), url, size))
+        return super().request(method, url, *args, data=data, **kwargs)
+
+
+def client_with(handle: NodeHandle, session: requests.Session):
+    """The node's signed client towards its parent, over ``session``."""
+    from sync.client import ParentClient
+
+    node = handle.node
+    return ParentClient(node.config["PARENT_URL"], node.config["PARENT_ID"], node.node_id, node.key, node.nonces,
+                        session=session)
