@@ -74,6 +74,6 @@ def test_keys_and_config_are_readable_by_the_owner_only(net):
             path = handle.data_dir / name
             assert path.is_file(), path
             assert mode(path) == 0o600, f"{path}: {oct(mode(path))}"
-        for path in (handle.data_dir / "keys").glob("*.pem"):  # every private key, however many
+        for path in (handle.data_dir / "keys").iterdir():  # every key file, however many
             assert mode(path) & 0o077 == 0, f"{path}: {oct(mode(path))}"
         assert "SECRET_KEY" in (handle.data_dir / "config.py").read_text(encoding="utf-8")
