@@ -54,8 +54,15 @@ def make_appliers(node) -> dict:
 
 
 def notify_origin(conn: sqlite3.Connection, node, row: sqlite3.Row, event: dict, decision: dict | None) -> None:
-    """Send a case's new status down to the node that took the application."""
+    """Send a case's new status down to the node that took the application.
+
+    The automatic 接件 is not sent on its own (the origin already sees 已到市中心 from the
+    hub's acknowledgement); it rides along with the next step, which saves a signature per
+    case on the ingest path.
+    """
+    if event["action"] == "receive" or row["origin"] == node.node_id:
+        return
     issued = documents.for_event(conn, node, row, event)
-    if row["origin"] != node.node_id:
-        downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update",
-                       casework.update_message(row, event, decision, issued), node.now())
+    earlier = casework.events_of(conn, row["case_id"], ("receive",))
+    downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update",
+                   casework.update_message(row, event, decision, issued, earlier), node.now())

@@ -94,10 +94,11 @@ def insert_case(conn: sqlite3.Connection, body: dict, origin: str, status: str, 
     )
     if cur.rowcount == 0:
         return False
-    conn.executemany(
-        "INSERT INTO case_materials(case_id, code, filename, sha256, size) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
-        [(body["case_id"], m["code"], m["filename"], m["sha256"], m["size"]) for m in body["materials"]],
-    )
+    if body["materials"]:
+        conn.executemany(
+            "INSERT INTO case_materials(case_id, code, filename, sha256, size) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+            [(body["case_id"], m["code"], m["filename"], m["sha256"], m["size"]) for m in body["materials"]],
+        )
     if body.get("event"):
         record_event(conn, body["case_id"], body["event"])
     return True
@@ -170,12 +171,13 @@ def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment:
 
 def receive(conn: sqlite3.Connection, case_id: str, item: dict | None, node_id: str, now, emit) -> str:
     """接件 at the deciding node; 秒批 items whose rule the form meets are approved at once."""
-    perform_action(conn, case_id, "receive", "", "system", node_id, now, emit)
+    event = perform_action(conn, case_id, "receive", "", "system", node_id, now, emit)
     if item and item.get("instant_rule") and evaluate_instant_rule(item["instant_rule"], json.loads(get_row(conn, case_id)["form"])):
         marker = {"instant": True}
         perform_action(conn, case_id, "accept", "秒批：系统按事项规则自动核验通过", "system", node_id, now, emit, system=marker)
-        perform_action(conn, case_id, "approve", "秒批：符合规定条件，系统自动准予", "system", node_id, now, emit, system=marker)
-    return get_row(conn, case_id)["status"]
+        event = perform_action(conn, case_id, "approve", "秒批：符合规定条件，系统自动准予", "system", node_id, now, emit,
+                               system=marker)
+    return event["to_status"]
 
 
 def deliver(conn: sqlite3.Connection, node, case_id: str, actor: str, comment: str = "") -> dict:
@@ -198,10 +200,29 @@ def deliver(conn: sqlite3.Connection, node, case_id: str, actor: str, comment: s
     return event
 
 
-def update_message(row: sqlite3.Row, event: dict, decision: dict | None, documents: list[dict] = ()) -> dict:
-    """The body of a ``case.update`` message for a case row after ``event``."""
-    return {"case_id": row["case_id"], "status": row["status"], "event": event, "decision": decision,
+def update_message(row: sqlite3.Row, event: dict, decision: dict | None, documents: list[dict] = (),
+                   earlier: list[dict] = ()) -> dict:
+    """The body of a ``case.update`` message for a case row after ``event``.
+
+    ``earlier`` carries events not sent on their own (the hub's automatic 接件), so the
+    receiver's history is complete without a signed message per step.
+    """
+    body = {"case_id": row["case_id"], "status": row["status"], "event": event, "decision": decision,
             "documents": list(documents)}
+    if earlier:
+        body["earlier"] = list(earlier)
+    return body
+
+
+def events_of(conn: sqlite3.Connection, case_id: str, actions: tuple[str, ...]) -> list[dict]:
+    """Recorded events of a case with one of ``actions``, oldest first, as message dicts."""
+    marks = ",".join("?" * len(actions))
+    return [
+        {**dict(r), "detail": json.loads(r["detail"] or "{}")}
+        for r in conn.execute(
+            f"SELECT event_id, at, node, actor, action, from_status, to_status, comment, detail FROM case_events"
+            f" WHERE case_id = ? AND action IN ({marks}) ORDER BY at, rowid", (case_id, *actions))
+    ]
 
 
 def apply_update(conn: sqlite3.Connection, body: dict) -> bool:
@@ -212,6 +233,8 @@ def apply_update(conn: sqlite3.Connection, body: dict) -> bool:
         return False
     for signed in body.get("documents", []):
         documents.store(conn, signed)
+    for earlier in body.get("earlier", []):
+        record_event(conn, body["case_id"], earlier)
     return record_event(conn, body["case_id"], body["event"], body.get("decision"))
 
 

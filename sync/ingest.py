@@ -185,10 +185,11 @@ class Ingestor:
             " VALUES (?,?,?,?,?,?,?,?,?)",
             (origin, seq, envelope_id, prev, opened.body["kind"], envelope.to_bytes(document), iso(now), via, len(missing)),
         )
-        conn.executemany(
-            "INSERT INTO inbox_blobs(origin, seq, sha256) VALUES (?,?,?) ON CONFLICT DO NOTHING",
-            [(origin, seq, sha) for sha in missing],
-        )
+        if missing:
+            conn.executemany(
+                "INSERT INTO inbox_blobs(origin, seq, sha256) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                [(origin, seq, sha) for sha in missing],
+            )
         result = {**base, "status": "accepted"}
         if Timestamp.parse(opened.body["hlc"]).wall_ms > wall_ms + self.max_skew_ms:
             # Never trust a clock from the future: keep the envelope, record the hub's time.
