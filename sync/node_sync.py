@@ -144,6 +144,11 @@ def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
             conn.execute(
                 "UPDATE cases SET sync_state = 'acked' WHERE case_id IN"
                 " (SELECT case_id FROM outbox WHERE seq <= ? AND case_id IS NOT NULL)", (body["acked_seq"],))
+            # The hub receives (接件) every city case it holds; its event follows with the next step.
+            conn.execute(
+                "UPDATE cases SET status = 'RECEIVED' WHERE status = 'SUBMITTED' AND route_level = 'city'"
+                " AND case_id IN (SELECT case_id FROM outbox WHERE seq <= ? AND kind = 'case.submit')",
+                (body["acked_seq"],))
         elif node.tier == "township":
             relay.store_ack(conn, trust, ack)
             conn.execute(
