@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import timedelta
 
 from shared import canonical, casework, documents
 from shared.catalog import route
+from shared.clock import iso, parse_iso
 from shared.errors import RuleError
 from sync import downlink
 from sync.envelope import Opened
@@ -23,6 +25,13 @@ def make_appliers(node) -> dict:
         if item is None:
             raise RuleError("unknown_item", f"事项 {body['item_code']} 不在目录中")
         body = {**body, "route": route(item, origin, node.hub_id)}
+        limit = node.now() + timedelta(seconds=int(node.config["MAX_CLOCK_SKEW_SECONDS"]))
+        if parse_iso(body["submitted_at"]) > limit:
+            # A PC clock in the future must not move deadlines: the hub's time stands in.
+            hub_time = iso(node.now())
+            body["submitted_at"] = hub_time
+            body["event"] = {**body["event"], "at": hub_time, "detail": {**body["event"].get("detail", {}),
+                                                                         "clock_ahead": opened.body["hlc"]}}
         if not casework.insert_case(conn, body, origin=origin, status="SUBMITTED", sync_state="hub"):
             return
         for orphan in conn.execute(

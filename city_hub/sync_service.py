@@ -80,4 +80,4 @@ class HubSync:
         """A material file arrived whole: envelopes waiting on it may now be acknowledged."""
         with write_transaction(conn):
             blobs.register(conn, sha256, size, node.now())
-            return self.ingestor(conn).blob_arrived(sha256, node.now())
+            return [ack for ack in self.ingestor(conn).blob_arrived(sha256, node.now()) if ack]

@@ -72,9 +72,13 @@ def decode_materials(materials, item: dict, max_file: int, max_total: int) -> li
 def check_sizes(size: int, total: int, max_file: int, max_total: int, where: str) -> None:
     """The per-file and per-case size limits, with a clear message."""
     if size > max_file:
-        raise ValidationError(f"{where}", f"单个材料文件不能超过 {max_file // (1024 * 1024)} MB")
+        raise ValidationError(f"{where}", f"单个材料文件不能超过 {_size_text(max_file)}")
     if total > max_total:
-        raise ValidationError("materials", f"一件办件的材料合计不能超过 {max_total // (1024 * 1024)} MB")
+        raise ValidationError("materials", f"一件办件的材料合计不能超过 {_size_text(max_total)}")
+
+
+def _size_text(n: int) -> str:
+    return f"{n / (1024 * 1024):g} MB" if n >= 1024 * 1024 else f"{n / 1024:g} KB"
 
 
 def _plain_numbers(form: dict) -> dict:

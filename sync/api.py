@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from shared import canonical
 from shared.crypto import SignatureError
 from shared.errors import LiandongError, ValidationError
-from shared.storage import write_transaction
+from shared.storage import ensure_disk_space, write_transaction
 from shared.web import current_node
 from shared.web.auth import node_signed
 from shared.web.db import get_db
@@ -66,12 +66,15 @@ def _json_body(max_bytes: int = MAX_PUSH_BYTES) -> dict:
 def push():
     """Envelopes up the tree: ingest (hub) or custody (township)."""
     conn = get_db()
+    node = current_node()
+    # Refuse (507) before the disk is full: the sender keeps everything and retries later.
+    ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     with write_transaction(conn):  # the nonce and the batch commit together: one fsync per push
         g.caller = _authenticate()
         documents = _json_body().get("envelopes")
         if not isinstance(documents, list):
             raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
-        return jsonify(service().push(conn, current_node(), g.caller, documents))
+        return jsonify(service().push(conn, node, g.caller, documents))
 
 
 @bp.post("/pull")
@@ -97,7 +100,10 @@ def blob_status():
     if not isinstance(wanted, list) or not all(isinstance(s, str) and SHA256_RE.match(s) for s in wanted):
         raise ValidationError("sha256", "sha256 必须是十六进制摘要数组", code="malformed")
     blobs = current_node().blobs
-    return jsonify({"have": {sha: blobs.received(sha) for sha in wanted}})
+    # "complete" tells a full-length partial file (killed before its hash check) from a
+    # verified blob: the sender finishes the former with an empty chunk at offset = size.
+    return jsonify({"have": {sha: blobs.received(sha) for sha in wanted},
+                    "complete": [sha for sha in wanted if blobs.has(sha)]})
 
 
 @bp.put("/blobs/<sha256>")
@@ -106,6 +112,7 @@ def blob_chunk(sha256: str):
     """One chunk of a blob at ``?offset=`` of a blob of ``?size=`` bytes."""
     _authenticate()
     node = current_node()
+    ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     try:
         size, offset = int(request.args["size"]), int(request.args["offset"])
         complete = node.blobs.write_chunk(

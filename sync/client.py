@@ -64,17 +64,21 @@ class ParentClient:
             body["acked"] = acked
         return self._call("POST", "/sync/v1/pull", canonical.dumps(body))
 
-    def blob_status(self, hashes: list[str]) -> dict[str, int]:
-        """Bytes the parent holds of each blob."""
-        return self._call("POST", "/sync/v1/blobs/status", canonical.dumps({"sha256": hashes})).get("have", {})
+    def blob_status(self, hashes: list[str]) -> tuple[dict[str, int], set[str]]:
+        """(bytes the parent holds of each blob, the blobs it holds complete and verified)."""
+        answer = self._call("POST", "/sync/v1/blobs/status", canonical.dumps({"sha256": hashes}))
+        return answer.get("have", {}), set(answer.get("complete", []))
 
     def send_blob(self, sha256: str, data: bytes, offset: int) -> dict:
-        """Send a blob from ``offset`` on, chunk by chunk; returns the last answer."""
-        answer: dict = {}
+        """Send a blob from ``offset`` on, chunk by chunk; returns the last answer.
+
+        At ``offset == size`` one empty chunk asks the receiver to check and keep what it has.
+        """
         size = len(data)
-        while offset < size:
+        while True:
             chunk = data[offset: offset + CHUNK_BYTES]
             path = f"/sync/v1/blobs/{sha256}?" + urlencode({"size": size, "offset": offset})
             answer = self._call("PUT", path, chunk, "application/octet-stream")
+            if answer.get("complete") or not chunk:
+                return answer
             offset = answer.get("received", offset + len(chunk))
-        return answer

@@ -116,6 +116,12 @@ def apply_push_answer(conn: sqlite3.Connection, node, answer: dict) -> None:
             except SignatureError as exc:
                 log.warning("custody receipt refused: %s", exc)
         _apply_acks(conn, node, trust, answer.get("acks", []))
+        if node.tier == "township":
+            # The hub will never hold envelopes a revoked village signed after its revocation:
+            # stop forwarding them (the hub keeps them in quarantine for review).
+            conn.executemany("DELETE FROM custody WHERE envelope_id = ?", [
+                (r["envelope_id"],) for r in answer.get("results", [])
+                if r.get("status") == "quarantined" and r.get("reason") == "revoked" and r.get("envelope_id")])
 
 
 def _set_case_sync_state(conn: sqlite3.Connection, envelope_ids: list[str], sync_state: str) -> None:
@@ -180,12 +186,12 @@ def _send_blobs(conn: sqlite3.Connection, node, client: ParentClient) -> int:
     wanted = [a for a in _attachments_to_send(conn, node) if node.blobs.has(a["sha256"])]
     if not wanted:
         return 0
-    have = client.blob_status([a["sha256"] for a in wanted])
+    have, complete = client.blob_status([a["sha256"] for a in wanted])
     sent = 0
     for a in wanted:
-        offset = int(have.get(a["sha256"], 0))
-        if offset >= a["size"]:
+        if a["sha256"] in complete:
             continue
+        offset = min(int(have.get(a["sha256"], 0)), a["size"])
         answer = client.send_blob(a["sha256"], node.blobs.read(a["sha256"]), offset)
         sent += 1
         if answer.get("acks"):

@@ -180,6 +180,10 @@ def accept_metadata(conn: sqlite3.Connection, document: dict, role: str, trust: 
     mix-and-match attempt and is refused too. Call inside a write transaction.
     """
     opened = open_metadata(document, role, trust)
+    if is_expired(opened.body.get("expires"), now):
+        # TUF's freeze defence: an expired document is never installed (the node keeps
+        # working on what it holds and shows it as stale).
+        raise RollbackError(f"{role} version {opened.body['version']} expired at {opened.body['expires']}")
     version = opened.body["version"]
     row = conn.execute("SELECT version, document FROM trusted_metadata WHERE role = ?", (role,)).fetchone()
     if row is not None:

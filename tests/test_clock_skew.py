@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from faults import city_item, new_case, outbox_states
 
 from shared.clock import iso, parse_iso
@@ -52,9 +51,6 @@ def test_a_village_three_days_ahead_is_accepted_and_noted(build_network):
     assert abs(_skew(village) - 3 * DAY_MS) < TOLERANCE_MS
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "city_hub/ingest.py apply_case_submit stores the village's submitted_at even when ingest flagged the "
-    "envelope clock_ahead: the hub trusts a timestamp 3 days in its future"))
 def test_the_hub_does_not_trust_a_time_from_the_future(build_network):
     net = build_network(villages=1)
     village = net.village()

@@ -111,9 +111,6 @@ def test_a_newer_genuine_document_is_still_taken_after_refusals(network_with_his
     assert _trusted(village, "catalog")[0] == 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sync/trust.py accept_metadata never looks at `expires`: a hub-signed document that has already "
-    "expired is installed as the newest version (issue 3 item 4: nodes reject expired metadata)"))
 def test_an_expired_document_is_not_installed(network_with_history):
     net, village = network_with_history
     version, held = _trusted(village, "catalog")
