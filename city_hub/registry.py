@@ -7,6 +7,7 @@ information as versioned, hub-signed metadata (TUF-style: nodes refuse older ver
 from __future__ import annotations
 
 import sqlite3
+from contextvars import ContextVar
 from datetime import timedelta
 
 from shared import canonical
@@ -91,9 +92,31 @@ def newer_than(conn: sqlite3.Connection, have: dict) -> list[dict]:
 
 def current_catalog(conn: sqlite3.Connection) -> tuple[int, dict]:
     """(version, {code: item}) of the published catalog."""
-    row = conn.execute(
-        "SELECT version, document FROM metadata WHERE role = 'catalog' ORDER BY version DESC LIMIT 1"
-    ).fetchone()
-    if row is None:
+    memo = BATCH_MEMO.get()
+    if memo is not None and "catalog" in memo:
+        return memo["catalog"]
+    version = conn.execute("SELECT MAX(version) FROM metadata WHERE role = 'catalog'").fetchone()[0]
+    if version is None:
         return 0, {}
-    return row["version"], catalog_index(row["document"])
+    key = (_db_name(conn), version)
+    index = _catalogs.get(key)
+    if index is None:
+        document = conn.execute(
+            "SELECT document FROM metadata WHERE role = 'catalog' AND version = ?", (version,)).fetchone()["document"]
+        index = _catalogs[key] = catalog_index(document)
+    if memo is not None:
+        memo["catalog"] = (version, index)
+    return version, index
+
+
+# Within one ingest batch (one write transaction, this process the only writer) nothing else
+# can publish a catalog, so the batch looks it up once; HubSync.push sets the memo.
+BATCH_MEMO: ContextVar[dict | None] = ContextVar("liandong_batch_memo", default=None)
+
+# Published versions never change, so (database file, version) names a catalog for good; the
+# 60 KB document is read and parsed once per process instead of once per ingested case.
+_catalogs: dict[tuple[str, int], dict] = {}
+
+
+def _db_name(conn: sqlite3.Connection) -> str:
+    return conn.execute("PRAGMA database_list").fetchone()[2]

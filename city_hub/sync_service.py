@@ -36,14 +36,21 @@ class HubSync:
 
     def push(self, conn, node, caller: str, documents: list) -> dict:
         """Ingest a batch in one transaction; answer per envelope plus the acks."""
-        with write_transaction(conn):
-            ingestor = self.ingestor(conn)
-            result = ingestor.ingest(documents, via=caller, now=node.now(), wall_ms=node.wall_ms())
-            for ack in self._release_arrived_blobs(conn, ingestor):
-                result.acks[envelope.peek(ack)["origin"]] = ack
-            if ingestor.suspended:
-                registry.publish_registry(conn, node)  # townships stop relaying for it too
-                node.forget_trust()
+        memo = registry.BATCH_MEMO.set({})
+        try:
+            with write_transaction(conn):
+                return self._push(conn, node, caller, documents)
+        finally:
+            registry.BATCH_MEMO.reset(memo)
+
+    def _push(self, conn, node, caller: str, documents: list) -> dict:
+        ingestor = self.ingestor(conn)
+        result = ingestor.ingest(documents, via=caller, now=node.now(), wall_ms=node.wall_ms())
+        for ack in self._release_arrived_blobs(conn, ingestor):
+            result.acks[envelope.peek(ack)["origin"]] = ack
+        if ingestor.suspended:
+            registry.publish_registry(conn, node)  # townships stop relaying for it too
+            node.forget_trust()
         return {**result.to_json(), "server": node.node_id, "server_time": iso(node.now())}
 
     def _release_arrived_blobs(self, conn, ingestor) -> list[dict]:

@@ -41,6 +41,28 @@ def _equal_ignoring_tuples(parsed: Any, obj: Any) -> bool:
     return parsed == obj and type(parsed) is type(obj)
 
 
+def loads_canonical(data: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
+    """Parse a signed payload, which must be exactly its own canonical serialisation.
+
+    One content has one byte form: parsing with the C decoder and serialising again must give
+    back the received bytes, which rules out duplicate keys, floats, NaN, escapes, unsorted keys
+    and extra white space in one comparison (and is several times faster than parse hooks).
+    """
+    if len(data) > max_bytes:
+        raise CanonicalError(f"document of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constants, parse_float=_no_float)
+    except UnicodeDecodeError as exc:
+        raise CanonicalError("document is not UTF-8") from exc
+    except json.JSONDecodeError as exc:
+        raise CanonicalError(f"malformed JSON: {exc.msg} at {exc.pos}") from exc
+    canonical_form = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if canonical_form != data:
+        loads(data, max_bytes)  # name the precise fault (duplicate key, float…) when there is one
+        raise CanonicalError("payload is not in canonical form (sorted keys, no spaces, UTF-8, integers)")
+    return obj
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
     result: dict = {}
     for key, value in pairs:

@@ -100,12 +100,26 @@ def insert_case(conn: sqlite3.Connection, body: dict, origin: str, status: str, 
             [(body["case_id"], m["code"], m["filename"], m["sha256"], m["size"]) for m in body["materials"]],
         )
     if body.get("event"):
-        record_event(conn, body["case_id"], body["event"])
+        record_event(conn, body["case_id"], body["event"], move=False)  # the row already has its status
     return True
 
 
-def record_event(conn: sqlite3.Connection, case_id: str, event: dict, decision: dict | None = None) -> bool:
-    """Record an event once and move the case to its status; False for a repeat."""
+def insert_received(conn: sqlite3.Connection, body: dict, origin: str, node_id: str, now) -> bool:
+    """Store an incoming case already 接件 (RECEIVED) with its submit and receive events."""
+    if not insert_case(conn, body, origin=origin, status="RECEIVED", sync_state="hub"):
+        return False
+    states.apply_action("SUBMITTED", "receive")
+    record_event(conn, body["case_id"], new_event(node_id, "system", "receive", "SUBMITTED", "RECEIVED", now),
+                 move=False)
+    return True
+
+
+def record_event(conn: sqlite3.Connection, case_id: str, event: dict, decision: dict | None = None,
+                 move: bool = True) -> bool:
+    """Record an event once and move the case to its status; False for a repeat.
+
+    ``move=False`` only records it (the case was just inserted in that status).
+    """
     cur = conn.execute(
         "INSERT INTO case_events(event_id, case_id, at, node, actor, action, from_status, to_status, comment, detail)"
         " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(event_id) DO NOTHING",
@@ -115,8 +129,8 @@ def record_event(conn: sqlite3.Connection, case_id: str, event: dict, decision: 
             json.dumps(event.get("detail") or {}, ensure_ascii=False),
         ),
     )
-    if cur.rowcount == 0:
-        return False
+    if cur.rowcount == 0 or not move:
+        return cur.rowcount > 0
     sets, params = ["status = ?", "updated_at = ?"], [event["to_status"], event["at"]]
     if event["action"] in ("accept", "accept_deficient"):
         sets.append("accepted_at = COALESCE(accepted_at, ?)")
@@ -165,7 +179,13 @@ def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment:
         decision = {"result": action, "result_label": DECISION_ACTIONS[action], "comment": comment,
                     "decided_at": iso(now), "decided_by": actor, "office": row["route_office"]}
     record_event(conn, case_id, event, decision)
-    emit(conn, get_row(conn, case_id), event, decision)
+    # The row as record_event left it, without reading it back (ingest hot path).
+    updated = {**dict(row), "status": new_status, "updated_at": event["at"]}
+    if action in ("accept", "accept_deficient"):
+        updated["accepted_at"] = row["accepted_at"] or event["at"]
+    if decision is not None:
+        updated["decision"] = json.dumps(decision, ensure_ascii=False)
+    emit(conn, updated, event, decision)
     return event
 
 

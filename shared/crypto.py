@@ -55,12 +55,24 @@ def key_id(public_key_raw: bytes) -> str:
     return sha256_hex(public_key_raw)
 
 
+_loaded_keys: dict[str, Ed25519PublicKey] = {}
+
+
 def load_public(public_key_b64: str) -> Ed25519PublicKey:
-    """Load a base64 raw public key; raises :class:`SignatureError` if it is not one."""
-    raw = b64d(public_key_b64)
-    if len(raw) != 32:
-        raise SignatureError("an Ed25519 public key has 32 bytes")
-    return Ed25519PublicKey.from_public_bytes(raw)
+    """Load a base64 raw public key; raises :class:`SignatureError` if it is not one.
+
+    Loaded keys are kept (a county has a few hundred), so verifying does not decode them again.
+    """
+    key = _loaded_keys.get(public_key_b64)
+    if key is None:
+        raw = b64d(public_key_b64)
+        if len(raw) != 32:
+            raise SignatureError("an Ed25519 public key has 32 bytes")
+        key = Ed25519PublicKey.from_public_bytes(raw)
+        if len(_loaded_keys) > 10_000:
+            _loaded_keys.clear()
+        _loaded_keys[public_key_b64] = key
+    return key
 
 
 class SigningKey:

@@ -104,7 +104,7 @@ def open_signed(
             continue
         verify(public_key, payload_type, payload, b64d(sig))
         try:
-            body = canonical.loads(payload, max_bytes=max_bytes)
+            body = canonical.loads_canonical(payload, max_bytes=max_bytes)
         except canonical.CanonicalError as exc:
             raise SignatureError(f"signed payload is not strict JSON: {exc}") from exc
         if not isinstance(body, dict):
@@ -117,7 +117,7 @@ def peek(document: Any) -> dict:
     """Parse a document's body WITHOUT verifying it (routing and error messages only)."""
     _, payload = _parts(document)
     try:
-        body = canonical.loads(payload, max_bytes=MAX_ENVELOPE_BYTES)
+        body = canonical.loads_canonical(payload, max_bytes=MAX_ENVELOPE_BYTES)
     except canonical.CanonicalError as exc:
         raise SignatureError(str(exc)) from exc
     if not isinstance(body, dict):

@@ -94,11 +94,13 @@ class Ingestor:
         self.has_blob = has_blob
         self.max_skew_ms = max_skew_ms
         self.suspended: set[str] = set()
+        self.held_origins: set[str] = set()
 
     def ingest(self, documents: list, via: str, now, wall_ms: int) -> BatchResult:
         """Ingest a batch. Call inside one write transaction."""
         result = BatchResult()
         touched: set[str] = set()
+        self.held_origins = {r[0] for r in self.conn.execute("SELECT DISTINCT origin FROM held")}
         for document in documents:
             outcome = self._one(document, via, now, wall_ms)
             result.results.append(outcome)
@@ -113,12 +115,13 @@ class Ingestor:
     def _one(self, document, via: str, now, wall_ms: int, drain: bool = True) -> dict:
         conn = self.conn
         try:
-            envelope_id = envelope.document_id(document)
-        except SignatureError as exc:
-            return {"status": "rejected", "reason": "malformed", "detail": str(exc)}
-        try:
             opened = envelope.open_signed(document, envelope.ENVELOPE, self.trust.node_key)
+            envelope_id = opened.doc_id
         except SignatureError as exc:
+            try:
+                envelope_id = envelope.document_id(document)
+            except SignatureError as malformed:
+                return {"status": "rejected", "reason": "malformed", "detail": str(malformed)}
             try:
                 claimed = envelope.peek(document)
             except SignatureError:
@@ -166,6 +169,7 @@ class Ingestor:
                 other = conn.execute("SELECT envelope_id FROM held WHERE origin = ? AND seq = ?", (origin, seq)).fetchone()
                 if other is not None and other["envelope_id"] != envelope_id:
                     return self._fork(base, document, now)
+            self.held_origins.add(origin)
             return {**base, "status": "held", "expected_seq": head + 1}
         outcome = self._accept(opened, document, base, prev, head_id, via, now, wall_ms)
         if outcome["status"] == "accepted" and drain:
@@ -215,6 +219,8 @@ class Ingestor:
 
     def _drain_held(self, origin, seq, via, now, wall_ms) -> None:
         """Apply envelopes held behind a gap that ``seq`` just closed, in order."""
+        if origin not in self.held_origins:
+            return
         conn = self.conn
         while True:
             seq += 1

@@ -42,7 +42,10 @@ class DatabaseOwner:
     def init_app(self, app: Flask) -> None:
         """Migrate at start-up and register teardown and the ``init-db`` command."""
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-        self.connect(app).close()
+        # One connection stays open for the app's life: closing the last connection to a WAL
+        # database checkpoints and deletes the WAL, which per request would cost an fsync of the
+        # main file on every call. Requests still get their own short-lived connections.
+        app.extensions["liandong_db_keeper"] = self.connect(app)
         app.teardown_appcontext(self.close_db)
         app.extensions["liandong_db"] = self
 
