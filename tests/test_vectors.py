@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import canonical, storage
+from shared import canonical, documents, storage
 from shared.clock import iso
 from shared.crypto import SignatureError, SigningKey, b64d, b64e, pae, sha256_hex, verify
 from sync import downlink, envelope, nodeauth, outbox, relay
@@ -285,21 +285,57 @@ def build_custody() -> dict:
     }
 
 
+def document_body(kind: str = "accept", number: int = 1) -> dict:
+    """A 制式文书 body shaped as ``shared.documents.issue`` makes it (受理通知书 of the sample case)."""
+    title, mark = documents.KINDS[kind]
+    return {"v": 1, "kind": kind, "title": title, "number": f"威县人社局{mark}字〔2027〕第{number:04d}号",
+            "case_id": "6f1c2a9e0b7d4e58a3c1f2e4d5b6a7c8", "receipt_no": "130926100201-20270301-0001",
+            "item_name": "城乡居民养老保险参保登记", "applicant_name": "张三", "applicant_id": "110105********002X",
+            "office": "130926-rs", "issuer": HUB_ID, "issuer_name": "威县人社局", "issued_at": iso(NOW),
+            "comment": "", "details": {}}
+
+
+def build_document() -> dict:
+    body = document_body()
+    signed = envelope.sign(key("hub_signing"), envelope.DOCUMENT, body)
+    forged = envelope.sign(key("village_a"), envelope.DOCUMENT, body)  # a village key, issuer = the hub
+    return {
+        "description": "A hub-signed 制式文书 (DOCUMENT record). verification_code = the first 10 base32 characters of "
+                       "sha256(ASCII of the first signature's 'sig'), grouped 5-5; qr_text = 'LDDOC1:' + unpadded "
+                       "base64url(canonical JSON of the signed record). 'forged' is the same body signed by a "
+                       "village key and must be refused (the issuer must be the signer's node, or the hub for "
+                       "hub keys).",
+        "signer": "hub_signing",
+        "body": body,
+        "document": signed,
+        "document_id": envelope.document_id(signed),
+        "verification_code": documents.verification_code(signed),
+        "qr_text": documents.qr_text(signed),
+        "forged": forged,
+    }
+
+
 def build_downlink() -> dict:
+    receive = {"event_id": "0" * 31 + "0", "at": iso(NOW), "node": HUB_ID, "actor": "system", "action": "receive",
+               "from_status": "SUBMITTED", "to_status": "RECEIVED", "comment": "", "detail": {}}
     update = {"case_id": "6f1c2a9e0b7d4e58a3c1f2e4d5b6a7c8", "status": "ACCEPTED",
               "event": {"event_id": "0" * 31 + "1", "at": iso(NOW), "node": HUB_ID, "actor": "rs_window",
                         "action": "accept", "from_status": "RECEIVED", "to_status": "ACCEPTED", "comment": "",
-                        "detail": {}}, "decision": None}
+                        "detail": {}}, "decision": None,
+              "documents": [envelope.sign(key("hub_signing"), envelope.DOCUMENT, document_body())],
+              "earlier": [receive]}
     with tempfile.TemporaryDirectory() as tmp:
         conn = hub_db(Path(tmp))
         with storage.write_transaction(conn):
             messages = [downlink.issue(conn, key("hub_signing"), HUB_ID, VILLAGE_A, "case.update", update, NOW),
                         downlink.issue(conn, key("hub_signing"), HUB_ID, VILLAGE_A, "case.update",
-                                       {**update, "status": "APPROVED"}, NOW + timedelta(minutes=5))]
+                                       {**update, "status": "APPROVED", "documents": [], "earlier": []},
+                                       NOW + timedelta(minutes=5))]
         conn.close()
     return {
         "description": "Two hub messages to village_a, seq 1 and 2 of (issuer 130926, dest 130926100201). "
-                       "The receiver's cursor key is 'issuer>dest'.",
+                       "The receiver's cursor key is 'issuer>dest'. The first carries the hub's automatic 接件 in "
+                       "'earlier' (never sent on its own) and its 受理通知书 in 'documents'.",
         "signer": "hub_signing",
         "cursor_key": downlink.cursor_key(HUB_ID, VILLAGE_A),
         "messages": [{"seq": i + 1, "message_id": envelope.document_id(m), "body": envelope.peek(m), "document": m}
@@ -353,18 +389,27 @@ def build_negative() -> dict:
     payload = b64d(good["payload"])
     as_downlink = envelope.sign(key("village_a"), envelope.DOWNLINK, envelope_body(VILLAGE_A, 1, outbox.GENESIS))
     dup_payload = b'{"seq":1,"seq":2}'
-    signed_dup = {"payloadType": envelope.ENVELOPE, "payload": b64e(dup_payload), "signatures": [
-        {"keyid": key("village_a").kid, "sig": b64e(key("village_a").sign(envelope.ENVELOPE, dup_payload))}]}
-    signed_float = {"payloadType": envelope.ENVELOPE, "payload": b64e(b'{"seq":1.0}'), "signatures": [
-        {"keyid": key("village_a").kid, "sig": b64e(key("village_a").sign(envelope.ENVELOPE, b'{"seq":1.0}'))}]}
+    def signed_raw(raw: bytes) -> dict:
+        """A document whose payload is exactly ``raw``, validly signed by village_a."""
+        return {"payloadType": envelope.ENVELOPE, "payload": b64e(raw), "signatures": [
+            {"keyid": key("village_a").kid, "sig": b64e(key("village_a").sign(envelope.ENVELOPE, raw))}]}
+
+    signed_dup = signed_raw(dup_payload)
+    signed_float = signed_raw(b'{"seq":1.0}')
+    spaced = payload.replace(b'"seq":1', b'"seq": 1')
+    unsorted = b'{"v":1,' + payload[1:].replace(b',"v":1', b"")
+    escaped = json.dumps({"name": "联动"}, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
     def opened(name, document, expect, expected_type=envelope.ENVELOPE):
         return {"name": name, "check": "open_signed", "expected_type": expected_type, "document": document,
                 "error": "SignatureError", "message_contains": expect}
 
-    def parsed(name, raw: bytes, expect, max_bytes=canonical.MAX_DOCUMENT_BYTES):
-        return {"name": name, "check": "canonical.loads", "input_hex": raw.hex(), "max_bytes": max_bytes,
+    def parsed(name, raw: bytes, expect, max_bytes=canonical.MAX_DOCUMENT_BYTES, check="canonical.loads"):
+        return {"name": name, "check": check, "input_hex": raw.hex(), "max_bytes": max_bytes,
                 "error": "CanonicalError", "message_contains": expect}
+
+    def not_canonical(name, raw: bytes, expect="not in canonical form"):
+        return parsed(name, raw, expect, check="canonical.loads_canonical")
 
     return {
         "description": "Inputs the code must refuse, with the error it raises (resolve_key knows village_a only).",
@@ -381,6 +426,12 @@ def build_negative() -> dict:
             opened("payload not strict base64", {**good, "payload": good["payload"].rstrip("=")}, "invalid base64"),
             opened("validly signed payload with a duplicate key", signed_dup, "duplicate key"),
             opened("validly signed payload with a float", signed_float, "floats are not allowed"),
+            opened("validly signed payload that is valid JSON with a space (not canonical)", signed_raw(spaced),
+                   "not in canonical form"),
+            opened("validly signed payload with unsorted keys (not canonical)", signed_raw(unsorted),
+                   "not in canonical form"),
+            opened("validly signed payload with \\u-escaped non-ASCII (not canonical)", signed_raw(escaped),
+                   "not in canonical form"),
             parsed("duplicate key", b'{"a":1,"a":2}', "duplicate key"),
             parsed("float", b'{"a":1.5}', "floats are not allowed"),
             parsed("exponent is a float too", b'{"a":1e3}', "floats are not allowed"),
@@ -390,6 +441,15 @@ def build_negative() -> dict:
             parsed("over the size cap (checked before parsing)", b'{"a":"' + b"x" * 32 + b'"}', "exceeds the limit",
                    max_bytes=16),
             parsed("trailing garbage", b'{"a":1}x', "malformed JSON"),
+            not_canonical("space after a colon", b'{"a": 1}'),
+            not_canonical("newline at the end", b'{"a":1}\n'),
+            not_canonical("keys not sorted", b'{"b":1,"a":2}'),
+            not_canonical("non-ASCII escaped as \\u", b'{"a":"\\u8054"}'),
+            not_canonical("escaped slash", b'{"a":"\\/"}'),
+            not_canonical("upper-case hex in a control escape", b'{"a":"\\u001F"}'),
+            not_canonical("duplicate key (named precisely)", b'{"a":1,"a":1}', "duplicate key"),
+            not_canonical("float (named precisely)", b'{"a":1.0}', "floats are not allowed"),
+            not_canonical("NaN (refused by the parse hook)", b'{"a":NaN}', "NaN is not allowed"),
         ],
     }
 
@@ -404,6 +464,7 @@ BUILDERS = {
     "ingest_outcomes.json": build_outcomes,
     "custody.json": build_custody,
     "downlink.json": build_downlink,
+    "document.json": build_document,
     "request.json": build_request,
     "enrol.json": build_enrol,
     "negative.json": build_negative,
@@ -456,6 +517,7 @@ def test_canonical_bytes():
         assert canonical.dumps(case["value"]) == raw, case["name"]
         assert raw.decode("utf-8") == case["canonical_text"]
         assert canonical.loads(raw) == case["value"]
+        assert canonical.loads_canonical(raw) == case["value"]  # what a receiver of a signed payload runs
     assert b"\\u" not in bytes.fromhex(load("canonical.json")["cases"][0]["canonical_hex"])
 
 
@@ -569,6 +631,32 @@ def test_downlink_messages_apply_in_order(tmp_path):
     assert downlink.cursors(village, VILLAGE_A) == {vector["cursor_key"]: 2}
 
 
+def test_document_code_qr_and_verification():
+    vector = load("document.json")
+    signed = envelope.sign(key("hub_signing"), envelope.DOCUMENT, vector["body"])
+    assert signed == vector["document"] and envelope.document_id(signed) == vector["document_id"]
+    assert documents.verification_code(signed) == vector["verification_code"]
+    assert len(vector["verification_code"].replace("-", "")) == 10 and vector["verification_code"][5] == "-"
+    assert documents.qr_text(signed) == vector["qr_text"] and vector["qr_text"].startswith("LDDOC1:")
+    assert documents.from_qr_text(vector["qr_text"]) == signed
+    assert documents.verify(documents.from_qr_text(vector["qr_text"]), trust_store()) == vector["body"]
+    with pytest.raises(SignatureError, match="文书签发机构与签名不符"):
+        documents.verify(vector["forged"], trust_store())
+
+
+@pytest.mark.xfail(raises=UnicodeEncodeError, strict=True,
+                   reason="canonical.loads_canonical re-encodes a lone surrogate and lets UnicodeEncodeError escape")
+def test_lone_surrogate_in_a_signed_payload_is_refused():
+    """A validly signed payload with an escaped lone surrogate must be refused as non-canonical."""
+    raw = b'{"a":"\\ud800"}'
+    signed = {"payloadType": envelope.ENVELOPE, "payload": b64e(raw), "signatures": [
+        {"keyid": key("village_a").kid, "sig": b64e(key("village_a").sign(envelope.ENVELOPE, raw))}]}
+    with pytest.raises(SignatureError):
+        envelope.open_signed(signed, envelope.ENVELOPE, resolve("village_a"))
+    with pytest.raises(SignatureError):
+        envelope.peek(signed)
+
+
 def test_node_signed_request_headers(tmp_path):
     vector = load("request.json")
     conn = hub_db(tmp_path)
@@ -613,8 +701,9 @@ def test_negative_cases_are_refused():
             with pytest.raises(SignatureError) as info:
                 envelope.open_signed(case["document"], case["expected_type"], resolve("village_a"))
         else:
+            parse = {"canonical.loads": canonical.loads, "canonical.loads_canonical": canonical.loads_canonical}
             with pytest.raises(canonical.CanonicalError) as info:
-                canonical.loads(bytes.fromhex(case["input_hex"]), max_bytes=case["max_bytes"])
+                parse[case["check"]](bytes.fromhex(case["input_hex"]), max_bytes=case["max_bytes"])
         assert type(info.value).__name__ == case["error"], case["name"]
         assert case["message_contains"] in str(info.value), case["name"]
 
