@@ -890,6 +890,22 @@ class Simulation:
 
     # -------------------------------------------------------------- counting
 
+    def diagnose(self, vid: str) -> str:
+        """Where each unacknowledged envelope of a village is: village, township custody, hub."""
+        village = self.villages[vid]
+        with village.lock:
+            rows = village.conn.execute(
+                "SELECT seq, envelope_id, state FROM outbox WHERE state != 'acked' ORDER BY seq").fetchall()
+        township = self.townships[village.township_id].data_dir
+        parts = [f"last error {village.state.last_error!r}"]
+        for r in rows[:5]:
+            custody = self._scalar(township, "SELECT COUNT(*) FROM custody WHERE envelope_id = ?", (r["envelope_id"],))
+            inbox = self._scalar(self.hub.data_dir, "SELECT COUNT(*) FROM inbox WHERE envelope_id = ?", (r["envelope_id"],))
+            held = self._scalar(self.hub.data_dir, "SELECT COUNT(*) FROM held WHERE envelope_id = ?", (r["envelope_id"],))
+            ack = self._scalar(self.hub.data_dir, "SELECT acked_seq FROM origin_heads WHERE origin = ?", (vid,))
+            parts.append(f"seq {r['seq']} {r['state']}: custody {custody}, hub inbox {inbox}, held {held}, hub ack {ack}")
+        return "; ".join(parts)
+
     def _hub_head(self, origin: str) -> int:
         return self._scalar(self.hub.data_dir, "SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE origin = ?", (origin,))
 
@@ -1072,7 +1088,7 @@ class Simulation:
                 time.sleep(0.02)
             self.say("all cases created; faults go on for a while")
             settle = time.monotonic() + min(20.0, max(2.0, cfg.cases / rate * 0.2))
-            revoke_deadline = time.monotonic() + 120
+            revoke_deadline = time.monotonic() + min(120.0, max(15.0, cfg.quiesce_seconds / 2))
             while time.monotonic() < settle or (self.revoking and not self.revoked
                                                 and time.monotonic() < revoke_deadline):
                 self.calm = time.monotonic() >= settle
@@ -1084,7 +1100,7 @@ class Simulation:
             if self.revoked:
                 self.revoked_village_works_on(revoked_cases)
             elif self.revoking:
-                self.errors.append(f"{self.revoking} never drained; not revoked")
+                self.errors.append(f"{self.revoking} never drained, not revoked: {self.diagnose(self.revoking)}")
             self.faults_on = False
             if self.proxy:
                 self.proxy.enabled = False
@@ -1129,6 +1145,8 @@ class Simulation:
         summary["quiescent"] = quiet
         if not quiet:
             summary["waiting_for"] = waiting
+            if waiting and waiting.split(" at ")[-1].split(" ")[0] in self.villages:
+                summary["waiting_for"] += " — " + self.diagnose(waiting.split(" at ")[-1].split(" ")[0])
         summary["townships"] = len(self.townships)
         summary["villages"] = len(self.villages)
         summary["seed"] = cfg.seed
