@@ -14,7 +14,7 @@ from .db import database
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the hub app for the hub in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
     app = create_node_app(__name__, "hub", test_config, database)
-    from shared.web import cases
+    from shared.web import cases, documents
     from sync import api
 
     from . import admin, enrolment
@@ -26,6 +26,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     node.emit = lambda conn, row, event, decision: notify_origin(conn, node, row, event, decision)
     app.extensions["liandong_emit"] = node.emit
     app.register_blueprint(cases.bp)
+    app.register_blueprint(documents.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(enrolment.bp)
     app.register_blueprint(admin.bp)

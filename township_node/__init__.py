@@ -11,7 +11,7 @@ from .db import database
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the township app for the node in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
     app = create_node_app(__name__, "township", test_config, database)
-    from shared.web import cases, intake
+    from shared.web import cases, documents, intake
     from sync import api
 
     from . import enrol_relay, relay_pages
@@ -23,6 +23,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["liandong_node"].emit = service.emit
     app.register_blueprint(intake.bp)
     app.register_blueprint(cases.bp)
+    app.register_blueprint(documents.bp)
     app.register_blueprint(relay_pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(enrol_relay.bp)

@@ -11,13 +11,14 @@ from .db import database
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the village app for the node in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
     app = create_node_app(__name__, "village", test_config, database)
-    from shared.web import cases, intake
+    from shared.web import cases, documents, intake
 
     from . import syncstatus
 
     app.extensions["liandong_emit"] = None  # a village decides nothing
     app.register_blueprint(intake.bp)
     app.register_blueprint(cases.bp)
+    app.register_blueprint(documents.bp)
     app.register_blueprint(syncstatus.bp)
     start_jobs(app)
     return app

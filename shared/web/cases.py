@@ -150,7 +150,9 @@ def detail(case_id: str):
     return render_template("cases/detail.html", case=case, actions=actions, labels=states.ACTION_LABELS,
                            kinds=ACTION_KIND, item=item, fields=fields, preview=preview, extended=extended,
                            suspend_reasons=states.SUSPEND_REASONS, supervision=SUPERVISION_LABELS,
-                           may_decide=bool(actions))
+                           may_decide=bool(actions),
+                           may_deliver=(row["status"] in states.DECIDED_STATES and row["origin"] == node.node_id
+                                        and g.account["role"] in ("agent", "clerk")))
 
 
 @bp.post("/cases/<case_id>/actions")

@@ -8,12 +8,11 @@ temporary folder, or to ``docs/screenshots/`` when ``LIANDONG_SCREENSHOTS=1``.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
-import requests
 from network import PASSWORD, Network
+from network_session import session_for  # noqa: F401 - re-exported for the browser tests
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -93,12 +92,3 @@ def login(page, handle, username: str) -> None:
     assert "/login" not in page.url, page.content()[:500]
 
 
-def session_for(handle, username: str) -> requests.Session:
-    """A signed-in requests session (login form with its CSRF token)."""
-    s = requests.Session()
-    page = s.get(handle.url + "/login", timeout=10).text
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    r = s.post(handle.url + "/login", data={"username": username, "password": PASSWORD, "csrf_token": token},
-               timeout=10)
-    assert r.ok and "/login" not in r.url
-    return s
