@@ -1,0 +1,3 @@
+"""Placeholder: filled in by the feedback work (schema, rules)."""
+
+SCHEMA = ""

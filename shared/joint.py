@@ -1,0 +1,3 @@
+"""Placeholder: filled in by the joint work (schema, rules)."""
+
+SCHEMA = ""

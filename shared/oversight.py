@@ -1,0 +1,3 @@
+"""Placeholder: filled in by the oversight work (schema, rules)."""
+
+SCHEMA = ""
