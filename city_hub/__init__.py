@@ -1,6 +1,7 @@
 """The county hub (市(县)政务服务中心): ingest, routing, approvals, the node registry.
 
-Served in production by gunicorn: ``gunicorn -c deploy/gunicorn.conf.py 'city_hub:create_app()'``.
+Served in production by gunicorn: ``gunicorn -c deploy/gunicorn.conf.py 'city_hub:create_app()'``,
+with its scheduled rules in one ``liandong hub jobs`` process (deploy/).
 """
 
 from flask import Flask

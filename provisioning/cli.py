@@ -298,6 +298,11 @@ def demo(data_dir: Path, base_port: int, headless: bool, sync_interval: float, c
 
 
 from .calendar_cli import calendar  # noqa: E402
+from .ops_cli import backup, hub_jobs, restore  # noqa: E402
+
+hub.add_command(hub_jobs)
+main.add_command(backup)
+main.add_command(restore)
 
 main.add_command(calendar)
 

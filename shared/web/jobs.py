@@ -27,6 +27,15 @@ def start_jobs(app: Flask) -> BackgroundScheduler | None:
     return scheduler
 
 
+def extra_rules() -> list:
+    """Scheduled rules of other modules, run after the supervision pass (same signature)."""
+    return list(EXTRA_RULES)
+
+
+# Modules add ``rule(conn, node, emit)`` functions here (e.g. deemed consent of 联合审批).
+EXTRA_RULES: list = []
+
+
 def _add_supervision(app: Flask, scheduler: BackgroundScheduler) -> None:
     from shared import supervision
 
@@ -36,7 +45,10 @@ def _add_supervision(app: Flask, scheduler: BackgroundScheduler) -> None:
     def supervision_job() -> dict:
         conn = database.connect(app)
         try:
-            return supervision.run(conn, node, node.emit)
+            done = supervision.run(conn, node, node.emit)
+            for rule in extra_rules():
+                rule(conn, node, node.emit)
+            return done
         except Exception:  # logged and retried at the next interval
             log.exception("supervision pass failed")
             return {"error": "internal"}

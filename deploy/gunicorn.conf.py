@@ -1,0 +1,18 @@
+"""gunicorn settings for the hub: ``gunicorn -c deploy/gunicorn.conf.py 'city_hub:create_app()'``.
+
+The hub's data folder comes from LIANDONG_DATA_DIR. Sync workers (2 × CPU, the sharkbench and
+flask docs starting point); the hub's scheduled rules run in one separate process
+(``liandong hub jobs``), so the web workers start no scheduler.
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("LIANDONG_BIND", "127.0.0.1:8600")
+workers = int(os.environ.get("LIANDONG_WORKERS", multiprocessing.cpu_count() * 2))
+worker_class = "sync"
+timeout = 120  # a push of 200 envelopes with material files on a slow disk
+max_requests = 5000
+max_requests_jitter = 500
+accesslog = "-"
+raw_env = ["LIANDONG_SCHEDULER_ENABLED=false"]
