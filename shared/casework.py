@@ -51,14 +51,18 @@ def new_event(node: str, actor: str, action: str, from_status: str | None, to_st
 
 
 def capture(conn: sqlite3.Connection, *, node_id: str, item: dict, catalog_version: int, route: dict,
-            applicant: dict, form: dict, materials: list[dict], agent: str, now) -> tuple[dict, dict]:
+            applicant: dict, form: dict, materials: list[dict], agent: str, now,
+            entrustment: dict | None = None) -> tuple[dict, dict]:
     """Record a validated application taken at this node. Call inside a write transaction.
 
     :returns: ``(case_body, event)``: the body of the ``case.submit`` envelope and its event.
     """
     case_id = uuid.uuid4().hex
     receipt_no = _next_receipt_no(conn, node_id, now)
-    event = new_event(node_id, agent, "submit", None, "SUBMITTED", now, detail={"receipt_no": receipt_no})
+    detail = {"receipt_no": receipt_no}
+    if entrustment:
+        detail["entrustment"] = entrustment  # 为民代办: the 委托 travels with the case
+    event = new_event(node_id, agent, "submit", None, "SUBMITTED", now, detail=detail)
     body = {
         "case_id": case_id,
         "receipt_no": receipt_no,
@@ -258,6 +262,31 @@ def apply_update(conn: sqlite3.Connection, body: dict) -> bool:
     return record_event(conn, body["case_id"], body["event"], body.get("decision"))
 
 
+SEVEN_STEPS = ("委托", "受理", "办理", "送达", "归档", "上报", "回访")
+
+
+def seven_steps(case: dict) -> list[dict]:
+    """The 为民代办 七步法 (卢龙) of a case taken by an agent, from its history.
+
+    委托: taken under a recorded 委托; 受理/办理/送达: the events; 归档: concluded and the hub
+    holds the 送达 (acked); 上报: counted in the hub's statistics once concluded there; 回访: a
+    rating or follow-up recorded (when the feedback module provides one).
+    """
+    actions = {h["action"] for h in case["history"]}
+    entrusted = any(h["action"] == "submit" and (h.get("detail") or {}).get("entrustment") for h in case["history"])
+    concluded = case["status"] == "CONCLUDED"
+    done = {
+        "委托": entrusted,
+        "受理": bool(actions & {"accept", "accept_deficient", "reject"}),
+        "办理": bool(actions & {"approve", "deny", "reject"}),
+        "送达": "deliver" in actions,
+        "归档": concluded and case.get("sync_state") in ("acked", "hub"),
+        "上报": concluded and case.get("sync_state") in ("acked", "hub"),
+        "回访": bool(case.get("rating") or case.get("follow_up")),
+    }
+    return [{"step": name, "done": done[name]} for name in SEVEN_STEPS]
+
+
 def to_json(conn: sqlite3.Connection, case_id: str, calendar=None, today=None, mask: bool = True) -> dict:
     """The case as the API shows it at this node (``GET /api/v1/cases/<id>``)."""
     row = get_row(conn, case_id)
@@ -268,6 +297,7 @@ def to_json(conn: sqlite3.Connection, case_id: str, calendar=None, today=None, m
             "action_label": states.ACTION_LABELS.get(e["action"], "提交" if e["action"] == "submit" else e["action"]),
             "from_status": e["from_status"], "status": e["to_status"],
             "status_label": states.status_label(e["to_status"]), "comment": e["comment"],
+            "detail": json.loads(e["detail"] or "{}"),
         }
         for e in events
     ]
@@ -300,6 +330,8 @@ def to_json(conn: sqlite3.Connection, case_id: str, calendar=None, today=None, m
         "history": history,
         "decision": json.loads(row["decision"]) if row["decision"] else None,
     }
+    from shared import joint  # 联办 opinions of the case (empty unless a joint item was accepted here)
+    result["joint_opinions"] = joint.opinions(conn, case_id, today)
     if calendar is not None and today is not None:
         clock = case_clock(events, row["limit_wd"], row["status"], calendar, today)
         result.update({k: clock[k] for k in ("deadline", "remaining_working_days", "supervision")})

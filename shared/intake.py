@@ -42,6 +42,18 @@ def _clean_applicant(applicant) -> dict:
     }
 
 
+def _clean_entrustment(entrustment, applicant: dict, item: dict, agent: str) -> dict | None:
+    """The villager's 委托 to the agent (为民代办): who, for what, consent (optional in the API)."""
+    if entrustment is None:
+        return None
+    if not isinstance(entrustment, dict) or entrustment.get("consent") is not True:
+        raise ValidationError("entrustment.consent", "代办须经申请人同意并签署委托书，请确认")
+    scope = entrustment.get("scope") or item["name"]
+    if not isinstance(scope, str) or len(scope) > 200:
+        raise ValidationError("entrustment.scope", "委托事项填写有误")
+    return {"principal": applicant["name"], "agent": agent, "scope": scope.strip(), "consent": True}
+
+
 def decode_materials(materials, item: dict, max_file: int, max_total: int) -> list[tuple[str, str, bytes]]:
     """Check and decode API materials ``[{"code", "filename", "content_base64"}]``."""
     if materials is None:
@@ -97,6 +109,7 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
     if not accepts_at(item, node.node_id):
         raise RuleError("not_accepted_here", f"「{item['name']}」不能在本级受理")
     applicant = _clean_applicant(payload.get("applicant"))
+    entrustment = _clean_entrustment(payload.get("entrustment"), applicant, item, agent)
     form = _plain_numbers(validate_form(item, payload.get("form") or {}))
     situation = payload.get("situation") or {}
     needed = required_materials(item, situation if isinstance(situation, dict) else {})
@@ -112,7 +125,7 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
         body, _ = casework.capture(
             conn, node_id=node.node_id, item=item, catalog_version=version,
             route=route(item, node.node_id, node.hub_id), applicant=applicant, form=form,
-            materials=materials, agent=agent, now=now,
+            materials=materials, agent=agent, now=now, entrustment=entrustment,
         )
         body["missing_materials"] = missing
         outbox.append(

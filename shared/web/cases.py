@@ -22,7 +22,7 @@ from flask import (
     url_for,
 )
 
-from shared import accounts, casework, states
+from shared import accounts, casework, joint, states
 from shared.clock import CN_TZ, parse_iso
 from shared.errors import Forbidden, LiandongError, ValidationError
 from shared.storage import write_transaction
@@ -101,6 +101,7 @@ def act(case_id: str, action: str, comment: str, details: dict) -> dict:
         raise Forbidden(f"只有承办机构（{row['route_office']}）的审批人员可以办理该办件")
     node = current_node()
     with write_transaction(conn):
+        joint.check_action(conn, case_id, action, comment)  # no 准予 while 联办 opinions are open
         return casework.perform_action(conn, case_id, action, comment, g.account["username"], node.node_id,
                                        node.now(), current_app.extensions["liandong_emit"], **details)
 
@@ -150,7 +151,7 @@ def detail(case_id: str):
     return render_template("cases/detail.html", case=case, actions=actions, labels=states.ACTION_LABELS,
                            kinds=ACTION_KIND, item=item, fields=fields, preview=preview, extended=extended,
                            suspend_reasons=states.SUSPEND_REASONS, supervision=SUPERVISION_LABELS,
-                           may_decide=bool(actions),
+                           may_decide=bool(actions), seven_steps=casework.seven_steps(case),
                            may_deliver=(row["status"] in states.DECIDED_STATES and row["origin"] == node.node_id
                                         and g.account["role"] in ("agent", "clerk")))
 

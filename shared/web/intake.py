@@ -199,6 +199,7 @@ class _State:
         self.answers = {k: v for k, v in self.answers.items() if v}
         self.applicant = {k: form.get(f"applicant_{k}", "").strip() for k in ("name", "id_number", "phone")}
         self.form = {f["name"]: form.get(f"form_{f['name']}", "") for f in item["fields"]}
+        self.entrusted = form.get("entrust_consent") == "yes"
         self.materials: list[dict] = []
         node = current_node()
         known = {m["code"] for m in item["materials"]}
@@ -273,8 +274,12 @@ class _State:
             validate_form(self.item, self.form)
 
     def payload(self) -> dict:
-        return {"item_code": self.item["code"], "applicant": self.applicant, "form": self.form,
-                "situation": self.answers}
+        payload = {"item_code": self.item["code"], "applicant": self.applicant, "form": self.form,
+                   "situation": self.answers}
+        if current_node().tier == "village":
+            # 为民代办: the agent files on the villager's behalf, under a signed 委托.
+            payload["entrustment"] = {"consent": self.entrusted}
+        return payload
 
     def files(self) -> list[tuple[str, str, bytes]]:
         node = current_node()

@@ -83,6 +83,9 @@ def test_agent_files_offline_hub_approves_agent_prints(network, new_page, shots)
         confirm = page.locator("form.wizard-form").inner_text()
         assert "张三" in confirm and "身份证.png" in confirm and "尚缺必要材料" in confirm
         shots(page, "village-wizard-confirm")
+        page.click("#submit-case")  # without the villager's 委托 the agent may not file
+        assert "委托书" in page.locator("#form-error").inner_text()
+        page.check("#entrust_consent")
         page.click("#submit-case")
 
         # The printable 收件回执.
