@@ -31,5 +31,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(enrolment.bp)
     app.register_blueprint(admin.bp)
+    from . import oversight  # 电子监察, 统计 (supervisor, admin)
+    app.register_blueprint(oversight.bp)
     start_jobs(app)
     return app

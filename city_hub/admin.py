@@ -1,10 +1,19 @@
-"""The provisioning admin's pages: the node tree, enrolment tokens, quarantined envelopes."""
+"""The provisioning admin's pages: the node tree (enrol, revoke, reinstate), quarantined envelopes,
+accounts and roles, the catalog (show, upload, publish) and the holiday calendar (load, publish).
 
+The operations themselves live in :mod:`provisioning.hub_admin` and :mod:`provisioning.lifecycle`
+(shared with the CLI); every form carries its CSRF token.
+"""
+
+import json
 from datetime import timedelta
 
-from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 
+from provisioning import hub_admin, lifecycle
 from provisioning.enrolment import create_token
+from shared import accounts
+from shared.catalog import DEPARTMENTS, LEVEL_LABELS
 from shared.errors import LiandongError
 from shared.storage import write_transaction
 from shared.web import current_node
@@ -18,7 +27,8 @@ bp = Blueprint("admin", __name__)
 @bp.get("/")
 def home():
     """Admins start at the node tree, everyone else at their queue."""
-    return redirect(url_for("admin.nodes" if g.account["role"] == "admin" else "cases.queue"))
+    role = g.account["role"]
+    return redirect(url_for({"admin": "admin.nodes", "supervisor": "oversight.board"}.get(role, "cases.queue")))
 
 
 @bp.route("/admin/nodes", methods=["GET", "POST"])
@@ -45,3 +55,141 @@ def nodes():
         " ORDER BY id DESC LIMIT 100"
     ).fetchall()
     return render_template("admin/nodes.html", rows=rows, token=token, error=error, quarantine=quarantine)
+
+
+@bp.post("/admin/nodes/<node_id>/<any(revoke, reinstate):op>")
+@roles_required("admin")
+def node_status(node_id: str, op: str):
+    """Revoke a node (a lost PC: its later envelopes are refused everywhere) or reinstate it."""
+    conn = get_db()
+    node = current_node()
+    try:
+        with write_transaction(conn):
+            if op == "revoke":
+                done = lifecycle.revoke(conn, node, node_id, None, g.account["username"])
+                flash(f"已吊销节点 {node_id}（序号 {done['revoked_after_seq']} 之后的消息将被拒收），"
+                      f"节点名册第 {done['registry_version']} 版已发布")
+            else:
+                if conn.execute("SELECT 1 FROM nodes WHERE node_id = ? AND tier != 'hub'", (node_id,)).fetchone() is None:
+                    raise LiandongError("not_found", f"节点 {node_id} 不存在", status=404)
+                lifecycle.reinstate(conn, node, node_id, g.account["username"])
+                flash(f"已恢复节点 {node_id}，新的节点名册已发布")
+    except LiandongError as exc:
+        flash(exc.message)
+    return redirect(url_for("admin.nodes"))
+
+
+@bp.route("/admin/accounts", methods=["GET", "POST"])
+@roles_required("admin")
+def accounts_page():
+    """Accounts and roles of the hub: list, create (API token shown once), deactivate."""
+    conn = get_db()
+    node = current_node()
+    error = token = None
+    form = request.form
+    if request.method == "POST":
+        try:
+            with write_transaction(conn):
+                token = hub_admin.create_hub_account(
+                    conn, node, form.get("username", "").strip(), form.get("password", ""), form.get("role", ""),
+                    form.get("display_name", ""), form.get("office") or None, g.account["username"])
+            flash(f"已创建账号 {form.get('username', '').strip()}")
+        except LiandongError as exc:
+            error = exc
+    return render_template("admin/accounts.html", rows=hub_admin.list_accounts(conn), error=error, token=token,
+                           form=form if error else {}, roles={r: accounts.ROLES[r] for r in accounts.ROLES_BY_TIER["hub"]},
+                           offices=hub_admin.hub_offices(node.node_id))
+
+
+@bp.post("/admin/accounts/<username>/<any(deactivate, activate):op>")
+@roles_required("admin")
+def account_status(username: str, op: str):
+    """Deactivate an account (it can no longer log in or use its token) or activate it again."""
+    conn = get_db()
+    try:
+        with write_transaction(conn):
+            hub_admin.set_account_active(conn, current_node(), username, op == "activate", g.account["username"])
+        flash(f"账号 {username} 已{'启用' if op == 'activate' else '停用'}")
+    except LiandongError as exc:
+        flash(exc.message)
+    return redirect(url_for("admin.accounts_page"))
+
+
+def _upload(field: str, file_field: str) -> str:
+    upload = request.files.get(file_field)
+    if upload is not None and upload.filename:
+        return upload.read()
+    return request.form.get(field, "")
+
+
+@bp.route("/admin/catalog", methods=["GET", "POST"])
+@roles_required("admin")
+def catalog_page():
+    """The published catalog; upload or paste a catalog JSON, validated, published as a new signed version."""
+    from .registry import current_catalog
+
+    conn = get_db()
+    error = None
+    if request.method == "POST":
+        try:
+            text = _upload("catalog_json", "catalog_file")
+            if not text or (isinstance(text, str) and not text.strip()):
+                raise LiandongError("empty", "请上传目录文件或粘贴目录 JSON")
+            items = hub_admin.parse_catalog(text)
+            with write_transaction(conn):
+                version = hub_admin.publish_catalog(conn, current_node(), items, g.account["username"])
+            flash(f"事项目录第 {version} 版已签名发布（{len(items)} 个事项），各节点同步后生效；已有办件仍按原版本办理")
+            return redirect(url_for("admin.catalog_page"))
+        except LiandongError as exc:
+            error = exc.message
+    version, items = current_catalog(conn)
+    published = conn.execute("SELECT published_at FROM metadata WHERE role = 'catalog' AND version = ?",
+                             (version,)).fetchone()
+    return render_template("admin/catalog.html", version=version, items=list(items.values()), error=error,
+                           published_at=published["published_at"] if published else None,
+                           departments=DEPARTMENTS, levels=LEVEL_LABELS, pasted=request.form.get("catalog_json", ""))
+
+
+@bp.get("/admin/catalog/v<int:version>.json")
+@roles_required("admin")
+def catalog_json(version: int):
+    """A published catalog version as a JSON file, to edit and upload again."""
+    row = get_db().execute("SELECT document FROM metadata WHERE role = 'catalog' AND version = ?", (version,)).fetchone()
+    if row is None:
+        raise LiandongError("not_found", f"没有第 {version} 版事项目录", status=404)
+    from sync.trust import parsed_content
+
+    items = parsed_content(row["document"])["items"]
+    body = json.dumps({"version": version, "items": items}, ensure_ascii=False, indent=1)
+    return Response(body, content_type="application/json; charset=utf-8",
+                    headers={"Content-Disposition": f"attachment; filename=catalog-v{version}.json"})
+
+
+@bp.route("/admin/calendar", methods=["GET", "POST"])
+@roles_required("admin")
+def calendar_page():
+    """Load a year's official holiday schedule (国务院办公厅放假通知) and publish it to every node."""
+    from .registry import latest
+
+    conn = get_db()
+    node = current_node()
+    error = None
+    if request.method == "POST":
+        try:
+            text = _upload("schedule_json", "schedule_file")
+            if not text or (isinstance(text, str) and not text.strip()):
+                raise LiandongError("empty", "请上传节假日安排文件或粘贴其 JSON")
+            schedule = hub_admin.parse_calendar(text)
+            with write_transaction(conn):
+                version = hub_admin.publish_calendar(conn, node, schedule, g.account["username"])
+            flash(f"{schedule['year']}年节假日安排已导入，日历第 {version} 版已签名发布，各节点同步后生效")
+            return redirect(url_for("admin.calendar_page"))
+        except LiandongError as exc:
+            error = exc.message
+    version, _ = latest(conn, "calendar")
+    today = node.clock.today_cn()
+    years = [{"year": y, "loaded": y in node.calendar.schedules, "covered": node.calendar.covers(y),
+              "source": node.calendar.schedules.get(y, {}).get("source")} for y in range(today.year - 1, today.year + 3)]
+    return render_template("admin/calendar.html", version=version, years=years,
+                           schedules=sorted(node.calendar.schedules.values(), key=lambda s: s["year"]), error=error,
+                           pasted=request.form.get("schedule_json", ""))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from shared import storage
-from shared.crypto import write_private_file
 from shared.workdays import WorkCalendar, fallback_warning, load_schedule
 
 from . import nodes
@@ -56,7 +54,7 @@ def calendar_between(start, end, data_dir: Path | None) -> None:
               help="The hub's data folder.")
 def calendar_load(schedule_file: Path, data_dir: Path) -> None:
     """Load a year's official schedule at the hub and publish it (signed) to every node."""
-    from city_hub import registry
+    from .hub_admin import publish_calendar
 
     try:
         schedule = load_schedule(schedule_file)
@@ -65,18 +63,11 @@ def calendar_load(schedule_file: Path, data_dir: Path) -> None:
     config = nodes.read_config(data_dir)
     if config["TIER"] != "hub":
         raise click.ClickException("load the schedule at the hub; it reaches the other nodes by sync")
-    folder = Path(data_dir) / "calendar"
-    folder.mkdir(exist_ok=True)
-    write_private_file(folder / f"{schedule['year']}.json", json.dumps(schedule, ensure_ascii=False).encode("utf-8"))
     node = nodes.node_for(data_dir)
     conn = nodes.open_db(data_dir)
     try:
         with storage.write_transaction(conn):
-            document = registry.publish(conn, node, "calendar",
-                                        {"schedules": sorted(node.calendar.schedules.values(), key=lambda s: s["year"])})
+            version = publish_calendar(conn, node, schedule, "cli")
     finally:
         conn.close()
-    from sync import envelope
-
-    version = envelope.peek(document)["version"]
     click.echo(f"{schedule['year']} schedule loaded; calendar version {version} published")

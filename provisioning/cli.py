@@ -306,6 +306,10 @@ main.add_command(restore)
 
 main.add_command(calendar)
 
+from .catalog_cli import catalog  # noqa: E402
+
+main.add_command(catalog)
+
 from .sim import sim  # noqa: E402
 
 main.add_command(sim)

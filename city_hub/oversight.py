@@ -1,0 +1,141 @@
+"""电子监察 board, statistics with filters, CSV export and ``GET /api/v1/stats`` (supervisor, admin).
+
+The figures come from :mod:`shared.oversight`; this module only reads the request, renders the
+page and draws the charts as inline SVG (no script, no external asset: it prints and works
+offline).
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+
+from flask import Blueprint, Response, jsonify, render_template, request
+from markupsafe import Markup
+
+from shared import oversight
+from shared.catalog import DEPARTMENTS, LEVEL_LABELS
+from shared.errors import ValidationError
+from shared.web import current_node
+from shared.web.auth import roles_required
+
+from .db import get_db
+
+bp = Blueprint("oversight", __name__, template_folder="templates")
+
+ROLES = ("supervisor", "admin")
+LEVEL_COLOURS = (("warning", "预警", "#e0a800"), ("yellow", "黄牌", "#f0c419"), ("red", "红牌", "#b3261e"))
+
+
+def bar_chart(title: str, rows: list[tuple[str, dict[str, float]]], series: tuple[tuple[str, str, str], ...],
+              unit: str = "件") -> Markup:
+    """A horizontal stacked bar chart as inline SVG: one bar per row, one colour per series."""
+    bar, gap, left, width = 20, 8, 230, 420
+    height = 34 + len(rows) * (bar + gap) + 26
+    top = max([sum(values.get(key, 0) or 0 for key, _, _ in series) for _, values in rows] or [0]) or 1
+    parts = [f'<svg role="img" class="chart" width="{left + width + 70}"'
+             f' height="{height}" viewBox="0 0 {left + width + 70} {height}" aria-label="{escape(title)}">',
+             f'<title>{escape(title)}</title>',
+             f'<text x="0" y="16" font-size="14" font-weight="bold">{escape(title)}</text>']
+    for i, (label, values) in enumerate(rows):
+        y = 30 + i * (bar + gap)
+        short = label if len(label) <= 16 else label[:15] + "…"
+        parts.append(f'<text x="{left - 6}" y="{y + 15}" font-size="12" text-anchor="end">{escape(short)}</text>')
+        x, total = left, 0
+        for key, name, colour in series:
+            value = values.get(key, 0) or 0
+            if value <= 0:
+                continue
+            w = max(1.0, value / top * width)
+            parts.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar}" fill="{colour}">'
+                         f'<title>{escape(label)} {escape(name)}：{value:g}{unit}</title></rect>')
+            x += w
+            total += value
+        parts.append(f'<text x="{x + 5:.1f}" y="{y + 15}" font-size="12">{total:g}</text>')
+    y = 30 + len(rows) * (bar + gap) + 8
+    x = left
+    for _, name, colour in series:
+        parts.append(f'<rect x="{x}" y="{y}" width="12" height="12" fill="{colour}"/>'
+                     f'<text x="{x + 16}" y="{y + 11}" font-size="12">{escape(name)}</text>')
+        x += 24 + 14 * len(name)
+    if not rows:
+        parts.append(f'<text x="{left}" y="44" font-size="12" fill="#666">暂无数据</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _today():
+    return current_node().clock.today_cn()
+
+
+@bp.get("/admin/supervision")
+@roles_required(*ROLES)
+def board():
+    """电子监察: open cases at 预警/黄牌/红牌 by department and office; refusals with their reasons."""
+    node = current_node()
+    data = oversight.board(get_db(), node.hub_id, node.calendar, _today())
+    by_department: dict[str, dict] = {}
+    for group in data["groups"]:
+        row = by_department.setdefault(group["department_label"], {"warning": 0, "yellow": 0, "red": 0})
+        for level in row:
+            row[level] += group[level]
+    chart = bar_chart("各部门预警与红黄牌", sorted(by_department.items()), LEVEL_COLOURS)
+    return render_template("oversight/board.html", data=data, chart=chart, warning=_calendar_warning())
+
+
+def _calendar_warning() -> str:
+    from shared.workdays import fallback_warning
+
+    return fallback_warning(sorted(current_node().calendar.used_fallback))
+
+
+def _stats():
+    node = current_node()
+    filters = oversight.parse_filters(request.args)
+    by = oversight.parse_group(request.args.get("by"))
+    return oversight.statistics(get_db(), node.hub_id, node.calendar, _today(), filters, by), filters
+
+
+@bp.get("/admin/stats")
+@roles_required(*ROLES)
+def stats():
+    """Statistics with filters, a table per group, charts and the CSV link."""
+    error = None
+    try:
+        data, filters = _stats()
+    except ValidationError as exc:
+        error, filters = exc.message, oversight.Filters()
+        data = oversight.statistics(get_db(), current_node().hub_id, current_node().calendar, _today())
+    rows = [(g["label"], {"cases": g["cases"]}) for g in data["groups"]]
+    cases_chart = bar_chart(f"办件数（按{oversight.GROUPS[data['by']]}）", rows, (("cases", "办件", "#2e4a2e"),))
+    rate_rows = [(g["label"], {"rate": round((g["on_time_rate"] or 0) * 100, 1)}) for g in data["groups"]
+                 if g["on_time_rate"] is not None]
+    rate_chart = bar_chart("按时办结率（%）", rate_rows, (("rate", "按时办结率", "#1f5fa8"),), unit="%")
+    items = sorted({(r["item_code"], r["item_name"]) for r in get_db().execute(
+        "SELECT DISTINCT item_code, item_name FROM cases")})
+    offices = [r[0] for r in get_db().execute("SELECT DISTINCT route_office FROM cases ORDER BY route_office")]
+    return render_template("oversight/stats.html", data=data, filters=filters, error=error, columns=oversight.COLUMNS,
+                           rates=oversight.RATE_KEYS, groups=oversight.GROUPS, levels=LEVEL_LABELS,
+                           departments=DEPARTMENTS, items=items, offices=offices, query=request.args.to_dict(),
+                           cases_chart=cases_chart, rate_chart=rate_chart, warning=_calendar_warning())
+
+
+@bp.get("/admin/stats.<any(csv, json):fmt>")
+@roles_required(*ROLES)
+def stats_export(fmt: str):
+    """The statistics as a file: CSV (UTF-8 with BOM, Chinese headers, for Excel) or JSON."""
+    data, _ = _stats()
+    name = f"liandong-stats-{data['today']}.{fmt}"
+    if fmt == "csv":
+        body, content_type = oversight.to_csv(data), "text/csv; charset=utf-8"
+    else:
+        body, content_type = json.dumps(data, ensure_ascii=False, indent=1), "application/json; charset=utf-8"
+    return Response(body, content_type=content_type, headers={"Content-Disposition": f"attachment; filename={name}"})
+
+
+@bp.get("/api/v1/stats")
+@roles_required(*ROLES)
+def api_stats():
+    """``GET /api/v1/stats?from=&to=&level=&office=&department=&item=&by=``: totals and groups as JSON."""
+    data, _ = _stats()
+    return jsonify(data)

@@ -1,0 +1,63 @@
+"""``liandong catalog``: publish a new signed version of the 实施清单 from a JSON file, or export it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from shared import storage
+from shared.errors import ValidationError
+
+from . import nodes
+
+DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+                    help="The hub's data folder.")
+
+
+@click.group()
+def catalog() -> None:
+    """The catalog of service items (实施清单): export, edit, publish."""
+
+
+def _hub(data_dir: Path) -> None:
+    if nodes.read_config(data_dir)["TIER"] != "hub":
+        raise click.ClickException("the catalog is published at the hub; it reaches the other nodes by sync")
+
+
+@catalog.command("publish")
+@click.argument("catalog_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@DATA
+def catalog_publish(catalog_file: Path, data_dir: Path) -> None:
+    """Validate CATALOG_FILE (a JSON list of items, or {"items": [...]}) and publish it signed."""
+    from .hub_admin import parse_catalog, publish_catalog
+
+    _hub(data_dir)
+    try:
+        items = parse_catalog(catalog_file.read_bytes())
+    except ValidationError as exc:
+        raise click.ClickException(f"catalog refused: {exc.message}") from exc
+    node = nodes.node_for(data_dir)
+    conn = nodes.open_db(data_dir)
+    try:
+        with storage.write_transaction(conn):
+            version = publish_catalog(conn, node, items, "cli")
+    finally:
+        conn.close()
+    click.echo(f"catalog version {version} published with {len(items)} items")
+
+
+@catalog.command("export")
+@DATA
+def catalog_export(data_dir: Path) -> None:
+    """Print the published catalog as JSON (to edit and publish again)."""
+    from city_hub.registry import current_catalog
+
+    _hub(data_dir)
+    conn = nodes.open_db(data_dir)
+    try:
+        version, items = current_catalog(conn)
+    finally:
+        conn.close()
+    click.echo(json.dumps({"version": version, "items": list(items.values())}, ensure_ascii=False, indent=1))
