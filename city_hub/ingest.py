@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import timedelta
 
-from shared import canonical, casework, documents
+from shared import canonical, casework, documents, joint
 from shared.catalog import route
 from shared.clock import iso, parse_iso
 from shared.errors import RuleError
@@ -63,6 +63,7 @@ def make_appliers(node) -> dict:
             memo = registry.BATCH_MEMO.get()
             if memo is not None:
                 memo["orphans"] = True
+        joint.on_update(conn, node, body)  # 审管互动: a decided/served case goes to its supervisor
 
     def apply_rotate_key(conn: sqlite3.Connection, opened: Opened) -> None:
         from provisioning.lifecycle import apply_rotation
@@ -90,6 +91,7 @@ def notify_origin(conn: sqlite3.Connection, node, row: sqlite3.Row, event: dict,
     hub's acknowledgement); it rides along with the next step, which saves a signature per
     case on the ingest path.
     """
+    joint.on_event(conn, node, row, event)  # 联办 opinion requests on 受理; 审管互动 push
     if event["action"] == "receive" or row["origin"] == node.node_id:
         return
     issued = documents.for_event(conn, node, row, event)

@@ -182,7 +182,9 @@ def test_supervisor_board_lists_the_yellow_card_and_the_refusal(stats_net):
     assert "不予受理" in refusals and "不属于本县受理范围" in refusals
     # The statistics page draws its charts on the server too.
     stats_page = session.get(stats_net.hub.url + "/admin/stats", timeout=10).text
-    assert stats_page.count("<svg") == 2 and "50.0%" in stats_page
+    assert stats_page.count("<svg") == 2
+    assert 'data-key="on_time_rate">50.0% <span class="muted">(1/2)</span>' in stats_page
+    assert 'data-key="transmission_rate">75.0% <span class="muted">(3/4)</span>' in stats_page
 
 
 def test_board_flags_a_refusal_without_reason(stats_net):

@@ -24,6 +24,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(intake.bp)
     app.register_blueprint(cases.bp)
     app.register_blueprint(documents.bp)
+    from shared.web import joint as joint_pages  # 联办意见, 审管认领
+    app.register_blueprint(joint_pages.bp)
     app.register_blueprint(relay_pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(enrol_relay.bp)

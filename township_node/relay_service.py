@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from shared import casework, documents
+from shared import casework, documents, joint
 from shared.clock import iso
 from shared.intake import catalog_items
 from shared.storage import write_transaction
@@ -19,6 +19,7 @@ def township_emit(node):
     """How a decision taken at the township travels: down to the village, up to the hub."""
 
     def emit(conn: sqlite3.Connection, row: sqlite3.Row, event: dict, decision: dict | None) -> None:
+        joint.on_event(conn, node, row, event)  # 联办 opinion requests on 受理
         body = casework.update_message(row, event, decision, documents.for_event(conn, node, row, event))
         now = node.now()
         if row["origin"] != node.node_id:

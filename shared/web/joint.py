@@ -1,0 +1,125 @@
+"""联办意见 and 审管认领: the pages and API of the joint departments and the supervisors.
+
+The rules are in :mod:`shared.joint`; this layer only checks the input shape and renders.
+Registered on the hub (city items, 审管互动) and on townships (their delegated items).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
+
+from shared import casework, joint
+from shared.errors import LiandongError, ValidationError
+from shared.storage import write_transaction
+
+from . import current_node
+from .db import get_db
+
+bp = Blueprint("joint", __name__)
+
+
+def _today():
+    return current_node().clock.today_cn()
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationError("body", "请求体必须是 JSON 对象")
+    return body
+
+
+@bp.get("/api/v1/cases/<case_id>/opinions")
+def api_opinions(case_id: str):
+    """The 联办 opinions of a case (empty list for a non-joint case)."""
+    conn = get_db()
+    casework.get_row(conn, case_id)
+    return jsonify({"case_id": case_id, "opinions": joint.opinions(conn, case_id, _today()),
+                    "push": joint.push_of(conn, case_id, _today())})
+
+
+@bp.post("/api/v1/cases/<case_id>/opinions")
+def api_give_opinion(case_id: str):
+    """A joint department's answer: ``{"opinion": "agree"|"disagree", "comment"}``."""
+    body = _json_body()
+    conn = get_db()
+    with write_transaction(conn):
+        given = joint.give_opinion(conn, case_id, g.account, body.get("opinion"), body.get("comment", ""),
+                                   current_node().now())
+    return jsonify({"opinion": given, "opinions": joint.opinions(conn, case_id, _today())})
+
+
+@bp.get("/api/v1/joint/opinions")
+def api_my_opinions():
+    """Open opinion requests addressed to the account's office."""
+    return jsonify({"office": g.account["office"],
+                    "opinions": joint.pending_for_office(get_db(), g.account["office"] or "", _today())})
+
+
+@bp.get("/api/v1/supervision/pushes")
+def api_my_pushes():
+    """Decided cases pushed to the account's office for 事中事后监管 (审管互动)."""
+    return jsonify({"office": g.account["office"],
+                    "pushes": joint.pushes_for_office(get_db(), g.account["office"] or "", _today())})
+
+
+@bp.post("/api/v1/cases/<case_id>/claim")
+def api_claim(case_id: str):
+    """认领 a pushed case: ``{"feedback"?}``."""
+    body = request.get_json(silent=True) or {}
+    if not isinstance(body, dict):
+        raise ValidationError("body", "请求体必须是 JSON 对象")
+    conn = get_db()
+    with write_transaction(conn):
+        claimed = joint.claim(conn, case_id, g.account, body.get("feedback", ""), current_node().now())
+    return jsonify({"push": claimed})
+
+
+@bp.get("/joint/opinions")
+def opinions_page():
+    """The department's queue of cases awaiting its 联办 opinion."""
+    office = g.account["office"] or ""
+    return render_template("joint/opinions.html", office=office,
+                           pending=joint.pending_for_office(get_db(), office, _today()))
+
+
+@bp.post("/cases/<case_id>/opinions")
+def opinion_form(case_id: str):
+    """The opinion form (queue page and case page)."""
+    opinion = request.form.get("opinion", "")
+    try:
+        with write_transaction(get_db()):
+            joint.give_opinion(get_db(), case_id, g.account, opinion, request.form.get("comment", ""),
+                               current_node().now())
+    except LiandongError as exc:
+        if exc.status in (403, 404):
+            raise
+        flash(f"未能提交意见：{exc.message}")
+    else:
+        flash(f"已提交联办意见：{joint.OPINION_LABELS.get(opinion, opinion)}")
+    if request.form.get("next") == "queue":
+        return redirect(url_for("joint.opinions_page"))
+    return redirect(url_for("cases.detail", case_id=case_id))
+
+
+@bp.get("/supervision/pushes")
+def pushes_page():
+    """审管互动: the supervising office's pushed cases, to claim."""
+    office = g.account["office"] or ""
+    return render_template("joint/pushes.html", office=office, claim_wd=joint.CLAIM_WD,
+                           pushes=joint.pushes_for_office(get_db(), office, _today()))
+
+
+@bp.post("/cases/<case_id>/claim")
+def claim_form(case_id: str):
+    """The 认领 button of the supervision queue."""
+    try:
+        with write_transaction(get_db()):
+            joint.claim(get_db(), case_id, g.account, request.form.get("feedback", ""), current_node().now())
+    except LiandongError as exc:
+        if exc.status in (403, 404):
+            raise
+        flash(f"未能认领：{exc.message}")
+    else:
+        flash("已认领")
+    return redirect(url_for("joint.pushes_page"))
