@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import timedelta
 
-from shared import canonical, casework, documents, joint
+from shared import canonical, casework, documents, feedback, joint
 from shared.catalog import route
 from shared.clock import iso, parse_iso
 from shared.errors import RuleError
@@ -45,20 +45,27 @@ def make_appliers(node) -> dict:
             for orphan in conn.execute(
                 "DELETE FROM orphan_events WHERE case_id = ? RETURNING body", (body["case_id"],)
             ).fetchall():
-                casework.apply_update(conn, canonical.loads(orphan["body"]))
+                waiting = canonical.loads(orphan["body"])
+                row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone()
+                try:
+                    apply_checked_event(conn, row, waiting, waiting.pop("sender"))
+                except RuleError as exc:
+                    conn.execute("INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?,?,?,?,?)",
+                                 (iso(node.now()), "system", "event.refused", body["case_id"], exc.message))
         if instant:
             casework.receive(conn, body["case_id"], item, node.node_id, node.now(),
                              lambda c, row, ev, dec: notify_origin(c, node, row, ev, dec))
 
     def apply_case_event(conn: sqlite3.Connection, opened: Opened) -> None:
         body = opened.body["body"]
-        if not casework.apply_update(conn, body) and conn.execute(
-            "SELECT 1 FROM cases WHERE case_id = ?", (body["case_id"],)
-        ).fetchone() is None:
+        row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone()
+        if row is not None:
+            apply_checked_event(conn, row, body, opened.body["origin"])
+        else:
             # The township decided before the village's envelope reached the hub: keep it.
             conn.execute(
                 "INSERT INTO orphan_events(event_id, case_id, body) VALUES (?,?,?) ON CONFLICT DO NOTHING",
-                (body["event"]["event_id"], body["case_id"], canonical.dumps(body)),
+                (body["event"]["event_id"], body["case_id"], canonical.dumps({**body, "sender": opened.body["origin"]})),
             )
             memo = registry.BATCH_MEMO.get()
             if memo is not None:
@@ -70,7 +77,19 @@ def make_appliers(node) -> dict:
 
         apply_rotation(conn, node, opened.body["origin"], opened.body["body"])
 
-    return {"case.submit": apply_case_submit, "case.event": apply_case_event, "node.rotate_key": apply_rotate_key}
+    return {"case.submit": apply_case_submit, "case.event": apply_case_event, "node.rotate_key": apply_rotate_key,
+            **feedback.appliers(node)}
+
+
+def apply_checked_event(conn: sqlite3.Connection, row, body: dict, sender: str) -> None:
+    """Apply a ``case.update`` a node sent up, if it was entitled to and the transition holds."""
+    for event in [*body.get("earlier", []), body["event"]]:
+        if conn.execute("SELECT 1 FROM case_events WHERE event_id = ?", (event["event_id"],)).fetchone():
+            continue  # a repeat: already applied
+        casework.check_event(conn, row, event, sender)
+        casework.apply_update(conn, {**body, "earlier": [], "event": event,
+                                     "decision": body.get("decision") if event is body["event"] else None})
+        row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone()
 
 
 def orphans_waiting(conn: sqlite3.Connection) -> bool:

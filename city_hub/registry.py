@@ -67,6 +67,27 @@ def publish(conn: sqlite3.Connection, node, role: str, content: dict) -> dict:
     return document
 
 
+def refresh_metadata(conn: sqlite3.Connection, node) -> list[str]:
+    """Re-sign every kind of metadata whose expiry is less than half its lifetime away.
+
+    Nodes refuse expired metadata (TUF's freeze defence), so an unchanged catalog must still be
+    re-issued in time. Call inside a write transaction; returns the roles republished.
+    """
+    from sync.trust import is_expired
+
+    half = timedelta(days=int(node.config["METADATA_TTL_DAYS"]) / 2)
+    renewed = []
+    for role in METADATA_ROLES:
+        _, document = latest(conn, role)
+        if document is None:
+            continue
+        body = envelope.peek(document)
+        if is_expired(body["expires"], node.now() + half):
+            publish(conn, node, role, body["content"])
+            renewed.append(role)
+    return renewed
+
+
 def publish_registry(conn: sqlite3.Connection, node) -> dict:
     """Publish the registry as it is in the tables now."""
     return publish(conn, node, "registry", registry_body(load_nodes(conn)))

@@ -98,6 +98,7 @@ def enrol(conn: sqlite3.Connection, node, request_document: dict) -> dict:
         "INSERT INTO node_keys(kid, node_id, public_key, created_at) VALUES (?,?,?,?)",
         (kid, node_id, public_key, iso(now)),
     )
+    registry.refresh_metadata(conn, node)
     registry_doc = registry.publish_registry(conn, node)
     audit(conn, "enrolment", "node.enrolled", node_id, kid, now)
     node.forget_trust()

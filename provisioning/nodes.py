@@ -19,7 +19,7 @@ from shared.clock import Clock
 from shared.crypto import SigningKey, write_private_file
 from shared.node import NODE_KEY_FILE, Node
 from sync import envelope
-from sync.trust import TrustStore, accept_metadata, verify_hub_key_cert
+from sync.trust import TrustStore, accept_metadata, is_expired, open_metadata, verify_hub_key_cert
 
 from .enrolment import anchor_matches_token, parse_token, proof_of_possession
 from .keys import anchor_text, create_hub_keys
@@ -132,6 +132,11 @@ def enrol_node(data_dir: Path, token: str, parent_url: str, name: str, public_ur
         body = verify_hub_key_cert(cert, anchor["public_key"], anchor["kid"], anchor["hub_id"])
         hub_keys[body["kid"]] = body["public_key"]
     trust = TrustStore(anchor["hub_id"], anchor["public_key"], hub_keys)
+    now = Clock().now()
+    for document in answer["metadata"]:  # check everything before writing anything
+        opened = open_metadata(document, envelope.peek(document)["role"], trust)
+        if is_expired(opened.body["expires"], now):
+            raise ProvisioningError(f"the hub sent expired {opened.body['role']} metadata: check the hub's clock")
     data_dir.mkdir(parents=True, exist_ok=True)
     key.save(data_dir / NODE_KEY_FILE)
     info = answer["node"]
@@ -141,7 +146,6 @@ def enrol_node(data_dir: Path, token: str, parent_url: str, name: str, public_ur
         "SECRET_KEY": secrets.token_hex(32), "PUBLIC_URL": public_url,
     })
     conn = open_db(data_dir, tier)
-    now = Clock().now()
     try:
         with storage.write_transaction(conn):
             conn.execute("INSERT INTO trusted_metadata(role, version, expires, document, received_at)"

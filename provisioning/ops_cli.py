@@ -23,7 +23,7 @@ from . import nodes
 def hub_jobs(data_dir: Path, once: bool) -> None:
     """Run the hub's scheduled rules in one process (when gunicorn serves the web workers)."""
     from shared import supervision
-    from shared.web.jobs import extra_rules
+    from shared.web.jobs import extra_rules, refresh_hub_metadata
 
     node = nodes.node_for(data_dir)
     from city_hub.ingest import notify_origin
@@ -34,6 +34,7 @@ def hub_jobs(data_dir: Path, once: bool) -> None:
         conn = nodes.open_db(data_dir, "hub")
         try:
             done = supervision.run(conn, node, node.emit)
+            refresh_hub_metadata(conn, node)
             for rule in extra_rules():
                 rule(conn, node, node.emit)
         finally:

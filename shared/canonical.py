@@ -56,7 +56,10 @@ def loads_canonical(data: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
         raise CanonicalError("document is not UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise CanonicalError(f"malformed JSON: {exc.msg} at {exc.pos}") from exc
-    canonical_form = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        canonical_form = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:  # an escaped lone surrogate has no UTF-8 form
+        raise CanonicalError("payload holds a string that is not valid Unicode") from exc
     if canonical_form != data:
         loads(data, max_bytes)  # name the precise fault (duplicate key, float…) when there is one
         raise CanonicalError("payload is not in canonical form (sorted keys, no spaces, UTF-8, integers)")

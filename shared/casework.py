@@ -17,7 +17,7 @@ from shared import states
 from shared.catalog import evaluate_instant_rule
 from shared.clock import CN_TZ, iso
 from shared.deadlines import LEVEL_LABELS, case_clock
-from shared.errors import NotFound
+from shared.errors import NotFound, RuleError
 from shared.idcard import mask_id_number
 from shared.workdays import fallback_warning
 
@@ -191,6 +191,24 @@ def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment:
         updated["decision"] = json.dumps(decision, ensure_ascii=False)
     emit(conn, updated, event, decision)
     return event
+
+
+def check_event(conn: sqlite3.Connection, row, event: dict, sender: str) -> None:
+    """Refuse an event that ``sender`` may not send, or that the state machine does not allow.
+
+    A township may send events only for cases delegated to its office; the node that took the
+    application may send only its 送达. The transition must be valid from the case's status.
+    """
+    deciding_township = row["route_level"] == "township" and row["route_office"] == sender
+    delivering_origin = event["action"] == "deliver" and row["origin"] == sender
+    if not (deciding_township or delivering_origin):
+        raise RuleError("not_entitled", f"节点 {sender} 无权办理该办件（{event['action']}）")
+    details = {k: v for k, v in (event.get("detail") or {}).items() if k in ACTION_DETAILS}
+    if event["action"] == "extend":
+        details["already_extended"] = conn.execute(
+            "SELECT 1 FROM case_events WHERE case_id = ? AND action = 'extend'", (row["case_id"],)).fetchone() is not None
+    if states.apply_action(row["status"], event["action"], event.get("comment", ""), **details) != event["to_status"]:
+        raise RuleError("invalid_transition", "事件的结果状态与状态机不符")
 
 
 def receive(conn: sqlite3.Connection, case_id: str, item: dict | None, node_id: str, now, emit) -> str:

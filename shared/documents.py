@@ -148,9 +148,18 @@ def verify(signed: dict, trust) -> dict:
 
     opened = envelope.open_signed(signed, envelope.DOCUMENT, resolve, max_bytes=64 * 1024)
     signer = trust.node_of_key(opened.kid)
-    issuer = opened.body.get("issuer")
-    if signer is None and issuer != trust.hub_id:
+    body = opened.body
+    issuer = body.get("issuer")
+    if signer is None:
+        if issuer != trust.hub_id:
+            raise SignatureError("文书签发机构与签名不符")
+        return body
+    if signer.node_id != issuer:
         raise SignatureError("文书签发机构与签名不符")
-    if signer is not None and signer.node_id != issuer:
-        raise SignatureError("文书签发机构与签名不符")
-    return opened.body
+    # A village signs only its own 收件回执 and 送达回证; a township only decisions on items
+    # delegated to it. Anything else signed by them is not a genuine document.
+    if signer.tier == "village" and body.get("kind") not in ("receipt", "deliver"):
+        raise SignatureError("村便民服务室无权签发此类文书")
+    if signer.tier == "township" and body.get("kind") not in ("receipt", "deliver") and body.get("office") != issuer:
+        raise SignatureError("乡镇便民服务站只能签发本乡镇审批事项的文书")
+    return body

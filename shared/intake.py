@@ -100,6 +100,8 @@ def _plain_numbers(form: dict) -> dict:
 
 def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str, str, bytes]], agent: str) -> dict:
     """Validate an application and record it with its outbox envelope; returns the receipt."""
+    # Refuse before anything else while the disk is nearly full: a clear message, nothing half-done.
+    ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     version, items = catalog_items(conn)
     item = items.get(payload.get("item_code"))
     if item is None:
@@ -113,7 +115,6 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
     form = _plain_numbers(validate_form(item, payload.get("form") or {}))
     situation = payload.get("situation") or {}
     needed = required_materials(item, situation if isinstance(situation, dict) else {})
-    ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     now = node.now()
     materials = []
     for code, filename, data in files:

@@ -67,10 +67,10 @@ def push():
     """Envelopes up the tree: ingest (hub) or custody (township)."""
     conn = get_db()
     node = current_node()
-    # Refuse (507) before the disk is full: the sender keeps everything and retries later.
-    ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     with write_transaction(conn):  # the nonce and the batch commit together: one fsync per push
         g.caller = _authenticate()
+        # Refuse (507) before the disk is full: the sender keeps everything and retries later.
+        ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
         documents = _json_body().get("envelopes")
         if not isinstance(documents, list):
             raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
@@ -86,8 +86,10 @@ def pull():
     cursors = body.get("cursors", {})
     have = body.get("metadata", {})
     acked = body.get("acked", {})
-    if not all(isinstance(x, dict) for x in (cursors, have, acked)):
-        raise ValidationError("cursors", "cursors、metadata 与 acked 必须是对象", code="malformed")
+    if not all(isinstance(x, dict) for x in (cursors, have, acked)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for x in (cursors, have, acked) for v in x.values()
+    ):
+        raise ValidationError("cursors", "cursors、metadata 与 acked 必须是以整数为值的对象", code="malformed")
     return jsonify(service().pull(get_db(), current_node(), g.caller, cursors, have, acked))
 
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from provisioning.lifecycle import finish_rotation_if_registered  # noqa: E402
-from shared import canonical, casework
+from shared import canonical, casework, feedback
 from shared.clock import iso, parse_iso
 from shared.crypto import SignatureError, write_private_file
 from shared.storage import write_transaction
@@ -117,11 +117,20 @@ def apply_push_answer(conn: sqlite3.Connection, node, answer: dict) -> None:
                 log.warning("custody receipt refused: %s", exc)
         _apply_acks(conn, node, trust, answer.get("acks", []))
         if node.tier == "township":
-            # The hub will never hold envelopes a revoked village signed after its revocation:
-            # stop forwarding them (the hub keeps them in quarantine for review).
-            conn.executemany("DELETE FROM custody WHERE envelope_id = ?", [
-                (r["envelope_id"],) for r in answer.get("results", [])
-                if r.get("status") == "quarantined" and r.get("reason") == "revoked" and r.get("envelope_id")])
+            _release_refused_custody(conn, node, answer.get("results", []))
+
+
+def _release_refused_custody(conn: sqlite3.Connection, node, results: list) -> None:
+    """Stop forwarding envelopes the hub quarantined (revoked, forged, forked…): it keeps them
+    for review, and the village still holds its own copy until an ack, so nothing is lost;
+    forwarding them every round would only crowd out the rest of the township's batch."""
+    refused = [r for r in results if r.get("status") == "quarantined" and r.get("envelope_id")]
+    if not refused:
+        return
+    conn.executemany("DELETE FROM custody WHERE envelope_id = ?", [(r["envelope_id"],) for r in refused])
+    conn.executemany(
+        "INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?, 'hub', 'custody.refused', ?, ?)",
+        [(iso(node.now()), r.get("origin"), f"{r['envelope_id']} {r.get('reason')}") for r in refused])
 
 
 def _set_case_sync_state(conn: sqlite3.Connection, envelope_ids: list[str], sync_state: str) -> None:
@@ -157,8 +166,13 @@ def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
                 (body["acked_seq"],))
         elif node.tier == "township":
             relay.store_ack(conn, trust, ack)
-            conn.execute(
-                "UPDATE cases SET sync_state = 'acked' WHERE origin = ? AND sync_state != 'acked'", (body["origin"],))
+            # Cases of that village whose envelopes the ack released from custody are at the hub.
+            at_hub = ("origin = ? AND case_id NOT IN (SELECT case_id FROM custody WHERE origin = ?"
+                      " AND case_id IS NOT NULL)")
+            conn.execute(f"UPDATE cases SET sync_state = 'acked' WHERE sync_state != 'acked' AND {at_hub}",
+                         (body["origin"], body["origin"]))
+            conn.execute(f"UPDATE cases SET status = 'RECEIVED' WHERE status = 'SUBMITTED' AND route_level = 'city'"
+                         f" AND {at_hub}", (body["origin"], body["origin"]))
     return covered
 
 
@@ -274,3 +288,5 @@ def install_calendar(node, content: dict) -> None:
 def _handle_message(conn: sqlite3.Connection, body: dict) -> None:
     if body["kind"] == "case.update":
         casework.apply_update(conn, body["body"])
+    elif body["kind"] == "complaint.answer":
+        feedback.apply_answer(conn, body["body"])

@@ -42,9 +42,9 @@ def take_custody(
             results.append({"envelope_id": envelope_id, "status": "rejected", "reason": node.status})
             continue
         conn.execute(
-            "INSERT INTO custody(envelope_id, origin, seq, document, attachments, received_at) VALUES (?,?,?,?,?,?)"
-            " ON CONFLICT(envelope_id) DO NOTHING",
-            (envelope_id, origin, seq, envelope.to_bytes(document),
+            "INSERT INTO custody(envelope_id, origin, seq, case_id, document, attachments, received_at)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT(envelope_id) DO NOTHING",
+            (envelope_id, origin, seq, (opened.body.get("body") or {}).get("case_id"), envelope.to_bytes(document),
              json.dumps(opened.body.get("attachments") or []), iso(now)),
         )
         acked = conn.execute("SELECT acked_seq FROM acks WHERE origin = ?", (origin,)).fetchone()

@@ -44,6 +44,7 @@ CREATE TABLE custody (
     envelope_id TEXT PRIMARY KEY,
     origin TEXT NOT NULL,
     seq INTEGER NOT NULL,
+    case_id TEXT,
     document BLOB NOT NULL,
     attachments TEXT NOT NULL DEFAULT '[]',
     received_at TEXT NOT NULL,

@@ -28,6 +28,16 @@ def start_jobs(app: Flask) -> BackgroundScheduler | None:
     return scheduler
 
 
+def refresh_hub_metadata(conn, node) -> None:
+    """Keep the hub's signed metadata from expiring (see city_hub.registry.refresh_metadata)."""
+    from city_hub.registry import refresh_metadata
+    from shared.storage import write_transaction
+
+    with write_transaction(conn):
+        if refresh_metadata(conn, node):
+            node.forget_trust()
+
+
 def extra_rules() -> list:
     """Scheduled rules of other modules, run after the supervision pass (same signature)."""
     return list(EXTRA_RULES)
@@ -47,6 +57,8 @@ def _add_supervision(app: Flask, scheduler: BackgroundScheduler) -> None:
         conn = database.connect(app)
         try:
             done = supervision.run(conn, node, node.emit)
+            if node.tier == "hub":
+                refresh_hub_metadata(conn, node)
             for rule in extra_rules():
                 rule(conn, node, node.emit)
             return done

@@ -7,12 +7,23 @@ import re
 
 import pytest
 from conftest import HUB_OFFICE, login
-from network import catalog, create_case
+from network import Network, catalog, create_case
 
 from shared import documents
 from sync import envelope
 
 pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    """A network of its own: the journeys share the session one and expect a village that has
+    never reached its township."""
+    net = Network.build(tmp_path_factory.mktemp("documents-net"), villages=1)
+    net.village().account("agent", "agent", display_name="王代办")
+    net.hub.account("window", "window", office=HUB_OFFICE, display_name="赵窗口")
+    yield net
+    net.close()
 
 
 def _decided_case(network, action: str, comment: str) -> str:
