@@ -60,7 +60,9 @@ def _password() -> str:
 
 
 def _accounts_for_hub() -> list[dict]:
-    city_departments = sorted({i["department_code"] for i in load_seed() if i["decide_level"] == "city"})
+    seed = load_seed()
+    city_departments = sorted({i["department_code"] for i in seed if i["decide_level"] == "city"}
+                              | {d for i in seed if i["decide_level"] == "city" for d in i["joint_departments"]})
     result = [
         {"username": "admin", "role": "admin", "office": None, "name": "系统管理员"},
         {"username": "supervisor", "role": "supervisor", "office": None, "name": "电子监察员"},
@@ -69,6 +71,16 @@ def _accounts_for_hub() -> list[dict]:
         result.append({"username": f"{code}_window", "role": "window", "office": f"{HUB['node_id']}-{code}",
                        "name": f"{DEPARTMENTS.get(code, code)}窗口"})
     return result
+
+
+def _accounts_for_township() -> list[dict]:
+    township_id = TOWNSHIP["node_id"]
+    joint = sorted({d for i in load_seed() if i["decide_level"] == "township" for d in i["joint_departments"]})
+    return [
+        {"username": "clerk", "role": "clerk", "office": township_id, "name": "便民服务站站员"},
+        {"username": "admin", "role": "admin", "office": None, "name": "乡镇管理员"},
+    ] + [{"username": f"{code}_clerk", "role": "clerk", "office": f"{township_id}-{code}",
+          "name": f"{DEPARTMENTS.get(code, code)}联审员"} for code in joint]
 
 
 def _create(data_dir: Path, url: str, node_id: str, tier: str, account_list: list[dict], manifest: dict) -> None:
@@ -134,10 +146,7 @@ def run_demo(data_dir: Path, base_port: int, sync_interval: float, clock_start: 
             start(hub_id)
             token = _issue_token(folder[hub_id], township_id, TOWNSHIP["name"])
             nodes.enrol_node(folder[township_id], token, url[hub_id], TOWNSHIP["name"], url[township_id])
-            _create(folder[township_id], url[township_id], township_id, "township", [
-                {"username": "clerk", "role": "clerk", "office": township_id, "name": "便民服务站站员"},
-                {"username": "admin", "role": "admin", "office": None, "name": "乡镇管理员"},
-            ], manifest)
+            _create(folder[township_id], url[township_id], township_id, "township", _accounts_for_township(), manifest)
             start(township_id)
             for v in VILLAGES:
                 token = _issue_token(folder[hub_id], v["node_id"], v["name"])
