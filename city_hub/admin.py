@@ -57,9 +57,21 @@ def nodes():
     return render_template("admin/nodes.html", rows=rows, token=token, error=error, quarantine=quarantine)
 
 
-@bp.post("/admin/nodes/<node_id>/<any(revoke, reinstate):op>")
+@bp.post("/admin/nodes/<node_id>/revoke")
 @roles_required("admin")
-def node_status(node_id: str, op: str):
+def node_revoke(node_id: str):
+    """Revoke a node (a lost PC): its later envelopes are refused everywhere."""
+    return _node_status(node_id, "revoke")
+
+
+@bp.post("/admin/nodes/<node_id>/reinstate")
+@roles_required("admin")
+def node_reinstate(node_id: str):
+    """Lift a revocation or suspension."""
+    return _node_status(node_id, "reinstate")
+
+
+def _node_status(node_id: str, op: str):
     """Revoke a node (a lost PC: its later envelopes are refused everywhere) or reinstate it."""
     conn = get_db()
     node = current_node()
@@ -101,10 +113,21 @@ def accounts_page():
                            offices=hub_admin.hub_offices(node.node_id))
 
 
-@bp.post("/admin/accounts/<username>/<any(deactivate, activate):op>")
+@bp.post("/admin/accounts/<username>/deactivate")
 @roles_required("admin")
-def account_status(username: str, op: str):
-    """Deactivate an account (it can no longer log in or use its token) or activate it again."""
+def account_deactivate(username: str):
+    """Deactivate an account: it can no longer log in or use its token."""
+    return _account_status(username, "deactivate")
+
+
+@bp.post("/admin/accounts/<username>/activate")
+@roles_required("admin")
+def account_activate(username: str):
+    """Activate an account again."""
+    return _account_status(username, "activate")
+
+
+def _account_status(username: str, op: str):
     conn = get_db()
     try:
         with write_transaction(conn):

@@ -15,7 +15,7 @@ from markupsafe import Markup
 
 from shared import oversight
 from shared.catalog import DEPARTMENTS, LEVEL_LABELS
-from shared.errors import ValidationError
+from shared.errors import NotFound, ValidationError
 from shared.web import current_node
 from shared.web.auth import roles_required
 
@@ -133,10 +133,12 @@ def stats():
                            cases_chart=cases_chart, rate_chart=rate_chart, warning=_calendar_warning())
 
 
-@bp.get("/admin/stats.<any(csv, json):fmt>")
+@bp.get("/admin/stats.<fmt>")
 @roles_required(*ROLES)
 def stats_export(fmt: str):
     """The statistics as a file: CSV (UTF-8 with BOM, Chinese headers, for Excel) or JSON."""
+    if fmt not in ("csv", "json"):
+        raise NotFound("导出格式只能是 csv 或 json")
     data, _ = _stats()
     name = f"liandong-stats-{data['today']}.{fmt}"
     if fmt == "csv":
