@@ -15,7 +15,7 @@ from .db import database
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the hub app for the hub in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
     app = create_node_app(__name__, "hub", test_config, database)
-    from shared.web import cases, documents
+    from shared.web import cases, documents, feedback
     from sync import api
 
     from . import admin, enrolment
@@ -35,5 +35,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     from . import oversight  # 电子监察, 统计 (supervisor, admin)
     app.register_blueprint(oversight.bp)
+    app.register_blueprint(feedback.bp)
     start_jobs(app)
     return app

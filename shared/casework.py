@@ -350,6 +350,8 @@ def to_json(conn: sqlite3.Connection, case_id: str, calendar=None, today=None, m
     }
     from shared import joint  # 联办 opinions of the case (empty unless a joint item was accepted here)
     result["joint_opinions"] = joint.opinions(conn, case_id, today)
+    from shared import feedback  # 好差评 (with its 回访 where this node holds one)
+    result["rating"] = feedback.rating_of(conn, case_id)
     if calendar is not None and today is not None:
         clock = case_clock(events, row["limit_wd"], row["status"], calendar, today)
         result.update({k: clock[k] for k in ("deadline", "remaining_working_days", "supervision")})

@@ -11,7 +11,7 @@ from .db import database
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the township app for the node in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
     app = create_node_app(__name__, "township", test_config, database)
-    from shared.web import cases, documents, intake
+    from shared.web import cases, documents, feedback, intake
     from sync import api
 
     from . import enrol_relay, relay_pages
@@ -29,5 +29,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(relay_pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(enrol_relay.bp)
+    app.register_blueprint(feedback.bp)
     start_jobs(app)
     return app

@@ -11,7 +11,7 @@ from .db import database
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the village app for the node in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
     app = create_node_app(__name__, "village", test_config, database)
-    from shared.web import cases, documents, intake
+    from shared.web import cases, documents, feedback, intake
 
     from . import syncstatus
 
@@ -20,5 +20,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(cases.bp)
     app.register_blueprint(documents.bp)
     app.register_blueprint(syncstatus.bp)
+    app.register_blueprint(feedback.bp)
     start_jobs(app)
     return app
