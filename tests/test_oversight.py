@@ -209,6 +209,33 @@ def test_board_flags_a_refusal_without_reason(stats_net):
             hub.conn.execute("DELETE FROM case_events WHERE event_id = 'noreason-test'")
 
 
+def test_ratings_and_followups_enter_the_figures(stats_net):
+    from shared.storage import write_transaction
+
+    hub, cases = stats_net.hub, stats_net.cases
+    if hub.scalar("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('case_ratings', 'followups')") != 2:
+        pytest.skip("the feedback tables are not in this build")
+    rating = ("INSERT INTO case_ratings(case_id, level, comment, channel, node, recorded_by, office, rated_at,"
+              " received_at) VALUES (?, ?, '', 'village', '130926100201', 'agent', ?, '2026-03-05T02:00:00.000Z',"
+              " '2026-03-05T02:00:00.000Z')")
+    with write_transaction(hub.conn):
+        hub.conn.execute(rating, (cases["A"], 2, RS))  # 不满意: A needs its 回访 before it counts as closed
+        hub.conn.execute(rating, (cases["B"], 5, RS))
+        hub.conn.execute("INSERT INTO followups(followup_id, case_id, level, office, opened_at, deadline)"
+                         " VALUES ('fu-test', ?, 2, ?, '2026-03-05T02:00:00.000Z', '2026-03-26')", (cases["A"], RS))
+    try:
+        totals = _stats(stats_net)["totals"]
+        assert (totals["ratings"], totals["bad_ratings"], totals["satisfaction"]) == (2, 1, 0.5)
+        assert (totals["closable"], totals["closed"], totals["closure_rate"]) == (3, 0, 0.0)
+        with write_transaction(hub.conn):
+            hub.conn.execute("UPDATE followups SET status = 'closed' WHERE followup_id = 'fu-test'")
+        assert _stats(stats_net)["totals"]["closed"] == 1
+    finally:
+        with write_transaction(hub.conn):
+            hub.conn.execute("DELETE FROM followups WHERE followup_id = 'fu-test'")
+            hub.conn.execute("DELETE FROM case_ratings WHERE case_id IN (?, ?)", (cases["A"], cases["B"]))
+
+
 # ----------------------------------------------------------------------------- admin network
 
 
