@@ -173,6 +173,7 @@ class WorkCalendar:
         #: Years for which a lookup fell back to Monday–Friday.
         self.used_fallback: set[int] = set()
         self._library_years: dict[int, bool] = {}
+        self._library_days: dict[date, bool] = {}
         for key, schedule in (schedules or {}).items():
             added = self.add_schedule(schedule)
             if int(key) != added["year"]:
@@ -227,7 +228,11 @@ class WorkCalendar:
                 return True
             return d.weekday() < 5 and d not in self._off[year]
         if self._library_covers(year):
-            return chinese_calendar.is_workday(d)
+            # The library scans its whole table per call (~18 µs); a queue page asks thousands.
+            answer = self._library_days.get(d)
+            if answer is None:
+                answer = self._library_days[d] = chinese_calendar.is_workday(d)
+            return answer
         self.used_fallback.add(year)
         return d.weekday() < 5
 
