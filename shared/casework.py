@@ -158,7 +158,8 @@ DECISION_ACTIONS = {"approve": "准予", "deny": "不予许可", "reject": "不�
 
 
 # Details an approver may give with an action (others are ignored, never stored).
-ACTION_DETAILS = ("missing_items", "owed_materials", "due_date", "promise_end_date", "reason", "approved_by")
+ACTION_DETAILS = ("missing_items", "owed_materials", "due_date", "promise_end_date", "reason", "approved_by",
+                  "inspectors", "result", "visit_date")
 
 
 def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment: str, actor: str, node_id: str,
@@ -201,7 +202,9 @@ def check_event(conn: sqlite3.Connection, row, event: dict, sender: str) -> None
     """
     deciding_township = row["route_level"] == "township" and row["route_office"] == sender
     delivering_origin = event["action"] == "deliver" and row["origin"] == sender
-    if not (deciding_township or delivering_origin):
+    # 现场核查: the township above the node that took the application (or that township itself).
+    area_township = event["action"] == "site_visit" and len(sender) == 9 and row["origin"].startswith(sender)
+    if not (deciding_township or delivering_origin or area_township):
         raise RuleError("not_entitled", f"节点 {sender} 无权办理该办件（{event['action']}）")
     details = {k: v for k, v in (event.get("detail") or {}).items() if k in ACTION_DETAILS}
     if event["action"] == "extend":

@@ -80,6 +80,7 @@ ACTION_LABELS: dict[str, str] = {
     "withdraw": "撤回",
     "terminate": "终止",
     "extend": "延长办理期限",
+    "site_visit": "现场核查",
 }
 
 _DECIDABLE = frozenset({"ACCEPTED", "ACCEPTED_DEFICIENT", "IN_REVIEW"})
@@ -104,7 +105,12 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str | None]] = {
     "withdraw": (OPEN_STATES, "WITHDRAWN"),
     "terminate": (OPEN_STATES, "TERMINATED"),
     "extend": (frozenset({"ACCEPTED", "IN_REVIEW"}), None),
+    # 现场核查 (Art. 34): a record in the history, no change of status.
+    "site_visit": (frozenset({"RECEIVED", "ACCEPTED", "IN_REVIEW", "SUSPENDED"}), None),
 }
+
+#: Results a 现场核查 may record.
+SITE_VISIT_RESULTS: tuple[str, ...] = ("符合", "不符合", "需整改")
 
 # Actions that refuse or end a case must say why (Art. 38; 电子监察 flags
 # refusals without reasons). The message names the action.
@@ -162,6 +168,9 @@ def apply_action(status: str, action: str, comment: str = "", **details: object)
     - ``reject`` / ``deny`` / ``terminate``: a non-empty ``comment`` (the reason).
     - ``suspend``: ``reason`` (or ``comment``) equal to one of
       :data:`SUSPEND_REASONS`.
+    - ``site_visit``: ``inspectors`` (at least two names: Art. 34 has the
+      agency send two or more staff to verify on site) and ``result`` (one of
+      :data:`SITE_VISIT_RESULTS`).
     - ``extend``: a non-empty ``comment`` (reason told to the applicant),
       ``approved_by`` (the head who approved) and ``already_extended`` (bool):
       the limit may be extended only once.
@@ -170,7 +179,8 @@ def apply_action(status: str, action: str, comment: str = "", **details: object)
     :raises RuleError: ``unknown_status``, ``unknown_action``,
         ``invalid_transition``, ``reason_required``, ``missing_items_required``,
         ``owed_materials_required``, ``due_date_required``, ``due_date_too_late``,
-        ``invalid_suspend_reason``, ``approval_required`` or ``already_extended``.
+        ``invalid_suspend_reason``, ``approval_required``, ``already_extended``,
+        ``inspectors_required`` or ``invalid_site_visit_result``.
     """
     if status not in STATUS_LABELS:
         raise RuleError("unknown_status", f"未知的办件状态「{status}」")
@@ -217,5 +227,12 @@ def apply_action(status: str, action: str, comment: str = "", **details: object)
             raise RuleError("already_extended", "办理期限只能延长一次")
         if _blank(details.get("approved_by")):
             raise RuleError("approval_required", "延长办理期限须经本机关负责人批准")
+
+    elif action == "site_visit":
+        names = {v.strip() for v in _non_empty_items(details.get("inspectors")) if isinstance(v, str)}
+        if len(names) < 2:
+            raise RuleError("inspectors_required", "现场核查须由两名以上工作人员进行（行政许可法第三十四条）")
+        if details.get("result") not in SITE_VISIT_RESULTS:
+            raise RuleError("invalid_site_visit_result", "核查结果须为" + "、".join(SITE_VISIT_RESULTS) + "之一")
 
     return status if target is None else target

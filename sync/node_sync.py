@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from provisioning.lifecycle import finish_rotation_if_registered  # noqa: E402
-from shared import canonical, casework, feedback
+from shared import canonical, casework, feedback, site_visits
 from shared.clock import iso, parse_iso
 from shared.crypto import SignatureError, write_private_file
 from shared.storage import write_transaction
@@ -290,3 +290,5 @@ def _handle_message(conn: sqlite3.Connection, body: dict) -> None:
         casework.apply_update(conn, body["body"])
     elif body["kind"] == "complaint.answer":
         feedback.apply_answer(conn, body["body"])
+    elif body["kind"] == "case.site_visit":  # 现场核查 recorded by the township (history only)
+        site_visits.apply_downlink(conn, body["body"])

@@ -75,7 +75,7 @@ def test_full_flow_with_review_suspension_and_extension():
     assert status == "IN_REVIEW"
     status = apply_action(status, "suspend", reason="专家评审")
     assert status == "SUSPENDED"
-    assert allowed_actions(status) == ["resume", "withdraw", "terminate"]
+    assert allowed_actions(status) == ["resume", "withdraw", "terminate", "site_visit"]
     status = apply_action(status, "resume")
     assert (
         apply_action(status, "extend", "需组织现场核查", approved_by="张局长", already_extended=False)
@@ -143,6 +143,8 @@ def test_allowed_actions_match_apply_action():
         "reason": "鉴定",
         "approved_by": "负责人",
         "already_extended": False,
+        "inspectors": ["王林", "李森"],
+        "result": "符合",
     }
     for status in STATUS_LABELS:
         for action in ACTION_LABELS:
@@ -257,3 +259,26 @@ def test_unknown_status_and_action():
     with pytest.raises(RuleError) as exc:
         apply_action("RECEIVED", "fast_track")
     assert exc.value.code == "unknown_action"
+
+
+@pytest.mark.parametrize(
+    "details, code",
+    [
+        ({"inspectors": ["王林"], "result": "符合"}, "inspectors_required"),
+        ({"inspectors": ["王林", " 王林 "], "result": "符合"}, "inspectors_required"),
+        ({"inspectors": "王林、李森", "result": "符合"}, "inspectors_required"),
+        ({"inspectors": ["王林", "李森"], "result": "合格"}, "invalid_site_visit_result"),
+    ],
+)
+def test_site_visit_needs_two_inspectors_and_a_result(details, code):
+    with pytest.raises(RuleError) as exc:
+        apply_action("IN_REVIEW", "site_visit", "现场查看", **details)
+    assert exc.value.code == code
+
+
+def test_site_visit_keeps_the_status():
+    for status in ("RECEIVED", "ACCEPTED", "IN_REVIEW", "SUSPENDED"):
+        assert apply_action(status, "site_visit", "", inspectors=["王林", "李森"], result="需整改") == status
+    with pytest.raises(RuleError) as exc:
+        apply_action("APPROVED", "site_visit", "", inspectors=["王林", "李森"], result="符合")
+    assert exc.value.code == "invalid_transition"

@@ -21,5 +21,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(documents.bp)
     app.register_blueprint(syncstatus.bp)
     app.register_blueprint(feedback.bp)
+    from shared.web import site_visits as site_visit_pages  # 现场核查 (history, list)
+    app.register_blueprint(site_visit_pages.bp)
     start_jobs(app)
     return app
