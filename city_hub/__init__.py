@@ -36,5 +36,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     from . import oversight  # 电子监察, 统计 (supervisor, admin)
     app.register_blueprint(oversight.bp)
     app.register_blueprint(feedback.bp)
+    from shared.web import projects as project_pages  # 项目代办
+    from shared.web import site_visits as site_visit_pages  # 现场核查
+    app.register_blueprint(project_pages.bp)
+    app.register_blueprint(site_visit_pages.bp)
     start_jobs(app)
     return app

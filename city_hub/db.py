@@ -1,11 +1,11 @@
 """The hub's database: one SQLite file, schema composed from the shared fragments."""
 
-from shared import feedback, joint, oversight
+from shared import feedback, joint, oversight, projects
 from shared.schema import COMMON, DOCUMENTS, SUPERVISION
 from shared.web.db import DatabaseOwner
 from sync.schema import HUB, ISSUER
 
-MIGRATIONS = [COMMON + HUB + ISSUER, SUPERVISION, DOCUMENTS, feedback.SCHEMA, joint.SCHEMA, oversight.SCHEMA]
+MIGRATIONS = [COMMON + HUB + ISSUER, SUPERVISION, DOCUMENTS, feedback.SCHEMA, joint.SCHEMA, oversight.SCHEMA, projects.PROJECTS_SCHEMA]
 
 database = DatabaseOwner(MIGRATIONS)
 get_db = database.get_db

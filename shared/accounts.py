@@ -19,13 +19,14 @@ ROLES = {
     "head": "部门负责人",
     "supervisor": "监察员",
     "admin": "管理员",
+    "project_agent": "项目代办员",
 }
 # Roles that may act on cases routed to their office.
 DECIDING_ROLES = ("window", "chief", "head", "clerk")
 ROLES_BY_TIER = {
     "village": ("agent", "admin"),
     "township": ("clerk", "admin", "supervisor"),
-    "hub": ("window", "chief", "head", "supervisor", "admin"),
+    "hub": ("window", "chief", "head", "supervisor", "admin", "project_agent"),
 }
 
 

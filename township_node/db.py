@@ -1,11 +1,11 @@
 """The township's database: origin (window intake), relay (custody) and issuer (decisions)."""
 
-from shared import feedback, joint, oversight
+from shared import feedback, joint, oversight, projects
 from shared.schema import COMMON, DOCUMENTS, SUPERVISION
 from shared.web.db import DatabaseOwner
 from sync.schema import ISSUER, ORIGIN, RELAY
 
-MIGRATIONS = [COMMON + ORIGIN + RELAY + ISSUER, SUPERVISION, DOCUMENTS, feedback.SCHEMA, joint.SCHEMA, oversight.SCHEMA]
+MIGRATIONS = [COMMON + ORIGIN + RELAY + ISSUER, SUPERVISION, DOCUMENTS, feedback.SCHEMA, joint.SCHEMA, oversight.SCHEMA, projects.PROJECTS_SCHEMA]
 
 database = DatabaseOwner(MIGRATIONS)
 get_db = database.get_db

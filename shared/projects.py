@@ -1,0 +1,365 @@
+"""项目代办: a county project agent carries an enterprise's investment project through its items.
+
+No Flask here. A project (enterprise, 统一社会信用代码, project name, location) is kept at the
+hub by an account of role ``project_agent`` (项目代办员). The agent links the project's cases
+to it: cases the agent files at the hub on the enterprise's behalf (:func:`file_case`, for items
+the county may accept, e.g. 企业投资项目备案, a 秒批 item), or cases filed elsewhere that the hub
+holds (by case id or 收件回执 number). The project page shows each linked case with its status,
+deadline and remaining working days, and what blocks it (:func:`blockers`): not yet accepted,
+补齐补正 requested, 容缺 materials owed, the clock stopped, 联办 opinions still open or
+refused, overdue, refused or ended. The project's overall state follows from its cases.
+
+统一社会信用代码 (GB 32100-2015): 18 characters from ``0-9`` and ``ABCDEFGHJKLMNPQRTUWXY``
+(no I, O, S, V, Z): registration authority (1), organisation type (1), 行政区划 (6 digits),
+organisation code (9), check character. The check character is ``31 - (Σ value×weight mod 31)``
+with weights ``3**i mod 31`` (31 is written 0).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import uuid
+
+from shared import casework, states
+from shared.clock import iso
+from shared.errors import NotFound, RuleError, ValidationError
+
+PROJECTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    project_id TEXT PRIMARY KEY,
+    enterprise_name TEXT NOT NULL,
+    credit_code TEXT NOT NULL,
+    project_name TEXT NOT NULL,
+    location TEXT NOT NULL,
+    contact TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS projects_by_code ON projects(credit_code);
+-- A case belongs to at most one project.
+CREATE TABLE IF NOT EXISTS project_cases (
+    case_id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(project_id),
+    linked_by TEXT NOT NULL,
+    linked_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS project_cases_by_project ON project_cases(project_id, linked_at);
+"""
+
+#: Who carries projects (creates them, files and links their cases).
+AGENT_ROLES = ("project_agent",)
+#: Who may look at projects besides the agents.
+VIEW_ROLES = ("project_agent", "supervisor", "admin", "head")
+
+CREDIT_CODE_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_CREDIT_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))
+_CREDIT_SHAPE = re.compile(r"[1-9ANY][0-9A-HJ-NP-RTUW-Y]\d{6}[0-9A-HJ-NP-RTUW-Y]{10}")
+
+OVERALL_LABELS = {
+    "empty": "尚未关联办件",
+    "in_progress": "办理中",
+    "blocked": "受阻",
+    "completed": "全部办结",
+}
+CASE_STATE_LABELS = {"done": "已办结", "in_progress": "办理中", "blocked": "受阻", "failed": "未获准/已终止"}
+DONE_STATES = frozenset({"APPROVED", "CONCLUDED"})
+FAILED_STATES = frozenset({"NOT_ACCEPTED", "DENIED", "WITHDRAWN", "TERMINATED"})
+
+
+# ----------------------------------------------------------------------------- 统一社会信用代码
+
+
+def credit_check_char(first17: str) -> str:
+    """The GB 32100 check character for the first 17 characters of a 统一社会信用代码."""
+    total = sum(CREDIT_CODE_CHARS.index(c) * w for c, w in zip(first17, _CREDIT_WEIGHTS, strict=True))
+    return CREDIT_CODE_CHARS[(31 - total % 31) % 31]
+
+
+def validate_credit_code(value, field: str = "credit_code") -> str:
+    """A well-formed 统一社会信用代码 (upper-cased, trimmed), or :class:`ValidationError` on ``field``."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field, "请填写统一社会信用代码")
+    code = value.strip().upper()
+    if len(code) != 18:
+        raise ValidationError(field, "统一社会信用代码应为18位")
+    if not _CREDIT_SHAPE.fullmatch(code):
+        raise ValidationError(field, "统一社会信用代码含有不允许的字符或格式不符（不使用 I、O、S、V、Z）")
+    if credit_check_char(code[:17]) != code[17]:
+        raise ValidationError(field, "统一社会信用代码校验位不正确，请核对")
+    return code
+
+
+# ----------------------------------------------------------------------------- projects
+
+
+def _text(payload: dict, name: str, label: str, limit: int, required: bool = True) -> str:
+    value = payload.get(name, "")
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise ValidationError(name, f"{label}必须是文本")
+    value = value.strip()
+    if required and not value:
+        raise ValidationError(name, f"请填写{label}")
+    if len(value) > limit:
+        raise ValidationError(name, f"{label}不能超过{limit}个字")
+    return value
+
+
+def create(conn: sqlite3.Connection, payload: dict, agent: str, now) -> dict:
+    """Create a project. Call inside a write transaction."""
+    if not isinstance(payload, dict):
+        raise ValidationError("body", "请求体必须是 JSON 对象")
+    project = {
+        "project_id": uuid.uuid4().hex,
+        "enterprise_name": _text(payload, "enterprise_name", "企业名称", 100),
+        "credit_code": validate_credit_code(payload.get("credit_code")),
+        "project_name": _text(payload, "project_name", "项目名称", 100),
+        "location": _text(payload, "location", "建设地点", 100),
+        "contact": _text(payload, "contact", "企业联系人", 50, required=False),
+        "agent": agent,
+        "created_at": iso(now),
+    }
+    conn.execute(
+        "INSERT INTO projects(project_id, enterprise_name, credit_code, project_name, location, contact, agent,"
+        " created_at) VALUES (:project_id, :enterprise_name, :credit_code, :project_name, :location, :contact,"
+        " :agent, :created_at)", project)
+    return project
+
+
+def get(conn: sqlite3.Connection, project_id: str) -> sqlite3.Row:
+    """The project row, or :class:`NotFound`."""
+    row = conn.execute("SELECT * FROM projects WHERE project_id = ?", (project_id,)).fetchone()
+    if row is None:
+        raise NotFound("未找到该项目")
+    return row
+
+
+def list_projects(conn: sqlite3.Connection, agent: str | None = None) -> list[sqlite3.Row]:
+    """Projects, newest first (only ``agent``'s when given), with their number of cases."""
+    sql = ("SELECT p.*, (SELECT COUNT(*) FROM project_cases c WHERE c.project_id = p.project_id) AS cases"
+           " FROM projects p")
+    args: tuple = ()
+    if agent is not None:
+        sql += " WHERE p.agent = ?"
+        args = (agent,)
+    return conn.execute(sql + " ORDER BY p.created_at DESC LIMIT 500", args).fetchall()
+
+
+def find_case(conn: sqlite3.Connection, reference) -> str:
+    """The case id for a case id or a 收件回执 number this node holds."""
+    if not isinstance(reference, str) or not reference.strip():
+        raise ValidationError("case_id", "请填写办件标识或收件回执编号")
+    reference = reference.strip()
+    row = conn.execute("SELECT case_id FROM cases WHERE case_id = ? OR receipt_no = ?",
+                       (reference, reference)).fetchone()
+    if row is None:
+        raise ValidationError("case_id", "本中心没有该办件（办件报送到市中心后才能关联）")
+    return row["case_id"]
+
+
+def link_case(conn: sqlite3.Connection, project_id: str, case_id: str, agent: str, now) -> bool:
+    """Link a case to a project (False if already linked to it). Call inside a write transaction."""
+    get(conn, project_id)
+    case_id = find_case(conn, case_id)
+    current = conn.execute("SELECT project_id FROM project_cases WHERE case_id = ?", (case_id,)).fetchone()
+    if current is not None:
+        if current["project_id"] == project_id:
+            return False
+        raise RuleError("already_linked", "该办件已关联到另一个项目")
+    conn.execute("INSERT INTO project_cases(case_id, project_id, linked_by, linked_at) VALUES (?,?,?,?)",
+                 (case_id, project_id, agent, iso(now)))
+    return True
+
+
+def _applicant(applicant) -> dict:
+    """The enterprise's 经办人 who signs the application (the case's applicant)."""
+    from shared.idcard import validate_id_number, validate_phone
+
+    if not isinstance(applicant, dict):
+        raise ValidationError("applicant", "缺少经办人信息")
+    return {"name": _name(applicant),
+            "id_number": validate_id_number(applicant.get("id_number"), field="applicant.id_number"),
+            "phone": validate_phone(applicant.get("phone"), field="applicant.phone")}
+
+
+def _name(applicant: dict) -> str:
+    name = applicant.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError("applicant.name", "请填写经办人姓名")
+    if len(name.strip()) > 50:
+        raise ValidationError("applicant.name", "经办人姓名过长")
+    return name.strip()
+
+
+def prefill_form(item: dict, project, form: dict) -> dict:
+    """The item's form with the enterprise's fields taken from the project where left empty."""
+    known = {"enterprise_name": project["enterprise_name"], "credit_code": project["credit_code"],
+             "project_name": project["project_name"], "site": project["location"],
+             "contact_name": project["contact"]}
+    filled = dict(form)
+    for f in item.get("fields", []):
+        if f["name"] in known and known[f["name"]] and not filled.get(f["name"]):
+            filled[f["name"]] = known[f["name"]]
+    return filled
+
+
+def file_case(conn: sqlite3.Connection, node, project_id: str, items: dict, version: int, payload: dict,
+              files: list[tuple[str, str, bytes]], agent: str) -> dict:
+    """File an application at the hub for the project's enterprise and link it (代办 at the county).
+
+    ``payload`` is shaped like ``POST /api/v1/cases`` (item_code, applicant = the enterprise's
+    经办人, form, situation); enterprise fields the item asks for are taken from the project. The
+    case is received at once, and a 秒批 item whose rule holds is approved at once.
+    """
+    from shared import documents
+    from shared.catalog import accepts_at, required_materials, route, validate_form
+    from shared.storage import ensure_disk_space, write_transaction
+    from sync import blobs
+
+    ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
+    project = get(conn, project_id)
+    item = items.get(payload.get("item_code"))
+    if item is None:
+        raise ValidationError("item_code", "事项不存在")
+    if item.get("consultation_only"):
+        raise RuleError("consultation_only", f"「{item['name']}」无需办理审批，属咨询事项")
+    if not accepts_at(item, node.node_id):
+        raise RuleError("not_accepted_here", f"「{item['name']}」不能在市（县）中心受理，请到乡镇或村申请后关联到项目")
+    applicant = _applicant(payload.get("applicant"))
+    form = validate_form(item, prefill_form(item, project, payload.get("form") or {}))
+    if "credit_code" in form:
+        form["credit_code"] = validate_credit_code(form["credit_code"], field="form.credit_code")
+    form = {k: (repr(v) if isinstance(v, float) else v) for k, v in form.items()}
+    situation = payload.get("situation") or {}
+    needed = required_materials(item, situation if isinstance(situation, dict) else {})
+    now = node.now()
+    materials = [{"code": code, "filename": filename, "sha256": node.blobs.put(data), "size": len(data)}
+                 for code, filename, data in files]
+    missing = [m["name"] for m in needed if m["code"] not in {x["code"] for x in materials}]
+    entrustment = {"principal": project["enterprise_name"], "agent": agent, "scope": item["name"],
+                   "consent": True, "kind": "项目代办", "project_id": project_id}
+    with write_transaction(conn):
+        for m in materials:
+            blobs.register(conn, m["sha256"], m["size"], now)
+        body, _ = casework.capture(
+            conn, node_id=node.node_id, item=item, catalog_version=version,
+            route=route(item, node.node_id, node.hub_id), applicant=applicant, form=form,
+            materials=materials, agent=agent, now=now, entrustment=entrustment)
+        case_id = body["case_id"]
+        conn.execute("UPDATE cases SET sync_state = 'hub' WHERE case_id = ?", (case_id,))  # it is at the hub
+        documents.issue(conn, node, casework.get_row(conn, case_id), "receipt", body["event"],
+                        node.config.get("NODE_NAME") or node.node_id)
+        casework.receive(conn, case_id, item, node.node_id, now, node.emit)
+        conn.execute("INSERT INTO project_cases(case_id, project_id, linked_by, linked_at) VALUES (?,?,?,?)",
+                     (case_id, project_id, agent, iso(now)))
+    status = casework.get_row(conn, case_id)["status"]
+    return {"case_id": case_id, "receipt_no": body["receipt_no"], "status": status,
+            "status_label": states.status_label(status), "route": body["route"], "missing_materials": missing}
+
+
+# ----------------------------------------------------------------------------- what blocks it
+
+
+def _last_event(case: dict, actions: tuple[str, ...]) -> dict | None:
+    return next((h for h in reversed(case["history"]) if h["action"] in actions), None)
+
+
+def blockers(case: dict) -> list[dict]:
+    """What holds a case up, from its JSON view (``casework.to_json`` with the clock).
+
+    Each entry is ``{"code", "label"}``; none for a case that is moving on time or finished.
+    """
+    status = case["status"]
+    found: list[dict] = []
+
+    def add(code: str, label: str) -> None:
+        found.append({"code": code, "label": label})
+
+    if status in ("DRAFT", "SUBMITTED", "RECEIVED"):
+        add("not_accepted", "尚未受理")
+    elif status in ("SUPPLEMENT", "PRECHECK_RETURNED"):
+        notice = _last_event(case, ("request_correction", "precheck_return")) or {}
+        missing = (notice.get("detail") or {}).get("missing_items") or [notice.get("comment") or ""]
+        add("correction", "待补齐补正：" + "、".join(m for m in missing if m))
+    elif status == "ACCEPTED_DEFICIENT":
+        owed = (_last_event(case, ("accept_deficient",)) or {}).get("detail") or {}
+        add("deficient", f"容缺材料待补齐：{'、'.join(owed.get('owed_materials') or [])}"
+                         f"（{owed.get('due_date', '—')}前）")
+    elif status == "SUSPENDED":
+        paused = _last_event(case, ("suspend",)) or {}
+        reason = (paused.get("detail") or {}).get("reason") or paused.get("comment") or ""
+        add("suspended", f"特别程序（{reason}），暂停计时")
+    elif status in FAILED_STATES:
+        decision = case.get("decision") or {}
+        ended = _last_event(case, ("reject", "deny", "withdraw", "terminate")) or {}
+        reason = decision.get("comment") or ended.get("comment") or ""
+        add("refused" if status in ("NOT_ACCEPTED", "DENIED") else "ended",
+            f"{states.status_label(status)}{'：' + reason if reason else ''}，需重新申请")
+    if status in states.OPEN_STATES:
+        opinions = case.get("joint_opinions") or []
+        waiting = [o for o in opinions if o["opinion"] is None]
+        if waiting:
+            late = [o for o in waiting if o.get("overdue")]
+            add("joint_pending", "待联办意见：" + "、".join(o["department"] for o in waiting)
+                + ("（已超期）" if late else ""))
+        refused = [o for o in opinions if o["opinion"] == "disagree"]
+        if refused:
+            add("joint_disagree", "联办部门不同意：" + "、".join(o["department"] for o in refused))
+        remaining = case.get("remaining_working_days")
+        if remaining is not None and remaining < 0:
+            add("overdue", f"已超期{-remaining}个工作日（{case.get('supervision_label') or ''}）")
+    return found
+
+
+def case_state(case: dict, found: list[dict]) -> str:
+    """done / failed / blocked / in_progress for one linked case."""
+    if case["status"] in DONE_STATES:
+        return "done"
+    if case["status"] in FAILED_STATES:
+        return "failed"
+    return "blocked" if found else "in_progress"
+
+
+def overall(case_states: list[str]) -> str:
+    """The project's state from its cases' states."""
+    if not case_states:
+        return "empty"
+    if all(s == "done" for s in case_states):
+        return "completed"
+    if any(s in ("blocked", "failed") for s in case_states):
+        return "blocked"
+    return "in_progress"
+
+
+def to_json(conn: sqlite3.Connection, project_id: str, calendar, today) -> dict:
+    """The project page's content: the project, each linked case and what blocks it, the overall state."""
+    project = get(conn, project_id)
+    cases = []
+    for link in conn.execute("SELECT case_id, linked_by, linked_at FROM project_cases WHERE project_id = ?"
+                             " ORDER BY linked_at, rowid", (project_id,)):
+        case = casework.to_json(conn, link["case_id"], calendar, today)
+        found = blockers(case)
+        state = case_state(case, found)
+        cases.append({
+            "case_id": case["case_id"], "receipt_no": case["receipt_no"], "item_code": case["item_code"],
+            "item_name": case["item_name"], "status": case["status"], "status_label": case["status_label"],
+            "route": case["route"], "accepted_at": case["accepted_at"], "deadline": case["deadline"],
+            "remaining_working_days": case["remaining_working_days"], "supervision": case["supervision"],
+            "state": state, "state_label": CASE_STATE_LABELS[state], "blockers": found,
+            "linked_by": link["linked_by"], "linked_at": link["linked_at"],
+            "calendar_warning": case.get("calendar_warning"),
+        })
+    state = overall([c["state"] for c in cases])
+    open_deadlines = [c["deadline"] for c in cases if c["deadline"] and c["status"] in states.OPEN_STATES]
+    return {
+        **{k: project[k] for k in ("project_id", "enterprise_name", "credit_code", "project_name", "location",
+                                   "contact", "agent", "created_at")},
+        "state": state,
+        "state_label": OVERALL_LABELS[state],
+        "counts": {k: sum(1 for c in cases if c["state"] == k) for k in CASE_STATE_LABELS},
+        "latest_deadline": max(open_deadlines) if open_deadlines else None,
+        "blocking": [{"case_id": c["case_id"], "item_name": c["item_name"], **b} for c in cases for b in c["blockers"]],
+        "cases": cases,
+    }
