@@ -49,8 +49,8 @@ CREATE INDEX IF NOT EXISTS project_cases_by_project ON project_cases(project_id,
 
 #: Who carries projects (creates them, files and links their cases).
 AGENT_ROLES = ("project_agent",)
-#: Who may look at projects besides the agents.
-VIEW_ROLES = ("project_agent", "supervisor", "admin", "head")
+#: Who may look at projects: every hub account (windows and heads see where a project stands).
+VIEW_ROLES = ("project_agent", "window", "chief", "head", "supervisor", "admin")
 
 CREDIT_CODE_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _CREDIT_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))

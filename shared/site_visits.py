@@ -168,6 +168,18 @@ def visits_of(conn: sqlite3.Connection, case_id: str) -> list[dict]:
             for e in casework.events_of(conn, case_id, ("site_visit",))]
 
 
+def recent(conn: sqlite3.Connection, limit: int = 100) -> list[dict]:
+    """The latest site visits held at this node, newest first, with their case."""
+    import json
+
+    rows = conn.execute(
+        "SELECT e.case_id, e.at, e.node, e.actor, e.detail, c.receipt_no, c.item_name, c.origin FROM case_events e"
+        " JOIN cases c ON c.case_id = e.case_id WHERE e.action = 'site_visit' ORDER BY e.at DESC LIMIT ?",
+        (limit,)).fetchall()
+    return [{**{k: r[k] for k in ("case_id", "at", "node", "actor", "receipt_no", "item_name", "origin")},
+             **json.loads(r["detail"] or "{}")} for r in rows]
+
+
 def photo_of(conn: sqlite3.Connection, case_id: str, sha256: str) -> dict | None:
     """A photo of one of the case's site visits (its record), or None."""
     for visit in visits_of(conn, case_id):

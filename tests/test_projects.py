@@ -223,3 +223,28 @@ def test_a_case_belongs_to_one_project_and_must_be_known(net, agent, villager):
                                                      "phone": "13812345678"}, "form": {}})
     assert xz.status_code == 409 and xz.json()["error"]["code"] == "not_accepted_here"
     assert net.hub.api("GET", f"/api/v1/projects/{'f' * 32}", agent).status_code == 404
+
+
+def test_the_agent_files_from_the_project_page(net, agent):
+    pid = _project(net, agent, project_name="光伏屋顶项目", credit_code=REAL_CODES[2])["project_id"]
+    s = session_for(net.hub, "xmdb")
+    assert "光伏屋顶项目" in s.get(net.hub.url + "/projects", timeout=10).text
+    page = s.get(f"{net.hub.url}/projects/{pid}", timeout=10).text
+    assert "尚未关联办件" in page and "企业投资项目备案" in page
+    form_page = s.get(f"{net.hub.url}/projects/{pid}/file/130926-FG-0001", timeout=10)
+    assert form_page.status_code == 200 and REAL_CODES[2] in form_page.text  # prefilled from the project
+    token = form_page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    data = {"csrf_token": token, "applicant_name": "钱经理", "applicant_id_number": valid_id_number(),
+            "applicant_phone": "13812345678", "form_enterprise_name": "肃宁县阳光能源有限公司",
+            "form_credit_code": REAL_CODES[2], "form_contact_name": "钱经理", "form_project_name": "光伏屋顶项目",
+            "form_site": "肃宁县", "form_scale_content": "屋顶分布式光伏2兆瓦", "form_total_investment": "900",
+            "form_restricted_industry": "否", "form_needs_approval": "否"}
+    wrong = s.post(f"{net.hub.url}/projects/{pid}/file/130926-FG-0001",
+                   data={**data, "form_credit_code": REAL_CODES[2][:-1] + "C"}, timeout=10)
+    assert wrong.status_code == 400 and "统一社会信用代码" in wrong.text
+    r = s.post(f"{net.hub.url}/projects/{pid}/file/130926-FG-0001", data=data,
+               files={"material_filing_info": ("备案信息表.pdf", b"%PDF-1.4 test", "application/pdf")}, timeout=10)
+    assert r.status_code == 200 and "全部办结" in r.text and "准予" in r.text
+    case = _get(net, agent, pid)["cases"][0]
+    assert case["status"] == "APPROVED"
+    assert net.hub.scalar("SELECT COUNT(*) FROM case_materials WHERE case_id = ?", (case["case_id"],)) == 1

@@ -6,7 +6,7 @@ from flask import Blueprint, flash, g, jsonify, redirect, render_template, reque
 
 from shared import accounts, intake, projects
 from shared.catalog import accepts_at, required_materials
-from shared.errors import LiandongError, ValidationError
+from shared.errors import Forbidden, LiandongError, ValidationError
 from shared.storage import write_transaction
 
 from . import current_node
@@ -120,9 +120,14 @@ def index():
 
 
 @bp.route("/projects/new", methods=["GET", "POST"])
-@roles_required(*projects.AGENT_ROLES)
+@roles_required(*projects.VIEW_ROLES)
 def new():
-    """A new project."""
+    """A new project (project agents; others are sent back to the list)."""
+    if g.account["role"] not in projects.AGENT_ROLES:
+        if request.method == "POST":
+            raise Forbidden("只有项目代办员可以登记项目")
+        flash("只有项目代办员可以登记项目")
+        return redirect(url_for("projects.index"))
     error, values = None, {}
     if request.method == "POST":
         values = {k: request.form.get(k, "") for k in ("enterprise_name", "credit_code", "project_name",

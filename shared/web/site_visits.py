@@ -79,16 +79,14 @@ def api_list(case_id: str):
 
 @bp.get("/site-visits")
 def overview():
-    """Township: cases in the area that may get a site visit now."""
+    """Township: cases in the area that may get a site visit now; every node: recent site visits."""
     node = current_node()
-    if node.tier != "township":
-        abort(404)
+    conn = get_db()
     items = _items()
-    rows = site_visits.candidates(get_db(), node.node_id, items)
-    visited = {r["case_id"] for r in get_db().execute(
-        "SELECT DISTINCT case_id FROM case_events WHERE action = 'site_visit'")}
+    rows = site_visits.candidates(conn, node.node_id, items) if node.tier == "township" else []
+    visited = {r["case_id"] for r in conn.execute("SELECT DISTINCT case_id FROM case_events WHERE action = 'site_visit'")}
     return render_template("site_visits/overview.html", rows=rows, visited=visited, label=states.status_label,
-                           items=items)
+                           recent=site_visits.recent(conn))
 
 
 @bp.route("/cases/<case_id>/site-visit", methods=["GET", "POST"])
