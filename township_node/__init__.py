@@ -27,6 +27,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     from shared.web import joint as joint_pages  # 联办意见, 审管认领
     app.register_blueprint(joint_pages.bp)
     app.register_blueprint(relay_pages.bp)
+    from shared.web import bundles as bundle_pages  # U盘 bundles
+    app.register_blueprint(bundle_pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(enrol_relay.bp)
     app.register_blueprint(feedback.bp)

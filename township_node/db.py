@@ -6,6 +6,10 @@ from shared.web.db import DatabaseOwner
 from sync.schema import ISSUER, ORIGIN, RELAY
 
 MIGRATIONS = [COMMON + ORIGIN + RELAY + ISSUER, SUPERVISION, DOCUMENTS, feedback.SCHEMA, joint.SCHEMA, oversight.SCHEMA, projects.PROJECTS_SCHEMA]
+# Page speed (indexes) and the village's 暂存 drafts: shared/perf_indexes.py, shared/drafts.py.
+from shared import drafts, perf_indexes  # noqa: E402
+
+MIGRATIONS += [perf_indexes.SCHEMA, drafts.SCHEMA]
 
 database = DatabaseOwner(MIGRATIONS)
 get_db = database.get_db

@@ -20,6 +20,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(cases.bp)
     app.register_blueprint(documents.bp)
     app.register_blueprint(syncstatus.bp)
+    from shared.web import bundles as bundle_pages  # U盘 bundles
+    app.register_blueprint(bundle_pages.bp)
     app.register_blueprint(feedback.bp)
     from shared.web import site_visits as site_visit_pages  # 现场核查 (history, list)
     app.register_blueprint(site_visit_pages.bp)

@@ -22,7 +22,7 @@ from flask import (
     url_for,
 )
 
-from shared import accounts, casework, joint, states
+from shared import accounts, casework, joint, precheck, states
 from shared.clock import CN_TZ, parse_iso
 from shared.errors import Forbidden, LiandongError, ValidationError
 from shared.storage import write_transaction
@@ -153,7 +153,34 @@ def detail(case_id: str):
                            suspend_reasons=states.SUSPEND_REASONS, supervision=SUPERVISION_LABELS,
                            may_decide=bool(actions), seven_steps=casework.seven_steps(case),
                            may_deliver=(row["status"] in states.DECIDED_STATES and row["origin"] == node.node_id
-                                        and g.account["role"] in ("agent", "clerk")))
+                                        and g.account["role"] in ("agent", "clerk")),
+                           notice=precheck.latest_notice(case["history"]),
+                           mark_actions=[a for a in actions if a in precheck.MARK_ACTIONS])
+
+
+@bp.post("/cases/<case_id>/precheck")
+def precheck_marks(case_id: str):
+    """预审 marks on fields and materials, sent as ONE 一次性告知 (补齐补正 or 预审退回)."""
+    action = request.form.get("action", "request_correction")
+    if action not in precheck.MARK_ACTIONS:
+        abort(400)
+    row = casework.get_row(get_db(), case_id)
+    item = _catalog_items().get(row["item_code"]) or {}
+    fields = {k[len("mark_field_"):]: request.form.get("note_field_" + k[len("mark_field_"):], "")
+              for k in request.form if k.startswith("mark_field_")}
+    materials = {k[len("mark_material_"):]: request.form.get("note_material_" + k[len("mark_material_"):], "")
+                 for k in request.form if k.startswith("mark_material_")}
+    comment = request.form.get("comment", "").strip()
+    try:
+        items = precheck.build_missing_items(item, fields, materials, request.form.get("other", ""))
+        act(case_id, action, comment or "请按一次性告知的全部内容补齐补正后重新提交", {"missing_items": items})
+    except LiandongError as exc:
+        if exc.status == 403:
+            raise
+        flash(f"未能{states.ACTION_LABELS[action]}：{exc.message}")
+    else:
+        flash(f"已{states.ACTION_LABELS[action]}：一次性告知 {len(items)} 项")
+    return redirect(url_for("cases.detail", case_id=case_id))
 
 
 @bp.post("/cases/<case_id>/actions")
@@ -242,21 +269,54 @@ def material(case_id: str, sha256: str):
                     headers={"Content-Disposition": "attachment; filename*=UTF-8''" + sha256})
 
 
+#: Rows per page of the queue (the counts at the top are over every open case of the office).
+QUEUE_PAGE = 100
+
+
+def page_number() -> int:
+    """The ``page`` query argument (1 for anything that is not a positive number)."""
+    value = request.args.get("page", "1")
+    return max(1, int(value)) if value.isdigit() else 1
+
+
 @bp.get("/queue")
 def queue():
-    """The office's open cases, nearest deadline first."""
+    """The office's open cases, nearest deadline first (one query for the cases, one for their events)."""
+    from shared.deadlines import case_clock
+    from shared.perf_indexes import memo_calendar
+
     office = g.account["office"]
     node = current_node()
     conn = get_db()
     open_states = tuple(states.OPEN_STATES)
+    where = f"route_office = ? AND status IN ({','.join('?' * len(open_states))})"
     rows = conn.execute(
-        f"SELECT case_id FROM cases WHERE route_office = ? AND status IN ({','.join('?' * len(open_states))})"
-        " ORDER BY submitted_at LIMIT 500",
-        (office, *open_states),
-    ).fetchall()
-    cases = [casework.to_json(conn, r["case_id"], node.calendar, node.clock.today_cn()) for r in rows]
+        "SELECT case_id, receipt_no, item_name, applicant_name, origin, status, limit_wd, submitted_at"
+        f" FROM cases WHERE {where}", (office, *open_states)).fetchall()
+    events: dict[str, list] = {}
+    for e in conn.execute(
+        "SELECT case_id, at, action, detail FROM case_events WHERE case_id IN"
+        f" (SELECT case_id FROM cases WHERE {where}) AND action IN ('accept', 'accept_deficient', 'suspend',"
+        " 'resume', 'extend') ORDER BY case_id, at, rowid", (office, *open_states)):
+        events.setdefault(e["case_id"], []).append(e)
+    calendar, today = memo_calendar(node.calendar), node.clock.today_cn()
+    cases = []
+    for r in rows:
+        clock = case_clock(events.get(r["case_id"], ()), r["limit_wd"], r["status"], calendar, today)
+        cases.append({
+            "case_id": r["case_id"], "receipt_no": r["receipt_no"], "item_name": r["item_name"],
+            "applicant": {"name": r["applicant_name"]}, "origin": r["origin"], "status": r["status"],
+            "status_label": states.status_label(r["status"]), "submitted_at": r["submitted_at"],
+            "deadline": clock["deadline"], "remaining_working_days": clock["remaining_working_days"],
+            "supervision": clock["supervision"],
+        })
     cases.sort(key=lambda c: (c["remaining_working_days"] is None, c["remaining_working_days"] or 0,
                               c["submitted_at"]))
     counts = {level: sum(1 for c in cases if c["supervision"] == level) for level in SUPERVISION_LABELS}
-    return render_template("cases/queue.html", cases=cases, office=office, supervision=SUPERVISION_LABELS,
-                           counts=counts, may_decide=g.account["role"] in accounts.DECIDING_ROLES)
+    page = page_number()
+    pages = max(1, -(-len(cases) // QUEUE_PAGE))
+    page = min(page, pages)
+    return render_template("cases/queue.html", cases=cases[(page - 1) * QUEUE_PAGE:page * QUEUE_PAGE],
+                           total=len(cases), page=page, pages=pages, office=office,
+                           supervision=SUPERVISION_LABELS, counts=counts,
+                           may_decide=g.account["role"] in accounts.DECIDING_ROLES)

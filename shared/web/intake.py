@@ -10,9 +10,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.datastructures import MultiDict
 
-from shared import intake, states
+from shared import drafts, intake, states
 from shared.catalog import accepts_at, public_view, required_materials, search, validate_form
 from shared.clock import parse_iso
 from shared.errors import LiandongError, ValidationError
@@ -299,9 +311,22 @@ def new_case(code: str):
     if item.get("consultation_only") or not accepts_at(item, node.node_id):
         return redirect(url_for("intake.item_guide", code=code))
     steps = _steps(item)
-    state = _State(item, request.form)
-    error = None
     step = steps[0]
+    posted_form = request.form
+    if request.method == "GET" and request.args.get("draft"):
+        # 继续 a 暂存 draft: its saved inputs as if they had just been posted.
+        draft = drafts.get(get_db(), request.args["draft"])
+        if draft["item_code"] != code:
+            abort(404)
+        saved = draft["state"]
+        posted_form = MultiDict([*saved["values"].items(), *(("kept_material", k) for k in saved["kept"]),
+                                 ("draft_id", draft["draft_id"])])
+        if saved.get("entrusted"):
+            posted_form.add("entrust_consent", "yes")
+        step = draft["step"] if draft["step"] in steps else step
+    state = _State(item, posted_form)
+    draft_id = posted_form.get("draft_id", "")
+    error = None
     if request.method == "POST":
         posted = request.form.get("step")
         go = request.form.get("go", "next")
@@ -314,6 +339,14 @@ def new_case(code: str):
                 state.add_uploads(request.files)
             if request.form.get("remove_material"):
                 go = "stay"
+            elif go == "draft":
+                # 暂存: kept on this PC only (no case, no receipt, never sent) until submitted.
+                kept = [v for k, v in state.hidden("") if k == "kept_material"]
+                drafts.save(get_db(), draft_id or None, item, posted,
+                            {"values": state.values(), "kept": kept, "entrusted": state.entrusted},
+                            g.account["username"], node.now())
+                flash(f"已暂存「{item['name']}」（尚未提交，不会发送）；可在“我的办件”中继续办理")
+                return redirect(url_for("intake.my_cases"))
             elif go == "back":
                 step = steps[max(0, steps.index(posted) - 1)]
             elif go in steps and steps.index(go) < steps.index(posted):
@@ -322,6 +355,8 @@ def new_case(code: str):
                 for earlier in steps[:-1] if not one_page else ():
                     state.check(earlier)
                 receipt = intake.submit(get_db(), node, state.payload(), state.files(), g.account["username"])
+                if draft_id:
+                    drafts.delete(get_db(), draft_id)
                 return redirect(url_for("cases.receipt", case_id=receipt["case_id"], new=1))
             elif go != "stay":
                 state.check(posted)
@@ -332,7 +367,7 @@ def new_case(code: str):
     return render_template(
         "intake/wizard.html", item=item, steps=steps, step=step, labels=STEP_LABELS, state=state,
         values=state.values(), error=error, error_input=_input_name(getattr(error, "field", None)),
-        needed=state.needed(), missing=state.missing(), mask=mask_id_number,
+        needed=state.needed(), missing=state.missing(), mask=mask_id_number, draft_id=draft_id,
         max_file_mb=int(node.config["MAX_ATTACHMENT_BYTES"]) // (1024 * 1024),
     ), (400 if error else 200)
 
@@ -340,26 +375,47 @@ def new_case(code: str):
 # ---------------------------------------------------------------------------- lists
 
 
-def _own_cases(where: str = "", params: tuple = ()) -> list:
+#: Rows per page of the lists (我的办件, 结果送达).
+LIST_PAGE = 100
+
+
+def _own_cases(where: str = "", params: tuple = ()) -> dict:
+    """One page of the cases taken here (newest first), with the total and the page numbers."""
+    from shared.web.cases import page_number
+
     query = request.args.get("q", "").strip()
-    sql = "SELECT * FROM cases WHERE origin = ?" + where
+    sql = " FROM cases WHERE origin = ?" + where
     args: list = [current_node().node_id, *params]
     if query:
         sql += " AND (receipt_no LIKE ? OR applicant_name LIKE ? OR item_name LIKE ?)"
         args += [f"%{query}%"] * 3
-    return get_db().execute(sql + " ORDER BY submitted_at DESC LIMIT 500", args).fetchall()
+    conn = get_db()
+    total = conn.execute("SELECT COUNT(*)" + sql, args).fetchone()[0]
+    pages = max(1, -(-total // LIST_PAGE))
+    page = min(page_number(), pages)
+    rows = conn.execute("SELECT *" + sql + " ORDER BY submitted_at DESC LIMIT ? OFFSET ?",
+                        [*args, LIST_PAGE, (page - 1) * LIST_PAGE]).fetchall()
+    return {"rows": rows, "total": total, "page": page, "pages": pages, "query": query,
+            "pager_args": {"q": query} if query else {}}
 
 
 @bp.get("/cases")
 def my_cases():
     """The cases taken at this node, newest first, with where each one is in plain words."""
-    return render_template("intake/my_cases.html", rows=_own_cases(), sync_word=sync_word, mask=mask_id_number,
-                           query=request.args.get("q", "").strip(), label=states.status_label)
+    return render_template("intake/my_cases.html", **_own_cases(), sync_word=sync_word, mask=mask_id_number,
+                           label=states.status_label, drafts=drafts.listed(get_db()), step_labels=STEP_LABELS)
+
+
+@bp.post("/drafts/<draft_id>/delete")
+def delete_draft(draft_id: str):
+    """Discard a 暂存 draft (it was never sent)."""
+    if drafts.delete(get_db(), draft_id):
+        flash("已删除暂存的办件")
+    return redirect(url_for("intake.my_cases"))
 
 
 @bp.get("/results")
 def results():
     """Decided cases whose result is to be handed to the applicant (准予 / 不予许可 / 不予受理)."""
-    rows = _own_cases(f" AND status IN ({','.join('?' * len(RESULT_STATES))})", RESULT_STATES)
-    return render_template("intake/results.html", rows=rows, mask=mask_id_number,
-                           query=request.args.get("q", "").strip(), label=states.status_label)
+    listed = _own_cases(f" AND status IN ({','.join('?' * len(RESULT_STATES))})", RESULT_STATES)
+    return render_template("intake/results.html", **listed, mask=mask_id_number, label=states.status_label)
