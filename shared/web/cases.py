@@ -24,7 +24,7 @@ from flask import (
 
 from shared import accounts, casework, joint, precheck, states
 from shared.clock import CN_TZ, parse_iso
-from shared.errors import Forbidden, LiandongError, ValidationError
+from shared.errors import Forbidden, LiandongError, RuleError, ValidationError
 from shared.storage import write_transaction
 
 from . import current_node
@@ -99,6 +99,8 @@ def act(case_id: str, action: str, comment: str, details: dict) -> dict:
     row = casework.get_row(conn, case_id)
     if not _may_decide(row):
         raise Forbidden(f"只有承办机构（{row['route_office']}）的审批人员可以办理该办件")
+    if action == "site_visit":
+        raise RuleError("use_site_visits", "现场核查由乡镇便民服务站在「现场核查」页面登记")
     node = current_node()
     with write_transaction(conn):
         joint.check_action(conn, case_id, action, comment)  # no 准予 while 联办 opinions are open
@@ -136,7 +138,7 @@ def detail(case_id: str):
     """The case page: applicant, materials, history, decision, and the allowed actions."""
     case = _case_json(case_id)
     row = casework.get_row(get_db(), case_id)
-    actions = states.allowed_actions(row["status"]) if _may_decide(row) else []
+    actions = [a for a in states.allowed_actions(row["status"]) if a != "site_visit"] if _may_decide(row) else []
     item = _catalog_items().get(case["item_code"])
     names = {m["code"]: m["name"] for m in (item or {}).get("materials", [])}
     node = current_node()
@@ -283,7 +285,6 @@ def page_number() -> int:
 def queue():
     """The office's open cases, nearest deadline first (one query for the cases, one for their events)."""
     from shared.deadlines import case_clock
-    from shared.perf_indexes import memo_calendar
 
     office = g.account["office"]
     node = current_node()
@@ -299,7 +300,7 @@ def queue():
         f" (SELECT case_id FROM cases WHERE {where}) AND action IN ('accept', 'accept_deficient', 'suspend',"
         " 'resume', 'extend') ORDER BY case_id, at, rowid", (office, *open_states)):
         events.setdefault(e["case_id"], []).append(e)
-    calendar, today = memo_calendar(node.calendar), node.clock.today_cn()
+    calendar, today = node.calendar, node.clock.today_cn()
     cases = []
     for r in rows:
         clock = case_clock(events.get(r["case_id"], ()), r["limit_wd"], r["status"], calendar, today)
