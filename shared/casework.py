@@ -133,7 +133,7 @@ def record_event(conn: sqlite3.Connection, case_id: str, event: dict, decision: 
             json.dumps(event.get("detail") or {}, ensure_ascii=False),
         ),
     )
-    if cur.rowcount == 0 or not move:
+    if cur.rowcount == 0 or not move or history_only(event["action"]):
         return cur.rowcount > 0
     sets, params = ["status = ?", "updated_at = ?"], [event["to_status"], event["at"]]
     if event["action"] in ("accept", "accept_deficient"):
@@ -210,8 +210,16 @@ def check_event(conn: sqlite3.Connection, row, event: dict, sender: str) -> None
     if event["action"] == "extend":
         details["already_extended"] = conn.execute(
             "SELECT 1 FROM case_events WHERE case_id = ? AND action = 'extend'", (row["case_id"],)).fetchone() is not None
-    if states.apply_action(row["status"], event["action"], event.get("comment", ""), **details) != event["to_status"]:
+    result = states.apply_action(row["status"], event["action"], event.get("comment", ""), **details)
+    # A history-only step (现场核查, 延期) was recorded with the status its sender knew, which may
+    # be older than ours: it must be allowed here, but it does not move the case.
+    if not history_only(event["action"]) and result != event["to_status"]:
         raise RuleError("invalid_transition", "事件的结果状态与状态机不符")
+
+
+def history_only(action: str) -> bool:
+    """Whether ``action`` leaves the case's status as it is (e.g. 现场核查, 延长办理期限)."""
+    return action in states.TRANSITIONS and states.TRANSITIONS[action][1] is None
 
 
 def receive(conn: sqlite3.Connection, case_id: str, item: dict | None, node_id: str, now, emit) -> str:

@@ -47,3 +47,27 @@ def test_a_village_key_cannot_sign_a_decision(build_network):
         assert "无权" in str(exc)
     else:
         raise AssertionError("a village-signed decision verified")
+
+
+def test_a_history_only_step_with_an_older_status_is_kept_without_moving_the_case(build_network):
+    # The township recorded a 现场核查 while it still thought the case RECEIVED; the hub has
+    # accepted it since. The visit belongs in the history; the status stays ACCEPTED.
+    net = build_network(villages=1)
+    village = net.village()
+    agent = village.account("agent", "agent", village.node_id)
+    item = pick_item(catalog(village, agent), "city")
+    receipt = create_case(village, agent, item)
+    net.sync_all()
+    window = net.hub.account("w", "window", f"130926-{item['department_code']}")
+    assert net.hub.api("POST", f"/api/v1/cases/{receipt['case_id']}/actions", window,
+                       json={"action": "accept"}).status_code == 200
+    conn = net.hub.conn
+    row = casework.get_row(conn, receipt["case_id"])
+    visit = casework.new_event(net.township.node_id, "clerk", "site_visit", "RECEIVED", "RECEIVED",
+                               net.hub.node.now(), "现场核查", {"inspectors": ["甲", "乙"], "result": "符合",
+                                                               "visit_date": "2026-11-20"})
+    casework.check_event(conn, row, visit, net.township.node_id)
+    with write_transaction(conn):
+        casework.record_event(conn, receipt["case_id"], visit)
+    assert casework.get_row(conn, receipt["case_id"])["status"] == "ACCEPTED"
+    assert net.hub.scalar("SELECT COUNT(*) FROM case_events WHERE action = 'site_visit'") == 1
