@@ -98,8 +98,13 @@ def _plain_numbers(form: dict) -> dict:
     return {k: (repr(v) if isinstance(v, float) else v) for k, v in form.items()}
 
 
-def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str, str, bytes]], agent: str) -> dict:
-    """Validate an application and record it with its outbox envelope; returns the receipt."""
+def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str, str, bytes]], agent: str,
+           also=None) -> dict:
+    """Validate an application and record it with its outbox envelope; returns the receipt.
+
+    ``also(conn)`` runs inside the same transaction (e.g. removing the draft it came from, so
+    a crash can never leave both the case and its draft, ready to be filed twice).
+    """
     # Refuse before anything else while the disk is nearly full: a clear message, nothing half-done.
     ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     version, items = catalog_items(conn)
@@ -121,6 +126,8 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
         materials.append({"code": code, "filename": filename, "sha256": node.blobs.put(data), "size": len(data)})
     missing = [m["name"] for m in needed if m["code"] not in {x["code"] for x in materials}]
     with write_transaction(conn):
+        if also is not None:
+            also(conn)
         for m in materials:
             blobs.register(conn, m["sha256"], m["size"], now)
         body, _ = casework.capture(

@@ -354,9 +354,8 @@ def new_case(code: str):
             elif go == "submit":
                 for earlier in steps[:-1] if not one_page else ():
                     state.check(earlier)
-                receipt = intake.submit(get_db(), node, state.payload(), state.files(), g.account["username"])
-                if draft_id:
-                    drafts.delete(get_db(), draft_id)
+                receipt = intake.submit(get_db(), node, state.payload(), state.files(), g.account["username"],
+                                        also=(lambda conn: drafts.delete(conn, draft_id)) if draft_id else None)
                 return redirect(url_for("cases.receipt", case_id=receipt["case_id"], new=1))
             elif go != "stay":
                 state.check(posted)
