@@ -108,20 +108,16 @@ def node_status(data_dir: Path) -> None:
     """Print the node's queues as JSON."""
     from sync import outbox
 
-    config = nodes.read_config(data_dir)
-    conn = nodes.open_db(data_dir)
-    try:
-        result = {"node_id": config["NODE_ID"], "tier": config["TIER"]}
-        if config["TIER"] != "hub":
+    with nodes.opened(data_dir) as (node_rt, conn):
+        result = {"node_id": node_rt.node_id, "tier": node_rt.tier}
+        if node_rt.tier != "hub":
             result["outbox"] = outbox.counts(conn)
-        if config["TIER"] == "township":
+        if node_rt.tier == "township":
             result["custody"] = conn.execute("SELECT COUNT(*) FROM custody").fetchone()[0]
-        if config["TIER"] == "hub":
+        if node_rt.tier == "hub":
             result["inbox"] = conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
             result["quarantine"] = conn.execute("SELECT COUNT(*) FROM quarantine WHERE resolved_at IS NULL").fetchone()[0]
         result["cases"] = conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
-    finally:
-        conn.close()
     click.echo(json.dumps(result, ensure_ascii=False))
 
 
@@ -133,14 +129,8 @@ def node_export_bundle(data_dir: Path, out_path: Path) -> None:
     """Write this node's unsent envelopes and files into one signed bundle (no network needed)."""
     from sync import bundle
 
-    node_rt = nodes.node_for(data_dir)
-    conn = nodes.open_db(data_dir)
-    try:
-        with click.progressbar(length=1, label="exporting") as bar:
-            result = bundle.export_outbox(conn, node_rt, out_path,
-                                          lambda stage, done, total: _progress(bar, done, total))
-    finally:
-        conn.close()
+    with nodes.opened(data_dir) as (node_rt, conn), click.progressbar(length=1, label="exporting") as bar:
+        result = bundle.export_outbox(conn, node_rt, out_path, lambda stage, done, total: _progress(bar, done, total))
     click.echo(json.dumps(result))
 
 
@@ -160,23 +150,20 @@ def node_import_bundle(data_dir: Path, in_path: Path, answer_path: Path | None) 
     from shared.crypto import SignatureError
     from sync import bundle
 
-    node_rt = nodes.node_for(data_dir)
-    conn = nodes.open_db(data_dir)
-    try:
-        if node_rt.tier == "township":
-            from township_node.relay_service import TownshipSync
+    with nodes.opened(data_dir) as (node_rt, conn):
+        try:
+            if node_rt.tier == "township":
+                from township_node.relay_service import TownshipSync
 
-            if answer_path is None:
-                raise click.UsageError("--answer is required at a township")
-            with click.progressbar(length=1, label="importing") as bar:
-                result = bundle.import_at_township(conn, node_rt, TownshipSync(node_rt), in_path, answer_path,
-                                                   lambda stage, done, total: _progress(bar, done, total))
-        else:
-            result = bundle.import_answer(conn, node_rt, in_path)
-    except SignatureError as exc:
-        _fail(exc)
-    finally:
-        conn.close()
+                if answer_path is None:
+                    raise click.UsageError("--answer is required at a township")
+                with click.progressbar(length=1, label="importing") as bar:
+                    result = bundle.import_at_township(conn, node_rt, TownshipSync(node_rt), in_path, answer_path,
+                                                       lambda stage, done, total: _progress(bar, done, total))
+            else:
+                result = bundle.import_answer(conn, node_rt, in_path)
+        except SignatureError as exc:
+            _fail(exc)
     click.echo(json.dumps(result, ensure_ascii=False))
 
 
@@ -186,12 +173,8 @@ def node_rotate_key(data_dir: Path) -> None:
     """Start a key rotation: a new key is announced through sync; the old one signs until it is registered."""
     from .lifecycle import start_rotation
 
-    node_rt = nodes.node_for(data_dir)
-    conn = nodes.open_db(data_dir)
-    try:
+    with nodes.opened(data_dir) as (node_rt, conn):
         kid = start_rotation(conn, node_rt)
-    finally:
-        conn.close()
     click.echo(f"new key {kid[:16]}… queued; the node switches to it when the hub's registry lists it")
 
 
@@ -210,15 +193,12 @@ def provision_token(data_dir: Path, node_code: str, name: str, parent: str | Non
     """Create a single-use, expiring enrolment token (run on the hub)."""
     from .enrolment import create_token
 
-    node_rt = nodes.node_for(data_dir)
-    conn = nodes.open_db(data_dir, "hub")
-    try:
-        with storage.write_transaction(conn):
-            token = create_token(conn, node_code, name, parent, timedelta(hours=ttl_hours), node_rt.now(), "cli")
-    except Exception as exc:  # domain errors carry a Chinese message for the operator
-        _fail(exc)
-    finally:
-        conn.close()
+    with nodes.opened(data_dir, "hub") as (node_rt, conn):
+        try:
+            with storage.write_transaction(conn):
+                token = create_token(conn, node_code, name, parent, timedelta(hours=ttl_hours), node_rt.now(), "cli")
+        except Exception as exc:  # domain errors carry a Chinese message for the operator
+            _fail(exc)
     click.echo(token)
 
 
@@ -231,15 +211,12 @@ def provision_revoke(data_dir: Path, node_code: str, after_seq: int | None) -> N
     """Revoke a node; the signed registry carries it to every tier."""
     from .lifecycle import revoke
 
-    node_rt = nodes.node_for(data_dir)
-    conn = nodes.open_db(data_dir, "hub")
-    try:
-        with storage.write_transaction(conn):
-            result = revoke(conn, node_rt, node_code, after_seq, "cli")
-    except Exception as exc:
-        _fail(exc)
-    finally:
-        conn.close()
+    with nodes.opened(data_dir, "hub") as (node_rt, conn):
+        try:
+            with storage.write_transaction(conn):
+                result = revoke(conn, node_rt, node_code, after_seq, "cli")
+        except Exception as exc:
+            _fail(exc)
     click.echo(json.dumps(result))
 
 
@@ -250,13 +227,8 @@ def provision_reinstate(data_dir: Path, node_code: str) -> None:
     """Lift a suspension (after a reviewed fork) or a revocation."""
     from .lifecycle import reinstate
 
-    node_rt = nodes.node_for(data_dir)
-    conn = nodes.open_db(data_dir, "hub")
-    try:
-        with storage.write_transaction(conn):
-            reinstate(conn, node_rt, node_code, "cli")
-    finally:
-        conn.close()
+    with nodes.opened(data_dir, "hub") as (node_rt, conn), storage.write_transaction(conn):
+        reinstate(conn, node_rt, node_code, "cli")
     click.echo(f"{node_code} reinstated")
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -65,6 +67,16 @@ def node_for(data_dir: Path) -> Node:
     from shared.settings import DEFAULTS
 
     return Node({**DEFAULTS, **read_config(data_dir)}, data_dir)
+
+
+@contextmanager
+def opened(data_dir: Path, tier: str | None = None) -> Iterator[tuple[Node, sqlite3.Connection]]:
+    """The runtime and a migrated connection of the node in ``data_dir`` (CLI commands)."""
+    conn = open_db(data_dir, tier)
+    try:
+        yield node_for(data_dir), conn
+    finally:
+        conn.close()
 
 
 def write_config(data_dir: Path, values: dict) -> None:
