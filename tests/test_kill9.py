@@ -160,9 +160,5 @@ def test_kill9_many_times(build_network):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "intermittent: a kill between a blob's last chunk and its promotion (BlobStore.write_chunk) or between "
-    "the promotion and blob_complete leaves a blob nobody resends; the hub's ack stops there "
-    "(deterministic versions in test_blobs.py)"))
 def test_kill9_with_material_files(build_network):
     run_kill9(build_network, seed=3, kills=6, materials=True)
