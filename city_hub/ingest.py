@@ -18,25 +18,54 @@ from . import registry
 def make_appliers(node) -> dict:
     """Appliers by envelope kind, bound to the hub ``node``."""
 
-    def apply_case_submit(conn: sqlite3.Connection, opened: Opened) -> None:
+    def batch_now():
+        """(now, iso(now)) once per push (``BATCH_MEMO``), else fresh."""
+        memo = registry.BATCH_MEMO.get()
+        if memo is not None and "now" in memo:
+            return memo["now"]
+        now = node.now()
+        if memo is not None:
+            memo["now"] = (now, iso(now))
+            return memo["now"]
+        return now, iso(now)
+
+    def submit_plan(conn: sqlite3.Connection, opened: Opened) -> tuple[str, dict, dict, bool, bool]:
+        """Checks of a ``case.submit`` before anything is written: (origin, body, item, city, instant)."""
         origin, body = opened.body["origin"], opened.body["body"]
         _, items = registry.current_catalog(conn)
         item = items.get(body["item_code"])
         if item is None:
             raise RuleError("unknown_item", f"事项 {body['item_code']} 不在目录中")
         body = {**body, "route": route(item, origin, node.hub_id)}
-        limit = node.now() + timedelta(seconds=int(node.config["MAX_CLOCK_SKEW_SECONDS"]))
+        now, now_iso = batch_now()
+        limit = now + timedelta(seconds=int(node.config["MAX_CLOCK_SKEW_SECONDS"]))
         if parse_iso(body["submitted_at"]) > limit:
             # A PC clock in the future must not move deadlines: the hub's time stands in.
-            hub_time = iso(node.now())
-            body["submitted_at"] = hub_time
-            body["event"] = {**body["event"], "at": hub_time, "detail": {**body["event"].get("detail", {}),
-                                                                         "clock_ahead": opened.body["hlc"]}}
+            body["submitted_at"] = now_iso
+            body["event"] = {**body["event"], "at": now_iso, "detail": {**body["event"].get("detail", {}),
+                                                                        "clock_ahead": opened.body["hlc"]}}
         city = body["route"]["level"] == "city"
-        instant = city and item.get("instant_rule") is not None
+        return origin, body, item, city, city and item.get("instant_rule") is not None
+
+    def prepare_case_submit(conn: sqlite3.Connection, opened: Opened):
+        """The common cases (a city case 接件 at once, a township case stored as submitted; no
+        instant rule, no township decision waiting for it) in two phases: every check and row is built here, before anything is written, so a refused
+        envelope needs no SAVEPOINT; the returned writer only executes the rows. ``None``: use
+        :func:`apply_case_submit` inside a savepoint."""
+        origin, body, item, city, instant = submit_plan(conn, opened)
+        if instant or orphans_waiting(conn):
+            return None
+        if city:
+            now, now_iso = batch_now()
+            rows = casework.received_rows(body, origin, node.node_id, now, now_iso)
+        else:
+            rows = casework.case_rows(body, origin, "SUBMITTED", "hub")
+        return lambda: casework.write_case_rows(conn, rows)
+
+    def apply_case_submit(conn: sqlite3.Connection, opened: Opened) -> None:
+        origin, body, item, city, instant = submit_plan(conn, opened)
         if city and not instant:
-            # 接件 at once: the case is stored already received, with both events (the common
-            # path, kept to the fewest statements: the hub ingests thousands of these a second).
+            # 接件 at once: the case is stored already received, with both events.
             if not casework.insert_received(conn, body, origin, node.node_id, node.now()):
                 return
         elif not casework.insert_case(conn, body, origin=origin, status="SUBMITTED", sync_state="hub"):
@@ -55,6 +84,8 @@ def make_appliers(node) -> dict:
         if instant:
             casework.receive(conn, body["case_id"], item, node.node_id, node.now(),
                              lambda c, row, ev, dec: notify_origin(c, node, row, ev, dec))
+
+    apply_case_submit.prepare = prepare_case_submit
 
     def apply_case_event(conn: sqlite3.Connection, opened: Opened) -> None:
         body = opened.body["body"]

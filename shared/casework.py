@@ -12,6 +12,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from shared import states
 from shared.catalog import evaluate_instant_rule
@@ -82,40 +83,97 @@ def capture(conn: sqlite3.Connection, *, node_id: str, item: dict, catalog_versi
     return body, event
 
 
+_CASE_INSERT = (
+    "INSERT INTO cases(case_id, receipt_no, item_code, item_name, catalog_version, origin, agent,"
+    " applicant_name, id_number, phone, form, status, route_level, route_office, limit_wd, submitted_at,"
+    " updated_at, sync_state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(case_id) DO NOTHING"
+)
+_EVENT_INSERT = (
+    "INSERT INTO case_events(event_id, case_id, at, node, actor, action, from_status, to_status, comment, detail)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(event_id) DO NOTHING"
+)
+_MATERIAL_INSERT = (
+    "INSERT INTO case_materials(case_id, code, filename, sha256, size) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING"
+)
+_BINDABLE = (str, int, bool, float, type(None))
+
+
+def _bindable(row: tuple) -> tuple:
+    """``row`` if SQLite can bind every value; TypeError (a refusable content fault) otherwise."""
+    for value in row:
+        if type(value) not in _BINDABLE:
+            raise TypeError(f"{type(value).__name__} where a string or integer is expected")
+    return row
+
+
+def _detail_json(detail) -> str:
+    return json.dumps(detail, ensure_ascii=False) if detail else "{}"
+
+
+def event_row(case_id: str, event: dict) -> tuple:
+    """The ``case_events`` row of ``event`` (pure: KeyError/TypeError before anything is written)."""
+    return _bindable((
+        event["event_id"], case_id, event["at"], event["node"], event["actor"], event["action"],
+        event.get("from_status"), event["to_status"], event.get("comment", ""), _detail_json(event.get("detail")),
+    ))
+
+
+@dataclass
+class CaseRows:
+    """The rows of one incoming case, built before any of them is written."""
+
+    case: tuple
+    materials: list[tuple]
+    events: list[tuple]
+
+
+def case_rows(body: dict, origin: str, status: str, sync_state: str, extra_events: tuple = ()) -> CaseRows:
+    """Rows for a case from a ``case.submit`` body, with its event and ``extra_events`` (pure)."""
+    applicant = body["applicant"]
+    case_id = body["case_id"]
+    case = _bindable((
+        case_id, body["receipt_no"], body["item_code"], body["item_name"], body["catalog_version"],
+        origin, body.get("agent"), applicant["name"], applicant["id_number"], applicant.get("phone", ""),
+        json.dumps(body["form"], ensure_ascii=False), status, body["route"]["level"], body["route"]["office"],
+        body.get("limit_wd", 0), body["submitted_at"], body["submitted_at"], sync_state,
+    ))
+    materials = [_bindable((case_id, m["code"], m["filename"], m["sha256"], m["size"])) for m in body["materials"] or ()]
+    events = [event_row(case_id, e) for e in ([body["event"]] if body.get("event") else []) + list(extra_events)]
+    return CaseRows(case, materials, events)
+
+
+def write_case_rows(conn: sqlite3.Connection, rows: CaseRows) -> bool:
+    """Write rows built by :func:`case_rows` (idempotent: False, nothing written, if the case was here)."""
+    if conn.execute(_CASE_INSERT, rows.case).rowcount == 0:
+        return False
+    if rows.materials:
+        conn.executemany(_MATERIAL_INSERT, rows.materials)
+    if len(rows.events) == 1:
+        conn.execute(_EVENT_INSERT, rows.events[0])
+    elif rows.events:
+        conn.executemany(_EVENT_INSERT, rows.events)
+    return True
+
+
 def insert_case(conn: sqlite3.Connection, body: dict, origin: str, status: str, sync_state: str = "local") -> bool:
     """Insert a case from a ``case.submit`` body (idempotent: False if it was already here)."""
-    applicant = body["applicant"]
-    cur = conn.execute(
-        "INSERT INTO cases(case_id, receipt_no, item_code, item_name, catalog_version, origin, agent,"
-        " applicant_name, id_number, phone, form, status, route_level, route_office, limit_wd, submitted_at,"
-        " updated_at, sync_state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(case_id) DO NOTHING",
-        (
-            body["case_id"], body["receipt_no"], body["item_code"], body["item_name"], body["catalog_version"],
-            origin, body.get("agent"), applicant["name"], applicant["id_number"], applicant.get("phone", ""),
-            json.dumps(body["form"], ensure_ascii=False), status, body["route"]["level"], body["route"]["office"],
-            body.get("limit_wd", 0), body["submitted_at"], body["submitted_at"], sync_state,
-        ),
-    )
-    if cur.rowcount == 0:
-        return False
-    if body["materials"]:
-        conn.executemany(
-            "INSERT INTO case_materials(case_id, code, filename, sha256, size) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
-            [(body["case_id"], m["code"], m["filename"], m["sha256"], m["size"]) for m in body["materials"]],
-        )
-    if body.get("event"):
-        record_event(conn, body["case_id"], body["event"], move=False)  # the row already has its status
-    return True
+    return write_case_rows(conn, case_rows(body, origin, status, sync_state))
+
+
+def received_rows(body: dict, origin: str, node_id: str, now, at: str | None = None) -> CaseRows:
+    """Rows of an incoming case stored already 接件 (RECEIVED) with its submit and receive events.
+
+    ``at`` is ``iso(now)`` when the caller has it already (one formatting per batch).
+    """
+    states.apply_action("SUBMITTED", "receive")
+    receive = {"event_id": uuid.uuid4().hex, "at": at or iso(now), "node": node_id, "actor": "system",
+               "action": "receive", "from_status": "SUBMITTED", "to_status": "RECEIVED", "comment": "", "detail": {}}
+    return case_rows(body, origin, "RECEIVED", "hub", (receive,))
 
 
 def insert_received(conn: sqlite3.Connection, body: dict, origin: str, node_id: str, now) -> bool:
     """Store an incoming case already 接件 (RECEIVED) with its submit and receive events."""
-    if not insert_case(conn, body, origin=origin, status="RECEIVED", sync_state="hub"):
-        return False
-    states.apply_action("SUBMITTED", "receive")
-    record_event(conn, body["case_id"], new_event(node_id, "system", "receive", "SUBMITTED", "RECEIVED", now),
-                 move=False)
-    return True
+    return write_case_rows(conn, received_rows(body, origin, node_id, now))
 
 
 def record_event(conn: sqlite3.Connection, case_id: str, event: dict, decision: dict | None = None,
@@ -124,15 +182,7 @@ def record_event(conn: sqlite3.Connection, case_id: str, event: dict, decision: 
 
     ``move=False`` only records it (the case was just inserted in that status).
     """
-    cur = conn.execute(
-        "INSERT INTO case_events(event_id, case_id, at, node, actor, action, from_status, to_status, comment, detail)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(event_id) DO NOTHING",
-        (
-            event["event_id"], case_id, event["at"], event["node"], event["actor"], event["action"],
-            event.get("from_status"), event["to_status"], event.get("comment", ""),
-            json.dumps(event.get("detail") or {}, ensure_ascii=False),
-        ),
-    )
+    cur = conn.execute(_EVENT_INSERT, event_row(case_id, event))
     if cur.rowcount == 0 or not move or history_only(event["action"]):
         return cur.rowcount > 0
     sets, params = ["status = ?", "updated_at = ?"], [event["to_status"], event["at"]]

@@ -95,6 +95,10 @@ class Ingestor:
         self.max_skew_ms = max_skew_ms
         self.suspended: set[str] = set()
         self.held_origins: set[str] = set()
+        # (seq, envelope_id) of each origin's newest inbox row, read once per origin per batch
+        # and kept current by _accept (the only writer of inbox in this transaction).
+        self.heads: dict[str, tuple[int, str]] = {}
+        self._stamp: tuple = (None, "")
 
     def ingest(self, documents: list, via: str, now, wall_ms: int) -> BatchResult:
         """Ingest a batch. Call inside one write transaction."""
@@ -147,10 +151,7 @@ class Ingestor:
 
     def _chain(self, opened, document, base, origin, seq, prev, via, now, wall_ms, drain: bool = True) -> dict:
         conn = self.conn
-        last = conn.execute(
-            "SELECT seq, envelope_id FROM inbox WHERE origin = ? ORDER BY seq DESC LIMIT 1", (origin,)
-        ).fetchone()
-        head, head_id = (last["seq"], last["envelope_id"]) if last else (0, GENESIS)
+        head, head_id = self.heads.get(origin) or self._head(origin)
         envelope_id = base["envelope_id"]
         if seq <= head:
             existing = conn.execute("SELECT envelope_id FROM inbox WHERE origin = ? AND seq = ?", (origin, seq)).fetchone()
@@ -176,6 +177,19 @@ class Ingestor:
             self._drain_held(origin, seq, via, now, wall_ms)
         return outcome
 
+    def _head(self, origin: str) -> tuple[int, str]:
+        last = self.conn.execute(
+            "SELECT seq, envelope_id FROM inbox WHERE origin = ? ORDER BY seq DESC LIMIT 1", (origin,)
+        ).fetchone()
+        self.heads[origin] = (last["seq"], last["envelope_id"]) if last else (0, GENESIS)
+        return self.heads[origin]
+
+    def _iso(self, now) -> str:
+        """``iso(now)``, formatted once per batch."""
+        if self._stamp[0] is not now:
+            self._stamp = (now, iso(now))
+        return self._stamp[1]
+
     def _accept(self, opened, document, base, prev, head_id, via, now, wall_ms) -> dict:
         conn = self.conn
         origin, seq, envelope_id = base["origin"], base["seq"], base["envelope_id"]
@@ -187,8 +201,9 @@ class Ingestor:
         conn.execute(
             "INSERT INTO inbox(origin, seq, envelope_id, prev, kind, document, received_at, via, blobs_pending)"
             " VALUES (?,?,?,?,?,?,?,?,?)",
-            (origin, seq, envelope_id, prev, opened.body["kind"], envelope.to_bytes(document), iso(now), via, len(missing)),
+            (origin, seq, envelope_id, prev, opened.body["kind"], envelope.to_bytes(document), self._iso(now), via, len(missing)),
         )
+        self.heads[origin] = (seq, envelope_id)
         if missing:
             conn.executemany(
                 "INSERT INTO inbox_blobs(origin, seq, sha256) VALUES (?,?,?) ON CONFLICT DO NOTHING",
@@ -200,6 +215,31 @@ class Ingestor:
             quarantine(conn, origin, seq, envelope_id, "clock_ahead", opened.body["hlc"], None, now)
             result["clock"] = "ahead"
         applier = self.appliers.get(opened.body["kind"])
+        prepare = getattr(applier, "prepare", None)
+        if prepare is not None:
+            # Two-phase applier: every check runs and every row is built before anything is
+            # written, so a refusal leaves nothing to undo and needs no SAVEPOINT (which costs a
+            # statement journal per envelope). Errors while writing fail the whole push.
+            try:
+                write = prepare(conn, opened)
+            except (LiandongError, KeyError, ValueError, TypeError) as exc:
+                quarantine(conn, origin, seq, envelope_id, "invalid_content", repr(exc)[:500], None, now)
+                result["applied"] = False
+            else:
+                if write is not None:
+                    write()
+                    result["applied"] = True
+                else:
+                    result["applied"] = self._apply_in_savepoint(applier, opened, origin, seq, envelope_id, now)
+        else:
+            result["applied"] = self._apply_in_savepoint(applier, opened, origin, seq, envelope_id, now)
+        if missing:
+            result["missing_blobs"] = missing
+        return result
+
+    def _apply_in_savepoint(self, applier, opened, origin, seq, envelope_id, now) -> bool:
+        """Apply one envelope; a refused content rolls back only its own effects."""
+        conn = self.conn
         conn.execute("SAVEPOINT apply_envelope")
         try:
             if applier is None:
@@ -209,13 +249,11 @@ class Ingestor:
             # The envelope stays in the chain (the hub holds it); its content waits for review.
             conn.execute("ROLLBACK TO apply_envelope")
             quarantine(conn, origin, seq, envelope_id, "invalid_content", repr(exc)[:500], None, now)
-            result["applied"] = False
+            applied = False
         else:
-            result["applied"] = True
+            applied = True
         conn.execute("RELEASE apply_envelope")
-        if missing:
-            result["missing_blobs"] = missing
-        return result
+        return applied
 
     def _drain_held(self, origin, seq, via, now, wall_ms) -> None:
         """Apply envelopes held behind a gap that ``seq`` just closed, in order."""
