@@ -22,6 +22,7 @@ import requests
 
 from shared import storage
 from shared.catalog import DEPARTMENTS, load_seed
+from shared.clock import Clock
 
 from . import nodes
 from .enrolment import create_token
@@ -107,10 +108,13 @@ def run_demo(data_dir: Path, base_port: int, sync_interval: float, clock_start: 
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = data_dir / "demo.json"
-    env = {**os.environ, "LIANDONG_SYNC_INTERVAL_SECONDS": str(sync_interval), "PYTHONUNBUFFERED": "1"}
+    # Rules run every few seconds in the demo, so an accelerated clock shows deadlines passing.
+    env = {**os.environ, "LIANDONG_SYNC_INTERVAL_SECONDS": str(sync_interval), "PYTHONUNBUFFERED": "1",
+           "LIANDONG_SUPERVISION_INTERVAL_SECONDS": "5"}
     if clock_start:
         env["LIANDONG_CLOCK_START"] = clock_start
         env["LIANDONG_CLOCK_SPEED"] = str(clock_speed)
+    clock = Clock.from_settings(clock_start, clock_speed)
     ports = {HUB["node_id"]: base_port, TOWNSHIP["node_id"]: base_port + 1}
     ports.update({v["node_id"]: base_port + 2 + i for i, v in enumerate(VILLAGES)})
     url = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
@@ -141,16 +145,17 @@ def run_demo(data_dir: Path, base_port: int, sync_interval: float, clock_start: 
         else:
             manifest = {"nodes": [], "accounts": []}
             hub_id, township_id = HUB["node_id"], TOWNSHIP["node_id"]
-            nodes.init_hub(folder[hub_id], hub_id, HUB["name"], url[hub_id])
+            nodes.init_hub(folder[hub_id], hub_id, HUB["name"], url[hub_id], clock)
             _create(folder[hub_id], url[hub_id], hub_id, "hub", _accounts_for_hub(), manifest)
             start(hub_id)
             token = _issue_token(folder[hub_id], township_id, TOWNSHIP["name"])
-            nodes.enrol_node(folder[township_id], token, url[hub_id], TOWNSHIP["name"], url[township_id])
+            nodes.enrol_node(folder[township_id], token, url[hub_id], TOWNSHIP["name"], url[township_id],
+                             clock=clock)
             _create(folder[township_id], url[township_id], township_id, "township", _accounts_for_township(), manifest)
             start(township_id)
             for v in VILLAGES:
                 token = _issue_token(folder[hub_id], v["node_id"], v["name"])
-                nodes.enrol_node(folder[v["node_id"]], token, url[township_id], v["name"])
+                nodes.enrol_node(folder[v["node_id"]], token, url[township_id], v["name"], clock=clock)
                 _create(folder[v["node_id"]], url[v["node_id"]], v["node_id"], "village", [
                     {"username": "agent", "role": "agent", "office": v["node_id"], "name": "村代办员"},
                 ], manifest)

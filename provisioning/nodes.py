@@ -115,8 +115,11 @@ def init_hub(data_dir: Path, hub_id: str, name: str, public_url: str | None = No
 
 
 def enrol_node(data_dir: Path, token: str, parent_url: str, name: str, public_url: str | None = None,
-               enrol_url: str | None = None) -> dict:
-    """Create a township or village: its own key, enrolment at the hub, pinned trust."""
+               enrol_url: str | None = None, clock: Clock | None = None) -> dict:
+    """Create a township or village: its own key, enrolment at the hub, pinned trust.
+
+    :param clock: the node's clock (a demo or sim may run simulated time; default: real time).
+    """
     node_id, _ = parse_token(token)
     tier = TIER_BY_LENGTH[len(node_id)]
     data_dir = Path(data_dir)
@@ -144,7 +147,7 @@ def enrol_node(data_dir: Path, token: str, parent_url: str, name: str, public_ur
         body = verify_hub_key_cert(cert, anchor["public_key"], anchor["kid"], anchor["hub_id"])
         hub_keys[body["kid"]] = body["public_key"]
     trust = TrustStore(anchor["hub_id"], anchor["public_key"], hub_keys)
-    now = Clock().now()
+    now = (clock or Clock()).now()
     for document in answer["metadata"]:  # check everything before writing anything
         opened = open_metadata(document, envelope.peek(document)["role"], trust)
         if is_expired(opened.body["expires"], now):

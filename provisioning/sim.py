@@ -117,6 +117,9 @@ class SimConfig:
     quiesce_seconds: float = 240.0
     progress_every: float = 5.0
     workers: int = 6
+    #: Every node's clock starts here and runs ``clock_speed`` times faster (days of work in minutes).
+    clock_start: str | None = None
+    clock_speed: float = 1.0
     #: Test hook: silently drop one envelope from a village's outbox before it is sent (a fault
     #: the system cannot recover from; the sim must report it as lost).
     sabotage_outbox: bool = False
@@ -419,6 +422,7 @@ class Simulation:
 
     def __init__(self, config: SimConfig, echo: Callable[[str], None] = print):
         self.cfg = config
+        self.clock = Clock.from_settings(config.clock_start, config.clock_speed)
         self.echo = echo
         self.rng = random.Random(config.seed)
         self.stats = Stats()
@@ -460,7 +464,7 @@ class Simulation:
         self.root = root
         hub_dir = root / HUB_ID
         port = free_port()
-        nodes.init_hub(hub_dir, HUB_ID, "肃宁县政务服务中心(模拟)", f"http://127.0.0.1:{port}")
+        nodes.init_hub(hub_dir, HUB_ID, "肃宁县政务服务中心(模拟)", f"http://127.0.0.1:{port}", self.clock)
         departments = sorted({i["department_code"] for i in load_seed() if i["decide_level"] == "city"})
         for code in departments:
             office = f"{HUB_ID}-{code}"
@@ -470,6 +474,8 @@ class Simulation:
                     "LIANDONG_SYNC_INTERVAL_SECONDS": "1", "LIANDONG_SYNC_BACKOFF_MAX_SECONDS": "3",
                     "LIANDONG_SYNC_TIMEOUT_SECONDS": "20"}
         base_env.pop("LIANDONG_DATA_DIR", None)
+        if self.cfg.clock_start:
+            base_env.update(LIANDONG_CLOCK_START=self.cfg.clock_start, LIANDONG_CLOCK_SPEED=str(self.cfg.clock_speed))
         self.hub = NodeProcess(HUB_ID, hub_dir, port, base_env)
         self.hub.start()
         self.say(f"hub {HUB_ID} up at {self.hub.url}")
@@ -482,7 +488,8 @@ class Simulation:
             tdir = root / tid
             tport = free_port()
             token = self._token(tid, f"模拟第{t + 1}镇便民服务站")
-            nodes.enrol_node(tdir, token, self.hub.url, f"模拟第{t + 1}镇便民服务站", f"http://127.0.0.1:{tport}")
+            nodes.enrol_node(tdir, token, self.hub.url, f"模拟第{t + 1}镇便民服务站", f"http://127.0.0.1:{tport}",
+                             clock=self.clock)
             self.clerk_tokens[tid] = nodes.add_account(tdir, "clerk", "sim-password-1", "clerk", "便民服务站站员", tid)
             proc = NodeProcess(tid, tdir, tport, {**base_env, "LIANDONG_PARENT_URL": uplink})
             proc.start()
@@ -516,7 +523,7 @@ class Simulation:
         for attempt in range(5):
             token = self._token(vid, name)
             try:
-                nodes.enrol_node(vdir, token, self.townships[tid].url, name)
+                nodes.enrol_node(vdir, token, self.townships[tid].url, name, clock=self.clock)
                 break
             except nodes.ProvisioningError:
                 if attempt == 4:
@@ -530,8 +537,11 @@ class Simulation:
     def _open_village(self, vid: str, tid: str, skew_days: int) -> Village:
         vdir = self.root / vid
         overrides = {"SYNC_BACKOFF_MAX_SECONDS": 4, "SYNC_TIMEOUT_SECONDS": 20}
+        if self.cfg.clock_start:
+            overrides.update(CLOCK_START=self.cfg.clock_start, CLOCK_SPEED=self.cfg.clock_speed)
         if skew_days:
-            overrides["CLOCK_START"] = iso(Clock().now() + timedelta(days=skew_days))
+            base = Clock.from_settings(self.cfg.clock_start, self.cfg.clock_speed).now()
+            overrides["CLOCK_START"] = iso(base + timedelta(days=skew_days))
         config = {**DEFAULTS, **nodes.read_config(vdir), **overrides}
         node = Node(config, vdir)
         conn = nodes.open_db(vdir, "village")
@@ -1217,18 +1227,21 @@ def run_sim(config: SimConfig, echo: Callable[[str], None] = print) -> dict:
 @click.option("--kill-hub/--no-kill-hub", default=True, show_default=True, help="Kill the hub with SIGKILL once.")
 @click.option("--rate", default=None, type=float, help="Cases per second (default: 8–15 by county size).")
 @click.option("--quiesce-seconds", default=240.0, show_default=True, help="Bound of the final catch-up.")
+@click.option("--clock-start", default=None, help="Start every node's clock at this ISO time (sim only).")
+@click.option("--clock-speed", default=1.0, show_default=True, help="Run the clocks this many times faster.")
 @click.option("--sabotage-outbox", is_flag=True, hidden=True,
               help="Self-test: drop one unsent envelope at a village; the run must fail.")
 def sim(townships: int, villages: int, cases: int, seed: int, data_dir: Path | None, faults: bool,
         kill_every: float, offline_every: float, offline_seconds: float, kill_hub: bool, rate: float | None,
-        quiesce_seconds: float, sabotage_outbox: bool) -> None:
+        quiesce_seconds: float, clock_start: str | None, clock_speed: float, sabotage_outbox: bool) -> None:
     """Run a whole county on loopback under faults; the last line is a JSON summary."""
     if townships < 1 or villages < townships or townships > 899:
         raise click.UsageError("need 1–899 townships and at least one village per township")
     config = SimConfig(townships=townships, villages=villages, cases=cases, seed=seed, data_dir=data_dir,
                        faults=faults, kill_every=kill_every, offline_every=offline_every,
                        offline_seconds=offline_seconds, kill_hub=kill_hub and faults, rate=rate,
-                       quiesce_seconds=quiesce_seconds, sabotage_outbox=sabotage_outbox)
+                       quiesce_seconds=quiesce_seconds, sabotage_outbox=sabotage_outbox,
+                       clock_start=clock_start, clock_speed=clock_speed)
     summary = run_sim(config, lambda line: click.echo(line))
     click.echo(json.dumps(summary, ensure_ascii=False))
     sys.exit(0 if summary["ok"] else 1)
