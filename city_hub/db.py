@@ -11,5 +11,10 @@ from shared import drafts, perf_indexes  # noqa: E402
 
 MIGRATIONS += [perf_indexes.SCHEMA, drafts.SCHEMA]
 
+# Stored per-case facts for the statistics page: shared/case_facts.py.
+from shared import case_facts  # noqa: E402
+
+MIGRATIONS += [case_facts.SCHEMA]
+
 database = DatabaseOwner(MIGRATIONS)
 get_db = database.get_db

@@ -434,7 +434,201 @@ def group_label(key: str, by: str, names: Mapping[str, str]) -> str:
 
 def statistics(conn: sqlite3.Connection, hub_id: str, calendar, today: date, filters: Filters = Filters(),
                by: str = "department") -> dict:
-    """Totals and per-group figures; what the page, the CSV and ``GET /api/v1/stats`` show."""
+    """Totals and per-group figures; what the page, the CSV and ``GET /api/v1/stats`` show.
+
+    Aggregated in SQL over the stored per-case facts (:mod:`shared.case_facts`, refreshed first
+    for the cases that changed); same figures as :func:`statistics_in_python`.
+    """
+    from shared import case_facts
+
+    if not case_facts.has_table(conn):
+        return statistics_in_python(conn, hub_id, calendar, today, filters, by)
+    memo = calendar if isinstance(calendar, MemoCalendar) else MemoCalendar(calendar)
+    case_facts.refresh(conn, hub_id, memo, today, iso(datetime.now(CN_TZ)))
+    item_depts = item_departments(conn)
+    where, params = _where(filters, item_depts)
+    groups = _aggregate(conn, hub_id, memo, today, where, params, by, item_depts)
+    _note_fallback_years(conn, memo, today)
+    names = {r["node_id"]: r["name"] for r in conn.execute("SELECT node_id, name FROM nodes")}
+    if by == "item":
+        names.update({r[0]: r[1] for r in conn.execute(
+            f"SELECT c.item_code, c.item_name, MAX(c.submitted_at || ' ' || c.case_id) FROM cases c"
+            f" WHERE {where} GROUP BY c.item_code", params)})
+    ratings = _has_table(conn, "case_ratings")
+    totals = _Sums()
+    for sums in groups.values():
+        totals.merge(sums)
+    return {
+        "filters": {"from": filters.date_from.isoformat() if filters.date_from else None,
+                    "to": filters.date_to.isoformat() if filters.date_to else None,
+                    "level": filters.level, "office": filters.office, "department": filters.department,
+                    "item": filters.item},
+        "by": by,
+        "today": today.isoformat(),
+        "totals": totals.figures(ratings),
+        "groups": [{"key": key, "label": group_label(key, by, names), **groups[key].figures(ratings)}
+                   for key in sorted(groups)],
+    }
+
+
+#: SQL of the grouping key per dimension (the department is derived in Python from the three columns).
+_KEY_SQL = {
+    "department": "c.route_level, c.route_office, c.item_code",
+    "office": "c.route_office",
+    "item": "c.item_code",
+    "level": "length(c.origin)",
+    "month": "strftime('%Y-%m', c.submitted_at, '+8 hours')",  # China has no daylight saving time
+}
+_SUM_FIELDS = ("cases", "village", "decided", "on_time", "working_days", "transmitted", "closable", "closed",
+               "yellow", "red", "ratings", "good", "bad")
+
+
+class _Sums:
+    """Additive counts of one group, from which :func:`figures`' values follow exactly."""
+
+    def __init__(self) -> None:
+        for name in _SUM_FIELDS:
+            setattr(self, name, 0)
+
+    def merge(self, other: _Sums) -> None:
+        for name in _SUM_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def figures(self, ratings: bool) -> dict:
+        return {
+            "cases": self.cases,
+            "village_accepted": self.village,
+            "village_share": _rate(self.village, self.cases),
+            "decided": self.decided,
+            "on_time": self.on_time,
+            "on_time_rate": _rate(self.on_time, self.decided),
+            "avg_working_days": round(self.working_days / self.decided, 2) if self.decided else None,
+            "village_cases": self.village,
+            "transmitted": self.transmitted,
+            "transmission_rate": _rate(self.transmitted, self.village),
+            "closable": self.closable,
+            "closed": self.closed,
+            "closure_rate": _rate(self.closed, self.closable),
+            "yellow_cards": self.yellow,
+            "red_cards": self.red,
+            "ratings": self.ratings if ratings else None,
+            "bad_ratings": self.bad if ratings else None,
+            "satisfaction": _rate(self.good, self.ratings) if ratings else None,
+        }
+
+
+def _key_of(row, by: str, item_depts: Mapping[str, str]) -> str:
+    if by == "department":
+        return department_of(row[0], row[1], row[2], item_depts)
+    if by == "level":
+        return {12: "village", 9: "township"}.get(row[0], "city")
+    return row[0]
+
+
+def _aggregate(conn: sqlite3.Connection, hub_id: str, memo: MemoCalendar, today: date, where: str, params: tuple,
+               by: str, item_depts: Mapping[str, str]) -> dict[str, _Sums]:
+    """Per-group sums: stored facts in SQL, open cases' cards from their deadline, stopped clocks live."""
+    from shared import states
+    from shared.case_facts import row_of
+    from shared.deadlines import supervision_level
+
+    key_sql, width = _KEY_SQL[by], 3 if by == "department" else 1
+    ratings = _has_table(conn, "case_ratings")
+    followups = ratings and _has_table(conn, "followups")
+    rating_join = "LEFT JOIN case_ratings r ON r.case_id = c.case_id" if ratings else ""
+    rating_cols = ("TOTAL(r.case_id IS NOT NULL), TOTAL(r.level >= 3), TOTAL(r.level <= 2)" if ratings
+                   else "0, 0, 0")
+    pending = "0"
+    if followups:
+        pending = ("(COALESCE(r.level, 5) <= 2 AND COALESCE((SELECT u.status FROM followups u WHERE u.case_id = c.case_id),"
+                   " 'open') != 'closed')")
+    alert = "EXISTS (SELECT 1 FROM supervision_alerts a WHERE a.case_id = c.case_id AND a.level IN ({}))"
+    yellow_alert, red_alert = alert.format("'yellow', 'red'"), alert.format("'red'")
+    groups: dict[str, _Sums] = {}
+
+    def sums(key: str) -> _Sums:
+        return groups.setdefault(key, _Sums())
+
+    stored = f"FROM cases c JOIN case_facts f ON f.case_id = c.case_id {rating_join} WHERE {where} AND f.live = 0"
+    for row in conn.execute(
+        f"SELECT {key_sql}, COUNT(*), TOTAL(length(c.origin) = 12), TOTAL(f.counted), TOTAL(f.on_time),"
+        f" TOTAL(CASE WHEN f.counted THEN f.working_days ELSE 0 END), TOTAL(f.transmitted AND length(c.origin) = 12),"
+        f" TOTAL(f.decision_any), TOTAL(f.decision_any AND f.delivered AND NOT {pending}),"
+        f" TOTAL({yellow_alert}), TOTAL({red_alert}), {rating_cols} {stored} GROUP BY {key_sql}", params
+    ):
+        target = sums(_key_of(row, by, item_depts))
+        values = [int(v) for v in tuple(row)[width:]]
+        for name, value in zip(_SUM_FIELDS, values, strict=True):
+            setattr(target, name, getattr(target, name) + value)
+    # Open cases: 黄牌/红牌 reached now, from the stored deadline and today (one count per deadline).
+    open_states = tuple(states.OPEN_STATES)
+    levels: dict[str, str] = {}
+    for row in conn.execute(
+        f"SELECT {key_sql}, f.deadline, {yellow_alert}, {red_alert}, COUNT(*) FROM cases c"
+        f" JOIN case_facts f ON f.case_id = c.case_id WHERE {where} AND f.live = 0 AND f.deadline IS NOT NULL"
+        f" AND c.status IN ({','.join('?' * len(open_states))}) GROUP BY {key_sql}, f.deadline, {width + 2}, {width + 3}",
+        (*params, *open_states)
+    ):
+        deadline, has_yellow, has_red, count = tuple(row)[width:]
+        level = levels.get(deadline)
+        if level is None:
+            level = levels[deadline] = supervision_level(memo.working_days_between(today, date.fromisoformat(deadline)))
+        target = sums(_key_of(row, by, item_depts))
+        if level in ("yellow", "red") and not has_yellow:
+            target.yellow += count
+        if level == "red" and not has_red:
+            target.red += count
+    # Cases without stored facts, or whose clock is stopped (the deadline moves with today): in full.
+    ids = [r[0] for r in conn.execute(
+        f"SELECT c.case_id FROM cases c LEFT JOIN case_facts f ON f.case_id = c.case_id"
+        f" WHERE {where} AND (f.case_id IS NULL OR f.live = 1)", params)]
+    live = case_facts_where(conn, hub_id, memo, today, "c.case_id IN (SELECT value FROM json_each(?))",
+                            (json.dumps(ids),), item_depts) if ids else []
+    if live:
+        ids = [f.case_id for f in live]
+        done = followed_up(conn, ids)
+        rated = {}
+        if ratings:
+            for chunk in _chunks(ids):
+                rated.update({r[0]: r[1] for r in conn.execute(
+                    f"SELECT case_id, level FROM case_ratings WHERE case_id IN ({','.join('?' * len(chunk))})", chunk)})
+        for fact in live:
+            target = sums(group_key(fact, by))
+            _, _, _, _, _, working_days, _, delivered, decision_any, counted, on_time, transmitted, _, _ = row_of(
+                fact, False, "")
+            target.cases += 1
+            village = fact.level == "village"
+            target.village += village
+            target.decided += counted
+            target.on_time += on_time
+            target.working_days += working_days if counted else 0
+            target.transmitted += transmitted and village
+            target.closable += decision_any
+            target.closed += bool(decision_any and delivered and (done is None or fact.case_id in done))
+            target.yellow += bool(fact.cards & {"yellow", "red"})
+            target.red += "red" in fact.cards
+            if fact.case_id in rated:
+                target.ratings += 1
+                target.good += rated[fact.case_id] >= 3
+                target.bad += rated[fact.case_id] <= 2
+    return groups
+
+
+def _note_fallback_years(conn: sqlite3.Connection, memo: MemoCalendar, today: date) -> None:
+    """Record in the calendar the years the stored facts span that have no holiday data (for the page's warning)."""
+    row = conn.execute("SELECT MIN(substr(accepted_at, 1, 4)), MAX(substr(deadline, 1, 4)),"
+                       " MAX(substr(decided_at, 1, 4)) FROM case_facts").fetchone()
+    if row[0] is None:
+        return
+    last = max(int(v) for v in (row[1] or row[0], row[2] or row[0], today.year))
+    for year in range(int(row[0]), last + 1):
+        if not memo.calendar.covers(year):
+            memo.used_fallback.add(year)
+
+
+def statistics_in_python(conn: sqlite3.Connection, hub_id: str, calendar, today: date, filters: Filters = Filters(),
+               by: str = "department") -> dict:
+    """:func:`statistics` computed from every case's events in Python (reference; ~0.5 s per 10,000 cases)."""
     facts = case_facts(conn, hub_id, calendar, today, filters)
     names = {r["node_id"]: r["name"] for r in conn.execute("SELECT node_id, name FROM nodes")}
     names.update({f.item_code: f.item_name for f in facts})

@@ -8,7 +8,7 @@ import threading
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
-from shared import joint
+from shared import case_facts, joint
 from sync.node_sync import SyncState, run_round
 
 log = logging.getLogger("liandong.jobs")
@@ -44,7 +44,7 @@ def extra_rules() -> list:
 
 
 # Modules add ``rule(conn, node, emit)`` functions here (e.g. deemed consent of 联合审批).
-EXTRA_RULES: list = [joint.run_scheduled]
+EXTRA_RULES: list = [joint.run_scheduled, case_facts.run_scheduled]
 
 
 def _add_supervision(app: Flask, scheduler: BackgroundScheduler) -> None:
