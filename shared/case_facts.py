@@ -9,8 +9,11 @@ from 受理 to decision, whether it was received by its deciding node within 24 
 Here those facts are computed once per change of a case and kept in ``case_facts``:
 
 - **Invalidation is exact and immediate**: triggers delete a case's row whenever the case row
-  or any of its events is inserted, updated or deleted (history-only steps such as 延期 or
-  现场核查 record an event without touching the case row, so the events are watched too). A
+  is updated or deleted, or any of its events is updated or deleted; an event that moves the
+  case is recorded with an update of the case row (``casework.record_event``), so of inserted
+  events only those that leave the status as it is (history-only steps such as 延期 or 现场核查,
+  ``from_status = to_status``) need their own trigger. A new case has no row to delete, so
+  inserting cases (and their first events) costs the hub's ingest nothing here. A
   change of the working-day calendar (a loaded holiday schedule, another ``chinesecalendar``
   release) empties the table (``case_facts_meta.calendar``).
 - **Refilled incrementally**: :func:`refresh` computes the rows that are missing, with the same
@@ -55,14 +58,12 @@ CREATE TABLE case_facts_meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-CREATE TRIGGER case_facts_case_insert AFTER INSERT ON cases
-    BEGIN DELETE FROM case_facts WHERE case_id = NEW.case_id; END;
 CREATE TRIGGER case_facts_case_update AFTER UPDATE ON cases
     BEGIN DELETE FROM case_facts WHERE case_id IN (OLD.case_id, NEW.case_id); END;
 CREATE TRIGGER case_facts_case_delete AFTER DELETE ON cases
     BEGIN DELETE FROM case_facts WHERE case_id = OLD.case_id; END;
 CREATE TRIGGER case_facts_event_insert AFTER INSERT ON case_events
-    BEGIN DELETE FROM case_facts WHERE case_id = NEW.case_id; END;
+    WHEN NEW.from_status IS NEW.to_status BEGIN DELETE FROM case_facts WHERE case_id = NEW.case_id; END;
 CREATE TRIGGER case_facts_event_update AFTER UPDATE ON case_events
     BEGIN DELETE FROM case_facts WHERE case_id IN (OLD.case_id, NEW.case_id); END;
 CREATE TRIGGER case_facts_event_delete AFTER DELETE ON case_events
