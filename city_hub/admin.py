@@ -1,4 +1,4 @@
-"""The provisioning admin's pages: the node tree (enrol, revoke, reinstate), quarantined envelopes,
+"""The provisioning admin's pages: the node tree (enrol, revoke, reinstate, rotate keys), quarantined envelopes,
 accounts and roles, the catalog (show, upload, publish) and the holiday calendar (load, publish).
 
 The operations themselves live in :mod:`provisioning.hub_admin` and :mod:`provisioning.lifecycle`
@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 
-from provisioning import hub_admin, lifecycle
+from provisioning import hub_admin, lifecycle, rotation_command
 from provisioning.enrolment import create_token
 from shared import accounts
 from shared.catalog import DEPARTMENTS, LEVEL_LABELS
@@ -54,7 +54,8 @@ def nodes():
         "SELECT id, origin, seq, reason, detail, received_at FROM quarantine WHERE resolved_at IS NULL"
         " ORDER BY id DESC LIMIT 100"
     ).fetchall()
-    return render_template("admin/nodes.html", rows=rows, token=token, error=error, quarantine=quarantine)
+    return render_template("admin/nodes.html", rows=rows, token=token, error=error, quarantine=quarantine,
+                           keys=rotation_command.key_summary(conn))
 
 
 @bp.post("/admin/nodes/<node_id>/revoke")
@@ -69,6 +70,21 @@ def node_revoke(node_id: str):
 def node_reinstate(node_id: str):
     """Lift a revocation or suspension."""
     return _node_status(node_id, "reinstate")
+
+
+@bp.post("/admin/nodes/<node_id>/rotate-key")
+@roles_required("admin")
+def node_rotate_key(node_id: str):
+    """轮换密钥: send the node a hub-signed command; it makes its new key and announces it by sync."""
+    conn = get_db()
+    try:
+        with write_transaction(conn):
+            done = rotation_command.request(conn, current_node(), node_id, g.account["username"])
+        flash(f"已向节点 {node_id} 发送轮换密钥指令（第 {done['seq']} 条下行消息）；节点下次同步时生成新密钥，"
+              f"经同步登记后启用，旧密钥签发的消息仍然有效")
+    except LiandongError as exc:
+        flash(exc.message)
+    return redirect(url_for("admin.nodes"))
 
 
 def _node_status(node_id: str, op: str):

@@ -272,7 +272,8 @@ def apply_pull_answer(conn: sqlite3.Connection, node, answer: dict) -> dict:
                     continue
                 if opened.body["dest"] != node.node_id and opened.body["kind"] == "case.update":
                     casework.apply_update(conn, opened.body["body"])  # the township follows its villages' cases
-        result["applied"] = downlink.apply_in_order(conn, trust, node.node_id, messages, _handle_message)
+        result["applied"] = downlink.apply_in_order(conn, trust, node.node_id, messages,
+                                                     lambda c, body: _handle_message(c, body, node))
     return result
 
 
@@ -285,10 +286,14 @@ def install_calendar(node, content: dict) -> None:
         write_private_file(folder / f"{schedule['year']}.json", canonical.dumps(schedule))
 
 
-def _handle_message(conn: sqlite3.Connection, body: dict) -> None:
+def _handle_message(conn: sqlite3.Connection, body: dict, node=None) -> None:
     if body["kind"] == "case.update":
         casework.apply_update(conn, body["body"])
     elif body["kind"] == "complaint.answer":
         feedback.apply_answer(conn, body["body"])
     elif body["kind"] == "case.site_visit":  # 现场核查 recorded by the township (history only)
         site_visits.apply_downlink(conn, body["body"])
+    elif body["kind"] == "node.rotate_key":  # 轮换密钥 ordered from the hub's node tree
+        from provisioning import rotation_command
+
+        rotation_command.apply(conn, node, body)
