@@ -24,7 +24,7 @@ from flask import (
 )
 from werkzeug.datastructures import MultiDict
 
-from shared import drafts, intake, states
+from shared import drafts, intake, scanner, states
 from shared.catalog import accepts_at, public_view, required_materials, search, validate_form
 from shared.clock import parse_iso
 from shared.errors import LiandongError, ValidationError
@@ -272,6 +272,29 @@ class _State:
                     self.materials.append({"code": m["code"], "sha256": sha256, "size": len(data),
                                            "filename": filename})
 
+    def add_scans(self, form) -> list[str]:
+        """Attach the files ticked in the scanner folder (``scan_<material code>``: plain file names
+        read from ``SCANNER_FOLDER`` only); with ``scan_move_done`` they go to its ``done/`` subfolder."""
+        node = current_node()
+        folder = scanner.folder_of(node.config.get("SCANNER_FOLDER"))
+        max_file = int(node.config["MAX_ATTACHMENT_BYTES"])
+        total = sum(m["size"] for m in self.materials)
+        attached: list[str] = []
+        for m in self.item["materials"]:
+            for name in form.getlist(f"scan_{m['code']}"):
+                data = scanner.read_scan(folder, name, max_file, f"materials.{m['code']}")
+                total += len(data)
+                intake.check_sizes(len(data), total, max_file, int(node.config["MAX_CASE_ATTACHMENT_BYTES"]),
+                                   f"materials.{m['code']}")
+                sha256 = node.blobs.put(data)
+                if not any(x["sha256"] == sha256 and x["code"] == m["code"] for x in self.materials):
+                    self.materials.append({"code": m["code"], "sha256": sha256, "size": len(data), "filename": name})
+                attached.append(name)
+        if attached and folder is not None and form.get("scan_move_done") == "yes":
+            for name in dict.fromkeys(attached):
+                scanner.move_done(folder, name)
+        return attached
+
     def check(self, step: str) -> None:
         """Validate one step; raises the domain error naming the field."""
         if step == "situation":
@@ -337,6 +360,7 @@ def new_case(code: str):
         try:
             if posted == "materials" or one_page:
                 state.add_uploads(request.files)
+                state.add_scans(request.form)
             if request.form.get("remove_material"):
                 go = "stay"
             elif go == "draft":
@@ -368,6 +392,9 @@ def new_case(code: str):
         values=state.values(), error=error, error_input=_input_name(getattr(error, "field", None)),
         needed=state.needed(), missing=state.missing(), mask=mask_id_number, draft_id=draft_id,
         max_file_mb=int(node.config["MAX_ATTACHMENT_BYTES"]) // (1024 * 1024),
+        scanner_set=bool(node.config.get("SCANNER_FOLDER")),
+        scans=scanner.list_scans(scanner.folder_of(node.config.get("SCANNER_FOLDER")),
+                                 int(node.config["MAX_ATTACHMENT_BYTES"])) if step == "materials" else [],
     ), (400 if error else 200)
 
 
