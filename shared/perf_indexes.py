@@ -13,3 +13,10 @@ CREATE INDEX IF NOT EXISTS cases_office_status_submitted ON cases(route_office, 
 CREATE INDEX IF NOT EXISTS cases_status_submitted ON cases(status, submitted_at);
 CREATE INDEX IF NOT EXISTS cases_submitted ON cases(submitted_at);
 """
+
+# The composite indexes above cover every lookup the single-column ones served; each extra index
+# costs the hub's ingest a few microseconds per case (measured), so they go.
+DROP_REDUNDANT = """
+DROP INDEX IF EXISTS cases_origin;
+DROP INDEX IF EXISTS cases_office_status;
+"""

@@ -1,20 +1,11 @@
 """The village room's database: its cases and its outbox."""
 
-from shared import feedback, joint, oversight, projects
-from shared.schema import COMMON, DOCUMENTS, SUPERVISION
+from shared.migrations import node_migrations
+from shared.schema import COMMON
 from shared.web.db import DatabaseOwner
 from sync.schema import ORIGIN
 
-MIGRATIONS = [COMMON + ORIGIN, SUPERVISION, DOCUMENTS, feedback.SCHEMA, joint.SCHEMA, oversight.SCHEMA, projects.PROJECTS_SCHEMA]
-# Page speed (indexes) and the village's 暂存 drafts: shared/perf_indexes.py, shared/drafts.py.
-from shared import drafts, perf_indexes  # noqa: E402
-
-MIGRATIONS += [perf_indexes.SCHEMA, drafts.SCHEMA]
-
-# Stored per-case facts for the statistics page: shared/case_facts.py.
-from shared import case_facts  # noqa: E402
-
-MIGRATIONS += [case_facts.SCHEMA]
+MIGRATIONS = node_migrations(COMMON + ORIGIN)
 
 database = DatabaseOwner(MIGRATIONS)
 get_db = database.get_db
