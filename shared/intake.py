@@ -27,14 +27,27 @@ def catalog_items(conn: sqlite3.Connection) -> tuple[int, dict[str, dict]]:
     return (row["version"], catalog_index(row["document"])) if row else (0, {})
 
 
-def _clean_applicant(applicant) -> dict:
+def acceptable_item(items: dict[str, dict], code, node_id: str, not_here: str = "不能在本级受理") -> dict:
+    """The catalog item an application names, if this node may take applications for it."""
+    item = items.get(code)
+    if item is None:
+        raise ValidationError("item_code", "事项不存在或目录尚未同步")
+    if item.get("consultation_only"):
+        raise RuleError("consultation_only", f"「{item['name']}」无需办理审批，属咨询事项：{item.get('consultation_answer', '')}")
+    if not accepts_at(item, node_id):
+        raise RuleError("not_accepted_here", f"「{item['name']}」{not_here}")
+    return item
+
+
+def clean_applicant(applicant, who: str = "申请人") -> dict:
+    """Validate the person who signs an application (GB 11643 身份证号, phone); field-named errors."""
     if not isinstance(applicant, dict):
-        raise ValidationError("applicant", "缺少申请人信息")
+        raise ValidationError("applicant", f"缺少{who}信息")
     name = applicant.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise ValidationError("applicant.name", "请填写申请人姓名")
+        raise ValidationError("applicant.name", f"请填写{who}姓名")
     if len(name.strip()) > 50:
-        raise ValidationError("applicant.name", "申请人姓名过长")
+        raise ValidationError("applicant.name", f"{who}姓名过长")
     return {
         "name": name.strip(),
         "id_number": validate_id_number(applicant.get("id_number"), field="applicant.id_number"),
@@ -108,14 +121,8 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
     # Refuse before anything else while the disk is nearly full: a clear message, nothing half-done.
     ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     version, items = catalog_items(conn)
-    item = items.get(payload.get("item_code"))
-    if item is None:
-        raise ValidationError("item_code", "事项不存在或目录尚未同步")
-    if item.get("consultation_only"):
-        raise RuleError("consultation_only", f"「{item['name']}」无需办理审批，属咨询事项：{item.get('consultation_answer', '')}")
-    if not accepts_at(item, node.node_id):
-        raise RuleError("not_accepted_here", f"「{item['name']}」不能在本级受理")
-    applicant = _clean_applicant(payload.get("applicant"))
+    item = acceptable_item(items, payload.get("item_code"), node.node_id)
+    applicant = clean_applicant(payload.get("applicant"))
     entrustment = _clean_entrustment(payload.get("entrustment"), applicant, item, agent)
     form = _plain_numbers(validate_form(item, payload.get("form") or {}))
     situation = payload.get("situation") or {}

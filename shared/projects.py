@@ -173,26 +173,6 @@ def link_case(conn: sqlite3.Connection, project_id: str, case_id: str, agent: st
     return True
 
 
-def _applicant(applicant) -> dict:
-    """The enterprise's 经办人 who signs the application (the case's applicant)."""
-    from shared.idcard import validate_id_number, validate_phone
-
-    if not isinstance(applicant, dict):
-        raise ValidationError("applicant", "缺少经办人信息")
-    return {"name": _name(applicant),
-            "id_number": validate_id_number(applicant.get("id_number"), field="applicant.id_number"),
-            "phone": validate_phone(applicant.get("phone"), field="applicant.phone")}
-
-
-def _name(applicant: dict) -> str:
-    name = applicant.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError("applicant.name", "请填写经办人姓名")
-    if len(name.strip()) > 50:
-        raise ValidationError("applicant.name", "经办人姓名过长")
-    return name.strip()
-
-
 def prefill_form(item: dict, project, form: dict) -> dict:
     """The item's form with the enterprise's fields taken from the project where left empty."""
     known = {"enterprise_name": project["enterprise_name"], "credit_code": project["credit_code"],
@@ -214,20 +194,16 @@ def file_case(conn: sqlite3.Connection, node, project_id: str, items: dict, vers
     case is received at once, and a 秒批 item whose rule holds is approved at once.
     """
     from shared import documents
-    from shared.catalog import accepts_at, required_materials, route, validate_form
+    from shared.catalog import required_materials, route, validate_form
+    from shared.intake import acceptable_item, clean_applicant
     from shared.storage import ensure_disk_space, write_transaction
     from sync import blobs
 
     ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     project = get(conn, project_id)
-    item = items.get(payload.get("item_code"))
-    if item is None:
-        raise ValidationError("item_code", "事项不存在")
-    if item.get("consultation_only"):
-        raise RuleError("consultation_only", f"「{item['name']}」无需办理审批，属咨询事项")
-    if not accepts_at(item, node.node_id):
-        raise RuleError("not_accepted_here", f"「{item['name']}」不能在市（县）中心受理，请到乡镇或村申请后关联到项目")
-    applicant = _applicant(payload.get("applicant"))
+    item = acceptable_item(items, payload.get("item_code"), node.node_id,
+                           "不能在市（县）中心受理，请到乡镇或村申请后关联到项目")
+    applicant = clean_applicant(payload.get("applicant"), who="经办人")
     form = validate_form(item, prefill_form(item, project, payload.get("form") or {}))
     if "credit_code" in form:
         form["credit_code"] = validate_credit_code(form["credit_code"], field="form.credit_code")

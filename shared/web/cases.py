@@ -175,14 +175,11 @@ def precheck_marks(case_id: str):
     comment = request.form.get("comment", "").strip()
     try:
         items = precheck.build_missing_items(item, fields, materials, request.form.get("other", ""))
-        act(case_id, action, comment or "请按一次性告知的全部内容补齐补正后重新提交", {"missing_items": items})
     except LiandongError as exc:
-        if exc.status == 403:
-            raise
         flash(f"未能{states.ACTION_LABELS[action]}：{exc.message}")
-    else:
-        flash(f"已{states.ACTION_LABELS[action]}：一次性告知 {len(items)} 项")
-    return redirect(url_for("cases.detail", case_id=case_id))
+        return redirect(url_for("cases.detail", case_id=case_id))
+    return _act_from_form(case_id, action, comment or "请按一次性告知的全部内容补齐补正后重新提交",
+                          {"missing_items": items}, f"：一次性告知 {len(items)} 项")
 
 
 @bp.post("/cases/<case_id>/actions")
@@ -202,9 +199,11 @@ def form_action(case_id: str):
         details["reason"] = request.form.get("suspend_reason", "")
     elif action == "extend":
         details["approved_by"] = request.form.get("approved_by", "").strip()
-        details["already_extended"] = any(
-            r["action"] == "extend" for r in get_db().execute(
-                "SELECT action FROM case_events WHERE case_id = ?", (case_id,)))
+    return _act_from_form(case_id, action, comment, details)
+
+
+def _act_from_form(case_id: str, action: str, comment: str, details: dict, done: str = ""):
+    """Apply an action posted from the case page; a refused one is shown there in Chinese."""
     try:
         act(case_id, action, comment, details)
     except LiandongError as exc:
@@ -212,7 +211,7 @@ def form_action(case_id: str):
             raise
         flash(f"未能{states.ACTION_LABELS[action]}：{exc.message}")
     else:
-        flash(f"已{states.ACTION_LABELS[action]}")
+        flash(f"已{states.ACTION_LABELS[action]}{done}")
     return redirect(url_for("cases.detail", case_id=case_id))
 
 
