@@ -25,7 +25,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     node = app.extensions["liandong_node"]
     app.extensions["liandong_sync"] = HubSync(node)
     node.emit = lambda conn, row, event, decision: notify_origin(conn, node, row, event, decision)
-    app.extensions["liandong_emit"] = node.emit
     app.register_blueprint(cases.bp)
     app.register_blueprint(documents.bp)
     from shared.web import joint as joint_pages  # 联办意见, 审管认领

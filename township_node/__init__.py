@@ -19,7 +19,6 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     service = TownshipSync(app.extensions["liandong_node"])
     app.extensions["liandong_sync"] = service
-    app.extensions["liandong_emit"] = service.emit
     app.extensions["liandong_node"].emit = service.emit
     app.register_blueprint(intake.bp)
     app.register_blueprint(cases.bp)

@@ -15,7 +15,6 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from . import syncstatus
 
-    app.extensions["liandong_emit"] = None  # a village decides nothing
     app.register_blueprint(intake.bp)
     app.register_blueprint(cases.bp)
     app.register_blueprint(documents.bp)

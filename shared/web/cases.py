@@ -12,7 +12,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     g,
     jsonify,
@@ -105,7 +104,7 @@ def act(case_id: str, action: str, comment: str, details: dict) -> dict:
     with write_transaction(conn):
         joint.check_action(conn, case_id, action, comment)  # no 准予 while 联办 opinions are open
         return casework.perform_action(conn, case_id, action, comment, g.account["username"], node.node_id,
-                                       node.now(), current_app.extensions["liandong_emit"], **details)
+                                       node.now(), node.emit, **details)
 
 
 @bp.get("/api/v1/cases/<case_id>")
