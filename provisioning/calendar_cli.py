@@ -63,11 +63,6 @@ def calendar_load(schedule_file: Path, data_dir: Path) -> None:
     config = nodes.read_config(data_dir)
     if config["TIER"] != "hub":
         raise click.ClickException("load the schedule at the hub; it reaches the other nodes by sync")
-    node = nodes.node_for(data_dir)
-    conn = nodes.open_db(data_dir)
-    try:
-        with storage.write_transaction(conn):
-            version = publish_calendar(conn, node, schedule, "cli")
-    finally:
-        conn.close()
+    with nodes.opened(data_dir, "hub") as (node, conn), storage.write_transaction(conn):
+        version = publish_calendar(conn, node, schedule, "cli")
     click.echo(f"{schedule['year']} schedule loaded; calendar version {version} published")

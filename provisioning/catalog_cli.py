@@ -38,13 +38,8 @@ def catalog_publish(catalog_file: Path, data_dir: Path) -> None:
         items = parse_catalog(catalog_file.read_bytes())
     except ValidationError as exc:
         raise click.ClickException(f"catalog refused: {exc.message}") from exc
-    node = nodes.node_for(data_dir)
-    conn = nodes.open_db(data_dir)
-    try:
-        with storage.write_transaction(conn):
-            version = publish_catalog(conn, node, items, "cli")
-    finally:
-        conn.close()
+    with nodes.opened(data_dir, "hub") as (node, conn), storage.write_transaction(conn):
+        version = publish_catalog(conn, node, items, "cli")
     click.echo(f"catalog version {version} published with {len(items)} items")
 
 
@@ -55,9 +50,6 @@ def catalog_export(data_dir: Path) -> None:
     from city_hub.registry import current_catalog
 
     _hub(data_dir)
-    conn = nodes.open_db(data_dir)
-    try:
+    with nodes.opened(data_dir, "hub") as (_, conn):
         version, items = current_catalog(conn)
-    finally:
-        conn.close()
     click.echo(json.dumps({"version": version, "items": list(items.values())}, ensure_ascii=False, indent=1))

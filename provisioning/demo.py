@@ -94,12 +94,8 @@ def _create(data_dir: Path, url: str, node_id: str, tier: str, account_list: lis
 
 
 def _issue_token(hub_dir: Path, node_id: str, name: str) -> str:
-    conn = nodes.open_db(hub_dir, "hub")
-    try:
-        with storage.write_transaction(conn):
-            return create_token(conn, node_id, name, None, timedelta(hours=1), nodes.node_for(hub_dir).now(), "demo")
-    finally:
-        conn.close()
+    with nodes.opened(hub_dir, "hub") as (hub, conn), storage.write_transaction(conn):
+        return create_token(conn, node_id, name, None, timedelta(hours=1), hub.now(), "demo")
 
 
 def run_demo(data_dir: Path, base_port: int, sync_interval: float, clock_start: str | None,
