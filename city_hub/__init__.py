@@ -23,7 +23,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .sync_service import HubSync
 
     node = app.extensions["liandong_node"]
-    app.extensions["liandong_sync"] = HubSync(node)
+    app.extensions["liandong_sync"] = HubSync(node, lambda: database.connect(app))
     node.emit = lambda conn, row, event, decision: notify_origin(conn, node, row, event, decision)
     app.register_blueprint(cases.bp)
     app.register_blueprint(documents.bp)

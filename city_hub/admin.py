@@ -18,6 +18,7 @@ from shared.errors import LiandongError
 from shared.storage import write_transaction
 from shared.web import current_node
 from shared.web.auth import roles_required
+from sync import apply
 
 from .db import get_db
 
@@ -55,7 +56,7 @@ def nodes():
         " ORDER BY id DESC LIMIT 100"
     ).fetchall()
     return render_template("admin/nodes.html", rows=rows, token=token, error=error, quarantine=quarantine,
-                           keys=rotation_command.key_summary(conn))
+                           keys=rotation_command.key_summary(conn), to_apply=apply.pending(conn))
 
 
 @bp.post("/admin/nodes/<node_id>/revoke")

@@ -18,16 +18,20 @@ from . import registry
 def make_appliers(node) -> dict:
     """Appliers by envelope kind, bound to the hub ``node``."""
 
-    def batch_now():
-        """(now, iso(now)) once per push (``BATCH_MEMO``), else fresh."""
-        memo = registry.BATCH_MEMO.get()
-        if memo is not None and "now" in memo:
-            return memo["now"]
-        now = node.now()
-        if memo is not None:
-            memo["now"] = (now, iso(now))
-            return memo["now"]
-        return now, iso(now)
+    parsed: dict[str, tuple] = {}
+
+    def received(opened: Opened) -> tuple:
+        """(time, iso) the hub accepted ``opened``: its 接件 time (parsed once per push)."""
+        at = opened.received_at
+        if at is None:
+            now = node.now()
+            return now, iso(now)
+        hit = parsed.get(at)
+        if hit is None:
+            if len(parsed) > 256:
+                parsed.clear()
+            hit = parsed[at] = (parse_iso(at), at)
+        return hit
 
     def submit_plan(conn: sqlite3.Connection, opened: Opened) -> tuple[str, dict, dict, bool, bool]:
         """Checks of a ``case.submit`` before anything is written: (origin, body, item, city, instant)."""
@@ -37,7 +41,7 @@ def make_appliers(node) -> dict:
         if item is None:
             raise RuleError("unknown_item", f"事项 {body['item_code']} 不在目录中")
         body = {**body, "route": route(item, origin, node.hub_id)}
-        now, now_iso = batch_now()
+        now, now_iso = received(opened)
         limit = now + timedelta(seconds=int(node.config["MAX_CLOCK_SKEW_SECONDS"]))
         if parse_iso(body["submitted_at"]) > limit:
             # A PC clock in the future must not move deadlines: the hub's time stands in.
@@ -56,7 +60,7 @@ def make_appliers(node) -> dict:
         if instant or orphans_waiting(conn):
             return None
         if city:
-            now, now_iso = batch_now()
+            now, now_iso = received(opened)
             rows = casework.received_rows(body, origin, node.node_id, now, now_iso)
         else:
             rows = casework.case_rows(body, origin, "SUBMITTED", "hub")
@@ -66,7 +70,7 @@ def make_appliers(node) -> dict:
         origin, body, item, city, instant = submit_plan(conn, opened)
         if city and not instant:
             # 接件 at once: the case is stored already received, with both events.
-            if not casework.insert_received(conn, body, origin, node.node_id, node.now()):
+            if not casework.insert_received(conn, body, origin, node.node_id, received(opened)[0]):
                 return
         elif not casework.insert_case(conn, body, origin=origin, status="SUBMITTED", sync_state="hub"):
             return
@@ -82,7 +86,7 @@ def make_appliers(node) -> dict:
                     conn.execute("INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?,?,?,?,?)",
                                  (iso(node.now()), "system", "event.refused", body["case_id"], exc.message))
         if instant:
-            casework.receive(conn, body["case_id"], item, node.node_id, node.now(),
+            casework.receive(conn, body["case_id"], item, node.node_id, received(opened)[0],
                              lambda c, row, ev, dec: notify_origin(c, node, row, ev, dec))
 
     apply_case_submit.prepare = prepare_case_submit

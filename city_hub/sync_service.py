@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.clock import iso
 from shared.storage import write_transaction
-from sync import blobs, downlink, envelope
+from sync import apply, blobs, downlink, envelope
 from sync.ingest import Ingestor
 
 from . import registry
@@ -14,9 +14,14 @@ from .ingest import make_appliers
 class HubSync:
     """Installed as ``app.extensions["liandong_sync"]`` on the hub."""
 
-    def __init__(self, node):
+    def __init__(self, node, connect):
+        """``connect()`` opens a new connection to the hub's database (for the apply worker)."""
         self.node = node
+        self.connect = connect
         self.appliers = make_appliers(node)
+        self.worker = apply.ApplyWorker(self._apply_chunk, float(node.config["APPLY_QUIET_SECONDS"]),
+                                        float(node.config["APPLY_MAX_LAG_SECONDS"]))
+        self._worker_conn = None
 
     def resolve_caller_key(self, trust):
         """Any active township or village may call the hub (villages reach it through relays)."""
@@ -31,17 +36,37 @@ class HubSync:
 
     def ingestor(self, conn) -> Ingestor:
         node = self.node
-        return Ingestor(conn, node.trust(conn), node.key, self.appliers, node.blobs.has,
+        return Ingestor(conn, node.trust(conn), node.key, node.blobs.has,
                         int(node.config["MAX_CLOCK_SKEW_SECONDS"]) * 1000)
 
     def push(self, conn, node, caller: str, documents: list) -> dict:
-        """Ingest a batch in one transaction; answer per envelope plus the acks."""
-        memo = registry.BATCH_MEMO.set({})
+        """Ingest a batch in one transaction; answer per envelope plus the acks.
+
+        The accepted envelopes are applied afterwards by the apply worker (sync/apply.py).
+        """
+        with self.worker.pushing(), write_transaction(conn):
+            return self._push(conn, node, caller, documents)
+
+    def _apply_chunk(self) -> int:
+        """One chunk of the apply queue, on the worker's own (long-lived, cache-warm) connection."""
+        if self._worker_conn is None:
+            self._worker_conn = self.connect()
+        return self.apply_pending(self._worker_conn)
+
+    def apply_pending(self, conn, limit: int = 200) -> int:
+        """Apply up to ``limit`` accepted envelopes now; returns how many."""
+        memo = registry.BATCH_MEMO.set({})  # one transaction: the catalog is looked up once
         try:
-            with write_transaction(conn):
-                return self._push(conn, node, caller, documents)
+            return apply.apply_pending(conn, self.appliers, self.node.now(), limit)
         finally:
             registry.BATCH_MEMO.reset(memo)
+
+    def apply_all(self, conn) -> int:
+        """Apply everything queued (jobs, CLI and tests); returns how many."""
+        total = 0
+        while n := self.apply_pending(conn):
+            total += n
+        return total
 
     def _push(self, conn, node, caller: str, documents: list) -> dict:
         ingestor = self.ingestor(conn)
@@ -66,6 +91,7 @@ class HubSync:
     def pull(self, conn, node, caller: str, cursors: dict, have: dict, acked: dict | None = None) -> dict:
         """Acks for origins in the caller's subtree (only those newer than ``acked``), their
         downlink, newer metadata."""
+        self.worker.poke()  # after a restart, what was accepted but not yet applied is applied now
         subtree = node.trust(conn).subtree(caller)
         marks = ",".join("?" * len(subtree))
         acked = acked or {}

@@ -7,6 +7,7 @@ when it does not use a table, so all nodes share one numbering.
 
 from shared import case_facts, drafts, feedback, joint, oversight, perf_indexes, projects
 from shared.schema import DOCUMENTS, SUPERVISION
+from sync.schema import APPLY_QUEUE
 
 
 def node_migrations(first: str) -> list[str]:
@@ -23,4 +24,5 @@ def node_migrations(first: str) -> list[str]:
         drafts.SCHEMA,  # 9: the village's 暂存 drafts
         case_facts.SCHEMA,  # 10: per-case facts for statistics
         perf_indexes.DROP_REDUNDANT,  # 11: single-column indexes the composite ones cover
+        APPLY_QUEUE,  # 12: the hub's accepted envelopes waiting to be applied
     ]

@@ -37,6 +37,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_CASE_ATTACHMENT_BYTES", 40 * 1024 * 1024, "Largest total of material files for one case."),
     Setting("DISK_RESERVE_BYTES", 64 * 1024 * 1024, "Free disk below which new cases are refused with a clear message."),
     Setting("MAX_CLOCK_SKEW_SECONDS", 600, "How far in the future a peer's clock may be before its timestamps are refused."),
+    Setting("APPLY_QUIET_SECONDS", 0.05, "Hub: how long pushes must pause before accepted envelopes are applied to the "
+            "case register (a burst is acknowledged first)."),
+    Setting("APPLY_MAX_LAG_SECONDS", 10.0, "Hub: the longest accepted envelopes wait for a pause in pushes; after that "
+            "they are applied alongside them."),
     Setting("METADATA_TTL_DAYS", 30, "Days a signed catalog/registry stays fresh before nodes show it as stale."),
     Setting("CLOCK_START", None, "Demo/sim only: ISO time the node's clock starts at."),
     Setting("CLOCK_SPEED", 1.0, "Demo/sim only: how many times faster than real time the clock runs."),

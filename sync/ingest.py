@@ -1,6 +1,7 @@
-"""The hub's side of the uplink: verify, order, de-duplicate, apply and acknowledge.
+"""The hub's side of the uplink: verify, order, de-duplicate, queue and acknowledge.
 
-One batch is one ``BEGIN IMMEDIATE`` transaction at ``synchronous=FULL``: the acknowledgement a
+Accepted envelopes are queued in ``apply_queue`` in the same transaction; their content is
+applied to the case register by sync/apply.py. One batch is one ``BEGIN IMMEDIATE`` transaction at ``synchronous=FULL``: the acknowledgement a
 peer receives is never ahead of what is on disk. Idempotency is enforced by the unique keys of
 ``inbox`` (``(origin, seq)`` and ``envelope_id``), never by looking first: an insert that
 conflicts is then classified as a duplicate (same id: answered with the same acknowledgement)
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 
 from shared.clock import iso
 from shared.crypto import SignatureError, SigningKey
-from shared.errors import LiandongError
 
 from . import envelope
 from .hlc import Timestamp
@@ -27,8 +27,6 @@ from .trust import TrustStore
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 MAX_HELD_PER_ORIGIN = 1000
-
-Applier = Callable[[sqlite3.Connection, envelope.Opened], None]
 
 
 @dataclass
@@ -83,14 +81,12 @@ class Ingestor:
         conn: sqlite3.Connection,
         trust: TrustStore,
         hub_key: SigningKey,
-        appliers: dict[str, Applier],
         has_blob: Callable[[str], bool],
         max_skew_ms: int,
     ):
         self.conn = conn
         self.trust = trust
         self.hub_key = hub_key
-        self.appliers = appliers
         self.has_blob = has_blob
         self.max_skew_ms = max_skew_ms
         self.suspended: set[str] = set()
@@ -201,7 +197,8 @@ class Ingestor:
         conn.execute(
             "INSERT INTO inbox(origin, seq, envelope_id, prev, kind, document, received_at, via, blobs_pending)"
             " VALUES (?,?,?,?,?,?,?,?,?)",
-            (origin, seq, envelope_id, prev, opened.body["kind"], envelope.to_bytes(document), self._iso(now), via, len(missing)),
+            (origin, seq, envelope_id, prev, opened.body["kind"], envelope.stored_bytes(opened), self._iso(now), via,
+             len(missing)),
         )
         self.heads[origin] = (seq, envelope_id)
         if missing:
@@ -209,51 +206,15 @@ class Ingestor:
                 "INSERT INTO inbox_blobs(origin, seq, sha256) VALUES (?,?,?) ON CONFLICT DO NOTHING",
                 [(origin, seq, sha) for sha in missing],
             )
+        conn.execute("INSERT INTO apply_queue(origin, seq) VALUES (?,?)", (origin, seq))
         result = {**base, "status": "accepted"}
         if Timestamp.parse(opened.body["hlc"]).wall_ms > wall_ms + self.max_skew_ms:
             # Never trust a clock from the future: keep the envelope, record the hub's time.
             quarantine(conn, origin, seq, envelope_id, "clock_ahead", opened.body["hlc"], None, now)
             result["clock"] = "ahead"
-        applier = self.appliers.get(opened.body["kind"])
-        prepare = getattr(applier, "prepare", None)
-        if prepare is not None:
-            # Two-phase applier: every check runs and every row is built before anything is
-            # written, so a refusal leaves nothing to undo and needs no SAVEPOINT (which costs a
-            # statement journal per envelope). Errors while writing fail the whole push.
-            try:
-                write = prepare(conn, opened)
-            except (LiandongError, KeyError, ValueError, TypeError) as exc:
-                quarantine(conn, origin, seq, envelope_id, "invalid_content", repr(exc)[:500], None, now)
-                result["applied"] = False
-            else:
-                if write is not None:
-                    write()
-                    result["applied"] = True
-                else:
-                    result["applied"] = self._apply_in_savepoint(applier, opened, origin, seq, envelope_id, now)
-        else:
-            result["applied"] = self._apply_in_savepoint(applier, opened, origin, seq, envelope_id, now)
         if missing:
             result["missing_blobs"] = missing
         return result
-
-    def _apply_in_savepoint(self, applier, opened, origin, seq, envelope_id, now) -> bool:
-        """Apply one envelope; a refused content rolls back only its own effects."""
-        conn = self.conn
-        conn.execute("SAVEPOINT apply_envelope")
-        try:
-            if applier is None:
-                raise LiandongError("unknown_kind", f"未知的消息类型 {opened.body['kind']}")
-            applier(conn, opened)
-        except (LiandongError, KeyError, ValueError, TypeError) as exc:
-            # The envelope stays in the chain (the hub holds it); its content waits for review.
-            conn.execute("ROLLBACK TO apply_envelope")
-            quarantine(conn, origin, seq, envelope_id, "invalid_content", repr(exc)[:500], None, now)
-            applied = False
-        else:
-            applied = True
-        conn.execute("RELEASE apply_envelope")
-        return applied
 
     def _drain_held(self, origin, seq, via, now, wall_ms) -> None:
         """Apply envelopes held behind a gap that ``seq`` just closed, in order."""

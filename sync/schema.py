@@ -158,3 +158,14 @@ CREATE TABLE metadata (
     PRIMARY KEY (role, version)
 );
 """
+
+# Migration 12 (every tier applies it; only the hub fills it): the second stage of hub ingest.
+# An envelope accepted into its origin's chain (and acknowledged) is queued here in acceptance
+# order, and its content is applied to the case register from here (sync/apply.py).
+APPLY_QUEUE = """
+CREATE TABLE IF NOT EXISTS apply_queue (
+    id INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL,
+    seq INTEGER NOT NULL
+);
+"""

@@ -106,6 +106,7 @@ class NodeHandle:
     app: object = None
     server: Server | None = None
     tokens: dict[str, str] = field(default_factory=dict)
+    hub: NodeHandle | None = None  # a township's hub: applied after each of its sync rounds
     _conn: object = None
 
     @property
@@ -147,7 +148,19 @@ class NodeHandle:
 
     def sync(self) -> dict:
         """One forced sync round towards the parent (never raises for network trouble)."""
-        return run_round(self.conn, self.node, SyncState(), force=True)
+        summary = run_round(self.conn, self.node, SyncState(), force=True)
+        if self.hub is not None:
+            self.hub.apply_accepted()
+        return summary
+
+    def apply_accepted(self) -> int:
+        """Hub: apply what it accepted now, as its apply worker would a moment later (sync/apply.py).
+
+        Checks, API calls and sync rounds in tests call this first, so they see a settled hub.
+        """
+        if self.tier != "hub" or self.app is None:
+            return 0
+        return self.app.extensions["liandong_sync"].apply_all(self.conn)
 
     def client_to_parent(self) -> ParentClient:
         """A node-signed HTTP client of this node towards its parent."""
@@ -164,15 +177,18 @@ class NodeHandle:
     def api(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
         """An HTTP request to this node's API, over loopback."""
         headers = dict(kwargs.pop("headers", {}) or {})
+        self.apply_accepted()
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return requests.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
 
     def query(self, sql: str, params: tuple = ()) -> list:
         """Rows of a read-only query on this node's database."""
+        self.apply_accepted()
         return self.conn.execute(sql, params).fetchall()
 
     def scalar(self, sql: str, params: tuple = ()):
+        self.apply_accepted()
         row = self.conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
@@ -219,7 +235,7 @@ class Network:
 
     def add_township(self, node_id: str, name: str = "测试镇便民服务站") -> NodeHandle:
         port = free_port()
-        handle = NodeHandle(node_id, "township", self.root / node_id, port)
+        handle = NodeHandle(node_id, "township", self.root / node_id, port, hub=self.hub)
         token = self.issue_token(node_id, name)
         nodes.enrol_node(handle.data_dir, token, self.hub.url, name, handle.url)
         handle.serve()

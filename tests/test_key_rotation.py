@@ -47,6 +47,8 @@ def test_rotation_switches_keys_and_loses_nothing_queued(build_network):
     assert keys[old_kid] is not None and keys[new_kid] is None  # old retired, still listed
     published = net.hub.node.trust(net.hub.conn).nodes[village.node_id].keys
     assert set(published) == {old_kid, new_kid}
+    # The hub applies the rotation after acknowledging it: the township hears of it next round.
+    net.township.sync()
 
     # Before the village hears of it, it still signs with the old key: such a case still counts.
     receipts.append(new_case(village, agent, item)[0])

@@ -22,6 +22,7 @@ from shared import canonical, documents, storage
 from shared.clock import iso
 from shared.crypto import SignatureError, SigningKey, b64d, b64e, pae, sha256_hex, verify
 from sync import downlink, envelope, nodeauth, outbox, relay
+from sync.apply import apply_pending
 from sync.ingest import Ingestor
 from sync.trust import NodeEntry, TrustStore, hub_key_cert_body, verify_hub_key_cert
 
@@ -114,8 +115,7 @@ def village_db(folder: Path) -> sqlite3.Connection:
 
 
 def ingestor(conn: sqlite3.Connection, blobs: set[str]) -> Ingestor:
-    return Ingestor(conn, trust_store(), key("hub_signing"), {"case.submit": lambda c, o: None},
-                    lambda sha: sha in blobs, MAX_SKEW_MS)
+    return Ingestor(conn, trust_store(), key("hub_signing"), lambda sha: sha in blobs, MAX_SKEW_MS)
 
 
 def push(ing: Ingestor, documents: list) -> dict:
@@ -266,7 +266,7 @@ def build_outcomes() -> dict:
         conn.close()
     return {
         "description": "Hub ingest outcomes, applied in order to one fresh hub database (trust state as in "
-                       "trust_store(): village_r revoked after seq 1; appliers exist for case.submit only).",
+                       "trust_store(): village_r revoked after seq 1; accepted envelopes are queued to be applied).",
         "hub_time": iso(NOW),
         "max_clock_skew_ms": MAX_SKEW_MS,
         "steps": out,
@@ -591,6 +591,8 @@ def test_ingest_outcomes(tmp_path):
                      ("quarantined", "malformed"), ("rejected", "malformed"), ("quarantined", "revoked"),
                      ("quarantined", "broken_chain")]:
         assert expected in statuses
+    # The second stage: an accepted envelope of a kind without an applier is refused there.
+    apply_pending(conn, {"case.submit": lambda c, o: None}, NOW)
     reasons = {r["reason"] for r in conn.execute("SELECT reason FROM quarantine")}
     assert reasons == {"fork", "bad_signature", "malformed", "revoked", "clock_ahead", "invalid_content",
                        "broken_chain"}

@@ -56,6 +56,8 @@ def _add_supervision(app: Flask, scheduler: BackgroundScheduler) -> None:
     def supervision_job() -> dict:
         conn = database.connect(app)
         try:
+            if node.tier == "hub":  # the rules see every accepted case (also from the jobs process)
+                app.extensions["liandong_sync"].apply_all(conn)
             done = supervision.run(conn, node, node.emit)
             if node.tier == "hub":
                 refresh_hub_metadata(conn, node)
