@@ -39,13 +39,19 @@ class HubSync:
         return Ingestor(conn, node.trust(conn), node.key, node.blobs.has,
                         int(node.config["MAX_CLOCK_SKEW_SECONDS"]) * 1000)
 
-    def push(self, conn, node, caller: str, documents: list) -> dict:
+    def prepare_push(self, conn, node, documents: list) -> tuple:
+        """Verify every envelope before the write lock: (trust store used, opened or error each)."""
+        ingestor = self.ingestor(conn)
+        return ingestor.trust, ingestor.open_all(documents)
+
+    def push(self, conn, node, caller: str, documents: list, prepared: tuple | None = None) -> dict:
         """Ingest a batch in one transaction; answer per envelope plus the acks.
 
+        ``prepared`` (from :meth:`prepare_push`) is used if the trust store has not changed since.
         The accepted envelopes are applied afterwards by the apply worker (sync/apply.py).
         """
         with self.worker.pushing(), write_transaction(conn):
-            return self._push(conn, node, caller, documents)
+            return self._push(conn, node, caller, documents, prepared)
 
     def _apply_chunk(self) -> int:
         """One chunk of the apply queue, on the worker's own (long-lived, cache-warm) connection."""
@@ -68,9 +74,10 @@ class HubSync:
             total += n
         return total
 
-    def _push(self, conn, node, caller: str, documents: list) -> dict:
+    def _push(self, conn, node, caller: str, documents: list, prepared: tuple | None) -> dict:
         ingestor = self.ingestor(conn)
-        result = ingestor.ingest(documents, via=caller, now=node.now(), wall_ms=node.wall_ms())
+        opened = prepared[1] if prepared is not None and prepared[0] is ingestor.trust else None
+        result = ingestor.ingest(documents, via=caller, now=node.now(), wall_ms=node.wall_ms(), opened=opened)
         for ack in self._release_arrived_blobs(conn, ingestor):
             result.acks[envelope.peek(ack)["origin"]] = ack
         if ingestor.suspended:

@@ -18,7 +18,7 @@ from shared.web.auth import node_signed
 from shared.web.db import get_db
 
 from .blobs import SHA256_RE, BlobError
-from .nodeauth import verify_request
+from .nodeauth import check_request, record_nonce
 
 bp = Blueprint("sync", __name__, url_prefix="/sync/v1")
 
@@ -37,16 +37,25 @@ def service():
 
 
 def _authenticate() -> str:
-    node = current_node()
+    """The calling node, from its signed request headers (the nonce is recorded at once)."""
     conn = get_db()
-    trust = node.trust(conn)
-    body = request.get_data(cache=True)
+    caller, nonce = _check_signature(current_node().trust(conn))
+    with write_transaction(conn):
+        _record_nonce(conn, caller, nonce)
+    return caller
+
+
+def _check_signature(trust) -> tuple[str, int]:
     try:
-        with write_transaction(conn):
-            return verify_request(
-                conn, service().resolve_caller_key(trust), node.node_id, request.method,
-                request.full_path.rstrip("?"), body, request.headers,
-            )
+        return check_request(service().resolve_caller_key(trust), current_node().node_id, request.method,
+                             request.full_path.rstrip("?"), request.get_data(cache=True), request.headers)
+    except SignatureError as exc:
+        raise SyncError("node_auth", f"节点身份验证失败：{exc}", status=401) from exc
+
+
+def _record_nonce(conn, caller: str, nonce: int) -> None:
+    try:
+        record_nonce(conn, caller, nonce)
     except SignatureError as exc:
         raise SyncError("node_auth", f"节点身份验证失败：{exc}", status=401) from exc
 
@@ -64,17 +73,29 @@ def _json_body(max_bytes: int = MAX_PUSH_BYTES) -> dict:
 @bp.post("/push")
 @node_signed
 def push():
-    """Envelopes up the tree: ingest (hub) or custody (township)."""
+    """Envelopes up the tree: ingest (hub) or custody (township).
+
+    Signatures (the request's and, at the hub, every envelope's) are checked before the write
+    lock is taken, so concurrent pushes verify in parallel and the transaction stays short;
+    the nonce and the batch then commit together: one fsync per push.
+    """
     conn = get_db()
     node = current_node()
-    with write_transaction(conn):  # the nonce and the batch commit together: one fsync per push
-        g.caller = _authenticate()
+    trust = node.trust(conn)
+    caller, nonce = _check_signature(trust)
+    documents = _json_body().get("envelopes")
+    if not isinstance(documents, list):
+        raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
+    prepared = service().prepare_push(conn, node, documents)
+    with write_transaction(conn):
+        if node.trust(conn) is not trust:  # the registry changed meanwhile (a revocation?): check again
+            caller, nonce = _check_signature(node.trust(conn))
+        _record_nonce(conn, caller, nonce)
+        g.caller = caller
         # Refuse (507) before the disk is full: the sender keeps everything and retries later.
         ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
-        documents = _json_body().get("envelopes")
-        if not isinstance(documents, list):
-            raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
-        return jsonify(service().push(conn, node, g.caller, documents))
+        return jsonify(service().push(conn, node, caller, documents, prepared))
+
 
 
 @bp.post("/pull")

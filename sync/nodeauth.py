@@ -71,13 +71,14 @@ def sign_request(key: SigningKey, node: str, to: str, method: str, path: str, bo
     }
 
 
-def verify_request(
-    conn: sqlite3.Connection, resolve_node_key, server_id: str, method: str, path: str, body: bytes, headers
-) -> str:
-    """Check a request's headers; return the calling node's id. Writes the nonce high-water mark.
+def check_request(resolve_node_key, server_id: str, method: str, path: str, body: bytes, headers) -> tuple[str, int]:
+    """Verify a request's signature without touching the database: (calling node, nonce).
+
+    The nonce must still be recorded with :func:`record_nonce`, in the transaction of the
+    request's effects.
 
     :param resolve_node_key: ``(node_id, kid) -> public key or None`` for active nodes only.
-    :raises SignatureError: missing/unknown/bad signature or a replayed nonce.
+    :raises SignatureError: missing/unknown/bad signature.
     """
     node = headers.get("X-Liandong-Node", "")
     try:
@@ -89,6 +90,11 @@ def verify_request(
     if public_key is None:
         raise SignatureError(f"node {node!r} or its key is unknown or revoked")
     verify(public_key, envelope.REQUEST, _claims(method, path, node, server_id, nonce, body), b64d(sig))
+    return node, nonce
+
+
+def record_nonce(conn: sqlite3.Connection, node: str, nonce: int) -> None:
+    """Store ``nonce`` as ``node``'s high-water mark; :class:`SignatureError` if it is not above it."""
     cur = conn.execute(
         "INSERT INTO request_nonces(node_id, nonce) VALUES (?, ?) ON CONFLICT(node_id) DO UPDATE"
         " SET nonce = excluded.nonce WHERE excluded.nonce > request_nonces.nonce",
@@ -96,4 +102,15 @@ def verify_request(
     )
     if cur.rowcount == 0:
         raise SignatureError("replayed request nonce")
+
+
+def verify_request(
+    conn: sqlite3.Connection, resolve_node_key, server_id: str, method: str, path: str, body: bytes, headers
+) -> str:
+    """Check a request's headers; return the calling node's id. Writes the nonce high-water mark.
+
+    :raises SignatureError: missing/unknown/bad signature or a replayed nonce.
+    """
+    node, nonce = check_request(resolve_node_key, server_id, method, path, body, headers)
+    record_nonce(conn, node, nonce)
     return node

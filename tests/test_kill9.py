@@ -60,6 +60,7 @@ def _state(hub, township, village) -> dict:
             "hub_inbox": h.execute("SELECT COUNT(*) FROM inbox").fetchone()[0],
             "hub_blobs_pending": h.execute("SELECT COUNT(*) FROM inbox WHERE blobs_pending > 0").fetchone()[0],
             "hub_held": h.execute("SELECT COUNT(*) FROM held").fetchone()[0],
+            "hub_to_apply": h.execute("SELECT COUNT(*) FROM apply_queue").fetchone()[0],
             "hub_quarantine": [tuple(r) for r in h.execute("SELECT origin, seq, reason, detail FROM quarantine")],
             "hub_waiting_for": [(r[0], r[1], r[2], hub.node.blobs.has(r[2])) for r in h.execute(
                 "SELECT origin, seq, sha256 FROM inbox_blobs ORDER BY origin, seq")],
@@ -67,7 +68,8 @@ def _state(hub, township, village) -> dict:
 
 
 def _quiet(state: dict) -> bool:
-    return set(state["village_outbox"]) == {"acked"} and state["custody"] == 0 and state["hub_blobs_pending"] == 0
+    return (set(state["village_outbox"]) == {"acked"} and state["custody"] == 0 and state["hub_blobs_pending"] == 0
+            and state["hub_to_apply"] == 0)
 
 
 def _wait_for_quiescence(hub, township, village, procs, timeout: float) -> None:

@@ -106,3 +106,23 @@ def test_revoke_refuses_unknown_nodes_and_the_hub(build_network):
     assert unknown.exit_code != 0 and "不存在" in unknown.output
     hub = cli("provision", "revoke", "--data", net.hub.data_dir, "--node-code", HUB_ID, ok=False)
     assert hub.exit_code != 0
+
+
+def test_a_revocation_between_verifying_and_ingesting_a_push_still_applies(build_network):
+    """The hub verifies a push's signatures before taking the write lock; whether the signer may
+    still send is decided under the lock, against the registry current then (here: revoked)."""
+    net = build_network(villages=1)
+    village = net.village(0)
+    agent = village.account("agent", "agent")
+    item = city_item(village, agent)
+    new_case(village, agent, item)
+    document = envelope.from_bytes(village.scalar("SELECT document FROM outbox WHERE seq = 1"))
+    hub = net.hub
+    hub_sync = hub.app.extensions["liandong_sync"]
+    prepared = hub_sync.prepare_push(hub.conn, hub.node, [document])
+    assert prepared[1][0].doc_id == envelope.document_id(document)  # verified: trusted then
+
+    cli("provision", "revoke", "--data", hub.data_dir, "--node-code", village.node_id, "--after-seq", "0")
+    answer = hub_sync.push(hub.conn, hub.node, net.township.node_id, [document], prepared)
+    assert answer["results"][0]["status"] == "quarantined" and answer["results"][0]["reason"] == "revoked"
+    assert hub.scalar("SELECT COUNT(*) FROM inbox WHERE origin = ?", (village.node_id,)) == 0

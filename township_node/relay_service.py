@@ -48,7 +48,11 @@ class TownshipSync:
 
         return resolve
 
-    def push(self, conn, node, caller: str, documents: list) -> dict:
+    def prepare_push(self, conn, node, documents: list) -> None:
+        """Nothing to do before the write lock (custody verifies inside its transaction)."""
+        return None
+
+    def push(self, conn, node, caller: str, documents: list, prepared=None) -> dict:
         """Take custody in one FULL-sync transaction, then sign the receipt."""
         trust = node.trust(conn)
         now = node.now()
