@@ -79,23 +79,23 @@ def push():
     lock is taken, so concurrent pushes verify in parallel and the transaction stays short;
     the nonce and the batch then commit together: one fsync per push.
     """
-    conn = get_db()
-    node = current_node()
-    trust = node.trust(conn)
-    caller, nonce = _check_signature(trust)
-    documents = _json_body().get("envelopes")
-    if not isinstance(documents, list):
-        raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
-    prepared = service().prepare_push(conn, node, documents)
-    with write_transaction(conn):
-        if node.trust(conn) is not trust:  # the registry changed meanwhile (a revocation?): check again
-            caller, nonce = _check_signature(node.trust(conn))
-        _record_nonce(conn, caller, nonce)
-        g.caller = caller
-        # Refuse (507) before the disk is full: the sender keeps everything and retries later.
-        ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
-        return jsonify(service().push(conn, node, caller, documents, prepared))
-
+    with service().pushing():  # the hub's apply worker waits while pushes come in
+        conn = get_db()
+        node = current_node()
+        trust = node.trust(conn)
+        caller, nonce = _check_signature(trust)
+        documents = _json_body().get("envelopes")
+        if not isinstance(documents, list):
+            raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
+        prepared = service().prepare_push(conn, node, documents)
+        with write_transaction(conn):
+            if node.trust(conn) is not trust:  # the registry changed meanwhile (a revocation?): check again
+                caller, nonce = _check_signature(node.trust(conn))
+            _record_nonce(conn, caller, nonce)
+            g.caller = caller
+            # Refuse (507) before the disk is full: the sender keeps everything and retries later.
+            ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
+            return jsonify(service().push(conn, node, caller, documents, prepared))
 
 
 @bp.post("/pull")

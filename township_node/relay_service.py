@@ -6,6 +6,7 @@ the items delegated to it for decision, also while its own uplink to the hub is 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 
 from shared import casework, documents, joint
@@ -47,6 +48,10 @@ class TownshipSync:
             return entry.keys.get(kid)
 
         return resolve
+
+    def pushing(self):
+        """Context of one push request (nothing to coordinate at a township)."""
+        return contextlib.nullcontext()
 
     def prepare_push(self, conn, node, documents: list) -> None:
         """Nothing to do before the write lock (custody verifies inside its transaction)."""
