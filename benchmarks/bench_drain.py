@@ -71,6 +71,7 @@ def main(args) -> dict:
                         raise RuntimeError(f"{name} round failed: {summary['error']}")
                     pushed[name] += summary["pushed"]
             elapsed = time.perf_counter() - start
+            common.wait_applied(net.dirs[common.HUB_ID])  # the hub's apply worker writes the last cases a moment later
             hub = net.hub_conn()
             try:
                 at_hub = hub.execute("SELECT COUNT(*), COUNT(DISTINCT case_id) FROM cases WHERE origin = ?",

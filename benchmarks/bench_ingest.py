@@ -104,22 +104,6 @@ def count_rows(hub_dir: Path) -> dict:
         conn.close()
 
 
-def wait_applied(hub_dir: Path, timeout: float = 600) -> float:
-    """Seconds until the hub's apply worker has emptied its queue (polled every 10 ms)."""
-    from provisioning import nodes
-
-    conn = nodes.open_db(hub_dir, "hub")
-    start = time.perf_counter()
-    try:
-        while conn.execute("SELECT COUNT(*) FROM apply_queue").fetchone()[0]:
-            if time.perf_counter() - start > timeout:
-                raise RuntimeError("the hub did not apply its queue")
-            time.sleep(0.01)
-        return time.perf_counter() - start
-    finally:
-        conn.close()
-
-
 def profile_in_process(root: Path, keys: dict, batches, args) -> str:
     """The same pushes through the hub app's Flask test client, under cProfile (no waitress, no socket)."""
     from city_hub import create_app
@@ -185,7 +169,7 @@ def main(args) -> dict:
             warm = max(1, len(batches) // 20)
             for caller, body, _ in batches[:warm]:
                 clients[caller].push_bytes(body)
-            wait_applied(hub_dir)
+            common.wait_applied(hub_dir)
             timed = batches[warm:]
             n_timed = sum(b[2] for b in timed)
             # Each township's pushes stay in order on one connection; --clients townships push at once.
@@ -209,7 +193,7 @@ def main(args) -> dict:
             elapsed = time.perf_counter() - start
             hub_cpu_s = common.cpu_seconds(proc.pid) - cpu0
             # The second stage: the hub's apply worker stores and routes the cases once pushes pause.
-            apply_wait = wait_applied(hub_dir)
+            apply_wait = common.wait_applied(hub_dir)
             applied_elapsed = time.perf_counter() - start
             hub_cpu_applied = common.cpu_seconds(proc.pid) - cpu0
         finally:

@@ -95,6 +95,22 @@ def pin_self(cpu: int | None) -> None:
 # ---------------------------------------------------------------- nodes
 
 
+def wait_applied(hub_dir: Path, timeout: float = 600) -> float:
+    """Seconds until the hub's apply worker has emptied its queue (polled every 10 ms)."""
+    from provisioning import nodes
+
+    conn = nodes.open_db(hub_dir, "hub")
+    start = time.perf_counter()
+    try:
+        while conn.execute("SELECT COUNT(*) FROM apply_queue").fetchone()[0]:
+            if time.perf_counter() - start > timeout:
+                raise RuntimeError("the hub did not apply its queue")
+            time.sleep(0.01)
+        return time.perf_counter() - start
+    finally:
+        conn.close()
+
+
 def init_hub(data_dir: Path, url: str) -> None:
     """A fresh hub with the seed catalog (the real ``init_hub``)."""
     from provisioning import nodes
