@@ -58,7 +58,7 @@ class HubSync:
         return self.worker.pushing()
 
     def _apply_chunk(self) -> int:
-        """One chunk of the apply queue, on the worker's own (long-lived, cache-warm) connection."""
+        """One chunk of the apply queue, on the worker thread's own long-lived connection."""
         if self._worker_conn is None:
             self._worker_conn = self.connect()
         return self.apply_pending(self._worker_conn)

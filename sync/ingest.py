@@ -1,11 +1,12 @@
 """The hub's side of the uplink: verify, order, de-duplicate, queue and acknowledge.
 
-Accepted envelopes are queued in ``apply_queue`` in the same transaction; their content is
-applied to the case register by sync/apply.py. One batch is one ``BEGIN IMMEDIATE`` transaction at ``synchronous=FULL``: the acknowledgement a
-peer receives is never ahead of what is on disk. Idempotency is enforced by the unique keys of
-``inbox`` (``(origin, seq)`` and ``envelope_id``), never by looking first: an insert that
-conflicts is then classified as a duplicate (same id: answered with the same acknowledgement)
-or a fork (same number, other content: a cloned key; quarantined, the node suspended).
+One batch is one ``BEGIN IMMEDIATE`` transaction at ``synchronous=FULL``: the acknowledgement a
+peer receives is never ahead of what is on disk. Accepted envelopes are queued in
+``apply_queue`` in that transaction; sync/apply.py applies their content afterwards.
+Idempotency is enforced by the unique keys of ``inbox`` (``(origin, seq)`` and
+``envelope_id``), never by looking first: an insert that conflicts is then classified as a
+duplicate (same id: answered with the same acknowledgement) or a fork (same number, other
+content: a cloned key; quarantined, the node suspended).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ import threading
 import time
 
 import pytest
-from network import catalog, create_case, pick_item
+from faults import city_item
+from network import create_case
 from network_session import session_for
 from test_vectors import NOW, VILLAGE_A, chain_documents, hub_db, push
 from test_vectors import ingestor as vector_ingestor
@@ -29,8 +30,7 @@ def net(build_network):
 
 @pytest.fixture(scope="module")
 def item(net):
-    village = net.village(0)
-    return pick_item(catalog(village, village.account("agent", "agent", village.node_id)), "city")
+    return city_item(net.village(0), net.village(0).account("agent", "agent"))
 
 
 def pushed_case(net, item) -> str:
