@@ -458,6 +458,13 @@ def statistics(conn: sqlite3.Connection, hub_id: str, calendar, today: date, fil
     totals = _Sums()
     for sums in groups.values():
         totals.merge(sums)
+    return _report(filters, by, today, names, totals.figures(ratings),
+                   {key: sums.figures(ratings) for key, sums in groups.items()})
+
+
+def _report(filters: Filters, by: str, today: date, names: Mapping[str, str], totals: dict,
+            groups: dict[str, dict]) -> dict:
+    """The statistics answer: the filters, the totals and each group's figures with its label."""
     return {
         "filters": {"from": filters.date_from.isoformat() if filters.date_from else None,
                     "to": filters.date_to.isoformat() if filters.date_to else None,
@@ -465,9 +472,8 @@ def statistics(conn: sqlite3.Connection, hub_id: str, calendar, today: date, fil
                     "item": filters.item},
         "by": by,
         "today": today.isoformat(),
-        "totals": totals.figures(ratings),
-        "groups": [{"key": key, "label": group_label(key, by, names), **groups[key].figures(ratings)}
-                   for key in sorted(groups)],
+        "totals": totals,
+        "groups": [{"key": key, "label": group_label(key, by, names), **groups[key]} for key in sorted(groups)],
     }
 
 
@@ -635,17 +641,8 @@ def statistics_in_python(conn: sqlite3.Connection, hub_id: str, calendar, today:
     groups: dict[str, list[CaseFacts]] = {}
     for fact in facts:
         groups.setdefault(group_key(fact, by), []).append(fact)
-    return {
-        "filters": {"from": filters.date_from.isoformat() if filters.date_from else None,
-                    "to": filters.date_to.isoformat() if filters.date_to else None,
-                    "level": filters.level, "office": filters.office, "department": filters.department,
-                    "item": filters.item},
-        "by": by,
-        "today": today.isoformat(),
-        "totals": figures(facts, conn),
-        "groups": [{"key": key, "label": group_label(key, by, names), **figures(groups[key], conn)}
-                   for key in sorted(groups)],
-    }
+    return _report(filters, by, today, names, figures(facts, conn),
+                   {key: figures(group, conn) for key, group in groups.items()})
 
 
 def _cell(key: str, value) -> str:
