@@ -36,13 +36,19 @@ def _clock_notes(hub, origin: str) -> list[tuple]:
         "SELECT seq, reason FROM quarantine WHERE origin = ? ORDER BY seq", (origin,))]
 
 
-def test_a_village_three_days_ahead_is_accepted_and_noted(build_network):
+def _case_from_three_days_ahead(build_network):
+    """A network whose village clock is 3 days ahead, and one city case synced from it."""
     net = build_network(villages=1)
     village = net.village()
     set_clock(village, timedelta(days=3))
     agent = village.account("agent", "agent")
     receipt, _ = new_case(village, agent, city_item(village, agent))
     net.sync_all()
+    return net, village, receipt
+
+
+def test_a_village_three_days_ahead_is_accepted_and_noted(build_network):
+    net, village, receipt = _case_from_three_days_ahead(build_network)
 
     assert net.hub.scalar("SELECT COUNT(*) FROM cases WHERE case_id = ?", (receipt["case_id"],)) == 1
     assert net.hub.scalar("SELECT COUNT(*) FROM inbox WHERE origin = ?", (village.node_id,)) == 1
@@ -52,12 +58,7 @@ def test_a_village_three_days_ahead_is_accepted_and_noted(build_network):
 
 
 def test_the_hub_does_not_trust_a_time_from_the_future(build_network):
-    net = build_network(villages=1)
-    village = net.village()
-    set_clock(village, timedelta(days=3))
-    agent = village.account("agent", "agent")
-    receipt, _ = new_case(village, agent, city_item(village, agent))
-    net.sync_all()
+    net, village, receipt = _case_from_three_days_ahead(build_network)
     submitted = parse_iso(net.hub.scalar("SELECT submitted_at FROM cases WHERE case_id = ?", (receipt["case_id"],)))
     assert submitted <= net.hub.node.now() + timedelta(seconds=600)
 
