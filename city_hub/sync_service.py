@@ -50,11 +50,12 @@ class HubSync:
         ``prepared`` (from :meth:`prepare_push`) is used if the trust store has not changed since.
         The accepted envelopes are applied afterwards by the apply worker (sync/apply.py).
         """
-        with self.worker.pushing(), write_transaction(conn):  # re-entrant: the request holds it too
+        with write_transaction(conn):  # re-entrant: the push request holds it already
             return self._push(conn, node, caller, documents, prepared)
 
     def pushing(self):
-        """Context of one push request: the apply worker waits until pushes pause."""
+        """Context of one push request (``sync/api.py``): the apply worker waits until pushes pause,
+        and is woken when the last one ends."""
         return self.worker.pushing()
 
     def _apply_chunk(self) -> int:

@@ -52,6 +52,8 @@ def apply_pending(conn: sqlite3.Connection, appliers: dict[str, Applier], now, l
     it is then retried one envelope per savepoint, where such an error quarantines that envelope
     alone (``apply_failed``), so one poison envelope never blocks the queue.
     """
+    if conn.execute("SELECT 1 FROM apply_queue LIMIT 1").fetchone() is None:
+        return 0  # nothing queued (the usual answer to a pull's wake-up): no write lock taken
     try:
         return _apply_chunk(conn, appliers, now, limit, isolate=False)
     except Exception:
