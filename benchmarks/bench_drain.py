@@ -2,7 +2,7 @@
 
 A real hub and township are served by waitress (subprocesses) on 127.0.0.1, enrolled through the
 real token + HTTP flow; the village app runs in this process. N cases are queued with
-``shared.intake.submit`` while the link is "down" (untimed; 500 submits share one transaction
+``shared.services.intake.submit`` while the link is "down" (untimed; 500 submits share one transaction
 to make set-up fast), then sync rounds (``sync.node_sync.run_round``) run back to back, a
 village round then a township round, with the default ``SYNC_BATCH`` (200), until every
 envelope of the village is acknowledged by the hub. At the end the hub must hold exactly N
@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import common  # noqa: E402
-from shared.intake import submit  # noqa: E402
-from shared.storage import write_transaction  # noqa: E402
+from shared.core.storage import write_transaction  # noqa: E402
+from shared.services.intake import submit  # noqa: E402
 from sync import outbox  # noqa: E402
 from sync.node_sync import SyncState, run_round  # noqa: E402
 

@@ -35,9 +35,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import common  # noqa: E402
-from shared import canonical  # noqa: E402
-from shared.clock import Clock  # noqa: E402
-from shared.crypto import b64d, load_public, pae  # noqa: E402
+from shared.core import canonical  # noqa: E402
+from shared.core.clock import Clock  # noqa: E402
+from shared.core.crypto import b64d, load_public, pae  # noqa: E402
 from sync.client import ParentClient  # noqa: E402
 from sync.nodeauth import NonceSource, sign_request  # noqa: E402
 
@@ -50,7 +50,7 @@ class PreparedClient(ParentClient):
 
 
 def raw_verify_rate(docs: list[dict], keys_by_kid: dict, seconds: float = 1.5) -> tuple[float, float]:
-    """(verifies/s with loaded keys, verifies/s loading the base64 key each time as shared.crypto does)."""
+    """(verifies/s with loaded keys, verifies/s loading the base64 key each time as shared.core.crypto does)."""
     items = []
     for d in docs:
         sig = d["signatures"][0]

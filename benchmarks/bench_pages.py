@@ -3,11 +3,11 @@
 A real hub, township and village are built with ``tests/network.py`` (``init_hub``, enrolment
 over HTTP on loopback, accounts from ``add_account``). Each node's database is then filled
 directly, in one transaction per node, with ~10,000 cases taken at the village: the bodies are
-shaped as ``shared.casework.capture`` builds them (``benchmarks/common.case_submit_body``: every
+shaped as ``shared.services.casework.capture`` builds them (``benchmarks/common.case_submit_body``: every
 village-accepted seed item, realistic forms, one real PNG material each) and stored with
-``shared.casework.insert_case`` (village: as taken there; township: as followed in custody;
+``shared.services.casework.insert_case`` (village: as taken there; township: as followed in custody;
 hub: ``insert_received``). Each case then gets the history its age gives it, recorded with
-``shared.casework.record_event`` exactly as the deciding node's events arrive: 接件, 受理,
+``shared.services.casework.record_event`` exactly as the deciding node's events arrive: 接件, 受理,
 开始审查, 准予 / 不予许可 / 不予受理 / 一次性告知补齐补正, and 送达 for most decided cases,
 spread over a year of working days. No sync round is needed (and none would be fast: the
 sync path has its own benchmarks).
@@ -38,9 +38,10 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from common import case_submit_body, emit, rng, village_items  # noqa: E402
 from network import Network  # noqa: E402
 
-from shared import casework, states  # noqa: E402
-from shared.clock import iso  # noqa: E402
-from shared.storage import write_transaction  # noqa: E402
+from shared.core.clock import iso  # noqa: E402
+from shared.core.storage import write_transaction  # noqa: E402
+from shared.rules import states  # noqa: E402
+from shared.services import casework  # noqa: E402
 
 #: A tiny valid PNG, the material of every case (the case page previews it).
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"

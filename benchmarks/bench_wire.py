@@ -2,7 +2,7 @@
 
 A real hub and township are served by waitress (subprocesses) on 127.0.0.1 and enrolled through
 the real token + HTTP flow; the village app runs in this process. A case is taken with
-``shared.intake.submit`` (what ``POST /api/v1/cases`` calls), then sync rounds
+``shared.services.intake.submit`` (what ``POST /api/v1/cases`` calls), then sync rounds
 (``sync.node_sync.run_round``) run village, township, village until the village holds the hub's
 acknowledgement. Every request and answer is counted at the HTTP layer (request line, headers
 and body; status line, headers and body) by a counting ``requests`` session under the nodes'
@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import common  # noqa: E402
-from shared import canonical  # noqa: E402
-from shared.intake import submit  # noqa: E402
+from shared.core import canonical  # noqa: E402
+from shared.services.intake import submit  # noqa: E402
 from sync import outbox  # noqa: E402
 from sync.node_sync import SyncState, run_round  # noqa: E402
 

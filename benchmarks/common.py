@@ -22,11 +22,12 @@ from pathlib import Path
 
 import requests
 
-from shared import casework, storage
-from shared.catalog import accepts_at, load_seed, required_materials, route
-from shared.clock import iso
-from shared.crypto import SigningKey
-from shared.idcard import id_check_char
+from shared.core import storage
+from shared.core.clock import iso
+from shared.core.crypto import SigningKey
+from shared.rules.catalog import accepts_at, load_seed, required_materials, route
+from shared.rules.idcard import id_check_char
+from shared.services import casework
 from sync import envelope
 from sync.outbox import GENESIS
 
@@ -122,7 +123,7 @@ def enrol_directly(hub_dir: Path, townships: int, villages_per_township: int,
                    keys: dict[str, SigningKey] | None = None) -> dict[str, SigningKey]:
     """Register many nodes fast: insert them and their keys into the hub DB, republish the registry.
 
-    This is what ``provisioning.enrolment.enrol`` writes for each node (nodes, node_keys row,
+    This is what ``city_hub.enrolment_service.enrol`` writes for each node (nodes, node_keys row,
     then a new registry), minus the token and the HTTP round trip, once for all nodes.
     :param keys: reuse these keys (to build a second hub with the same nodes).
     :returns: ``{node_id: key}`` of every township and village.
@@ -156,8 +157,8 @@ def enrol_directly(hub_dir: Path, townships: int, villages_per_township: int,
 
 def enrol_for_real(hub_dir: Path, node_dir: Path, node_id: str, name: str, parent_url: str) -> dict:
     """Enrol one township or village through the real flow: token at the hub, HTTP to the parent."""
+    from city_hub.enrolment_service import create_token
     from provisioning import nodes
-    from provisioning.enrolment import create_token
 
     conn = nodes.open_db(hub_dir, "hub")
     try:
@@ -278,7 +279,7 @@ def api_payload(item: dict, i: int) -> dict:
 
 
 def case_submit_body(item: dict, origin: str, catalog_version: int, i: int, now) -> dict:
-    """The body of a ``case.submit`` envelope, shaped as ``shared.casework.capture`` builds it."""
+    """The body of a ``case.submit`` envelope, shaped as ``shared.services.casework.capture`` builds it."""
     receipt_no = f"{origin}-{now:%Y%m%d}-{i + 1:04d}"
     return {
         "case_id": uuid.uuid4().hex,

@@ -6,21 +6,19 @@ with its scheduled rules in one ``liandong hub jobs`` process (deploy/).
 
 from flask import Flask
 
+from city_hub.db import database
 from shared.web import create_node_app
 from shared.web.jobs import start_jobs
-
-from .db import database
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the hub app for the hub in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
     app = create_node_app(__name__, "hub", test_config, database)
+    from city_hub import admin, enrolment
+    from city_hub.ingest import notify_origin
+    from city_hub.sync_service import HubSync
     from shared.web import cases, documents, feedback
-    from sync import api
-
-    from . import admin, enrolment
-    from .ingest import notify_origin
-    from .sync_service import HubSync
+    from shared.web import sync_api as api
 
     node = app.extensions["liandong_node"]
     app.extensions["liandong_sync"] = HubSync(node, lambda: database.connect(app))
@@ -32,10 +30,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(enrolment.bp)
     app.register_blueprint(admin.bp)
-    from . import oversight  # 电子监察, 统计 (supervisor, admin)
+    from city_hub import oversight_pages as oversight  # 电子监察, 统计 (supervisor, admin)
     app.register_blueprint(oversight.bp)
     app.register_blueprint(feedback.bp)
-    from shared.web import projects as project_pages  # 项目代办
+    from city_hub import project_pages as project_pages  # 项目代办
     from shared.web import site_visits as site_visit_pages  # 现场核查
     app.register_blueprint(project_pages.bp)
     app.register_blueprint(site_visit_pages.bp)

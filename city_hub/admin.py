@@ -1,7 +1,7 @@
 """The provisioning admin's pages: the node tree (enrol, revoke, reinstate, rotate keys), quarantined envelopes,
 accounts and roles, the catalog (show, upload, publish) and the holiday calendar (load, publish).
 
-The operations themselves live in :mod:`provisioning.hub_admin` and :mod:`provisioning.lifecycle`
+The operations themselves live in :mod:`city_hub.hub_admin` and :mod:`city_hub.lifecycle`
 (shared with the CLI); every form carries its CSRF token.
 """
 
@@ -10,17 +10,16 @@ from datetime import timedelta
 
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 
-from provisioning import hub_admin, lifecycle, rotation_command
-from provisioning.enrolment import create_token
-from shared import accounts
-from shared.catalog import DEPARTMENTS, LEVEL_LABELS
-from shared.errors import LiandongError
-from shared.storage import write_transaction
+from city_hub import hub_admin, lifecycle, rotation_command
+from city_hub.db import get_db
+from city_hub.enrolment_service import create_token
+from shared.core.errors import LiandongError
+from shared.core.storage import write_transaction
+from shared.rules.catalog import DEPARTMENTS, LEVEL_LABELS
+from shared.services import accounts
 from shared.web import current_node
 from shared.web.auth import roles_required
 from sync import apply
-
-from .db import get_db
 
 bp = Blueprint("admin", __name__)
 
@@ -166,7 +165,7 @@ def _upload(field: str, file_field: str) -> str:
 @roles_required("admin")
 def catalog_page():
     """The published catalog; upload or paste a catalog JSON, validated, published as a new signed version."""
-    from .registry import current_catalog
+    from city_hub.registry import current_catalog
 
     conn = get_db()
     error = None
@@ -209,7 +208,7 @@ def catalog_json(version: int):
 @roles_required("admin")
 def calendar_page():
     """Load a year's official holiday schedule (国务院办公厅放假通知) and publish it to every node."""
-    from .registry import latest
+    from city_hub.registry import latest
 
     conn = get_db()
     node = current_node()

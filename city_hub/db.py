@@ -1,7 +1,7 @@
 """The hub's database: one SQLite file, schema composed from the shared fragments."""
 
-from shared.migrations import node_migrations
-from shared.schema import COMMON
+from shared.services.migrations import node_migrations
+from shared.services.schema import COMMON
 from shared.web.db import DatabaseOwner
 from sync.schema import HUB, ISSUER
 

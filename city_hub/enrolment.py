@@ -2,14 +2,13 @@
 
 from flask import Blueprint, jsonify, request
 
-from provisioning.enrolment import enrol
-from shared import canonical
-from shared.errors import ValidationError
-from shared.storage import write_transaction
+from city_hub.db import get_db
+from city_hub.enrolment_service import enrol
+from shared.core import canonical
+from shared.core.errors import ValidationError
+from shared.core.storage import write_transaction
 from shared.web import current_node
 from shared.web.auth import node_signed
-
-from .db import get_db
 
 bp = Blueprint("enrolment", __name__, url_prefix="/enrol/v1")
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import sqlite3
 from datetime import timedelta
 
-from shared import canonical, casework, documents, feedback, joint
-from shared.catalog import route
-from shared.clock import iso, parse_iso
-from shared.errors import RuleError
+from city_hub import registry
+from shared.core import canonical
+from shared.core.clock import iso, parse_iso
+from shared.core.errors import RuleError
+from shared.rules.catalog import route
+from shared.services import casework, documents, feedback, joint
 from sync import downlink
 from sync.envelope import Opened
-
-from . import registry
 
 
 def make_appliers(node) -> dict:
@@ -108,7 +108,7 @@ def make_appliers(node) -> dict:
         joint.on_update(conn, node, body)  # 审管互动: a decided/served case goes to its supervisor
 
     def apply_rotate_key(conn: sqlite3.Connection, opened: Opened) -> None:
-        from provisioning.lifecycle import apply_rotation
+        from city_hub.lifecycle import apply_rotation
 
         apply_rotation(conn, node, opened.body["origin"], opened.body["body"])
 

@@ -10,8 +10,8 @@ import sqlite3
 from contextvars import ContextVar
 from datetime import timedelta
 
-from shared import canonical
-from shared.clock import iso
+from shared.core import canonical
+from shared.core.clock import iso
 from sync import envelope
 from sync.trust import NodeEntry, TrustStore, catalog_index, metadata_body, registry_body
 

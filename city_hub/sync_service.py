@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from shared.clock import iso
-from shared.storage import write_transaction
+from city_hub import registry
+from city_hub.ingest import make_appliers
+from shared.core.clock import iso
+from shared.core.storage import write_transaction
 from sync import apply, blobs, downlink, envelope
 from sync.ingest import Ingestor
-
-from . import registry
-from .ingest import make_appliers
 
 
 class HubSync:
@@ -54,7 +53,7 @@ class HubSync:
             return self._push(conn, node, caller, documents, prepared)
 
     def pushing(self):
-        """Context of one push request (``sync/api.py``): the apply worker waits until pushes pause,
+        """Context of one push request (``shared/web/sync_api.py``): the apply worker waits until pushes pause,
         and is woken when the last one ends."""
         return self.worker.pushing()
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import click
 
-from shared import storage
-from shared.errors import ValidationError
-
-from . import nodes
+from provisioning import nodes
+from shared.core import storage
+from shared.core.errors import ValidationError
 
 DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                     help="The hub's data folder.")
@@ -31,7 +30,7 @@ def _hub(data_dir: Path) -> None:
 @DATA
 def catalog_publish(catalog_file: Path, data_dir: Path) -> None:
     """Validate CATALOG_FILE (a JSON list of items, or {"items": [...]}) and publish it signed."""
-    from .hub_admin import parse_catalog, publish_catalog
+    from city_hub.hub_admin import parse_catalog, publish_catalog
 
     _hub(data_dir)
     try:

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import click
 
-from shared import storage
-
-from . import nodes
+from provisioning import nodes
+from shared.core import storage
 
 DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                     help="The node's data folder.")
@@ -147,7 +146,7 @@ def _progress(bar, done: int, total: int) -> None:
               help="Township only: where to write the answer bundle for the village.")
 def node_import_bundle(data_dir: Path, in_path: Path, answer_path: Path | None) -> None:
     """Township: take a village's bundle into custody and write the answer. Village: apply the answer."""
-    from shared.crypto import SignatureError
+    from shared.core.crypto import SignatureError
     from sync import bundle
 
     with nodes.opened(data_dir) as (node_rt, conn):
@@ -171,7 +170,7 @@ def node_import_bundle(data_dir: Path, in_path: Path, answer_path: Path | None) 
 @DATA
 def node_rotate_key(data_dir: Path) -> None:
     """Start a key rotation: a new key is announced through sync; the old one signs until it is registered."""
-    from .lifecycle import start_rotation
+    from city_hub.lifecycle import start_rotation
 
     with nodes.opened(data_dir) as (node_rt, conn):
         kid = start_rotation(conn, node_rt)
@@ -191,7 +190,7 @@ def provision() -> None:
 @click.option("--ttl-hours", default=24, show_default=True, help="Hours before the token expires.")
 def provision_token(data_dir: Path, node_code: str, name: str, parent: str | None, ttl_hours: int) -> None:
     """Create a single-use, expiring enrolment token (run on the hub)."""
-    from .enrolment import create_token
+    from city_hub.enrolment_service import create_token
 
     with nodes.opened(data_dir, "hub") as (node_rt, conn):
         try:
@@ -209,7 +208,7 @@ def provision_token(data_dir: Path, node_code: str, name: str, parent: str | Non
               help="Refuse its envelopes numbered above this (default: what the hub holds now).")
 def provision_revoke(data_dir: Path, node_code: str, after_seq: int | None) -> None:
     """Revoke a node; the signed registry carries it to every tier."""
-    from .lifecycle import revoke
+    from city_hub.lifecycle import revoke
 
     with nodes.opened(data_dir, "hub") as (node_rt, conn):
         try:
@@ -225,7 +224,7 @@ def provision_revoke(data_dir: Path, node_code: str, after_seq: int | None) -> N
 @click.option("--node-code", required=True, help="The suspended or revoked node.")
 def provision_reinstate(data_dir: Path, node_code: str) -> None:
     """Lift a suspension (after a reviewed fork) or a revocation."""
-    from .lifecycle import reinstate
+    from city_hub.lifecycle import reinstate
 
     with nodes.opened(data_dir, "hub") as (node_rt, conn), storage.write_transaction(conn):
         reinstate(conn, node_rt, node_code, "cli")
@@ -264,13 +263,13 @@ def account_create(data_dir: Path, username: str, password: str, role: str, disp
 def demo(data_dir: Path, base_port: int, headless: bool, sync_interval: float, clock_start: str | None,
          clock_speed: float) -> None:
     """Bring up a hub, a township and two villages on loopback; Ctrl-C stops them."""
-    from .demo import run_demo
+    from provisioning.demo import run_demo
 
     sys.exit(run_demo(data_dir, base_port, sync_interval, clock_start, clock_speed))
 
 
-from .calendar_cli import calendar  # noqa: E402
-from .ops_cli import backup, hub_jobs, restore  # noqa: E402
+from provisioning.calendar_cli import calendar  # noqa: E402
+from provisioning.ops_cli import backup, hub_jobs, restore  # noqa: E402
 
 hub.add_command(hub_jobs)
 main.add_command(backup)
@@ -278,11 +277,11 @@ main.add_command(restore)
 
 main.add_command(calendar)
 
-from .catalog_cli import catalog  # noqa: E402
+from provisioning.catalog_cli import catalog  # noqa: E402
 
 main.add_command(catalog)
 
-from .sim import sim  # noqa: E402
+from provisioning.sim import sim  # noqa: E402
 
 main.add_command(sim)
 

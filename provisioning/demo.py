@@ -20,12 +20,11 @@ from pathlib import Path
 import click
 import requests
 
-from shared import storage
-from shared.catalog import DEPARTMENTS, load_seed
-from shared.clock import Clock
-
-from . import nodes
-from .enrolment import create_token
+from city_hub.enrolment_service import create_token
+from provisioning import nodes
+from shared.core import storage
+from shared.core.clock import Clock
+from shared.rules.catalog import DEPARTMENTS, load_seed
 
 HUB = {"node_id": "130926", "name": "肃宁县政务服务中心"}
 TOWNSHIP = {"node_id": "130926100", "name": "肃宁镇便民服务站"}

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from shared import canonical
-from shared.clock import iso
-from shared.crypto import SigningKey
-from shared.node import HUB_SIGNING_KEY_FILE, ROOT_KEY_FILE
+from shared.core import canonical
+from shared.core.clock import iso
+from shared.core.crypto import SigningKey
 from sync import envelope
+from sync.node import HUB_SIGNING_KEY_FILE, ROOT_KEY_FILE
 from sync.trust import hub_key_cert_body
 
 SIGNING_KEY_YEARS = 2

@@ -14,17 +14,16 @@ from pathlib import Path
 
 import requests
 
-from shared import canonical, storage
-from shared.accounts import audit, create_account
-from shared.catalog import load_seed
-from shared.clock import Clock
-from shared.crypto import SigningKey, write_private_file
-from shared.node import NODE_KEY_FILE, Node
+from city_hub.enrolment_service import anchor_matches_token, parse_token, proof_of_possession
+from provisioning.keys import anchor_text, create_hub_keys
+from shared.core import canonical, storage
+from shared.core.clock import Clock
+from shared.core.crypto import SigningKey, write_private_file
+from shared.rules.catalog import load_seed
+from shared.services.accounts import audit, create_account
 from sync import envelope
+from sync.node import NODE_KEY_FILE, Node
 from sync.trust import TrustStore, accept_metadata, is_expired, open_metadata, verify_hub_key_cert
-
-from .enrolment import anchor_matches_token, parse_token, proof_of_possession
-from .keys import anchor_text, create_hub_keys
 
 TIER_BY_LENGTH = {6: "hub", 9: "township", 12: "village"}
 
@@ -64,7 +63,7 @@ def open_db(data_dir: Path, tier: str | None = None) -> sqlite3.Connection:
 
 def node_for(data_dir: Path) -> Node:
     """The runtime of the node in ``data_dir`` (for CLI commands)."""
-    from shared.settings import DEFAULTS
+    from shared.core.settings import DEFAULTS
 
     return Node({**DEFAULTS, **read_config(data_dir)}, data_dir)
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import click
 
-from shared import storage
-
-from . import nodes
+from provisioning import nodes
+from shared.core import storage
 
 
 @click.command("jobs")
@@ -22,7 +21,7 @@ from . import nodes
 @click.option("--once", is_flag=True, help="Run one pass and exit (for cron or a test).")
 def hub_jobs(data_dir: Path, once: bool) -> None:
     """Run the hub's scheduled rules in one process (when gunicorn serves the web workers)."""
-    from shared import supervision
+    from shared.services import supervision
     from shared.web.jobs import extra_rules, refresh_hub_metadata
 
     node = nodes.node_for(data_dir)

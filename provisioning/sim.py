@@ -2,7 +2,7 @@
 
 The hub and every township are real ``liandong node serve`` processes (waitress, their own
 SQLite files, townships syncing to the hub with their own scheduler); villages live in this
-process, each with its own data folder, key, SQLite file and :class:`shared.node.Node`, and
+process, each with its own data folder, key, SQLite file and :class:`sync.node.Node`, and
 their sync rounds are the real :func:`sync.node_sync.run_round`, driven by a scheduler loop.
 Every node is enrolled through the real flow (tokens at the hub, ``enrol_node`` over HTTP).
 
@@ -48,20 +48,20 @@ import requests
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from shared import canonical, intake, storage
-from shared.catalog import DEPARTMENTS, load_seed
-from shared.clock import Clock, iso
-from shared.crypto import SigningKey
-from shared.idcard import id_check_char
-from shared.node import Node
-from shared.settings import DEFAULTS
+from city_hub.enrolment_service import create_token
+from provisioning import nodes
+from shared.core import canonical, storage
+from shared.core.clock import Clock, iso
+from shared.core.crypto import SigningKey
+from shared.core.settings import DEFAULTS
+from shared.rules.catalog import DEPARTMENTS, load_seed
+from shared.rules.idcard import id_check_char
+from shared.services import intake
 from sync import envelope
 from sync.client import ParentClient
+from sync.node import Node
 from sync.node_sync import SyncState, run_round
 from sync.nodeauth import sign_request
-
-from . import nodes
-from .enrolment import create_token
 
 HUB_ID = "130926"
 DECIDED = ("APPROVED", "DENIED", "NOT_ACCEPTED")
@@ -866,7 +866,7 @@ class Simulation:
 
     def maybe_revoke(self) -> None:
         """Revoke the chosen village at the hub as soon as everything it sent is acknowledged."""
-        from .lifecycle import revoke
+        from city_hub.lifecycle import revoke
 
         if self.revoking is None or self.revoked is not None:
             return

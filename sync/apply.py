@@ -25,11 +25,10 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from shared.errors import LiandongError
-from shared.storage import write_transaction
-
-from . import envelope
-from .ingest import quarantine
+from shared.core.errors import LiandongError
+from shared.core.storage import write_transaction
+from sync import envelope
+from sync.ingest import quarantine
 
 log = logging.getLogger("liandong.apply")
 

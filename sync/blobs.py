@@ -13,8 +13,8 @@ import re
 import sqlite3
 from pathlib import Path
 
-from shared.clock import iso
-from shared.crypto import fsync_dir
+from shared.core.clock import iso
+from shared.core.crypto import fsync_dir
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK_BYTES = 256 * 1024

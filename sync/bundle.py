@@ -14,11 +14,10 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from shared import canonical
-from shared.clock import iso
-from shared.crypto import SignatureError, write_private_file
-
-from . import envelope, node_sync, outbox
+from shared.core import canonical
+from shared.core.clock import iso
+from shared.core.crypto import SignatureError, write_private_file
+from sync import envelope, node_sync, outbox
 
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024
 

@@ -10,11 +10,10 @@ from urllib.parse import urlencode
 
 import requests
 
-from shared import canonical
-from shared.crypto import SigningKey
-
-from .blobs import CHUNK_BYTES
-from .nodeauth import NonceSource, sign_request
+from shared.core import canonical
+from shared.core.crypto import SigningKey
+from sync.blobs import CHUNK_BYTES
+from sync.nodeauth import NonceSource, sign_request
 
 
 class SyncUnavailable(Exception):

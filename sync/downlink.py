@@ -10,11 +10,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from shared.clock import iso
-from shared.crypto import SignatureError, SigningKey
-
-from . import envelope
-from .trust import TrustStore
+from shared.core.clock import iso
+from shared.core.crypto import SignatureError, SigningKey
+from sync import envelope
+from sync.trust import TrustStore
 
 
 def issue(conn: sqlite3.Connection, key: SigningKey, issuer: str, dest: str, kind: str, body: dict, now) -> dict:

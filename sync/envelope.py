@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared import canonical
-from shared.crypto import SignatureError, SigningKey, b64d, b64e, pae, sha256_hex, verify
+from shared.core import canonical
+from shared.core.crypto import SignatureError, SigningKey, b64d, b64e, pae, sha256_hex, verify
 
 PREFIX = "application/vnd.liandong."
 ENVELOPE = PREFIX + "envelope+json;v=1"  # uplink event, signed by its origin node

@@ -18,13 +18,12 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shared.clock import iso
-from shared.crypto import SignatureError, SigningKey
-
-from . import envelope
-from .hlc import Timestamp
-from .outbox import GENESIS
-from .trust import TrustStore
+from shared.core.clock import iso
+from shared.core.crypto import SignatureError, SigningKey
+from sync import envelope
+from sync.hlc import Timestamp
+from sync.outbox import GENESIS
+from sync.trust import TrustStore
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 MAX_HELD_PER_ORIGIN = 1000

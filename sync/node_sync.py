@@ -14,16 +14,16 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from provisioning.lifecycle import finish_rotation_if_registered  # noqa: E402
-from shared import canonical, casework, feedback, site_visits
-from shared.clock import iso, parse_iso
-from shared.crypto import SignatureError, write_private_file
-from shared.storage import write_transaction
-
-from . import downlink, envelope, outbox, relay
-from .client import ParentClient, SyncUnavailable
-from .hlc import Timestamp
-from .trust import RollbackError, accept_metadata
+from city_hub.lifecycle import finish_rotation_if_registered  # noqa: E402
+from shared.core import canonical
+from shared.core.clock import iso, parse_iso
+from shared.core.crypto import SignatureError, write_private_file
+from shared.core.storage import write_transaction
+from shared.services import casework, feedback, site_visits
+from sync import downlink, envelope, outbox, relay
+from sync.client import ParentClient, SyncUnavailable
+from sync.hlc import Timestamp
+from sync.trust import RollbackError, accept_metadata
 
 log = logging.getLogger("liandong.sync")
 
@@ -294,6 +294,6 @@ def _handle_message(conn: sqlite3.Connection, body: dict, node=None) -> None:
     elif body["kind"] == "case.site_visit":  # 现场核查 recorded by the township (history only)
         site_visits.apply_downlink(conn, body["body"])
     elif body["kind"] == "node.rotate_key":  # 轮换密钥 ordered from the hub's node tree
-        from provisioning import rotation_command
+        from city_hub import rotation_command
 
         rotation_command.apply(conn, node, body)

@@ -16,10 +16,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from shared import canonical
-from shared.crypto import SignatureError, SigningKey, b64d, b64e, sha256_hex, verify
-
-from . import envelope
+from shared.core import canonical
+from shared.core.crypto import SignatureError, SigningKey, b64d, b64e, sha256_hex, verify
+from sync import envelope
 
 
 class NonceSource:

@@ -13,10 +13,9 @@ import json
 import sqlite3
 from datetime import timedelta
 
-from shared.clock import iso
-from shared.crypto import SigningKey
-
-from . import envelope
+from shared.core.clock import iso
+from shared.core.crypto import SigningKey
+from sync import envelope
 
 GENESIS = "0" * 64
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from shared.clock import iso
-from shared.crypto import SignatureError, SigningKey
-
-from . import envelope
-from .trust import TrustStore
+from shared.core.clock import iso
+from shared.core.crypto import SignatureError, SigningKey
+from sync import envelope
+from sync.trust import TrustStore
 
 
 def take_custody(

@@ -12,11 +12,10 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from shared import canonical
-from shared.clock import iso, parse_iso
-from shared.crypto import SignatureError
-
-from . import envelope
+from shared.core import canonical
+from shared.core.clock import iso, parse_iso
+from shared.core.crypto import SignatureError
+from sync import envelope
 
 
 class RollbackError(SignatureError):

@@ -25,8 +25,8 @@ from click.testing import CliRunner
 from network import Network, NodeHandle, catalog, create_case, pick_item
 
 from provisioning.cli import main
-from shared import canonical
-from shared.crypto import SigningKey
+from shared.core import canonical
+from shared.core.crypto import SigningKey
 from sync import envelope
 
 

@@ -22,10 +22,10 @@ import requests
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from city_hub import create_app as create_hub_app
+from city_hub.enrolment_service import create_token
 from provisioning import nodes
-from provisioning.enrolment import create_token
-from shared import storage
-from shared.idcard import id_check_char
+from shared.core import storage
+from shared.rules.idcard import id_check_char
 from sync.client import ParentClient
 from sync.node_sync import SyncState, run_round
 from township_node import create_app as create_township_app
@@ -115,7 +115,7 @@ class NodeHandle:
 
     @property
     def node(self):
-        """The app's :class:`shared.node.Node` (identity, key, blobs, trust)."""
+        """The app's :class:`sync.node.Node` (identity, key, blobs, trust)."""
         return self.app.extensions["liandong_node"]
 
     @property

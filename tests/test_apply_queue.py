@@ -18,7 +18,7 @@ from test_vectors import NOW, VILLAGE_A, chain_documents, hub_db, push
 from test_vectors import ingestor as vector_ingestor
 
 from city_hub import create_app
-from shared.clock import FixedClock, iso
+from shared.core.clock import FixedClock, iso
 from sync import apply, envelope
 from sync.apply import ApplyWorker, apply_pending
 

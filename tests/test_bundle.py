@@ -22,7 +22,7 @@ from faults import (
     write_signed,
 )
 
-from shared.crypto import SigningKey
+from shared.core.crypto import SigningKey
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
-"""Stored per-case facts (shared/case_facts.py): the SQL statistics equal the Python reference.
+"""Stored per-case facts (city_hub/case_facts.py): the SQL statistics equal the Python reference.
 
 A real hub gets a few hundred cases with a year of history (``benchmarks/bench_pages.fill``:
 接件, 受理, 审查, 准予/不予许可/不予受理, 补正, 送达), 黄牌/红牌 from the supervision job,
 ratings and 回访, and cases whose clock is stopped (暂停); every grouping and filter of
-:func:`shared.oversight.statistics` must give exactly what :func:`statistics_in_python` (the
+:func:`city_hub.statistics.statistics` must give exactly what :func:`statistics_in_python` (the
 per-request computation from every event) gives, also after new events, a calendar change
 and the scheduled pass.
 """
@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from shared import case_facts, casework, oversight, states, supervision
-from shared.clock import iso
-from shared.storage import write_transaction
+from city_hub import case_facts
+from city_hub import statistics as oversight
+from shared.core.clock import iso
+from shared.core.storage import write_transaction
+from shared.rules import states
+from shared.services import casework, supervision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 

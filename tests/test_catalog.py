@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.catalog import (
+from shared.core.errors import RuleError, ValidationError
+from shared.rules.catalog import (
     DEPARTMENTS,
     accepts_at,
     evaluate_instant_rule,
@@ -19,8 +20,7 @@ from shared.catalog import (
     validate_form,
     validate_item,
 )
-from shared.errors import RuleError, ValidationError
-from shared.idcard import id_check_char
+from shared.rules.idcard import id_check_char
 
 SEED_PATH = Path(__file__).resolve().parents[1] / "shared" / "data" / "catalog_seed.json"
 HUB = "130926"

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from faults import city_item, new_case, outbox_states
 
-from shared.clock import iso, parse_iso
+from shared.core.clock import iso, parse_iso
 
 DAY_MS = 24 * 3600 * 1000
 TOLERANCE_MS = 120 * 1000

@@ -4,8 +4,8 @@ from datetime import date
 
 import pytest
 
-from shared.deadlines import case_clock, notice_overdue, supervision_level
-from shared.workdays import WorkCalendar
+from shared.rules.deadlines import case_clock, notice_overdue, supervision_level
+from shared.rules.workdays import WorkCalendar
 
 CAL = WorkCalendar()
 

@@ -10,7 +10,7 @@ import pytest
 from faults import city_item, material_files
 from network import case_payload, form_for, valid_id_number
 
-from shared.storage import free_bytes
+from shared.core.storage import free_bytes
 
 
 def _footprint(handle) -> dict:

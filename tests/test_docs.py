@@ -1,6 +1,6 @@
 """The operator and API docs keep up with the code: settings, CLI commands and HTTP routes.
 
-* every setting in ``shared.settings.SETTINGS`` has a heading or table row in docs/operations.md;
+* every setting in ``shared.core.settings.SETTINGS`` has a heading or table row in docs/operations.md;
 * every ``liandong`` command (the click group walked recursively) has a heading there;
 * every route of the three apps under /api/, /sync/, /enrol/ and /healthz is a path of
   docs/openapi.yaml, with each of its methods.
@@ -30,7 +30,7 @@ def documented_in_table_or_heading(text: str, name: str) -> bool:
 
 
 def test_every_setting_is_documented():
-    from shared.settings import SETTINGS
+    from shared.core.settings import SETTINGS
 
     text = operations_text()
     missing = [s.name for s in SETTINGS if not documented_in_table_or_heading(text, s.name)]

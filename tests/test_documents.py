@@ -10,8 +10,8 @@ import pytest
 from network import catalog, create_case, pick_item
 from network_session import session_for
 
-from shared import documents
-from shared.crypto import SignatureError
+from shared.core.crypto import SignatureError
+from shared.services import documents
 from sync import envelope
 
 

@@ -8,12 +8,12 @@ import pytest
 import requests
 from network import HUB_ID, Network
 
+from city_hub.enrolment_service import anchor_matches_token, proof_of_possession
 from provisioning import nodes
-from provisioning.enrolment import anchor_matches_token, proof_of_possession
 from provisioning.nodes import ProvisioningError
-from shared import canonical, storage
-from shared.accounts import token_hash
-from shared.crypto import SigningKey
+from shared.core import canonical, storage
+from shared.core.crypto import SigningKey
+from shared.services.accounts import token_hash
 from sync import envelope
 
 

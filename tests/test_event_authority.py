@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from network import catalog, create_case, pick_item
 
-from shared import casework, documents
-from shared.crypto import SignatureError
-from shared.storage import write_transaction
+from shared.core.crypto import SignatureError
+from shared.core.storage import write_transaction
+from shared.services import casework, documents
 from sync import envelope, outbox
 
 

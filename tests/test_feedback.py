@@ -12,10 +12,11 @@ import requests
 from network import PASSWORD, catalog, create_case, pick_item
 
 from city_hub.db import MIGRATIONS as HUB_MIGRATIONS
-from shared import casework, feedback, storage
-from shared.clock import FixedClock, iso
-from shared.deadlines import cn_day
-from shared.workdays import WorkCalendar
+from shared.core import storage
+from shared.core.clock import FixedClock, iso
+from shared.rules.deadlines import cn_day
+from shared.rules.workdays import WorkCalendar
+from shared.services import casework, feedback
 from sync import envelope
 
 

@@ -2,8 +2,8 @@ from datetime import date
 
 import pytest
 
-from shared.errors import ValidationError
-from shared.idcard import (
+from shared.core.errors import ValidationError
+from shared.rules.idcard import (
     birth_date_of,
     id_check_char,
     mask_id_number,

@@ -13,8 +13,8 @@ import pytest
 import requests
 from network import HUB_ID, catalog, create_case, pick_item
 
-from shared import canonical
-from shared.crypto import SigningKey
+from shared.core import canonical
+from shared.core.crypto import SigningKey
 from sync import envelope
 from sync.client import ParentClient, SyncUnavailable
 from sync.nodeauth import sign_request

@@ -14,8 +14,8 @@ import pytest
 from network import TOWNSHIP_ID, case_payload, catalog
 from network_session import session_for
 
-from shared import joint
-from shared.clock import Clock, FixedClock
+from shared.core.clock import Clock, FixedClock
+from shared.services import joint
 
 JOINT_CITY = "130926-MZ-0005"
 JOINT_TOWNSHIP = "130926-XZ-0001"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from faults import city_item, cli, new_case, outbox_states
 
-from provisioning.lifecycle import NEXT_KEY_FILE, OLD_KEY_FILE
-from shared.crypto import SigningKey
-from shared.node import NODE_KEY_FILE
+from city_hub.lifecycle import NEXT_KEY_FILE, OLD_KEY_FILE
+from shared.core.crypto import SigningKey
 from sync import envelope
+from sync.node import NODE_KEY_FILE
 
 
 def _signer(document_bytes: bytes) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from city_hub import registry
-from shared.clock import Clock, FixedClock
-from shared.storage import write_transaction
+from shared.core.clock import Clock, FixedClock
+from shared.core.storage import write_transaction
 from shared.web.jobs import refresh_hub_metadata
 
 

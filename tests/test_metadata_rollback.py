@@ -13,8 +13,8 @@ import pytest
 from faults import city_item
 
 from city_hub import registry
-from shared.crypto import SignatureError, SigningKey
-from shared.storage import write_transaction
+from shared.core.crypto import SignatureError, SigningKey
+from shared.core.storage import write_transaction
 from sync import envelope, node_sync
 from sync.trust import RollbackError, accept_metadata, metadata_body
 

@@ -18,8 +18,8 @@ from faults import cli
 from network import case_payload, catalog
 from network_session import session_for
 
-from shared import supervision
-from shared.clock import FixedClock
+from shared.core.clock import FixedClock
+from shared.services import supervision
 
 RS, YB, CL = "130926-rs", "130926-yb", "130926-cl"
 
@@ -188,8 +188,8 @@ def test_supervisor_board_lists_the_yellow_card_and_the_refusal(stats_net):
 
 
 def test_board_flags_a_refusal_without_reason(stats_net):
-    from shared import oversight
-    from shared.storage import write_transaction
+    from city_hub import statistics as oversight
+    from shared.core.storage import write_transaction
 
     hub = stats_net.hub
     # A refusal recorded without a reason (as an old import might hold): the board must flag it.
@@ -210,7 +210,7 @@ def test_board_flags_a_refusal_without_reason(stats_net):
 
 
 def test_ratings_and_followups_enter_the_figures(stats_net):
-    from shared.storage import write_transaction
+    from shared.core.storage import write_transaction
 
     hub, cases = stats_net.hub, stats_net.cases
     if hub.scalar("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('case_ratings', 'followups')") != 2:

@@ -10,8 +10,8 @@ import pytest
 from network import catalog, create_case, pick_item
 from network_session import session_for
 
-from shared import precheck
-from shared.errors import ValidationError
+from shared.core.errors import ValidationError
+from shared.rules import precheck
 
 
 def _csrf(page: str) -> str:

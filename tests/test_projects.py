@@ -9,9 +9,9 @@ import pytest
 from network import case_payload, catalog, valid_id_number
 from network_session import session_for
 
-from shared.clock import Clock, FixedClock
-from shared.errors import ValidationError
-from shared.projects import credit_check_char, validate_credit_code
+from city_hub.projects import credit_check_char, validate_credit_code
+from shared.core.clock import Clock, FixedClock
+from shared.core.errors import ValidationError
 
 # Published codes of real enterprises (check characters computed by their registries).
 REAL_CODES = ("91350100M000100Y43", "911100001000079554", "91110000802100433B")

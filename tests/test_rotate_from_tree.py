@@ -15,9 +15,9 @@ import re
 from faults import city_item, new_case, outbox_states
 from network_session import session_for
 
-from provisioning import rotation_command
-from provisioning.lifecycle import NEXT_KEY_FILE
-from shared.crypto import SigningKey
+from city_hub import rotation_command
+from city_hub.lifecycle import NEXT_KEY_FILE
+from shared.core.crypto import SigningKey
 from sync import envelope
 
 

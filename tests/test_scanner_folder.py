@@ -15,7 +15,7 @@ import pytest
 from network import catalog, form_for, valid_id_number
 from network_session import session_for
 
-from shared import scanner
+from shared.services import scanner
 
 
 def _hidden(page: str) -> list[tuple[str, str]]:

@@ -12,8 +12,8 @@ import pytest
 from network import case_payload, catalog, sha256_hex
 from network_session import session_for
 
-from shared import casework
-from shared.storage import write_transaction
+from shared.core.storage import write_transaction
+from shared.services import casework
 from sync import outbox
 
 

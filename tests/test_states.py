@@ -2,8 +2,8 @@ from datetime import date
 
 import pytest
 
-from shared.errors import RuleError
-from shared.states import (
+from shared.core.errors import RuleError
+from shared.rules.states import (
     ACTION_LABELS,
     CLOCK_RUNNING_STATES,
     DECIDED_STATES,

@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from shared.accounts import audit
-from shared.storage import write_transaction
+from shared.core.storage import write_transaction
+from shared.services.accounts import audit
 
 FULL = 2  # PRAGMA synchronous value of FULL
 

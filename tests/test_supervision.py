@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from network import case_payload, catalog
 
-from shared import supervision
-from shared.clock import Clock, FixedClock
+from shared.core.clock import Clock, FixedClock
+from shared.services import supervision
 
 
 @pytest.fixture(scope="module")

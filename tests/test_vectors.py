@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from shared import canonical, documents, storage
-from shared.clock import iso
-from shared.crypto import SignatureError, SigningKey, b64d, b64e, pae, sha256_hex, verify
+from shared.core import canonical, storage
+from shared.core.clock import iso
+from shared.core.crypto import SignatureError, SigningKey, b64d, b64e, pae, sha256_hex, verify
+from shared.services import documents
 from sync import downlink, envelope, nodeauth, outbox, relay
 from sync.apply import apply_pending
 from sync.ingest import Ingestor
@@ -286,7 +287,7 @@ def build_custody() -> dict:
 
 
 def document_body(kind: str = "accept", number: int = 1) -> dict:
-    """A 制式文书 body shaped as ``shared.documents.issue`` makes it (受理通知书 of the sample case)."""
+    """A 制式文书 body shaped as ``shared.services.documents.issue`` makes it (受理通知书 of the sample case)."""
     title, mark = documents.KINDS[kind]
     return {"v": 1, "kind": kind, "title": title, "number": f"威县人社局{mark}字〔2027〕第{number:04d}号",
             "case_id": "6f1c2a9e0b7d4e58a3c1f2e4d5b6a7c8", "receipt_no": "130926100201-20270301-0001",
@@ -369,7 +370,7 @@ def build_enrol() -> dict:
                                                                  iso(NOW + timedelta(days=730))))
     anchor = {"hub_id": HUB_ID, "public_key": root.public_b64, "kid": root.kid, "hub_keys": [cert]}
     token = f"LD1.{VILLAGE_A}.{'A' * 32}.{root.kid[:16]}"
-    from provisioning.enrolment import proof_of_possession
+    from city_hub.enrolment_service import proof_of_possession
 
     return {
         "description": "Enrolment: token LD1.<node_id>.<secret>.<first 16 hex of the root kid>, the new node's "
@@ -678,7 +679,7 @@ def test_node_signed_request_headers(tmp_path):
 
 
 def test_enrolment_proof_and_anchor():
-    from provisioning.enrolment import anchor_matches_token, parse_token, proof_of_possession
+    from city_hub.enrolment_service import anchor_matches_token, parse_token, proof_of_possession
 
     vector = load("enrol.json")
     assert parse_token(vector["token"]) == (VILLAGE_A, key("root").kid[:16])

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.clock import Clock, FixedClock, iso, parse_iso
-from shared.workdays import WorkCalendar, fallback_warning, load_schedule, parse_schedule
+from shared.core.clock import Clock, FixedClock, iso, parse_iso
+from shared.rules.workdays import WorkCalendar, fallback_warning, load_schedule, parse_schedule
 
 EXAMPLE_2027 = Path(__file__).resolve().parents[1] / "shared" / "data" / "holidays" / "2027.example.json"
 

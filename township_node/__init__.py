@@ -4,18 +4,16 @@ from flask import Flask
 
 from shared.web import create_node_app
 from shared.web.jobs import start_jobs
-
-from .db import database
+from township_node.db import database
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the township app for the node in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
     app = create_node_app(__name__, "township", test_config, database)
     from shared.web import cases, documents, feedback, intake
-    from sync import api
-
-    from . import enrol_relay, relay_pages
-    from .relay_service import TownshipSync
+    from shared.web import sync_api as api
+    from township_node import enrol_relay, relay_pages
+    from township_node.relay_service import TownshipSync
 
     service = TownshipSync(app.extensions["liandong_node"])
     app.extensions["liandong_sync"] = service

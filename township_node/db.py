@@ -1,7 +1,7 @@
 """The township's database: origin (window intake), relay (custody) and issuer (decisions)."""
 
-from shared.migrations import node_migrations
-from shared.schema import COMMON
+from shared.services.migrations import node_migrations
+from shared.services.schema import COMMON
 from shared.web.db import DatabaseOwner
 from sync.schema import ISSUER, ORIGIN, RELAY
 

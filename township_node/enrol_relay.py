@@ -3,7 +3,7 @@
 import requests
 from flask import Blueprint, Response, current_app, request
 
-from shared.errors import LiandongError
+from shared.core.errors import LiandongError
 from shared.web.auth import node_signed
 
 bp = Blueprint("enrol_relay", __name__, url_prefix="/enrol/v1")

@@ -4,14 +4,13 @@ from datetime import timedelta
 
 from flask import Blueprint, render_template, request
 
-from shared import states
-from shared.clock import parse_iso
-from shared.idcard import mask_id_number
+from shared.core.clock import parse_iso
+from shared.rules import states
+from shared.rules.idcard import mask_id_number
 from shared.web import current_node
 from sync import outbox
 from sync.trust import metadata_content
-
-from .db import get_db
+from township_node.db import get_db
 
 bp = Blueprint("relay", __name__, url_prefix="/relay")
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 
-from shared import casework, documents, joint
-from shared.clock import iso
-from shared.intake import catalog_items
-from shared.storage import write_transaction
+from shared.core.clock import iso
+from shared.core.storage import write_transaction
+from shared.services import casework, documents, joint
+from shared.services.intake import catalog_items
 from sync import blobs, downlink, envelope, outbox, relay
 
 

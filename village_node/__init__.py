@@ -4,16 +4,14 @@ from flask import Flask
 
 from shared.web import create_node_app
 from shared.web.jobs import start_jobs
-
-from .db import database
+from village_node.db import database
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the village app for the node in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
     app = create_node_app(__name__, "village", test_config, database)
     from shared.web import cases, documents, feedback, intake
-
-    from . import syncstatus
+    from village_node import syncstatus
 
     app.register_blueprint(intake.bp)
     app.register_blueprint(cases.bp)

@@ -1,7 +1,7 @@
 """The village room's database: its cases and its outbox."""
 
-from shared.migrations import node_migrations
-from shared.schema import COMMON
+from shared.services.migrations import node_migrations
+from shared.services.schema import COMMON
 from shared.web.db import DatabaseOwner
 from sync.schema import ORIGIN
 

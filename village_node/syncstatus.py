@@ -5,8 +5,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, url_
 from shared.web import current_node
 from sync import outbox
 from sync.node_sync import SyncState, run_round
-
-from .db import get_db
+from village_node.db import get_db
 
 bp = Blueprint("syncstatus", __name__, url_prefix="/sync-status")
 

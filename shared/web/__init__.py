@@ -2,7 +2,7 @@
 
 Each node package keeps its own ``create_app(test_config=None)``; they all call
 :func:`create_node_app` so that configuration is loaded the same way everywhere: defaults from
-:mod:`shared.settings`, then the data folder's ``config.py``, then ``LIANDONG_*`` variables.
+:mod:`shared.core.settings`, then the data folder's ``config.py``, then ``LIANDONG_*`` variables.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 from flask import Flask, current_app
 from flask_wtf.csrf import CSRFProtect
 
-from shared.node import Node
-from shared.settings import DEFAULTS
+from shared.core.settings import DEFAULTS
+from sync.node import Node
 
 csrf = CSRFProtect()
 VERSION = "0.1.0"
@@ -45,7 +45,7 @@ def create_node_app(import_name: str, tier: str, test_config: dict | None, datab
     database.init_app(app)
     csrf.init_app(app)
 
-    from . import auth, errors, health
+    from shared.web import auth, errors, health
 
     errors.init_app(app)
     app.register_blueprint(auth.bp)

@@ -12,11 +12,10 @@ import functools
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 
-from shared import accounts
-from shared.errors import Forbidden, Unauthorized
-
-from . import csrf, current_node
-from .db import get_db
+from shared.core.errors import Forbidden, Unauthorized
+from shared.services import accounts
+from shared.web import csrf, current_node
+from shared.web.db import get_db
 
 bp = Blueprint("auth", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
 

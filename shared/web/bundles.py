@@ -19,15 +19,14 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
-from shared.canonical import CanonicalError
-from shared.clock import CN_TZ
-from shared.crypto import SignatureError
-from shared.errors import LiandongError
+from shared.core.canonical import CanonicalError
+from shared.core.clock import CN_TZ
+from shared.core.crypto import SignatureError
+from shared.core.errors import LiandongError
+from shared.web import current_node
+from shared.web.auth import roles_required
+from shared.web.db import get_db
 from sync import bundle
-
-from . import current_node
-from .auth import roles_required
-from .db import get_db
 
 bp = Blueprint("bundles", __name__, url_prefix="/bundles")
 

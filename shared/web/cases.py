@@ -21,13 +21,13 @@ from flask import (
     url_for,
 )
 
-from shared import accounts, casework, joint, precheck, states
-from shared.clock import CN_TZ, parse_iso
-from shared.errors import Forbidden, LiandongError, RuleError, ValidationError
-from shared.storage import write_transaction
-
-from . import current_node
-from .db import get_db
+from shared.core.clock import CN_TZ, parse_iso
+from shared.core.errors import Forbidden, LiandongError, RuleError, ValidationError
+from shared.core.storage import write_transaction
+from shared.rules import precheck, states
+from shared.services import accounts, casework, joint
+from shared.web import current_node
+from shared.web.db import get_db
 
 bp = Blueprint("cases", __name__)
 
@@ -66,7 +66,7 @@ def _catalog_items() -> dict:
         from city_hub.registry import current_catalog
 
         return current_catalog(conn)[1]
-    from shared.intake import catalog_items
+    from shared.services.intake import catalog_items
 
     return catalog_items(conn)[1]
 
@@ -282,7 +282,7 @@ def page_number() -> int:
 @bp.get("/queue")
 def queue():
     """The office's open cases, nearest deadline first (one query for the cases, one for their events)."""
-    from shared.deadlines import case_clock
+    from shared.rules.deadlines import case_clock
 
     office = g.account["office"]
     node = current_node()

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from flask import Flask, current_app, g
 
-from shared import storage
+from shared.core import storage
 
 
 class DatabaseOwner:

@@ -6,14 +6,13 @@ import segno
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
-from shared import accounts, casework, documents
-from shared.crypto import SignatureError
-from shared.errors import Forbidden
-from shared.storage import write_transaction
+from shared.core.crypto import SignatureError
+from shared.core.errors import Forbidden
+from shared.core.storage import write_transaction
+from shared.services import accounts, casework, documents
+from shared.web import current_node
+from shared.web.db import get_db
 from sync import envelope
-
-from . import current_node
-from .db import get_db
 
 bp = Blueprint("documents", __name__)
 

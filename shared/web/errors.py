@@ -9,8 +9,8 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from shared.errors import LiandongError
-from shared.storage import DiskFullError
+from shared.core.errors import LiandongError
+from shared.core.storage import DiskFullError
 
 HTTP_MESSAGES = {
     400: "请求有误",

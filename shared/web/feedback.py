@@ -1,15 +1,14 @@
-"""好差评, 回访 and 投诉 pages and API on every node (rules in :mod:`shared.feedback`)."""
+"""好差评, 回访 and 投诉 pages and API on every node (rules in :mod:`shared.services.feedback`)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
 
-from shared import accounts, casework, feedback
-from shared.errors import Forbidden, LiandongError, ValidationError
-from shared.storage import write_transaction
-
-from . import current_node
-from .db import get_db
+from shared.core.errors import Forbidden, LiandongError, ValidationError
+from shared.core.storage import write_transaction
+from shared.services import accounts, casework, feedback
+from shared.web import current_node
+from shared.web.db import get_db
 
 bp = Blueprint("feedback", __name__)
 

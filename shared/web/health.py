@@ -2,8 +2,8 @@
 
 from flask import Blueprint, jsonify
 
-from . import VERSION, current_node
-from .auth import public
+from shared.web import VERSION, current_node
+from shared.web.auth import public
 
 bp = Blueprint("health", __name__)
 

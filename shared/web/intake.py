@@ -24,15 +24,15 @@ from flask import (
 )
 from werkzeug.datastructures import MultiDict
 
-from shared import drafts, intake, scanner, states
-from shared.catalog import accepts_at, public_view, required_materials, search, validate_form
-from shared.clock import parse_iso
-from shared.errors import LiandongError, ValidationError
-from shared.idcard import mask_id_number, validate_id_number, validate_phone
+from shared.core.clock import parse_iso
+from shared.core.errors import LiandongError, ValidationError
+from shared.rules import states
+from shared.rules.catalog import accepts_at, public_view, required_materials, search, validate_form
+from shared.rules.idcard import mask_id_number, validate_id_number, validate_phone
+from shared.services import drafts, intake, scanner
+from shared.web import current_node
+from shared.web.db import get_db
 from sync.trust import is_expired, metadata_content
-
-from . import current_node
-from .db import get_db
 
 bp = Blueprint("intake", __name__)
 

@@ -8,7 +8,8 @@ import threading
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
-from shared import case_facts, joint
+from city_hub import case_facts
+from shared.services import joint
 from sync.node_sync import SyncState, run_round
 
 log = logging.getLogger("liandong.jobs")
@@ -31,7 +32,7 @@ def start_jobs(app: Flask) -> BackgroundScheduler | None:
 def refresh_hub_metadata(conn, node) -> None:
     """Keep the hub's signed metadata from expiring (see city_hub.registry.refresh_metadata)."""
     from city_hub.registry import refresh_metadata
-    from shared.storage import write_transaction
+    from shared.core.storage import write_transaction
 
     with write_transaction(conn):
         if refresh_metadata(conn, node):
@@ -48,7 +49,7 @@ EXTRA_RULES: list = [joint.run_scheduled, case_facts.run_scheduled]
 
 
 def _add_supervision(app: Flask, scheduler: BackgroundScheduler) -> None:
-    from shared import supervision
+    from shared.services import supervision
 
     node = app.extensions["liandong_node"]
     database = app.extensions["liandong_db"]

@@ -1,6 +1,6 @@
 """联办意见 and 审管认领: the pages and API of the joint departments and the supervisors.
 
-The rules are in :mod:`shared.joint`; this layer only checks the input shape and renders.
+The rules are in :mod:`shared.services.joint`; this layer only checks the input shape and renders.
 Registered on the hub (city items, 审管互动) and on townships (their delegated items).
 """
 
@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
 
-from shared import casework, joint
-from shared.errors import LiandongError, ValidationError
-from shared.storage import write_transaction
-
-from . import current_node
-from .db import get_db
+from shared.core.errors import LiandongError, ValidationError
+from shared.core.storage import write_transaction
+from shared.services import casework, joint
+from shared.web import current_node
+from shared.web.db import get_db
 
 bp = Blueprint("joint", __name__)
 

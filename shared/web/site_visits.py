@@ -1,4 +1,4 @@
-"""现场核查 pages and API (rules in :mod:`shared.site_visits`).
+"""现场核查 pages and API (rules in :mod:`shared.services.site_visits`).
 
 The township clerk records a visit (form with photos, or ``POST /api/v1/cases/<id>/site-visits``);
 every node lists the visits it holds for a case and shows the photos it has.
@@ -11,12 +11,12 @@ import binascii
 
 from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, render_template, request, url_for
 
-from shared import accounts, casework, site_visits, states
-from shared.errors import Forbidden, LiandongError, ValidationError
-from shared.storage import write_transaction
-
-from . import current_node
-from .db import get_db
+from shared.core.errors import Forbidden, LiandongError, ValidationError
+from shared.core.storage import write_transaction
+from shared.rules import states
+from shared.services import accounts, casework, site_visits
+from shared.web import current_node
+from shared.web.db import get_db
 
 bp = Blueprint("site_visits", __name__)
 
@@ -27,7 +27,7 @@ def _items() -> dict:
         from city_hub.registry import current_catalog
 
         return current_catalog(conn)[1]
-    from shared.intake import catalog_items
+    from shared.services.intake import catalog_items
 
     return catalog_items(conn)[1]
 

@@ -12,8 +12,8 @@ import pytest
 from conftest import login
 from network import case_payload, catalog
 
-from shared import supervision
-from shared.clock import CN_TZ, FixedClock
+from shared.core.clock import CN_TZ, FixedClock
+from shared.services import supervision
 
 OFFICE = "130926-cl"  # 残疾人联合会: 残疾人证新办, 15 working days
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import HUB_OFFICE, login
 from network import Network, catalog, create_case
 
-from shared import documents
+from shared.services import documents
 from sync import envelope
 
 pytestmark = pytest.mark.browser

@@ -1,6 +1,6 @@
 """Key rotation asked for from the hub's node tree (轮换密钥).
 
-A node rotates its own key (:func:`provisioning.lifecycle.start_rotation`: a next key, and a
+A node rotates its own key (:func:`city_hub.lifecycle.start_rotation`: a next key, and a
 ``node.rotate_key`` uplink envelope signed by the current key with a proof by the new one). The
 hub admin cannot do that for it — the private key never leaves the node — so the node tree sends
 the node a hub-signed downlink command of the same kind; the node, when it applies the command
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import sqlite3
 
-from shared.accounts import audit
-from shared.clock import iso
-from shared.crypto import SigningKey
-from shared.errors import RuleError, ValidationError
+from shared.core.clock import iso
+from shared.core.crypto import SigningKey
+from shared.core.errors import RuleError, ValidationError
+from shared.services.accounts import audit
 
 KIND = "node.rotate_key"
 
@@ -69,7 +69,7 @@ def key_summary(conn: sqlite3.Connection) -> dict[str, dict]:
 
 def pending_rotation(conn: sqlite3.Connection, node) -> bool:
     """True when this node has a next key already announced in its outbox (a rotation under way)."""
-    from provisioning.lifecycle import NEXT_KEY_FILE
+    from city_hub.lifecycle import NEXT_KEY_FILE
     from sync import envelope
 
     path = node.data_dir / NEXT_KEY_FILE
@@ -89,7 +89,7 @@ def apply(conn: sqlite3.Connection, node, message: dict) -> str | None:
     ``message`` is the downlink body (``issuer``, ``dest``, ``kind``, ``body``); commands not
     issued by this node's hub are ignored.
     """
-    from provisioning.lifecycle import start_rotation
+    from city_hub.lifecycle import start_rotation
 
     if node is None or message.get("issuer") != node.hub_id or message.get("dest") != node.node_id:
         return None

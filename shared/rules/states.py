@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 
-from shared.errors import RuleError
+from shared.core.errors import RuleError
 
 STATUS_LABELS: dict[str, str] = {
     "DRAFT": "暂存",

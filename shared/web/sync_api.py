@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from shared import canonical
-from shared.crypto import SignatureError
-from shared.errors import LiandongError, ValidationError
-from shared.storage import ensure_disk_space, write_transaction
+from shared.core import canonical
+from shared.core.crypto import SignatureError
+from shared.core.errors import LiandongError, ValidationError
+from shared.core.storage import ensure_disk_space, write_transaction
 from shared.web import current_node
 from shared.web.auth import node_signed
 from shared.web.db import get_db
-
-from .blobs import SHA256_RE, BlobError
-from .nodeauth import check_request, record_nonce
+from sync.blobs import SHA256_RE, BlobError
+from sync.nodeauth import check_request, record_nonce
 
 bp = Blueprint("sync", __name__, url_prefix="/sync/v1")
 

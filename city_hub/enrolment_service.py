@@ -16,11 +16,11 @@ import sqlite3
 from datetime import timedelta
 
 from city_hub import registry
-from shared import canonical
-from shared.accounts import audit, token_hash
-from shared.clock import iso
-from shared.crypto import SignatureError, SigningKey, key_id, load_public
-from shared.errors import RuleError, ValidationError
+from shared.core import canonical
+from shared.core.clock import iso
+from shared.core.crypto import SignatureError, SigningKey, key_id, load_public
+from shared.core.errors import RuleError, ValidationError
+from shared.services.accounts import audit, token_hash
 from sync import envelope
 
 TOKEN_RE = re.compile(r"^LD1\.(\d{6}|\d{9}|\d{12})\.[A-Za-z0-9_-]{20,}\.([0-9a-f]{16})$")

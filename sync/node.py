@@ -10,9 +10,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from shared.clock import Clock
-from shared.crypto import SigningKey
-from shared.workdays import WorkCalendar
+from shared.core.clock import Clock
+from shared.core.crypto import SigningKey
+from shared.rules.workdays import WorkCalendar
 from sync import trust as trustmod
 from sync.blobs import BlobStore
 from sync.hlc import HybridClock
@@ -91,7 +91,7 @@ class Node:
 
 def load_calendar_overrides(data_dir: Path) -> dict[int, dict]:
     """Holiday schedules an admin loaded into ``<data>/calendar/<year>.json``."""
-    from shared.workdays import load_schedule
+    from shared.rules.workdays import load_schedule
 
     folder = Path(data_dir) / "calendar"
     schedules: dict[int, dict] = {}

@@ -14,8 +14,8 @@ import json
 from collections.abc import Iterable, Mapping
 from datetime import date
 
-from shared import states
-from shared.clock import CN_TZ, parse_iso
+from shared.core.clock import CN_TZ, parse_iso
+from shared.rules import states
 
 EXTENSION_WD = 10
 WARN_WD = 2

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from shared import casework, states
-from shared.clock import iso
-from shared.deadlines import case_clock, cn_day, notice_overdue
-from shared.storage import write_transaction
+from shared.core.clock import iso
+from shared.core.storage import write_transaction
+from shared.rules import states
+from shared.rules.deadlines import case_clock, cn_day, notice_overdue
+from shared.services import casework
 
 SYSTEM = "system"
 

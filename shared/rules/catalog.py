@@ -18,8 +18,8 @@ import re
 from datetime import date
 from importlib import resources
 
-from shared.errors import RuleError, ValidationError
-from shared.idcard import validate_id_number, validate_phone
+from shared.core.errors import RuleError, ValidationError
+from shared.rules.idcard import validate_id_number, validate_phone
 
 DEPARTMENTS: dict[str, str] = {
     "rs": "人力资源和社会保障局",

@@ -2,7 +2,7 @@
 
 A draft is not a case: it lives in its own table, has no 收件回执 number, no event and no outbox
 envelope, so it is never sent, never counted in any figure and never seen by the township or the
-hub. Submitting it goes through :func:`shared.intake.submit` like any application (all checks
+hub. Submitting it goes through :func:`shared.services.intake.submit` like any application (all checks
 then), after which the draft is deleted. Scans picked for a draft are already stored
 content-addressed; the draft only refers to them by SHA-256.
 """
@@ -13,9 +13,9 @@ import json
 import sqlite3
 import uuid
 
-from shared.clock import iso
-from shared.errors import NotFound, ValidationError
-from shared.storage import write_transaction
+from shared.core.clock import iso
+from shared.core.errors import NotFound, ValidationError
+from shared.core.storage import write_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS drafts (

@@ -25,8 +25,8 @@ from __future__ import annotations
 import sqlite3
 from datetime import date
 
-from shared.clock import CN_TZ, iso, parse_iso
-from shared.errors import Forbidden, NotFound, RuleError, ValidationError
+from shared.core.clock import CN_TZ, iso, parse_iso
+from shared.core.errors import Forbidden, NotFound, RuleError, ValidationError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS joint_opinions (
@@ -89,7 +89,7 @@ def item_of(conn: sqlite3.Connection, node, item_code: str, version: int | None 
     """The catalog item of a case: the version it was filed under where the hub still has
     it, else the catalog this node trusts now (each version parsed once per process)."""
     if node.tier != "hub":
-        from shared.intake import catalog_items
+        from shared.services.intake import catalog_items
 
         return catalog_items(conn)[1].get(item_code)
     from city_hub import registry
@@ -165,7 +165,7 @@ def opinions(conn: sqlite3.Connection, case_id: str, today: date | None = None) 
 
 
 def _opinion_json(r, today: date | None) -> dict:
-    from shared.catalog import DEPARTMENTS
+    from shared.rules.catalog import DEPARTMENTS
 
     result = {
         "department_code": r["department_code"],
@@ -219,7 +219,7 @@ def give_opinion(conn: sqlite3.Connection, case_id: str, account, opinion: str, 
     if row["opinion"] is not None:
         raise RuleError("already_answered", f"本部门已于{_cn_text(row['answered_at'])}提出意见"
                                             f"（{OPINION_LABELS[row['opinion']]}），不能重复提出")
-    from shared import states
+    from shared.rules import states
 
     if case["status"] not in states.OPEN_STATES:
         raise RuleError("case_closed", f"办件已{states.status_label(case['status'])}，无需再提出意见")
@@ -228,7 +228,7 @@ def give_opinion(conn: sqlite3.Connection, case_id: str, account, opinion: str, 
         " WHERE case_id = ? AND office = ?",
         (opinion, comment, account["username"], iso(now), case_id, row["office"]),
     )
-    from shared import accounts
+    from shared.services import accounts
 
     accounts.audit(conn, account["username"], "joint.opinion", case_id, f"{row['office']}:{opinion}", now)
     return _opinion_json(conn.execute("SELECT * FROM joint_opinions WHERE case_id = ? AND office = ?",
@@ -248,7 +248,7 @@ def check_action(conn: sqlite3.Connection, case_id: str, action: str, comment: s
                         (case_id,)).fetchall()
     waiting = [r for r in rows if r["opinion"] is None]
     if waiting:
-        from shared.catalog import DEPARTMENTS
+        from shared.rules.catalog import DEPARTMENTS
 
         names = "、".join(f"{DEPARTMENTS.get(r['department_code'], r['office'])}（{r['deadline']}前）"
                          for r in waiting)
@@ -261,8 +261,9 @@ def run_deemed_consent(conn: sqlite3.Connection, node, emit=None) -> int:
     """超时默认: requests of deemed-consent items still open after their deadline day become
     ``deemed`` (by ``system``, now). Only open cases of this node's offices are touched.
     ``emit`` is unused (no state changes; the lead decides next) and kept for the job's shape."""
-    from shared import accounts, states
-    from shared.storage import write_transaction
+    from shared.core.storage import write_transaction
+    from shared.rules import states
+    from shared.services import accounts
 
     today = node.clock.today_cn().isoformat()
     prefix = _deciding_prefix(node) + "-%"
@@ -373,7 +374,7 @@ def claim(conn: sqlite3.Connection, case_id: str, account, feedback: str, now) -
         " AND claimed_at IS NULL", (account["username"], iso(now), (feedback or "").strip(), case_id))
     if cur.rowcount == 0:
         raise RuleError("already_claimed", f"该办件已由{row['claimed_by']}于{_cn_text(row['claimed_at'])}认领")
-    from shared import accounts
+    from shared.services import accounts
 
     accounts.audit(conn, account["username"], "regulator.claim", case_id, row["office"], now)
     return push_of(conn, case_id)
@@ -386,7 +387,7 @@ def run_scheduled(conn: sqlite3.Connection, node, emit=None) -> dict:
     """One pass at the deciding node: 超时默认; at the hub also catch-up pushes and flags."""
     done = {"deemed_consent": run_deemed_consent(conn, node, emit), "pushed": 0, "push_flagged": 0}
     if node.tier == "hub":
-        from shared.storage import write_transaction
+        from shared.core.storage import write_transaction
 
         with write_transaction(conn):
             done["pushed"] = catch_up_pushes(conn, node)

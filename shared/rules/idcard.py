@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from shared.errors import ValidationError
+from shared.core.errors import ValidationError
 
 # Weights are 2**(17 - i) mod 11 for positions 0..16 (ISO 7064 MOD 11-2).
 _WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))
@@ -56,7 +56,7 @@ def validate_id_number(s: str | None, *, field: str = "id_number", today: date |
     :param s: the number as typed.
     :param field: field name reported in the error.
     :param today: the date birth dates may not exceed; defaults to today in
-        China (:meth:`shared.clock.Clock.today_cn`). Pass the node's clock
+        China (:meth:`shared.core.clock.Clock.today_cn`). Pass the node's clock
         date in simulations.
     :raises ValidationError: with a Chinese message naming the defect.
     """
@@ -76,7 +76,7 @@ def validate_id_number(s: str | None, *, field: str = "id_number", today: date |
     if birth.year < 1900:
         raise ValidationError(field, "身份证号中的出生日期无效", code="id_birth_date")
     if today is None:
-        from shared.clock import Clock
+        from shared.core.clock import Clock
 
         today = Clock().today_cn()
     if birth > today:

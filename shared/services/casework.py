@@ -2,7 +2,7 @@
 
 No Flask here. Capture happens at the node that takes the application (village or township
 window); the deciding node (hub department or township) applies actions through the state
-machine of :mod:`shared.states`; every change is an event with a globally unique id, so a node
+machine of :mod:`shared.rules.states`; every change is an event with a globally unique id, so a node
 can receive the same event twice (relay retries, USB bundles) and record it once.
 """
 
@@ -14,13 +14,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared import states
-from shared.catalog import evaluate_instant_rule
-from shared.clock import CN_TZ, iso
-from shared.deadlines import LEVEL_LABELS, case_clock
-from shared.errors import NotFound, RuleError
-from shared.idcard import mask_id_number
-from shared.workdays import fallback_warning
+from shared.core.clock import CN_TZ, iso
+from shared.core.errors import NotFound, RuleError
+from shared.rules import states
+from shared.rules.catalog import evaluate_instant_rule
+from shared.rules.deadlines import LEVEL_LABELS, case_clock
+from shared.rules.idcard import mask_id_number
+from shared.rules.workdays import fallback_warning
 
 
 def _next_receipt_no(conn: sqlite3.Connection, node_id: str, now) -> str:
@@ -288,7 +288,7 @@ def deliver(conn: sqlite3.Connection, node, case_id: str, actor: str, comment: s
 
     Call inside a write transaction. The state machine allows it only for decided cases.
     """
-    from shared import documents
+    from shared.services import documents
     from sync import outbox
 
     row = get_row(conn, case_id)
@@ -330,7 +330,7 @@ def events_of(conn: sqlite3.Connection, case_id: str, actions: tuple[str, ...]) 
 
 def apply_update(conn: sqlite3.Connection, body: dict) -> bool:
     """Apply a ``case.update`` received from the deciding node (idempotent)."""
-    from shared import documents
+    from shared.services import documents
 
     if conn.execute("SELECT 1 FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone() is None:
         return False
@@ -409,9 +409,11 @@ def to_json(conn: sqlite3.Connection, case_id: str, calendar=None, today=None, m
         "history": history,
         "decision": json.loads(row["decision"]) if row["decision"] else None,
     }
-    from shared import joint  # 联办 opinions of the case (empty unless a joint item was accepted here)
+    from shared.services import (
+        joint,  # 联办 opinions of the case (empty unless a joint item was accepted here)
+    )
     result["joint_opinions"] = joint.opinions(conn, case_id, today)
-    from shared import feedback  # 好差评 (with its 回访 where this node holds one)
+    from shared.services import feedback  # 好差评 (with its 回访 where this node holds one)
     result["rating"] = feedback.rating_of(conn, case_id)
     if calendar is not None and today is not None:
         clock = case_clock(events, row["limit_wd"], row["status"], calendar, today)

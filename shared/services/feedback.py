@@ -23,11 +23,11 @@ import sqlite3
 import uuid
 from datetime import date
 
-from shared import states
-from shared.clock import iso, parse_iso
-from shared.deadlines import cn_day
-from shared.errors import Forbidden, NotFound, RuleError, ValidationError
-from shared.idcard import validate_phone
+from shared.core.clock import iso, parse_iso
+from shared.core.errors import Forbidden, NotFound, RuleError, ValidationError
+from shared.rules import states
+from shared.rules.deadlines import cn_day
+from shared.rules.idcard import validate_phone
 
 SCHEMA = """
 -- 好差评: one rating per case (the primary key enforces it on every node).
@@ -151,7 +151,7 @@ def validate_rating(payload) -> tuple[int, str]:
 def rate(conn: sqlite3.Connection, node, case_id: str, level: int, comment: str, account) -> dict:
     """Record the applicant's rating at the node that took the application. Call inside a write
     transaction. Villages and townships send it up; at the hub a bad rating opens its 回访."""
-    from shared import casework
+    from shared.services import casework
     from sync import outbox
 
     row = casework.get_row(conn, case_id)
@@ -189,7 +189,7 @@ def _insert_rating(conn: sqlite3.Connection, rating: dict, office: str, received
 
 def apply_rating(conn: sqlite3.Connection, node, origin: str, body: dict) -> bool:
     """The hub stores a ``case.rating`` once per case; a bad one opens the 回访. False if known."""
-    from shared import casework
+    from shared.services import casework
 
     row = casework.get_row(conn, body["case_id"])
     if row["origin"] != origin or body.get("node") != origin:

@@ -15,10 +15,9 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from shared import canonical
-from shared.accounts import audit
-from shared.clock import iso
-from shared.crypto import (
+from shared.core import canonical
+from shared.core.clock import iso
+from shared.core.crypto import (
     SignatureError,
     SigningKey,
     b64d,
@@ -29,10 +28,11 @@ from shared.crypto import (
     verify,
     write_private_file,
 )
-from shared.errors import RuleError, ValidationError
-from shared.node import NODE_KEY_FILE
-from shared.storage import write_transaction
+from shared.core.errors import RuleError, ValidationError
+from shared.core.storage import write_transaction
+from shared.services.accounts import audit
 from sync import envelope, outbox
+from sync.node import NODE_KEY_FILE
 
 NEXT_KEY_FILE = "keys/node.next.pem"
 OLD_KEY_FILE = "keys/node.old.pem"

@@ -14,10 +14,10 @@ import base64
 import hashlib
 import sqlite3
 
-from shared import canonical
-from shared.clock import CN_TZ, iso
-from shared.crypto import SignatureError
-from shared.idcard import mask_id_number
+from shared.core import canonical
+from shared.core.clock import CN_TZ, iso
+from shared.core.crypto import SignatureError
+from shared.rules.idcard import mask_id_number
 from sync import envelope
 
 QR_PREFIX = "LDDOC1:"
@@ -87,7 +87,7 @@ def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, offi
 
 def office_name(node, office: str) -> str:
     """The Chinese name an office signs documents with."""
-    from shared.catalog import DEPARTMENTS
+    from shared.rules.catalog import DEPARTMENTS
 
     if office == node.node_id:
         return node.config.get("NODE_NAME") or office

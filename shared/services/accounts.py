@@ -8,8 +8,8 @@ import sqlite3
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from shared.clock import iso
-from shared.errors import ValidationError
+from shared.core.clock import iso
+from shared.core.errors import ValidationError
 
 ROLES = {
     "agent": "代办员",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from shared.errors import ValidationError
+from shared.core.errors import ValidationError
 
 MARK_ACTIONS = ("request_correction", "precheck_return")
 MAX_NOTE = 200

@@ -15,7 +15,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shared.errors import ValidationError
+from shared.core.errors import ValidationError
 
 #: What a scanner saves and the wizard accepts (images and PDF).
 EXTENSIONS = frozenset({".pdf", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"})

@@ -1,6 +1,6 @@
 """Schema fragments owned by the shared library; each node's ``db.py`` composes its schema.
 
-Timestamps are UTC ISO-8601 strings with a ``Z`` (``shared.clock.iso``). JSON columns hold
+Timestamps are UTC ISO-8601 strings with a ``Z`` (``shared.core.clock.iso``). JSON columns hold
 canonical JSON text. Signed documents are stored as the exact bytes received.
 """
 

@@ -5,8 +5,10 @@ appended (never edited or reordered once released), and a tier applies every one
 when it does not use a table, so all nodes share one numbering.
 """
 
-from shared import case_facts, drafts, feedback, joint, oversight, perf_indexes, projects
-from shared.schema import DOCUMENTS, SUPERVISION
+from city_hub import case_facts, projects
+from city_hub import statistics as oversight
+from shared.services import drafts, feedback, joint, perf_indexes
+from shared.services.schema import DOCUMENTS, SUPERVISION
 from sync.schema import APPLY_QUEUE
 
 

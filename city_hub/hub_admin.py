@@ -11,18 +11,19 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from shared import accounts, catalog
-from shared.accounts import audit
-from shared.crypto import write_private_file
-from shared.errors import RuleError, ValidationError
-from shared.workdays import parse_schedule
+from shared.core.crypto import write_private_file
+from shared.core.errors import RuleError, ValidationError
+from shared.rules import catalog
+from shared.rules.workdays import parse_schedule
+from shared.services import accounts
+from shared.services.accounts import audit
 from sync import envelope
 
 
 def parse_catalog(text: str | bytes) -> list[dict]:
     """Validate a catalog file: a JSON list of items or ``{"items": [...]}``.
 
-    :returns: the normalised items (``shared.catalog.validate_item``).
+    :returns: the normalised items (``shared.rules.catalog.validate_item``).
     :raises ValidationError: in Chinese, naming the item (position, code, name) and the field.
     """
     if isinstance(text, bytes):
@@ -67,7 +68,7 @@ def publish_catalog(conn: sqlite3.Connection, node, items: list[dict], actor: st
 
 
 def parse_calendar(text: str | bytes) -> dict:
-    """Validate a holiday schedule file (``shared.workdays`` format); errors in Chinese with the detail."""
+    """Validate a holiday schedule file (``shared.rules.workdays`` format); errors in Chinese with the detail."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")

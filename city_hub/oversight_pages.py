@@ -1,6 +1,6 @@
 """电子监察 board, statistics with filters, CSV export and ``GET /api/v1/stats`` (supervisor, admin).
 
-The figures come from :mod:`shared.oversight`; this module only reads the request, renders the
+The figures come from :mod:`city_hub.statistics`; this module only reads the request, renders the
 page and draws the charts as inline SVG (no script, no external asset: it prints and works
 offline).
 """
@@ -13,13 +13,12 @@ from html import escape
 from flask import Blueprint, Response, jsonify, render_template, request
 from markupsafe import Markup
 
-from shared import oversight
-from shared.catalog import DEPARTMENTS, LEVEL_LABELS
-from shared.errors import NotFound, ValidationError
+from city_hub import statistics as oversight
+from city_hub.db import get_db
+from shared.core.errors import NotFound, ValidationError
+from shared.rules.catalog import DEPARTMENTS, LEVEL_LABELS
 from shared.web import current_node
 from shared.web.auth import roles_required
-
-from .db import get_db
 
 bp = Blueprint("oversight", __name__, template_folder="templates")
 
@@ -97,7 +96,7 @@ def board():
 
 
 def _calendar_warning() -> str:
-    from shared.workdays import fallback_warning
+    from shared.rules.workdays import fallback_warning
 
     return fallback_warning(sorted(current_node().calendar.used_fallback))
 

@@ -1,6 +1,6 @@
 """Stored per-case facts for the statistics (统计), so the page aggregates in SQL.
 
-The figures of :mod:`shared.oversight` need, per case, what its events say: the 受理 instant,
+The figures of :mod:`city_hub.statistics` need, per case, what its events say: the 受理 instant,
 the deadline (working days, 暂停 and 延期 included), the decision and its day, the working days
 from 受理 to decision, whether it was received by its deciding node within 24 hours, served
 (送达), refused or decided. Computing that for 10,000 cases on every request took ~0.5 s
@@ -17,7 +17,7 @@ Here those facts are computed once per change of a case and kept in ``case_facts
   change of the working-day calendar (a loaded holiday schedule, another ``chinesecalendar``
   release) empties the table (``case_facts_meta.calendar``).
 - **Refilled incrementally**: :func:`refresh` computes the rows that are missing, with the same
-  code as the statistics always used (:func:`shared.oversight.case_facts_where`); the hub's
+  code as the statistics always used (:func:`city_hub.statistics.case_facts_where`); the hub's
   scheduled pass calls it (:func:`run_scheduled`) and so does every statistics request, so the
   figures are exact even between passes (the request then computes only what changed since).
 - **What stays live**: everything that depends on today. An open case's 黄牌/红牌 comes from its
@@ -34,8 +34,8 @@ import json
 import sqlite3
 from datetime import date
 
-from shared.clock import parse_iso
-from shared.deadlines import cn_day
+from shared.core.clock import parse_iso
+from shared.rules.deadlines import cn_day
 
 SCHEMA = """
 CREATE TABLE case_facts (
@@ -106,8 +106,8 @@ def _stopped_clock(events) -> bool:
 
 
 def row_of(fact, stopped: bool, now: str) -> tuple:
-    """The stored row of one :class:`shared.oversight.CaseFacts`."""
-    from shared.oversight import TRANSMIT_WITHIN
+    """The stored row of one :class:`city_hub.statistics.CaseFacts`."""
+    from city_hub.statistics import TRANSMIT_WITHIN
 
     counted = bool(fact.decided_at and fact.accepted_at and fact.deadline)
     on_time = counted and cn_day(fact.decided_at).isoformat() <= fact.deadline
@@ -124,8 +124,8 @@ def refresh(conn: sqlite3.Connection, hub_id: str, calendar, today: date, now: s
     :param limit: at most this many cases per call (the scheduled pass spreads a first fill).
     :returns: how many cases were computed.
     """
-    from shared.oversight import MemoCalendar, _events_by_case, case_facts_where, item_departments
-    from shared.storage import write_transaction
+    from city_hub.statistics import MemoCalendar, _events_by_case, case_facts_where, item_departments
+    from shared.core.storage import write_transaction
 
     key = calendar_key(calendar)
     with write_transaction(conn):
@@ -150,6 +150,6 @@ def run_scheduled(conn: sqlite3.Connection, node, emit=None) -> int:
     """The hub's scheduled pass (``shared.web.jobs.EXTRA_RULES``): fill what changed since the last pass."""
     if getattr(node, "tier", None) != "hub" or not has_table(conn):
         return 0
-    from shared.clock import iso
+    from shared.core.clock import iso
 
     return refresh(conn, node.hub_id, node.calendar, node.clock.today_cn(), iso(node.now()), limit=5000)

@@ -6,7 +6,7 @@ its area: a case it decides (delegated to it), or a city item whose catalog entr
 ``site_visit`` (e.g. 林木采伐许可证核发: 乡镇初审 and a two-person site visit before the 林业局
 decides) taken at one of its villages or at its own window. The record (inspectors, date,
 findings, result 符合/不符合/需整改, optional photos) is a case event ``site_visit`` that does not
-change the status (:mod:`shared.states`). It travels:
+change the status (:mod:`shared.rules.states`). It travels:
 
 - up to the hub as a ``case.event`` envelope of the township, with the photos as attachments
   (the hub accepts it from the township above the case's origin: ``casework.check_event``);
@@ -22,8 +22,9 @@ from __future__ import annotations
 import sqlite3
 from datetime import date
 
-from shared import casework, states
-from shared.errors import Forbidden, RuleError, ValidationError
+from shared.core.errors import Forbidden, RuleError, ValidationError
+from shared.rules import states
+from shared.services import casework
 
 #: Who records site visits at the township.
 RECORDING_ROLES = ("clerk",)
@@ -117,9 +118,9 @@ def record(conn: sqlite3.Connection, node, case_id: str, payload: dict, photos: 
     Call outside a transaction (photos are stored first; an orphan file is harmless).
     :returns: the event.
     """
-    from shared.clock import iso
-    from shared.deadlines import cn_day
-    from shared.storage import write_transaction
+    from shared.core.clock import iso
+    from shared.core.storage import write_transaction
+    from shared.rules.deadlines import cn_day
     from sync import blobs, downlink, outbox
 
     if node.tier != "township":

@@ -21,9 +21,10 @@ import re
 import sqlite3
 import uuid
 
-from shared import casework, states
-from shared.clock import iso
-from shared.errors import NotFound, RuleError, ValidationError
+from shared.core.clock import iso
+from shared.core.errors import NotFound, RuleError, ValidationError
+from shared.rules import states
+from shared.services import casework
 
 PROJECTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -193,10 +194,10 @@ def file_case(conn: sqlite3.Connection, node, project_id: str, items: dict, vers
     经办人, form, situation); enterprise fields the item asks for are taken from the project. The
     case is received at once, and a 秒批 item whose rule holds is approved at once.
     """
-    from shared import documents
-    from shared.catalog import required_materials, route, validate_form
-    from shared.intake import acceptable_item, clean_applicant
-    from shared.storage import ensure_disk_space, write_transaction
+    from shared.core.storage import ensure_disk_space, write_transaction
+    from shared.rules.catalog import required_materials, route, validate_form
+    from shared.services import documents
+    from shared.services.intake import acceptable_item, clean_applicant
     from sync import blobs
 
     ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))

@@ -1,7 +1,7 @@
 """电子监察 board and statistics (统计) computed from the hub's database.
 
 No Flask here: every figure is a plain function of the ``cases``, ``case_events`` and
-``supervision_alerts`` tables, one :class:`shared.workdays.WorkCalendar` and "today", so the web
+``supervision_alerts`` tables, one :class:`shared.rules.workdays.WorkCalendar` and "today", so the web
 pages, the CSV export, the JSON API and the tests all get the same numbers.
 
 Definitions (also in ``docs/domain-rules.md``):
@@ -11,14 +11,14 @@ Definitions (also in ``docs/domain-rules.md``):
   (12 digits village, 9 township, 6 county); **office**: the deciding office (``route_office``);
   **department**: the item's department (``<hub>-<dept>`` offices, else the catalog);
 - **on-time rate** (按时办结率): among accepted cases with a decision (准予/不予许可), those
-  decided on or before their deadline (``shared.deadlines.case_clock``: working days, 暂停 and
+  decided on or before their deadline (``shared.rules.deadlines.case_clock``: working days, 暂停 and
   延期 included);
 - **average working days** (平均办理工作日): working days from the China date of 受理 to the date
   of the decision, over the same cases;
 - **share accepted in villages** (村级受理占比): cases whose origin is a village;
 - **传送率**: village cases received (接件) by their deciding node within 24 hours of submission;
 - **闭合度**: decided cases (准予/不予许可/不予受理) that were served (送达) and, when they got a
-  差评 (不满意/非常不满意), whose 回访 is closed (``shared.feedback``'s ``followups``);
+  差评 (不满意/非常不满意), whose 回访 is closed (``shared.services.feedback``'s ``followups``);
 - **ratings**: number of 好差评, 差评 (levels 1–2) and 好评率 (levels 3–5: 非常满意/满意/基本满意);
 - **cards** (黄牌/红牌): cases that reached the level, recorded by the scheduled job
   (``supervision_alerts``) or reached now (an open case's live clock).
@@ -32,11 +32,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
 
-from shared.catalog import DEPARTMENTS, LEVEL_LABELS
-from shared.clock import CN_TZ, iso, parse_iso
-from shared.deadlines import LEVEL_LABELS as SUPERVISION_LABELS
-from shared.deadlines import case_clock, cn_day
-from shared.errors import ValidationError
+from shared.core.clock import CN_TZ, iso, parse_iso
+from shared.core.errors import ValidationError
+from shared.rules.catalog import DEPARTMENTS, LEVEL_LABELS
+from shared.rules.deadlines import LEVEL_LABELS as SUPERVISION_LABELS
+from shared.rules.deadlines import case_clock, cn_day
 
 SCHEMA = ""  # everything is computed from the case tables; nothing of its own to store
 
@@ -159,7 +159,7 @@ class MemoCalendar:
 
     Thousands of cases share their acceptance days, deadlines and "today"; asking the holiday
     tables one date at a time for each of them made the statistics of 10,000 cases take
-    seconds. Same answers as :class:`shared.workdays.WorkCalendar` (which it asks per date).
+    seconds. Same answers as :class:`shared.rules.workdays.WorkCalendar` (which it asks per date).
     """
 
     def __init__(self, calendar) -> None:
@@ -318,7 +318,7 @@ def case_facts_where(conn: sqlite3.Connection, hub_id: str, calendar, today: dat
     return facts
 
 
-# ----------------------------------------------------------------------------- 好差评 and 回访 (shared/feedback.py)
+# ----------------------------------------------------------------------------- 好差评 and 回访 (shared/services/feedback.py)
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
@@ -436,10 +436,10 @@ def statistics(conn: sqlite3.Connection, hub_id: str, calendar, today: date, fil
                by: str = "department") -> dict:
     """Totals and per-group figures; what the page, the CSV and ``GET /api/v1/stats`` show.
 
-    Aggregated in SQL over the stored per-case facts (:mod:`shared.case_facts`, refreshed first
+    Aggregated in SQL over the stored per-case facts (:mod:`city_hub.case_facts`, refreshed first
     for the cases that changed); same figures as :func:`statistics_in_python`.
     """
-    from shared import case_facts
+    from city_hub import case_facts
 
     if not case_facts.has_table(conn):
         return statistics_in_python(conn, hub_id, calendar, today, filters, by)
@@ -534,9 +534,9 @@ def _key_of(row, by: str, item_depts: Mapping[str, str]) -> str:
 def _aggregate(conn: sqlite3.Connection, hub_id: str, memo: MemoCalendar, today: date, where: str, params: tuple,
                by: str, item_depts: Mapping[str, str]) -> dict[str, _Sums]:
     """Per-group sums: stored facts in SQL, open cases' cards from their deadline, stopped clocks live."""
-    from shared import states
-    from shared.case_facts import row_of
-    from shared.deadlines import supervision_level
+    from city_hub.case_facts import row_of
+    from shared.rules import states
+    from shared.rules.deadlines import supervision_level
 
     key_sql, width = _KEY_SQL[by], 3 if by == "department" else 1
     ratings = _has_table(conn, "case_ratings")
@@ -687,7 +687,7 @@ def board(conn: sqlite3.Connection, hub_id: str, calendar, today: date, refusal_
         level), ``counts`` (per level), ``refusals`` (newest first, with their reasons and a flag
         when none was given) and ``refusal_counts`` (per kind, plus ``no_reason``).
     """
-    from shared import states
+    from shared.rules import states
 
     open_states = tuple(states.OPEN_STATES)
     item_depts = item_departments(conn)

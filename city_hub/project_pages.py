@@ -1,17 +1,17 @@
-"""项目代办 pages and API at the hub (rules in :mod:`shared.projects`)."""
+"""项目代办 pages and API at the hub (rules in :mod:`city_hub.projects`)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
 
-from shared import accounts, intake, projects
-from shared.catalog import accepts_at, required_materials
-from shared.errors import Forbidden, LiandongError, ValidationError
-from shared.storage import write_transaction
-
-from . import current_node
-from .auth import roles_required
-from .db import get_db
+from city_hub import projects
+from shared.core.errors import Forbidden, LiandongError, ValidationError
+from shared.core.storage import write_transaction
+from shared.rules.catalog import accepts_at, required_materials
+from shared.services import accounts, intake
+from shared.web import current_node
+from shared.web.auth import roles_required
+from shared.web.db import get_db
 
 bp = Blueprint("projects", __name__)
 

@@ -11,11 +11,12 @@ import base64
 import binascii
 import sqlite3
 
-from shared import casework, documents, states
-from shared.catalog import accepts_at, required_materials, route, validate_form
-from shared.errors import RuleError, ValidationError
-from shared.idcard import validate_id_number, validate_phone
-from shared.storage import ensure_disk_space, write_transaction
+from shared.core.errors import RuleError, ValidationError
+from shared.core.storage import ensure_disk_space, write_transaction
+from shared.rules import states
+from shared.rules.catalog import accepts_at, required_materials, route, validate_form
+from shared.rules.idcard import validate_id_number, validate_phone
+from shared.services import casework, documents
 from sync import blobs, outbox
 
 
