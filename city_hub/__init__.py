@@ -6,36 +6,26 @@ with its scheduled rules in one ``liandong hub jobs`` process (deploy/).
 
 from flask import Flask
 
+from city_hub import (
+    admin,
+    enrolment,
+    oversight_pages,  # 电子监察, 统计 (supervisor, admin)
+    project_pages,  # 项目代办
+    regulation_pages,  # 审管认领
+)
 from city_hub.db import database
-from shared.web import create_node_app
+from city_hub.sync_service import HubSync
+from city_hub.tier import TIER
+from shared.web import cases, create_node_app, documents, feedback, joint, site_visits, sync_api
 from shared.web.jobs import start_jobs
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the hub app for the hub in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
-    app = create_node_app(__name__, "hub", test_config, database)
-    from city_hub import admin, enrolment
-    from city_hub.ingest import notify_origin
-    from city_hub.sync_service import HubSync
-    from shared.web import cases, documents, feedback
-    from shared.web import sync_api as api
-
-    node = app.extensions["liandong_node"]
-    app.extensions["liandong_sync"] = HubSync(node, lambda: database.connect(app))
-    node.emit = lambda conn, row, event, decision: notify_origin(conn, node, row, event, decision)
-    app.register_blueprint(cases.bp)
-    app.register_blueprint(documents.bp)
-    from shared.web import joint as joint_pages  # 联办意见, 审管认领
-    app.register_blueprint(joint_pages.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(enrolment.bp)
-    app.register_blueprint(admin.bp)
-    from city_hub import oversight_pages as oversight  # 电子监察, 统计 (supervisor, admin)
-    app.register_blueprint(oversight.bp)
-    app.register_blueprint(feedback.bp)
-    from city_hub import project_pages as project_pages  # 项目代办
-    from shared.web import site_visits as site_visit_pages  # 现场核查
-    app.register_blueprint(project_pages.bp)
-    app.register_blueprint(site_visit_pages.bp)
+    app = create_node_app(__name__, TIER, test_config, database)
+    app.extensions["liandong_sync"] = HubSync(app.extensions["liandong_node"], lambda: database.connect(app))
+    for blueprint in (cases.bp, documents.bp, joint.bp, sync_api.bp, enrolment.bp, admin.bp, oversight_pages.bp,
+                      feedback.bp, project_pages.bp, site_visits.bp, regulation_pages.bp):
+        app.register_blueprint(blueprint)
     start_jobs(app)
     return app

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 
-from city_hub import hub_admin, lifecycle, rotation_command
+from city_hub import hub_admin, lifecycle
 from city_hub.db import get_db
 from city_hub.enrolment_service import create_token
 from shared.core.errors import LiandongError
@@ -55,7 +55,7 @@ def nodes():
         " ORDER BY id DESC LIMIT 100"
     ).fetchall()
     return render_template("admin/nodes.html", rows=rows, token=token, error=error, quarantine=quarantine,
-                           keys=rotation_command.key_summary(conn), to_apply=apply.pending(conn))
+                           keys=lifecycle.key_summary(conn), to_apply=apply.pending(conn))
 
 
 @bp.post("/admin/nodes/<node_id>/revoke")
@@ -79,7 +79,7 @@ def node_rotate_key(node_id: str):
     conn = get_db()
     try:
         with write_transaction(conn):
-            done = rotation_command.request(conn, current_node(), node_id, g.account["username"])
+            done = lifecycle.request_rotation(conn, current_node(), node_id, g.account["username"])
         flash(f"已向节点 {node_id} 发送轮换密钥指令（第 {done['seq']} 条下行消息）；节点下次同步时生成新密钥，"
               f"经同步登记后启用，旧密钥签发的消息仍然有效")
     except LiandongError as exc:

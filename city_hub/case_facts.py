@@ -37,39 +37,6 @@ from datetime import date
 from shared.core.clock import parse_iso
 from shared.rules.deadlines import cn_day
 
-SCHEMA = """
-CREATE TABLE case_facts (
-    case_id TEXT PRIMARY KEY REFERENCES cases(case_id),
-    accepted_at TEXT,
-    deadline TEXT,
-    decided_at TEXT,
-    decision TEXT,
-    working_days INTEGER,
-    received_at TEXT,
-    delivered INTEGER NOT NULL,
-    decision_any INTEGER NOT NULL,
-    counted INTEGER NOT NULL,
-    on_time INTEGER NOT NULL,
-    transmitted INTEGER NOT NULL,
-    live INTEGER NOT NULL,
-    computed_at TEXT NOT NULL
-);
-CREATE TABLE case_facts_meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TRIGGER case_facts_case_update AFTER UPDATE ON cases
-    BEGIN DELETE FROM case_facts WHERE case_id IN (OLD.case_id, NEW.case_id); END;
-CREATE TRIGGER case_facts_case_delete AFTER DELETE ON cases
-    BEGIN DELETE FROM case_facts WHERE case_id = OLD.case_id; END;
-CREATE TRIGGER case_facts_event_insert AFTER INSERT ON case_events
-    WHEN NEW.from_status IS NEW.to_status BEGIN DELETE FROM case_facts WHERE case_id = NEW.case_id; END;
-CREATE TRIGGER case_facts_event_update AFTER UPDATE ON case_events
-    BEGIN DELETE FROM case_facts WHERE case_id IN (OLD.case_id, NEW.case_id); END;
-CREATE TRIGGER case_facts_event_delete AFTER DELETE ON case_events
-    BEGIN DELETE FROM case_facts WHERE case_id = OLD.case_id; END;
-"""
-
 _COLUMNS = ("case_id", "accepted_at", "deadline", "decided_at", "decision", "working_days", "received_at",
             "delivered", "decision_any", "counted", "on_time", "transmitted", "live", "computed_at")
 _INSERT = f"INSERT OR REPLACE INTO case_facts({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -147,8 +114,8 @@ def refresh(conn: sqlite3.Connection, hub_id: str, calendar, today: date, now: s
 
 
 def run_scheduled(conn: sqlite3.Connection, node, emit=None) -> int:
-    """The hub's scheduled pass (``shared.web.jobs.EXTRA_RULES``): fill what changed since the last pass."""
-    if getattr(node, "tier", None) != "hub" or not has_table(conn):
+    """The hub's scheduled pass (city_hub/tier.py): fill what changed since the last pass."""
+    if not has_table(conn):
         return 0
     from shared.core.clock import iso
 

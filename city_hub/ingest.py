@@ -5,11 +5,11 @@ from __future__ import annotations
 import sqlite3
 from datetime import timedelta
 
-from city_hub import registry
+from city_hub import lifecycle, registry, regulation
 from shared.core import canonical
 from shared.core.clock import iso, parse_iso
 from shared.core.errors import RuleError
-from shared.rules.catalog import route
+from shared.rules import authority
 from shared.services import casework, documents, feedback, joint
 from sync import downlink
 from sync.envelope import Opened
@@ -36,11 +36,8 @@ def make_appliers(node) -> dict:
     def submit_plan(conn: sqlite3.Connection, opened: Opened) -> tuple[str, dict, dict, bool, bool]:
         """Checks of a ``case.submit`` before anything is written: (origin, body, item, city, instant)."""
         origin, body = opened.body["origin"], opened.body["body"]
-        _, items = registry.current_catalog(conn)
-        item = items.get(body["item_code"])
-        if item is None:
-            raise RuleError("unknown_item", f"事项 {body['item_code']} 不在目录中")
-        body = {**body, "route": route(item, origin, node.hub_id)}
+        item = node.catalog(conn)[1].get(body["item_code"])
+        body = {**body, "route": authority.route_of_submission(item, body["item_code"], origin, node.hub_id)}
         now, now_iso = received(opened)
         limit = now + timedelta(seconds=int(node.config["MAX_CLOCK_SKEW_SECONDS"]))
         if parse_iso(body["submitted_at"]) > limit:
@@ -81,7 +78,7 @@ def make_appliers(node) -> dict:
                 waiting = canonical.loads(orphan["body"])
                 row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone()
                 try:
-                    apply_checked_event(conn, row, waiting, waiting.pop("sender"))
+                    casework.apply_checked_update(conn, row, waiting, waiting.pop("sender"), node.trust(conn))
                 except RuleError as exc:
                     conn.execute("INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?,?,?,?,?)",
                                  (iso(node.now()), "system", "event.refused", body["case_id"], exc.message))
@@ -95,7 +92,7 @@ def make_appliers(node) -> dict:
         body = opened.body["body"]
         row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone()
         if row is not None:
-            apply_checked_event(conn, row, body, opened.body["origin"])
+            casework.apply_checked_update(conn, row, body, opened.body["origin"], node.trust(conn))
         else:
             # The township decided before the village's envelope reached the hub: keep it.
             conn.execute(
@@ -105,26 +102,13 @@ def make_appliers(node) -> dict:
             memo = registry.BATCH_MEMO.get()
             if memo is not None:
                 memo["orphans"] = True
-        joint.on_update(conn, node, body)  # 审管互动: a decided/served case goes to its supervisor
+        regulation.on_case_status(conn, node, body["case_id"], body.get("status"))  # 审管互动
 
     def apply_rotate_key(conn: sqlite3.Connection, opened: Opened) -> None:
-        from city_hub.lifecycle import apply_rotation
-
-        apply_rotation(conn, node, opened.body["origin"], opened.body["body"])
+        lifecycle.apply_rotation(conn, node, opened.body["origin"], opened.body["body"])
 
     return {"case.submit": apply_case_submit, "case.event": apply_case_event, "node.rotate_key": apply_rotate_key,
             **feedback.appliers(node)}
-
-
-def apply_checked_event(conn: sqlite3.Connection, row, body: dict, sender: str) -> None:
-    """Apply a ``case.update`` a node sent up, if it was entitled to and the transition holds."""
-    for event in [*body.get("earlier", []), body["event"]]:
-        if conn.execute("SELECT 1 FROM case_events WHERE event_id = ?", (event["event_id"],)).fetchone():
-            continue  # a repeat: already applied
-        casework.check_event(conn, row, event, sender)
-        casework.apply_update(conn, {**body, "earlier": [], "event": event,
-                                     "decision": body.get("decision") if event is body["event"] else None})
-        row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone()
 
 
 def orphans_waiting(conn: sqlite3.Connection) -> bool:
@@ -145,7 +129,8 @@ def notify_origin(conn: sqlite3.Connection, node, row: sqlite3.Row, event: dict,
     hub's acknowledgement); it rides along with the next step, which saves a signature per
     case on the ingest path.
     """
-    joint.on_event(conn, node, row, event)  # 联办 opinion requests on 受理; 审管互动 push
+    joint.on_event(conn, node, row, event)  # 联办 opinion requests on 受理
+    regulation.on_case_status(conn, node, row["case_id"], event["to_status"])  # 审管互动
     if event["action"] == "receive" or row["origin"] == node.node_id:
         return
     issued = documents.for_event(conn, node, row, event)

@@ -1,42 +1,30 @@
-"""A node's life after enrolment: revocation (lost PC) and key rotation with an overlap.
+"""A node's life after enrolment, at the hub: revocation (lost PC), key rotation, 轮换密钥 orders.
 
 Revocation is a hub decision published in the signed registry, so it reaches every tier by
 ordinary sync: townships stop taking custody and the hub quarantines the node's envelopes
 numbered after ``revoked_after_seq`` (those before it were made while the PC was trusted).
 
-Rotation travels as an ordinary uplink envelope ``node.rotate_key`` signed by the current key
-and carrying a proof by the new key, so it works offline, through relays and on a USB stick.
-The node keeps signing with the old key until a registry listing the new one comes back; the
-old key stays in the registry (retired), so envelopes already queued still verify.
+Rotation is the node's own (sync/rotation.py): the hub checks the new key's proof, registers
+it and publishes the registry; the admin may order a node to rotate (:func:`request_rotation`).
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 
+from city_hub import registry
 from shared.core import canonical
+from shared.core.audit import audit
 from shared.core.clock import iso
 from shared.core.crypto import (
     SignatureError,
-    SigningKey,
     b64d,
-    b64e,
-    fsync_dir,
     key_id,
     load_public,
     verify,
-    write_private_file,
 )
 from shared.core.errors import RuleError, ValidationError
-from shared.core.storage import write_transaction
-from shared.services.accounts import audit
-from sync import envelope, outbox
-from sync.node import NODE_KEY_FILE
-
-NEXT_KEY_FILE = "keys/node.next.pem"
-OLD_KEY_FILE = "keys/node.old.pem"
-ROTATE_PROOF = envelope.PREFIX + "rotate-proof+json;v=1"
+from sync import downlink, envelope, rotation
 
 
 def revoke(conn: sqlite3.Connection, hub_node, node_id: str, after_seq: int | None, actor: str) -> dict:
@@ -44,8 +32,6 @@ def revoke(conn: sqlite3.Connection, hub_node, node_id: str, after_seq: int | No
 
     :param after_seq: envelopes numbered above this are refused; default: what the hub holds now.
     """
-    from city_hub import registry
-
     row = conn.execute("SELECT tier, status FROM nodes WHERE node_id = ?", (node_id,)).fetchone()
     if row is None or row["tier"] == "hub":
         raise ValidationError("node_id", f"节点 {node_id} 不存在或不能吊销")
@@ -62,8 +48,6 @@ def revoke(conn: sqlite3.Connection, hub_node, node_id: str, after_seq: int | No
 
 def reinstate(conn: sqlite3.Connection, hub_node, node_id: str, actor: str) -> None:
     """Lift a suspension (after a fork was reviewed) or a revocation. Call inside a write transaction."""
-    from city_hub import registry
-
     conn.execute("UPDATE nodes SET status = 'active', revoked_after_seq = NULL, revoked_at = NULL WHERE node_id = ?",
                  (node_id,))
     registry.publish_registry(conn, hub_node)
@@ -71,29 +55,14 @@ def reinstate(conn: sqlite3.Connection, hub_node, node_id: str, actor: str) -> N
     hub_node.forget_trust()
 
 
-def start_rotation(conn: sqlite3.Connection, node) -> str:
-    """Generate the next key and queue a ``node.rotate_key`` envelope; returns the new kid."""
-    path = node.data_dir / NEXT_KEY_FILE
-    new = SigningKey.load(path) if path.exists() else SigningKey.generate()
-    new.save(path)
-    claim = {"node_id": node.node_id, "public_key": new.public_b64}
-    proof = b64e(new.sign(ROTATE_PROOF, canonical.dumps(claim)))
-    with write_transaction(conn):
-        outbox.append(conn, node.key, node.node_id, "node.rotate_key", {**claim, "proof": proof},
-                      str(node.hlc.now()), node.now())
-    return new.kid
-
-
 def apply_rotation(conn: sqlite3.Connection, hub_node, origin: str, body: dict) -> None:
     """Hub applier of ``node.rotate_key``: check the proof, register the key, publish."""
-    from city_hub import registry
-
     if body.get("node_id") != origin:
         raise RuleError("rotate_mismatch", "密钥轮换请求与来源节点不符")
     public_key = body["public_key"]
     claim = canonical.dumps({"node_id": origin, "public_key": public_key})
     try:
-        verify(public_key, ROTATE_PROOF, claim, b64d(body["proof"]))
+        verify(public_key, rotation.ROTATE_PROOF, claim, b64d(body["proof"]))
     except SignatureError as exc:
         raise ValidationError("proof", "新密钥的持有证明无效") from exc
     kid = key_id(load_public(public_key).public_bytes_raw())
@@ -106,19 +75,35 @@ def apply_rotation(conn: sqlite3.Connection, hub_node, origin: str, body: dict) 
     hub_node.forget_trust()
 
 
-def finish_rotation_if_registered(node, trust) -> bool:
-    """Switch to the next key once the trusted registry lists it for this node."""
-    path = node.data_dir / NEXT_KEY_FILE
-    if not path.exists() or trust is None:
-        return False
-    entry = trust.nodes.get(node.node_id)
-    if entry is None or SigningKey.load(path).kid not in entry.keys:
-        return False
-    current = node.data_dir / NODE_KEY_FILE
-    # Keep a copy of the old key, then switch with one atomic rename: a kill at any point
-    # leaves keys/node.pem holding a registered key (old or new), and a retry finishes.
-    write_private_file(node.data_dir / OLD_KEY_FILE, current.read_bytes())
-    os.replace(path, current)
-    fsync_dir(current.parent)
-    node.reload_key()
-    return True
+def request_rotation(conn: sqlite3.Connection, hub_node, node_id: str, actor: str) -> dict:
+    """Order ``node_id`` to rotate its key (轮换密钥 from the node tree): a hub-signed downlink command
+    for ``node_id``. Call inside a write transaction.
+
+    :raises ValidationError: unknown node or the hub itself; :raises RuleError: node not active.
+    """
+    row = conn.execute("SELECT tier, status FROM nodes WHERE node_id = ?", (node_id,)).fetchone()
+    if row is None or row["tier"] == "hub":
+        raise ValidationError("node_id", f"节点 {node_id} 不存在或不能远程轮换密钥")
+    if row["status"] != "active":
+        raise RuleError("node_not_active", f"节点 {node_id} 已暂停或已吊销，不能轮换密钥")
+    now = hub_node.now()
+    document = downlink.issue(conn, hub_node.key, hub_node.node_id, node_id, rotation.KIND,
+                              {"node_id": node_id, "requested_by": actor, "requested_at": iso(now)}, now)
+    audit(conn, actor, "node.rotate_requested", node_id, None, now)
+    return {"node_id": node_id, "seq": envelope.peek(document)["seq"], "requested_at": iso(now)}
+
+
+def key_summary(conn: sqlite3.Connection) -> dict[str, dict]:
+    """Per node: ``keys`` (registered, old ones included), ``last_rotation`` (when the newest key
+    replaced an older one, or None), ``requested_at`` (the last 轮换密钥 command, from the audit
+    log) and ``pending`` (that command is newer than the node's newest key)."""
+    out: dict[str, dict] = {}
+    for r in conn.execute("SELECT node_id, COUNT(*) AS keys, MAX(created_at) AS newest FROM node_keys GROUP BY node_id"):
+        out[r["node_id"]] = {"keys": r["keys"], "last_rotation": r["newest"] if r["keys"] > 1 else None,
+                             "requested_at": None, "pending": False, "newest": r["newest"]}
+    for r in conn.execute("SELECT target, MAX(at) FROM audit_log WHERE action = 'node.rotate_requested'"
+                          " GROUP BY target"):
+        entry = out.setdefault(r[0], {"keys": 0, "last_rotation": None, "newest": None})
+        entry["requested_at"] = r[1]
+        entry["pending"] = entry["newest"] is None or r[1] > entry["newest"]
+    return out

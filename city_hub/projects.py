@@ -26,28 +26,6 @@ from shared.core.errors import NotFound, RuleError, ValidationError
 from shared.rules import states
 from shared.services import casework
 
-PROJECTS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS projects (
-    project_id TEXT PRIMARY KEY,
-    enterprise_name TEXT NOT NULL,
-    credit_code TEXT NOT NULL,
-    project_name TEXT NOT NULL,
-    location TEXT NOT NULL,
-    contact TEXT NOT NULL DEFAULT '',
-    agent TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS projects_by_code ON projects(credit_code);
--- A case belongs to at most one project.
-CREATE TABLE IF NOT EXISTS project_cases (
-    case_id TEXT PRIMARY KEY,
-    project_id TEXT NOT NULL REFERENCES projects(project_id),
-    linked_by TEXT NOT NULL,
-    linked_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS project_cases_by_project ON project_cases(project_id, linked_at);
-"""
-
 #: Who carries projects (creates them, files and links their cases).
 AGENT_ROLES = ("project_agent",)
 #: Who may look at projects: every hub account (windows and heads see where a project stands).

@@ -141,3 +141,16 @@ _catalogs: dict[tuple[str, int], dict] = {}
 
 def _db_name(conn: sqlite3.Connection) -> str:
     return conn.execute("PRAGMA database_list").fetchone()[2]
+
+
+_published: dict[tuple[str, int], dict | None] = {}
+
+
+def published_catalog(conn: sqlite3.Connection, version: int) -> dict | None:
+    """``{code: item}`` of an older published catalog version (parsed once per process)."""
+    key = (_db_name(conn), version)
+    if key not in _published:
+        row = conn.execute("SELECT document FROM metadata WHERE role = 'catalog' AND version = ?",
+                           (version,)).fetchone()
+        _published[key] = catalog_index(row["document"]) if row else None
+    return _published[key]

@@ -38,8 +38,6 @@ from shared.rules.catalog import DEPARTMENTS, LEVEL_LABELS
 from shared.rules.deadlines import LEVEL_LABELS as SUPERVISION_LABELS
 from shared.rules.deadlines import case_clock, cn_day
 
-SCHEMA = ""  # everything is computed from the case tables; nothing of its own to store
-
 GROUPS = {"department": "部门", "office": "承办机构", "item": "事项", "level": "受理层级", "month": "月份"}
 DECISIONS = ("approve", "deny")
 REFUSALS = {"reject": "不予受理", "deny": "不予许可"}

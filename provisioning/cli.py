@@ -10,7 +10,9 @@ from pathlib import Path
 import click
 
 from provisioning import nodes
+from provisioning.tiers import APP_FACTORIES
 from shared.core import storage
+from township_node.relay_service import TownshipSync
 
 DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                     help="The node's data folder.")
@@ -72,13 +74,7 @@ def create_app_for(data_dir: Path):
 
     tier = nodes.read_config(data_dir)["TIER"]
     os.environ["LIANDONG_DATA_DIR"] = str(Path(data_dir).resolve())
-    if tier == "hub":
-        from city_hub import create_app
-    elif tier == "township":
-        from township_node import create_app
-    else:
-        from village_node import create_app
-    return create_app()
+    return APP_FACTORIES[tier]()
 
 
 @node.command("serve")
@@ -105,17 +101,8 @@ hub.add_command(node_serve, "serve")
 @DATA
 def node_status(data_dir: Path) -> None:
     """Print the node's queues as JSON."""
-    from sync import outbox
-
     with nodes.opened(data_dir) as (node_rt, conn):
-        result = {"node_id": node_rt.node_id, "tier": node_rt.tier}
-        if node_rt.tier != "hub":
-            result["outbox"] = outbox.counts(conn)
-        if node_rt.tier == "township":
-            result["custody"] = conn.execute("SELECT COUNT(*) FROM custody").fetchone()[0]
-        if node_rt.tier == "hub":
-            result["inbox"] = conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
-            result["quarantine"] = conn.execute("SELECT COUNT(*) FROM quarantine WHERE resolved_at IS NULL").fetchone()[0]
+        result = {"node_id": node_rt.node_id, "tier": node_rt.tier, **node_rt.kind.queue_counts(conn)}
         result["cases"] = conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
     click.echo(json.dumps(result, ensure_ascii=False))
 
@@ -151,9 +138,7 @@ def node_import_bundle(data_dir: Path, in_path: Path, answer_path: Path | None) 
 
     with nodes.opened(data_dir) as (node_rt, conn):
         try:
-            if node_rt.tier == "township":
-                from township_node.relay_service import TownshipSync
-
+            if node_rt.relay is not None:  # a township takes custody and answers
                 if answer_path is None:
                     raise click.UsageError("--answer is required at a township")
                 with click.progressbar(length=1, label="importing") as bar:
@@ -170,10 +155,10 @@ def node_import_bundle(data_dir: Path, in_path: Path, answer_path: Path | None) 
 @DATA
 def node_rotate_key(data_dir: Path) -> None:
     """Start a key rotation: a new key is announced through sync; the old one signs until it is registered."""
-    from city_hub.lifecycle import start_rotation
+    from sync import rotation
 
     with nodes.opened(data_dir) as (node_rt, conn):
-        kid = start_rotation(conn, node_rt)
+        kid = rotation.start(conn, node_rt)
     click.echo(f"new key {kid[:16]}… queued; the node switches to it when the hub's registry lists it")
 
 

@@ -16,9 +16,11 @@ import requests
 
 from city_hub.enrolment_service import anchor_matches_token, parse_token, proof_of_possession
 from provisioning.keys import anchor_text, create_hub_keys
+from provisioning.tiers import MIGRATIONS, TIERS
 from shared.core import canonical, storage
 from shared.core.clock import Clock
 from shared.core.crypto import SigningKey, write_private_file
+from shared.core.settings import DEFAULTS
 from shared.rules.catalog import load_seed
 from shared.services.accounts import audit, create_account
 from sync import envelope
@@ -34,13 +36,7 @@ class ProvisioningError(Exception):
 
 def migrations_for(tier: str) -> list[str]:
     """The schema of a node of ``tier`` (each node package owns its own)."""
-    if tier == "hub":
-        from city_hub.db import MIGRATIONS
-    elif tier == "township":
-        from township_node.db import MIGRATIONS
-    else:
-        from village_node.db import MIGRATIONS
-    return MIGRATIONS
+    return MIGRATIONS[tier]
 
 
 def read_config(data_dir: Path) -> dict:
@@ -63,9 +59,8 @@ def open_db(data_dir: Path, tier: str | None = None) -> sqlite3.Connection:
 
 def node_for(data_dir: Path) -> Node:
     """The runtime of the node in ``data_dir`` (for CLI commands)."""
-    from shared.core.settings import DEFAULTS
-
-    return Node({**DEFAULTS, **read_config(data_dir)}, data_dir)
+    config = {**DEFAULTS, **read_config(data_dir)}
+    return Node(config, data_dir, TIERS[config["TIER"]])
 
 
 @contextmanager

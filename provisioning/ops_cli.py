@@ -13,6 +13,7 @@ import click
 
 from provisioning import nodes
 from shared.core import storage
+from shared.web.jobs import run_rules
 
 
 @click.command("jobs")
@@ -20,25 +21,21 @@ from shared.core import storage
               help="The hub's data folder.")
 @click.option("--once", is_flag=True, help="Run one pass and exit (for cron or a test).")
 def hub_jobs(data_dir: Path, once: bool) -> None:
-    """Run the hub's scheduled rules in one process (when gunicorn serves the web workers)."""
-    from shared.services import supervision
-    from shared.web.jobs import extra_rules, refresh_hub_metadata
+    """Run the hub's scheduled rules in one process (when gunicorn serves the web workers).
 
+    The rules are the hub tier's ``scheduled_rules`` (city_hub/tier.py), the same list the web
+    process's scheduler runs: the apply queue first, then 电子监察, metadata, 联办, 审管, statistics.
+    """
     node = nodes.node_for(data_dir)
-    from city_hub.ingest import notify_origin
-
-    node.emit = lambda conn, row, event, decision: notify_origin(conn, node, row, event, decision)
+    rules = node.kind.scheduled_rules(node)
     interval = float(node.config["SUPERVISION_INTERVAL_SECONDS"])
     while True:
         conn = nodes.open_db(data_dir, "hub")
         try:
-            done = supervision.run(conn, node, node.emit)
-            refresh_hub_metadata(conn, node)
-            for rule in extra_rules():
-                rule(conn, node, node.emit)
+            done = run_rules(conn, rules)
         finally:
             conn.close()
-        click.echo(json.dumps(done))
+        click.echo(json.dumps(done, ensure_ascii=False, default=str))
         if once:
             return
         time.sleep(interval)

@@ -551,7 +551,7 @@ class Simulation:
                            timeout=float(config["SYNC_TIMEOUT_SECONDS"]), session=session,
                            rng=random.Random(seed + 1), plan=self.plan, stats=self.stats,
                            enabled=lambda: self.faults_on)
-        _, catalog = intake.catalog_items(conn)
+        _, catalog = node.catalog(conn)
         items = [i for i in catalog.values() if "village" in i["accept_levels"] and not i.get("consultation_only")]
         return Village(vid, tid, vdir, node, conn, client, sorted(items, key=lambda i: i["code"]), skew_days)
 

@@ -17,32 +17,36 @@ from sync import trust as trustmod
 from sync.blobs import BlobStore
 from sync.hlc import HybridClock
 from sync.nodeauth import NonceSource
+from sync.tier import HUB_SIGNING_KEY_FILE, NODE_KEY_FILE, ROOT_KEY_FILE, Tier
 
 TIERS = ("hub", "township", "village")
-NODE_KEY_FILE = "keys/node.pem"
-HUB_SIGNING_KEY_FILE = "keys/hub-signing.pem"
-ROOT_KEY_FILE = "keys/root.pem"
+__all__ = ["Node", "HUB_SIGNING_KEY_FILE", "NODE_KEY_FILE", "ROOT_KEY_FILE", "TIERS"]
 
 
 class Node:
     """Identity and shared machinery of one running node."""
 
-    def __init__(self, config, data_dir: str | Path):
+    def __init__(self, config, data_dir: str | Path, kind: Tier):
         self.config = config
         self.data_dir = Path(data_dir)
         self.node_id: str = config["NODE_ID"]
-        self.tier: str = config["TIER"]
-        self.hub_id: str = config.get("HUB_ID") or (self.node_id if self.tier == "hub" else None)
+        self.kind = kind  # what this tier does differently (sync/tier.py)
+        self.tier: str = kind.name
+        if config["TIER"] != kind.name:
+            raise ValueError(f"{data_dir} holds a {config['TIER']} node, not a {kind.name}")
+        self.hub_id: str | None = kind.hub_id(config)
         self.clock = Clock.from_settings(config.get("CLOCK_START"), config.get("CLOCK_SPEED", 1.0))
         self.hlc = HybridClock(self.node_id, self.wall_ms)
         self.nonces = NonceSource(self.wall_ms, self.data_dir / "keys" / "nonce")
         self.blobs = BlobStore(self.data_dir / "blobs")
         self.calendar = WorkCalendar(load_calendar_overrides(self.data_dir))
-        self.emit = None  # set by deciding nodes: how a case event travels on
         self._key: SigningKey | None = None
         self._trust: trustmod.TrustStore | None = None
         self._trust_version: object = None
         self._lock = threading.Lock()
+        self.emit = kind.emitter(self)  # how a case event decided here travels on (None: decides nothing)
+        self.relay = kind.relay(self)  # custody for the nodes below (None: keeps none)
+        self.handlers = kind.message_handlers(self)  # downlink message kind -> handler
 
     def wall_ms(self) -> int:
         """Milliseconds since the epoch by this node's clock."""
@@ -56,8 +60,7 @@ class Node:
     def key(self) -> SigningKey:
         """This node's signing key: the hub's online signing key, or the node's own key."""
         if self._key is None:
-            name = HUB_SIGNING_KEY_FILE if self.tier == "hub" else NODE_KEY_FILE
-            self._key = SigningKey.load(self.data_dir / name)
+            self._key = SigningKey.load(self.data_dir / self.kind.key_file)
         return self._key
 
     def reload_key(self) -> None:
@@ -66,22 +69,20 @@ class Node:
 
     def trust(self, conn: sqlite3.Connection) -> trustmod.TrustStore | None:
         """The current trust store, rebuilt only when the registry version changes."""
-        if self.tier == "hub":
-            from city_hub.registry import hub_trust, registry_version
-
-            version = registry_version(conn)
-            loader = lambda: hub_trust(conn, self)  # noqa: E731
-        else:
-            row = conn.execute(
-                "SELECT group_concat(role || ':' || version) AS v FROM trusted_metadata WHERE role IN ('root', 'registry')"
-            ).fetchone()
-            version = row["v"]
-            loader = lambda: trustmod.load_node_trust(conn)  # noqa: E731
+        version = self.kind.trust_version(conn)
         with self._lock:
             if self._trust is None or version != self._trust_version:
-                self._trust = loader()
+                self._trust = self.kind.load_trust(conn, self)
                 self._trust_version = version
             return self._trust
+
+    def catalog(self, conn: sqlite3.Connection) -> tuple[int, dict[str, dict]]:
+        """(version, {code: item}) of the catalog this node goes by now."""
+        return self.kind.catalog(conn)
+
+    def catalog_item(self, conn: sqlite3.Connection, code: str, version: int | None = None) -> dict | None:
+        """The catalog item of a case (filed under ``version`` where the node still holds it)."""
+        return self.kind.catalog_item(conn, code, version)
 
     def forget_trust(self) -> None:
         """Drop the cached trust store (after enrolment or a registry change)."""

@@ -1,9 +1,11 @@
 """One sync round of a village or a township towards its parent.
 
-Village: push the outbox (custody receipt from the township), send material files, pull hub
-acknowledgements, downlink and metadata. Township: the same towards the hub for its own outbox
-and for every envelope in its custody, and it keeps what it pulls for the villages below.
-Every step commits in batches; a failure leaves everything as it was for the next round.
+Push the outbox (a custody receipt from a township parent), send material files, pull hub
+acknowledgements, downlink and metadata. A node with a custody relay (``node.relay``, the
+township) does the same for every envelope in its custody and keeps what it pulls for the nodes
+below it. What the case register makes of it is the tier's (``node.kind``: ``on_custody``,
+``on_acked``, and the message handlers); this module knows no case. Every step commits in
+batches; a failure leaves everything as it was for the next round.
 """
 
 from __future__ import annotations
@@ -14,13 +16,11 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from city_hub.lifecycle import finish_rotation_if_registered  # noqa: E402
 from shared.core import canonical
 from shared.core.clock import iso, parse_iso
 from shared.core.crypto import SignatureError, write_private_file
 from shared.core.storage import write_transaction
-from shared.services import casework, feedback, site_visits
-from sync import downlink, envelope, outbox, relay
+from sync import downlink, envelope, outbox, relay, rotation
 from sync.client import ParentClient, SyncUnavailable
 from sync.hlc import Timestamp
 from sync.trust import RollbackError, accept_metadata
@@ -86,7 +86,7 @@ def _round(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
 def _pending_documents(conn: sqlite3.Connection, node) -> list[tuple[str, dict]]:
     batch = int(node.config["SYNC_BATCH"])
     docs = []
-    if node.tier == "township":
+    if node.relay is not None:
         # Villages' envelopes first: a township's decision event follows the case it is about.
         docs += [("custody", envelope.from_bytes(r["document"])) for r in relay.to_forward(conn, batch)]
     docs += [("outbox", envelope.from_bytes(r["document"])) for r in outbox.to_send(conn, batch, node.now())]
@@ -106,17 +106,17 @@ def apply_push_answer(conn: sqlite3.Connection, node, answer: dict) -> None:
     trust = node.trust(conn)
     with write_transaction(conn):
         receipt = answer.get("receipt")
-        if receipt is not None and node.tier == "village":
+        if receipt is not None:  # only a township parent signs custody receipts
             try:
                 opened = envelope.open_signed(receipt, envelope.CUSTODY, trust.node_key)
                 holder = trust.node_of_key(opened.kid)
                 if holder is not None and holder.node_id == node.config["PARENT_ID"]:
                     outbox.mark_custody(conn, opened.body["envelope_ids"], node.now())
-                    _set_case_sync_state(conn, opened.body["envelope_ids"], "custody")
+                    node.kind.on_custody(conn, opened.body["envelope_ids"])
             except SignatureError as exc:
                 log.warning("custody receipt refused: %s", exc)
         _apply_acks(conn, node, trust, answer.get("acks", []))
-        if node.tier == "township":
+        if node.relay is not None:
             _release_refused_custody(conn, node, answer.get("results", []))
 
 
@@ -131,14 +131,6 @@ def _release_refused_custody(conn: sqlite3.Connection, node, results: list) -> N
     conn.executemany(
         "INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?, 'hub', 'custody.refused', ?, ?)",
         [(iso(node.now()), r.get("origin"), f"{r['envelope_id']} {r.get('reason')}") for r in refused])
-
-
-def _set_case_sync_state(conn: sqlite3.Connection, envelope_ids: list[str], sync_state: str) -> None:
-    conn.executemany(
-        "UPDATE cases SET sync_state = ? WHERE case_id = (SELECT case_id FROM outbox WHERE envelope_id = ?)"
-        " AND sync_state != 'acked'",
-        [(sync_state, eid) for eid in envelope_ids],
-    )
 
 
 def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
@@ -156,23 +148,11 @@ def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
             except ValueError as exc:
                 log.error("acknowledgement does not match this node's chain: %s", exc)
                 continue
-            conn.execute(
-                "UPDATE cases SET sync_state = 'acked' WHERE case_id IN"
-                " (SELECT case_id FROM outbox WHERE seq <= ? AND case_id IS NOT NULL)", (body["acked_seq"],))
-            # The hub receives (接件) every city case it holds; its event follows with the next step.
-            conn.execute(
-                "UPDATE cases SET status = 'RECEIVED' WHERE status = 'SUBMITTED' AND route_level = 'city'"
-                " AND case_id IN (SELECT case_id FROM outbox WHERE seq <= ? AND kind = 'case.submit')",
-                (body["acked_seq"],))
-        elif node.tier == "township":
+        elif node.relay is not None:
             relay.store_ack(conn, trust, ack)
-            # Cases of that village whose envelopes the ack released from custody are at the hub.
-            at_hub = ("origin = ? AND case_id NOT IN (SELECT case_id FROM custody WHERE origin = ?"
-                      " AND case_id IS NOT NULL)")
-            conn.execute(f"UPDATE cases SET sync_state = 'acked' WHERE sync_state != 'acked' AND {at_hub}",
-                         (body["origin"], body["origin"]))
-            conn.execute(f"UPDATE cases SET status = 'RECEIVED' WHERE status = 'SUBMITTED' AND route_level = 'city'"
-                         f" AND {at_hub}", (body["origin"], body["origin"]))
+        else:
+            continue
+        node.kind.on_acked(conn, node, body["origin"], body["acked_seq"])
     return covered
 
 
@@ -191,7 +171,7 @@ def _observe_parent_time(conn: sqlite3.Connection, node, server_time: str, serve
 
 def _attachments_to_send(conn: sqlite3.Connection, node) -> list[dict]:
     wanted = {a["sha256"]: a["size"] for a in outbox.unacked_attachments(conn)}
-    if node.tier == "township":
+    if node.relay is not None:
         wanted.update({a["sha256"]: a["size"] for a in relay.custody_attachments(conn)})
     return [{"sha256": s, "size": n} for s, n in wanted.items()]
 
@@ -223,14 +203,14 @@ def acked_request(conn: sqlite3.Connection, node) -> dict[str, int]:
     """The acknowledgements this node already holds, so the parent sends only newer ones."""
     own = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE state = 'acked'").fetchone()[0]
     acked = {node.node_id: own}
-    if node.tier == "township":
+    if node.relay is not None:
         acked.update({r["origin"]: r["acked_seq"] for r in conn.execute("SELECT origin, acked_seq FROM acks")})
     return acked
 
 
 def pull_request(conn: sqlite3.Connection, node) -> tuple[dict, dict]:
     """(cursors, metadata versions) this node would send in a pull."""
-    if node.tier == "township":
+    if node.relay is not None:
         cursors = {downlink.cursor_key(r["issuer"], r["dest"]): r["seq"] for r in conn.execute(
             "SELECT issuer, dest, MAX(seq) AS seq FROM downlink WHERE issuer != ? GROUP BY issuer, dest",
             (node.node_id,))}
@@ -259,21 +239,21 @@ def apply_pull_answer(conn: sqlite3.Connection, node, answer: dict) -> dict:
             except (RollbackError, SignatureError) as exc:
                 log.warning("metadata refused: %s", exc)
         trust = node.trust(conn)
-        if finish_rotation_if_registered(node, trust):
+        if rotation.finish_if_registered(node, trust):
             log.info("switched to the rotated node key")
         result["acked"] = _apply_acks(conn, node, trust, answer.get("acks", []))
         messages = answer.get("downlink", [])
-        if node.tier == "township":
+        if node.relay is not None:
             for document in messages:
                 try:
                     opened = downlink.store_relayed(conn, trust, document)
                 except SignatureError as exc:
                     log.warning("downlink refused: %s", exc)
                     continue
-                if opened.body["dest"] != node.node_id and opened.body["kind"] == "case.update":
-                    casework.apply_update(conn, opened.body["body"])  # the township follows its villages' cases
+                if opened.body["dest"] != node.node_id:
+                    node.relay.follow(conn, opened.body)  # e.g. the township follows its villages' cases
         result["applied"] = downlink.apply_in_order(conn, trust, node.node_id, messages,
-                                                     lambda c, body: _handle_message(c, body, node))
+                                                     lambda c, body: handle_message(c, node, body))
     return result
 
 
@@ -286,14 +266,10 @@ def install_calendar(node, content: dict) -> None:
         write_private_file(folder / f"{schedule['year']}.json", canonical.dumps(schedule))
 
 
-def _handle_message(conn: sqlite3.Connection, body: dict, node=None) -> None:
-    if body["kind"] == "case.update":
-        casework.apply_update(conn, body["body"])
-    elif body["kind"] == "complaint.answer":
-        feedback.apply_answer(conn, body["body"])
-    elif body["kind"] == "case.site_visit":  # 现场核查 recorded by the township (history only)
-        site_visits.apply_downlink(conn, body["body"])
-    elif body["kind"] == "node.rotate_key":  # 轮换密钥 ordered from the hub's node tree
-        from city_hub import rotation_command
-
-        rotation_command.apply(conn, node, body)
+def handle_message(conn: sqlite3.Connection, node, message: dict) -> None:
+    """Hand a verified downlink message addressed to this node to its tier's handler."""
+    handler = node.handlers.get(message["kind"])
+    if handler is None:
+        log.warning("no handler for downlink message kind %s; skipped", message["kind"])
+        return
+    handler(conn, message)

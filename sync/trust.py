@@ -268,3 +268,9 @@ def load_node_trust(conn: sqlite3.Connection) -> TrustStore | None:
     if content is not None:
         trust = TrustStore(root["hub_id"], root["public_key"], hub_keys, parse_registry(content), version)
     return trust
+
+
+def trusted_catalog(conn: sqlite3.Connection) -> tuple[int, dict[str, dict]]:
+    """(version, {code: item}) of the catalog this node trusts (from the hub's signed metadata)."""
+    row = conn.execute("SELECT version, document FROM trusted_metadata WHERE role = 'catalog'").fetchone()
+    return (row["version"], catalog_index(row["document"])) if row else (0, {})

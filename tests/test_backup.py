@@ -54,4 +54,7 @@ def test_hub_jobs_runs_the_rules_once(build_network):
     net = build_network(villages=0, township=False)
     result = _run("hub", "jobs", "--data", net.hub.data_dir, "--once")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output.strip().splitlines()[-1]) == {"deemed_accepted": 0, "terminated": 0, "alerts": 0}
+    done = json.loads(result.output.strip().splitlines()[-1])
+    assert done["supervision"] == {"deemed_accepted": 0, "terminated": 0, "alerts": 0}
+    # The same rules as the web process's scheduler, the apply queue first (city_hub/tier.py).
+    assert list(done)[0] == "apply_queue" and {"metadata", "joint", "regulation", "case_facts"} <= set(done)

@@ -148,9 +148,7 @@ def test_the_scheduled_pass_fills_the_table(hub):
     assert case_facts.run_scheduled(hub.conn, hub.node) == 400
     assert hub.scalar("SELECT COUNT(*) FROM case_facts") == 400
     assert case_facts.run_scheduled(hub.conn, hub.node) == 0  # nothing changed since
-    from shared.web import jobs
-
-    assert case_facts.run_scheduled in jobs.extra_rules()
+    assert "case_facts" in dict(hub.node.kind.scheduled_rules(hub.node))
 
 
 def test_cards_come_from_the_job_and_from_the_live_clock(hub):

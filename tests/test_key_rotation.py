@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from faults import city_item, cli, new_case, outbox_states
 
-from city_hub.lifecycle import NEXT_KEY_FILE, OLD_KEY_FILE
 from shared.core.crypto import SigningKey
 from sync import envelope
 from sync.node import NODE_KEY_FILE
+from sync.rotation import NEXT_KEY_FILE, OLD_KEY_FILE
 
 
 def _signer(document_bytes: bytes) -> str:
@@ -97,7 +97,7 @@ def test_a_kill_in_the_middle_of_the_key_switch_leaves_a_working_node(build_netw
     net.township.sync()  # the hub registered the new key; the village will switch on its next pull
     new_kid = SigningKey.load(village.data_dir / NEXT_KEY_FILE).kid
     village.close()
-    # The state a SIGKILL leaves between the two steps of finish_rotation_if_registered: the old
+    # The state a SIGKILL leaves between the two steps of rotation.finish_if_registered: the old
     # key copied aside, the switch (one atomic rename of the next key) not yet done.
     (village.data_dir / OLD_KEY_FILE).write_bytes((village.data_dir / NODE_KEY_FILE).read_bytes())
     assert (village.data_dir / NEXT_KEY_FILE).exists()

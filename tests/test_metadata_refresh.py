@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from city_hub import registry
+from city_hub.tier import refresh_metadata as refresh_hub_metadata
 from shared.core.clock import Clock, FixedClock
 from shared.core.storage import write_transaction
-from shared.web.jobs import refresh_hub_metadata
 
 
 def _versions(handle):

@@ -15,10 +15,9 @@ import re
 from faults import city_item, new_case, outbox_states
 from network_session import session_for
 
-from city_hub import rotation_command
-from city_hub.lifecycle import NEXT_KEY_FILE
 from shared.core.crypto import SigningKey
-from sync import envelope
+from sync import envelope, rotation
+from sync.rotation import NEXT_KEY_FILE
 
 
 def _signer(document_bytes: bytes) -> str:
@@ -100,9 +99,9 @@ def _click_rotate_raw(session, hub, node_id: str):
 def test_only_the_hub_may_order_a_rotation(build_network):
     net = build_network(villages=1)
     village = net.village()
-    forged = {"issuer": net.township.node_id, "dest": village.node_id, "kind": rotation_command.KIND, "body": {}}
-    assert rotation_command.apply(village.conn, village.node, forged) is None
+    forged = {"issuer": net.township.node_id, "dest": village.node_id, "kind": rotation.KIND, "body": {}}
+    assert rotation.apply_command(village.conn, village.node, forged) is None
     assert not (village.data_dir / NEXT_KEY_FILE).exists()
-    other = {"issuer": net.hub.node_id, "dest": "130926100299", "kind": rotation_command.KIND, "body": {}}
-    assert rotation_command.apply(village.conn, village.node, other) is None
+    other = {"issuer": net.hub.node_id, "dest": "130926100299", "kind": rotation.KIND, "body": {}}
+    assert rotation.apply_command(village.conn, village.node, other) is None
     assert village.scalar("SELECT COUNT(*) FROM outbox WHERE kind = 'node.rotate_key'") == 0

@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 
+from shared.core.audit import audit
 from shared.core.clock import iso
+from shared.core.errors import RuleError
 from shared.core.storage import write_transaction
+from shared.rules import authority
 from shared.services import casework, documents, joint
-from shared.services.intake import catalog_items
 from sync import blobs, downlink, envelope, outbox, relay
 
 
@@ -36,7 +38,6 @@ class TownshipSync:
 
     def __init__(self, node):
         self.node = node
-        self.emit = township_emit(node)
 
     def resolve_caller_key(self, trust):
         """Only active villages registered below this township may call it."""
@@ -73,17 +74,33 @@ class TownshipSync:
         return {"results": results, "receipt": receipt, "acks": acks, "server": node.node_id, "server_time": iso(now)}
 
     def _follow_case(self, conn, document) -> None:
-        body = envelope.peek(document)
-        if body.get("kind") == "case.event":  # e.g. the village's 送达
-            casework.apply_update(conn, body["body"])
+        """A village envelope now in custody: the station applies it with the hub's own rules
+        (sender entitlement, route from its own catalog, verified documents). What it refuses
+        stays in custody all the same and goes on to the hub, which decides for itself."""
+        message = envelope.peek(document)  # verified by take_custody, signer == origin
+        kind, sender = message.get("kind"), message.get("origin")
+        if kind not in ("case.submit", "case.event"):
             return
-        if body.get("kind") != "case.submit":
-            return
-        case = body["body"]
-        if casework.insert_case(conn, case, origin=body["origin"], status="SUBMITTED", sync_state="custody"):
+        conn.execute("SAVEPOINT follow_case")
+        try:
+            if kind == "case.event":
+                row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (message["body"]["case_id"],)).fetchone()
+                if row is not None:
+                    casework.apply_checked_update(conn, row, message["body"], sender, self.node.trust(conn))
+            else:
+                self._follow_submit(conn, sender, message["body"])
+        except (RuleError, KeyError, TypeError, ValueError, AttributeError, sqlite3.IntegrityError) as exc:
+            conn.execute("ROLLBACK TO follow_case")
+            detail = exc.message if isinstance(exc, RuleError) else f"{type(exc).__name__}: {exc}"
+            audit(conn, "system", "relay.not_followed", sender, detail[:500], self.node.now())
+        conn.execute("RELEASE follow_case")
+
+    def _follow_submit(self, conn, origin: str, case: dict) -> None:
+        item = self.node.catalog(conn)[1].get(case["item_code"])
+        case = {**case, "route": authority.route_of_submission(item, case["item_code"], origin, self.node.hub_id)}
+        if casework.insert_case(conn, case, origin=origin, status="SUBMITTED", sync_state="custody"):
             if case["route"]["level"] == "township" and case["route"]["office"] == self.node.node_id:
-                item = catalog_items(conn)[1].get(case["item_code"])
-                casework.receive(conn, case["case_id"], item, self.node.node_id, self.node.now(), self.emit)
+                casework.receive(conn, case["case_id"], item, self.node.node_id, self.node.now(), self.node.emit)
 
     def pull(self, conn, node, caller: str, cursors: dict, have: dict, acked: dict | None = None) -> dict:
         """The caller's ack (if newer than it holds), its downlink (relayed and the township's

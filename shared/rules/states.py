@@ -127,6 +127,11 @@ def status_label(status: str) -> str:
     return STATUS_LABELS.get(status, status)
 
 
+def history_only(action: str) -> bool:
+    """Whether ``action`` leaves the case's status as it is (e.g. 现场核查, 延长办理期限)."""
+    return action in TRANSITIONS and TRANSITIONS[action][1] is None
+
+
 def allowed_actions(status: str) -> list[str]:
     """Actions that may be applied in ``status``, in :data:`ACTION_LABELS` order."""
     return [a for a in ACTION_LABELS if status in TRANSITIONS[a][0]]

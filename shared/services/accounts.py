@@ -8,6 +8,7 @@ import sqlite3
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from shared.core.audit import audit  # noqa: F401 (accounts.audit: the one audit writer)
 from shared.core.clock import iso
 from shared.core.errors import ValidationError
 
@@ -74,11 +75,3 @@ def by_token(conn: sqlite3.Connection, token: str) -> sqlite3.Row | None:
 def by_username(conn: sqlite3.Connection, username: str) -> sqlite3.Row | None:
     """The active account with this username, or None."""
     return conn.execute("SELECT * FROM accounts WHERE username = ? AND active = 1", (username,)).fetchone()
-
-
-def audit(conn: sqlite3.Connection, actor: str, action: str, target: str | None, detail: str | None, now) -> None:
-    """Append to the audit log (append-only by trigger)."""
-    conn.execute(
-        "INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?,?,?,?,?)",
-        (iso(now), actor, action, target, detail),
-    )

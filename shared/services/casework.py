@@ -8,6 +8,7 @@ can receive the same event twice (relay retries, USB bundles) and record it once
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import uuid
@@ -15,12 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.core.clock import CN_TZ, iso
-from shared.core.errors import NotFound, RuleError
-from shared.rules import states
+from shared.core.errors import NotFound
+from shared.rules import authority, states
 from shared.rules.catalog import evaluate_instant_rule
 from shared.rules.deadlines import LEVEL_LABELS, case_clock
 from shared.rules.idcard import mask_id_number
 from shared.rules.workdays import fallback_warning
+from shared.services import documents
+from sync import outbox
 
 
 def _next_receipt_no(conn: sqlite3.Connection, node_id: str, now) -> str:
@@ -33,6 +36,12 @@ def _next_receipt_no(conn: sqlite3.Connection, node_id: str, now) -> str:
         (key,),
     ).fetchone()
     return f"{node_id}-{day}-{int(row['value']):04d}"
+
+
+def receive_event_id(case_id: str) -> str:
+    """The id of a case's 接件 event: one per case, so the deciding node's record and the
+    provisional one an origin makes from the hub's acknowledgement are the same event."""
+    return hashlib.sha256(b"receive:" + case_id.encode("ascii")).hexdigest()[:32]
 
 
 def new_event(node: str, actor: str, action: str, from_status: str | None, to_status: str, now,
@@ -166,7 +175,7 @@ def received_rows(body: dict, origin: str, node_id: str, now, at: str | None = N
     ``at`` is ``iso(now)`` when the caller has it already (one formatting per batch).
     """
     states.apply_action("SUBMITTED", "receive")
-    receive = {"event_id": uuid.uuid4().hex, "at": at or iso(now), "node": node_id, "actor": "system",
+    receive = {"event_id": receive_event_id(body["case_id"]), "at": at or iso(now), "node": node_id, "actor": "system",
                "action": "receive", "from_status": "SUBMITTED", "to_status": "RECEIVED", "comment": "", "detail": {}}
     return case_rows(body, origin, "RECEIVED", "hub", (receive,))
 
@@ -183,7 +192,7 @@ def record_event(conn: sqlite3.Connection, case_id: str, event: dict, decision: 
     ``move=False`` only records it (the case was just inserted in that status).
     """
     cur = conn.execute(_EVENT_INSERT, event_row(case_id, event))
-    if cur.rowcount == 0 or not move or history_only(event["action"]):
+    if cur.rowcount == 0 or not move or states.history_only(event["action"]):
         return cur.rowcount > 0
     sets, params = ["status = ?", "updated_at = ?"], [event["to_status"], event["at"]]
     if event["action"] in ("accept", "accept_deficient"):
@@ -194,6 +203,47 @@ def record_event(conn: sqlite3.Connection, case_id: str, event: dict, decision: 
         params.append(json.dumps(decision, ensure_ascii=False))
     conn.execute(f"UPDATE cases SET {', '.join(sets)} WHERE case_id = ?", (*params, case_id))
     return True
+
+
+def mark_in_custody(conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
+    """The township holds these envelopes of ours: their cases show 已到乡镇."""
+    conn.executemany(
+        "UPDATE cases SET sync_state = 'custody' WHERE case_id = (SELECT case_id FROM outbox WHERE envelope_id = ?)"
+        " AND sync_state NOT IN ('custody', 'acked')", [(eid,) for eid in envelope_ids])
+
+
+def mark_own_at_hub(conn: sqlite3.Connection, node, acked_seq: int) -> None:
+    """The hub acknowledged our envelopes up to ``acked_seq``: their cases are at the hub."""
+    changed = conn.execute(
+        "UPDATE cases SET sync_state = 'acked' WHERE sync_state != 'acked' AND case_id IN"
+        " (SELECT case_id FROM outbox WHERE seq <= ? AND case_id IS NOT NULL)", (acked_seq,)).rowcount
+    if changed:
+        _note_received(conn, node, conn.execute(
+            "SELECT case_id FROM cases WHERE status = 'SUBMITTED' AND route_level = 'city' AND case_id IN"
+            " (SELECT case_id FROM outbox WHERE seq <= ? AND kind = 'case.submit')", (acked_seq,)).fetchall())
+
+
+def mark_origin_at_hub(conn: sqlite3.Connection, node, origin: str) -> None:
+    """The hub acknowledged ``origin``'s envelopes (a village below this township): its cases
+    whose envelopes left custody are at the hub."""
+    at_hub = "origin = ? AND case_id NOT IN (SELECT case_id FROM custody WHERE origin = ? AND case_id IS NOT NULL)"
+    changed = conn.execute(f"UPDATE cases SET sync_state = 'acked' WHERE sync_state != 'acked' AND {at_hub}",
+                           (origin, origin)).rowcount
+    if changed:
+        _note_received(conn, node, conn.execute(
+            f"SELECT case_id FROM cases WHERE status = 'SUBMITTED' AND route_level = 'city' AND {at_hub}",
+            (origin, origin)).fetchall())
+
+
+def _note_received(conn: sqlite3.Connection, node, rows) -> None:
+    """The hub receives (接件) every city case it holds the moment it holds it; its own event
+    follows with the next step. Record it now, under the same event id, by the state machine."""
+    now = node.now()
+    for row in rows:
+        new_status = states.apply_action("SUBMITTED", "receive")
+        event = new_event(node.hub_id, "system", "receive", "SUBMITTED", new_status, now)
+        event["event_id"] = receive_event_id(row["case_id"])
+        record_event(conn, row["case_id"], event)
 
 
 def get_row(conn: sqlite3.Connection, case_id: str) -> sqlite3.Row:
@@ -207,9 +257,7 @@ def get_row(conn: sqlite3.Connection, case_id: str) -> sqlite3.Row:
 DECISION_ACTIONS = {"approve": "准予", "deny": "不予许可", "reject": "不予受理"}
 
 
-# Details an approver may give with an action (others are ignored, never stored).
-ACTION_DETAILS = ("missing_items", "owed_materials", "due_date", "promise_end_date", "reason", "approved_by",
-                  "inspectors", "result", "visit_date")
+ACTION_DETAILS = authority.ACTION_DETAILS
 
 
 def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment: str, actor: str, node_id: str,
@@ -229,6 +277,8 @@ def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment:
     new_status = states.apply_action(row["status"], action, comment, **details)
     details.pop("already_extended", None)
     event = new_event(node_id, actor, action, row["status"], new_status, now, comment, {**details, **(system or {})})
+    if action == "receive":
+        event["event_id"] = receive_event_id(case_id)
     decision = None
     if action in DECISION_ACTIONS:
         decision = {"result": action, "result_label": DECISION_ACTIONS[action], "comment": comment,
@@ -245,31 +295,11 @@ def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment:
 
 
 def check_event(conn: sqlite3.Connection, row, event: dict, sender: str) -> None:
-    """Refuse an event that ``sender`` may not send, or that the state machine does not allow.
-
-    A township may send events only for cases delegated to its office; the node that took the
-    application may send only its 送达. The transition must be valid from the case's status.
-    """
-    deciding_township = row["route_level"] == "township" and row["route_office"] == sender
-    delivering_origin = event["action"] == "deliver" and row["origin"] == sender
-    # 现场核查: the township above the node that took the application (or that township itself).
-    area_township = event["action"] == "site_visit" and len(sender) == 9 and row["origin"].startswith(sender)
-    if not (deciding_township or delivering_origin or area_township):
-        raise RuleError("not_entitled", f"节点 {sender} 无权办理该办件（{event['action']}）")
-    details = {k: v for k, v in (event.get("detail") or {}).items() if k in ACTION_DETAILS}
-    if event["action"] == "extend":
-        details["already_extended"] = conn.execute(
-            "SELECT 1 FROM case_events WHERE case_id = ? AND action = 'extend'", (row["case_id"],)).fetchone() is not None
-    result = states.apply_action(row["status"], event["action"], event.get("comment", ""), **details)
-    # A history-only step (现场核查, 延期) was recorded with the status its sender knew, which may
-    # be older than ours: it must be allowed here, but it does not move the case.
-    if not history_only(event["action"]) and result != event["to_status"]:
-        raise RuleError("invalid_transition", "事件的结果状态与状态机不符")
-
-
-def history_only(action: str) -> bool:
-    """Whether ``action`` leaves the case's status as it is (e.g. 现场核查, 延长办理期限)."""
-    return action in states.TRANSITIONS and states.TRANSITIONS[action][1] is None
+    """Refuse an event that ``sender`` may not send, or that the state machine does not allow
+    (the one rule of :func:`shared.rules.authority.check_case_event`, with this node's facts)."""
+    already_extended = event["action"] == "extend" and conn.execute(
+        "SELECT 1 FROM case_events WHERE case_id = ? AND action = 'extend'", (row["case_id"],)).fetchone() is not None
+    authority.check_case_event(row, event, sender, already_extended)
 
 
 def receive(conn: sqlite3.Connection, case_id: str, item: dict | None, node_id: str, now, emit) -> str:
@@ -288,9 +318,6 @@ def deliver(conn: sqlite3.Connection, node, case_id: str, actor: str, comment: s
 
     Call inside a write transaction. The state machine allows it only for decided cases.
     """
-    from shared.services import documents
-    from sync import outbox
-
     row = get_row(conn, case_id)
     new_status = states.apply_action(row["status"], "deliver", comment)
     now = node.now()
@@ -328,17 +355,45 @@ def events_of(conn: sqlite3.Connection, case_id: str, actions: tuple[str, ...]) 
     ]
 
 
-def apply_update(conn: sqlite3.Connection, body: dict) -> bool:
-    """Apply a ``case.update`` received from the deciding node (idempotent)."""
-    from shared.services import documents
+def apply_update(conn: sqlite3.Connection, body: dict, trust) -> bool:
+    """Apply a ``case.update`` from the deciding node (idempotent).
 
-    if conn.execute("SELECT 1 FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone() is None:
+    Every document it carries is verified first against ``trust`` (signature, entitled signer,
+    this case, its deciding office); one that fails refuses the whole update.
+    :raises RuleError: ``forged_document``.
+    """
+    row = conn.execute("SELECT route_office FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone()
+    if row is None:
         return False
-    for signed in body.get("documents", []):
+    signed_documents = body.get("documents") or []
+    for signed in signed_documents:
+        documents.check_for_case(signed, trust, body["case_id"], row["route_office"])
+    for signed in signed_documents:
         documents.store(conn, signed)
     for earlier in body.get("earlier", []):
-        record_event(conn, body["case_id"], earlier)
+        if not record_event(conn, body["case_id"], earlier):
+            # Our provisional record of the hub's 接件 (made from its acknowledgement): the
+            # deciding node's own time and name stand.
+            conn.execute("UPDATE case_events SET at = ?, node = ? WHERE event_id = ?",
+                         (earlier["at"], earlier["node"], earlier["event_id"]))
     return record_event(conn, body["case_id"], body["event"], body.get("decision"))
+
+
+def apply_checked_update(conn: sqlite3.Connection, row, body: dict, sender: str, trust) -> None:
+    """Apply a ``case.update`` that ``sender`` signed (a township's decision, a village's 送达)
+    at a node that holds the case ``row``: each event only if the sender was entitled to it and
+    the transition holds (:func:`shared.rules.authority.check_case_event`). The hub and the
+    township both apply what arrives through here.
+
+    :raises RuleError: ``not_entitled``, ``invalid_transition``, ``forged_document``…
+    """
+    for event in [*body.get("earlier", []), body["event"]]:
+        if conn.execute("SELECT 1 FROM case_events WHERE event_id = ?", (event["event_id"],)).fetchone():
+            continue  # a repeat: already applied
+        check_event(conn, row, event, sender)
+        apply_update(conn, {**body, "earlier": [], "event": event,
+                            "decision": body.get("decision") if event is body["event"] else None}, trust)
+        row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone()
 
 
 SEVEN_STEPS = ("委托", "受理", "办理", "送达", "归档", "上报", "回访")

@@ -17,6 +17,8 @@ import sqlite3
 from shared.core import canonical
 from shared.core.clock import CN_TZ, iso
 from shared.core.crypto import SignatureError
+from shared.core.errors import RuleError
+from shared.rules import authority
 from shared.rules.idcard import mask_id_number
 from sync import envelope
 
@@ -137,6 +139,24 @@ def from_qr_text(text: str) -> dict:
         raise SignatureError("二维码内容不完整或已损坏") from exc
 
 
+def check_for_case(signed: dict, trust, case_id: str, deciding_office: str) -> dict:
+    """Verify a document that arrived with a case update: a genuine document, of this case, and
+    (for a township's decision) issued by the office that decides it. Returns its body.
+
+    :raises RuleError: ``forged_document``, before anything is stored.
+    """
+    try:
+        body = verify(signed, trust)
+    except SignatureError as exc:
+        raise RuleError("forged_document", f"文书未通过核验：{exc}") from exc
+    if body.get("case_id") != case_id:
+        raise RuleError("forged_document", "文书不属于该办件")
+    if body.get("kind") not in authority.ORIGIN_DOCUMENTS and body.get("issuer") != trust.hub_id \
+            and body.get("office") != deciding_office:
+        raise RuleError("forged_document", "文书签发机构不是该办件的审批机构")
+    return body
+
+
 def verify(signed: dict, trust) -> dict:
     """Verify a document against this node's trust store; returns its body.
 
@@ -149,17 +169,9 @@ def verify(signed: dict, trust) -> dict:
     opened = envelope.open_signed(signed, envelope.DOCUMENT, resolve, max_bytes=64 * 1024)
     signer = trust.node_of_key(opened.kid)
     body = opened.body
-    issuer = body.get("issuer")
-    if signer is None:
-        if issuer != trust.hub_id:
-            raise SignatureError("文书签发机构与签名不符")
-        return body
-    if signer.node_id != issuer:
-        raise SignatureError("文书签发机构与签名不符")
-    # A village signs only its own 收件回执 and 送达回证; a township only decisions on items
-    # delegated to it. Anything else signed by them is not a genuine document.
-    if signer.tier == "village" and body.get("kind") not in ("receipt", "deliver"):
-        raise SignatureError("村便民服务室无权签发此类文书")
-    if signer.tier == "township" and body.get("kind") not in ("receipt", "deliver") and body.get("office") != issuer:
-        raise SignatureError("乡镇便民服务站只能签发本乡镇审批事项的文书")
+    try:
+        authority.check_document_signer(signer.node_id if signer else None, trust.hub_id, body.get("issuer"),
+                                        body.get("kind"), body.get("office"))
+    except ValueError as exc:
+        raise SignatureError(str(exc)) from exc
     return body

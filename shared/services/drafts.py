@@ -17,21 +17,6 @@ from shared.core.clock import iso
 from shared.core.errors import NotFound, ValidationError
 from shared.core.storage import write_transaction
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS drafts (
-    draft_id TEXT PRIMARY KEY,
-    item_code TEXT NOT NULL,
-    item_name TEXT NOT NULL,
-    applicant_name TEXT NOT NULL DEFAULT '',
-    step TEXT NOT NULL,
-    state TEXT NOT NULL,
-    agent TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS drafts_updated ON drafts(updated_at);
-"""
-
 #: Limits of what a draft may hold (it is typed by a person; anything larger is not a draft).
 MAX_VALUE_CHARS = 2000
 MAX_FIELDS = 200

@@ -29,54 +29,6 @@ from shared.rules import states
 from shared.rules.deadlines import cn_day
 from shared.rules.idcard import validate_phone
 
-SCHEMA = """
--- 好差评: one rating per case (the primary key enforces it on every node).
-CREATE TABLE case_ratings (
-    case_id TEXT PRIMARY KEY REFERENCES cases(case_id),
-    level INTEGER NOT NULL CHECK (level BETWEEN 1 AND 5),
-    comment TEXT NOT NULL DEFAULT '',
-    channel TEXT NOT NULL,
-    node TEXT NOT NULL,
-    recorded_by TEXT NOT NULL,
-    office TEXT NOT NULL,
-    rated_at TEXT NOT NULL,
-    received_at TEXT NOT NULL
-);
--- 回访 of a bad rating (hub): one per case, due in working days, closed with 整改情况.
-CREATE TABLE followups (
-    followup_id TEXT PRIMARY KEY,
-    case_id TEXT NOT NULL UNIQUE REFERENCES cases(case_id),
-    level INTEGER NOT NULL,
-    office TEXT NOT NULL,
-    opened_at TEXT NOT NULL,
-    deadline TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
-    outcome TEXT,
-    closed_by TEXT,
-    closed_at TEXT
-);
-CREATE INDEX followups_open ON followups(status, deadline);
--- 投诉: at the node that took it ('sent' until answered) and at the hub ('open' until answered).
-CREATE TABLE complaints (
-    complaint_id TEXT PRIMARY KEY,
-    origin TEXT NOT NULL,
-    case_id TEXT,
-    office TEXT,
-    complainant_name TEXT NOT NULL,
-    complainant_phone TEXT NOT NULL,
-    content TEXT NOT NULL,
-    taken_by TEXT NOT NULL,
-    taken_at TEXT NOT NULL,
-    received_at TEXT,
-    deadline TEXT,
-    status TEXT NOT NULL CHECK (status IN ('sent', 'open', 'answered')),
-    answer TEXT,
-    answered_by TEXT,
-    answered_at TEXT
-);
-CREATE INDEX complaints_status ON complaints(status, deadline);
-"""
-
 #: The five levels of 国办发〔2019〕51号, code -> label.
 LEVELS: dict[int, str] = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
 #: 差评: they open a 回访.

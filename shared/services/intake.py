@@ -20,14 +20,6 @@ from shared.services import casework, documents
 from sync import blobs, outbox
 
 
-def catalog_items(conn: sqlite3.Connection) -> tuple[int, dict[str, dict]]:
-    """(version, {code: item}) of the catalog this node trusts."""
-    from sync.trust import catalog_index
-
-    row = conn.execute("SELECT version, document FROM trusted_metadata WHERE role = 'catalog'").fetchone()
-    return (row["version"], catalog_index(row["document"])) if row else (0, {})
-
-
 def acceptable_item(items: dict[str, dict], code, node_id: str, not_here: str = "不能在本级受理") -> dict:
     """The catalog item an application names, if this node may take applications for it."""
     item = items.get(code)
@@ -121,7 +113,7 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
     """
     # Refuse before anything else while the disk is nearly full: a clear message, nothing half-done.
     ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
-    version, items = catalog_items(conn)
+    version, items = node.catalog(conn)
     item = acceptable_item(items, payload.get("item_code"), node.node_id)
     applicant = clean_applicant(payload.get("applicant"))
     entrustment = _clean_entrustment(payload.get("entrustment"), applicant, item, agent)

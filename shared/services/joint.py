@@ -28,38 +28,6 @@ from datetime import date
 from shared.core.clock import CN_TZ, iso, parse_iso
 from shared.core.errors import Forbidden, NotFound, RuleError, ValidationError
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS joint_opinions (
-    case_id TEXT NOT NULL,
-    department_code TEXT NOT NULL,
-    office TEXT NOT NULL,
-    requested_at TEXT NOT NULL,
-    deadline TEXT NOT NULL,
-    deemed_consent INTEGER NOT NULL DEFAULT 0,
-    opinion TEXT CHECK (opinion IS NULL OR opinion IN ('agree', 'disagree', 'deemed')),
-    comment TEXT NOT NULL DEFAULT '',
-    answered_by TEXT,
-    answered_at TEXT,
-    PRIMARY KEY (case_id, office)
-);
-CREATE INDEX IF NOT EXISTS joint_opinions_by_office ON joint_opinions(office, opinion);
-CREATE INDEX IF NOT EXISTS joint_opinions_open ON joint_opinions(opinion, deadline);
-CREATE TABLE IF NOT EXISTS regulator_pushes (
-    case_id TEXT PRIMARY KEY,
-    office TEXT NOT NULL,
-    item_code TEXT NOT NULL,
-    item_name TEXT NOT NULL,
-    trigger_status TEXT NOT NULL,
-    pushed_at TEXT NOT NULL,
-    claim_due TEXT NOT NULL,
-    claimed_by TEXT,
-    claimed_at TEXT,
-    feedback TEXT NOT NULL DEFAULT '',
-    flagged_at TEXT
-);
-CREATE INDEX IF NOT EXISTS regulator_pushes_by_office ON regulator_pushes(office, claimed_at);
-"""
-
 #: Working days a joint department has to answer, counted from the acceptance day. The
 #: statute gives joint handling 45 working days in all (行政许可法 Art. 42); the local 联审
 #: rules we follow (沈阳 Art. 16) leave the department's share to the lead; 5 working days
@@ -86,58 +54,19 @@ def _deciding_prefix(node) -> str:
 
 
 def item_of(conn: sqlite3.Connection, node, item_code: str, version: int | None = None) -> dict | None:
-    """The catalog item of a case: the version it was filed under where the hub still has
-    it, else the catalog this node trusts now (each version parsed once per process)."""
-    if node.tier != "hub":
-        from shared.services.intake import catalog_items
-
-        return catalog_items(conn)[1].get(item_code)
-    from city_hub import registry
-
-    current, items = registry.current_catalog(conn)
-    if version and version != current:
-        older = _older_catalog(conn, version)
-        if older is not None and item_code in older:
-            return older[item_code]
-    return items.get(item_code)
-
-
-_older: dict[tuple[str, int], dict | None] = {}
-
-
-def _older_catalog(conn: sqlite3.Connection, version: int) -> dict | None:
-    key = (conn.execute("PRAGMA database_list").fetchone()[2], version)
-    if key not in _older:
-        from sync.trust import catalog_index
-
-        row = conn.execute("SELECT document FROM metadata WHERE role = 'catalog' AND version = ?",
-                           (version,)).fetchone()
-        _older[key] = catalog_index(row["document"]) if row else None
-    return _older[key]
-
-
-# ------------------------------------------------------------------ hooks from the emit paths
+    """The catalog item of a case: the version it was filed under where this node still has
+    it, else the catalog this node goes by now."""
+    return node.catalog_item(conn, item_code, version)
 
 
 def on_event(conn: sqlite3.Connection, node, row, event: dict) -> None:
-    """Called by the deciding node's emit for every event it applies (inside its transaction).
-
-    Opens the opinion requests on 受理 of a joint item; at the hub, pushes a case that reached
-    APPROVED/CONCLUDED to its supervisor.
-    """
+    """Called by the deciding node's emit for every event it applies (inside its transaction):
+    opens the opinion requests on 受理 of a joint item."""
     action = event["action"]
     if action in ("accept", "accept_deficient"):
         item = item_of(conn, node, row["item_code"], row["catalog_version"])
         if item and item.get("joint_departments"):
             open_requests(conn, node, row["case_id"], item, event["at"])
-    if node.tier == "hub" and event["to_status"] in PUSH_STATUSES:
-        push(conn, node, row["case_id"])
-
-
-def on_update(conn: sqlite3.Connection, node, body: dict) -> None:
-    """Called at the hub for each ``case.event`` applied there (township decisions, 送达)."""
-    if node.tier == "hub" and body.get("status") in PUSH_STATUSES:
-        push(conn, node, body["case_id"])
 
 
 # ------------------------------------------------------------------ 联合审批
@@ -284,54 +213,10 @@ def run_deemed_consent(conn: sqlite3.Connection, node, emit=None) -> int:
     return len(rows)
 
 
-# ------------------------------------------------------------------ 审管互动
+# ------------------------------------------------------------------ 审管互动 (read; the hub writes: city_hub/regulation.py)
 
 
-def supervising_office(node, item: dict | None, fallback_office: str) -> str:
-    """The office at the hub that supervises an item's cases."""
-    if item is None:
-        return fallback_office
-    dept = item.get("supervising_department") or item["department_code"]
-    return f"{node.node_id}-{dept}"
-
-
-def push(conn: sqlite3.Connection, node, case_id: str) -> bool:
-    """Push a decided case to its supervisor's queue at the hub, once; False if already pushed."""
-    row = conn.execute("SELECT case_id, item_code, item_name, catalog_version, status, route_office FROM cases"
-                       " WHERE case_id = ?", (case_id,)).fetchone()
-    if row is None or row["status"] not in PUSH_STATUSES:
-        return False
-    if conn.execute("SELECT 1 FROM regulator_pushes WHERE case_id = ?", (case_id,)).fetchone():
-        return False
-    item = item_of(conn, node, row["item_code"], row["catalog_version"])
-    office = supervising_office(node, item, row["route_office"])
-    now = node.now()
-    claim_due = node.calendar.add_working_days(node.clock.today_cn(), CLAIM_WD).isoformat()
-    conn.execute(
-        "INSERT INTO regulator_pushes(case_id, office, item_code, item_name, trigger_status, pushed_at, claim_due)"
-        " VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-        (case_id, office, row["item_code"], row["item_name"], row["status"], iso(now), claim_due))
-    return True
-
-
-def catch_up_pushes(conn: sqlite3.Connection, node) -> int:
-    """Push decided cases the event hooks missed (e.g. a township decision that arrived before
-    its case and was applied later)."""
-    rows = conn.execute(
-        "SELECT case_id FROM cases c WHERE status IN ('APPROVED', 'CONCLUDED')"
-        " AND NOT EXISTS (SELECT 1 FROM regulator_pushes p WHERE p.case_id = c.case_id) LIMIT 1000").fetchall()
-    return sum(push(conn, node, r["case_id"]) for r in rows)
-
-
-def flag_unclaimed(conn: sqlite3.Connection, node) -> int:
-    """Flag pushes still unclaimed after their claim deadline day."""
-    cur = conn.execute(
-        "UPDATE regulator_pushes SET flagged_at = ? WHERE claimed_at IS NULL AND flagged_at IS NULL"
-        " AND claim_due < ?", (iso(node.now()), node.clock.today_cn().isoformat()))
-    return cur.rowcount
-
-
-def _push_json(r, today: date | None) -> dict:
+def push_json(r, today: date | None) -> dict:
     result = {k: r[k] for k in ("case_id", "office", "item_code", "item_name", "trigger_status", "pushed_at",
                                 "claim_due", "claimed_by", "claimed_at", "feedback", "flagged_at")}
     result["claimed"] = r["claimed_at"] is not None
@@ -344,52 +229,15 @@ def _push_json(r, today: date | None) -> dict:
     return result
 
 
-def pushes_for_office(conn: sqlite3.Connection, office: str, today: date | None = None,
-                      include_claimed: bool = True) -> list[dict]:
-    """The supervising office's queue: unclaimed first (oldest first), then claimed."""
-    where = "" if include_claimed else " AND p.claimed_at IS NULL"
-    rows = conn.execute(
-        "SELECT p.*, c.receipt_no, c.status FROM regulator_pushes p JOIN cases c ON c.case_id = p.case_id"
-        f" WHERE p.office = ?{where} ORDER BY p.claimed_at IS NOT NULL, p.pushed_at LIMIT 500", (office,)).fetchall()
-    return [_push_json(r, today) for r in rows]
-
-
 def push_of(conn: sqlite3.Connection, case_id: str, today: date | None = None) -> dict | None:
     """The case's push to its supervisor, if any."""
     r = conn.execute("SELECT * FROM regulator_pushes WHERE case_id = ?", (case_id,)).fetchone()
-    return _push_json(r, today) if r else None
-
-
-def claim(conn: sqlite3.Connection, case_id: str, account, feedback: str, now) -> dict:
-    """认领 by an account of the supervising office, once. Call inside a write transaction."""
-    if feedback is not None and not isinstance(feedback, str):
-        raise ValidationError("feedback", "feedback 必须是文本")
-    row = conn.execute("SELECT * FROM regulator_pushes WHERE case_id = ?", (case_id,)).fetchone()
-    if row is None:
-        raise NotFound("该办件未推送至监管部门")
-    if account["office"] != row["office"] or account["role"] not in DEPARTMENT_ROLES:
-        raise Forbidden(f"只有监管部门（{row['office']}）的人员可以认领该办件")
-    cur = conn.execute(
-        "UPDATE regulator_pushes SET claimed_by = ?, claimed_at = ?, feedback = ? WHERE case_id = ?"
-        " AND claimed_at IS NULL", (account["username"], iso(now), (feedback or "").strip(), case_id))
-    if cur.rowcount == 0:
-        raise RuleError("already_claimed", f"该办件已由{row['claimed_by']}于{_cn_text(row['claimed_at'])}认领")
-    from shared.services import accounts
-
-    accounts.audit(conn, account["username"], "regulator.claim", case_id, row["office"], now)
-    return push_of(conn, case_id)
+    return push_json(r, today) if r else None
 
 
 # ------------------------------------------------------------------ the scheduled pass
 
 
 def run_scheduled(conn: sqlite3.Connection, node, emit=None) -> dict:
-    """One pass at the deciding node: 超时默认; at the hub also catch-up pushes and flags."""
-    done = {"deemed_consent": run_deemed_consent(conn, node, emit), "pushed": 0, "push_flagged": 0}
-    if node.tier == "hub":
-        from shared.core.storage import write_transaction
-
-        with write_transaction(conn):
-            done["pushed"] = catch_up_pushes(conn, node)
-            done["push_flagged"] = flag_unclaimed(conn, node)
-    return done
+    """One pass at the deciding node: 超时默认 of the joint opinions."""
+    return {"deemed_consent": run_deemed_consent(conn, node, emit)}

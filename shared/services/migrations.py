@@ -2,13 +2,11 @@
 
 Each entry brings a database to the next ``PRAGMA user_version``; entries are only ever
 appended (never edited or reordered once released), and a tier applies every one of them even
-when it does not use a table, so all nodes share one numbering.
+when it does not use a table, so all nodes share one numbering. The SQL of each is in
+:mod:`shared.services.schema` (and :mod:`sync.schema` for the sync layer's tables).
 """
 
-from city_hub import case_facts, projects
-from city_hub import statistics as oversight
-from shared.services import drafts, feedback, joint, perf_indexes
-from shared.services.schema import DOCUMENTS, SUPERVISION
+from shared.services import schema
 from sync.schema import APPLY_QUEUE
 
 
@@ -16,15 +14,15 @@ def node_migrations(first: str) -> list[str]:
     """``first`` (the tier's own initial schema) followed by the shared migrations, in order."""
     return [
         first,
-        SUPERVISION,  # 2: 电子监察 alerts
-        DOCUMENTS,  # 3: signed 制式文书
-        feedback.SCHEMA,  # 4: 好差评, 回访, 投诉
-        joint.SCHEMA,  # 5: 联合审批 opinions, 审管互动 pushes
-        oversight.SCHEMA,  # 6: (none: statistics are computed)
-        projects.PROJECTS_SCHEMA,  # 7: 项目代办
-        perf_indexes.SCHEMA,  # 8: list-page indexes
-        drafts.SCHEMA,  # 9: the village's 暂存 drafts
-        case_facts.SCHEMA,  # 10: per-case facts for statistics
-        perf_indexes.DROP_REDUNDANT,  # 11: single-column indexes the composite ones cover
+        schema.SUPERVISION,  # 2: 电子监察 alerts
+        schema.DOCUMENTS,  # 3: signed 制式文书
+        schema.FEEDBACK,  # 4: 好差评, 回访, 投诉
+        schema.JOINT,  # 5: 联合审批 opinions, 审管互动 pushes
+        "",  # 6: (none: statistics are computed)
+        schema.PROJECTS,  # 7: 项目代办
+        schema.LIST_INDEXES,  # 8: list-page indexes (10,000+ cases: pages by submitted_at without sorting)
+        schema.DRAFTS,  # 9: the village's 暂存 drafts
+        schema.CASE_FACTS,  # 10: per-case facts for statistics
+        schema.DROP_REDUNDANT_INDEXES,  # 11: single-column indexes the composite ones cover
         APPLY_QUEUE,  # 12: the hub's accepted envelopes waiting to be applied
     ]

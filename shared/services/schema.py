@@ -126,3 +126,172 @@ CREATE TABLE documents (
 CREATE INDEX documents_case ON documents(case_id);
 CREATE INDEX documents_code ON documents(code);
 """
+
+# 好差评, 回访, 投诉
+FEEDBACK = """
+-- 好差评: one rating per case (the primary key enforces it on every node).
+CREATE TABLE case_ratings (
+    case_id TEXT PRIMARY KEY REFERENCES cases(case_id),
+    level INTEGER NOT NULL CHECK (level BETWEEN 1 AND 5),
+    comment TEXT NOT NULL DEFAULT '',
+    channel TEXT NOT NULL,
+    node TEXT NOT NULL,
+    recorded_by TEXT NOT NULL,
+    office TEXT NOT NULL,
+    rated_at TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+-- 回访 of a bad rating (hub): one per case, due in working days, closed with 整改情况.
+CREATE TABLE followups (
+    followup_id TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL UNIQUE REFERENCES cases(case_id),
+    level INTEGER NOT NULL,
+    office TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
+    outcome TEXT,
+    closed_by TEXT,
+    closed_at TEXT
+);
+CREATE INDEX followups_open ON followups(status, deadline);
+-- 投诉: at the node that took it ('sent' until answered) and at the hub ('open' until answered).
+CREATE TABLE complaints (
+    complaint_id TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    case_id TEXT,
+    office TEXT,
+    complainant_name TEXT NOT NULL,
+    complainant_phone TEXT NOT NULL,
+    content TEXT NOT NULL,
+    taken_by TEXT NOT NULL,
+    taken_at TEXT NOT NULL,
+    received_at TEXT,
+    deadline TEXT,
+    status TEXT NOT NULL CHECK (status IN ('sent', 'open', 'answered')),
+    answer TEXT,
+    answered_by TEXT,
+    answered_at TEXT
+);
+CREATE INDEX complaints_status ON complaints(status, deadline);
+"""
+
+# 联合审批 opinions, 审管互动 pushes
+JOINT = """
+CREATE TABLE IF NOT EXISTS joint_opinions (
+    case_id TEXT NOT NULL,
+    department_code TEXT NOT NULL,
+    office TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    deemed_consent INTEGER NOT NULL DEFAULT 0,
+    opinion TEXT CHECK (opinion IS NULL OR opinion IN ('agree', 'disagree', 'deemed')),
+    comment TEXT NOT NULL DEFAULT '',
+    answered_by TEXT,
+    answered_at TEXT,
+    PRIMARY KEY (case_id, office)
+);
+CREATE INDEX IF NOT EXISTS joint_opinions_by_office ON joint_opinions(office, opinion);
+CREATE INDEX IF NOT EXISTS joint_opinions_open ON joint_opinions(opinion, deadline);
+CREATE TABLE IF NOT EXISTS regulator_pushes (
+    case_id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    item_code TEXT NOT NULL,
+    item_name TEXT NOT NULL,
+    trigger_status TEXT NOT NULL,
+    pushed_at TEXT NOT NULL,
+    claim_due TEXT NOT NULL,
+    claimed_by TEXT,
+    claimed_at TEXT,
+    feedback TEXT NOT NULL DEFAULT '',
+    flagged_at TEXT
+);
+CREATE INDEX IF NOT EXISTS regulator_pushes_by_office ON regulator_pushes(office, claimed_at);
+"""
+
+# 项目代办
+PROJECTS = """
+CREATE TABLE IF NOT EXISTS projects (
+    project_id TEXT PRIMARY KEY,
+    enterprise_name TEXT NOT NULL,
+    credit_code TEXT NOT NULL,
+    project_name TEXT NOT NULL,
+    location TEXT NOT NULL,
+    contact TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS projects_by_code ON projects(credit_code);
+-- A case belongs to at most one project.
+CREATE TABLE IF NOT EXISTS project_cases (
+    case_id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(project_id),
+    linked_by TEXT NOT NULL,
+    linked_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS project_cases_by_project ON project_cases(project_id, linked_at);
+"""
+
+# the village's 暂存 drafts
+DRAFTS = """
+CREATE TABLE IF NOT EXISTS drafts (
+    draft_id TEXT PRIMARY KEY,
+    item_code TEXT NOT NULL,
+    item_name TEXT NOT NULL,
+    applicant_name TEXT NOT NULL DEFAULT '',
+    step TEXT NOT NULL,
+    state TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drafts_updated ON drafts(updated_at);
+"""
+
+# per-case facts for statistics (the hub keeps them)
+CASE_FACTS = """
+CREATE TABLE case_facts (
+    case_id TEXT PRIMARY KEY REFERENCES cases(case_id),
+    accepted_at TEXT,
+    deadline TEXT,
+    decided_at TEXT,
+    decision TEXT,
+    working_days INTEGER,
+    received_at TEXT,
+    delivered INTEGER NOT NULL,
+    decision_any INTEGER NOT NULL,
+    counted INTEGER NOT NULL,
+    on_time INTEGER NOT NULL,
+    transmitted INTEGER NOT NULL,
+    live INTEGER NOT NULL,
+    computed_at TEXT NOT NULL
+);
+CREATE TABLE case_facts_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TRIGGER case_facts_case_update AFTER UPDATE ON cases
+    BEGIN DELETE FROM case_facts WHERE case_id IN (OLD.case_id, NEW.case_id); END;
+CREATE TRIGGER case_facts_case_delete AFTER DELETE ON cases
+    BEGIN DELETE FROM case_facts WHERE case_id = OLD.case_id; END;
+CREATE TRIGGER case_facts_event_insert AFTER INSERT ON case_events
+    WHEN NEW.from_status IS NEW.to_status BEGIN DELETE FROM case_facts WHERE case_id = NEW.case_id; END;
+CREATE TRIGGER case_facts_event_update AFTER UPDATE ON case_events
+    BEGIN DELETE FROM case_facts WHERE case_id IN (OLD.case_id, NEW.case_id); END;
+CREATE TRIGGER case_facts_event_delete AFTER DELETE ON case_events
+    BEGIN DELETE FROM case_facts WHERE case_id = OLD.case_id; END;
+"""
+
+# list-page indexes
+LIST_INDEXES = """
+CREATE INDEX IF NOT EXISTS cases_origin_submitted ON cases(origin, submitted_at);
+CREATE INDEX IF NOT EXISTS cases_office_status_submitted ON cases(route_office, status, submitted_at);
+CREATE INDEX IF NOT EXISTS cases_status_submitted ON cases(status, submitted_at);
+CREATE INDEX IF NOT EXISTS cases_submitted ON cases(submitted_at);
+"""
+
+# single-column indexes the composite ones cover
+DROP_REDUNDANT_INDEXES = """
+DROP INDEX IF EXISTS cases_origin;
+DROP INDEX IF EXISTS cases_office_status;
+"""

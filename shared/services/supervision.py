@@ -19,13 +19,9 @@ from shared.services import casework
 SYSTEM = "system"
 
 
-def _deciding_here(node) -> tuple[str, str]:
-    return ("city", "%") if node.tier == "hub" else ("township", node.node_id)
-
-
 def run(conn: sqlite3.Connection, node, emit) -> dict:
-    """One pass over the open cases this node decides; returns what it did."""
-    level, office = _deciding_here(node)
+    """One pass over the open cases this node decides (its tier's ``deciding_scope``); returns what it did."""
+    level, office = node.kind.deciding_scope(node)
     today = node.clock.today_cn()
     done = {"deemed_accepted": 0, "terminated": 0, "alerts": 0}
     open_states = tuple(states.OPEN_STATES)

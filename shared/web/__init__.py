@@ -15,13 +15,15 @@ from flask_wtf.csrf import CSRFProtect
 
 from shared.core.settings import DEFAULTS
 from sync.node import Node
+from sync.tier import Tier
 
 csrf = CSRFProtect()
 VERSION = "0.1.0"
 
 
-def create_node_app(import_name: str, tier: str, test_config: dict | None, database) -> Flask:
-    """Build a node app of ``tier`` with its ``database`` owner; blueprints are added by the caller.
+def create_node_app(import_name: str, tier: Tier, test_config: dict | None, database) -> Flask:
+    """Build a node app of ``tier`` (the tier package's :class:`sync.tier.Tier`) with its
+    ``database`` owner; blueprints are added by the caller.
 
     The data folder (Flask's instance folder) comes from ``test_config["DATA_DIR"]`` or the
     ``LIANDONG_DATA_DIR`` environment variable.
@@ -36,12 +38,12 @@ def create_node_app(import_name: str, tier: str, test_config: dict | None, datab
     if test_config is not None:
         app.config.from_mapping(test_config)
     app.config.from_prefixed_env("LIANDONG")
-    if app.config["TIER"] != tier:
-        raise RuntimeError(f"{data_dir} holds a {app.config['TIER']} node, not a {tier}")
+    if app.config["TIER"] != tier.name:
+        raise RuntimeError(f"{data_dir} holds a {app.config['TIER']} node, not a {tier.name}")
     # CSRF is checked in auth.require_account: forms with a session need it, bearer/node-signed calls do not.
     app.config.update(WTF_CSRF_TIME_LIMIT=None, WTF_CSRF_CHECK_DEFAULT=False,
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
-    app.extensions["liandong_node"] = Node(app.config, data_dir)
+    app.extensions["liandong_node"] = Node(app.config, data_dir, tier)
     database.init_app(app)
     csrf.init_app(app)
 
@@ -50,7 +52,7 @@ def create_node_app(import_name: str, tier: str, test_config: dict | None, datab
     errors.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
-    app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier, version=VERSION)
+    app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier.name, version=VERSION)
     return app
 
 

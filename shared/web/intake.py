@@ -122,7 +122,7 @@ def inject_banners() -> dict:
 @bp.get("/api/v1/catalog")
 def api_catalog():
     """The catalog this node holds (offline copy of the hub-signed catalog)."""
-    version, items = intake.catalog_items(get_db())
+    version, items = current_node().catalog(get_db())
     return jsonify({"version": version, "items": [public_view(i) for i in items.values()]})
 
 
@@ -133,7 +133,7 @@ def api_create_case():
     if not isinstance(payload, dict):
         raise ValidationError("body", "请求体必须是 JSON 对象")
     node = current_node()
-    _, items = intake.catalog_items(get_db())
+    _, items = current_node().catalog(get_db())
     item = items.get(payload.get("item_code"))
     if item is None:
         raise ValidationError("item_code", "事项不存在或目录尚未同步")
@@ -157,7 +157,7 @@ def home():
 @bp.get("/catalog")
 def catalog():
     """办事指南: every item this node may accept, searchable by characters or pinyin initials."""
-    version, items = intake.catalog_items(get_db())
+    version, items = current_node().catalog(get_db())
     node = current_node()
     query = request.args.get("q", "").strip()
     listed = [i for i in items.values() if i.get("consultation_only") or accepts_at(i, node.node_id)]
@@ -170,7 +170,7 @@ def catalog():
 @bp.get("/catalog/<code>")
 def item_guide(code: str):
     """One item's guide: conditions, materials, limits, process."""
-    _, items = intake.catalog_items(get_db())
+    _, items = current_node().catalog(get_db())
     item = items.get(code) or abort(404)
     return render_template("intake/item.html", item=item, materials=required_materials(item),
                            accepts=accepts_at(item, current_node().node_id))
@@ -328,7 +328,7 @@ def _steps(item: dict) -> tuple[str, ...]:
 @bp.route("/cases/new/<code>", methods=["GET", "POST"])
 def new_case(code: str):
     """The new-case wizard (情形 → 表单 → 材料 → 确认); on success the printable 收件回执."""
-    _, items = intake.catalog_items(get_db())
+    _, items = current_node().catalog(get_db())
     item = items.get(code) or abort(404)
     node = current_node()
     if item.get("consultation_only") or not accepts_at(item, node.node_id):

@@ -1,4 +1,8 @@
-"""Each node's apscheduler jobs, started with the app when ``SCHEDULER_ENABLED``."""
+"""Each node's apscheduler jobs, started with the app when ``SCHEDULER_ENABLED``.
+
+Two jobs at most: the sync round towards the parent, and the tier's scheduled rules (its
+``scheduled_rules``: the same list ``liandong hub jobs`` runs in its own process).
+"""
 
 from __future__ import annotations
 
@@ -8,71 +12,52 @@ import threading
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
-from city_hub import case_facts
-from shared.services import joint
 from sync.node_sync import SyncState, run_round
 
 log = logging.getLogger("liandong.jobs")
 
 
+def run_rules(conn, rules: list) -> dict:
+    """Run each ``(name, rule)`` once, in order; one failing rule is logged and the others still run."""
+    done = {}
+    for name, rule in rules:
+        try:
+            done[name] = rule(conn)
+        except Exception:  # logged and retried at the next interval
+            log.exception("scheduled rule %s failed", name)
+            done[name] = {"error": "internal"}
+    return done
+
+
 def start_jobs(app: Flask) -> BackgroundScheduler | None:
-    """Start the node's scheduler: sync towards the parent, and the deciding node's rules."""
+    """Start the node's scheduler: sync towards the parent, and the tier's scheduled rules."""
     if not app.config.get("SCHEDULER_ENABLED"):
         return None
     scheduler = BackgroundScheduler(daemon=True)
     if app.config.get("PARENT_URL"):
         _add_sync(app, scheduler)
-    if app.config["TIER"] in ("hub", "township"):
-        _add_supervision(app, scheduler)
+    _add_rules(app, scheduler)
     scheduler.start()
     app.extensions["liandong_scheduler"] = scheduler
     return scheduler
 
 
-def refresh_hub_metadata(conn, node) -> None:
-    """Keep the hub's signed metadata from expiring (see city_hub.registry.refresh_metadata)."""
-    from city_hub.registry import refresh_metadata
-    from shared.core.storage import write_transaction
-
-    with write_transaction(conn):
-        if refresh_metadata(conn, node):
-            node.forget_trust()
-
-
-def extra_rules() -> list:
-    """Scheduled rules of other modules, run after the supervision pass (same signature)."""
-    return list(EXTRA_RULES)
-
-
-# Modules add ``rule(conn, node, emit)`` functions here (e.g. deemed consent of 联合审批).
-EXTRA_RULES: list = [joint.run_scheduled, case_facts.run_scheduled]
-
-
-def _add_supervision(app: Flask, scheduler: BackgroundScheduler) -> None:
-    from shared.services import supervision
-
+def _add_rules(app: Flask, scheduler: BackgroundScheduler) -> None:
     node = app.extensions["liandong_node"]
+    rules = node.kind.scheduled_rules(node, app.extensions.get("liandong_sync"))
+    if not rules:
+        return
     database = app.extensions["liandong_db"]
 
-    def supervision_job() -> dict:
+    def rules_job() -> dict:
         conn = database.connect(app)
         try:
-            if node.tier == "hub":  # the rules see every accepted case (also from the jobs process)
-                app.extensions["liandong_sync"].apply_all(conn)
-            done = supervision.run(conn, node, node.emit)
-            if node.tier == "hub":
-                refresh_hub_metadata(conn, node)
-            for rule in extra_rules():
-                rule(conn, node, node.emit)
-            return done
-        except Exception:  # logged and retried at the next interval
-            log.exception("supervision pass failed")
-            return {"error": "internal"}
+            return run_rules(conn, rules)
         finally:
             conn.close()
 
-    app.extensions["liandong_supervision_now"] = supervision_job
-    scheduler.add_job(supervision_job, "interval", seconds=float(app.config["SUPERVISION_INTERVAL_SECONDS"]),
+    app.extensions["liandong_supervision_now"] = rules_job
+    scheduler.add_job(rules_job, "interval", seconds=float(app.config["SUPERVISION_INTERVAL_SECONDS"]),
                       id="supervision", max_instances=1, coalesce=True)
 
 

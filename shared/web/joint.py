@@ -1,7 +1,8 @@
-"""联办意见 and 审管认领: the pages and API of the joint departments and the supervisors.
+"""联办意见: the pages and API of the joint departments.
 
 The rules are in :mod:`shared.services.joint`; this layer only checks the input shape and renders.
-Registered on the hub (city items, 审管互动) and on townships (their delegated items).
+Registered on the hub (city items) and on townships (their delegated items); the hub's
+审管认领 pages are in :mod:`city_hub.regulation_pages`.
 """
 
 from __future__ import annotations
@@ -55,25 +56,6 @@ def api_my_opinions():
                     "opinions": joint.pending_for_office(get_db(), g.account["office"] or "", _today())})
 
 
-@bp.get("/api/v1/supervision/pushes")
-def api_my_pushes():
-    """Decided cases pushed to the account's office for 事中事后监管 (审管互动)."""
-    return jsonify({"office": g.account["office"],
-                    "pushes": joint.pushes_for_office(get_db(), g.account["office"] or "", _today())})
-
-
-@bp.post("/api/v1/cases/<case_id>/claim")
-def api_claim(case_id: str):
-    """认领 a pushed case: ``{"feedback"?}``."""
-    body = request.get_json(silent=True) or {}
-    if not isinstance(body, dict):
-        raise ValidationError("body", "请求体必须是 JSON 对象")
-    conn = get_db()
-    with write_transaction(conn):
-        claimed = joint.claim(conn, case_id, g.account, body.get("feedback", ""), current_node().now())
-    return jsonify({"push": claimed})
-
-
 @bp.get("/joint/opinions")
 def opinions_page():
     """The department's queue of cases awaiting its 联办 opinion."""
@@ -99,26 +81,3 @@ def opinion_form(case_id: str):
     if request.form.get("next") == "queue":
         return redirect(url_for("joint.opinions_page"))
     return redirect(url_for("cases.detail", case_id=case_id))
-
-
-@bp.get("/supervision/pushes")
-def pushes_page():
-    """审管互动: the supervising office's pushed cases, to claim."""
-    office = g.account["office"] or ""
-    return render_template("joint/pushes.html", office=office, claim_wd=joint.CLAIM_WD,
-                           pushes=joint.pushes_for_office(get_db(), office, _today()))
-
-
-@bp.post("/cases/<case_id>/claim")
-def claim_form(case_id: str):
-    """The 认领 button of the supervision queue."""
-    try:
-        with write_transaction(get_db()):
-            joint.claim(get_db(), case_id, g.account, request.form.get("feedback", ""), current_node().now())
-    except LiandongError as exc:
-        if exc.status in (403, 404):
-            raise
-        flash(f"未能认领：{exc.message}")
-    else:
-        flash("已认领")
-    return redirect(url_for("joint.pushes_page"))

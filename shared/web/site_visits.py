@@ -22,14 +22,7 @@ bp = Blueprint("site_visits", __name__)
 
 
 def _items() -> dict:
-    conn = get_db()
-    if current_node().tier == "hub":
-        from city_hub.registry import current_catalog
-
-        return current_catalog(conn)[1]
-    from shared.services.intake import catalog_items
-
-    return catalog_items(conn)[1]
+    return current_node().catalog(get_db())[1]
 
 
 def _require_recorder() -> None:

@@ -1,0 +1,26 @@
+"""What a node that takes applications (a village, a township window) does with what comes back.
+
+The table *message kind → handler* for downlink addressed to such a node; the tiers use it
+(village_node/tier.py, township_node/tier.py) so both apply what comes back the same way.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from shared.services import casework, feedback, site_visits
+from sync import rotation
+
+
+def handlers(node) -> dict:
+    """``{kind: handler(conn, message)}`` for downlink messages addressed to ``node``."""
+
+    def case_update(conn: sqlite3.Connection, message: dict) -> None:
+        casework.apply_update(conn, message["body"], node.trust(conn))
+
+    return {
+        "case.update": case_update,
+        "complaint.answer": lambda conn, message: feedback.apply_answer(conn, message["body"]),
+        "case.site_visit": lambda conn, message: site_visits.apply_downlink(conn, message["body"]),  # history only
+        rotation.KIND: lambda conn, message: rotation.apply_command(conn, node, message),  # 轮换密钥
+    }

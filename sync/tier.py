@@ -1,0 +1,86 @@
+"""What kind of node this is: the behaviour each tier plugs into the shared machinery.
+
+Shared code never asks "which tier am I?". It asks the node's :class:`Tier` for what differs:
+its key, its trust and catalog, how its case events travel on, what it does with each kind of
+message that arrives, and its scheduled rules. Each tier package subclasses it once
+(``city_hub/tier.py``, ``township_node/tier.py``, ``village_node/tier.py``); the base is a node
+below the hub that keeps no custody for others.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from sync import outbox
+from sync import trust as trustmod
+
+NODE_KEY_FILE = "keys/node.pem"
+HUB_SIGNING_KEY_FILE = "keys/hub-signing.pem"
+ROOT_KEY_FILE = "keys/root.pem"
+
+# handler(conn, body) for one kind of message addressed to this node.
+Handler = Callable[[sqlite3.Connection, dict], object]
+# emit(conn, case_row, event, decision): how a case event decided here travels on.
+Emit = Callable[[sqlite3.Connection, sqlite3.Row, dict, "dict | None"], None]
+# rule(conn): one scheduled rule, run by the web process's scheduler and by `liandong hub jobs`.
+Rule = Callable[[sqlite3.Connection], object]
+
+
+class Tier:
+    """A node below the hub (village-like): trust and catalog from the hub's signed metadata."""
+
+    name = ""
+    key_file = NODE_KEY_FILE
+
+    def hub_id(self, config) -> str | None:
+        """The county hub's code this node belongs to."""
+        return config.get("HUB_ID")
+
+    def trust_version(self, conn: sqlite3.Connection) -> object:
+        """A value that changes whenever the trust store must be rebuilt."""
+        return conn.execute(
+            "SELECT group_concat(role || ':' || version) FROM trusted_metadata WHERE role IN ('root', 'registry')"
+        ).fetchone()[0]
+
+    def load_trust(self, conn: sqlite3.Connection, node) -> trustmod.TrustStore | None:
+        """The trust store built from this node's database."""
+        return trustmod.load_node_trust(conn)
+
+    def catalog(self, conn: sqlite3.Connection) -> tuple[int, dict[str, dict]]:
+        """(version, {code: item}) of the catalog this node goes by now."""
+        return trustmod.trusted_catalog(conn)
+
+    def catalog_item(self, conn: sqlite3.Connection, code: str, version: int | None = None) -> dict | None:
+        """The item of a case filed under catalog ``version`` (a node below the hub holds only the current one)."""
+        return self.catalog(conn)[1].get(code)
+
+    def deciding_scope(self, node) -> tuple[str, str] | None:
+        """(route level, office LIKE pattern) of the cases this node decides (``None``: none)."""
+        return None
+
+    def emitter(self, node) -> Emit | None:
+        """How a case event decided at this node travels on (``None``: this node decides nothing)."""
+        return None
+
+    def relay(self, node):
+        """The custody relay of a node that keeps envelopes for nodes below it (``None``: none)."""
+        return None
+
+    def message_handlers(self, node) -> dict[str, Handler]:
+        """What this node does with each kind of downlink message addressed to it."""
+        return {}
+
+    def on_custody(self, conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
+        """The parent holds these envelopes of this node (custody receipt verified)."""
+
+    def on_acked(self, conn: sqlite3.Connection, node, origin: str, acked_seq: int) -> None:
+        """The hub acknowledged ``origin``'s envelopes up to ``acked_seq`` (ack verified)."""
+
+    def queue_counts(self, conn: sqlite3.Connection) -> dict:
+        """What waits in this node's queues (``liandong node status``, ``/healthz``)."""
+        return {"outbox": outbox.counts(conn)}
+
+    def scheduled_rules(self, node, sync_server=None) -> list[tuple[str, Rule]]:
+        """(name, rule) of this node's periodic rules, in the order they run."""
+        return []

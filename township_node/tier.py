@@ -1,0 +1,61 @@
+"""The township station as a tier: custody for its villages, window intake, delegated decisions."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from shared.services import casework, joint, origin, supervision
+from sync.tier import Tier
+from township_node.relay_service import township_emit
+
+
+class TownshipRelay:
+    """What the township makes of the hub's downlink it relays to its villages."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def follow(self, conn: sqlite3.Connection, message: dict) -> None:
+        """A verified hub message for a village below: the station follows that village's case."""
+        if message["kind"] == "case.update":
+            casework.apply_update(conn, message["body"], self.node.trust(conn))
+
+
+class TownshipTier(Tier):
+    """乡镇便民服务站: keeps its villages' envelopes in custody, takes window cases, decides delegated items."""
+
+    name = "township"
+
+    def deciding_scope(self, node) -> tuple[str, str]:
+        """(route level, office LIKE pattern) of the cases this node decides: its own delegated items."""
+        return "township", node.node_id
+
+    def emitter(self, node):
+        return township_emit(node)
+
+    def relay(self, node) -> TownshipRelay:
+        return TownshipRelay(node)
+
+    def message_handlers(self, node) -> dict:
+        return origin.handlers(node)  # its own window cases
+
+    def on_custody(self, conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
+        casework.mark_in_custody(conn, envelope_ids)
+
+    def on_acked(self, conn: sqlite3.Connection, node, origin_id: str, acked_seq: int) -> None:
+        if origin_id == node.node_id:
+            casework.mark_own_at_hub(conn, node, acked_seq)
+        else:
+            casework.mark_origin_at_hub(conn, node, origin_id)
+
+    def queue_counts(self, conn: sqlite3.Connection) -> dict:
+        return {**super().queue_counts(conn), "custody": conn.execute("SELECT COUNT(*) FROM custody").fetchone()[0]}
+
+    def scheduled_rules(self, node, sync_server=None) -> list:
+        return [
+            ("supervision", lambda conn: supervision.run(conn, node, node.emit)),
+            ("joint", lambda conn: joint.run_scheduled(conn, node, node.emit)),
+        ]
+
+
+TIER = TownshipTier()

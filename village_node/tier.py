@@ -1,0 +1,26 @@
+"""The village room as a tier: it takes applications and decides nothing; results come back down."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from shared.services import casework, origin
+from sync.tier import Tier
+
+
+class VillageTier(Tier):
+    """村便民服务室: offline intake; its cases' states follow the custody receipts and the hub's acks."""
+
+    name = "village"
+
+    def message_handlers(self, node) -> dict:
+        return origin.handlers(node)
+
+    def on_custody(self, conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
+        casework.mark_in_custody(conn, envelope_ids)
+
+    def on_acked(self, conn: sqlite3.Connection, node, origin_id: str, acked_seq: int) -> None:
+        casework.mark_own_at_hub(conn, node, acked_seq)
+
+
+TIER = VillageTier()
