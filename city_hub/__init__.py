@@ -16,7 +16,8 @@ from city_hub import (
 from city_hub.db import database
 from city_hub.sync_service import HubSync
 from city_hub.tier import TIER
-from shared.web import cases, create_node_app, documents, feedback, joint, site_visits, sync_api
+from shared.web import cases, documents, feedback, joint, site_visits, sync_api
+from shared.web.factory import create_node_app
 from shared.web.jobs import start_jobs
 
 

@@ -13,13 +13,15 @@ from flask import Blueprint, Response, flash, g, redirect, render_template, requ
 from city_hub import hub_admin, lifecycle
 from city_hub.db import get_db
 from city_hub.enrolment_service import create_token
+from city_hub.registry import current_catalog, latest
 from shared.core.errors import LiandongError
 from shared.core.storage import write_transaction
 from shared.rules.catalog import DEPARTMENTS, LEVEL_LABELS
 from shared.services import accounts
-from shared.web import current_node
 from shared.web.auth import roles_required
+from shared.web.context import current_node
 from sync import apply
+from sync.trust import parsed_content
 
 bp = Blueprint("admin", __name__)
 
@@ -165,7 +167,6 @@ def _upload(field: str, file_field: str) -> str:
 @roles_required("admin")
 def catalog_page():
     """The published catalog; upload or paste a catalog JSON, validated, published as a new signed version."""
-    from city_hub.registry import current_catalog
 
     conn = get_db()
     error = None
@@ -196,7 +197,6 @@ def catalog_json(version: int):
     row = get_db().execute("SELECT document FROM metadata WHERE role = 'catalog' AND version = ?", (version,)).fetchone()
     if row is None:
         raise LiandongError("not_found", f"没有第 {version} 版事项目录", status=404)
-    from sync.trust import parsed_content
 
     items = parsed_content(row["document"])["items"]
     body = json.dumps({"version": version, "items": items}, ensure_ascii=False, indent=1)
@@ -208,7 +208,6 @@ def catalog_json(version: int):
 @roles_required("admin")
 def calendar_page():
     """Load a year's official holiday schedule (国务院办公厅放假通知) and publish it to every node."""
-    from city_hub.registry import latest
 
     conn = get_db()
     node = current_node()

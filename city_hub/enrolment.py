@@ -7,8 +7,8 @@ from city_hub.enrolment_service import enrol
 from shared.core import canonical
 from shared.core.errors import ValidationError
 from shared.core.storage import write_transaction
-from shared.web import current_node
 from shared.web.auth import node_signed
+from shared.web.context import current_node
 
 bp = Blueprint("enrolment", __name__, url_prefix="/enrol/v1")
 

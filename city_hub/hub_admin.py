@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from city_hub import registry
 from shared.core.crypto import write_private_file
 from shared.core.errors import RuleError, ValidationError
 from shared.rules import catalog
@@ -59,7 +60,6 @@ def parse_catalog(text: str | bytes) -> list[dict]:
 
 def publish_catalog(conn: sqlite3.Connection, node, items: list[dict], actor: str) -> int:
     """Sign and store the next catalog version; returns it. Call inside a write transaction."""
-    from city_hub import registry
 
     document = registry.publish(conn, node, "catalog", {"items": items})
     version = envelope.peek(document)["version"]
@@ -87,7 +87,6 @@ def publish_calendar(conn: sqlite3.Connection, node, schedule: dict, actor: str)
 
     Call inside a write transaction; returns the calendar version.
     """
-    from city_hub import registry
 
     if node.tier != "hub":
         raise RuleError("not_hub", "节假日安排须在市(县)中心导入，再由同步分发到各节点")

@@ -17,8 +17,8 @@ from city_hub import statistics as oversight
 from city_hub.db import get_db
 from shared.core.errors import NotFound, ValidationError
 from shared.rules.catalog import DEPARTMENTS, LEVEL_LABELS
-from shared.web import current_node
 from shared.web.auth import roles_required
+from shared.web.context import current_node
 
 bp = Blueprint("oversight", __name__, template_folder="templates")
 

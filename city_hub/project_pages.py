@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
 
 from city_hub import projects
+from city_hub.registry import current_catalog
 from shared.core.errors import Forbidden, LiandongError, ValidationError
 from shared.core.storage import write_transaction
 from shared.rules.catalog import accepts_at, required_materials
 from shared.services import accounts, intake
-from shared.web import current_node
 from shared.web.auth import roles_required
+from shared.web.context import current_node
 from shared.web.db import get_db
 
 bp = Blueprint("projects", __name__)
@@ -22,7 +23,6 @@ FIELD_NAMES = {"enterprise_name": "企业名称", "credit_code": "统一社会�
 
 
 def _catalog() -> tuple[int, dict]:
-    from city_hub.registry import current_catalog
 
     return current_catalog(get_db())
 

@@ -23,8 +23,12 @@ import uuid
 
 from shared.core.clock import iso
 from shared.core.errors import NotFound, RuleError, ValidationError
+from shared.core.storage import ensure_disk_space, write_transaction
 from shared.rules import states
-from shared.services import casework
+from shared.rules.catalog import required_materials, route, validate_form
+from shared.services import case_view, casework, documents
+from shared.services.intake import acceptable_item, clean_applicant
+from sync import blobs
 
 #: Who carries projects (creates them, files and links their cases).
 AGENT_ROLES = ("project_agent",)
@@ -172,11 +176,6 @@ def file_case(conn: sqlite3.Connection, node, project_id: str, items: dict, vers
     经办人, form, situation); enterprise fields the item asks for are taken from the project. The
     case is received at once, and a 秒批 item whose rule holds is approved at once.
     """
-    from shared.core.storage import ensure_disk_space, write_transaction
-    from shared.rules.catalog import required_materials, route, validate_form
-    from shared.services import documents
-    from shared.services.intake import acceptable_item, clean_applicant
-    from sync import blobs
 
     ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     project = get(conn, project_id)
@@ -294,7 +293,7 @@ def to_json(conn: sqlite3.Connection, project_id: str, calendar, today) -> dict:
     cases = []
     for link in conn.execute("SELECT case_id, linked_by, linked_at FROM project_cases WHERE project_id = ?"
                              " ORDER BY linked_at, rowid", (project_id,)):
-        case = casework.to_json(conn, link["case_id"], calendar, today)
+        case = case_view.to_json(conn, link["case_id"], calendar, today)
         found = blockers(case)
         state = case_state(case, found)
         cases.append({

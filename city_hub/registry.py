@@ -13,7 +13,7 @@ from datetime import timedelta
 from shared.core import canonical
 from shared.core.clock import iso
 from sync import envelope
-from sync.trust import NodeEntry, TrustStore, catalog_index, metadata_body, registry_body
+from sync.trust import NodeEntry, TrustStore, catalog_index, is_expired, metadata_body, registry_body
 
 METADATA_ROLES = ("registry", "catalog", "calendar")
 
@@ -73,7 +73,6 @@ def refresh_metadata(conn: sqlite3.Connection, node) -> list[str]:
     Nodes refuse expired metadata (TUF's freeze defence), so an unchanged catalog must still be
     re-issued in time. Call inside a write transaction; returns the roles republished.
     """
-    from sync.trust import is_expired
 
     half = timedelta(days=int(node.config["METADATA_TTL_DAYS"]) / 2)
     renewed = []

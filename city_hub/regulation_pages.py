@@ -8,7 +8,7 @@ from city_hub import regulation
 from shared.core.errors import LiandongError, ValidationError
 from shared.core.storage import write_transaction
 from shared.services import joint
-from shared.web import current_node
+from shared.web.context import current_node
 from shared.web.db import get_db
 
 bp = Blueprint("regulation", __name__)

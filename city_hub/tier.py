@@ -27,7 +27,9 @@ class HubTier(Tier):
 
     name = "hub"
     key_file = HUB_SIGNING_KEY_FILE
-    deciding_level = "city"
+    label = "市（县）政务服务中心"
+    decides = True
+    supervises = True
 
     def hub_id(self, config) -> str:
         return config["NODE_ID"]

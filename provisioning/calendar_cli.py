@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from city_hub.hub_admin import publish_calendar
 from provisioning import nodes
 from shared.core import storage
 from shared.rules.workdays import WorkCalendar, fallback_warning, load_schedule
@@ -53,7 +54,6 @@ def calendar_between(start, end, data_dir: Path | None) -> None:
               help="The hub's data folder.")
 def calendar_load(schedule_file: Path, data_dir: Path) -> None:
     """Load a year's official schedule at the hub and publish it (signed) to every node."""
-    from city_hub.hub_admin import publish_calendar
 
     try:
         schedule = load_schedule(schedule_file)

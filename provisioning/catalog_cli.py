@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from city_hub.hub_admin import parse_catalog, publish_catalog
+from city_hub.registry import current_catalog
 from provisioning import nodes
 from shared.core import storage
 from shared.core.errors import ValidationError
@@ -30,7 +32,6 @@ def _hub(data_dir: Path) -> None:
 @DATA
 def catalog_publish(catalog_file: Path, data_dir: Path) -> None:
     """Validate CATALOG_FILE (a JSON list of items, or {"items": [...]}) and publish it signed."""
-    from city_hub.hub_admin import parse_catalog, publish_catalog
 
     _hub(data_dir)
     try:
@@ -46,7 +47,6 @@ def catalog_publish(catalog_file: Path, data_dir: Path) -> None:
 @DATA
 def catalog_export(data_dir: Path) -> None:
     """Print the published catalog as JSON (to edit and publish again)."""
-    from city_hub.registry import current_catalog
 
     _hub(data_dir)
     with nodes.opened(data_dir, "hub") as (_, conn):

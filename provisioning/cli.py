@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
 
 import click
 
+from city_hub.enrolment_service import create_token
+from city_hub.lifecycle import reinstate, revoke
 from provisioning import nodes
+from provisioning.demo import run_demo
 from provisioning.tiers import APP_FACTORIES
 from shared.core import storage
+from shared.core.crypto import SignatureError
+from sync import bundle, rotation
 from township_node.relay_service import TownshipSync
 
 DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -70,7 +76,6 @@ def node_init(data_dir: Path, token: str, parent_url: str, name: str, public_url
 
 def create_app_for(data_dir: Path):
     """The Flask app of the node in ``data_dir``."""
-    import os
 
     tier = nodes.read_config(data_dir)["TIER"]
     os.environ["LIANDONG_DATA_DIR"] = str(Path(data_dir).resolve())
@@ -84,7 +89,7 @@ def create_app_for(data_dir: Path):
 @click.option("--threads", default=4, show_default=True, help="waitress worker threads.")
 def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
     """Serve the node with waitress (runs on Windows too) and start its sync jobs."""
-    import waitress
+    import waitress  # optional: only `serve` needs the server
 
     try:
         app = create_app_for(data_dir)
@@ -113,7 +118,6 @@ def node_status(data_dir: Path) -> None:
               help="Bundle file to write (e.g. on a USB stick).")
 def node_export_bundle(data_dir: Path, out_path: Path) -> None:
     """Write this node's unsent envelopes and files into one signed bundle (no network needed)."""
-    from sync import bundle
 
     with nodes.opened(data_dir) as (node_rt, conn), click.progressbar(length=1, label="exporting") as bar:
         result = bundle.export_outbox(conn, node_rt, out_path, lambda stage, done, total: _progress(bar, done, total))
@@ -133,8 +137,6 @@ def _progress(bar, done: int, total: int) -> None:
               help="Township only: where to write the answer bundle for the village.")
 def node_import_bundle(data_dir: Path, in_path: Path, answer_path: Path | None) -> None:
     """Township: take a village's bundle into custody and write the answer. Village: apply the answer."""
-    from shared.core.crypto import SignatureError
-    from sync import bundle
 
     with nodes.opened(data_dir) as (node_rt, conn):
         try:
@@ -155,7 +157,6 @@ def node_import_bundle(data_dir: Path, in_path: Path, answer_path: Path | None) 
 @DATA
 def node_rotate_key(data_dir: Path) -> None:
     """Start a key rotation: a new key is announced through sync; the old one signs until it is registered."""
-    from sync import rotation
 
     with nodes.opened(data_dir) as (node_rt, conn):
         kid = rotation.start(conn, node_rt)
@@ -175,7 +176,6 @@ def provision() -> None:
 @click.option("--ttl-hours", default=24, show_default=True, help="Hours before the token expires.")
 def provision_token(data_dir: Path, node_code: str, name: str, parent: str | None, ttl_hours: int) -> None:
     """Create a single-use, expiring enrolment token (run on the hub)."""
-    from city_hub.enrolment_service import create_token
 
     with nodes.opened(data_dir, "hub") as (node_rt, conn):
         try:
@@ -193,7 +193,6 @@ def provision_token(data_dir: Path, node_code: str, name: str, parent: str | Non
               help="Refuse its envelopes numbered above this (default: what the hub holds now).")
 def provision_revoke(data_dir: Path, node_code: str, after_seq: int | None) -> None:
     """Revoke a node; the signed registry carries it to every tier."""
-    from city_hub.lifecycle import revoke
 
     with nodes.opened(data_dir, "hub") as (node_rt, conn):
         try:
@@ -209,7 +208,6 @@ def provision_revoke(data_dir: Path, node_code: str, after_seq: int | None) -> N
 @click.option("--node-code", required=True, help="The suspended or revoked node.")
 def provision_reinstate(data_dir: Path, node_code: str) -> None:
     """Lift a suspension (after a reviewed fork) or a revocation."""
-    from city_hub.lifecycle import reinstate
 
     with nodes.opened(data_dir, "hub") as (node_rt, conn), storage.write_transaction(conn):
         reinstate(conn, node_rt, node_code, "cli")
@@ -248,7 +246,6 @@ def account_create(data_dir: Path, username: str, password: str, role: str, disp
 def demo(data_dir: Path, base_port: int, headless: bool, sync_interval: float, clock_start: str | None,
          clock_speed: float) -> None:
     """Bring up a hub, a township and two villages on loopback; Ctrl-C stops them."""
-    from provisioning.demo import run_demo
 
     sys.exit(run_demo(data_dir, base_port, sync_interval, clock_start, clock_speed))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import requests
 
+from city_hub import registry
 from city_hub.enrolment_service import anchor_matches_token, parse_token, proof_of_possession
 from provisioning.keys import anchor_text, create_hub_keys
 from provisioning.tiers import MIGRATIONS, TIERS
@@ -93,7 +94,6 @@ def init_hub(data_dir: Path, hub_id: str, name: str, public_url: str | None = No
     write_config(data_dir, {"NODE_ID": hub_id, "TIER": "hub", "NODE_NAME": name, "HUB_ID": hub_id,
                             "SECRET_KEY": secrets.token_hex(32), "PUBLIC_URL": public_url})
     node = node_for(data_dir)
-    from city_hub import registry
 
     conn = open_db(data_dir, "hub")
     try:

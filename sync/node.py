@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shared.core.clock import Clock
 from shared.core.crypto import SigningKey
-from shared.rules.workdays import WorkCalendar
+from shared.rules.workdays import WorkCalendar, load_schedule
 from sync import trust as trustmod
 from sync.blobs import BlobStore
 from sync.hlc import HybridClock
@@ -92,7 +92,6 @@ class Node:
 
 def load_calendar_overrides(data_dir: Path) -> dict[int, dict]:
     """Holiday schedules an admin loaded into ``<data>/calendar/<year>.json``."""
-    from shared.rules.workdays import load_schedule
 
     folder = Path(data_dir) / "calendar"
     schedules: dict[int, dict] = {}

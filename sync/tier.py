@@ -32,6 +32,14 @@ class Tier:
 
     name = ""
     key_file = NODE_KEY_FILE
+    label = ""  # the tier's name on pages, e.g. 村便民服务室
+    parent_label = ""  # what its parent is called on pages
+    takes_applications = False  # intake here: 办事指南, 收件, 我的办件
+    intake_label = "我的办件"  # the list of the cases taken here
+    files_on_behalf = False  # applications are 代办, taken under the villager's 委托
+    decides = False  # some cases are decided here (see deciding_scope)
+    supervises = False  # 电子监察 here: complaints answered, 回访 of bad ratings (the county hub)
+    records_site_visits = False  # 现场核查 is recorded here (the township)
 
     def hub_id(self, config) -> str | None:
         """The county hub's code this node belongs to."""

@@ -68,7 +68,7 @@ class TrustStore:
         if key is not None:
             return key
         node = self.node_of_key(kid)
-        if node and node.tier == "township" and node.status == "active":
+        if node and node.parent == self.hub_id and node.status == "active":  # a township (a child of the hub)
             return node.keys[kid]
         return None
 

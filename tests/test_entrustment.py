@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from network import case_payload, catalog, pick_item
 
-from shared.services.casework import seven_steps
+from shared.services.case_view import seven_steps
 
 
 @pytest.fixture(scope="module")

@@ -154,6 +154,31 @@ def test_no_import_cycles_between_modules():
     assert not report, "import cycles:\n" + "\n".join(report)
 
 
+def _nested_imports(path: Path) -> list[tuple[str, int]]:
+    """Imports inside functions or classes: (first line of the import, line number)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found = []
+    for top in tree.body:
+        if isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            for node in ast.walk(top):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    found.append((ast.get_source_segment(path.read_text(encoding="utf-8"), node), node.lineno))
+    return found
+
+
+def test_imports_inside_functions_only_load_optional_dependencies():
+    """A function-level import hides a dependency; it stays only for an optional third-party
+    module (loaded when a feature is used), marked with a comment ``# optional``."""
+    wrong = []
+    for path in MODULES.values():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for text, line in _nested_imports(path):
+            names = text.split()[1].split(".")[0]
+            if names in PACKAGES or "# optional" not in lines[line - 1]:
+                wrong.append(f"{_where(path, line)}: {text.splitlines()[0]}")
+    assert not wrong, "imports inside functions:\n" + "\n".join(wrong)
+
+
 def test_the_checker_sees_a_violation(tmp_path):
     """The layer check is not vacuous: an upward import inside a function is found."""
     path = tmp_path / "probe.py"

@@ -5,7 +5,6 @@ from flask import Flask
 from shared.web import (
     bundles,
     cases,
-    create_node_app,
     documents,
     feedback,
     intake,
@@ -13,6 +12,7 @@ from shared.web import (
     site_visits,
     sync_api,
 )
+from shared.web.factory import create_node_app
 from shared.web.jobs import start_jobs
 from township_node import enrol_relay, relay_pages
 from township_node.db import database

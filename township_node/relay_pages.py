@@ -7,7 +7,9 @@ from flask import Blueprint, render_template, request
 from shared.core.clock import parse_iso
 from shared.rules import states
 from shared.rules.idcard import mask_id_number
-from shared.web import current_node
+from shared.web.cases import page_number
+from shared.web.context import current_node
+from shared.web.intake import sync_word
 from sync import outbox
 from sync.trust import metadata_content
 from township_node.db import get_db
@@ -84,8 +86,6 @@ LIST_PAGE = 100
 @bp.get("/cases")
 def village_cases():
     """Applications taken at this township's villages, with where each one is (100 per page)."""
-    from shared.web.cases import page_number
-    from shared.web.intake import sync_word
 
     conn = get_db()
     node = current_node()

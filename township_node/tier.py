@@ -25,6 +25,12 @@ class TownshipTier(Tier):
     """乡镇便民服务站: keeps its villages' envelopes in custody, takes window cases, decides delegated items."""
 
     name = "township"
+    label = "乡镇便民服务站"
+    parent_label = "市（县）政务服务中心"
+    takes_applications = True
+    intake_label = "窗口收件"
+    decides = True
+    records_site_visits = True
 
     def deciding_scope(self, node) -> tuple[str, str]:
         """(route level, office LIKE pattern) of the cases this node decides: its own delegated items."""

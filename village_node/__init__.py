@@ -2,7 +2,8 @@
 
 from flask import Flask
 
-from shared.web import bundles, cases, create_node_app, documents, feedback, intake, site_visits
+from shared.web import bundles, cases, documents, feedback, intake, site_visits
+from shared.web.factory import create_node_app
 from shared.web.jobs import start_jobs
 from village_node import syncstatus
 from village_node.db import database

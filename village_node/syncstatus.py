@@ -2,7 +2,7 @@
 
 from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 
-from shared.web import current_node
+from shared.web.context import current_node
 from sync import outbox
 from sync.node_sync import SyncState, run_round
 from village_node.db import get_db

@@ -12,6 +12,10 @@ class VillageTier(Tier):
     """村便民服务室: offline intake; its cases' states follow the custody receipts and the hub's acks."""
 
     name = "village"
+    label = "村便民服务室"
+    parent_label = "乡镇便民服务站"
+    takes_applications = True
+    files_on_behalf = True
 
     def message_handlers(self, node) -> dict:
         return origin.handlers(node)

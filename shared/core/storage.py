@@ -9,6 +9,7 @@ per-file lock: one writer per SQLite file, readers never wait (WAL).
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -98,7 +99,6 @@ def _split_statements(script: str) -> list[str]:
 
 def free_bytes(path: str | Path) -> int:
     """Free bytes on the file system that holds ``path``."""
-    import shutil
 
     target = Path(path)
     while not target.exists():

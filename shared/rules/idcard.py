@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from datetime import date
 
+from shared.core.clock import Clock
 from shared.core.errors import ValidationError
 
 # Weights are 2**(17 - i) mod 11 for positions 0..16 (ISO 7064 MOD 11-2).
@@ -76,7 +77,6 @@ def validate_id_number(s: str | None, *, field: str = "id_number", today: date |
     if birth.year < 1900:
         raise ValidationError(field, "身份证号中的出生日期无效", code="id_birth_date")
     if today is None:
-        from shared.core.clock import Clock
 
         today = Clock().today_cn()
     if birth > today:

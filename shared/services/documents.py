@@ -19,6 +19,7 @@ from shared.core.clock import CN_TZ, iso
 from shared.core.crypto import SignatureError
 from shared.core.errors import RuleError
 from shared.rules import authority
+from shared.rules.catalog import DEPARTMENTS
 from shared.rules.idcard import mask_id_number
 from sync import envelope
 
@@ -89,7 +90,6 @@ def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, offi
 
 def office_name(node, office: str) -> str:
     """The Chinese name an office signs documents with."""
-    from shared.rules.catalog import DEPARTMENTS
 
     if office == node.node_id:
         return node.config.get("NODE_NAME") or office

@@ -28,6 +28,8 @@ from shared.core.errors import Forbidden, NotFound, RuleError, ValidationError
 from shared.rules import states
 from shared.rules.deadlines import cn_day
 from shared.rules.idcard import validate_phone
+from shared.services import casework
+from sync import downlink, outbox
 
 #: The five levels of 国办发〔2019〕51号, code -> label.
 LEVELS: dict[int, str] = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
@@ -103,8 +105,6 @@ def validate_rating(payload) -> tuple[int, str]:
 def rate(conn: sqlite3.Connection, node, case_id: str, level: int, comment: str, account) -> dict:
     """Record the applicant's rating at the node that took the application. Call inside a write
     transaction. Villages and townships send it up; at the hub a bad rating opens its 回访."""
-    from shared.services import casework
-    from sync import outbox
 
     row = casework.get_row(conn, case_id)
     if row["origin"] != node.node_id:
@@ -122,7 +122,7 @@ def rate(conn: sqlite3.Connection, node, case_id: str, level: int, comment: str,
         _insert_rating(conn, rating, row["route_office"], iso(now), on_conflict="")
     except sqlite3.IntegrityError as exc:
         raise RuleError("already_rated", "该办件已评价，每件只能评价一次") from exc
-    if node.tier == "hub":
+    if node.kind.supervises:
         open_followup(conn, node, row, rating)
     else:
         outbox.append(conn, node.key, node.node_id, "case.rating", rating, str(node.hlc.now()), now, case_id=case_id)
@@ -141,7 +141,6 @@ def _insert_rating(conn: sqlite3.Connection, rating: dict, office: str, received
 
 def apply_rating(conn: sqlite3.Connection, node, origin: str, body: dict) -> bool:
     """The hub stores a ``case.rating`` once per case; a bad one opens the 回访. False if known."""
-    from shared.services import casework
 
     row = casework.get_row(conn, body["case_id"])
     if row["origin"] != origin or body.get("node") != origin:
@@ -235,7 +234,7 @@ def may_handle_followup(account, office: str) -> bool:
 
 def record_outcome(conn: sqlite3.Connection, node, followup_id: str, payload, account) -> dict:
     """Close a 回访 with its 整改情况. Call inside a write transaction."""
-    if node.tier != "hub":
+    if not node.kind.supervises:
         raise RuleError("hub_only", "回访在市（县）政务服务中心办理")
     if not isinstance(payload, dict):
         raise ValidationError("body", "请求体必须是 JSON 对象")
@@ -280,14 +279,13 @@ def validate_complaint(conn: sqlite3.Connection, payload) -> dict:
 def take_complaint(conn: sqlite3.Connection, node, payload, account) -> dict:
     """Record a complaint here; send it up (village, township) or queue it (hub). Call inside a
     write transaction."""
-    from sync import outbox
 
     if account["role"] not in COMPLAINT_ROLES:
         raise Forbidden("该账户不能登记投诉")
     clean = validate_complaint(conn, payload)
     now = node.now()
     body = {"complaint_id": uuid.uuid4().hex, **clean, "taken_by": account["username"], "taken_at": iso(now)}
-    if node.tier == "hub":
+    if node.kind.supervises:
         _store_at_hub(conn, node, node.node_id, body)
     else:
         _insert_complaint(conn, node.node_id, body, status="sent")
@@ -329,9 +327,8 @@ def apply_complaint(conn: sqlite3.Connection, node, origin: str, body: dict) -> 
 def answer_complaint(conn: sqlite3.Connection, node, complaint_id: str, payload, account) -> dict:
     """The supervisor answers; the answer goes down to the node that took the complaint. Call
     inside a write transaction."""
-    from sync import downlink
 
-    if node.tier != "hub":
+    if not node.kind.supervises:
         raise RuleError("hub_only", "投诉由市（县）政务服务中心监察员答复")
     if account["role"] != "supervisor":
         raise Forbidden("只有监察员可以答复投诉")
@@ -394,10 +391,10 @@ def complaints(conn: sqlite3.Connection, node, office: str | None = None, open_o
     return [_complaint_json(r, node.calendar, today) for r in conn.execute(sql, params)]
 
 
-def may_see_complaint(account, complaint: dict, tier: str) -> bool:
+def may_see_complaint(account, complaint: dict, supervising: bool) -> bool:
     """At the node that took it, every account; at the hub, supervisors and admins, the office
     complained about, and whoever took it."""
-    return (tier != "hub" or account["role"] in ("supervisor", "admin") or complaint["office"] == account["office"]
+    return (not supervising or account["role"] in ("supervisor", "admin") or complaint["office"] == account["office"]
             or complaint["taken_by"] == account["username"])
 
 

@@ -27,6 +27,10 @@ from datetime import date
 
 from shared.core.clock import CN_TZ, iso, parse_iso
 from shared.core.errors import Forbidden, NotFound, RuleError, ValidationError
+from shared.core.storage import write_transaction
+from shared.rules import states
+from shared.rules.catalog import DEPARTMENTS
+from shared.services import accounts
 
 #: Working days a joint department has to answer, counted from the acceptance day. The
 #: statute gives joint handling 45 working days in all (行政许可法 Art. 42); the local 联审
@@ -94,7 +98,6 @@ def opinions(conn: sqlite3.Connection, case_id: str, today: date | None = None) 
 
 
 def _opinion_json(r, today: date | None) -> dict:
-    from shared.rules.catalog import DEPARTMENTS
 
     result = {
         "department_code": r["department_code"],
@@ -148,7 +151,6 @@ def give_opinion(conn: sqlite3.Connection, case_id: str, account, opinion: str, 
     if row["opinion"] is not None:
         raise RuleError("already_answered", f"本部门已于{_cn_text(row['answered_at'])}提出意见"
                                             f"（{OPINION_LABELS[row['opinion']]}），不能重复提出")
-    from shared.rules import states
 
     if case["status"] not in states.OPEN_STATES:
         raise RuleError("case_closed", f"办件已{states.status_label(case['status'])}，无需再提出意见")
@@ -157,7 +159,6 @@ def give_opinion(conn: sqlite3.Connection, case_id: str, account, opinion: str, 
         " WHERE case_id = ? AND office = ?",
         (opinion, comment, account["username"], iso(now), case_id, row["office"]),
     )
-    from shared.services import accounts
 
     accounts.audit(conn, account["username"], "joint.opinion", case_id, f"{row['office']}:{opinion}", now)
     return _opinion_json(conn.execute("SELECT * FROM joint_opinions WHERE case_id = ? AND office = ?",
@@ -177,7 +178,6 @@ def check_action(conn: sqlite3.Connection, case_id: str, action: str, comment: s
                         (case_id,)).fetchall()
     waiting = [r for r in rows if r["opinion"] is None]
     if waiting:
-        from shared.rules.catalog import DEPARTMENTS
 
         names = "、".join(f"{DEPARTMENTS.get(r['department_code'], r['office'])}（{r['deadline']}前）"
                          for r in waiting)
@@ -190,9 +190,6 @@ def run_deemed_consent(conn: sqlite3.Connection, node, emit=None) -> int:
     """超时默认: requests of deemed-consent items still open after their deadline day become
     ``deemed`` (by ``system``, now). Only open cases of this node's offices are touched.
     ``emit`` is unused (no state changes; the lead decides next) and kept for the job's shape."""
-    from shared.core.storage import write_transaction
-    from shared.rules import states
-    from shared.services import accounts
 
     today = node.clock.today_cn().isoformat()
     prefix = _deciding_prefix(node) + "-%"

@@ -19,12 +19,17 @@ Every node shows it in the case's history (the comment summarises the record).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import date
 
+from shared.core.clock import iso
 from shared.core.errors import Forbidden, RuleError, ValidationError
+from shared.core.storage import write_transaction
 from shared.rules import states
+from shared.rules.deadlines import cn_day
 from shared.services import casework
+from sync import blobs, downlink, outbox
 
 #: Who records site visits at the township.
 RECORDING_ROLES = ("clerk",)
@@ -118,12 +123,8 @@ def record(conn: sqlite3.Connection, node, case_id: str, payload: dict, photos: 
     Call outside a transaction (photos are stored first; an orphan file is harmless).
     :returns: the event.
     """
-    from shared.core.clock import iso
-    from shared.core.storage import write_transaction
-    from shared.rules.deadlines import cn_day
-    from sync import blobs, downlink, outbox
 
-    if node.tier != "township":
+    if not node.kind.records_site_visits:
         raise Forbidden("现场核查由乡镇便民服务站登记")
     row = casework.get_row(conn, case_id)
     if not in_area(row, items.get(row["item_code"]), node.node_id):
@@ -171,7 +172,6 @@ def visits_of(conn: sqlite3.Connection, case_id: str) -> list[dict]:
 
 def recent(conn: sqlite3.Connection, limit: int = 100) -> list[dict]:
     """The latest site visits held at this node, newest first, with their case."""
-    import json
 
     rows = conn.execute(
         "SELECT e.case_id, e.at, e.node, e.actor, e.detail, c.receipt_no, c.item_name, c.origin FROM case_events e"

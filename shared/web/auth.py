@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, flash, g, redirect, render_template, r
 
 from shared.core.errors import Forbidden, Unauthorized
 from shared.services import accounts
-from shared.web import csrf, current_node
+from shared.web.context import csrf, current_node
 from shared.web.db import get_db
 
 bp = Blueprint("auth", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")

@@ -23,8 +23,8 @@ from shared.core.canonical import CanonicalError
 from shared.core.clock import CN_TZ
 from shared.core.crypto import SignatureError
 from shared.core.errors import LiandongError
-from shared.web import current_node
 from shared.web.auth import roles_required
+from shared.web.context import current_node
 from shared.web.db import get_db
 from sync import bundle
 
@@ -74,8 +74,10 @@ def _uploaded(field: str) -> Path | None:
     return path
 
 
-def _require_tier(tier: str) -> None:
-    if current_node().tier != tier:
+def _require_custody(keeps_custody: bool) -> None:
+    """Export and answer import are a village's (sends through a township); bundle import and
+    answers are the township's (keeps custody for the villages below it)."""
+    if (current_node().relay is not None) != keeps_custody:
         abort(404)
 
 
@@ -86,7 +88,7 @@ def _require_tier(tier: str) -> None:
 @roles_required(*VILLAGE_ROLES)
 def export():
     """Village: download the signed bundle of every envelope not yet acknowledged, with its files."""
-    _require_tier("village")
+    _require_custody(False)
     node = current_node()
     path = _workdir() / f"export-{node.node_id}-{_stamp()}{SUFFIX}"
     result = bundle.export_outbox(get_db(), node, path)
@@ -103,7 +105,7 @@ def export():
 @roles_required(*VILLAGE_ROLES)
 def import_answer():
     """Village: apply the township's answer bundle (custody receipt, acks, decisions, metadata)."""
-    _require_tier("village")
+    _require_custody(False)
     path = _uploaded("bundle")
     if path is None:
         flash("请选择乡镇给出的回执包文件（.ldbundle）")
@@ -129,9 +131,9 @@ def import_answer():
 @bp.get("")
 def township_page():
     """Township: the upload form, and the recent answer bundles (a village's are on 同步状态)."""
-    if current_node().tier == "village":
+    if current_node().relay is None:  # a village's bundles are on its 同步状态 page
         return redirect(url_for("syncstatus.overview"))
-    _require_tier("township")
+    _require_custody(True)
     answers = sorted((p for p in _workdir().glob(f"answer-*{SUFFIX}") if _ANSWER_NAME.match(p.name)),
                      key=lambda p: p.name, reverse=True)[:20]
     return render_template("bundles/township.html", answers=[p.name for p in answers],
@@ -142,7 +144,7 @@ def township_page():
 @roles_required(*TOWNSHIP_ROLES)
 def township_import():
     """Township: take a village's bundle into custody; the answer bundle is offered for download."""
-    _require_tier("township")
+    _require_custody(True)
     path = _uploaded("bundle")
     if path is None:
         flash("请选择村便民服务室导出的U盘包文件（.ldbundle）")
@@ -173,7 +175,7 @@ def township_import():
 @roles_required(*TOWNSHIP_ROLES)
 def answer_file(name: str):
     """Township: download an answer bundle written by an import."""
-    _require_tier("township")
+    _require_custody(True)
     path = _workdir() / name
     if not _ANSWER_NAME.match(name) or not path.is_file():
         abort(404)

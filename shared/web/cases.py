@@ -25,8 +25,9 @@ from shared.core.clock import CN_TZ, parse_iso
 from shared.core.errors import Forbidden, LiandongError, RuleError, ValidationError
 from shared.core.storage import write_transaction
 from shared.rules import precheck, states
-from shared.services import accounts, casework, joint
-from shared.web import current_node
+from shared.rules.deadlines import case_clock
+from shared.services import accounts, case_view, casework, joint
+from shared.web.context import current_node
 from shared.web.db import get_db
 
 bp = Blueprint("cases", __name__)
@@ -71,7 +72,7 @@ def _preview_type(data: bytes) -> str | None:
 def _case_json(case_id: str) -> dict:
     node = current_node()
     conn = get_db()
-    result = casework.to_json(conn, case_id, node.calendar, node.clock.today_cn())
+    result = case_view.to_json(conn, case_id, node.calendar, node.clock.today_cn())
     with write_transaction(conn):
         accounts.audit(conn, g.account["username"], "case.read", case_id, None, node.now())
     return result
@@ -79,9 +80,9 @@ def _case_json(case_id: str) -> dict:
 
 def _may_decide(row) -> bool:
     node = current_node()
-    if node.tier == "village" or g.account is None:
+    if not node.kind.decides or g.account is None:
         return False
-    deciding_here = (row["route_level"] == "city") == (node.tier == "hub")
+    deciding_here = row["route_level"] == node.kind.deciding_scope(node)[0]
     return deciding_here and g.account["role"] in accounts.DECIDING_ROLES and g.account["office"] == row["route_office"]
 
 
@@ -145,7 +146,7 @@ def detail(case_id: str):
     return render_template("cases/detail.html", case=case, actions=actions, labels=states.ACTION_LABELS,
                            kinds=ACTION_KIND, item=item, fields=fields, preview=preview, extended=extended,
                            suspend_reasons=states.SUSPEND_REASONS, supervision=SUPERVISION_LABELS,
-                           may_decide=bool(actions), seven_steps=casework.seven_steps(case),
+                           may_decide=bool(actions), seven_steps=case_view.seven_steps(case),
                            may_deliver=(row["status"] in states.DECIDED_STATES and row["origin"] == node.node_id
                                         and g.account["role"] in ("agent", "clerk")),
                            notice=precheck.latest_notice(case["history"]),
@@ -275,7 +276,6 @@ def page_number() -> int:
 @bp.get("/queue")
 def queue():
     """The office's open cases, nearest deadline first (one query for the cases, one for their events)."""
-    from shared.rules.deadlines import case_clock
 
     office = g.account["office"]
     node = current_node()

@@ -10,7 +10,7 @@ from shared.core.crypto import SignatureError
 from shared.core.errors import Forbidden
 from shared.core.storage import write_transaction
 from shared.services import accounts, casework, documents
-from shared.web import current_node
+from shared.web.context import current_node
 from shared.web.db import get_db
 from sync import envelope
 

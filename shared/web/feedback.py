@@ -7,7 +7,7 @@ from flask import Blueprint, flash, g, jsonify, redirect, render_template, reque
 from shared.core.errors import Forbidden, LiandongError, ValidationError
 from shared.core.storage import write_transaction
 from shared.services import accounts, casework, feedback
-from shared.web import current_node
+from shared.web.context import current_node
 from shared.web.db import get_db
 
 bp = Blueprint("feedback", __name__)
@@ -34,7 +34,7 @@ def _may_rate(row) -> bool:
 
 def _visible_complaint(complaint_id: str) -> dict:
     complaint = feedback.get_complaint(get_db(), current_node(), complaint_id)
-    if not feedback.may_see_complaint(g.account, complaint, current_node().tier):
+    if not feedback.may_see_complaint(g.account, complaint, current_node().kind.supervises):
         raise Forbidden("无权查看该投诉")
     _audit("complaint.read", complaint_id)  # the complainant's name and phone are personal data
     return complaint
@@ -42,7 +42,7 @@ def _visible_complaint(complaint_id: str) -> dict:
 
 def _hub_office_filter() -> str | None:
     """At the hub, supervisors and admins see everything; office accounts their office."""
-    if current_node().tier != "hub" or g.account["role"] in ("supervisor", "admin"):
+    if not current_node().kind.supervises or g.account["role"] in ("supervisor", "admin"):
         return None
     return g.account["office"] or ""
 
@@ -159,7 +159,7 @@ def overview():
     conn = get_db()
     node = current_node()
     office = _hub_office_filter()
-    followups = feedback.followups(conn, node, office, open_only=False) if node.tier == "hub" else []
+    followups = feedback.followups(conn, node, office, open_only=False) if node.kind.supervises else []
     complaints = feedback.complaints(conn, node, office)
     ratings = conn.execute(
         "SELECT r.case_id, r.level, r.comment, r.rated_at, r.office, c.receipt_no, c.item_name FROM case_ratings r"
@@ -193,7 +193,7 @@ def new_complaint():
                 raise
             error = exc
         else:
-            flash("投诉已登记" + ("" if current_node().tier == "hub" else "，将报送市（县）政务服务中心监察员处理"))
+            flash("投诉已登记" + ("" if current_node().kind.supervises else "，将报送市（县）政务服务中心监察员处理"))
             return redirect(url_for("feedback.complaint_page", complaint_id=complaint["complaint_id"]))
     return render_template("feedback/complaint_new.html", values=values, error=error), 400 if error else 200
 
@@ -202,7 +202,7 @@ def new_complaint():
 def complaint_page(complaint_id: str):
     """One complaint; at the hub the supervisor answers it here."""
     complaint = _visible_complaint(complaint_id)
-    may_answer = (current_node().tier == "hub" and g.account["role"] == "supervisor"
+    may_answer = (current_node().kind.supervises and g.account["role"] == "supervisor"
                   and complaint["status"] != "answered")
     return render_template("feedback/complaint.html", c=complaint, may_answer=may_answer)
 

@@ -2,8 +2,8 @@
 
 from flask import Blueprint, jsonify
 
-from shared.web import VERSION, current_node
 from shared.web.auth import public
+from shared.web.context import VERSION, current_node
 
 bp = Blueprint("health", __name__)
 

@@ -30,7 +30,8 @@ from shared.rules import states
 from shared.rules.catalog import accepts_at, public_view, required_materials, search, validate_form
 from shared.rules.idcard import mask_id_number, validate_id_number, validate_phone
 from shared.services import drafts, intake, scanner
-from shared.web import current_node
+from shared.web.cases import page_number
+from shared.web.context import current_node
 from shared.web.db import get_db
 from sync.trust import is_expired, metadata_content
 
@@ -76,7 +77,7 @@ def banners() -> list[tuple[str, str]]:
     conn = get_db()
     now = node.now()
     shown = []
-    parent = "乡镇便民服务站" if node.tier == "village" else "市（县）政务服务中心"
+    parent = node.kind.parent_label
     last = _meta(conn, "last_parent_contact")
     limit = float(current_app.config.get("OFFLINE_BANNER_SECONDS", OFFLINE_AFTER_SECONDS))
     if last is None:
@@ -311,7 +312,7 @@ class _State:
     def payload(self) -> dict:
         payload = {"item_code": self.item["code"], "applicant": self.applicant, "form": self.form,
                    "situation": self.answers}
-        if current_node().tier == "village":
+        if current_node().kind.files_on_behalf:
             # 为民代办: the agent files on the villager's behalf, under a signed 委托.
             payload["entrustment"] = {"consent": self.entrusted}
         return payload
@@ -407,7 +408,6 @@ LIST_PAGE = 100
 
 def _own_cases(where: str = "", params: tuple = ()) -> dict:
     """One page of the cases taken here (newest first), with the total and the page numbers."""
-    from shared.web.cases import page_number
 
     query = request.args.get("q", "").strip()
     sql = " FROM cases WHERE origin = ?" + where

@@ -12,7 +12,7 @@ from flask import Blueprint, flash, g, jsonify, redirect, render_template, reque
 from shared.core.errors import LiandongError, ValidationError
 from shared.core.storage import write_transaction
 from shared.services import casework, joint
-from shared.web import current_node
+from shared.web.context import current_node
 from shared.web.db import get_db
 
 bp = Blueprint("joint", __name__)

@@ -15,7 +15,7 @@ from shared.core.errors import Forbidden, LiandongError, ValidationError
 from shared.core.storage import write_transaction
 from shared.rules import states
 from shared.services import accounts, casework, site_visits
-from shared.web import current_node
+from shared.web.context import current_node
 from shared.web.db import get_db
 
 bp = Blueprint("site_visits", __name__)
@@ -26,7 +26,7 @@ def _items() -> dict:
 
 
 def _require_recorder() -> None:
-    if current_node().tier != "township" or g.account["role"] not in site_visits.RECORDING_ROLES:
+    if not current_node().kind.records_site_visits or g.account["role"] not in site_visits.RECORDING_ROLES:
         raise Forbidden("现场核查由乡镇便民服务站站员登记")
 
 
@@ -76,7 +76,7 @@ def overview():
     node = current_node()
     conn = get_db()
     items = _items()
-    rows = site_visits.candidates(conn, node.node_id, items) if node.tier == "township" else []
+    rows = site_visits.candidates(conn, node.node_id, items) if node.kind.records_site_visits else []
     visited = {r["case_id"] for r in conn.execute("SELECT DISTINCT case_id FROM case_events WHERE action = 'site_visit'")}
     return render_template("site_visits/overview.html", rows=rows, visited=visited, label=states.status_label,
                            recent=site_visits.recent(conn))
@@ -89,7 +89,7 @@ def case_page(case_id: str):
     node = current_node()
     row = casework.get_row(conn, case_id)
     item = _items().get(row["item_code"])
-    may_record = (node.tier == "township" and g.account["role"] in site_visits.RECORDING_ROLES
+    may_record = (node.kind.records_site_visits and g.account["role"] in site_visits.RECORDING_ROLES
                   and site_visits.in_area(row, item, node.node_id)
                   and row["status"] in states.TRANSITIONS["site_visit"][0])
     error, values = None, {}

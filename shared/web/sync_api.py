@@ -13,8 +13,8 @@ from shared.core import canonical
 from shared.core.crypto import SignatureError
 from shared.core.errors import LiandongError, ValidationError
 from shared.core.storage import ensure_disk_space, write_transaction
-from shared.web import current_node
 from shared.web.auth import node_signed
+from shared.web.context import current_node
 from shared.web.db import get_db
 from sync.blobs import SHA256_RE, BlobError
 from sync.nodeauth import check_request, record_nonce

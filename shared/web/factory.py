@@ -1,0 +1,53 @@
+"""What every node's Flask app shares: the factory skeleton, database owner, auth, errors.
+
+Each node package keeps its own ``create_app(test_config=None)``; they all call
+:func:`create_node_app` so that configuration is loaded the same way everywhere: defaults from
+:mod:`shared.core.settings`, then the data folder's ``config.py``, then ``LIANDONG_*`` variables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flask import Flask
+
+from shared.core.settings import DEFAULTS
+from shared.web import auth, errors, health
+from shared.web.context import VERSION, csrf
+from sync.node import Node
+from sync.tier import Tier
+
+
+def create_node_app(import_name: str, tier: Tier, test_config: dict | None, database) -> Flask:
+    """Build a node app of ``tier`` (the tier package's :class:`sync.tier.Tier`) with its
+    ``database`` owner; blueprints are added by the caller.
+
+    The data folder (Flask's instance folder) comes from ``test_config["DATA_DIR"]`` or the
+    ``LIANDONG_DATA_DIR`` environment variable.
+    """
+    data_dir = (test_config or {}).get("DATA_DIR") or os.environ.get("LIANDONG_DATA_DIR")
+    if not data_dir:
+        raise RuntimeError("set LIANDONG_DATA_DIR to the node's data folder (see `liandong node init`)")
+    data_dir = str(Path(data_dir).resolve())
+    app = Flask(import_name, instance_path=data_dir, instance_relative_config=True)
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_pyfile("config.py", silent=True)
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    app.config.from_prefixed_env("LIANDONG")
+    if app.config["TIER"] != tier.name:
+        raise RuntimeError(f"{data_dir} holds a {app.config['TIER']} node, not a {tier.name}")
+    # CSRF is checked in auth.require_account: forms with a session need it, bearer/node-signed calls do not.
+    app.config.update(WTF_CSRF_TIME_LIMIT=None, WTF_CSRF_CHECK_DEFAULT=False,
+                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    app.extensions["liandong_node"] = Node(app.config, data_dir, tier)
+    database.init_app(app)
+    csrf.init_app(app)
+
+    errors.init_app(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(health.bp)
+    app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier.name, node_kind=tier,
+                                 version=VERSION, has_page=lambda endpoint: endpoint in app.view_functions)
+    return app
