@@ -5,7 +5,7 @@ appended (never edited or reordered once released), and a tier applies every one
 when it does not use a table, so all nodes share one numbering.
 """
 
-from shared import case_facts, drafts, feedback, joint, oversight, perf_indexes, projects
+from shared import accounts, case_facts, drafts, feedback, joint, oversight, perf_indexes, projects
 from shared.schema import DOCUMENTS, SUPERVISION
 from sync.schema import APPLY_QUEUE
 
@@ -25,4 +25,5 @@ def node_migrations(first: str) -> list[str]:
         case_facts.SCHEMA,  # 10: per-case facts for statistics
         perf_indexes.DROP_REDUNDANT,  # 11: single-column indexes the composite ones cover
         APPLY_QUEUE,  # 12: the hub's accepted envelopes waiting to be applied
+        accounts.SESSION_SCHEMA,  # 13: session epochs (server-side logout) and login throttling
     ]
