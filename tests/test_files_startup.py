@@ -73,9 +73,17 @@ def test_a_new_database_is_0600_even_under_a_permissive_umask(tmp_path):
         for name in ("fresh.sqlite3", "fresh.sqlite3-wal", "fresh.sqlite3-shm"):
             assert mode(tmp_path / name) == 0o600, name
         conn.close()
-        (tmp_path / "loose.sqlite3").touch(mode=0o644)  # an existing file from before the fix
+        # A database from before the fix, its -wal and -shm held open by another process.
+        import sqlite3
+
+        older = sqlite3.connect(tmp_path / "loose.sqlite3")
+        older.execute("PRAGMA journal_mode=WAL")
+        older.execute("CREATE TABLE t (x)")
+        assert mode(tmp_path / "loose.sqlite3-wal") == 0o644
         storage.connect(tmp_path / "loose.sqlite3").close()
-        assert mode(tmp_path / "loose.sqlite3") == 0o600
+        for name in ("loose.sqlite3", "loose.sqlite3-wal", "loose.sqlite3-shm"):
+            assert mode(tmp_path / name) == 0o600, name
+        older.close()
 
 
 def test_blob_files_and_folders_are_private_even_under_a_permissive_umask(tmp_path):
