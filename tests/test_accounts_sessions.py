@@ -17,6 +17,7 @@ from network import PASSWORD
 from provisioning import nodes
 from provisioning.cli import main as cli
 from shared import accounts
+from shared.clock import Clock
 from shared.settings import DEFAULTS
 from shared.web.auth import safe_next
 
@@ -72,13 +73,21 @@ def test_a_wrong_password_is_refused_and_the_right_one_accepted(hub):
     assert logged_in(client)
 
 
-def test_passwords_are_stored_with_scrypt():
-    conn = __import__("sqlite3").connect(":memory:")
-    conn.row_factory = __import__("sqlite3").Row
-    conn.execute("CREATE TABLE accounts (username TEXT PRIMARY KEY, display_name, role, office, password_hash,"
-                 " token_hash, active INTEGER DEFAULT 1, created_at, session_epoch INTEGER NOT NULL DEFAULT 0)")
-    from shared.clock import Clock
+def accounts_table():
+    """An in-memory database with the node schema's ``accounts`` table (for the password functions alone)."""
+    import sqlite3
 
+    from shared.schema import COMMON
+
+    conn = sqlite3.connect(":memory:")
+    conn.row_factory = sqlite3.Row
+    conn.execute(re.search(r"CREATE TABLE accounts \(.*?\);", COMMON, re.S).group(0))
+    conn.execute(accounts.SESSION_SCHEMA.split(";")[0])  # session_epoch
+    return conn
+
+
+def test_passwords_are_stored_with_scrypt():
+    conn = accounts_table()
     accounts.create_account(conn, "hash_user", "long-enough-1", "agent", "x", None, Clock().now())
     stored = conn.execute("SELECT password_hash FROM accounts").fetchone()[0]
     assert stored.startswith("scrypt:32768:8:1$")
@@ -143,20 +152,18 @@ def test_many_failures_from_one_address_lock_that_address_for_every_account(hub)
     refused = login(client_of(hub, address), "addr_window")
     assert "已暂时锁定" in refused.get_data(as_text=True)
     assert login(client_of(hub), "addr_window").status_code == 302  # another address is not affected
+    hub.account("addr_admin", "admin")
+    admin = client_of(hub)
+    assert login(admin, "addr_admin").status_code == 302
+    page = admin.get("/admin/accounts").get_data(as_text=True)
+    assert "已锁定的登录地址" in page and f'name="address" value="{address}"' in page
     result = CliRunner().invoke(cli, ["account", "unlock", "--data", str(hub.data_dir), "--address", address])
     assert result.exit_code == 0, result.output
     assert login(client_of(hub, address), "addr_window").status_code == 302
 
 
 def test_an_unknown_user_takes_as_long_as_a_wrong_password():
-    import sqlite3
-
-    conn = sqlite3.connect(":memory:")
-    conn.row_factory = sqlite3.Row
-    conn.execute("CREATE TABLE accounts (username TEXT PRIMARY KEY, display_name, role, office, password_hash,"
-                 " token_hash, active INTEGER DEFAULT 1, created_at, session_epoch INTEGER NOT NULL DEFAULT 0)")
-    from shared.clock import Clock
-
+    conn = accounts_table()
     accounts.create_account(conn, "known_user", "long-enough-1", "agent", "x", None, Clock().now())
     accounts.authenticate(conn, "nobody", "warm-up")  # the dummy hash is made once
 
