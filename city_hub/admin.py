@@ -127,6 +127,7 @@ def accounts_page():
         except LiandongError as exc:
             error = exc
     return render_template("admin/accounts.html", rows=hub_admin.list_accounts(conn), error=error, token=token,
+                           locks=accounts.locked_subjects(conn, node.now()),
                            form=form if error else {}, roles={r: accounts.ROLES[r] for r in accounts.ROLES_BY_TIER["hub"]},
                            offices=hub_admin.hub_offices(node.node_id))
 
@@ -143,6 +144,18 @@ def account_deactivate(username: str):
 def account_activate(username: str):
     """Activate an account again."""
     return _account_status(username, "activate")
+
+
+@bp.post("/admin/login-locks/unlock")
+@roles_required("admin")
+def login_unlock():
+    """Lift a login lock (of an account or a client address) before it runs out; audited."""
+    conn = get_db()
+    username, address = request.form.get("username") or None, request.form.get("address") or None
+    with write_transaction(conn):
+        lifted = accounts.unlock(conn, username, address, g.account["username"], current_node().now())
+    flash(f"已解除{'账号 ' + username if username else '地址 ' + str(address)}的登录锁定" if lifted else "没有需要解除的锁定")
+    return redirect(url_for("admin.accounts_page"))
 
 
 def _account_status(username: str, op: str):

@@ -138,6 +138,8 @@ def set_account_active(conn: sqlite3.Connection, node, username: str, active: bo
     cur = conn.execute("UPDATE accounts SET active = ? WHERE username = ?", (1 if active else 0, username))
     if cur.rowcount == 0:
         raise ValidationError("username", f"账号「{username}」不存在")
+    if not active:
+        accounts.end_sessions(conn, username)
     audit(conn, actor, "account.activated" if active else "account.deactivated", username, None, node.now())
 
 

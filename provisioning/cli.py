@@ -28,6 +28,9 @@ DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_ok
 @click.version_option("0.1.0", prog_name="liandong")
 def main() -> None:
     """Liandong 联动: county hub, township stations and village rooms with signed sync."""
+    import os
+
+    os.umask(0o077)  # data folders, databases, blobs and keys are the service account's alone
 
 
 def _fail(exc: Exception) -> None:
@@ -233,6 +236,21 @@ def account_create(data_dir: Path, username: str, password: str, role: str, disp
     except Exception as exc:
         _fail(exc)
     click.echo(token)
+
+
+@account.command("unlock")
+@DATA
+@click.option("--username", default=None, help="The account whose login lock to lift.")
+@click.option("--address", default=None, help="The client address whose login lock to lift.")
+def account_unlock(data_dir: Path, username: str | None, address: str | None) -> None:
+    """Lift the lock that repeated failed logins put on an account or a client address."""
+    from shared.services import accounts
+
+    if not username and not address:
+        raise click.UsageError("give --username or --address")
+    with nodes.opened(data_dir) as (node_rt, conn), storage.write_transaction(conn):
+        lifted = accounts.unlock(conn, username, address, "cli", node_rt.now())
+    click.echo(f"{lifted} lock(s) lifted")
 
 
 @main.command()

@@ -88,7 +88,7 @@ def init_hub(data_dir: Path, hub_id: str, name: str, public_url: str | None = No
     data_dir = Path(data_dir)
     if (data_dir / "config.py").exists():
         raise ProvisioningError(f"{data_dir} already holds a node")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    storage.private_dir(data_dir)  # 0700: keys, database, ID scans
     now = (clock or Clock()).now()
     anchor = create_hub_keys(data_dir, hub_id, now)
     write_config(data_dir, {"NODE_ID": hub_id, "TIER": "hub", "NODE_NAME": name, "HUB_ID": hub_id,
@@ -146,7 +146,7 @@ def enrol_node(data_dir: Path, token: str, parent_url: str, name: str, public_ur
         opened = open_metadata(document, envelope.peek(document)["role"], trust)
         if is_expired(opened.body["expires"], now):
             raise ProvisioningError(f"the hub sent expired {opened.body['role']} metadata: check the hub's clock")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    storage.private_dir(data_dir)  # 0700: keys, database, ID scans
     key.save(data_dir / NODE_KEY_FILE)
     info = answer["node"]
     write_config(data_dir, {

@@ -3,10 +3,14 @@
 A blob lives at ``<data>/blobs/<first two hex>/<sha256>``. While it is arriving its bytes
 accumulate in ``<data>/blobs/partial/<sha256>``; a sender asks how much arrived and sends only
 the rest (``docs/sync-protocol.md`` §6). A blob counts only once its hash is verified.
+
+Blobs are ID-card scans: files are created 0600 and folders 0700 whatever the umask. A write
+that fails (a full disk: :class:`shared.core.storage.DiskFullError`) leaves no partial file behind.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -15,6 +19,10 @@ from pathlib import Path
 
 from shared.core.clock import iso
 from shared.core.crypto import fsync_dir
+from shared.core.storage import DiskFullError, private_dir
+
+# O_BINARY: on Windows a descriptor opened without it would turn every LF byte into CRLF.
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK_BYTES = 256 * 1024
@@ -29,7 +37,8 @@ class BlobStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        (self.root / "partial").mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        private_dir(self.root / "partial")
 
     def path(self, sha256: str) -> Path:
         """Where a complete blob lives."""
@@ -77,10 +86,14 @@ class BlobStore:
             raise BlobError(f"expected offset {have}, got {offset}")
         if have + len(data) > size:
             raise BlobError("chunk runs past the declared size")
-        with open(partial, "ab") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fd = os.open(partial, _WRITE_FLAGS | os.O_APPEND, 0o600)
+        try:
+            _write_all(fd, data)
+        except OSError as exc:
+            os.close(fd)
+            _undo(partial, have)  # back to where the sender will resume
+            raise _disk_full(exc) from exc
+        os.close(fd)
         if have + len(data) < size:
             return False
         digest = hashlib.sha256()
@@ -91,21 +104,51 @@ class BlobStore:
             partial.unlink()
             raise BlobError("blob bytes do not match their sha256")
         target = self.path(sha256)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         os.replace(partial, target)
         fsync_dir(target.parent)
         return True
 
     def _commit_file(self, sha256: str, data: bytes) -> None:
         target = self.path(sha256)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fd = os.open(tmp, _WRITE_FLAGS | os.O_TRUNC, 0o600)
+        try:
+            _write_all(fd, data)
+        except OSError as exc:
+            os.close(fd)
+            _undo(tmp, 0)
+            raise _disk_full(exc) from exc
+        os.close(fd)
         os.replace(tmp, target)
         fsync_dir(target.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte to ``fd`` (owner-only, whatever the umask) and fsync it."""
+    if os.name == "posix":
+        os.fchmod(fd, 0o600)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
+def _undo(path: Path, keep: int) -> None:
+    """After a failed write: cut ``path`` back to its first ``keep`` bytes, or remove it."""
+    try:
+        if keep:
+            os.truncate(path, keep)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass  # the disk is failing; the partial is re-checked by size and hash before it counts
+
+
+def _disk_full(exc: OSError) -> Exception:
+    """A full disk becomes the node's 507 ``disk_full``; any other error stays itself."""
+    return DiskFullError(f"no space left for a blob: {exc}") if exc.errno == errno.ENOSPC else exc
 
 
 def register(conn: sqlite3.Connection, sha256: str, size: int, now) -> None:

@@ -85,7 +85,7 @@ def app_routes(tmp_path) -> dict[str, set[str]]:
     for factory, tier, node_id in ((hub_app, "hub", "130926"), (township_app, "township", "130926100"),
                                    (village_app, "village", "130926100201")):
         app = factory({"DATA_DIR": str(tmp_path / tier), "TIER": tier, "NODE_ID": node_id, "HUB_ID": "130926",
-                       "SECRET_KEY": "docs-test", "SCHEDULER_ENABLED": False})
+                       "SECRET_KEY": "docs-test-" + "0" * 32, "SCHEDULER_ENABLED": False})
         for rule in app.url_map.iter_rules():
             if rule.rule.startswith(API_PREFIXES):
                 path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)

@@ -24,7 +24,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NODE_ID", None, "This node's 区划代码: 6 digits (hub), 9 (township) or 12 (village)."),
     Setting("TIER", None, "hub, township or village."),
     Setting("NODE_NAME", "", "The node's Chinese name, shown in page headers and documents."),
-    Setting("SECRET_KEY", None, "Flask session/CSRF secret, generated at init; never committed."),
+    Setting("SECRET_KEY", None, "Flask session/CSRF secret, generated at init; never committed. A node refuses to "
+            "start without one (or with a short or well-known one)."),
+    Setting("SESSION_COOKIE_SECURE", False, "Send the login cookie only over HTTPS: set True where the node is served "
+            "through TLS (the hub behind nginx with a certificate)."),
+    Setting("PROXY_HOPS", 0, "Reverse proxies in front of the node (1 for the hub behind nginx): the client address "
+            "for login throttling and the audit is then taken from X-Forwarded-For."),
+    Setting("LOGIN_MAX_FAILURES", 5, "Failed logins for one account within the window that lock it."),
+    Setting("LOGIN_MAX_FAILURES_PER_ADDRESS", 20, "Failed logins from one client address within the window that lock "
+            "that address."),
+    Setting("LOGIN_FAILURE_WINDOW_SECONDS", 900, "The window in which failed logins are counted."),
+    Setting("LOGIN_LOCK_SECONDS", 900, "How long a lock lasts; an admin lifts it earlier on the accounts page or with "
+            "`liandong account unlock`."),
     Setting("DATABASE", "node.sqlite3", "SQLite file name, relative to the data folder."),
     Setting("PARENT_URL", None, "Base URL of the parent node (the township for a village, the hub for a township)."),
     Setting("PARENT_ID", None, "区划代码 of the parent node."),

@@ -9,6 +9,7 @@ per-file lock: one writer per SQLite file, readers never wait (WAL).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import threading
@@ -24,16 +25,52 @@ class DiskFullError(Exception):
     """The node's disk is (nearly) full; new work is refused before SQLite would fail."""
 
 
+def private_file(path: str | Path) -> None:
+    """Make a file readable by the owner only (0600), creating it empty if missing.
+
+    POSIX only: on Windows the data folder's NTFS ACL protects it (docs/operations.md).
+    """
+    if os.name != "posix":
+        return
+    path = Path(path)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    try:
+        os.chmod(path, 0o600)
+    except PermissionError:
+        pass  # another account's file (e.g. read by an operator's tool): not ours to change
+
+
+def private_dir(path: str | Path) -> None:
+    """Create a folder (and its parents) and make it owner-only (0700) on POSIX."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if os.name == "posix":
+        try:
+            os.chmod(path, 0o700)
+        except PermissionError:
+            pass
+
+
 def connect(path: str | Path, synchronous: str = "FULL") -> sqlite3.Connection:
     """Open ``path`` with the project's PRAGMAs (WAL, FULL sync, busy timeout, foreign keys).
 
     The connection is in autocommit mode (``isolation_level=None``): transactions are explicit.
+    The file and its ``-wal``/``-shm`` companions are 0600 (full 身份证号, password hashes):
+    SQLite gives the companions the main file's mode, so that one is created 0600 first.
     """
+    on_disk = str(path) != ":memory:" and not str(path).startswith("file:")
+    if on_disk:
+        private_file(path)
     conn = sqlite3.connect(
         str(path), isolation_level=None, check_same_thread=False, timeout=30.0
     )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
+    if on_disk:
+        for suffix in ("-wal", "-shm"):
+            if Path(f"{path}{suffix}").exists():
+                private_file(f"{path}{suffix}")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -63,7 +100,8 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite already rolled back after SQLITE_FULL, IOERR, NOMEM…
+                conn.execute("ROLLBACK")
             raise
         else:
             conn.execute("COMMIT")
@@ -114,6 +152,7 @@ def ensure_disk_space(path: str | Path, reserve_bytes: int) -> None:
 
 def backup(conn: sqlite3.Connection, destination: str | Path) -> None:
     """Copy a live database with SQLite's online backup API (consistent while in use)."""
+    private_file(destination)
     target = sqlite3.connect(str(destination))
     try:
         conn.backup(target)

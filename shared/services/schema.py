@@ -295,3 +295,15 @@ DROP_REDUNDANT_INDEXES = """
 DROP INDEX IF EXISTS cases_origin;
 DROP INDEX IF EXISTS cases_office_status;
 """
+
+# session epochs (server-side logout) and login throttling
+SESSIONS = """
+ALTER TABLE accounts ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0;
+-- Recent failed logins per subject: 'account:<username>' or 'address:<client address>'.
+CREATE TABLE login_failures (
+    subject TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    first_at TEXT NOT NULL,
+    locked_until TEXT
+);
+"""

@@ -9,10 +9,15 @@ or ``Authorization: Bearer <token>``; :func:`roles_required` narrows it to roles
 from __future__ import annotations
 
 import functools
+import math
+import secrets
+import unicodedata
+from urllib.parse import unquote
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 
 from shared.core.errors import Forbidden, Unauthorized
+from shared.core.storage import write_transaction
 from shared.services import accounts
 from shared.web.context import csrf, current_node
 from shared.web.db import get_db
@@ -53,7 +58,12 @@ def _load_account():
     if header.startswith("Bearer "):
         return accounts.by_token(get_db(), header[7:].strip())
     username = session.get("username")
-    return accounts.by_username(get_db(), username) if username else None
+    if not username:
+        return None
+    account = accounts.by_session(get_db(), username, session.get("epoch"))
+    if account is None:
+        session.clear()  # ended on the server (logout elsewhere, password reset, deactivated)
+    return account
 
 
 @bp.before_app_request
@@ -76,26 +86,69 @@ def require_account():
     return None
 
 
+def _unsafe_char(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char)[0] in "CZ"
+
+
+def safe_next(target: str | None) -> str:
+    """``target`` if it is a path on this site, else ``/``.
+
+    Browsers drop tabs and newlines and read ``\\`` as ``/``, so ``/%09/evil.example/`` would
+    leave the site: the path must start with exactly one ``/``, and neither the raw value nor
+    its percent-decoded path may hold a control character, whitespace or a backslash.
+    """
+    if not target or any(_unsafe_char(c) for c in target):
+        return "/"
+    path = unquote(target.split("?", 1)[0])
+    if not path.startswith("/") or path.startswith("//") or "\\" in path or any(_unsafe_char(c) for c in path):
+        return "/"
+    return target
+
+
+def _locked_message(until, now) -> str:
+    minutes = max(1, math.ceil((until - now).total_seconds() / 60))
+    return f"登录失败次数过多，已暂时锁定，请在 {minutes} 分钟后再试，或请管理员解锁"
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @public
 def login():
-    """The login page of this node."""
+    """The login page of this node: throttled per account and address, every failure audited."""
     if request.method == "POST":
-        account = accounts.authenticate(get_db(), request.form.get("username", ""), request.form.get("password", ""))
-        if account is None:
+        conn, node = get_db(), current_node()
+        username, password = request.form.get("username", ""), request.form.get("password", "")
+        address, now = request.remote_addr, node.now()
+        locked = accounts.login_lock(conn, username, address, now)
+        # The password is checked only outside the lock: a locked account refuses the right one too.
+        account = None if locked else accounts.authenticate(conn, username, password)
+        with write_transaction(conn):
+            if locked:
+                accounts.audit(conn, "anonymous", "login.refused", username[:64], f"address {address} locked", now)
+            elif account is None:
+                locked = accounts.record_login_failure(conn, username, address, now,
+                                                       accounts.LoginPolicy.from_config(current_app.config))
+            else:
+                accounts.logged_in(conn, account, password, address, now)
+        if locked:
+            flash(_locked_message(locked, now))
+        elif account is None:
             flash("用户名或密码错误")
         else:
-            session.clear()
+            session.clear()  # a fresh session: nothing of the anonymous one carries over
             session["username"] = account["username"]
-            target = request.args.get("next") or "/"
-            if not target.startswith("/") or target.startswith("//"):
-                target = "/"
-            return redirect(target)
+            session["epoch"] = account["session_epoch"]
+            session["nonce"] = secrets.token_urlsafe(16)
+            return redirect(safe_next(request.args.get("next")))
     return render_template("auth/login.html", node=current_node())
 
 
 @bp.post("/logout")
 def logout():
-    """End the session."""
+    """End the session, here and on the server: a copy of the cookie no longer works."""
+    if session.get("username"):
+        conn = get_db()
+        with write_transaction(conn):
+            accounts.end_sessions(conn, g.account["username"])
+            accounts.audit(conn, g.account["username"], "logout", g.account["username"], None, current_node().now())
     session.clear()
     return redirect(url_for("auth.login"))

@@ -41,7 +41,7 @@ class DatabaseOwner:
 
     def init_app(self, app: Flask) -> None:
         """Migrate at start-up and register teardown and the ``init-db`` command."""
-        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+        storage.private_dir(app.instance_path)  # the data folder: 0700
         # One connection stays open for the app's life: closing the last connection to a WAL
         # database checkpoints and deletes the WAL, which per request would cost an fsync of the
         # main file on every call. Requests still get their own short-lived connections.

@@ -5,6 +5,9 @@ JSON shape everywhere: ``{"error": {"code": "...", "message": "<中文>", "field
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -53,8 +56,20 @@ def init_app(app: Flask) -> None:
         return error_response(400, "csrf", "页面已过期或来源不明，请刷新后重新提交")
 
     @app.errorhandler(DiskFullError)
-    def disk_full(exc: DiskFullError):
+    def disk_full(exc: Exception):
         return error_response(507, "disk_full", "磁盘空间不足，已暂停收件，请联系管理员清理磁盘")
+
+    @app.errorhandler(OSError)
+    def os_error(exc: OSError):
+        if exc.errno == errno.ENOSPC:  # a write that ran out of space where no reserve check came first
+            return disk_full(exc)
+        raise exc
+
+    @app.errorhandler(sqlite3.OperationalError)
+    def sqlite_error(exc: sqlite3.OperationalError):
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return disk_full(exc)
+        raise exc
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

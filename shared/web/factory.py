@@ -11,12 +11,34 @@ import os
 from pathlib import Path
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.core.settings import DEFAULTS
 from shared.web import auth, errors, health
 from shared.web.context import VERSION, csrf
 from sync.node import Node
 from sync.tier import Tier
+
+# Secrets seen in examples and tutorials: a node refuses them like a missing one.
+KNOWN_SECRETS = frozenset({"dev", "development", "secret", "secret-key", "secretkey", "changeme", "change-me",
+                           "test", "testing", "liandong", "please-change-me"})
+MIN_SECRET_LENGTH = 16
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "frame-ancestors 'none'",  # no page of a node may be framed (clickjacking)
+    "X-Frame-Options": "DENY",  # the same for old browsers
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # case ids in URLs stay on the node
+}
+
+
+def check_secret_key(secret, data_dir: str) -> None:
+    """Refuse to start without a real session secret (else every login would fail or be forgeable)."""
+    text = secret.decode("utf-8", "replace") if isinstance(secret, bytes) else secret
+    if not isinstance(text, str) or len(text) < MIN_SECRET_LENGTH or text.strip().lower() in KNOWN_SECRETS:
+        raise RuntimeError(
+            f"SECRET_KEY of the node in {data_dir} is missing, shorter than {MIN_SECRET_LENGTH} characters or a "
+            "well-known example: set SECRET_KEY in its config.py (written by `liandong hub init` / `node init`) to "
+            "the output of: python -c \"import secrets; print(secrets.token_hex(32))\"")
 
 
 def create_node_app(import_name: str, tier: Tier, test_config: dict | None, database) -> Flask:
@@ -30,6 +52,7 @@ def create_node_app(import_name: str, tier: Tier, test_config: dict | None, data
     if not data_dir:
         raise RuntimeError("set LIANDONG_DATA_DIR to the node's data folder (see `liandong node init`)")
     data_dir = str(Path(data_dir).resolve())
+    os.umask(0o077)  # everything the node creates (database, blobs, folders) is the service account's alone
     app = Flask(import_name, instance_path=data_dir, instance_relative_config=True)
     app.config.from_mapping(DEFAULTS)
     app.config.from_pyfile("config.py", silent=True)
@@ -38,9 +61,14 @@ def create_node_app(import_name: str, tier: Tier, test_config: dict | None, data
     app.config.from_prefixed_env("LIANDONG")
     if app.config["TIER"] != tier.name:
         raise RuntimeError(f"{data_dir} holds a {app.config['TIER']} node, not a {tier.name}")
+    check_secret_key(app.config.get("SECRET_KEY"), data_dir)
     # CSRF is checked in auth.require_account: forms with a session need it, bearer/node-signed calls do not.
     app.config.update(WTF_CSRF_TIME_LIMIT=None, WTF_CSRF_CHECK_DEFAULT=False,
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    if int(app.config["PROXY_HOPS"] or 0) > 0:
+        hops = int(app.config["PROXY_HOPS"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+    app.after_request(_security_headers)
     app.extensions["liandong_node"] = Node(app.config, data_dir, tier)
     database.init_app(app)
     csrf.init_app(app)
@@ -51,3 +79,9 @@ def create_node_app(import_name: str, tier: Tier, test_config: dict | None, data
     app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier.name, node_kind=tier,
                                  version=VERSION, has_page=lambda endpoint: endpoint in app.view_functions)
     return app
+
+
+def _security_headers(response):
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
