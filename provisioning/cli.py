@@ -266,7 +266,7 @@ from provisioning.catalog_cli import catalog  # noqa: E402
 
 main.add_command(catalog)
 
-from provisioning.sim import sim  # noqa: E402
+from provisioning.sim.cli import sim  # noqa: E402
 
 main.add_command(sim)
 
