@@ -9,11 +9,11 @@ from flask import Flask
 from city_hub import (
     admin,
     enrolment,
-    oversight_pages,  # 电子监察, 统计 (supervisor, admin)
     project_pages,  # 项目代办
     regulation_pages,  # 审管认领
 )
 from city_hub.db import database
+from city_hub.oversight import pages as oversight_pages  # 电子监察, 统计 (supervisor, admin)
 from city_hub.sync_service import HubSync
 from city_hub.tier import TIER
 from shared.web import cases, documents, feedback, joint, site_visits, sync_api

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from city_hub import case_facts, registry, regulation
+from city_hub import registry, regulation
 from city_hub.ingest import make_appliers, notify_origin
+from city_hub.oversight import facts as case_facts
 from shared.core.storage import write_transaction
 from shared.services import joint, supervision
 from sync import apply

@@ -17,6 +17,7 @@ from provisioning.demo import run_demo
 from provisioning.tiers import APP_FACTORIES
 from shared.core import storage
 from shared.core.crypto import SignatureError
+from shared.services import accounts
 from sync import bundle, rotation
 from township_node.relay_service import TownshipSync
 
@@ -28,7 +29,6 @@ DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_ok
 @click.version_option("0.1.0", prog_name="liandong")
 def main() -> None:
     """Liandong 联动: county hub, township stations and village rooms with signed sync."""
-    import os
 
     os.umask(0o077)  # data folders, databases, blobs and keys are the service account's alone
 
@@ -244,7 +244,6 @@ def account_create(data_dir: Path, username: str, password: str, role: str, disp
 @click.option("--address", default=None, help="The client address whose login lock to lift.")
 def account_unlock(data_dir: Path, username: str | None, address: str | None) -> None:
     """Lift the lock that repeated failed logins put on an account or a client address."""
-    from shared.services import accounts
 
     if not username and not address:
         raise click.UsageError("give --username or --address")
@@ -281,7 +280,7 @@ from provisioning.catalog_cli import catalog  # noqa: E402
 
 main.add_command(catalog)
 
-from provisioning.sim import sim  # noqa: E402
+from provisioning.sim.cli import sim  # noqa: E402
 
 main.add_command(sim)
 

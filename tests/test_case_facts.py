@@ -1,9 +1,9 @@
-"""Stored per-case facts (city_hub/case_facts.py): the SQL statistics equal the Python reference.
+"""Stored per-case facts (city_hub/oversight/facts.py): the SQL statistics equal the Python reference.
 
 A real hub gets a few hundred cases with a year of history (``benchmarks/bench_pages.fill``:
 接件, 受理, 审查, 准予/不予许可/不予受理, 补正, 送达), 黄牌/红牌 from the supervision job,
 ratings and 回访, and cases whose clock is stopped (暂停); every grouping and filter of
-:func:`city_hub.statistics.statistics` must give exactly what :func:`statistics_in_python` (the
+:func:`city_hub.oversight.statistics.statistics` must give exactly what :func:`statistics_in_python` (the
 per-request computation from every event) gives, also after new events, a calendar change
 and the scheduled pass.
 """
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from city_hub import case_facts
-from city_hub import statistics as oversight
+from city_hub.oversight import facts as case_facts
+from city_hub.oversight import statistics as oversight
+from city_hub.oversight.filters import GROUPS, Filters
 from shared.core.clock import iso
 from shared.core.storage import write_transaction
 from shared.rules import states
@@ -68,11 +69,11 @@ def hub(build_network):
     return hub
 
 
-FILTERS = [oversight.Filters(), oversight.Filters(level="village"), oversight.Filters(department="rs"),
-           oversight.Filters(office="130926100")]
+FILTERS = [Filters(), Filters(level="village"), Filters(department="rs"),
+           Filters(office="130926100")]
 
 
-def _both(hub, filters=oversight.Filters(), by="department"):
+def _both(hub, filters=Filters(), by="department"):
     today = hub.node.clock.today_cn()
     fast = oversight.statistics(hub.conn, hub.node_id, hub.node.calendar, today, filters, by)
     slow = oversight.statistics_in_python(hub.conn, hub.node_id, hub.node.calendar, today, filters, by)
@@ -80,7 +81,7 @@ def _both(hub, filters=oversight.Filters(), by="department"):
 
 
 def test_sql_statistics_equal_the_python_reference(hub):
-    for by in oversight.GROUPS:
+    for by in GROUPS:
         for filters in FILTERS:
             fast, slow = _both(hub, filters, by)
             assert fast == slow, (by, filters)

@@ -188,7 +188,7 @@ def test_supervisor_board_lists_the_yellow_card_and_the_refusal(stats_net):
 
 
 def test_board_flags_a_refusal_without_reason(stats_net):
-    from city_hub import statistics as oversight
+    from city_hub.oversight import board as oversight_board
     from shared.core.storage import write_transaction
 
     hub = stats_net.hub
@@ -199,7 +199,7 @@ def test_board_flags_a_refusal_without_reason(stats_net):
             " VALUES ('noreason-test', ?, '2026-03-05T02:00:00.000Z', '130926', 'legacy', 'deny', 'IN_REVIEW',"
             " 'DENIED', '')", (stats_net.cases["D"],))
     try:
-        board = oversight.board(hub.conn, "130926", hub.node.calendar, hub.node.clock.today_cn())
+        board = oversight_board.board(hub.conn, "130926", hub.node.calendar, hub.node.clock.today_cn())
         assert board["refusal_counts"] == {"reject": 1, "deny": 1, "no_reason": 1}
         assert [r["reason"] for r in board["refusals"] if r["kind"] == "deny"] == [""]
         page = session_for(hub, "sup").get(hub.url + "/admin/supervision", timeout=10).text

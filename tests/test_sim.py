@@ -14,7 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from provisioning.cli import main
-from provisioning.sim import SimConfig, failed, run_sim
+from provisioning.sim.county import SimConfig
+from provisioning.sim.loop import run_sim
+from provisioning.sim.report import failed
 
 
 def small(seed: int, **overrides) -> SimConfig:

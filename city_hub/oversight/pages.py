@@ -1,7 +1,7 @@
 """电子监察 board, statistics with filters, CSV export and ``GET /api/v1/stats`` (supervisor, admin).
 
-The figures come from :mod:`city_hub.statistics`; this module only reads the request, renders the
-page and draws the charts as inline SVG (no script, no external asset: it prints and works
+The figures come from :mod:`city_hub.oversight.statistics` and :mod:`city_hub.oversight.board`;
+this module only reads the request, renders the page and draws the charts as inline SVG (no script, no external asset: it prints and works
 offline).
 """
 
@@ -13,14 +13,17 @@ from html import escape
 from flask import Blueprint, Response, jsonify, render_template, request
 from markupsafe import Markup
 
-from city_hub import statistics as oversight
 from city_hub.db import get_db
+from city_hub.oversight import board as supervision_board
+from city_hub.oversight import statistics
+from city_hub.oversight.filters import GROUPS, RATE_KEYS, Filters, parse_filters, parse_group
 from shared.core.errors import NotFound, ValidationError
 from shared.rules.catalog import DEPARTMENTS, LEVEL_LABELS
+from shared.rules.workdays import fallback_warning
 from shared.web.auth import roles_required
 from shared.web.context import current_node
 
-bp = Blueprint("oversight", __name__, template_folder="templates")
+bp = Blueprint("oversight", __name__)  # templates in city_hub/templates/oversight/
 
 ROLES = ("supervisor", "admin")
 #: The page's compact table (the CSV has every column): (header, figure, numerator, denominator).
@@ -85,7 +88,7 @@ def _today():
 def board():
     """电子监察: open cases at 预警/黄牌/红牌 by department and office; refusals with their reasons."""
     node = current_node()
-    data = oversight.board(get_db(), node.hub_id, node.calendar, _today())
+    data = supervision_board.board(get_db(), node.hub_id, node.calendar, _today())
     by_department: dict[str, dict] = {}
     for group in data["groups"]:
         row = by_department.setdefault(group["department_label"], {"warning": 0, "yellow": 0, "red": 0})
@@ -96,16 +99,14 @@ def board():
 
 
 def _calendar_warning() -> str:
-    from shared.rules.workdays import fallback_warning
-
     return fallback_warning(sorted(current_node().calendar.used_fallback))
 
 
 def _stats():
     node = current_node()
-    filters = oversight.parse_filters(request.args)
-    by = oversight.parse_group(request.args.get("by"))
-    return oversight.statistics(get_db(), node.hub_id, node.calendar, _today(), filters, by), filters
+    filters = parse_filters(request.args)
+    by = parse_group(request.args.get("by"))
+    return statistics.statistics(get_db(), node.hub_id, node.calendar, _today(), filters, by), filters
 
 
 @bp.get("/admin/stats")
@@ -116,10 +117,10 @@ def stats():
     try:
         data, filters = _stats()
     except ValidationError as exc:
-        error, filters = exc.message, oversight.Filters()
-        data = oversight.statistics(get_db(), current_node().hub_id, current_node().calendar, _today())
+        error, filters = exc.message, Filters()
+        data = statistics.statistics(get_db(), current_node().hub_id, current_node().calendar, _today())
     rows = [(g["label"], {"cases": g["cases"]}) for g in data["groups"]]
-    cases_chart = bar_chart(f"办件数（按{oversight.GROUPS[data['by']]}）", rows, (("cases", "办件", "#2e4a2e"),))
+    cases_chart = bar_chart(f"办件数（按{GROUPS[data['by']]}）", rows, (("cases", "办件", "#2e4a2e"),))
     rate_rows = [(g["label"], {"rate": round((g["on_time_rate"] or 0) * 100, 1)}) for g in data["groups"]
                  if g["on_time_rate"] is not None]
     rate_chart = bar_chart("按时办结率（%）", rate_rows, (("rate", "按时办结率", "#1f5fa8"),), unit="%")
@@ -127,7 +128,7 @@ def stats():
         "SELECT DISTINCT item_code, item_name FROM cases")})
     offices = [r[0] for r in get_db().execute("SELECT DISTINCT route_office FROM cases ORDER BY route_office")]
     return render_template("oversight/stats.html", data=data, filters=filters, error=error, columns=PAGE_COLUMNS,
-                           rates=oversight.RATE_KEYS, groups=oversight.GROUPS, levels=LEVEL_LABELS,
+                           rates=RATE_KEYS, groups=GROUPS, levels=LEVEL_LABELS,
                            departments=DEPARTMENTS, items=items, offices=offices, query=request.args.to_dict(),
                            cases_chart=cases_chart, rate_chart=rate_chart, warning=_calendar_warning())
 
@@ -141,7 +142,7 @@ def stats_export(fmt: str):
     data, _ = _stats()
     name = f"liandong-stats-{data['today']}.{fmt}"
     if fmt == "csv":
-        body, content_type = oversight.to_csv(data), "text/csv; charset=utf-8"
+        body, content_type = statistics.to_csv(data), "text/csv; charset=utf-8"
     else:
         body, content_type = json.dumps(data, ensure_ascii=False, indent=1), "application/json; charset=utf-8"
     return Response(body, content_type=content_type, headers={"Content-Disposition": f"attachment; filename={name}"})
