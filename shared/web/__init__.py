@@ -45,9 +45,10 @@ def create_node_app(import_name: str, tier: str, test_config: dict | None, datab
     database.init_app(app)
     csrf.init_app(app)
 
-    from . import auth, errors, health
+    from . import auth, errors, health, metrics
 
     errors.init_app(app)
+    metrics.init_app(app)  # access log on every node; /metrics on hub and township
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
     app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier, version=VERSION)
