@@ -258,7 +258,7 @@ def account_create(data_dir: Path, username: str, password_stdin: bool, role: st
     history and the process list would keep it); at least 10 characters of two kinds.
     """
     if password_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+        password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("密码", hide_input=True, confirmation_prompt="再次输入密码")
     token = nodes.add_account(data_dir, username, password, role, display_name, office)
