@@ -119,6 +119,8 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[str]) -> int:
     version = check_schema(conn, migrations, allow_older=True)
     for number, script in enumerate(migrations[version:], start=version + 1):
         with write_transaction(conn):
+            if schema_version(conn) >= number:  # another process (a gunicorn worker) was first
+                continue
             for statement in _split_statements(script):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={number}")

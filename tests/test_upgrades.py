@@ -118,3 +118,21 @@ def test_a_database_from_a_newer_release_is_refused_everywhere(old_hub, tmp_path
         create_hub_app({"DATA_DIR": str(old_hub), "SCHEDULER_ENABLED": False})
     assert _user_version(old_hub) == NEWER
     assert not (old_hub / "backups").exists()
+
+
+def test_two_workers_migrating_at_once_apply_each_migration_once(old_hub, monkeypatch):
+    """gunicorn starts several workers; each migrates at start-up. One that read the old version
+    just before another finished must not apply the same migrations again."""
+    from shared import storage
+
+    first, second = storage.connect(old_hub / "node.sqlite3"), storage.connect(old_hub / "node.sqlite3")
+    try:
+        storage.migrate(first, HUB_MIGRATIONS)
+        stale = storage.check_schema
+        monkeypatch.setattr(storage, "check_schema", lambda conn, m, allow_older=False: OLD)  # read before
+        assert storage.migrate(second, HUB_MIGRATIONS) == len(HUB_MIGRATIONS)
+        monkeypatch.setattr(storage, "check_schema", stale)
+    finally:
+        first.close()
+        second.close()
+    assert _user_version(old_hub) == len(HUB_MIGRATIONS)
