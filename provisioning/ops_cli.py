@@ -25,7 +25,10 @@ def hub_jobs(data_dir: Path, once: bool) -> None:
     from shared import supervision
     from shared.web.jobs import extra_rules, refresh_hub_metadata
 
+    from shared.logs import configure_logging
+
     node = nodes.node_for(data_dir)
+    configure_logging(data_dir, node.config)
     from city_hub.ingest import notify_origin
 
     node.emit = lambda conn, row, event, decision: notify_origin(conn, node, row, event, decision)

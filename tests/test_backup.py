@@ -13,6 +13,7 @@ import stat
 import tarfile
 import zipfile
 
+import pytest
 from click.testing import CliRunner
 from network import catalog, create_case, pick_item
 
@@ -58,6 +59,7 @@ def test_restore_refuses_a_folder_in_use(build_network, tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.usefixtures("restore_logging")  # the jobs process configures the node's logging
 def test_hub_jobs_runs_the_rules_once(build_network):
     net = build_network(villages=0, township=False)
     result = _run("hub", "jobs", "--data", net.hub.data_dir, "--once")
