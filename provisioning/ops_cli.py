@@ -23,9 +23,8 @@ from .cli_errors import CliError
 def hub_jobs(data_dir: Path, once: bool) -> None:
     """Run the hub's scheduled rules in one process (when gunicorn serves the web workers)."""
     from shared import supervision
-    from shared.web.jobs import extra_rules, refresh_hub_metadata
-
     from shared.logs import configure_logging
+    from shared.web.jobs import extra_rules, refresh_hub_metadata
 
     node = nodes.node_for(data_dir)
     configure_logging(data_dir, node.config)
