@@ -83,10 +83,13 @@ def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
     import logging
 
     import waitress
+    from flask import Config
 
     from shared.logs import configure_logging
+    from shared.web import load_settings
 
-    log_file = configure_logging(data_dir, {**nodes.node_for(data_dir).config})
+    nodes.read_config(data_dir)  # a clear error if the folder holds no node
+    log_file = configure_logging(data_dir, load_settings(Config(str(Path(data_dir).resolve()))))
     app = create_app_for(data_dir)  # migrates an older schema here, after a backup into <data>/backups
     click.echo(f"{app.config['TIER']} {app.config['NODE_ID']} on http://{host}:{port}/ (log: {log_file})")
     logging.getLogger("liandong").info("%s %s serving on http://%s:%s/", app.config["TIER"], app.config["NODE_ID"],

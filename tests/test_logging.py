@@ -21,7 +21,7 @@ def test_a_served_node_writes_its_log_file_with_an_access_log(tmp_path):
     data = tmp_path / "hub"
     nodes.init_hub(data, "130926", "测试县政务服务中心")
     port = free_port()
-    env = {**os.environ, "LIANDONG_SCHEDULER_ENABLED": "false"}
+    env = {**os.environ, "LIANDONG_SCHEDULER_ENABLED": "false", "LIANDONG_LOG_CONSOLE": "true"}
     proc = subprocess.Popen([sys.executable, "-m", "provisioning.cli", "node", "serve", "--data", str(data),
                              "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -39,7 +39,8 @@ def test_a_served_node_writes_its_log_file_with_an_access_log(tmp_path):
         time.sleep(0.3)
     finally:
         proc.terminate()
-        proc.communicate(timeout=10)
+        console = proc.communicate(timeout=10)[1].decode()
+    assert "liandong.access: GET /healthz 200 " in console  # LIANDONG_LOG_CONSOLE: settings' env layer
     log = (data / LOG_FILE).read_text(encoding="utf-8")
     assert "INFO liandong: hub 130926 serving on http://127.0.0.1:" in log
     assert "INFO liandong.access: GET /healthz 200 " in log

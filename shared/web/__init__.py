@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flask import Flask, current_app
+from flask import Config, Flask, current_app
 from flask_wtf.csrf import CSRFProtect
 
 from shared.node import Node
@@ -18,6 +18,17 @@ from shared.settings import DEFAULTS
 
 csrf = CSRFProtect()
 VERSION = "0.1.0"
+
+
+def load_settings(config: Config, test_config: dict | None = None) -> Config:
+    """Fill ``config`` (rooted at the data folder) in the documented layers: defaults, the data
+    folder's ``config.py``, ``test_config``, then ``LIANDONG_*`` environment variables."""
+    config.from_mapping(DEFAULTS)
+    config.from_pyfile("config.py", silent=True)
+    if test_config is not None:
+        config.from_mapping(test_config)
+    config.from_prefixed_env("LIANDONG")
+    return config
 
 
 def create_node_app(import_name: str, tier: str, test_config: dict | None, database) -> Flask:
@@ -31,11 +42,7 @@ def create_node_app(import_name: str, tier: str, test_config: dict | None, datab
         raise RuntimeError("set LIANDONG_DATA_DIR to the node's data folder (see `liandong node init`)")
     data_dir = str(Path(data_dir).resolve())
     app = Flask(import_name, instance_path=data_dir, instance_relative_config=True)
-    app.config.from_mapping(DEFAULTS)
-    app.config.from_pyfile("config.py", silent=True)
-    if test_config is not None:
-        app.config.from_mapping(test_config)
-    app.config.from_prefixed_env("LIANDONG")
+    load_settings(app.config, test_config)
     if app.config["TIER"] != tier:
         raise RuntimeError(f"{data_dir} holds a {app.config['TIER']} node, not a {tier}")
     # CSRF is checked in auth.require_account: forms with a session need it, bearer/node-signed calls do not.
