@@ -11,6 +11,7 @@ from shared import storage
 from shared.errors import ValidationError
 
 from . import nodes
+from .cli_errors import CliError
 
 DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                     help="The hub's data folder.")
@@ -23,7 +24,7 @@ def catalog() -> None:
 
 def _hub(data_dir: Path) -> None:
     if nodes.read_config(data_dir)["TIER"] != "hub":
-        raise click.ClickException("the catalog is published at the hub; it reaches the other nodes by sync")
+        raise CliError("事项目录只能在市(县)中心发布，再由同步分发到各节点", "hub_only")
 
 
 @catalog.command("publish")
@@ -37,7 +38,7 @@ def catalog_publish(catalog_file: Path, data_dir: Path) -> None:
     try:
         items = parse_catalog(catalog_file.read_bytes())
     except ValidationError as exc:
-        raise click.ClickException(f"catalog refused: {exc.message}") from exc
+        raise CliError(f"事项目录未通过校验：{exc.message}", exc.code) from exc
     with nodes.opened(data_dir, "hub") as (node, conn), storage.write_transaction(conn):
         version = publish_catalog(conn, node, items, "cli")
     click.echo(f"catalog version {version} published with {len(items)} items")
