@@ -25,6 +25,9 @@ COMPRESSED_MAGIC = (
 )
 
 
+CHUNK = 1024 * 1024
+
+
 class UnsafeArchive(Exception):
     """A member would land outside the target folder (absolute path, ``..``, a link)."""
 
@@ -57,9 +60,13 @@ def write_zip(out_path: Path, members: Iterable[tuple[Path, str]], progress: Pro
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as zf:
         for path, name in members:
-            method = zipfile.ZIP_STORED if is_compressed(path) else zipfile.ZIP_DEFLATED
-            zf.write(path, name, compress_type=method)
-            progress.advance(path.stat().st_size)
+            info = zipfile.ZipInfo.from_file(path, name)
+            info.compress_type = zipfile.ZIP_STORED if is_compressed(path) else zipfile.ZIP_DEFLATED
+            # In chunks, so that a large database reports its progress as it goes.
+            with open(path, "rb") as src, zf.open(info, "w", force_zip64=True) as dst:
+                while chunk := src.read(CHUNK):
+                    dst.write(chunk)
+                    progress.advance(len(chunk))
     os.chmod(out_path, 0o600)  # also when the file existed before
 
 

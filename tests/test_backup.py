@@ -119,3 +119,18 @@ def test_restore_reads_an_old_tar_gz_backup_and_refuses_unsafe_paths(build_netwo
     result = CliRunner().invoke(main, ["restore", "--data", str(tmp_path / "evil"), "--from", str(evil)])
     assert result.exit_code == 1 and "（unsafe_backup）" in result.output
     assert not (tmp_path / "outside.txt").exists()
+
+
+def test_progress_follows_a_large_file_as_it_is_written(tmp_path):
+    import os
+
+    from provisioning import archive as backup_archive
+
+    big = tmp_path / "node.sqlite3"
+    big.write_bytes(os.urandom(5 * 1024 * 1024))
+    lines: list[str] = []
+    backup_archive.write_zip(tmp_path / "out.zip", [(big, big.name)],
+                             backup_archive.Progress(big.stat().st_size, lines.append))
+    assert [line.split("%")[0].split()[-1] for line in lines] == [str(p) for p in range(10, 101, 10)]
+    done = [float(line.split("（")[1].split(" /")[0]) for line in lines]
+    assert done == sorted(done) and done[0] < done[-1]  # reported while the file was written, not after
