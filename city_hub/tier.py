@@ -11,7 +11,7 @@ from shared.core.storage import write_transaction
 from shared.services import joint, supervision
 from sync import apply
 from sync import trust as trustmod
-from sync.tier import HUB_SIGNING_KEY_FILE, Tier
+from sync.tier import HUB_SIGNING_KEY_FILE, Tier, count_rows
 
 
 def refresh_metadata(conn: sqlite3.Connection, node) -> list[str]:
@@ -30,6 +30,7 @@ class HubTier(Tier):
     key_file = HUB_SIGNING_KEY_FILE
     label = "市（县）政务服务中心"
     decides = True
+    ingests = True
     supervises = True
 
     def hub_id(self, config) -> str:
@@ -65,9 +66,8 @@ class HubTier(Tier):
         return make_appliers(node)
 
     def queue_counts(self, conn: sqlite3.Connection) -> dict:
-        return {"inbox": conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0],
-                "apply_queue": apply.pending(conn),
-                "quarantine": conn.execute("SELECT COUNT(*) FROM quarantine WHERE resolved_at IS NULL").fetchone()[0]}
+        return {"apply_queue": count_rows(conn, "apply_queue"),
+                "quarantine": count_rows(conn, "quarantine", "WHERE resolved_at IS NULL")}
 
     def scheduled_rules(self, node, sync_server=None) -> list[tuple[str, object]]:
         """The hub's rules, in order: the apply queue first, so the rules see every accepted case."""

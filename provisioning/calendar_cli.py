@@ -8,6 +8,7 @@ import click
 
 from city_hub.hub_admin import publish_calendar
 from provisioning import nodes
+from provisioning.cli_errors import CliError
 from shared.core import storage
 from shared.rules.workdays import WorkCalendar, fallback_warning, load_schedule
 
@@ -58,10 +59,10 @@ def calendar_load(schedule_file: Path, data_dir: Path) -> None:
     try:
         schedule = load_schedule(schedule_file)
     except ValueError as exc:
-        raise click.ClickException(f"schedule refused: {exc}") from exc
+        raise CliError(f"节假日安排文件有误：{exc}", "invalid_schedule") from exc
     config = nodes.read_config(data_dir)
     if config["TIER"] != "hub":
-        raise click.ClickException("load the schedule at the hub; it reaches the other nodes by sync")
+        raise CliError("节假日安排只能在市(县)中心载入，再由同步分发到各节点", "hub_only")
     with nodes.opened(data_dir, "hub") as (node, conn), storage.write_transaction(conn):
         version = publish_calendar(conn, node, schedule, "cli")
     click.echo(f"{schedule['year']} schedule loaded; calendar version {version} published")

@@ -10,6 +10,7 @@ import click
 from city_hub.hub_admin import parse_catalog, publish_catalog
 from city_hub.registry import current_catalog
 from provisioning import nodes
+from provisioning.cli_errors import CliError
 from shared.core import storage
 from shared.core.errors import ValidationError
 
@@ -24,7 +25,7 @@ def catalog() -> None:
 
 def _hub(data_dir: Path) -> None:
     if nodes.read_config(data_dir)["TIER"] != "hub":
-        raise click.ClickException("the catalog is published at the hub; it reaches the other nodes by sync")
+        raise CliError("事项目录只能在市(县)中心发布，再由同步分发到各节点", "hub_only")
 
 
 @catalog.command("publish")
@@ -37,7 +38,7 @@ def catalog_publish(catalog_file: Path, data_dir: Path) -> None:
     try:
         items = parse_catalog(catalog_file.read_bytes())
     except ValidationError as exc:
-        raise click.ClickException(f"catalog refused: {exc.message}") from exc
+        raise CliError(f"事项目录未通过校验：{exc.message}", exc.code) from exc
     with nodes.opened(data_dir, "hub") as (node, conn), storage.write_transaction(conn):
         version = publish_catalog(conn, node, items, "cli")
     click.echo(f"catalog version {version} published with {len(items)} items")

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from datetime import timedelta
 from pathlib import Path
 
 import click
+from flask import Config
 
 from city_hub.enrolment_service import create_token
 from city_hub.lifecycle import reinstate, revoke
 from provisioning import nodes
+from provisioning.cli_errors import CliError, LiandongGroup
 from provisioning.demo import run_demo
-from provisioning.tiers import APP_FACTORIES
+from provisioning.tiers import APP_FACTORIES, TIERS
 from shared.core import storage
 from shared.core.crypto import SignatureError
+from shared.core.logs import configure_logging
 from shared.services import accounts
+from shared.web.factory import load_settings
 from sync import bundle, rotation
 from township_node.relay_service import TownshipSync
 
@@ -25,16 +30,12 @@ DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_ok
                     help="The node's data folder.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LiandongGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option("0.1.0", prog_name="liandong")
 def main() -> None:
     """Liandong 联动: county hub, township stations and village rooms with signed sync."""
 
     os.umask(0o077)  # data folders, databases, blobs and keys are the service account's alone
-
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(getattr(exc, "message", exc)))
 
 
 @main.group()
@@ -49,10 +50,7 @@ def hub() -> None:
 @click.option("--public-url", default=None, help="URL townships reach the hub at.")
 def hub_init(data_dir: Path, code: str, name: str, public_url: str | None) -> None:
     """Create the hub's root and signing keys, database, registry and seed catalog."""
-    try:
-        nodes.init_hub(data_dir, code, name, public_url)
-    except nodes.ProvisioningError as exc:
-        _fail(exc)
+    nodes.init_hub(data_dir, code, name, public_url)
     click.echo(f"hub {code} initialised in {data_dir}")
     click.echo(f"the root key is {data_dir}/keys/root.pem: move it offline if you wish")
 
@@ -70,10 +68,7 @@ def node() -> None:
 @click.option("--public-url", default=None, help="URL children reach this node at (townships).")
 def node_init(data_dir: Path, token: str, parent_url: str, name: str, public_url: str | None) -> None:
     """Generate this node's key and enrol it at the hub (through the parent)."""
-    try:
-        info = nodes.enrol_node(data_dir, token, parent_url, name, public_url)
-    except (nodes.ProvisioningError, ValueError) as exc:
-        _fail(exc)
+    info = nodes.enrol_node(data_dir, token, parent_url, name, public_url)
     click.echo(f"{info['tier']} {info['node_id']} enrolled under {info['parent']}, key {info['kid'][:16]}…")
 
 
@@ -94,11 +89,12 @@ def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
     """Serve the node with waitress (runs on Windows too) and start its sync jobs."""
     import waitress  # optional: only `serve` needs the server
 
-    try:
-        app = create_app_for(data_dir)
-    except nodes.ProvisioningError as exc:
-        _fail(exc)
-    click.echo(f"{app.config['TIER']} {app.config['NODE_ID']} on http://{host}:{port}/")
+    nodes.read_config(data_dir)  # a clear error if the folder holds no node
+    log_file = configure_logging(data_dir, load_settings(Config(str(Path(data_dir).resolve()))))
+    app = create_app_for(data_dir)  # migrates an older schema here, after a backup into <data>/backups
+    click.echo(f"{app.config['TIER']} {app.config['NODE_ID']} on http://{host}:{port}/ (log: {log_file})")
+    logging.getLogger("liandong").info("%s %s serving on http://%s:%s/", app.config["TIER"], app.config["NODE_ID"],
+                                       host, port)
     waitress.serve(app, host=host, port=port, threads=threads, ident="liandong")
 
 
@@ -108,11 +104,28 @@ hub.add_command(node_serve, "serve")
 @node.command("status")
 @DATA
 def node_status(data_dir: Path) -> None:
-    """Print the node's queues as JSON."""
-    with nodes.opened(data_dir) as (node_rt, conn):
-        result = {"node_id": node_rt.node_id, "tier": node_rt.tier, **node_rt.kind.queue_counts(conn)}
+    """Print the node's queues and schema version as JSON (read-only: never migrates)."""
+    config = nodes.read_config(data_dir)
+    conn, version, current = nodes.open_db_read_only(data_dir)
+    try:
+        result = {"node_id": config["NODE_ID"], "tier": config["TIER"],
+                  "schema": {"version": version, "current": current, "migrate_needed": version < current},
+                  **TIERS[config["TIER"]].queue_counts(conn)}
         result["cases"] = conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
+    finally:
+        conn.close()
     click.echo(json.dumps(result, ensure_ascii=False))
+
+
+@node.command("migrate")
+@DATA
+def node_migrate(data_dir: Path) -> None:
+    """Upgrade the node's database to this release's schema, after a backup into <data>/backups."""
+    old, new, snapshot = nodes.upgrade_db(data_dir)
+    if snapshot is None:
+        click.echo(f"数据库已是最新架构（版本 {new}），无需升级")
+    else:
+        click.echo(f"数据库已从架构版本 {old} 升级到 {new}；升级前的备份：{snapshot}")
 
 
 @node.command("export-bundle")
@@ -152,7 +165,7 @@ def node_import_bundle(data_dir: Path, in_path: Path, answer_path: Path | None) 
             else:
                 result = bundle.import_answer(conn, node_rt, in_path)
         except SignatureError as exc:
-            _fail(exc)
+            raise CliError(f"U盘文件的签名无效：{exc}", "bad_signature") from exc
     click.echo(json.dumps(result, ensure_ascii=False))
 
 
@@ -181,11 +194,8 @@ def provision_token(data_dir: Path, node_code: str, name: str, parent: str | Non
     """Create a single-use, expiring enrolment token (run on the hub)."""
 
     with nodes.opened(data_dir, "hub") as (node_rt, conn):
-        try:
-            with storage.write_transaction(conn):
-                token = create_token(conn, node_code, name, parent, timedelta(hours=ttl_hours), node_rt.now(), "cli")
-        except Exception as exc:  # domain errors carry a Chinese message for the operator
-            _fail(exc)
+        with storage.write_transaction(conn):
+            token = create_token(conn, node_code, name, parent, timedelta(hours=ttl_hours), node_rt.now(), "cli")
     click.echo(token)
 
 
@@ -198,11 +208,8 @@ def provision_revoke(data_dir: Path, node_code: str, after_seq: int | None) -> N
     """Revoke a node; the signed registry carries it to every tier."""
 
     with nodes.opened(data_dir, "hub") as (node_rt, conn):
-        try:
-            with storage.write_transaction(conn):
-                result = revoke(conn, node_rt, node_code, after_seq, "cli")
-        except Exception as exc:
-            _fail(exc)
+        with storage.write_transaction(conn):
+            result = revoke(conn, node_rt, node_code, after_seq, "cli")
     click.echo(json.dumps(result))
 
 
@@ -225,16 +232,23 @@ def account() -> None:
 @account.command("create")
 @DATA
 @click.option("--username", required=True, help="Login name (letters, digits, _ and -).")
-@click.option("--password", required=True, help="At least 8 characters.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of standard input (for scripts) instead of a prompt.")
 @click.option("--role", required=True, help="agent, clerk, window, chief, head, supervisor or admin.")
 @click.option("--name", "display_name", required=True, help="Display name, e.g. 张代办.")
 @click.option("--office", default=None, help="Office the account acts for (e.g. 130926-rs, or a township code).")
-def account_create(data_dir: Path, username: str, password: str, role: str, display_name: str, office: str | None) -> None:
-    """Create or reset an account; prints its API token once."""
-    try:
-        token = nodes.add_account(data_dir, username, password, role, display_name, office)
-    except Exception as exc:
-        _fail(exc)
+def account_create(data_dir: Path, username: str, password_stdin: bool, role: str, display_name: str,
+                   office: str | None) -> None:
+    """Create or reset an account; prints its API token once.
+
+    The password is asked twice with hidden input (never on the command line, where the shell
+    history and the process list would keep it); at least 10 characters of two kinds.
+    """
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("密码", hide_input=True, confirmation_prompt="再次输入密码")
+    token = nodes.add_account(data_dir, username, password, role, display_name, office)
     click.echo(token)
 
 

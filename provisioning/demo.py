@@ -47,7 +47,8 @@ def _wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 30.0) -> No
         if proc.poll() is not None:
             raise click.ClickException(f"node at {url} exited with {proc.returncode}")
         try:
-            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+            # up and serving; 503 only means degraded (e.g. not synced with its parent yet)
+            if requests.get(url + "/healthz", timeout=1).status_code in (200, 503):
                 return
         except requests.RequestException:
             pass

@@ -21,6 +21,7 @@ from provisioning.tiers import MIGRATIONS, TIERS
 from shared.core import canonical, storage
 from shared.core.clock import Clock
 from shared.core.crypto import SigningKey, write_private_file
+from shared.core.errors import LiandongError
 from shared.core.settings import DEFAULTS
 from shared.rules.catalog import load_seed
 from shared.services.accounts import audit, create_account
@@ -31,8 +32,11 @@ from sync.trust import TrustStore, accept_metadata, is_expired, open_metadata, v
 TIER_BY_LENGTH = {6: "hub", 9: "township", 12: "village"}
 
 
-class ProvisioningError(Exception):
-    """A node could not be created (message for the operator)."""
+class ProvisioningError(LiandongError):
+    """A node could not be created or opened (Chinese message for the operator, English code)."""
+
+    def __init__(self, message: str, code: str = "provisioning") -> None:
+        super().__init__(code, message)
 
 
 def migrations_for(tier: str) -> list[str]:
@@ -45,16 +49,61 @@ def read_config(data_dir: Path) -> dict:
     values: dict = {}
     path = Path(data_dir) / "config.py"
     if not path.exists():
-        raise ProvisioningError(f"{data_dir} is not a Liandong node folder (no config.py)")
+        raise ProvisioningError(f"{data_dir} 不是联动节点的数据文件夹（没有 config.py）", "not_a_node")
     exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), {}, values)  # our own file, 0600
     return {k: v for k, v in values.items() if k.isupper()}
 
 
+def database_path(data_dir: Path) -> Path:
+    """The node's SQLite file."""
+    return Path(data_dir) / read_config(data_dir).get("DATABASE", "node.sqlite3")
+
+
 def open_db(data_dir: Path, tier: str | None = None) -> sqlite3.Connection:
-    """A migrated connection to a node's database."""
+    """A connection to a node's database, which must already have this release's schema.
+
+    Nothing is migrated here: an older schema is refused with a hint to run
+    ``liandong node migrate`` (``serve`` migrates too, after a backup); a newer one is refused.
+    """
+    conn = storage.connect(database_path(data_dir))
+    try:
+        storage.check_schema(conn, migrations_for(tier or read_config(data_dir)["TIER"]))
+    except storage.SchemaError:
+        conn.close()
+        raise
+    return conn
+
+
+def open_db_read_only(data_dir: Path) -> tuple[sqlite3.Connection, int, int]:
+    """(read-only connection, its schema version, this release's version) of a node's database.
+
+    For commands that must not change the database (``node status``, ``backup``): an older
+    schema is accepted and reported, a newer one refused.
+    """
     config = read_config(data_dir)
-    conn = storage.connect(Path(data_dir) / config.get("DATABASE", "node.sqlite3"))
-    storage.migrate(conn, migrations_for(tier or config["TIER"]))
+    conn = storage.connect_read_only(database_path(data_dir))
+    migrations = migrations_for(config["TIER"])
+    try:
+        version = storage.check_schema(conn, migrations, allow_older=True)
+    except storage.SchemaError:
+        conn.close()
+        raise
+    return conn, version, len(migrations)
+
+
+def upgrade_db(data_dir: Path) -> tuple[int, int, Path | None]:
+    """Migrate a node's database to this release's schema after a backup into ``<data>/backups``."""
+    conn = storage.connect(database_path(data_dir))
+    try:
+        return storage.upgrade(conn, migrations_for(read_config(data_dir)["TIER"]), Path(data_dir) / "backups")
+    finally:
+        conn.close()
+
+
+def _create_db(data_dir: Path, tier: str) -> sqlite3.Connection:
+    """The new database of a node being created (its schema from nothing)."""
+    conn = storage.connect(database_path(data_dir))
+    storage.migrate(conn, migrations_for(tier))
     return conn
 
 
@@ -84,10 +133,10 @@ def write_config(data_dir: Path, values: dict) -> None:
 def init_hub(data_dir: Path, hub_id: str, name: str, public_url: str | None = None, clock: Clock | None = None) -> None:
     """Create a hub: keys, database, its own node entry, the first registry and catalog."""
     if TIER_BY_LENGTH.get(len(hub_id)) != "hub" or not hub_id.isdigit():
-        raise ProvisioningError("a hub's code is the 6-digit county 区划代码")
+        raise ProvisioningError("市(县)中心的代码应为 6 位县级区划代码", "bad_node_code")
     data_dir = Path(data_dir)
     if (data_dir / "config.py").exists():
-        raise ProvisioningError(f"{data_dir} already holds a node")
+        raise ProvisioningError(f"{data_dir} 中已有一个节点", "already_initialised")
     storage.private_dir(data_dir)  # 0700: keys, database, ID scans
     now = (clock or Clock()).now()
     anchor = create_hub_keys(data_dir, hub_id, now)
@@ -95,7 +144,7 @@ def init_hub(data_dir: Path, hub_id: str, name: str, public_url: str | None = No
                             "SECRET_KEY": secrets.token_hex(32), "PUBLIC_URL": public_url})
     node = node_for(data_dir)
 
-    conn = open_db(data_dir, "hub")
+    conn = _create_db(data_dir, "hub")
     try:
         with storage.write_transaction(conn):
             conn.execute("INSERT INTO node_meta(key, value) VALUES ('root_anchor', ?)", (anchor_text(anchor),))
@@ -118,24 +167,24 @@ def enrol_node(data_dir: Path, token: str, parent_url: str, name: str, public_ur
     tier = TIER_BY_LENGTH[len(node_id)]
     data_dir = Path(data_dir)
     if (data_dir / "config.py").exists():
-        raise ProvisioningError(f"{data_dir} already holds a node")
+        raise ProvisioningError(f"{data_dir} 中已有一个节点", "already_initialised")
     key = SigningKey.generate()
     try:
         response = requests.post((enrol_url or parent_url).rstrip("/") + "/enrol/v1",
                                  data=canonical.dumps(proof_of_possession(key, node_id, token)),
                                  headers={"Content-Type": "application/json"}, timeout=30)
     except requests.RequestException as exc:
-        raise ProvisioningError(f"cannot reach {enrol_url or parent_url}: {exc}") from exc
+        raise ProvisioningError(f"无法连接 {enrol_url or parent_url}：{exc}", "parent_unreachable") from exc
     if response.status_code != 201:
         try:
             message = response.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = response.text[:300]
-        raise ProvisioningError(f"enrolment refused ({response.status_code}): {message}")
+        raise ProvisioningError(f"注册被拒绝（HTTP {response.status_code}）：{message}", "enrolment_refused")
     answer = response.json()
     anchor = answer["anchor"]
     if not anchor_matches_token(anchor, token):
-        raise ProvisioningError("the hub's root key does not match the token: refusing to trust it")
+        raise ProvisioningError("市中心的根密钥与令牌不符，拒绝信任", "anchor_mismatch")
     hub_keys = {}
     for cert in anchor["hub_keys"]:
         body = verify_hub_key_cert(cert, anchor["public_key"], anchor["kid"], anchor["hub_id"])
@@ -145,7 +194,7 @@ def enrol_node(data_dir: Path, token: str, parent_url: str, name: str, public_ur
     for document in answer["metadata"]:  # check everything before writing anything
         opened = open_metadata(document, envelope.peek(document)["role"], trust)
         if is_expired(opened.body["expires"], now):
-            raise ProvisioningError(f"the hub sent expired {opened.body['role']} metadata: check the hub's clock")
+            raise ProvisioningError(f"市中心发来的 {opened.body['role']} 元数据已过期：请检查市中心的时钟", "metadata_expired")
     storage.private_dir(data_dir)  # 0700: keys, database, ID scans
     key.save(data_dir / NODE_KEY_FILE)
     info = answer["node"]
@@ -154,7 +203,7 @@ def enrol_node(data_dir: Path, token: str, parent_url: str, name: str, public_ur
         "PARENT_ID": info["parent"], "PARENT_URL": parent_url.rstrip("/"),
         "SECRET_KEY": secrets.token_hex(32), "PUBLIC_URL": public_url,
     })
-    conn = open_db(data_dir, tier)
+    conn = _create_db(data_dir, tier)
     try:
         with storage.write_transaction(conn):
             conn.execute("INSERT INTO trusted_metadata(role, version, expires, document, received_at)"

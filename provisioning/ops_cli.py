@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import click
 
-from provisioning import nodes
+from provisioning import archive, nodes
+from provisioning.cli_errors import CliError
 from shared.core import storage
+from shared.core.logs import configure_logging
 from shared.web.jobs import run_rules
 
 
@@ -27,6 +28,7 @@ def hub_jobs(data_dir: Path, once: bool) -> None:
     process's scheduler runs: the apply queue first, then 电子监察, metadata, 联办, 审管, statistics.
     """
     node = nodes.node_for(data_dir)
+    configure_logging(data_dir, node.config)
     rules = node.kind.scheduled_rules(node)
     interval = float(node.config["SUPERVISION_INTERVAL_SECONDS"])
     while True:
@@ -48,57 +50,73 @@ BACKUP_PARTS = ("config.py", "keys", "blobs", "calendar")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The node's data folder (the node may keep running).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The backup file to write (.tar.gz). It holds keys: keep it as safe as the node.")
+              help="The backup file to write (.zip). It holds keys: keep it as safe as the node.")
 def backup(data_dir: Path, out_path: Path) -> None:
-    """Back up a node while it runs: SQLite's online backup plus keys, config and files."""
+    """Back up a node while it runs: SQLite's online backup plus keys, config and files.
+
+    Read-only towards the node: an older schema is backed up as it is (never migrated first),
+    a database from a newer release is refused. Progress goes to stderr, a line per 10 %.
+    """
     config = nodes.read_config(data_dir)
-    conn = nodes.open_db(data_dir)
+    conn, version, _ = nodes.open_db_read_only(data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         snapshot = Path(tmp) / config.get("DATABASE", "node.sqlite3")
         try:
             storage.backup(conn, snapshot)  # consistent while the node writes
         finally:
             conn.close()
-        with tarfile.open(out_path, "w:gz") as tar:
-            tar.add(snapshot, arcname=snapshot.name)
-            for part in BACKUP_PARTS:
-                if (Path(data_dir) / part).exists():
-                    tar.add(Path(data_dir) / part, arcname=part)
-    out_path.chmod(0o600)
-    click.echo(f"{config['TIER']} {config['NODE_ID']} backed up to {out_path}")
+        members = [(snapshot, snapshot.name)] + [
+            (path, path.relative_to(data_dir).as_posix()) for part in BACKUP_PARTS
+            for path in _files_under(Path(data_dir) / part)]
+        progress = archive.Progress(sum(path.stat().st_size for path, _ in members),
+                                    lambda line: click.echo(line, err=True))
+        archive.write_zip(out_path, members, progress)
+    click.echo(f"{config['TIER']} {config['NODE_ID']} backed up to {out_path} (schema {version})")
+
+
+def _files_under(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
 
 
 @click.command("restore")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The (stopped) node's data folder to restore into; it must be empty.")
 @click.option("--from", "in_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A backup written by `liandong backup`.")
+              help="A backup written by `liandong backup` (.zip, or an older .tar.gz).")
 def restore(data_dir: Path, in_path: Path) -> None:
     """Restore a node from a backup into an empty folder.
 
     A village or township restored from an older backup numbers its next envelopes again from
     where the backup stood; the hub then sees a fork and suspends the node until an admin
     reviews it (docs/operations.md: restore, then `provision reinstate` after the review).
+    The database is restored as it was: an older schema is upgraded by the next ``serve`` (or
+    ``node migrate``); one from a newer release is refused.
     """
     data_dir = Path(data_dir)
     if data_dir.exists() and any(data_dir.iterdir()):
-        raise click.ClickException(f"{data_dir} is not empty: restore into an empty folder")
+        raise CliError(f"{data_dir} 不是空文件夹：请恢复到一个空文件夹", "folder_not_empty")
     data_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(in_path, "r:gz") as tar:
-        for member in tar.getmembers():
-            if member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
-                raise click.ClickException(f"unsafe path in backup: {member.name}")
-        tar.extractall(data_dir, filter="data")
+    try:
+        archive.extract(in_path, data_dir)
+    except archive.UnsafeArchive as exc:
+        shutil.rmtree(data_dir)
+        raise CliError(f"备份中有不安全的路径：{exc}", "unsafe_backup") from exc
     for key_file in (data_dir / "keys").glob("*"):
         key_file.chmod(0o600)
     (data_dir / "config.py").chmod(0o600)
-    conn = nodes.open_db(data_dir)
     try:
-        check = conn.execute("PRAGMA integrity_check").fetchone()[0]
-    finally:
-        conn.close()
+        conn, _, _ = nodes.open_db_read_only(data_dir)
+        try:
+            check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            conn.close()
+    except storage.SchemaError:
+        shutil.rmtree(data_dir)
+        raise
     if check != "ok":
         shutil.rmtree(data_dir)
-        raise click.ClickException(f"the restored database failed its integrity check: {check}")
+        raise CliError(f"恢复的数据库未通过完整性检查：{check}", "integrity_check")
     config = nodes.read_config(data_dir)
     click.echo(f"{config['TIER']} {config['NODE_ID']} restored into {data_dir}")

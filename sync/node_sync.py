@@ -61,7 +61,9 @@ def run_round(conn: sqlite3.Connection, node, state: SyncState, client: ParentCl
         state.failures += 1
         state.last_error = str(exc)
         state.next_attempt = time.monotonic() + state.backoff(float(node.config["SYNC_BACKOFF_MAX_SECONDS"]))
-        log.info("sync with parent failed (%s); retry in %.1fs", exc, state.next_attempt - time.monotonic())
+        # WARNING: an operator must see it in the node's log (docs/operations.md, Troubleshooting).
+        log.warning("sync with parent %s failed (attempt %d): %s; retry in %.1fs", node.config["PARENT_ID"],
+                    state.failures, exc, state.next_attempt - time.monotonic())
         return {"error": str(exc)}
     state.failures = 0
     state.next_attempt = 0.0
@@ -71,6 +73,8 @@ def run_round(conn: sqlite3.Connection, node, state: SyncState, client: ParentCl
         conn.execute(
             "INSERT INTO node_meta(key, value) VALUES ('last_parent_contact', ?) ON CONFLICT(key)"
             " DO UPDATE SET value = excluded.value", (state.last_success,))
+    if any(summary.values()):
+        log.info("sync round with parent %s: %s", node.config["PARENT_ID"], summary)
     return summary
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from sync import outbox
 from sync import trust as trustmod
 
 NODE_KEY_FILE = "keys/node.pem"
@@ -27,6 +26,14 @@ Emit = Callable[[sqlite3.Connection, sqlite3.Row, dict, "dict | None"], None]
 Rule = Callable[[sqlite3.Connection], object]
 
 
+def count_rows(conn: sqlite3.Connection, table: str, where: str = "") -> int | None:
+    """Rows of ``table`` (``None`` if this database has no such table yet: an older schema read
+    as it is, e.g. by ``liandong node status``)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is None:
+        return None
+    return conn.execute(f"SELECT COUNT(*) FROM {table} {where}").fetchone()[0]
+
+
 class Tier:
     """A node below the hub (village-like): trust and catalog from the hub's signed metadata."""
 
@@ -38,6 +45,7 @@ class Tier:
     intake_label = "我的办件"  # the list of the cases taken here
     files_on_behalf = False  # applications are 代办, taken under the villager's 委托
     decides = False  # some cases are decided here (see deciding_scope)
+    ingests = False  # envelopes end their journey here: verified, chained, acknowledged, applied (the hub)
     supervises = False  # 电子监察 here: complaints answered, 回访 of bad ratings (the county hub)
     records_site_visits = False  # 现场核查 is recorded here (the township)
 
@@ -85,9 +93,10 @@ class Tier:
     def on_acked(self, conn: sqlite3.Connection, node, origin: str, acked_seq: int) -> None:
         """The hub acknowledged ``origin``'s envelopes up to ``acked_seq`` (ack verified)."""
 
-    def queue_counts(self, conn: sqlite3.Connection) -> dict:
-        """What waits in this node's queues (``liandong node status``, ``/healthz``)."""
-        return {"outbox": outbox.counts(conn)}
+    def queue_counts(self, conn: sqlite3.Connection) -> dict[str, int | None]:
+        """What waits in this node's queues: what an operator watches grow when something is
+        stuck (``liandong node status``, ``/healthz``, ``/metrics``)."""
+        return {"outbox_unacked": count_rows(conn, "outbox", "WHERE state != 'acked'")}
 
     def scheduled_rules(self, node, sync_server=None) -> list[tuple[str, Rule]]:
         """(name, rule) of this node's periodic rules, in the order they run."""

@@ -19,3 +19,20 @@ def build_network(tmp_path_factory):
     yield build
     for net in built:
         net.close()
+
+
+@pytest.fixture
+def restore_logging():
+    """Undo a node's logging configuration (``liandong node serve`` in-process) after the test."""
+    import logging
+
+    names = ("", "liandong", "waitress", "apscheduler")
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level) for n in names}
+    yield
+    for name, (handlers, level) in saved.items():
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.handlers[:] = handlers
+        logger.setLevel(level)

@@ -9,7 +9,8 @@ from flask import url_for
 
 # The only views anyone may reach without an account. A new public view must be added here on
 # purpose (and reviewed), or this module fails.
-PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "static"}
+# metrics.metrics authenticates itself (admin/supervisor session or METRICS_TOKEN): test_metrics.py.
+PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "metrics.metrics", "static"}
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 * every setting in ``shared.core.settings.SETTINGS`` has a heading or table row in docs/operations.md;
 * every ``liandong`` command (the click group walked recursively) has a heading there;
-* every route of the three apps under /api/, /sync/, /enrol/ and /healthz is a path of
+* every route of the three apps under /api/, /sync/, /enrol/, /healthz and /metrics is a path of
   docs/openapi.yaml, with each of its methods.
 """
 
@@ -15,7 +15,7 @@ import click
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-API_PREFIXES = ("/api/", "/sync/", "/enrol/", "/healthz")
+API_PREFIXES = ("/api/", "/sync/", "/enrol/", "/healthz", "/metrics")
 METHODS = ("get", "put", "post", "delete", "patch")
 
 

@@ -113,7 +113,7 @@ def test_a_hub_whose_root_does_not_match_the_token_is_not_trusted(net, tmp_path)
                              " '2000-01-01T00:00:00Z')", (token_hash(token), HUB_ID))
         finally:
             conn.close()
-        with pytest.raises(ProvisioningError, match="does not match the token"):
+        with pytest.raises(ProvisioningError, match="根密钥与令牌不符"):
             nodes.enrol_node(tmp_path / "n", token, impostor.url, "己镇")
         assert not (tmp_path / "n" / "config.py").exists()
         assert not (tmp_path / "n" / "keys").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from shared.services import casework, joint, origin, supervision
-from sync.tier import Tier
+from sync.tier import Tier, count_rows
 from township_node.relay_service import township_emit
 
 
@@ -55,7 +55,7 @@ class TownshipTier(Tier):
             casework.mark_origin_at_hub(conn, node, origin_id)
 
     def queue_counts(self, conn: sqlite3.Connection) -> dict:
-        return {**super().queue_counts(conn), "custody": conn.execute("SELECT COUNT(*) FROM custody").fetchone()[0]}
+        return {**super().queue_counts(conn), "custody": count_rows(conn, "custody")}
 
     def scheduled_rules(self, node, sync_server=None) -> list:
         return [

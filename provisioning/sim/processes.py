@@ -55,7 +55,8 @@ class NodeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.node_id} exited with {self.proc.returncode}; see {self.data_dir}/serve.log")
             try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                # up and serving; 503 only means degraded (e.g. not synced with its parent yet)
+                if requests.get(self.url + "/healthz", timeout=1).status_code in (200, 503):
                     return
             except requests.RequestException:
                 pass

@@ -58,6 +58,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SUPERVISION_INTERVAL_SECONDS", 60, "Seconds between passes of the deciding node's rules (deemed acceptance, 容缺 deadlines, 电子监察)."),
     Setting("SCHEDULER_ENABLED", True, "Run this node's apscheduler jobs (sync, supervision) in the web process."),
     Setting("PUBLIC_URL", None, "This node's own base URL, as its children reach it."),
+    Setting("LOG_LEVEL", "INFO", "Level of the node's own loggers (liandong.*): DEBUG, INFO, WARNING or ERROR."),
+    Setting("LOG_MAX_BYTES", 5 * 1024 * 1024, "Size at which <data>/logs/liandong.log is rotated."),
+    Setting("LOG_BACKUPS", 5, "How many rotated log files are kept (liandong.log.1 … .N); older ones are deleted."),
+    Setting("LOG_CONSOLE", False, "Also log to the console (development, the demo)."),
+    Setting("HEALTH_PARENT_SILENCE_SECONDS", 1800, "/healthz answers degraded (503) when the node has not reached "
+            "its parent for longer than this (or, never having reached it, since it started)."),
+    Setting("METRICS_TOKEN", None, "Hub and township: bearer token that may read /metrics (for Prometheus); "
+            "without it only an admin or supervisor session can. Keep it secret."),
     Setting("SCANNER_FOLDER", None, "Village (or township window): the folder the scanner software saves into; the wizard's "
             "材料 step lists its image/PDF files to attach, and can move attached ones to its done/ subfolder."),
 )

@@ -13,9 +13,12 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from shared.core.errors import LiandongError
 
 _write_locks: dict[str, threading.RLock] = {}
 _write_locks_guard = threading.Lock()
@@ -107,14 +110,57 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             conn.execute("COMMIT")
 
 
+class SchemaError(LiandongError):
+    """The database's schema version does not match this release (message for the operator)."""
+
+    default_status = 503
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The schema version the database was last migrated to (``PRAGMA user_version``; 0 = empty)."""
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def check_schema(conn: sqlite3.Connection, migrations: Sequence[str], *, allow_older: bool = False) -> int:
+    """The database's schema version, refusing one this release cannot use. Writes nothing.
+
+    A database from a newer release (a version this code does not know) is always refused: an
+    older program would misread or damage it. An older schema is refused unless
+    ``allow_older`` (read-only commands such as ``node status`` and ``backup``): only
+    ``liandong node migrate`` and ``serve`` upgrade it, each after a backup.
+    """
+    version, known = schema_version(conn), len(migrations)
+    if version > known:
+        raise SchemaError("schema_too_new", f"数据库来自更新版本的联动（架构版本 {version}，本程序最高支持 {known}）："
+                                            "请安装该版本或更新的联动，不要用旧版本打开")
+    if version < known and not allow_older:
+        raise SchemaError("schema_outdated", f"数据库需要升级（架构版本 {version}，本程序为 {known}）："
+                                             "请先运行 liandong node migrate（会先自动备份）")
+    return version
+
+
+def connect_read_only(path: str | Path) -> sqlite3.Connection:
+    """Open an existing database read-only (``mode=ro``): nothing, not even the schema, is written."""
+    if not Path(path).exists():
+        raise SchemaError("no_database", f"数据库文件不存在：{path}")
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                           timeout=30.0, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
 def migrate(conn: sqlite3.Connection, migrations: Sequence[str]) -> int:
     """Apply the migrations after ``PRAGMA user_version`` in one transaction each.
 
-    ``migrations[i]`` brings the schema to version ``i + 1``. Returns the new version.
+    ``migrations[i]`` brings the schema to version ``i + 1``. Returns the new version. A
+    database from a newer release is refused (:class:`SchemaError`) before anything is written.
     """
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version = check_schema(conn, migrations, allow_older=True)
     for number, script in enumerate(migrations[version:], start=version + 1):
         with write_transaction(conn):
+            if schema_version(conn) >= number:  # another process (a gunicorn worker) was first
+                continue
             for statement in _split_statements(script):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={number}")
@@ -158,3 +204,23 @@ def backup(conn: sqlite3.Connection, destination: str | Path) -> None:
         conn.backup(target)
     finally:
         target.close()
+
+
+def upgrade(conn: sqlite3.Connection, migrations: Sequence[str], backup_dir: str | Path) -> tuple[int, int, Path | None]:
+    """Bring an existing database to the current schema, backing it up first.
+
+    A new, empty database (version 0) is created without a backup. Before migrating an older
+    one, a consistent copy ``pre-migrate-v<old>-<UTC time>.sqlite3`` (mode 0600) is written into
+    ``backup_dir``: to roll back, stop the node and put that file in place of the database.
+    Returns ``(old version, new version, backup file or None)``.
+    """
+
+    old = check_schema(conn, migrations, allow_older=True)
+    snapshot = None
+    if 0 < old < len(migrations):
+        folder = Path(backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        snapshot = folder / f"pre-migrate-v{old}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.sqlite3"
+        backup(conn, snapshot)
+        snapshot.chmod(0o600)
+    return old, migrate(conn, migrations), snapshot

@@ -21,6 +21,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from shared.core.audit import audit  # noqa: F401 (accounts.audit: the one audit writer)
 from shared.core.clock import iso, parse_iso
 from shared.core.errors import ValidationError
+from shared.rules.passwords import password_problem
 
 # Migration 13: server-side session revocation and login throttling.
 
@@ -55,8 +56,9 @@ def create_account(conn: sqlite3.Connection, username: str, password: str, role:
         raise ValidationError("role", f"未知角色「{role}」，可选：{'、'.join(ROLES)}")
     if not username or not username.isascii() or not username.replace("_", "").replace("-", "").isalnum():
         raise ValidationError("username", "用户名只能包含字母、数字、下划线和连字符")
-    if len(password) < 8:
-        raise ValidationError("password", "密码至少8位")
+    problem = password_problem(password)
+    if problem:
+        raise ValidationError("password", problem, code="weak_password")
     token = secrets.token_urlsafe(32) if with_token else None
     conn.execute(
         "INSERT INTO accounts(username, display_name, role, office, password_hash, token_hash, created_at)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import click
 from flask import Flask, current_app, g
 
 from shared.core import storage
+
+log = logging.getLogger("liandong.db")
 
 
 class DatabaseOwner:
@@ -22,9 +25,25 @@ class DatabaseOwner:
         return Path(app.instance_path) / app.config["DATABASE"]
 
     def connect(self, app: Flask) -> sqlite3.Connection:
-        """A new connection, migrated to the current schema (jobs and CLI use this)."""
+        """A new connection (jobs use this); the schema was brought up to date at start-up."""
         conn = storage.connect(self.path(app))
-        storage.migrate(conn, self.migrations)
+        try:
+            storage.check_schema(conn, self.migrations)
+        except storage.SchemaError:
+            conn.close()
+            raise
+        return conn
+
+    def upgrade(self, app: Flask) -> sqlite3.Connection:
+        """Serving starts here: migrate an older schema after a backup; refuse a newer one."""
+        conn = storage.connect(self.path(app))
+        try:
+            old, new, snapshot = storage.upgrade(conn, self.migrations, Path(app.instance_path) / "backups")
+        except storage.SchemaError:
+            conn.close()
+            raise
+        if snapshot is not None:
+            log.warning("database migrated from schema %d to %d; backup of the old one: %s", old, new, snapshot)
         return conn
 
     def get_db(self) -> sqlite3.Connection:
@@ -45,14 +64,14 @@ class DatabaseOwner:
         # One connection stays open for the app's life: closing the last connection to a WAL
         # database checkpoints and deletes the WAL, which per request would cost an fsync of the
         # main file on every call. Requests still get their own short-lived connections.
-        app.extensions["liandong_db_keeper"] = self.connect(app)
+        app.extensions["liandong_db_keeper"] = self.upgrade(app)
         app.teardown_appcontext(self.close_db)
         app.extensions["liandong_db"] = self
 
         @app.cli.command("init-db")
         def init_db_command() -> None:
-            """Create or migrate the node's database."""
-            self.connect(current_app).close()
+            """Create or migrate the node's database (after a backup)."""
+            self.upgrade(current_app).close()
             click.echo(f"database ready: {self.path(current_app)}")
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flask import Flask
+from flask import Config, Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.core.settings import DEFAULTS
-from shared.web import auth, errors, health
+from shared.web import auth, errors, health, metrics
 from shared.web.context import VERSION, csrf
 from sync.node import Node
 from sync.tier import Tier
@@ -41,6 +41,17 @@ def check_secret_key(secret, data_dir: str) -> None:
             "the output of: python -c \"import secrets; print(secrets.token_hex(32))\"")
 
 
+def load_settings(config: Config, test_config: dict | None = None) -> Config:
+    """Fill ``config`` (rooted at the data folder) in the documented layers: defaults, the data
+    folder's ``config.py``, ``test_config``, then ``LIANDONG_*`` environment variables."""
+    config.from_mapping(DEFAULTS)
+    config.from_pyfile("config.py", silent=True)
+    if test_config is not None:
+        config.from_mapping(test_config)
+    config.from_prefixed_env("LIANDONG")
+    return config
+
+
 def create_node_app(import_name: str, tier: Tier, test_config: dict | None, database) -> Flask:
     """Build a node app of ``tier`` (the tier package's :class:`sync.tier.Tier`) with its
     ``database`` owner; blueprints are added by the caller.
@@ -54,11 +65,7 @@ def create_node_app(import_name: str, tier: Tier, test_config: dict | None, data
     data_dir = str(Path(data_dir).resolve())
     os.umask(0o077)  # everything the node creates (database, blobs, folders) is the service account's alone
     app = Flask(import_name, instance_path=data_dir, instance_relative_config=True)
-    app.config.from_mapping(DEFAULTS)
-    app.config.from_pyfile("config.py", silent=True)
-    if test_config is not None:
-        app.config.from_mapping(test_config)
-    app.config.from_prefixed_env("LIANDONG")
+    load_settings(app.config, test_config)
     if app.config["TIER"] != tier.name:
         raise RuntimeError(f"{data_dir} holds a {app.config['TIER']} node, not a {tier.name}")
     check_secret_key(app.config.get("SECRET_KEY"), data_dir)
@@ -74,6 +81,7 @@ def create_node_app(import_name: str, tier: Tier, test_config: dict | None, data
     csrf.init_app(app)
 
     errors.init_app(app)
+    metrics.init_app(app)  # access log on every node; /metrics on hub and township
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
     app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier.name, node_kind=tier,
