@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from shared import storage
+from shared.version import __version__
 
 from . import nodes
 
@@ -18,7 +19,7 @@ DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_ok
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option("0.1.0", prog_name="liandong")
+@click.version_option(__version__, prog_name="liandong")
 def main() -> None:
     """Liandong 联动: county hub, township stations and village rooms with signed sync."""
 

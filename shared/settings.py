@@ -47,6 +47,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SUPERVISION_INTERVAL_SECONDS", 60, "Seconds between passes of the deciding node's rules (deemed acceptance, 容缺 deadlines, 电子监察)."),
     Setting("SCHEDULER_ENABLED", True, "Run this node's apscheduler jobs (sync, supervision) in the web process."),
     Setting("PUBLIC_URL", None, "This node's own base URL, as its children reach it."),
+    Setting("OFFLINE_BANNER_SECONDS", 600, "Village/township: with no contact with the parent for this long, every page "
+            "shows the offline banner (cases are still taken and queued)."),
     Setting("SCANNER_FOLDER", None, "Village (or township window): the folder the scanner software saves into; the wizard's "
             "材料 step lists its image/PDF files to attach, and can move attached ones to its done/ subfolder."),
 )

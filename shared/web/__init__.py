@@ -15,9 +15,9 @@ from flask_wtf.csrf import CSRFProtect
 
 from shared.node import Node
 from shared.settings import DEFAULTS
+from shared.version import __version__ as VERSION
 
 csrf = CSRFProtect()
-VERSION = "0.1.0"
 
 
 def create_node_app(import_name: str, tier: str, test_config: dict | None, database) -> Flask:
