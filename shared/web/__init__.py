@@ -31,6 +31,8 @@ def create_node_app(import_name: str, tier: str, test_config: dict | None, datab
         raise RuntimeError("set LIANDONG_DATA_DIR to the node's data folder (see `liandong node init`)")
     data_dir = str(Path(data_dir).resolve())
     app = Flask(import_name, instance_path=data_dir, instance_relative_config=True)
+    # JSON answers carry Chinese as UTF-8, not \uXXXX (signed payloads are base64, unaffected).
+    app.json.ensure_ascii = False
     app.config.from_mapping(DEFAULTS)
     app.config.from_pyfile("config.py", silent=True)
     if test_config is not None:
