@@ -18,6 +18,7 @@ import re
 from datetime import date
 from importlib import resources
 
+from shared import pinyin
 from shared.errors import RuleError, ValidationError
 from shared.idcard import validate_id_number, validate_phone
 
@@ -306,10 +307,11 @@ def validate_item(d: object) -> dict:
         _fail("aliases", "常用简称必须是非空文本")
     item["aliases"] = [a.strip() for a in aliases]
 
-    initials = d.get("initials", "")
+    initials = d.get("initials") or ""
     if not isinstance(initials, str) or not _INITIALS.fullmatch(initials):
         _fail("initials", "拼音首字母必须是小写字母")
-    item["initials"] = initials
+    # Hand-typed initials stay (an admin may prefer a reading); missing ones come from the name.
+    item["initials"] = initials or pinyin.initials(item["name"])
     return item
 
 
