@@ -287,5 +287,9 @@ from .sim import sim  # noqa: E402
 
 main.add_command(sim)
 
+from .kit_cli import kit  # noqa: E402
+
+main.add_command(kit)
+
 if __name__ == "__main__":
     main()

@@ -39,7 +39,7 @@ def test_the_cli_and_healthz_report_that_version(tmp_path):
 
 # ---------------------------------------------------------------- the built wheel and sdist
 
-PACKAGE_DATA_SUFFIXES = (".html", ".json", ".css", ".js", ".ps1")
+PACKAGE_DATA_SUFFIXES = (".html", ".json", ".css", ".js", ".ps1", ".cmd", ".txt")
 
 
 def shipped_data_files() -> set[str]:
@@ -61,10 +61,11 @@ def built(tmp_path_factory) -> dict:
     with zipfile.ZipFile(wheel) as zf:
         wheel_names = set(zf.namelist())
         metadata = zf.read(f"liandong-{__version__}.dist-info/METADATA").decode("utf-8")
+        entry_points = zf.read(f"liandong-{__version__}.dist-info/entry_points.txt").decode("utf-8")
     with tarfile.open(sdist) as tf:
         sdist_names = {name.split("/", 1)[1] for name in tf.getnames() if "/" in name}
     return {"log": run.stdout + run.stderr, "wheel": wheel, "wheel_names": wheel_names, "metadata": metadata,
-            "sdist_names": sdist_names}
+            "entry_points": entry_points, "sdist_names": sdist_names}
 
 
 @pytest.mark.pypi
@@ -79,6 +80,7 @@ def test_the_wheel_ships_every_template_static_and_data_file_and_the_operator_fi
     names = built["wheel_names"]
     data = shipped_data_files()
     assert len(data) > 40 and "shared/web/templates/base.html" in data and "shared/data/catalog_seed.json" in data
+    assert "provisioning/kit_scripts/install.ps1" in data and "provisioning/kit_scripts/install.cmd" in data
     assert sorted(data - names) == []
     assert f"liandong-{__version__}.dist-info/licenses/LICENSE" in names
     shared = f"liandong-{__version__}.data/data/share/liandong"
@@ -97,6 +99,8 @@ def test_the_wheel_metadata_license_and_dependencies(built):
     assert not any("sqlite-utils" in r or "sqlite_utils" in r for r in requires)
     [gunicorn] = [r for r in requires if r.startswith("gunicorn")]
     assert 'extra == "hub"' in gunicorn
+    # liandongw: the CLI without a console window, for the Windows kit's logon task.
+    assert "[gui_scripts]\nliandongw = provisioning.cli:main" in built["entry_points"]
 
 
 def test_the_license_is_the_full_apache_2_text():
