@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,10 @@ def test_hand_typed_initials_are_kept(raw_seed):
     raw = copy.deepcopy(next(d for d in raw_seed if d["name"] == "生育登记"))
     raw["initials"] = "sydjsy"  # e.g. an admin adds 生育 twice for a common mistyping
     assert validate_item(raw)["initials"] == "sydjsy"
+
+
+def test_a_village_app_does_not_load_pypinyin():
+    # ~55 MB of dictionaries: only the hub fills initials (villages get them in the signed catalog).
+    code = ("import sys, village_node, township_node, shared.catalog, shared.web.intake; "
+            "sys.exit(1 if 'pypinyin' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
