@@ -215,9 +215,28 @@ def build_kit(out: Path, python_version: str = "3.11", wheel: Path | None = None
         raise KitError("out_not_empty", f"输出目录不是空的：{out}（请换一个新目录）")
     if python_installer is not None and not Path(python_installer).is_file():
         raise KitError("no_python_installer", f"找不到 Python 安装程序：{python_installer}")
+    if wheel is None and source_root() is None:
+        raise KitError("no_wheel", "此处不是源码目录：请用 --wheel 指定联动的 wheel 文件（python -m build 生成）")
+    created = not out.exists()
+    try:
+        return _fill_kit(out, python_version, wheel, python_installer, echo)
+    except BaseException:
+        # Half a kit must not pass for a kit: remove what this run wrote (a folder it made).
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for child in out.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise
+
+
+def _fill_kit(out: Path, python_version: str, wheel: Path | None, python_installer: Path | None,
+              echo: Callable[[str], None]) -> dict:
     wheelhouse = out / "wheelhouse"
     wheelhouse.mkdir(parents=True)
-
     own = project_wheel(wheelhouse, wheel)
     version = str(parse_wheel_filename(own.name)[1])
     echo(f"liandong {version}: downloading its dependencies for {PLATFORM}, Python {python_version}")

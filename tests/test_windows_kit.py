@@ -69,6 +69,15 @@ def test_the_command_refuses_a_folder_in_use_without_a_traceback(tmp_path):
     assert "输出目录不是空的" in result.output and "[out_not_empty]" in result.output
 
 
+def test_a_failed_build_leaves_no_half_kit(tmp_path):
+    bogus = tmp_path / "liandong-0.1.0-py3-none-any.whl"
+    bogus.write_bytes(b"not a zip")
+    out = tmp_path / "kit"
+    result = CliRunner().invoke(main, ["kit", "build", "--out", str(out), "--wheel", str(bogus)])
+    assert result.exit_code == 1 and "[pip_failed]" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("kit") / "usb"

@@ -93,6 +93,13 @@ function Find-Python {
     return ""
 }
 
+function Stop-Node {
+    # An upgrade replaces files the running node holds open (Windows locks them): stop it first.
+    Stop-ScheduledTask -TaskName $TaskName -ErrorAction SilentlyContinue
+    Get-Process | Where-Object { $_.Path -and $_.Path.StartsWith($Venv, [StringComparison]::OrdinalIgnoreCase) } |
+        Stop-Process -Force
+}
+
 # ------------------------------------------------------------------ 1. Python
 $Python = Find-Python
 if (-not $Python -and $Info.python_installer) {
@@ -111,6 +118,7 @@ Say "使用 Python：$Python"
 
 # ------------------------------------------------------------------ 2. venv + wheels
 New-Item -ItemType Directory -Force -Path $InstallDir | Out-Null
+Stop-Node
 if (Test-Path (Join-Path $Venv "Scripts\python.exe")) {
     $existing = Test-Python (Join-Path $Venv "Scripts\python.exe")
     if (-not $existing) {
@@ -173,7 +181,6 @@ $settings = New-ScheduledTaskSettingsSet -AllowStartIfOnBatteries -DontStopIfGoi
     -ExecutionTimeLimit ([TimeSpan]::Zero) -RestartCount 999 -RestartInterval (New-TimeSpan -Minutes 1) `
     -MultipleInstances IgnoreNew -StartWhenAvailable
 $principal = New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive -RunLevel Limited
-Stop-ScheduledTask -TaskName $TaskName -ErrorAction SilentlyContinue
 Register-ScheduledTask -TaskName $TaskName -Action $action -Trigger $trigger -Settings $settings `
     -Principal $principal -Description "联动村便民服务室：登录时启动本机节点 http://127.0.0.1:$Port/" -Force | Out-Null
 Start-ScheduledTask -TaskName $TaskName
