@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ PLATFORM = "win_amd64"
 PROJECT = "liandong"
 #: Script templates shipped in ``provisioning/kit_scripts/`` (written with Windows line ends).
 SCRIPTS = ("install.ps1", "uninstall.ps1", "install.cmd", "uninstall.cmd", "README.txt")
+#: What the checkout holds that a wheel build does not need (and must not pick up).
+SOURCE_LEFT_OUT = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".demo", ".pytest_cache",
+                   ".ruff_cache", "tests", "benchmarks")
 #: How many rounds of "fetch what Windows markers add" before giving up (two suffice today).
 MAX_ROUNDS = 5
 
@@ -179,8 +183,12 @@ def project_wheel(wheelhouse: Path, wheel: Path | None) -> Path:
     root = source_root()
     if root is None:
         raise KitError("no_wheel", "此处不是源码目录：请用 --wheel 指定联动的 wheel 文件（python -m build 生成）")
-    _run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps",
-          "--wheel-dir", str(wheelhouse), str(root)], "构建联动 wheel ")
+    # Built from a clean copy: an in-tree build reuses build/lib, which keeps modules since removed.
+    with tempfile.TemporaryDirectory(prefix="liandong-kit-") as tmp:
+        source = Path(tmp) / "src"
+        shutil.copytree(root, source, ignore=shutil.ignore_patterns(*SOURCE_LEFT_OUT))
+        _run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps",
+              "--wheel-dir", str(wheelhouse), str(source)], "构建联动 wheel ")
     [built] = [p for p in wheelhouse.glob(f"{PROJECT}-*.whl")]
     return built
 
