@@ -21,6 +21,7 @@ from provisioning.tiers import APP_FACTORIES, TIERS
 from shared.core import storage
 from shared.core.crypto import SignatureError
 from shared.core.logs import configure_logging
+from shared.core.version import __version__
 from shared.services import accounts
 from shared.web.factory import load_settings
 from sync import bundle, rotation
@@ -31,7 +32,7 @@ DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_ok
 
 
 @click.group(cls=LiandongGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option("0.1.0", prog_name="liandong")
+@click.version_option(__version__, prog_name="liandong")
 def main() -> None:
     """Liandong 联动: county hub, township stations and village rooms with signed sync."""
 
@@ -297,6 +298,10 @@ main.add_command(catalog)
 from provisioning.sim.cli import sim  # noqa: E402
 
 main.add_command(sim)
+
+from provisioning.kit_cli import kit  # noqa: E402
+
+main.add_command(kit)
 
 if __name__ == "__main__":
     main()

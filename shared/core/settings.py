@@ -66,6 +66,8 @@ SETTINGS: tuple[Setting, ...] = (
             "its parent for longer than this (or, never having reached it, since it started)."),
     Setting("METRICS_TOKEN", None, "Hub and township: bearer token that may read /metrics (for Prometheus); "
             "without it only an admin or supervisor session can. Keep it secret."),
+    Setting("OFFLINE_BANNER_SECONDS", 600, "Village/township: with no contact with the parent for this long, every page "
+            "shows the offline banner (cases are still taken and queued)."),
     Setting("SCANNER_FOLDER", None, "Village (or township window): the folder the scanner software saves into; the wizard's "
             "材料 step lists its image/PDF files to attach, and can move attached ones to its done/ subfolder."),
 )

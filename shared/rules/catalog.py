@@ -19,6 +19,7 @@ from datetime import date
 from importlib import resources
 
 from shared.core.errors import RuleError, ValidationError
+from shared.rules import pinyin
 from shared.rules.idcard import validate_id_number, validate_phone
 
 DEPARTMENTS: dict[str, str] = {
@@ -306,10 +307,11 @@ def validate_item(d: object) -> dict:
         _fail("aliases", "常用简称必须是非空文本")
     item["aliases"] = [a.strip() for a in aliases]
 
-    initials = d.get("initials", "")
+    initials = d.get("initials") or ""
     if not isinstance(initials, str) or not _INITIALS.fullmatch(initials):
         _fail("initials", "拼音首字母必须是小写字母")
-    item["initials"] = initials
+    # Hand-typed initials stay (an admin may prefer a reading); missing ones come from the name.
+    item["initials"] = initials or pinyin.initials(item["name"])
     return item
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import current_app
 from flask_wtf.csrf import CSRFProtect
 
+from shared.core.version import __version__ as VERSION  # noqa: F401 (templates and /healthz)
 from sync.node import Node
 
 csrf = CSRFProtect()
-VERSION = "0.1.0"
 
 
 def current_node() -> Node:

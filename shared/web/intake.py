@@ -45,8 +45,6 @@ RESULT_STATES = ("APPROVED", "DENIED", "NOT_ACCEPTED")
 STEPS = ("situation", "form", "materials", "confirm")
 STEP_LABELS = {"situation": "情形", "form": "表单", "materials": "材料", "confirm": "确认"}
 
-#: No contact with the parent for this long shows the offline banner (``OFFLINE_BANNER_SECONDS``).
-OFFLINE_AFTER_SECONDS = 600
 #: A PC clock further off than this from the parent's shows the clock banner.
 CLOCK_SKEW_BANNER_MS = 10 * 60 * 1000
 
@@ -79,7 +77,7 @@ def banners() -> list[tuple[str, str]]:
     shown = []
     parent = node.kind.parent_label
     last = _meta(conn, "last_parent_contact")
-    limit = float(current_app.config.get("OFFLINE_BANNER_SECONDS", OFFLINE_AFTER_SECONDS))
+    limit = float(current_app.config["OFFLINE_BANNER_SECONDS"])
     if last is None:
         shown.append(("warn", f"尚未与{parent}连通过：收件照常进行，办件会在连通后自动发送。"))
     else:

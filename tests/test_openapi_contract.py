@@ -1,0 +1,244 @@
+"""docs/openapi.yaml is the API's contract, checked against real answers.
+
+A real network (hub, township, village on loopback) runs through every documented operation:
+intake with a material file, sync (push, pull, blob status and chunks), enrolment through the
+township, decisions, 联办 opinions, 审管互动, ratings and 回访, complaints, 项目代办, 现场核查,
+statistics. Every HTTP exchange made in this process (the test's calls, the nodes' sync
+clients, the township's enrolment relay) is recorded at the ``requests`` transport and checked
+with openapi-core: each answer from a documented path must match its documented status and
+schema, and each request the server accepted (2xx) must match its documented parameters and
+body. The test fails unless every documented operation answered 2xx at least once.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+from pathlib import Path
+
+import openapi_core
+import pytest
+import requests
+import yaml
+from network import case_payload, catalog, pick_item, valid_id_number
+from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
+from openapi_spec_validator import validate as validate_spec
+
+from city_hub.projects import credit_check_char
+from shared.core.version import __version__
+
+SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
+METHODS = ("get", "put", "post", "delete", "patch")
+CHINESE = re.compile(r"[\u4e00-\u9fff]")
+
+JOINT_CITY, JOINT_LEAD, JOINT_DEPT = "130926-MZ-0005", "130926-mz", "130926-cl"
+SITE_VISIT_ITEM, SITE_VISIT_OFFICE = "130926-LY-0001", "130926-ly"
+
+
+def load_spec() -> dict:
+    return yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
+
+
+def documented_operations(spec: dict) -> set[tuple[str, str]]:
+    return {(path, method) for path, ops in spec["paths"].items() for method in ops if method in METHODS}
+
+
+def path_template(spec: dict, url_path: str, method: str) -> str | None:
+    """The documented path ``url_path`` is an instance of (literal paths win over templated ones)."""
+    candidates = sorted((p for p, ops in spec["paths"].items() if method in ops), key=lambda p: p.count("{"))
+    for template in candidates:
+        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, url_path):
+            return template
+    return None
+
+
+def test_the_spec_is_valid_openapi_and_carries_the_release_version():
+    spec = load_spec()
+    validate_spec(spec)
+    assert spec["openapi"].startswith("3.1")
+    assert spec["info"]["version"] == __version__
+
+
+class Recorder:
+    """Every ``requests`` exchange made in this process while installed."""
+
+    def __init__(self):
+        self.exchanges: list[requests.Response] = []
+        self._lock = threading.Lock()
+
+    def install(self, monkeypatch) -> None:
+        send = requests.adapters.HTTPAdapter.send
+        recorder = self
+
+        def recording_send(adapter, request, *args, **kwargs):
+            response = send(adapter, request, *args, **kwargs)
+            with recorder._lock:
+                recorder.exchanges.append(response)
+            return response
+
+        monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", recording_send)
+
+
+@pytest.fixture(scope="module")
+def recorder():
+    rec = Recorder()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        rec.install(monkeypatch)
+        yield rec
+
+
+@pytest.fixture(scope="module")
+def net(recorder, build_network):
+    # Built with the recorder on: enrolment (village → township → hub) is recorded too.
+    return build_network(villages=1)
+
+
+def ok(response: requests.Response, status: int = 200) -> dict:
+    assert response.status_code == status, f"{response.request.method} {response.url}: {response.text}"
+    return response.json()
+
+
+def credit_code(first17: str = "91130926MA0C54321") -> str:
+    return first17 + credit_check_char(first17)
+
+
+def drive_every_operation(net) -> None:
+    """One pass through every documented operation, with the roles the docs name."""
+    village, township, hub = net.village(), net.township, net.hub
+    agent = village.account("agent", "agent", village.node_id)
+    clerk = township.account("clerk", "clerk", township.node_id)
+    supervisor = hub.account("supervisor", "supervisor", None, "电子监察员")
+    for handle in (hub, township, village):
+        ok(handle.api("GET", "/healthz"))
+
+    items = catalog(village, agent)
+    item = pick_item(items, "city")
+    office = f"130926-{item['department_code']}"
+    window = hub.account("window", "window", office)
+
+    # Intake with a scan: the blob travels by /sync/v1/blobs/status and PUT /sync/v1/blobs/{sha256}.
+    scan = ("contract-test scan " * 100).encode()
+    payload = case_payload(item, [(item["materials"][0]["code"], "扫描件.jpg", scan)])
+    case_id = ok(village.api("POST", "/api/v1/cases", agent, json=payload), 201)["case_id"]
+    ok(village.api("GET", f"/api/v1/cases/{case_id}", agent))
+    net.sync_all()
+    for action in ("accept", "approve"):
+        ok(hub.api("POST", f"/api/v1/cases/{case_id}/actions", window, json={"action": action, "comment": "符合条件"}))
+    ok(hub.api("GET", f"/api/v1/cases/{case_id}", window))
+    net.sync_all()
+
+    # 好差评 at the village; a bad one opens a 回访 at the hub.
+    ok(village.api("POST", f"/api/v1/cases/{case_id}/rating", agent, json={"level": 1, "comment": "等太久"}), 201)
+    ok(village.api("GET", f"/api/v1/cases/{case_id}/rating", agent))
+    net.sync_all()
+    followups = ok(hub.api("GET", "/api/v1/followups", supervisor))["followups"]
+    [followup] = [f for f in followups if f["case_id"] == case_id]
+    ok(hub.api("POST", f"/api/v1/followups/{followup['followup_id']}/outcome", window,
+               json={"outcome": "已电话回访申请人"}))
+
+    # 投诉 taken at the village, answered at the hub.
+    complaint = ok(village.api("POST", "/api/v1/complaints", agent, json={
+        "case_id": case_id, "complainant": {"name": "张三", "phone": "13812345678"}, "content": "窗口态度差"}), 201)
+    net.sync_all()
+    ok(hub.api("GET", "/api/v1/complaints?open=1", supervisor))
+    ok(hub.api("GET", f"/api/v1/complaints/{complaint['complaint_id']}", supervisor))
+    ok(hub.api("POST", f"/api/v1/complaints/{complaint['complaint_id']}/answer", supervisor,
+               json={"answer": "已约谈窗口人员"}))
+
+    # 联办 with 超时默认, then 审管互动.
+    lead = hub.account("window_mz", "window", JOINT_LEAD)
+    dept = hub.account("window_cl", "window", JOINT_DEPT)
+    joint_item = next(i for i in items if i["code"] == JOINT_CITY)
+    joint_case = ok(village.api("POST", "/api/v1/cases", agent, json=case_payload(joint_item)), 201)["case_id"]
+    net.sync_all()
+    ok(hub.api("POST", f"/api/v1/cases/{joint_case}/actions", lead, json={"action": "accept", "comment": ""}))
+    ok(hub.api("GET", "/api/v1/joint/opinions", dept))
+    ok(hub.api("POST", f"/api/v1/cases/{joint_case}/opinions", dept, json={"opinion": "agree", "comment": "同意"}))
+    ok(hub.api("GET", f"/api/v1/cases/{joint_case}/opinions", lead))
+    ok(hub.api("POST", f"/api/v1/cases/{joint_case}/actions", lead, json={"action": "approve", "comment": ""}))
+    head = hub.account("head_mz", "head", JOINT_LEAD)
+    ok(hub.api("GET", "/api/v1/supervision/pushes", head))
+    ok(hub.api("POST", f"/api/v1/cases/{joint_case}/claim", head, json={"feedback": "纳入抽查"}))
+
+    ok(hub.api("GET", "/api/v1/stats?by=office", supervisor))
+    assert hub.api("GET", "/metrics", supervisor).status_code == 200  # Prometheus text, checked against the spec
+
+    # 项目代办 at the hub: create, link the village case, file a 秒批 item, read.
+    project_agent = hub.account("xmdb", "project_agent", None, "项目代办员")
+    project = ok(hub.api("POST", "/api/v1/projects", project_agent, json={
+        "enterprise_name": "肃宁县绿源农产品加工有限公司", "credit_code": credit_code(),
+        "project_name": "年产5000吨果蔬深加工项目", "location": "肃宁县城关镇工业园区", "contact": "赵经理"}), 201)
+    pid = project["project_id"]
+    ok(hub.api("POST", f"/api/v1/projects/{pid}/cases", project_agent, json={"case_id": joint_case}), 201)
+    ok(hub.api("POST", f"/api/v1/projects/{pid}/cases", project_agent, json={"case_id": joint_case}))
+    filed = ok(hub.api("POST", f"/api/v1/projects/{pid}/cases", project_agent, json={
+        "item_code": "130926-FG-0001",
+        "applicant": {"name": "赵经理", "id_number": valid_id_number(), "phone": "13812345678"},
+        "form": {"scale_content": "新建厂房2万平方米", "total_investment": 8000,
+                 "restricted_industry": "否", "needs_approval": "否"}, "materials": []}), 201)
+    assert filed["receipt"]["status"] == "APPROVED"  # 秒批: approved on receipt
+    ok(hub.api("GET", "/api/v1/projects", project_agent))
+    ok(hub.api("GET", f"/api/v1/projects/{pid}", project_agent))
+
+    # 现场核查 by the township clerk on a village case.
+    ly_item = next(i for i in items if i["code"] == SITE_VISIT_ITEM)
+    ly_case = ok(village.api("POST", "/api/v1/cases", agent, json=case_payload(ly_item)), 201)["case_id"]
+    net.sync_all()
+    ok(township.api("POST", f"/api/v1/cases/{ly_case}/site-visits", clerk, json={
+        "inspectors": ["王林", "李森"], "visit_date": township.node.clock.today_cn().isoformat(),
+        "findings": "权属清楚，四至与申请一致。", "result": "符合",
+        "photos": [{"filename": "现场.png", "content_base64": base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()}]}), 201)
+    ok(township.api("GET", f"/api/v1/cases/{ly_case}/site-visits", clerk))
+    net.sync_all()
+
+    # Refusals are part of the contract too: documented statuses with the one error shape.
+    assert hub.api("GET", f"/api/v1/cases/{'0' * 32}", window).status_code == 404
+    assert village.api("POST", "/api/v1/cases", agent, json={**payload, "item_code": "130926-NOPE-0001"}).status_code == 400
+    assert hub.api("GET", "/api/v1/stats", window).status_code == 403
+    assert village.api("GET", "/api/v1/catalog").status_code == 401
+
+    # A second village enrols through the township while recorded (POST /enrol/v1 twice over).
+    net.add_village(f"{township.node_id}202")
+
+
+def causes(errors: list[Exception]) -> str:
+    """openapi-core's errors with the schema errors under them, short enough to read."""
+    return "; ".join(f"{e!r}: {getattr(e.__cause__, 'schema_errors', e.__cause__)!s:.600}" for e in errors)
+
+
+def test_every_documented_operation_answers_as_documented(net, recorder):
+    spec = load_spec()
+    spec["servers"] = [{"url": handle.url} for handle in net.all_nodes()]
+    api = openapi_core.OpenAPI.from_dict(spec)
+    drive_every_operation(net)
+
+    answered: set[tuple[str, str]] = set()
+    problems: list[str] = []
+    for response in list(recorder.exchanges):
+        method = response.request.method.lower()
+        url_path = requests.utils.urlparse(response.request.url).path
+        template = path_template(spec, url_path, method)
+        if template is None:
+            continue  # a page or a route the spec does not claim (test_docs checks the route list)
+        where = f"{method.upper()} {url_path} → {response.status_code}"
+        request = RequestsOpenAPIRequest(response.request)
+        result = api.unmarshal_response(request, RequestsOpenAPIResponse(response))
+        if result.errors:
+            problems.append(f"{where}: answer does not match the spec: {causes(result.errors)}")
+        if 200 <= response.status_code < 300:
+            answered.add((template, method))
+            request_result = api.unmarshal_request(request)
+            if request_result.errors:
+                problems.append(f"{where}: accepted request does not match the spec: {causes(request_result.errors)}")
+    assert not problems, "\n".join(problems)
+    missing = sorted(documented_operations(spec) - answered)
+    assert not missing, f"documented operations never answered 2xx in the run: {missing}"
+
+
+def test_json_answers_carry_chinese_unescaped(net):
+    response = net.village().api("GET", "/api/v1/catalog")
+    assert response.status_code == 401
+    assert CHINESE.search(response.content.decode("utf-8")) and b"\\u" not in response.content
+    assert response.headers["Content-Type"].startswith("application/json")
