@@ -39,8 +39,12 @@ def create_node_app(import_name: str, tier: str, test_config: dict | None, datab
     if app.config["TIER"] != tier:
         raise RuntimeError(f"{data_dir} holds a {app.config['TIER']} node, not a {tier}")
     # CSRF is checked in auth.require_account: forms with a session need it, bearer/node-signed calls do not.
+    # Cookies are per host, not per port: on one machine (the demo on 127.0.0.1) every node
+    # would share one "session" cookie and a login at one would log the others out. One
+    # cookie name per node keeps their sessions apart.
     app.config.update(WTF_CSRF_TIME_LIMIT=None, WTF_CSRF_CHECK_DEFAULT=False,
-                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                      SESSION_COOKIE_NAME=session_cookie_name(app.config.get("NODE_ID")))
     app.extensions["liandong_node"] = Node(app.config, data_dir)
     database.init_app(app)
     csrf.init_app(app)
@@ -52,6 +56,11 @@ def create_node_app(import_name: str, tier: str, test_config: dict | None, datab
     app.register_blueprint(health.bp)
     app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier, version=VERSION)
     return app
+
+
+def session_cookie_name(node_id: str | None) -> str:
+    """The session cookie of node ``node_id``: ``liandong_<node_id>``."""
+    return f"liandong_{node_id or 'node'}"
 
 
 def current_node() -> Node:
