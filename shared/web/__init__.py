@@ -49,11 +49,12 @@ def create_node_app(import_name: str, tier: str, test_config: dict | None, datab
     database.init_app(app)
     csrf.init_app(app)
 
-    from . import auth, errors, health
+    from . import auth, display, errors, health
 
     errors.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
+    display.init_app(app)
     app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier, version=VERSION)
     return app
 

@@ -62,7 +62,7 @@ def test_documents_print_on_one_a4_page(network, new_page, shots, action, commen
         assert pages == 1, f"{kind} printed on {pages} pages"
 
 
-def test_the_printed_qr_scans_and_verifies_where_the_decision_never_arrived(network, new_page, shots, tmp_path):
+def test_the_printed_qr_scans_and_verifies_where_the_decision_never_arrived(network, new_page, tmp_path):
     """Render the printed 准予许可决定书 in Chromium (print media), screenshot it, decode the QR from
     the image with a real decoder (zxing-cpp), and verify the decoded token at a node that has
     never heard of the case: the hub's verify API and a second village built for it alone."""
@@ -85,7 +85,6 @@ def test_the_printed_qr_scans_and_verifies_where_the_decision_never_arrived(netw
     path = tmp_path / "printed.png"
     page.set_viewport_size({"width": 1000, "height": 1400})
     page.screenshot(path=str(path), full_page=True)
-    shots(page, "document-printed-qr")
     found = zxingcpp.read_barcodes(Image.open(path))
     tokens = [b.text for b in found if b.format == zxingcpp.BarcodeFormat.QRCode]
     assert tokens == [documents.qr_text(signed)], [b.text for b in found]
@@ -98,3 +97,24 @@ def test_the_printed_qr_scans_and_verifies_where_the_decision_never_arrived(netw
     assert r.status_code == 200, r.text
     assert r.json()["token"]["title"] == "准予许可决定书" and not r.json()["held"]
     print(f"QR {modules} modules at {module_mm:.2f} mm, token {len(tokens[0])} characters")
+
+
+def test_printing_needs_no_javascript(network, new_page):
+    """The 打印 button is a link: without JavaScript it opens the print view of the same page
+    (no menus, a hint to press Ctrl+P), which prints the same A4 page."""
+    case_id = _decided_case(network, "approve", "符合条件")
+    village = network.village()
+    signed = next(d for d in documents.for_case(village.conn, case_id) if envelope.peek(d)["kind"] == "approve")
+    page = new_page(javascript=False)
+    login(page, village, "agent")
+    page.goto(f"{village.url}/documents/{envelope.document_id(signed)}")
+    assert page.locator(".topbar").is_visible()
+    page.get_by_role("link", name="打印", exact=True).click()
+    page.wait_for_load_state()
+    assert "print=1" in page.url
+    assert not page.locator(".topbar").is_visible() and page.locator(".print-hint").is_visible()
+    assert page.locator(".doc-qr svg").is_visible()
+    page.emulate_media(media="print")
+    assert not page.locator(".print-hint").is_visible()
+    pdf = page.pdf(format="A4", print_background=True)
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1
