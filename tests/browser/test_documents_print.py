@@ -62,26 +62,32 @@ def test_documents_print_on_one_a4_page(network, new_page, shots, action, commen
         assert pages == 1, f"{kind} printed on {pages} pages"
 
 
-def test_the_printed_qr_scans_and_verifies_where_the_decision_never_arrived(network, new_page, tmp_path):
-    """Render the printed 准予许可决定书 in Chromium (print media), screenshot it, decode the QR from
-    the image with a real decoder (zxing-cpp), and verify the decoded token at a node that has
-    never heard of the case: the hub's verify API and a second village built for it alone."""
-    import zxingcpp
-    from PIL import Image
-
+def _open_decision(network, new_page):
+    """A fresh 准予许可决定书 opened at the village in a browser without JavaScript."""
     case_id = _decided_case(network, "approve", "符合条件")
     village = network.village()
     signed = next(d for d in documents.for_case(village.conn, case_id) if envelope.peek(d)["kind"] == "approve")
     page = new_page(javascript=False)
     login(page, village, "agent")
     page.goto(f"{village.url}/documents/{envelope.document_id(signed)}")
+    return page, signed
+
+
+def test_the_printed_qr_scans_and_verifies_where_the_decision_never_arrived(network, new_page, tmp_path):
+    """Render the printed 准予许可决定书 in Chromium (print media), screenshot it, decode the QR from
+    the image with a real decoder (zxing-cpp), and verify the decoded token at a village enrolled
+    after the decision, which holds nothing of the case, only the keys every node holds."""
+    import zxingcpp
+    from PIL import Image
+
+    page, signed = _open_decision(network, new_page)
     page.emulate_media(media="print")
     qr = page.locator(".doc-qr svg")
     modules = int(qr.get_attribute("viewBox").split()[2])
     width_px = qr.bounding_box()["width"]
     module_mm = width_px * 25.4 / 96 / modules
     assert module_mm >= 0.4, f"{module_mm:.2f} mm a module"
-    # What a phone sees: the page as rendered, at about the resolution of a photo of A4.
+    # The page as printed, at screen resolution (96 dpi, under 3 px a module: coarser than a phone's photo).
     path = tmp_path / "printed.png"
     page.set_viewport_size({"width": 1000, "height": 1400})
     page.screenshot(path=str(path), full_page=True)
@@ -102,12 +108,7 @@ def test_the_printed_qr_scans_and_verifies_where_the_decision_never_arrived(netw
 def test_printing_needs_no_javascript(network, new_page):
     """The 打印 button is a link: without JavaScript it opens the print view of the same page
     (no menus, a hint to press Ctrl+P), which prints the same A4 page."""
-    case_id = _decided_case(network, "approve", "符合条件")
-    village = network.village()
-    signed = next(d for d in documents.for_case(village.conn, case_id) if envelope.peek(d)["kind"] == "approve")
-    page = new_page(javascript=False)
-    login(page, village, "agent")
-    page.goto(f"{village.url}/documents/{envelope.document_id(signed)}")
+    page, _ = _open_decision(network, new_page)
     assert page.locator(".topbar").is_visible()
     page.get_by_role("link", name="打印", exact=True).click()
     page.wait_for_load_state()
