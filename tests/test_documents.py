@@ -235,3 +235,30 @@ def test_a_token_that_names_another_record_than_the_one_held_is_refused(net, dec
                                 seq=accept_token.seq)
     r = _verify_api(village, decided["agent"], token=mixed)
     assert r.status_code == 409 and "不一致" in r.json()["error"]["message"]
+
+
+def test_a_township_decision_token_verifies_at_the_hub_and_another_village(net):
+    """Townships sign the decisions on items delegated to them: the token names the township as
+    issuer and office, and verifies with its registry key at nodes that never saw the case."""
+    village, township = net.village(0), net.township
+    agent = village.account("agent", "agent", village.node_id)
+    clerk = township.account("clerk", "clerk", township.node_id)
+    item = pick_item(catalog(village, agent), "township")
+    case_id = create_case(village, agent, item)["case_id"]
+    village.sync()
+    for action in ("accept", "approve"):
+        r = township.api("POST", f"/api/v1/cases/{case_id}/actions", clerk, json={"action": action, "comment": "符合条件"})
+        assert r.status_code == 200, r.text
+    signed = _docs(township, case_id)["approve"]
+    token = document_token.parse(documents.qr_text(signed))
+    assert token.issuer == token.office == township.node_id
+    other = net.village(1)
+    answer = _verify_api(other, other.account("agent", "agent", other.node_id), token=documents.qr_text(signed))
+    assert answer.status_code == 200 and answer.json()["token"]["issuer_name"], answer.text
+    window = net.hub.account("window", "window", "130926-mz")
+    assert _verify_api(net.hub, window, token=documents.qr_text(signed)).status_code == 200
+    # The same key cannot speak for a city office.
+    forged = document_token.make(township.node.key, doc_id=envelope.document_id(signed), issuer=township.node_id,
+                                 office="130926-mz", kind="approve", issued_on=token.date, seq=token.seq)
+    r = _verify_api(other, other.account("agent", "agent", other.node_id), token=forged)
+    assert r.status_code == 409 and "本乡镇审批事项" in r.json()["error"]["message"]
