@@ -9,7 +9,8 @@ from flask import url_for
 
 # The only views anyone may reach without an account. A new public view must be added here on
 # purpose (and reviewed), or this module fails.
-PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "static"}
+# The icon and the 大字 switch (a cookie and a redirect to a local path) carry no data.
+PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "static", "display.favicon", "display.text_size"}
 
 
 @pytest.fixture(scope="module")
