@@ -96,3 +96,13 @@ def test_text_size_never_redirects_to_another_site(village):
     for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
         r = requests.get(village.url + "/text-size", params={"next": target}, allow_redirects=False, timeout=10)
         assert r.status_code == 302 and r.headers["Location"] in ("/", village.url + "/"), target
+
+
+def test_odd_query_strings_do_not_break_the_page_links(village):
+    s = session_for(village, "agent")
+    for query in ("?_scheme=x", "?_external=1&q=yl", "?print=1&print=1"):
+        r = s.get(village.url + "/catalog" + query, timeout=10)
+        assert r.status_code == 200, query
+        back = re.search(r'class="text-size" href="[^"]*next=([^"]*)"', r.text).group(1)
+        assert back.startswith("/catalog"), (query, back)  # a local path, the reader comes back here
+        assert "_scheme" not in r.text and "_external" not in r.text

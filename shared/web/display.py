@@ -8,6 +8,8 @@ prints (no menus) and asks for Ctrl+P. liandong.js only turns those links into a
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from flask import Blueprint, current_app, redirect, request, send_from_directory, url_for
 
 from .auth import public
@@ -58,19 +60,22 @@ def print_view() -> bool:
 
 def print_url() -> str:
     """This page's print view: the same URL with ``print=1``."""
-    if request.endpoint is None:  # an error page
-        return request.path + "?print=1"
-    args = request.args.to_dict()
-    args["print"] = "1"
-    return url_for(request.endpoint, **(request.view_args or {}), **args)
+    return _this_page(print="1")
 
 
 def screen_url() -> str:
     """This page without its print view (the way back from ``?print=1``)."""
+    return _this_page()
+
+
+def _this_page(**extra: str) -> str:
+    """This page's URL with its query (without ``print``) plus ``extra``."""
+    # Query names starting with "_" would steer url_for (_external, _scheme …): they are dropped.
+    query = {k: v for k, v in request.args.items() if k != "print" and not k.startswith("_")}
+    query.update(extra)
     if request.endpoint is None:  # an error page
-        return request.path
-    args = {k: v for k, v in request.args.items() if k != "print"}
-    return url_for(request.endpoint, **(request.view_args or {}), **args)
+        return request.path + ("?" + urlencode(query) if query else "")
+    return url_for(request.endpoint, **{**query, **(request.view_args or {})})
 
 
 def text_size_url() -> str:
