@@ -171,6 +171,8 @@ def test_a_node_holding_the_record_shows_it_for_the_token_and_the_code(net, deci
     assert by_code.json()["method"] == "code" and by_code.json()["document"]["case_id"] == decided["case_id"]
     record = _verify_api(village, decided["agent"], record=documents.record_text(signed)).json()
     assert record["method"] == "record" and record["code"] == code
+    as_object = _verify_api(village, decided["agent"], record=signed).json()  # the record's JSON itself
+    assert as_object["method"] == "record" and as_object["document"]["case_id"] == decided["case_id"]
 
 
 def test_an_unknown_code_is_refused_with_advice(net, decided):
