@@ -112,6 +112,8 @@ def parse(text: str) -> Token:
         raw = _unb32(block)
     except binascii.Error as exc:
         raise SignatureError("二维码内容不完整或已损坏") from exc
+    if _b32(raw) != block:  # unused low bits set: one content, one text
+        raise SignatureError("二维码内容不完整或已损坏")
     header = text.strip().upper()[: -len(block)]
     return Token(issuer, office.lower(), CODE_KINDS[kind_code], f"{day[:4]}-{day[4:6]}-{day[6:]}", int(seq),
                  raw[:DIGEST_BYTES], raw[DIGEST_BYTES:DIGEST_BYTES + KID_BYTES], raw[DIGEST_BYTES + KID_BYTES:], header)

@@ -204,6 +204,11 @@ def test_a_changed_token_is_refused(net, decided):
         assert r.status_code == 409, forged
         assert r.json()["error"]["code"] == "document_not_verified"
     assert "已损坏" in _verify_api(other, agent2, token=token[:-5]).json()["error"]["message"]
+    # The last base32 character carries 1 bit and 4 unused ones: another text of the same bytes is refused.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    other_text = token[:-1] + alphabet[alphabet.index(token[-1]) ^ 1]
+    assert base64.b32decode(other_text.split(".")[-1] + "===") == base64.b32decode(token.split(".")[-1] + "===")
+    assert _verify_api(other, agent2, token=other_text).status_code == 409
 
 
 def test_a_village_key_cannot_sign_a_decision_token(net, decided):
