@@ -3,6 +3,10 @@
 Everything goes through the real paths: the hub is initialised, tokens are issued, the township
 and villages generate their keys and enrol over HTTP, accounts are created per node. The first
 run writes ``demo.json`` (URLs, logins, API tokens) into the data folder; later runs reuse it.
+
+Stopping one node (the tour kills the township to show queueing) leaves the others running:
+the demo reports it and prints how to start it again. Running ``liandong demo`` again with the
+same options starts only the nodes that are not answering.
 """
 
 from __future__ import annotations
@@ -54,6 +58,24 @@ def _wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 30.0) -> No
             pass
         time.sleep(0.1)
     raise click.ClickException(f"node at {url} did not come up")
+
+
+def _answering_node(url: str) -> str | None:
+    """The node id that answers ``/healthz`` at ``url``, or None when nothing answers there."""
+    try:
+        r = requests.get(url + "/healthz", timeout=1)
+        return r.json().get("node_id") if r.status_code == 200 else None
+    except (requests.RequestException, ValueError):
+        return None
+
+
+def _restart_command(data_dir: Path, base_port: int, sync_interval: float, clock_start: str | None,
+                     clock_speed: float) -> str:
+    """The command that starts the demo's missing nodes with the options of this run."""
+    command = f"liandong demo --data {data_dir} --base-port {base_port} --sync-interval {sync_interval:g}"
+    if clock_start:
+        command += f" --clock-start {clock_start} --clock-speed {clock_speed:g}"
+    return command
 
 
 def _password() -> str:
@@ -115,18 +137,26 @@ def run_demo(data_dir: Path, base_port: int, sync_interval: float, clock_start: 
     ports.update({v["node_id"]: base_port + 2 + i for i, v in enumerate(VILLAGES)})
     url = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
     folder = {k: data_dir / k for k in ports}
-    procs: list[subprocess.Popen] = []
+    procs: dict[str, subprocess.Popen] = {}  # the nodes this run started (others were already up)
+    names = {HUB["node_id"]: HUB["name"], TOWNSHIP["node_id"]: TOWNSHIP["name"],
+             **{v["node_id"]: v["name"] for v in VILLAGES}}
 
     def start(node_id: str) -> None:
+        answering = _answering_node(url[node_id])
+        if answering == node_id:
+            click.echo(f"{node_id} is already running at {url[node_id]}")
+            return
+        if answering is not None:
+            raise click.ClickException(f"port {ports[node_id]} is taken by node {answering}; use --base-port")
         proc = _start(folder[node_id], ports[node_id], env)
-        procs.append(proc)
+        procs[node_id] = proc
         _wait_healthy(url[node_id], proc)
 
     def stop(*_args) -> None:
-        for proc in reversed(procs):
+        for proc in reversed(procs.values()):
             if proc.poll() is None:
                 proc.terminate()
-        for proc in procs:
+        for proc in procs.values():
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -158,11 +188,10 @@ def run_demo(data_dir: Path, base_port: int, sync_interval: float, clock_start: 
                 start(v["node_id"])
             storage_text = json.dumps(manifest, ensure_ascii=False, indent=2)
             nodes.write_private_file(manifest_path, storage_text.encode("utf-8"))
-        _print_manifest(manifest, manifest_path)
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        click.echo("a node stopped; shutting the demo down", err=True)
-        return 1
+        _print_manifest(manifest, manifest_path, {k: p.pid for k, p in procs.items()})
+        restart = _restart_command(data_dir, base_port, sync_interval, clock_start, clock_speed)
+        _supervise(procs, names, restart)
+        return 0
     except KeyboardInterrupt:
         click.echo("\nstopping the demo network…")
         return 0
@@ -170,11 +199,26 @@ def run_demo(data_dir: Path, base_port: int, sync_interval: float, clock_start: 
         stop()
 
 
-def _print_manifest(manifest: dict, path: Path) -> None:
+def _supervise(procs: dict[str, subprocess.Popen], names: dict[str, str], restart: str) -> None:
+    """Wait while any node of this run is up; report each one that stops, once, and go on."""
+    reported: set[str] = set()
+    while any(p.poll() is None for p in procs.values()):
+        for node_id, proc in procs.items():
+            if node_id not in reported and proc.poll() is not None:
+                reported.add(node_id)
+                click.echo(f"\nnode {node_id} ({names.get(node_id, '')}) stopped with exit code {proc.returncode}; "
+                           f"the other nodes keep running.\nTo start it again, run in another terminal:\n"
+                           f"  {restart}\n(it starts only the nodes that are not running)", err=True)
+        time.sleep(0.5)
+    click.echo("every node this demo started has stopped" if procs else "every node was already running", err=True)
+
+
+def _print_manifest(manifest: dict, path: Path, pids: dict[str, int]) -> None:
     tiers = {"hub": "市(县)中心", "township": "乡镇便民服务站", "village": "村便民服务室"}
     click.echo("\nLiandong demo network is up:")
     for n in manifest["nodes"]:
-        click.echo(f"  {tiers[n['tier']]:<8} {n['node_id']:<13} {n['url']}/")
+        pid = f"pid {pids[n['node_id']]}" if n["node_id"] in pids else "already running"
+        click.echo(f"  {tiers[n['tier']]:<8} {n['node_id']:<13} {n['url']}/  ({pid})")
     click.echo("\nLogins (node  username / password  role  office):")
     for a in manifest["accounts"]:
         click.echo(f"  {a['node_id']:<13} {a['username']:<14} / {a['password']:<16} {a['role']:<10} {a['office'] or ''}")

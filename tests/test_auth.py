@@ -9,8 +9,9 @@ from flask import url_for
 
 # The only views anyone may reach without an account. A new public view must be added here on
 # purpose (and reviewed), or this module fails.
-# metrics.metrics authenticates itself (admin/supervisor session or METRICS_TOKEN): test_metrics.py.
-PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "metrics.metrics", "static"}
+# metrics.metrics authenticates itself (admin/supervisor session or METRICS_TOKEN): test_health_metrics.py.
+# The icon and the 大字 switch (a cookie and a redirect to a local path) carry no data.
+PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "metrics.metrics", "static", "display.favicon", "display.text_size"}
 
 
 @pytest.fixture(scope="module")

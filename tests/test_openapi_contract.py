@@ -128,6 +128,8 @@ def drive_every_operation(net) -> None:
         ok(hub.api("POST", f"/api/v1/cases/{case_id}/actions", window, json={"action": action, "comment": "符合条件"}))
     ok(hub.api("GET", f"/api/v1/cases/{case_id}", window))
     net.sync_all()
+    code = village.scalar("SELECT code FROM documents WHERE case_id = ? AND kind = 'approve'", (case_id,))
+    ok(village.api("POST", "/api/v1/documents/verify", agent, json={"code": code}))  # 文书核验 by 核验码
 
     # 好差评 at the village; a bad one opens a 回访 at the hub.
     ok(village.api("POST", f"/api/v1/cases/{case_id}/rating", agent, json={"level": 1, "comment": "等太久"}), 201)

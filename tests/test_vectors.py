@@ -9,7 +9,9 @@ format change is recorded with ``python -m tests.test_vectors --write`` and revi
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import sqlite3
 import sys
 import tempfile
@@ -21,7 +23,7 @@ import pytest
 from shared.core import canonical, storage
 from shared.core.clock import iso
 from shared.core.crypto import SignatureError, SigningKey, b64d, b64e, pae, sha256_hex, verify
-from shared.services import documents
+from shared.services import document_token, documents
 from sync import downlink, envelope, nodeauth, outbox, relay
 from sync.apply import apply_pending
 from sync.ingest import Ingestor
@@ -299,20 +301,36 @@ def document_body(kind: str = "accept", number: int = 1) -> dict:
 def build_document() -> dict:
     body = document_body()
     signed = envelope.sign(key("hub_signing"), envelope.DOCUMENT, body)
+    token = document_token.make(key("hub_signing"), doc_id=envelope.document_id(signed), issuer=HUB_ID,
+                                office=body["office"], kind=body["kind"], issued_on="2027-03-01", seq=1)
     forged = envelope.sign(key("village_a"), envelope.DOCUMENT, body)  # a village key, issuer = the hub
+    village_token = document_token.make(key("village_a"), doc_id=envelope.document_id(forged), issuer=VILLAGE_A,
+                                        office=body["office"], kind="approve", issued_on="2027-03-01", seq=1)
+    header, block = token[:token.rindex(".") + 1], token[token.rindex(".") + 1:]
+    raw = base64.b32decode(block + "=" * (-len(block) % 8))
     return {
-        "description": "A hub-signed 制式文书 (DOCUMENT record). verification_code = the first 10 base32 characters of "
-                       "sha256(ASCII of the first signature's 'sig'), grouped 5-5; qr_text = 'LDDOC1:' + unpadded "
-                       "base64url(canonical JSON of the signed record). 'forged' is the same body signed by a "
-                       "village key and must be refused (the issuer must be the signer's node, or the hub for "
-                       "hub keys).",
+        "description": "A hub-signed 制式文书 (DOCUMENT record) and its compact token (§7.4). token = header + "
+                       "base32(digest20 ‖ kid4 ‖ sig64), header = 'LD1.<issuer>.<OFFICE>.<kind>.<yyyymmdd>.<seq>.', "
+                       "digest20 = the first 20 bytes of document_id, kid4 = the first 4 bytes of the signer's kid, "
+                       "sig64 = Ed25519 over PAE(token_type, header ASCII ‖ digest20 ‖ kid4). verification_code "
+                       "(核验码) = the first 16 characters of the base32 block, grouped 4-4-4-4. record_text = "
+                       "'LDDOC1:' + unpadded base64url(canonical JSON of the signed record). 'forged' is the same "
+                       "body signed by a village key and must be refused (the issuer must be the signer's node, or "
+                       "the hub for hub keys); 'village_token' is a validly signed village token for a 准予 "
+                       "decision and must be refused (a village signs only receipts and 送达回证).",
         "signer": "hub_signing",
         "body": body,
         "document": signed,
         "document_id": envelope.document_id(signed),
+        "token_type": document_token.TOKEN_TYPE,
+        "token": token,
+        "token_header": header,
+        "token_signed_hex": (header.encode("ascii") + raw[:24]).hex(),
+        "token_sig_hex": raw[24:].hex(),
         "verification_code": documents.verification_code(signed),
-        "qr_text": documents.qr_text(signed),
+        "record_text": documents.record_text(signed),
         "forged": forged,
+        "village_token": village_token,
     }
 
 
@@ -634,17 +652,28 @@ def test_downlink_messages_apply_in_order(tmp_path):
     assert downlink.cursors(village, VILLAGE_A) == {vector["cursor_key"]: 2}
 
 
-def test_document_code_qr_and_verification():
+def test_document_token_code_and_verification():
     vector = load("document.json")
     signed = envelope.sign(key("hub_signing"), envelope.DOCUMENT, vector["body"])
     assert signed == vector["document"] and envelope.document_id(signed) == vector["document_id"]
     assert documents.verification_code(signed) == vector["verification_code"]
-    assert len(vector["verification_code"].replace("-", "")) == 10 and vector["verification_code"][5] == "-"
-    assert documents.qr_text(signed) == vector["qr_text"] and vector["qr_text"].startswith("LDDOC1:")
-    assert documents.from_qr_text(vector["qr_text"]) == signed
-    assert documents.verify(documents.from_qr_text(vector["qr_text"]), trust_store()) == vector["body"]
+    assert re.fullmatch(r"[A-Z2-7]{4}(-[A-Z2-7]{4}){3}", vector["verification_code"])
+    token = vector["token"]
+    assert len(token) <= 200 and re.fullmatch(r"[0-9A-Z.\-]+", token)  # QR alphanumeric mode
+    assert token.startswith(vector["token_header"])
+    assert token[len(vector["token_header"]):][:16] == vector["verification_code"].replace("-", "")
+    verify(key("hub_signing").public_b64, vector["token_type"], bytes.fromhex(vector["token_signed_hex"]),
+           bytes.fromhex(vector["token_sig_hex"]))
+    parsed = document_token.parse(token)
+    assert document_token.verify_token(parsed, trust_store()) == key("hub_signing").kid
+    assert (parsed.issuer, parsed.office, parsed.kind, parsed.date, parsed.seq) == (
+        HUB_ID, "130926-rs", "accept", "2027-03-01", 1)
+    assert documents.from_record_text(vector["record_text"]) == signed
+    assert documents.verify(documents.from_record_text(vector["record_text"]), trust_store()) == vector["body"]
     with pytest.raises(SignatureError, match="文书签发机构与签名不符"):
         documents.verify(vector["forged"], trust_store())
+    with pytest.raises(SignatureError, match="村便民服务室无权签发"):
+        document_token.verify_token(document_token.parse(vector["village_token"]), trust_store())
 
 
 def test_lone_surrogate_in_a_signed_payload_is_refused():

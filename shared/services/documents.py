@@ -3,15 +3,15 @@
 Each document is a ``DOCUMENT`` signed record (sync/envelope.py) made by the node that took
 the step: the hub or township for 受理/不予受理/补正/容缺 notices and 准予/不予许可 decisions, the
 village for the 收件回执 and the 送达回证. The printed page carries the whole signed record in a
-QR code, so a village that has been offline since the decision verifies it against the keys
-it already trusts; the short verification code (10 characters from the signature's hash) lets
-a person match paper and record at a glance and finds the record among those a node holds.
+QR code as a compact token the issuer signs too (shared/services/document_token.py), so a phone reads
+it and a node that never received the decision verifies it against the keys it already trusts;
+the 核验码 (16 characters of the document id) is typed by a person and finds the record among
+those a node holds. The full signed record still verifies wherever it is held.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import sqlite3
 
 from shared.core import canonical
@@ -21,9 +21,10 @@ from shared.core.errors import RuleError
 from shared.rules import authority
 from shared.rules.catalog import DEPARTMENTS
 from shared.rules.idcard import mask_id_number
+from shared.services import document_token
 from sync import envelope
 
-QR_PREFIX = "LDDOC1:"
+RECORD_PREFIX = "LDDOC1:"
 
 # kind -> (title, 文号 character). Kinds are the actions that produce them, plus receipt.
 KINDS = {
@@ -43,10 +44,8 @@ REFUSALS = ("reject", "deny")
 
 
 def verification_code(signed: dict) -> str:
-    """Ten characters (two groups of five) from the hash of the signature."""
-    digest = hashlib.sha256(signed["signatures"][0]["sig"].encode("ascii")).digest()
-    code = base64.b32encode(digest).decode("ascii")[:10]
-    return f"{code[:5]}-{code[5:]}"
+    """The 核验码: 16 characters (4-4-4-4) of the document id, the start of the token's digest."""
+    return document_token.code_from_document_id(envelope.document_id(signed))
 
 
 def _next_number(conn: sqlite3.Connection, issuer: str, kind: str, year: int) -> int:
@@ -63,7 +62,8 @@ def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, offi
     title, mark = KINDS[kind]
     now = node.now()
     year = now.astimezone(CN_TZ).year
-    number = f"{office_name}{mark}字〔{year}〕第{_next_number(conn, node.node_id, kind, year):04d}号"
+    seq = _next_number(conn, node.node_id, kind, year)
+    number = f"{office_name}{mark}字〔{year}〕第{seq:04d}号"
     body = {
         "v": 1,
         "kind": kind,
@@ -84,6 +84,10 @@ def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, offi
     if kind in REFUSALS:
         body["rights"] = RIGHTS
     signed = envelope.sign(node.key, envelope.DOCUMENT, body)
+    # The token rides beside the record (it signs the record's id, so it cannot be inside it).
+    signed["token"] = document_token.make(
+        node.key, doc_id=envelope.document_id(signed), issuer=node.node_id, office=body["office"], kind=kind,
+        issued_on=now.astimezone(CN_TZ).date().isoformat(), seq=seq)
     store(conn, signed)
     return signed
 
@@ -122,17 +126,32 @@ def for_case(conn: sqlite3.Connection, case_id: str) -> list[dict]:
         "SELECT document FROM documents WHERE case_id = ? ORDER BY issued_at", (case_id,))]
 
 
-def qr_text(signed: dict) -> str:
-    """What the QR code holds: the whole signed record, compact."""
-    return QR_PREFIX + base64.urlsafe_b64encode(canonical.dumps(signed)).decode("ascii").rstrip("=")
+def qr_text(signed: dict) -> str | None:
+    """What the printed QR code holds: the compact signed token (None for a record issued without one)."""
+    token = signed.get("token")
+    return token if isinstance(token, str) else None
 
 
-def from_qr_text(text: str) -> dict:
-    """Parse a scanned QR text back into the signed record; raises SignatureError."""
+def record_text(signed: dict) -> str:
+    """The whole signed record as one line of text (``LDDOC1:`` + base64url), to copy between nodes."""
+    record = {k: signed[k] for k in ("payloadType", "payload", "signatures")}
+    return RECORD_PREFIX + base64.urlsafe_b64encode(canonical.dumps(record)).decode("ascii").rstrip("=")
+
+
+def from_record_text(text: str) -> dict:
+    """Parse :func:`record_text` (or the record's plain JSON) back into the signed record; raises SignatureError."""
     text = text.strip()
-    if not text.startswith(QR_PREFIX):
-        raise SignatureError("不是联动文书的二维码")
-    raw = text[len(QR_PREFIX):]
+    if text.startswith("{"):
+        try:
+            record = canonical.loads(text.encode("utf-8"), max_bytes=64 * 1024)
+        except canonical.CanonicalError as exc:
+            raise SignatureError("文书记录不是有效的JSON") from exc
+        if not isinstance(record, dict):
+            raise SignatureError("文书记录不是有效的JSON")
+        return record
+    if not text.startswith(RECORD_PREFIX):
+        raise SignatureError("不是联动文书的记录")
+    raw = text[len(RECORD_PREFIX):]
     try:
         return canonical.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)), max_bytes=64 * 1024)
     except (ValueError, canonical.CanonicalError) as exc:
@@ -175,3 +194,81 @@ def verify(signed: dict, trust) -> dict:
     except ValueError as exc:
         raise SignatureError(str(exc)) from exc
     return body
+
+
+def _matches_token(token: document_token.Token, body: dict, doc_id: str) -> bool:
+    """Whether a verified record is the one ``token`` names (same digest, number and issuer)."""
+    return (bytes.fromhex(doc_id)[:document_token.DIGEST_BYTES] == token.digest
+            and body.get("issuer") == token.issuer and body.get("office") == token.office
+            and body.get("kind") == token.kind and body.get("number", "").endswith(f"〔{token.year}〕第{token.seq:04d}号"))
+
+
+def _held(conn: sqlite3.Connection, id_prefix: str) -> dict | None:
+    """The one record held here whose document id starts with ``id_prefix`` (hex), if any."""
+    rows = conn.execute("SELECT document FROM documents WHERE doc_id >= ? AND doc_id < ? LIMIT 2",
+                        (id_prefix, id_prefix + "g")).fetchall()
+    return envelope.from_bytes(rows[0]["document"]) if len(rows) == 1 else None
+
+
+def check(conn: sqlite3.Connection, trust, *, token: str = "", code: str = "", record: str = "") -> dict:
+    """文书核验: verify a scanned token, a typed 核验码 or a pasted full record.
+
+    Returns ``{"method", "code", "document" (the verified body, or None when only the token is
+    known here), "held", "token" (the token's statement, or None)}``.
+
+    * A **token** verifies with the issuer's key alone, so a node that never received the
+      decision confirms the number, kind, issuer, office and date; when the record is held
+      here too, it is verified and must be the one the token names.
+    * A **核验码** finds the record among those held here (it is not itself a proof): the record
+      is then verified against the trust store.
+    * A full **record** (``LDDOC1:`` text or its JSON) verifies as before.
+
+    :raises SignatureError: with a Chinese reason when the document does not verify.
+    """
+    if trust is None:
+        raise SignatureError("本节点尚未完成注册，没有可用于核验的密钥")
+    statement = None
+    if token.strip():
+        parsed = document_token.parse(token)
+        document_token.verify_token(parsed, trust)
+        statement = parsed
+        signed = _held(conn, parsed.digest.hex())
+        method = "token"
+    elif code.strip():
+        signed = _held(conn, document_token.document_id_prefix(code))
+        if signed is None:
+            raise SignatureError("本节点没有该核验码对应的文书，请扫描文书上的二维码核验")
+        method = "code"
+    elif record.strip():
+        signed = from_record_text(record)
+        method = "record"
+    else:
+        raise SignatureError("请扫描二维码、输入核验码或粘贴文书记录")
+    body = verify(signed, trust) if signed is not None else None
+    if statement is not None and body is not None and not _matches_token(statement, body, envelope.document_id(signed)):
+        raise SignatureError("二维码与本节点保存的文书不一致")
+    return {
+        "method": method,
+        "code": verification_code(signed) if signed is not None else statement.code,
+        "document": body,
+        "held": signed is not None,
+        "token": token_statement(statement, trust) if statement is not None else None,
+    }
+
+
+def token_statement(token: document_token.Token, trust) -> dict:
+    """What a verified token says, in the words a person checks against the paper."""
+
+    issuer = trust.nodes.get(token.issuer)
+    department = token.office.rsplit("-", 1)[-1] if "-" in token.office else None
+    return {
+        "issuer": token.issuer,
+        "issuer_name": issuer.name if issuer else token.issuer,
+        "office": token.office,
+        "office_name": DEPARTMENTS.get(department, "") if department else (issuer.name if issuer else ""),
+        "kind": token.kind,
+        "title": KINDS[token.kind][0],
+        "issued_on": token.date,
+        "issued_on_text": f"{token.year}年{int(token.date[5:7])}月{int(token.date[8:])}日",
+        "number_tail": f"{KINDS[token.kind][1]}字〔{token.year}〕第{token.seq:04d}号",
+    }

@@ -14,7 +14,7 @@ from flask import Config, Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.core.settings import DEFAULTS
-from shared.web import auth, errors, health, metrics
+from shared.web import auth, display, errors, health, metrics
 from shared.web.context import VERSION, csrf
 from sync.node import Node
 from sync.tier import Tier
@@ -73,7 +73,11 @@ def create_node_app(import_name: str, tier: Tier, test_config: dict | None, data
     check_secret_key(app.config.get("SECRET_KEY"), data_dir)
     # CSRF is checked in auth.require_account: forms with a session need it, bearer/node-signed calls do not.
     app.config.update(WTF_CSRF_TIME_LIMIT=None, WTF_CSRF_CHECK_DEFAULT=False,
-                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                      # Cookies are per host, not per port: on one machine (the demo on 127.0.0.1)
+                      # every node would share one "session" cookie and a login at one would log
+                      # the others out. One cookie name per node keeps their sessions apart.
+                      SESSION_COOKIE_NAME=session_cookie_name(app.config.get("NODE_ID")))
     if int(app.config["PROXY_HOPS"] or 0) > 0:
         hops = int(app.config["PROXY_HOPS"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
@@ -84,11 +88,17 @@ def create_node_app(import_name: str, tier: Tier, test_config: dict | None, data
 
     errors.init_app(app)
     metrics.init_app(app)  # access log on every node; /metrics on hub and township
+    display.init_app(app)  # favicon, 大字
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
     app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier.name, node_kind=tier,
                                  version=VERSION, has_page=lambda endpoint: endpoint in app.view_functions)
     return app
+
+
+def session_cookie_name(node_id: str | None) -> str:
+    """The session cookie of node ``node_id``: ``liandong_<node_id>``."""
+    return f"liandong_{node_id or 'node'}"
 
 
 def _security_headers(response):

@@ -9,7 +9,7 @@ from conftest import login, session_for
 from network import case_payload
 
 EXTERNAL = re.compile(r"""(?:https?:)?//(?!127\.0\.0\.1[:/"'\s]|localhost[:/"'\s])[A-Za-z0-9.-]+\.[A-Za-z]{2,}""")
-SKIP_PREFIXES = ("/api/", "/sync/", "/enrol/", "/healthz", "/metrics", "/logout", "/assets/", "/static/")
+SKIP_PREFIXES = ("/api/", "/sync/", "/enrol/", "/healthz", "/metrics", "/logout", "/assets/", "/static/", "/favicon.ico")
 DIBAO = "130926-MZ-0001"
 
 

@@ -39,8 +39,13 @@
         if (input.value.trim().length >= need || input.getAttribute("aria-invalid")) validate(input);
       });
     });
+    // 打印 links open the print view without JavaScript; with it, they print this page directly.
     Array.prototype.forEach.call(document.querySelectorAll("[data-print]"), function (b) {
-      b.addEventListener("click", function () { window.print(); });
+      b.addEventListener("click", function (e) {
+        if (typeof window.print !== "function") return;
+        e.preventDefault();
+        window.print();
+      });
     });
   });
 })();
