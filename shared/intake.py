@@ -29,7 +29,7 @@ def catalog_items(conn: sqlite3.Connection) -> tuple[int, dict[str, dict]]:
 
 def acceptable_item(items: dict[str, dict], code, node_id: str, not_here: str = "不能在本级受理") -> dict:
     """The catalog item an application names, if this node may take applications for it."""
-    item = items.get(code)
+    item = items.get(code) if isinstance(code, str) else None
     if item is None:
         raise ValidationError("item_code", "事项不存在或目录尚未同步")
     if item.get("consultation_only"):
@@ -77,7 +77,7 @@ def decode_materials(materials, item: dict, max_file: int, max_total: int) -> li
     files, total = [], 0
     for i, m in enumerate(materials):
         where = f"materials[{i}]"
-        if not isinstance(m, dict) or m.get("code") not in known:
+        if not isinstance(m, dict) or not isinstance(m.get("code"), str) or m["code"] not in known:
             raise ValidationError(f"{where}.code", f"材料编码不属于该事项，可选：{'、'.join(sorted(known))}")
         filename = m.get("filename")
         if not isinstance(filename, str) or not filename.strip() or len(filename) > 200:

@@ -41,6 +41,9 @@ def create_node_app(import_name: str, tier: str, test_config: dict | None, datab
     # CSRF is checked in auth.require_account: forms with a session need it, bearer/node-signed calls do not.
     app.config.update(WTF_CSRF_TIME_LIMIT=None, WTF_CSRF_CHECK_DEFAULT=False,
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    from . import limits
+
+    limits.init_app(app)  # first hook: bodies are bounded before anything reads them or authenticates
     app.extensions["liandong_node"] = Node(app.config, data_dir)
     database.init_app(app)
     csrf.init_app(app)

@@ -120,7 +120,7 @@ def api_action(case_id: str):
     if not isinstance(body, dict):
         raise ValidationError("body", "请求体必须是 JSON 对象")
     action = body.get("action")
-    if action not in states.ACTION_LABELS:
+    if not isinstance(action, str) or action not in states.ACTION_LABELS:
         raise ValidationError("action", f"未知的操作，可选：{'、'.join(API_ACTIONS)}")
     comment = body.get("comment") or ""
     if not isinstance(comment, str):

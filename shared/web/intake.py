@@ -134,7 +134,8 @@ def api_create_case():
         raise ValidationError("body", "请求体必须是 JSON 对象")
     node = current_node()
     _, items = intake.catalog_items(get_db())
-    item = items.get(payload.get("item_code"))
+    code = payload.get("item_code")
+    item = items.get(code) if isinstance(code, str) else None
     if item is None:
         raise ValidationError("item_code", "事项不存在或目录尚未同步")
     files = intake.decode_materials(
