@@ -20,6 +20,7 @@ from importlib import resources
 
 from shared.errors import RuleError, ValidationError
 from shared.idcard import validate_id_number, validate_phone
+from shared.text import refuse_hidden_characters
 
 DEPARTMENTS: dict[str, str] = {
     "rs": "人力资源和社会保障局",
@@ -406,6 +407,7 @@ def _clean_value(field: dict, value: object) -> object:
             raise ValidationError(key, f"「{label}」只能选择：{'、'.join(field['options'])}")
         if "max" in field and len(value) > field["max"]:
             raise ValidationError(key, f"「{label}」不能超过{field['max']}个字")
+        refuse_hidden_characters(value, key, label, multiline=kind == "textarea")
         fmt = field.get("format")
         if fmt == "id_number":
             value = validate_id_number(value, field=key)

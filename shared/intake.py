@@ -16,6 +16,7 @@ from shared.catalog import accepts_at, required_materials, route, validate_form
 from shared.errors import RuleError, ValidationError
 from shared.idcard import validate_id_number, validate_phone
 from shared.storage import ensure_disk_space, write_transaction
+from shared.text import refuse_hidden_characters
 from sync import blobs, outbox
 
 
@@ -48,6 +49,7 @@ def clean_applicant(applicant, who: str = "申请人") -> dict:
         raise ValidationError("applicant.name", f"请填写{who}姓名")
     if len(name.strip()) > 50:
         raise ValidationError("applicant.name", f"{who}姓名过长")
+    refuse_hidden_characters(name, "applicant.name", f"{who}姓名")
     return {
         "name": name.strip(),
         "id_number": validate_id_number(applicant.get("id_number"), field="applicant.id_number"),
@@ -64,6 +66,7 @@ def _clean_entrustment(entrustment, applicant: dict, item: dict, agent: str) -> 
     scope = entrustment.get("scope") or item["name"]
     if not isinstance(scope, str) or len(scope) > 200:
         raise ValidationError("entrustment.scope", "委托事项填写有误")
+    refuse_hidden_characters(scope, "entrustment.scope", "委托事项")
     return {"principal": applicant["name"], "agent": agent, "scope": scope.strip(), "consent": True}
 
 

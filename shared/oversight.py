@@ -663,13 +663,10 @@ def csv_rows(stats: dict) -> list[list[str]]:
 
 
 def to_csv(stats: dict) -> bytes:
-    """UTF-8 CSV with a BOM (so Excel opens the Chinese correctly) and CRLF line ends."""
-    import csv
-    import io
+    """The statistics as a CSV file (:func:`shared.csv_export.to_csv`: BOM, CRLF, no formulas)."""
+    from shared.csv_export import to_csv as csv_file
 
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerows(csv_rows(stats))
-    return ("\ufeff" + out.getvalue()).encode("utf-8")
+    return csv_file(csv_rows(stats))
 
 
 # ----------------------------------------------------------------------------- the 电子监察 board

@@ -24,6 +24,7 @@ import uuid
 from shared import casework, states
 from shared.clock import iso
 from shared.errors import NotFound, RuleError, ValidationError
+from shared.text import refuse_hidden_characters
 
 PROJECTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -104,7 +105,7 @@ def _text(payload: dict, name: str, label: str, limit: int, required: bool = Tru
         raise ValidationError(name, f"请填写{label}")
     if len(value) > limit:
         raise ValidationError(name, f"{label}不能超过{limit}个字")
-    return value
+    return refuse_hidden_characters(value, name, label)
 
 
 def create(conn: sqlite3.Connection, payload: dict, agent: str, now) -> dict:

@@ -28,7 +28,7 @@ from shared import drafts, intake, scanner, states
 from shared.catalog import accepts_at, public_view, required_materials, search, validate_form
 from shared.clock import parse_iso
 from shared.errors import LiandongError, ValidationError
-from shared.idcard import mask_id_number, validate_id_number, validate_phone
+from shared.idcard import mask_id_number
 from sync.trust import is_expired, metadata_content
 
 from . import current_node
@@ -301,12 +301,7 @@ class _State:
         if step == "situation":
             required_materials(self.item, self.answers, strict=True)
         elif step == "form":
-            if not self.applicant["name"]:
-                raise ValidationError("applicant.name", "请填写申请人姓名")
-            if len(self.applicant["name"]) > 50:
-                raise ValidationError("applicant.name", "申请人姓名过长")
-            validate_id_number(self.applicant["id_number"], field="applicant.id_number")
-            validate_phone(self.applicant["phone"], field="applicant.phone")
+            intake.clean_applicant(self.applicant)
             validate_form(self.item, self.form)
 
     def payload(self) -> dict:
