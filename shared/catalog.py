@@ -144,6 +144,14 @@ def _validate_material(m: object, where: str) -> dict:
         _fail(f"{where}.source", "来源渠道必须是「申请人自备」或「政府部门核发」")
     if "note" in m:
         out["note"] = _str(m, "note", f"{where}.")
+    if "formats" in m:
+        # The file formats this material accepts, by content (shared/materials.py; default JPEG, PNG, PDF).
+        from shared.materials import FORMATS
+
+        formats = _list(m, "formats", f"{where}.", non_empty=True)
+        if not all(isinstance(f, str) and f in FORMATS for f in formats) or len(set(formats)) != len(formats):
+            _fail(f"{where}.formats", f"材料格式只能是 {'、'.join(FORMATS)} 中的若干种（不重复）")
+        out["formats"] = list(formats)
     return out
 
 

@@ -15,6 +15,7 @@ from shared import casework, documents, states
 from shared.catalog import accepts_at, required_materials, route, validate_form
 from shared.errors import RuleError, ValidationError
 from shared.idcard import validate_id_number, validate_phone
+from shared.materials import check_files
 from shared.storage import ensure_disk_space, write_transaction
 from shared.text import refuse_hidden_characters
 from sync import blobs, outbox
@@ -125,6 +126,7 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
     ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     version, items = catalog_items(conn)
     item = acceptable_item(items, payload.get("item_code"), node.node_id)
+    check_files(files, item)  # by content: no executable or other type stored as a material
     applicant = clean_applicant(payload.get("applicant"))
     entrustment = _clean_entrustment(payload.get("entrustment"), applicant, item, agent)
     form = _plain_numbers(validate_form(item, payload.get("form") or {}))

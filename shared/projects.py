@@ -197,6 +197,7 @@ def file_case(conn: sqlite3.Connection, node, project_id: str, items: dict, vers
     from shared import documents
     from shared.catalog import required_materials, route, validate_form
     from shared.intake import acceptable_item, clean_applicant
+    from shared.materials import check_files
     from shared.storage import ensure_disk_space, write_transaction
     from sync import blobs
 
@@ -204,6 +205,7 @@ def file_case(conn: sqlite3.Connection, node, project_id: str, items: dict, vers
     project = get(conn, project_id)
     item = acceptable_item(items, payload.get("item_code"), node.node_id,
                            "不能在市（县）中心受理，请到乡镇或村申请后关联到项目")
+    check_files(files, item)  # by content: no executable or other type stored as a material
     applicant = clean_applicant(payload.get("applicant"), who="经办人")
     form = validate_form(item, prefill_form(item, project, payload.get("form") or {}))
     if "credit_code" in form:

@@ -24,7 +24,7 @@ from flask import (
 )
 from werkzeug.datastructures import MultiDict
 
-from shared import drafts, intake, scanner, states
+from shared import drafts, intake, materials, scanner, states
 from shared.catalog import accepts_at, public_view, required_materials, search, validate_form
 from shared.clock import parse_iso
 from shared.errors import LiandongError, ValidationError
@@ -268,6 +268,7 @@ class _State:
                 intake.check_sizes(len(data), total, int(node.config["MAX_ATTACHMENT_BYTES"]),
                                    int(node.config["MAX_CASE_ATTACHMENT_BYTES"]), f"materials.{m['code']}")
                 filename = (upload.filename or m["name"]).replace("\\", "/").rsplit("/", 1)[-1][:200] or m["name"]
+                materials.check_file(data, filename, m, f"materials.{m['code']}")
                 sha256 = node.blobs.put(data)
                 if not any(x["sha256"] == sha256 and x["code"] == m["code"] for x in self.materials):
                     self.materials.append({"code": m["code"], "sha256": sha256, "size": len(data),
@@ -284,6 +285,7 @@ class _State:
         for m in self.item["materials"]:
             for name in form.getlist(f"scan_{m['code']}"):
                 data = scanner.read_scan(folder, name, max_file, f"materials.{m['code']}")
+                materials.check_file(data, name, m, f"materials.{m['code']}")
                 total += len(data)
                 intake.check_sizes(len(data), total, max_file, int(node.config["MAX_CASE_ATTACHMENT_BYTES"]),
                                    f"materials.{m['code']}")
