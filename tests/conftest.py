@@ -19,3 +19,23 @@ def build_network(tmp_path_factory):
     yield build
     for net in built:
         net.close()
+
+
+# Defaults for modules that need one small network (a module's own fixtures of the same names win).
+
+
+@pytest.fixture(scope="module")
+def net(build_network):
+    """Hub, township and one village for this module."""
+    return build_network(villages=1)
+
+
+@pytest.fixture(scope="module")
+def village(net):
+    return net.village()
+
+
+@pytest.fixture(scope="module")
+def agent(village):
+    """The API token of the village's 代办员."""
+    return village.account("agent", "agent", village.node_id)

@@ -25,17 +25,6 @@ MB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def net(build_network):
-    return build_network(villages=1)
-
-
-@pytest.fixture(scope="module")
-def agent(net):
-    village = net.village()
-    return village.account("agent", "agent", village.node_id)
-
-
-@pytest.fixture(scope="module")
 def item(net, agent):
     return pick_item(catalog(net.village(), agent), "city")
 

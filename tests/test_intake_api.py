@@ -11,21 +11,6 @@ CHINESE = re.compile(r"[\u4e00-\u9fff]")
 
 
 @pytest.fixture(scope="module")
-def net(build_network):
-    return build_network(villages=1)
-
-
-@pytest.fixture(scope="module")
-def village(net):
-    return net.village()
-
-
-@pytest.fixture(scope="module")
-def agent(village):
-    return village.account("agent", "agent", village.node_id)
-
-
-@pytest.fixture(scope="module")
 def item(village, agent):
     return pick_item(catalog(village, agent), "city")
 

@@ -33,21 +33,6 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + os.urandom(64)
 
 
 @pytest.fixture(scope="module")
-def net(build_network):
-    return build_network(villages=1)
-
-
-@pytest.fixture(scope="module")
-def village(net):
-    return net.village()
-
-
-@pytest.fixture(scope="module")
-def agent(village):
-    return village.account("agent", "agent", village.node_id)
-
-
-@pytest.fixture(scope="module")
 def item(village, agent):
     """A city item a village may take, without 情形 questions (the wizard starts at the form)."""
     return next(i for i in catalog(village, agent) if not i["situations"] and i["decide_level"] == "city"

@@ -28,21 +28,6 @@ HIDDEN = ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\u202a", "\u202b", "\u202c", 
 
 
 @pytest.fixture(scope="module")
-def net(build_network):
-    return build_network(villages=1)
-
-
-@pytest.fixture(scope="module")
-def village(net):
-    return net.village()
-
-
-@pytest.fixture(scope="module")
-def agent(village):
-    return village.account("agent", "agent", village.node_id)
-
-
-@pytest.fixture(scope="module")
 def item(village, agent):
     return pick_item(catalog(village, agent), "city")
 
