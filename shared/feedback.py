@@ -141,7 +141,7 @@ def validate_rating(payload) -> tuple[int, str]:
     if not isinstance(payload, dict):
         raise ValidationError("body", "请求体必须是 JSON 对象")
     level = payload.get("level")
-    if isinstance(level, str) and level.strip().isdigit():
+    if isinstance(level, str) and level.strip().isascii() and level.strip().isdigit():
         level = int(level.strip())
     if isinstance(level, bool) or not isinstance(level, int) or level not in LEVELS:
         choices = "、".join(f"{k}={v}" for k, v in LEVELS.items())

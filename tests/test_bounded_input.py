@@ -235,7 +235,7 @@ TOP_LEVEL_BODIES = {
 MUST_FAIL = {name for name in TOP_LEVEL_BODIES if name not in ("null", "empty")}
 WRONG_VALUES = {"list": [], "object": {}, "list_of_lists": [[1]], "negative": -1, "true": True, "null": None,
                 "float": 1.5, "string": "x", "long_string": "字" * 5000, "lone_surrogate": "\ud800",
-                "control": "a\x00\u202e", "int": 7}
+                "control": "a\x00\u202e", "int": 7, "superscript_digit": "²"}
 
 
 def hostile_bodies() -> dict[str, bytes]:
@@ -353,3 +353,17 @@ def test_one_wrong_field_in_an_otherwise_valid_body_is_a_400_never_a_500(net, ag
             if response.status_code >= 500:
                 failures.append((handle.tier, path, name, response.get_data(as_text=True)[:200]))
     assert not failures, "\n".join(map(str, failures[:30])) + f"\n… {len(failures)} in all"
+
+
+def test_digits_of_other_scripts_in_query_and_form_numbers_are_not_a_500(net, agent, item):
+    village = net.village()
+    session_headers = {"Authorization": f"Bearer {agent}"}
+    for path in ("/cases?page=²", "/results?page=١٢", "/cases?page=99999999999999999999999"):
+        response = village.app.test_client().get(path, headers=session_headers)
+        assert response.status_code == 200, path
+    hub = net.hub
+    admin = hub.account("fuzz-admin", "admin", None)
+    client = hub.app.test_client()
+    response = client.post("/admin/nodes", headers={"Authorization": f"Bearer {admin}"},
+                           data={"node_id": "130926100299", "name": "新村", "ttl_hours": "9" * 30})
+    assert response.status_code < 500

@@ -255,3 +255,13 @@ def test_a_forged_executable_material_is_not_offered_for_download_at_the_hub(net
     assert "Content-Disposition" not in response.headers
     view = session.get(f"{net.hub.url}/cases/{body['case_id']}/materials/{sha}/view", timeout=10)
     assert b"This program" not in view.content
+
+
+def test_a_kept_material_with_a_non_ascii_size_is_ignored_not_a_500(village, item):
+    session = session_for(village, "agent")
+    page = materials_step(session, village, item)
+    code = item["materials"][0]["code"]
+    held = village.node.blobs.put(JPEG)  # a file this node holds, so the entry is read as far as its size
+    data = [*_hidden(page), ("step", "materials"), ("go", "stay"), ("kept_material", f"{code}:{held}:²:x.jpg")]
+    response = session.post(f"{village.url}/cases/new/{item['code']}", data=data, timeout=10)
+    assert response.status_code == 200

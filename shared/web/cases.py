@@ -287,7 +287,7 @@ QUEUE_PAGE = 100
 def page_number() -> int:
     """The ``page`` query argument (1 for anything that is not a positive number)."""
     value = request.args.get("page", "1")
-    return max(1, int(value)) if value.isdigit() else 1
+    return max(1, int(value)) if value.isascii() and value.isdigit() else 1  # not "²", which int() refuses
 
 
 @bp.get("/queue")

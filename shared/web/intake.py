@@ -219,7 +219,7 @@ class _State:
         removed = form.get("remove_material", "")
         for value in form.getlist("kept_material"):
             parts = value.split(":", 3)
-            if len(parts) != 4 or parts[0] not in known or not parts[2].isdigit():
+            if len(parts) != 4 or parts[0] not in known or not (parts[2].isascii() and parts[2].isdigit()):
                 continue
             code, sha256, size, filename = parts
             if sha256 == removed or not node.blobs.has(sha256):
