@@ -79,6 +79,18 @@ def check_file(data: bytes, filename: str, material: dict, field: str) -> Format
     return found
 
 
+def accept_attribute(material: dict) -> str:
+    """The file picker's ``accept`` for a material: the types and extensions it accepts (a hint
+    for the browser only; the server checks the content)."""
+    extensions = {"jpeg": ".jpg,.jpeg", "tiff": ".tif,.tiff"}
+    return ",".join(f"{FORMATS[k].mime},{extensions.get(k, FORMATS[k].extension)}" for k in accepted_formats(material))
+
+
+def formats_text(material: dict) -> str:
+    """The accepted formats in words, for the page (``JPEG、PNG、PDF``)."""
+    return _labels(accepted_formats(material))
+
+
 def check_files(files: list[tuple[str, str, bytes]], item: dict) -> None:
     """Check every ``(material code, filename, bytes)`` of an application against the item's catalog."""
     materials = {m["code"]: m for m in item["materials"]}

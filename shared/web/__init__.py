@@ -53,7 +53,10 @@ def create_node_app(import_name: str, tier: str, test_config: dict | None, datab
     errors.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
-    app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier, version=VERSION)
+    from shared import materials
+
+    app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier, version=VERSION,
+                                 material_accept=materials.accept_attribute, material_formats=materials.formats_text)
     return app
 
 
