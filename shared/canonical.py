@@ -18,9 +18,6 @@ MAX_DEPTH = 32
 #: Integers travel as SQLite stores them: signed 64 bits. Counters (seq, nonce, sizes, offsets)
 #: are further bounded to ``0 <= n <= MAX_INT`` where they are read (:func:`is_count`).
 MIN_INT, MAX_INT = -(2**63), 2**63 - 1
-# A JSON integer that may not fit in 64 bits has at least 19 digits: only then is the parsed
-# value walked (signed payloads stay on the fast path).
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -69,15 +66,14 @@ def loads_canonical(data: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     if len(data) > max_bytes:
         raise CanonicalError(f"document of {len(data)} bytes exceeds the limit of {max_bytes}")
     try:
-        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constants, parse_float=_no_float)
+        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constants, parse_float=_no_float,
+                         parse_int=bounded_int)
     except UnicodeDecodeError as exc:
         raise CanonicalError("document is not UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise CanonicalError(f"malformed JSON: {exc.msg} at {exc.pos}") from exc
     except RecursionError as exc:
         raise BoundsError("depth", "JSON nested too deeply") from exc
-    if _LONG_NUMBER.search(data):
-        check_bounds(obj, strings=False)
     try:
         canonical_form = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:  # an escaped lone surrogate has no UTF-8 form
@@ -105,6 +101,15 @@ def _no_float(text: str) -> Any:
     raise CanonicalError("floats are not allowed in signed documents")
 
 
+def bounded_int(text: str) -> int:
+    """``parse_int`` hook: a JSON integer, refused outside signed 64 bits before it is converted
+    (``int()`` of a few thousand digits is slow, and beyond 4300 a bare ``ValueError``)."""
+    if len(text) > 18:  # 19 digits (or a sign and 18) may still fit: compare exactly
+        if len(text) > 20 or not MIN_INT <= int(text) <= MAX_INT:
+            raise BoundsError("integer", "integer out of the 64-bit range")
+    return int(text)
+
+
 def loads(data: bytes | str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     """Parse JSON strictly: size cap first, then no duplicate keys, NaN, Infinity or floats."""
     if isinstance(data, str):
@@ -121,6 +126,7 @@ def loads(data: bytes | str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
             object_pairs_hook=_no_duplicates,
             parse_constant=_no_constants,
             parse_float=_no_float,
+            parse_int=bounded_int,
         )
     except json.JSONDecodeError as exc:
         raise CanonicalError(f"malformed JSON: {exc.msg} at {exc.pos}") from exc

@@ -367,3 +367,17 @@ def test_digits_of_other_scripts_in_query_and_form_numbers_are_not_a_500(net, ag
     response = client.post("/admin/nodes", headers={"Authorization": f"Bearer {admin}"},
                            data={"node_id": "130926100299", "name": "新村", "ttl_hours": "9" * 30})
     assert response.status_code < 500
+
+
+@pytest.mark.parametrize("body, words", [
+    (b'{"content":' + b"9" * 5000 + b"}", "整数超出范围"),  # refused before int() is even tried
+    (b'{"content":-9223372036854775809}', "整数超出范围"),
+    (b'{"content":' + b"[" * 40 + b"]" * 40 + b"}", "嵌套过深"),
+    (b'{"content":"\\udc00"}', "Unicode"),
+])
+def test_a_hostile_json_body_is_named_precisely(net, agent, body, words):
+    response = net.village().app.test_client().post(
+        "/api/v1/complaints", data=body, headers={"Authorization": f"Bearer {agent}", "Content-Type": "application/json"})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert (error["code"], error["field"]) == ("malformed", "body") and words in error["message"]
