@@ -119,12 +119,9 @@ class BoundedJSONProvider(DefaultJSONProvider):
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         try:
             obj = json.loads(s, **{"parse_int": canonical.bounded_int, **kwargs})
+            canonical.check_bounds(obj, strings=("\\u" if isinstance(s, str) else b"\\u") in s)
         except RecursionError:
             raise ValidationError("body", BOUNDS_MESSAGES["depth"], code="malformed") from None
-        except canonical.BoundsError as exc:
-            raise ValidationError("body", BOUNDS_MESSAGES[exc.kind], code="malformed") from None
-        try:
-            canonical.check_bounds(obj, strings=("\\u" if isinstance(s, str) else b"\\u") in s)
         except canonical.BoundsError as exc:
             raise ValidationError("body", BOUNDS_MESSAGES[exc.kind], code="malformed") from None
         return obj
