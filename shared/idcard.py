@@ -127,8 +127,9 @@ def validate_phone(s: str | None, *, field: str = "phone") -> str:
     """Validate a mainland mobile number or a landline with area code.
 
     Accepts ``1[3-9]`` + 9 digits (an optional ``+86``/``86`` prefix and inner
-    spaces are removed; full-width digits are read as ASCII) or ``0`` + 2–3 digit area code, optional ``-``, then
-    7–8 digits. Returns the number with spaces and the country prefix removed.
+    spaces are removed) or ``0`` + 2–3 digit area code, optional ``-``, then
+    7–8 digits; full-width digits are read as ASCII. Returns the number with
+    spaces and the country prefix removed.
 
     :raises ValidationError: if the number matches neither form.
     """
