@@ -45,7 +45,7 @@ def nodes():
                 token = create_token(conn, request.form.get("node_id", "").strip(), request.form.get("name", "").strip(),
                                      None, timedelta(hours=int(request.form.get("ttl_hours") or 24)),
                                      current_node().now(), g.account["username"])
-        except (LiandongError, ValueError) as exc:
+        except (LiandongError, ValueError, OverflowError) as exc:  # OverflowError: an absurd ttl_hours
             error = getattr(exc, "message", str(exc))
     rows = conn.execute(
         "SELECT n.*, (SELECT acked_seq FROM origin_heads h WHERE h.origin = n.node_id) AS acked_seq,"

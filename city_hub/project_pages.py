@@ -97,7 +97,8 @@ def api_add_case(project_id: str):
         created = _link(project_id, body.get("case_id"))
         return jsonify({"linked": created, "project": _project_json(project_id)}), (201 if created else 200)
     _, items = _catalog()
-    item = items.get(body.get("item_code"))
+    code = body.get("item_code")
+    item = items.get(code) if isinstance(code, str) else None
     if item is None:
         raise ValidationError("item_code", "请提供 case_id（关联已有办件）或 item_code（代为申请）")
     node = current_node()

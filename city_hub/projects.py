@@ -26,6 +26,8 @@ from shared.core.errors import NotFound, RuleError, ValidationError
 from shared.core.storage import ensure_disk_space, write_transaction
 from shared.rules import states
 from shared.rules.catalog import required_materials, route, validate_form
+from shared.rules.materials import check_files
+from shared.rules.text import refuse_hidden_characters
 from shared.services import case_view, casework, documents
 from shared.services.intake import acceptable_item, clean_applicant
 from sync import blobs
@@ -87,7 +89,7 @@ def _text(payload: dict, name: str, label: str, limit: int, required: bool = Tru
         raise ValidationError(name, f"请填写{label}")
     if len(value) > limit:
         raise ValidationError(name, f"{label}不能超过{limit}个字")
-    return value
+    return refuse_hidden_characters(value, name, label)
 
 
 def create(conn: sqlite3.Connection, payload: dict, agent: str, now) -> dict:
@@ -181,6 +183,7 @@ def file_case(conn: sqlite3.Connection, node, project_id: str, items: dict, vers
     project = get(conn, project_id)
     item = acceptable_item(items, payload.get("item_code"), node.node_id,
                            "不能在市（县）中心受理，请到乡镇或村申请后关联到项目")
+    check_files(files, item)  # by content: no executable or other type stored as a material
     applicant = clean_applicant(payload.get("applicant"), who="经办人")
     form = validate_form(item, prefill_form(item, project, payload.get("form") or {}))
     if "credit_code" in form:

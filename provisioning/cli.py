@@ -96,7 +96,9 @@ def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
     click.echo(f"{app.config['TIER']} {app.config['NODE_ID']} on http://{host}:{port}/ (log: {log_file})")
     logging.getLogger("liandong").info("%s %s serving on http://%s:%s/", app.config["TIER"], app.config["NODE_ID"],
                                        host, port)
-    waitress.serve(app, host=host, port=port, threads=threads, ident="liandong")
+    # waitress reads a whole body before the app sees it: cap it at the app's overall limit.
+    waitress.serve(app, host=host, port=port, threads=threads, ident="liandong",
+                   max_request_body_size=int(app.config["MAX_CONTENT_LENGTH"]))
 
 
 hub.add_command(node_serve, "serve")

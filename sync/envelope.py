@@ -35,6 +35,11 @@ DOCUMENT = PREFIX + "document+json;v=1"  # printed 文书 verification record
 MAX_ENVELOPE_BYTES = 2 * 1024 * 1024
 
 
+class MalformedPayload(SignatureError):
+    """The signature verified, but the signed payload is not acceptable JSON (not canonical, an
+    integer beyond 64 bits, not an object): the signer sent it, so it is refused as malformed."""
+
+
 @dataclass(frozen=True)
 class Opened:
     """A verified signed document: its parsed body, its exact payload bytes, signer and id."""
@@ -108,9 +113,9 @@ def open_signed(
         try:
             body = canonical.loads_canonical(payload, max_bytes=max_bytes)
         except canonical.CanonicalError as exc:
-            raise SignatureError(f"signed payload is not strict JSON: {exc}") from exc
+            raise MalformedPayload(f"signed payload is not strict JSON: {exc}") from exc
         if not isinstance(body, dict):
-            raise SignatureError("signed payload must be a JSON object")
+            raise MalformedPayload("signed payload must be a JSON object")
         return Opened(body, payload, kid, sha256_hex(pae(payload_type, payload)), payload_type, sig)
     raise SignatureError("signed by no key trusted for this purpose")
 

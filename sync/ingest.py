@@ -18,6 +18,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shared.core import canonical
 from shared.core.clock import iso
 from shared.core.crypto import SignatureError, SigningKey
 from sync import envelope
@@ -55,8 +56,8 @@ def _check_header(body: dict, signer_node: str) -> tuple[str, int, str]:
         raise ValueError("unsupported envelope version")
     if origin != signer_node:
         raise ValueError("envelope signed by a key of another node")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-        raise ValueError("seq must be a positive integer")
+    if not canonical.is_count(seq) or seq < 1:
+        raise ValueError("seq must be an integer from 1 to 2^63-1")
     if not isinstance(prev, str) or not HEX64.match(prev):
         raise ValueError("prev must be a sha256 hex digest")
     if not isinstance(body.get("kind"), str) or not isinstance(body.get("body"), dict):
@@ -66,10 +67,10 @@ def _check_header(body: dict, signer_node: str) -> tuple[str, int, str]:
     Timestamp.parse(body["hlc"])
     attachments = body.get("attachments", [])
     if not isinstance(attachments, list) or not all(
-        isinstance(a, dict) and HEX64.match(str(a.get("sha256", ""))) and isinstance(a.get("size"), int)
+        isinstance(a, dict) and HEX64.match(str(a.get("sha256", ""))) and canonical.is_count(a.get("size"))
         for a in attachments
     ):
-        raise ValueError("attachments must list sha256 and size")
+        raise ValueError("attachments must list sha256 and a size from 0 to 2^63-1")
     return origin, seq, prev
 
 
@@ -141,9 +142,11 @@ class Ingestor:
             except SignatureError:
                 claimed = {}
             origin = claimed.get("origin") if isinstance(claimed.get("origin"), str) else None
-            seq = claimed.get("seq") if isinstance(claimed.get("seq"), int) else None
-            quarantine(conn, origin, seq, envelope_id, "bad_signature", str(exc), document, now)
-            return {"envelope_id": envelope_id, "status": "quarantined", "reason": "bad_signature"}
+            seq = claimed.get("seq") if canonical.is_count(claimed.get("seq")) else None
+            # Signed by its origin, but not acceptable JSON (e.g. a seq beyond 64 bits): malformed.
+            reason = "malformed" if isinstance(exc, envelope.MalformedPayload) else "bad_signature"
+            quarantine(conn, origin, seq, envelope_id, reason, str(exc), document, now)
+            return {"envelope_id": envelope_id, "status": "quarantined", "reason": reason}
         envelope_id = opened.doc_id
         node = self.trust.node_of_key(opened.kid)
         try:

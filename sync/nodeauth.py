@@ -12,13 +12,17 @@ the hub; the nonce must exceed the last one the receiver accepted from that node
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 from pathlib import Path
 
 from shared.core import canonical
 from shared.core.crypto import SignatureError, SigningKey, b64d, b64e, sha256_hex, verify
+from shared.core.errors import ValidationError
 from sync import envelope
+
+NONCE_RE = re.compile(r"[0-9]{1,30}")
 
 
 class NonceSource:
@@ -70,6 +74,20 @@ def sign_request(key: SigningKey, node: str, to: str, method: str, path: str, bo
     }
 
 
+def parse_nonce(text: str) -> int:
+    """The nonce header as an integer: ASCII digits only, at most ``2^63 - 1`` (SQLite's INTEGER).
+
+    :raises ValueError: empty or not ASCII digits (a malformed header: 401 like any bad signature).
+    :raises ValidationError: a number too large to store: 400 ``malformed``, never a 500.
+    """
+    if not NONCE_RE.fullmatch(text or ""):
+        raise ValueError("the nonce must be ASCII digits")
+    nonce = int(text)
+    if nonce > canonical.MAX_INT:
+        raise ValidationError("X-Liandong-Nonce", "请求序号（X-Liandong-Nonce）超出范围：最大为 2^63-1", code="malformed")
+    return nonce
+
+
 def check_request(resolve_node_key, server_id: str, method: str, path: str, body: bytes, headers) -> tuple[str, int]:
     """Verify a request's signature without touching the database: (calling node, nonce).
 
@@ -81,7 +99,7 @@ def check_request(resolve_node_key, server_id: str, method: str, path: str, body
     """
     node = headers.get("X-Liandong-Node", "")
     try:
-        nonce = int(headers.get("X-Liandong-Nonce", ""))
+        nonce = parse_nonce(headers.get("X-Liandong-Nonce", ""))
         kid, sig = headers.get("X-Liandong-Signature", "").split(":", 1)
     except ValueError as exc:
         raise SignatureError("missing or malformed node authentication headers") from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from shared.core import canonical
 from shared.core.clock import iso
 from shared.core.crypto import SignatureError, SigningKey
 from sync import envelope
@@ -30,11 +31,16 @@ def take_custody(
             envelope_id = envelope.document_id(document)
             opened = envelope.open_signed(document, envelope.ENVELOPE, trust.node_key)
         except SignatureError as exc:
-            results.append({"status": "rejected", "reason": "bad_signature", "detail": str(exc)})
+            reason = "malformed" if isinstance(exc, envelope.MalformedPayload) else "bad_signature"
+            results.append({"status": "rejected", "reason": reason, "detail": str(exc)})
             continue
         node = trust.node_of_key(opened.kid)
         origin, seq = opened.body.get("origin"), opened.body.get("seq")
-        if origin != node.node_id or node.parent != township_id or not isinstance(seq, int):
+        if not canonical.is_count(seq) or seq < 1:
+            results.append({"envelope_id": envelope_id, "status": "rejected", "reason": "malformed",
+                            "detail": "seq must be an integer from 1 to 2^63-1"})
+            continue
+        if origin != node.node_id or node.parent != township_id:
             results.append({"envelope_id": envelope_id, "status": "rejected", "reason": "not_below_this_township"})
             continue
         if node.status != "active" and (node.revoked_after_seq is None or seq > node.revoked_after_seq):

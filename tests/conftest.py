@@ -36,3 +36,23 @@ def restore_logging():
                 handler.close()
         logger.handlers[:] = handlers
         logger.setLevel(level)
+
+
+# Defaults for modules that need one small network (a module's own fixtures of the same names win).
+
+
+@pytest.fixture(scope="module")
+def net(build_network):
+    """Hub, township and one village for this module."""
+    return build_network(villages=1)
+
+
+@pytest.fixture(scope="module")
+def village(net):
+    return net.village()
+
+
+@pytest.fixture(scope="module")
+def agent(village):
+    """The API token of the village's 代办员."""
+    return village.account("agent", "agent", village.node_id)

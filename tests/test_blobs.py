@@ -23,7 +23,7 @@ def _case_with_big_file(village, size: int) -> tuple[dict, bytes]:
     agent = village.account("agent", "agent")
     item = city_item(village, agent)
     files = material_files(item, "blob")
-    big = os.urandom(size)
+    big = b"%PDF-1.4 " + os.urandom(size - 9)  # a PDF by its first bytes (materials are checked by content)
     files[0] = (files[0][0], "scan.pdf", big)
     return create_case(village, agent, item, files), big
 

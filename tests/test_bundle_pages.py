@@ -24,7 +24,7 @@ def test_bundle_round_trip_through_the_pages(build_network):
     agent = village.account("agent", "agent")
     township.account("clerk", "clerk", township.node_id)
     item = pick_item(catalog(village, agent), "city")
-    case_id = create_case(village, agent, item, [(item["materials"][0]["code"], "scan.png", b"scan-bytes")])["case_id"]
+    case_id = create_case(village, agent, item, [(item["materials"][0]["code"], "scan.png", b"\x89PNG\r\n\x1a\n scan-bytes")])["case_id"]
     township.stop()
     assert "error" in village.sync()
     assert _outbox(village) == ["pending"]

@@ -35,7 +35,7 @@ def test_city_item_travels_village_township_hub_and_the_decision_comes_back(net,
     item = pick_item(catalog(village, agent), "city")
     office = f"{HUB_ID}-{item['department_code']}"
     material = item["materials"][0]["code"]
-    data = os.urandom(300 * 1024)  # more than one 256 KiB chunk
+    data = b"\xff\xd8\xff\xe0" + os.urandom(300 * 1024)  # a JPEG of more than one 256 KiB chunk
     sha = sha256_hex(data)
 
     receipt = create_case(village, agent, item, [(material, "身份证.jpg", data)])

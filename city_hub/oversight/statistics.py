@@ -26,8 +26,6 @@ Definitions (also in ``docs/domain-rules.md``):
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping
@@ -46,6 +44,7 @@ from city_hub.oversight.facts import (
     row_of,
 )
 from city_hub.oversight.filters import COLUMNS, GROUPS, RATE_KEYS, Filters, group_label, where_clause
+from shared.core import csv_export
 from shared.core.clock import CN_TZ, iso, parse_iso
 from shared.rules import states
 from shared.rules.deadlines import cn_day, supervision_level
@@ -369,7 +368,5 @@ def csv_rows(stats: dict) -> list[list[str]]:
 
 
 def to_csv(stats: dict) -> bytes:
-    """UTF-8 CSV with a BOM (so Excel opens the Chinese correctly) and CRLF line ends."""
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerows(csv_rows(stats))
-    return ("\ufeff" + out.getvalue()).encode("utf-8")
+    """The statistics as a CSV file (:func:`shared.core.csv_export.to_csv`: BOM, CRLF, no formulas)."""
+    return csv_export.to_csv(csv_rows(stats))

@@ -274,6 +274,7 @@ class County:
             material = rng.choice(item["materials"])
             # Some files are the same bytes (a shared form scan): content addressing dedups them.
             data = b"sim-shared-scan" * 50 if rng.random() < 0.2 else rng.randbytes(rng.randint(200, 6000))
+            data = b"\xff\xd8\xff\xe0" + data  # a JPEG by its first bytes: materials are checked by content
             files.append((material["code"], f"{material['code']}.jpg", data))
         with village.lock:
             try:

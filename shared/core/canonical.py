@@ -9,13 +9,28 @@ here is ever used to "normalise" bytes that someone else signed.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
+#: Deepest nesting of arrays and objects accepted in a received JSON document.
+MAX_DEPTH = 32
+#: Integers travel as SQLite stores them: signed 64 bits. Counters (seq, nonce, sizes, offsets)
+#: are further bounded to ``0 <= n <= MAX_INT`` where they are read (:func:`is_count`).
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class CanonicalError(ValueError):
     """Bytes that are not strict canonical-compatible JSON."""
+
+
+class BoundsError(CanonicalError):
+    """Parsed JSON that holds what no received document may: ``kind`` is ``depth``, ``integer`` or ``unicode``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def dumps(obj: Any) -> bytes:
@@ -51,11 +66,14 @@ def loads_canonical(data: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     if len(data) > max_bytes:
         raise CanonicalError(f"document of {len(data)} bytes exceeds the limit of {max_bytes}")
     try:
-        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constants, parse_float=_no_float)
+        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constants, parse_float=_no_float,
+                         parse_int=bounded_int)
     except UnicodeDecodeError as exc:
         raise CanonicalError("document is not UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise CanonicalError(f"malformed JSON: {exc.msg} at {exc.pos}") from exc
+    except RecursionError as exc:
+        raise BoundsError("depth", "JSON nested too deeply") from exc
     try:
         canonical_form = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:  # an escaped lone surrogate has no UTF-8 form
@@ -83,6 +101,15 @@ def _no_float(text: str) -> Any:
     raise CanonicalError("floats are not allowed in signed documents")
 
 
+def bounded_int(text: str) -> int:
+    """``parse_int`` hook: a JSON integer, refused outside signed 64 bits before it is converted
+    (``int()`` of a few thousand digits is slow, and beyond 4300 a bare ``ValueError``)."""
+    if len(text) > 18:  # 19 digits (or a sign and 18) may still fit: compare exactly
+        if len(text) > 20 or not MIN_INT <= int(text) <= MAX_INT:
+            raise BoundsError("integer", "integer out of the 64-bit range")
+    return int(text)
+
+
 def loads(data: bytes | str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     """Parse JSON strictly: size cap first, then no duplicate keys, NaN, Infinity or floats."""
     if isinstance(data, str):
@@ -94,11 +121,50 @@ def loads(data: bytes | str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     except UnicodeDecodeError as exc:
         raise CanonicalError("document is not UTF-8") from exc
     try:
-        return json.loads(
+        obj = json.loads(
             text,
             object_pairs_hook=_no_duplicates,
             parse_constant=_no_constants,
             parse_float=_no_float,
+            parse_int=bounded_int,
         )
     except json.JSONDecodeError as exc:
         raise CanonicalError(f"malformed JSON: {exc.msg} at {exc.pos}") from exc
+    except RecursionError as exc:
+        raise BoundsError("depth", "JSON nested too deeply") from exc
+    check_bounds(obj, strings="\\u" in text)
+    return obj
+
+
+def check_bounds(obj: Any, max_depth: int = MAX_DEPTH, strings: bool = True) -> None:
+    """Refuse what a received JSON value may not hold, whatever its schema.
+
+    Nesting deeper than ``max_depth``, integers outside signed 64 bits (SQLite's INTEGER) and,
+    with ``strings``, lone surrogates (an escaped ``\\ud800`` parses, but has no UTF-8 form, so
+    it would fail later when stored or signed). Iterative, so hostile depth cannot exhaust the stack.
+
+    :raises BoundsError: naming the fault.
+    """
+    stack = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth >= max_depth:
+                raise BoundsError("depth", f"JSON nested deeper than {max_depth} levels")
+            if strings and any(_SURROGATE.search(key) for key in value):
+                raise BoundsError("unicode", "a key is not valid Unicode (lone surrogate)")
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            if depth >= max_depth:
+                raise BoundsError("depth", f"JSON nested deeper than {max_depth} levels")
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if not MIN_INT <= value <= MAX_INT:
+                raise BoundsError("integer", "integer out of the 64-bit range")
+        elif strings and isinstance(value, str) and _SURROGATE.search(value):
+            raise BoundsError("unicode", "a string is not valid Unicode (lone surrogate)")
+
+
+def is_count(value: Any) -> bool:
+    """Whether ``value`` is a JSON integer usable as a counter, size or offset: ``0 <= n <= MAX_INT``."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INT

@@ -46,6 +46,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SYNC_BACKOFF_MAX_SECONDS", 300, "Upper bound of the exponential retry backoff when the parent is unreachable."),
     Setting("MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024, "Largest single material file accepted."),
     Setting("MAX_CASE_ATTACHMENT_BYTES", 40 * 1024 * 1024, "Largest total of material files for one case."),
+    Setting("MAX_CONTENT_LENGTH", 512 * 1024 * 1024, "Flask's overall cap on any request body, in bytes; the "
+            "per-route limits below apply within it."),
+    Setting("MAX_FORM_BYTES", 1024 * 1024, "Largest body of a page form or a JSON API call without material files "
+            "(and of sync pull, blob status and enrolment requests)."),
+    Setting("MAX_UPLOAD_BYTES", 56 * 1024 * 1024, "Largest body of a request that carries material files (the "
+            "new-case wizard, POST /api/v1/cases with Base64 materials, project filing, site-visit photos, the "
+            "catalog and calendar uploads)."),
+    Setting("MAX_PUSH_BYTES", 16 * 1024 * 1024, "Largest body of POST /sync/v1/push (one batch of envelopes)."),
+    Setting("MAX_BLOB_CHUNK_BYTES", 1024 * 1024, "Largest body of PUT /sync/v1/blobs/<sha256> (one chunk; "
+            "senders use 256 KiB)."),
+    Setting("MAX_BUNDLE_BYTES", 512 * 1024 * 1024, "Largest U盘 bundle file accepted by the bundle import pages."),
     Setting("DISK_RESERVE_BYTES", 64 * 1024 * 1024, "Free disk below which new cases are refused with a clear message."),
     Setting("MAX_CLOCK_SKEW_SECONDS", 600, "How far in the future a peer's clock may be before its timestamps are refused."),
     Setting("APPLY_QUIET_SECONDS", 0.05, "Hub: how long pushes must pause before accepted envelopes are applied to the "

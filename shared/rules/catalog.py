@@ -21,6 +21,8 @@ from importlib import resources
 from shared.core.errors import RuleError, ValidationError
 from shared.rules import pinyin
 from shared.rules.idcard import validate_id_number, validate_phone
+from shared.rules.materials import FORMATS
+from shared.rules.text import refuse_hidden_characters
 
 DEPARTMENTS: dict[str, str] = {
     "rs": "人力资源和社会保障局",
@@ -144,6 +146,13 @@ def _validate_material(m: object, where: str) -> dict:
         _fail(f"{where}.source", "来源渠道必须是「申请人自备」或「政府部门核发」")
     if "note" in m:
         out["note"] = _str(m, "note", f"{where}.")
+    if "formats" in m:
+        # The file formats this material accepts, by content (shared/rules/materials.py; default JPEG, PNG, PDF).
+
+        formats = _list(m, "formats", f"{where}.", non_empty=True)
+        if not all(isinstance(f, str) and f in FORMATS for f in formats) or len(set(formats)) != len(formats):
+            _fail(f"{where}.formats", f"材料格式只能是 {'、'.join(FORMATS)} 中的若干种（不重复）")
+        out["formats"] = list(formats)
     return out
 
 
@@ -408,6 +417,7 @@ def _clean_value(field: dict, value: object) -> object:
             raise ValidationError(key, f"「{label}」只能选择：{'、'.join(field['options'])}")
         if "max" in field and len(value) > field["max"]:
             raise ValidationError(key, f"「{label}」不能超过{field['max']}个字")
+        refuse_hidden_characters(value, key, label, multiline=kind == "textarea")
         fmt = field.get("format")
         if fmt == "id_number":
             value = validate_id_number(value, field=key)

@@ -36,9 +36,14 @@ _PROVINCES = frozenset(
     }
 )  # fmt: skip
 
-_ID_SHAPE = re.compile(r"\d{17}[\dX]")
-_MOBILE = re.compile(r"1[3-9]\d{9}")
-_LANDLINE = re.compile(r"0\d{2,3}-?\d{7,8}")
+# ASCII digits only: ``\d`` would also match full-width and other scripts' digits.
+_ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
+_MOBILE = re.compile(r"1[3-9][0-9]{9}")
+_LANDLINE = re.compile(r"0[0-9]{2,3}-?[0-9]{7,8}")
+# Full-width digits, X and x (what a Chinese IME in full-width mode types) and the full-width
+# hyphen, to their ASCII forms.
+_FULL_WIDTH = str.maketrans({**{chr(0xFF10 + i): str(i) for i in range(10)}, "\uff38": "X", "\uff58": "X",
+                             "\uff0d": "-", "\uff0b": "+"})
 
 
 def id_check_char(first17: str) -> str:
@@ -49,10 +54,25 @@ def id_check_char(first17: str) -> str:
     return _CHECK_CHARS[total % 11]
 
 
-def validate_id_number(s: str | None, *, field: str = "id_number", today: date | None = None) -> str:
-    """Validate an 18-character 身份证号 and return it normalised.
+def normalise_id_number(s: str) -> str:
+    """A 身份证号 as typed, in the one form it is checked and stored in: full-width digits and
+    ``Ｘ``/``ｘ`` become ASCII, every space (also the ideographic space) is removed, ``x`` is upper-cased."""
+    return "".join(s.translate(_FULL_WIDTH).split()).upper()
 
-    Surrounding whitespace is stripped and a lowercase ``x`` is upper-cased.
+
+def _text_input(s: object, field: str, what: str) -> str:
+    if s is None:
+        return ""
+    if not isinstance(s, str):
+        raise ValidationError(field, f"{what}必须是文本", code="invalid_field")
+    return s
+
+
+def validate_id_number(s: str | None, *, field: str = "id_number", today: date | None = None) -> str:
+    """Validate an 18-character 身份证号 and return it normalised (:func:`normalise_id_number`).
+
+    Full-width digits and ``Ｘ`` are read as their ASCII forms and spaces are removed before the
+    check, so the stored number is always 17 ASCII digits and a digit or ``X``.
 
     :param s: the number as typed.
     :param field: field name reported in the error.
@@ -61,7 +81,7 @@ def validate_id_number(s: str | None, *, field: str = "id_number", today: date |
         date in simulations.
     :raises ValidationError: with a Chinese message naming the defect.
     """
-    value = (s or "").strip().upper()
+    value = normalise_id_number(_text_input(s, field, "身份证号"))
     if not value:
         raise ValidationError(field, "请填写身份证号", code="required")
     if len(value) != 18:
@@ -108,14 +128,15 @@ def validate_phone(s: str | None, *, field: str = "phone") -> str:
 
     Accepts ``1[3-9]`` + 9 digits (an optional ``+86``/``86`` prefix and inner
     spaces are removed) or ``0`` + 2–3 digit area code, optional ``-``, then
-    7–8 digits. Returns the number with spaces and the country prefix removed.
+    7–8 digits; full-width digits are read as ASCII. Returns the number with
+    spaces and the country prefix removed.
 
     :raises ValidationError: if the number matches neither form.
     """
-    value = re.sub(r"\s+", "", s or "")
+    value = "".join(_text_input(s, field, "联系电话").translate(_FULL_WIDTH).split())
     if not value:
         raise ValidationError(field, "请填写联系电话", code="required")
-    mobile = re.sub(r"^(\+86|86)(?=1\d{10}$)", "", value)
+    mobile = re.sub(r"^(\+86|86)(?=1[0-9]{10}$)", "", value)
     if _MOBILE.fullmatch(mobile):
         return mobile
     if _LANDLINE.fullmatch(value):

@@ -28,6 +28,7 @@ from shared.core.errors import Forbidden, NotFound, RuleError, ValidationError
 from shared.rules import states
 from shared.rules.deadlines import cn_day
 from shared.rules.idcard import validate_phone
+from shared.rules.text import refuse_hidden_characters
 from shared.services import casework
 from sync import downlink, outbox
 
@@ -57,7 +58,8 @@ MAX_ANSWER = 2000
 # ----------------------------------------------------------------------------- helpers
 
 
-def _text(payload: dict, name: str, *, required: bool, limit: int, label: str, field: str | None = None) -> str:
+def _text(payload: dict, name: str, *, required: bool, limit: int, label: str, field: str | None = None,
+          multiline: bool = False) -> str:
     value = payload.get(name)
     field = field or name
     if value is None:
@@ -69,7 +71,7 @@ def _text(payload: dict, name: str, *, required: bool, limit: int, label: str, f
         raise ValidationError(field, f"请填写{label}", code="required")
     if len(value) > limit:
         raise ValidationError(field, f"{label}不能超过{limit}个字")
-    return value
+    return refuse_hidden_characters(value, field, label, multiline)
 
 
 def _due(calendar, taken_at: str, now, working_days: int) -> str:
@@ -93,12 +95,12 @@ def validate_rating(payload) -> tuple[int, str]:
     if not isinstance(payload, dict):
         raise ValidationError("body", "请求体必须是 JSON 对象")
     level = payload.get("level")
-    if isinstance(level, str) and level.strip().isdigit():
+    if isinstance(level, str) and level.strip().isascii() and level.strip().isdigit():
         level = int(level.strip())
     if isinstance(level, bool) or not isinstance(level, int) or level not in LEVELS:
         choices = "、".join(f"{k}={v}" for k, v in LEVELS.items())
         raise ValidationError("level", f"评价等级必须是 1 到 5 的整数（{choices}）")
-    comment = _text(payload, "comment", required=False, limit=MAX_COMMENT, label="评价意见")
+    comment = _text(payload, "comment", required=False, limit=MAX_COMMENT, label="评价意见", multiline=True)
     return level, comment
 
 
@@ -241,7 +243,7 @@ def record_outcome(conn: sqlite3.Connection, node, followup_id: str, payload, ac
     followup = get_followup(conn, node, followup_id)
     if not may_handle_followup(account, followup["office"]):
         raise Forbidden(f"只有监察员或被评价机构（{followup['office']}）的人员可以登记回访结果")
-    outcome = _text(payload, "outcome", required=True, limit=MAX_ANSWER, label="回访及整改情况")
+    outcome = _text(payload, "outcome", required=True, limit=MAX_ANSWER, label="回访及整改情况", multiline=True)
     if followup["status"] != "open":
         raise RuleError("already_closed", "该回访已办结")
     conn.execute(
@@ -272,7 +274,7 @@ def validate_complaint(conn: sqlite3.Connection, payload) -> dict:
         raise ValidationError("complainant", "请填写投诉人（姓名和联系电话）", code="required")
     name = _text(complainant, "name", required=True, limit=50, label="投诉人姓名", field="complainant.name")
     phone = validate_phone(complainant.get("phone"), field="complainant.phone")
-    content = _text(payload, "content", required=True, limit=MAX_CONTENT, label="投诉内容")
+    content = _text(payload, "content", required=True, limit=MAX_CONTENT, label="投诉内容", multiline=True)
     return {"case_id": case_id, "office": office, "complainant": {"name": name, "phone": phone}, "content": content}
 
 
@@ -335,7 +337,7 @@ def answer_complaint(conn: sqlite3.Connection, node, complaint_id: str, payload,
     if not isinstance(payload, dict):
         raise ValidationError("body", "请求体必须是 JSON 对象")
     complaint = get_complaint(conn, node, complaint_id)
-    answer = _text(payload, "answer", required=True, limit=MAX_ANSWER, label="答复意见")
+    answer = _text(payload, "answer", required=True, limit=MAX_ANSWER, label="答复意见", multiline=True)
     if complaint["status"] == "answered":
         raise RuleError("already_answered", "该投诉已答复")
     message = {"complaint_id": complaint_id, "answer": answer, "answered_by": account["username"],

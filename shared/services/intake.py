@@ -16,13 +16,15 @@ from shared.core.storage import ensure_disk_space, write_transaction
 from shared.rules import states
 from shared.rules.catalog import accepts_at, required_materials, route, validate_form
 from shared.rules.idcard import validate_id_number, validate_phone
+from shared.rules.materials import check_files
+from shared.rules.text import refuse_hidden_characters
 from shared.services import casework, documents
 from sync import blobs, outbox
 
 
 def acceptable_item(items: dict[str, dict], code, node_id: str, not_here: str = "不能在本级受理") -> dict:
     """The catalog item an application names, if this node may take applications for it."""
-    item = items.get(code)
+    item = items.get(code) if isinstance(code, str) else None
     if item is None:
         raise ValidationError("item_code", "事项不存在或目录尚未同步")
     if item.get("consultation_only"):
@@ -41,6 +43,7 @@ def clean_applicant(applicant, who: str = "申请人") -> dict:
         raise ValidationError("applicant.name", f"请填写{who}姓名")
     if len(name.strip()) > 50:
         raise ValidationError("applicant.name", f"{who}姓名过长")
+    refuse_hidden_characters(name, "applicant.name", f"{who}姓名")
     return {
         "name": name.strip(),
         "id_number": validate_id_number(applicant.get("id_number"), field="applicant.id_number"),
@@ -57,6 +60,7 @@ def _clean_entrustment(entrustment, applicant: dict, item: dict, agent: str) -> 
     scope = entrustment.get("scope") or item["name"]
     if not isinstance(scope, str) or len(scope) > 200:
         raise ValidationError("entrustment.scope", "委托事项填写有误")
+    refuse_hidden_characters(scope, "entrustment.scope", "委托事项")
     return {"principal": applicant["name"], "agent": agent, "scope": scope.strip(), "consent": True}
 
 
@@ -70,7 +74,7 @@ def decode_materials(materials, item: dict, max_file: int, max_total: int) -> li
     files, total = [], 0
     for i, m in enumerate(materials):
         where = f"materials[{i}]"
-        if not isinstance(m, dict) or m.get("code") not in known:
+        if not isinstance(m, dict) or not isinstance(m.get("code"), str) or m["code"] not in known:
             raise ValidationError(f"{where}.code", f"材料编码不属于该事项，可选：{'、'.join(sorted(known))}")
         filename = m.get("filename")
         if not isinstance(filename, str) or not filename.strip() or len(filename) > 200:
@@ -115,6 +119,7 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
     ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     version, items = node.catalog(conn)
     item = acceptable_item(items, payload.get("item_code"), node.node_id)
+    check_files(files, item)  # by content: no executable or other type stored as a material
     applicant = clean_applicant(payload.get("applicant"))
     entrustment = _clean_entrustment(payload.get("entrustment"), applicant, item, agent)
     form = _plain_numbers(validate_form(item, payload.get("form") or {}))

@@ -24,7 +24,7 @@ from flask import (
 from shared.core.clock import CN_TZ, parse_iso
 from shared.core.errors import Forbidden, LiandongError, RuleError, ValidationError
 from shared.core.storage import write_transaction
-from shared.rules import precheck, states
+from shared.rules import materials, precheck, states
 from shared.rules.deadlines import case_clock
 from shared.services import accounts, case_view, casework, joint
 from shared.web.context import current_node
@@ -39,9 +39,8 @@ ACTION_KIND = {"accept": "primary", "approve": "primary", "receive": "primary", 
                "supplement_received": "primary", "resume": "primary", "reject": "danger", "deny": "danger",
                "terminate": "danger", "precheck_return": "danger"}
 SUPERVISION_LABELS = {"none": "正常", "warning": "即将到期", "yellow": "黄牌（已超期）", "red": "红牌"}
-#: Material files shown inline on the case page, by their first bytes (never HTML or scripts).
-PREVIEW_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
-                 (b"%PDF-", "application/pdf"))
+#: Material formats shown inline on the case page, by their first bytes (never HTML or scripts).
+PREVIEW_FORMATS = frozenset({"png", "jpeg", "gif", "pdf"})
 
 
 @bp.app_template_filter("cn_time")
@@ -66,7 +65,8 @@ def _catalog_items() -> dict:
 
 
 def _preview_type(data: bytes) -> str | None:
-    return next((mime for magic, mime in PREVIEW_TYPES if data.startswith(magic)), None)
+    fmt = materials.detect(data)
+    return fmt.mime if fmt is not None and fmt.key in PREVIEW_FORMATS else None
 
 
 def _case_json(case_id: str) -> dict:
@@ -114,7 +114,7 @@ def api_action(case_id: str):
     if not isinstance(body, dict):
         raise ValidationError("body", "请求体必须是 JSON 对象")
     action = body.get("action")
-    if action not in states.ACTION_LABELS:
+    if not isinstance(action, str) or action not in states.ACTION_LABELS:
         raise ValidationError("action", f"未知的操作，可选：{'、'.join(API_ACTIONS)}")
     comment = body.get("comment") or ""
     if not isinstance(comment, str):
@@ -249,18 +249,29 @@ def material_view(case_id: str, sha256: str):
 
 @bp.get("/cases/<case_id>/materials/<sha256>")
 def material(case_id: str, sha256: str):
-    """One material file of a case (download logged)."""
+    """One material file of a case (download logged), named after the material with the extension
+    of its content, served with that content's type; content of no accepted format is not served."""
     conn = get_db()
     found = conn.execute(
-        "SELECT filename FROM case_materials WHERE case_id = ? AND sha256 = ?", (case_id, sha256)
+        "SELECT m.code, c.item_code FROM case_materials m JOIN cases c USING (case_id)"
+        " WHERE m.case_id = ? AND m.sha256 = ?", (case_id, sha256)
     ).fetchone()
     node = current_node()
     if found is None or not node.blobs.has(sha256):
         abort(404)
+    data = node.blobs.read(sha256)
+    fmt = materials.detect(data)
+    if fmt is None:
+        # E.g. an executable sent up by a tampered village PC: never offered for download.
+        raise LiandongError("material_type", "该材料文件不是可接受的格式（JPEG、PNG、PDF 等），为安全起见不提供下载，"
+                                             "请联系收件的服务站核实", status=415)
     with write_transaction(conn):
         accounts.audit(conn, g.account["username"], "material.read", case_id, sha256, node.now())
-    return Response(node.blobs.read(sha256), mimetype="application/octet-stream",
-                    headers={"Content-Disposition": "attachment; filename*=UTF-8''" + sha256})
+    item = _catalog_items().get(found["item_code"]) or {}
+    name = next((m["name"] for m in item.get("materials", []) if m["code"] == found["code"]), found["code"])
+    return Response(data, mimetype=fmt.mime, headers={
+        "Content-Disposition": materials.content_disposition(materials.download_name(name, fmt)),
+        "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"})
 
 
 #: Rows per page of the queue (the counts at the top are over every open case of the office).
@@ -270,7 +281,7 @@ QUEUE_PAGE = 100
 def page_number() -> int:
     """The ``page`` query argument (1 for anything that is not a positive number)."""
     value = request.args.get("page", "1")
-    return max(1, int(value)) if value.isdigit() else 1
+    return max(1, int(value)) if value.isascii() and value.isdigit() else 1  # not "²", which int() refuses
 
 
 @bp.get("/queue")

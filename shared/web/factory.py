@@ -14,7 +14,8 @@ from flask import Config, Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.core.settings import DEFAULTS
-from shared.web import auth, display, errors, health, metrics
+from shared.rules import materials
+from shared.web import auth, display, errors, health, limits, metrics
 from shared.web.context import VERSION, csrf
 from sync.node import Node
 from sync.tier import Tier
@@ -78,6 +79,7 @@ def create_node_app(import_name: str, tier: Tier, test_config: dict | None, data
                       # every node would share one "session" cookie and a login at one would log
                       # the others out. One cookie name per node keeps their sessions apart.
                       SESSION_COOKIE_NAME=session_cookie_name(app.config.get("NODE_ID")))
+    limits.init_app(app)  # first hook: bodies are bounded before anything reads them or authenticates
     if int(app.config["PROXY_HOPS"] or 0) > 0:
         hops = int(app.config["PROXY_HOPS"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
@@ -92,7 +94,8 @@ def create_node_app(import_name: str, tier: Tier, test_config: dict | None, data
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
     app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier.name, node_kind=tier,
-                                 version=VERSION, has_page=lambda endpoint: endpoint in app.view_functions)
+                                 version=VERSION, has_page=lambda endpoint: endpoint in app.view_functions,
+                                 material_accept=materials.accept_attribute, material_formats=materials.formats_text)
     return app
 
 

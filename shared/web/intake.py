@@ -26,9 +26,9 @@ from werkzeug.datastructures import MultiDict
 
 from shared.core.clock import parse_iso
 from shared.core.errors import LiandongError, ValidationError
-from shared.rules import states
+from shared.rules import materials, states
 from shared.rules.catalog import accepts_at, public_view, required_materials, search, validate_form
-from shared.rules.idcard import mask_id_number, validate_id_number, validate_phone
+from shared.rules.idcard import mask_id_number
 from shared.services import drafts, intake, scanner
 from shared.web.cases import page_number
 from shared.web.context import current_node
@@ -133,7 +133,8 @@ def api_create_case():
         raise ValidationError("body", "请求体必须是 JSON 对象")
     node = current_node()
     _, items = current_node().catalog(get_db())
-    item = items.get(payload.get("item_code"))
+    code = payload.get("item_code")
+    item = items.get(code) if isinstance(code, str) else None
     if item is None:
         raise ValidationError("item_code", "事项不存在或目录尚未同步")
     files = intake.decode_materials(
@@ -217,7 +218,7 @@ class _State:
         removed = form.get("remove_material", "")
         for value in form.getlist("kept_material"):
             parts = value.split(":", 3)
-            if len(parts) != 4 or parts[0] not in known or not parts[2].isdigit():
+            if len(parts) != 4 or parts[0] not in known or not (parts[2].isascii() and parts[2].isdigit()):
                 continue
             code, sha256, size, filename = parts
             if sha256 == removed or not node.blobs.has(sha256):
@@ -266,6 +267,7 @@ class _State:
                 intake.check_sizes(len(data), total, int(node.config["MAX_ATTACHMENT_BYTES"]),
                                    int(node.config["MAX_CASE_ATTACHMENT_BYTES"]), f"materials.{m['code']}")
                 filename = (upload.filename or m["name"]).replace("\\", "/").rsplit("/", 1)[-1][:200] or m["name"]
+                materials.check_file(data, filename, m, f"materials.{m['code']}")
                 sha256 = node.blobs.put(data)
                 if not any(x["sha256"] == sha256 and x["code"] == m["code"] for x in self.materials):
                     self.materials.append({"code": m["code"], "sha256": sha256, "size": len(data),
@@ -282,6 +284,7 @@ class _State:
         for m in self.item["materials"]:
             for name in form.getlist(f"scan_{m['code']}"):
                 data = scanner.read_scan(folder, name, max_file, f"materials.{m['code']}")
+                materials.check_file(data, name, m, f"materials.{m['code']}")
                 total += len(data)
                 intake.check_sizes(len(data), total, max_file, int(node.config["MAX_CASE_ATTACHMENT_BYTES"]),
                                    f"materials.{m['code']}")
@@ -299,12 +302,7 @@ class _State:
         if step == "situation":
             required_materials(self.item, self.answers, strict=True)
         elif step == "form":
-            if not self.applicant["name"]:
-                raise ValidationError("applicant.name", "请填写申请人姓名")
-            if len(self.applicant["name"]) > 50:
-                raise ValidationError("applicant.name", "申请人姓名过长")
-            validate_id_number(self.applicant["id_number"], field="applicant.id_number")
-            validate_phone(self.applicant["phone"], field="applicant.phone")
+            intake.clean_applicant(self.applicant)
             validate_form(self.item, self.form)
 
     def payload(self) -> dict:

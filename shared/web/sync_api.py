@@ -107,9 +107,10 @@ def pull():
     have = body.get("metadata", {})
     acked = body.get("acked", {})
     if not all(isinstance(x, dict) for x in (cursors, have, acked)) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for x in (cursors, have, acked) for v in x.values()
+        canonical.is_count(v) for x in (cursors, have, acked) for v in x.values()
     ):
-        raise ValidationError("cursors", "cursors、metadata 与 acked 必须是以整数为值的对象", code="malformed")
+        raise ValidationError("cursors", "cursors、metadata 与 acked 必须是以 0 到 2^63-1 的整数为值的对象",
+                              code="malformed")
     return jsonify(service().pull(get_db(), current_node(), g.caller, cursors, have, acked))
 
 
@@ -136,15 +137,26 @@ def blob_chunk(sha256: str):
     node = current_node()
     ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     try:
-        size, offset = int(request.args["size"]), int(request.args["offset"])
+        size, offset = _count_arg("size"), _count_arg("offset")
         complete = node.blobs.write_chunk(
             sha256, size, offset, request.get_data(cache=True), node.config["MAX_ATTACHMENT_BYTES"]
         )
     except (KeyError, ValueError) as exc:
         if isinstance(exc, BlobError):
             raise SyncError("blob_rejected", f"材料文件分块被拒绝：{exc}", status=409) from exc
-        raise ValidationError("offset", "size 与 offset 必须是整数", code="malformed") from exc
+        raise ValidationError("offset", "size 与 offset 必须是 0 到 2^63-1 的整数", code="malformed") from exc
     acks = []
     if complete:
         acks = service().blob_complete(get_db(), node, sha256, size)
     return jsonify({"sha256": sha256, "received": node.blobs.received(sha256), "complete": complete, "acks": acks})
+
+
+def _count_arg(name: str) -> int:
+    """A query argument that is a size or an offset: ASCII digits, ``0 <= n <= 2^63 - 1``.
+
+    :raises KeyError: missing. :raises ValueError: anything else (both answered 400 ``malformed``).
+    """
+    text = request.args[name]
+    if not (text.isascii() and text.isdigit()) or not canonical.is_count(int(text)):
+        raise ValueError(f"{name} out of range")
+    return int(text)
