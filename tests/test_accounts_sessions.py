@@ -184,12 +184,12 @@ def test_an_unknown_user_takes_as_long_as_a_wrong_password():
 
 
 def _cookie(client) -> str:
-    return client.get_cookie("session").value
+    return client.get_cookie(client.application.config["SESSION_COOKIE_NAME"]).value
 
 
 def _replay(hub, cookie: str):
     other = client_of(hub)
-    other.set_cookie("session", cookie)
+    other.set_cookie(other.application.config["SESSION_COOKIE_NAME"], cookie)
     return other
 
 

@@ -119,7 +119,7 @@ def drive_every_operation(net) -> None:
     window = hub.account("window", "window", office)
 
     # Intake with a scan: the blob travels by /sync/v1/blobs/status and PUT /sync/v1/blobs/{sha256}.
-    scan = ("contract-test scan " * 100).encode()
+    scan = b"\xff\xd8\xff\xe0" + ("contract-test scan " * 100).encode()  # a JPEG by its first bytes
     payload = case_payload(item, [(item["materials"][0]["code"], "扫描件.jpg", scan)])
     case_id = ok(village.api("POST", "/api/v1/cases", agent, json=payload), 201)["case_id"]
     ok(village.api("GET", f"/api/v1/cases/{case_id}", agent))

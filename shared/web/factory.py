@@ -66,8 +66,6 @@ def create_node_app(import_name: str, tier: Tier, test_config: dict | None, data
     data_dir = str(Path(data_dir).resolve())
     os.umask(0o077)  # everything the node creates (database, blobs, folders) is the service account's alone
     app = Flask(import_name, instance_path=data_dir, instance_relative_config=True)
-    # JSON answers carry Chinese as UTF-8, not \uXXXX (signed payloads are base64, unaffected).
-    app.json.ensure_ascii = False
     load_settings(app.config, test_config)
     if app.config["TIER"] != tier.name:
         raise RuntimeError(f"{data_dir} holds a {app.config['TIER']} node, not a {tier.name}")

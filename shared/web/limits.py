@@ -110,11 +110,15 @@ BOUNDS_MESSAGES = {
 class BoundedJSONProvider(DefaultJSONProvider):
     """Flask's JSON, with what :func:`shared.core.canonical.check_bounds` refuses answered 400.
 
+    Answers carry Chinese as UTF-8, not ``\\uXXXX`` (signed payloads are base64, unaffected).
+
     ``request.get_json`` is the one way the API routes read their bodies. Hostile nesting
     (a RecursionError), integers SQLite cannot store and lone surrogates (which fail when stored)
     become a :class:`ValidationError` here: not a ``ValueError``, so ``get_json(silent=True)``
     does not swallow it and the client learns what was wrong, in the one JSON error shape.
     """
+
+    ensure_ascii = False
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         try:
