@@ -94,7 +94,17 @@ def drain_pair(args, work: Path, cases: int, scan_bytes: int) -> dict:
         raise RuntimeError(f"Liandong drain lost or duplicated cases: {ours}")
     peer = run_peer(work, cases, scan_bytes)
     return {"ours": ours["cases_per_s"], "ours_load": ours["load"], "peer": peer["docs_per_s"],
-            "peer_load": peer["load"], "ratio": round(ours["cases_per_s"] / peer["docs_per_s"], 3)}
+            "peer_load": peer["load"], "ratio": round(ours["cases_per_s"] / peer["docs_per_s"], 3),
+            "ours_rounds": ours["rounds"], "ours_village_s": ours["village_round_s"],
+            "ours_township_s": ours["township_round_s"], "peer_requests": peer["http_requests"]}
+
+
+def drain_line(p: dict) -> str:
+    """One pair of drain figures as a line (with where Liandong's time went: its rounds per tier)."""
+    return (f"Liandong {p['ours']:.0f} cases/s [load {p['ours_load']:.2f}] ({p['ours_rounds']} rounds;"
+            f" village {p['ours_village_s']:.1f} s, township {p['ours_township_s']:.1f} s in rounds);"
+            f" PouchDB {p['peer']:.0f} docs/s [load {p['peer_load']:.2f}] ({p['peer_requests']} requests);"
+            f" ratio {p['ratio']:.3f}")
 
 
 def wire_pair(args, work: Path) -> dict:
@@ -170,13 +180,10 @@ def main(args) -> dict:
         print(f"pair {i}/{args.pairs}")
         if "drain" in only:
             p = pair["drain"] = drain_pair(args, work, args.cases, 0)
-            print(f"  drain {args.cases}, no files: Liandong {p['ours']:.0f} cases/s [load {p['ours_load']:.2f}];"
-                  f" PouchDB {p['peer']:.0f} docs/s [load {p['peer_load']:.2f}]; ratio {p['ratio']:.3f}", flush=True)
+            print(f"  drain {args.cases}, no files: {drain_line(p)}", flush=True)
         if "scan" in only:
             p = pair["scan"] = drain_pair(args, work, args.scan_cases, args.scan_bytes)
-            print(f"  drain {args.scan_cases}, {args.scan_bytes} B scan each: Liandong {p['ours']:.0f} cases/s"
-                  f" [load {p['ours_load']:.2f}]; PouchDB {p['peer']:.0f} docs/s [load {p['peer_load']:.2f}];"
-                  f" ratio {p['ratio']:.3f}", flush=True)
+            print(f"  drain {args.scan_cases}, {args.scan_bytes} B scan each: {drain_line(p)}", flush=True)
         if "wire" in only:
             w = pair["wire"] = wire_pair(args, work)
             for key in ("batch", "single"):
