@@ -6,16 +6,19 @@ real token + HTTP flow; the village app runs in this process. N cases are queued
 to make set-up fast), then sync rounds (``sync.node_sync.run_round``) run back to back, a
 village round then a township round, with the default ``SYNC_BATCH`` (200), until every
 envelope of the village is acknowledged by the hub. At the end the hub must hold exactly N
-cases of that village, with N distinct case ids, and N inbox envelopes.
+cases of that village, with N distinct case ids, and N inbox envelopes. With ``--scan-bytes K``
+each case carries one K-byte incompressible scan, which crosses both hops as a material file
+(the hub acknowledges a case only once its files are there) and must be at the hub at the end.
 
     .venv/bin/python benchmarks/bench_drain.py               # 10,000 cases
-    .venv/bin/python benchmarks/bench_drain.py --cases 2000
+    .venv/bin/python benchmarks/bench_drain.py --cases 2000 --scan-bytes 20000
     .venv/bin/python benchmarks/bench_drain.py --quick       # 400 cases
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import tempfile
 import time
@@ -30,13 +33,22 @@ from sync import outbox  # noqa: E402
 from sync.node_sync import SyncState, run_round  # noqa: E402
 
 
-def queue_cases(net: common.Network, n: int) -> None:
+def scan(i: int, size: int) -> bytes:
+    """``size`` incompressible bytes, different for every case (like a JPEG scan)."""
+    return random.Random(i).randbytes(size)
+
+
+def queue_cases(net: common.Network, n: int, scan_bytes: int = 0) -> None:
+    """Queue ``n`` cases at the village; with ``scan_bytes``, each carries one scan of that size."""
     items = common.village_items()
     conn = net.village_conn
     for start in range(0, n, 500):
         with write_transaction(conn):
             for i in range(start, min(n, start + 500)):
-                submit(conn, net.village, common.api_payload(items[i % len(items)], i), [], agent="agent")
+                item = items[i % len(items)]
+                code = item["materials"][0]["code"] if item["materials"] else "scan"
+                files = [(code, f"扫描{i}.jpg", scan(i, scan_bytes))] if scan_bytes else []
+                submit(conn, net.village, common.api_payload(item, i), files, agent="agent")
 
 
 def main(args) -> dict:
@@ -46,8 +58,9 @@ def main(args) -> dict:
             net.settle()
             session = common.CountingSession()
             t0 = time.perf_counter()
-            queue_cases(net, args.cases)
-            print(f"queued {args.cases} cases at village {net.VILLAGE} in {time.perf_counter() - t0:.1f} s (untimed)")
+            queue_cases(net, args.cases, args.scan_bytes)
+            print(f"queued {args.cases} cases at village {net.VILLAGE} in {time.perf_counter() - t0:.1f} s (untimed)"
+                  + (f", one {args.scan_bytes} B scan each" if args.scan_bytes else ""))
             vconn, tconn = net.village_conn, net.township_conn
             vstate, tstate = SyncState(), SyncState()
             vclient = common.client_with(net.village, session)
@@ -78,13 +91,15 @@ def main(args) -> dict:
                                      (net.VILLAGE,)).fetchone()
                 inbox = hub.execute("SELECT COUNT(*) FROM inbox WHERE origin = ?", (net.VILLAGE,)).fetchone()[0]
                 quarantined = hub.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
+                blobs_held = hub.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
             finally:
                 hub.close()
             village_cases = vconn.execute("SELECT COUNT(*) FROM cases WHERE sync_state = 'acked'").fetchone()[0]
         finally:
             net.close()
     n = args.cases
-    ok = at_hub[0] == n and at_hub[1] == n and inbox == n and quarantined == 0
+    ok = at_hub[0] == n and at_hub[1] == n and inbox == n and quarantined == 0 and (
+        not args.scan_bytes or blobs_held >= n)
     print(f"drained {n} cases in {elapsed:.1f} s over {rounds} rounds (village + township each):"
           f" {n / elapsed:.0f} cases/s back to back")
     print(f"time in rounds: village {spent['village']:.1f} s, township {spent['township']:.1f} s;"
@@ -92,8 +107,10 @@ def main(args) -> dict:
     print(f"at the default SYNC_INTERVAL_SECONDS=5 the same {rounds} rounds take ~{rounds * 5 / 60:.1f} min")
     print(f"bytes: {sum(session.sent.values())} sent, {sum(session.received.values())} received by the two clients")
     print(f"check: hub holds {at_hub[0]} cases of the village ({at_hub[1]} distinct ids), {inbox} inbox envelopes,"
-          f" {quarantined} quarantined; village shows {village_cases} acked -> {'OK' if ok else 'MISMATCH'}")
-    figures = {"benchmark": "drain", "cases": n, "seconds": round(elapsed, 2), "rounds": rounds,
+          f" {quarantined} quarantined, {blobs_held} material files; village shows {village_cases} acked -> {'OK' if ok else 'MISMATCH'}")
+    figures = {"benchmark": "drain", "cases": n, "scan_bytes": args.scan_bytes, "hub_blobs": blobs_held,
+               "bytes_sent": sum(session.sent.values()), "bytes_received": sum(session.received.values()),
+               "seconds": round(elapsed, 2), "rounds": rounds,
                "cases_per_s": round(n / elapsed, 1), "village_round_s": round(spent["village"], 2),
                "township_round_s": round(spent["township"], 2), "village_pushed": pushed["village"],
                "township_pushed": pushed["township"], "hub_cases": at_hub[0], "hub_distinct": at_hub[1],
@@ -105,6 +122,7 @@ def main(args) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=10000)
+    parser.add_argument("--scan-bytes", type=int, default=0, help="one scan of this size per case (0: none)")
     parser.add_argument("--max-rounds", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="400 cases")
     args = parser.parse_args()

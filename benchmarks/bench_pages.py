@@ -200,6 +200,8 @@ def main() -> None:
                 ("village", "agent", "同步状态", "/sync-status", village),
                 ("township", "clerk", "中转状态", "/relay", township),
                 ("township", "clerk", "村级报件", "/relay/cases", township),
+                ("township", "clerk", "村级报件 一村", f"/relay/cases?village={village.node_id}", township),
+                ("township", "clerk", "村级报件 第50页", "/relay/cases?page=50", township),
                 ("township", "clerk", "待办办件", "/queue", township),
                 ("township", "clerk", "办件页", f"/cases/{t_case}", township),
                 ("hub", "window", "待办办件", "/queue", hub),

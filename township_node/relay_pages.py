@@ -100,7 +100,12 @@ def village_cases():
     total = conn.execute("SELECT COUNT(*)" + sql, params).fetchone()[0]
     pages = max(1, -(-total // LIST_PAGE))
     page = min(page_number(), pages)
-    rows = conn.execute("SELECT *" + sql + " ORDER BY submitted_at DESC LIMIT ? OFFSET ?",
+    # The page's row ids come from the (origin, submitted_at) index alone; only those rows are read.
+    # Over a range of villages the index is not in submitted_at order, so "SELECT *" with the sort
+    # read every row of every village, in an order that jumps around the table (26 ms at 10,000
+    # cases against 2.5 ms so; docs/performance.md). rowid breaks ties, so pages never overlap.
+    order = " ORDER BY submitted_at DESC, rowid DESC"
+    rows = conn.execute("SELECT * FROM cases WHERE rowid IN (SELECT rowid" + sql + order + " LIMIT ? OFFSET ?)" + order,
                         [*params, LIST_PAGE, (page - 1) * LIST_PAGE]).fetchall()
     villages = sorted({*(n for n in names if len(n) == 12 and n.startswith(node.node_id)),
                        *(r["origin"] for r in conn.execute(
