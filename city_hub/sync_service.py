@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from city_hub import registry
-from city_hub.ingest import make_appliers
 from shared.core.clock import iso
 from shared.core.storage import write_transaction
 from sync import apply, blobs, downlink, envelope
@@ -17,7 +16,7 @@ class HubSync:
         """``connect()`` opens a new connection to the hub's database (for the apply worker)."""
         self.node = node
         self.connect = connect
-        self.appliers = make_appliers(node)
+        self.appliers = node.kind.appliers(node)  # what the hub does with each kind of envelope
         self.worker = apply.ApplyWorker(self._apply_chunk, float(node.config["APPLY_QUIET_SECONDS"]),
                                         float(node.config["APPLY_MAX_LAG_SECONDS"]))
         self._worker_conn = None
