@@ -5,6 +5,25 @@ from __future__ import annotations
 import pytest
 from network import Network  # tests/ is on sys.path (pytest's default rootdir-less import mode)
 
+from shared.services import accounts
+
+# Hundreds of accounts are created and logged in across the suite: in-process nodes hash
+# passwords with scrypt at a lower cost factor (the same algorithm; ~2 ms instead of ~100 ms).
+# The production default, and the equal time of unknown users, are pinned at full cost by
+# tests/test_accounts_sessions.py, which runs without this.
+FULL_COST_MODULES = {"test_accounts_sessions"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cheaper_password_hashes(request):
+    if request.module.__name__.rpartition(".")[2] in FULL_COST_MODULES:
+        yield
+        return
+    saved = accounts.PASSWORD_METHOD
+    accounts.PASSWORD_METHOD = "scrypt:1024:8:1"
+    yield
+    accounts.PASSWORD_METHOD = saved
+
 
 @pytest.fixture(scope="module")
 def build_network(tmp_path_factory):

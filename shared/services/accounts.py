@@ -77,14 +77,14 @@ def hash_password(password: str) -> str:
 
 
 PASSWORD_METHOD = "scrypt"
-_dummy_hash: list[str] = []
+_dummy_hashes: dict[str, str] = {}
 
 
 def _dummy_password_hash() -> str:
     """A hash of a random password, checked when the user is unknown (same cost as a real one)."""
-    if not _dummy_hash:
-        _dummy_hash.append(hash_password(secrets.token_urlsafe(16)))
-    return _dummy_hash[0]
+    if PASSWORD_METHOD not in _dummy_hashes:
+        _dummy_hashes[PASSWORD_METHOD] = hash_password(secrets.token_urlsafe(16))
+    return _dummy_hashes[PASSWORD_METHOD]
 
 
 def authenticate(conn: sqlite3.Connection, username: str, password: str) -> sqlite3.Row | None:
