@@ -1,1 +1,1 @@
-"""Provisioning: hub keys, the node tree, enrolment, accounts, and the demo network."""
+"""The top layer: the `liandong` CLI, hub keys, node folders, the demo network, the county simulator and the Windows village kit."""
