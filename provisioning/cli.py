@@ -17,6 +17,7 @@ from city_hub.lifecycle import reinstate, revoke
 from provisioning import nodes
 from provisioning.cli_errors import CliError, LiandongGroup
 from provisioning.demo import run_demo
+from provisioning.memory import limit_malloc_arenas
 from provisioning.tiers import APP_FACTORIES, TIERS
 from shared.core import storage
 from shared.core.crypto import SignatureError
@@ -91,6 +92,7 @@ def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
     import waitress  # optional: only `serve` needs the server
 
     nodes.read_config(data_dir)  # a clear error if the folder holds no node
+    limit_malloc_arenas()  # before the job and waitress threads exist (provisioning/memory.py)
     log_file = configure_logging(data_dir, load_settings(Config(str(Path(data_dir).resolve()))))
     app = create_app_for(data_dir)  # migrates an older schema here, after a backup into <data>/backups
     click.echo(f"{app.config['TIER']} {app.config['NODE_ID']} on http://{host}:{port}/ (log: {log_file})")

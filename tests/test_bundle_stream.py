@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import zipfile
 
-from faults import cli, outbox_states, sha256
+from faults import cli, outbox_states, read_signed, sha256
 from test_bundle import custody_rows, export, import_at_township, offline  # noqa: F401 - fixture
 
 from shared.core import canonical
@@ -23,7 +23,7 @@ def test_members_are_stored_raw_and_named_by_the_signed_manifest(offline):  # no
         assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
         for _, _, data in files:
             assert zf.read(f"blobs/{sha256(data)}") == data  # the scan byte for byte, no base64
-    manifest = envelope.peek(canonical.loads((zipfile.ZipFile(usb / "out.ldbundle").read("manifest.json"))))
+    manifest = envelope.peek(read_signed(usb / "out.ldbundle"))
     assert manifest["format"] == 2 and {m["name"] for m in manifest["members"]} | {"manifest.json"} == names
     scans = sum(len(data) for _, _, data in files)
     assert exported["bytes"] < scans + 16 * 1024  # the envelope, manifest and zip headers only
