@@ -34,6 +34,7 @@ from pathlib import Path
 from shared.core import canonical
 from shared.core.clock import iso
 from shared.core.crypto import SignatureError
+from shared.core.errors import LiandongError
 from sync import envelope, node_sync, outbox
 from sync.blobs import BlobError
 
@@ -204,9 +205,11 @@ def _write_member(zf: zipfile.ZipFile, name: str, size: int, chunks: Iterable[by
             member.write(chunk)
             written += len(chunk)
             advance(len(chunk))
-    if written != size:
-        raise BlobError(f"{name}: wrote {written} bytes, expected {size}")
-    return {"name": name, "sha256": digest.hexdigest(), "size": size}
+    entry = {"name": name, "sha256": digest.hexdigest(), "size": size}
+    if written != size or (name.startswith("blobs/") and entry["sha256"] != name[len("blobs/"):]):
+        raise LiandongError("damaged_file", f"材料文件 {name[len('blobs/'):]} 在本机已损坏或正在被改动"
+                            f"（内容与其哈希不符），无法导出U盘包", status=500)
+    return entry
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:

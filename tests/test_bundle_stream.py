@@ -114,3 +114,12 @@ def test_a_version_1_bundle_still_imports(offline):  # noqa: F811
     assert net.township.scalar("SELECT COUNT(*) FROM blobs") == len(files)
     cli("node", "import-bundle", "--data", village.data_dir, "--in", usb / "a.ldbundle")
     assert outbox_states(village) == {1: "custody"}
+
+
+def test_a_damaged_file_on_the_village_disk_stops_the_export_with_a_clear_message(offline):  # noqa: F811
+    net, village, _, files, usb = offline
+    stored = village.node.blobs.path(sha256(files[0][2]))
+    stored.write_bytes(stored.read_bytes()[:-1] + b"!")  # same size, other bytes
+    result = cli("node", "export-bundle", "--data", village.data_dir, "--out", usb / "out.ldbundle", ok=False)
+    assert result.exit_code != 0 and "已损坏" in result.output and "damaged_file" in result.output
+    assert list(usb.iterdir()) == []  # no half-written bundle, no leftover volume
