@@ -144,15 +144,16 @@ def node_export_bundle(data_dir: Path, out_path: Path, split_mb: int | None) -> 
     """Write this node's unsent envelopes and files into one signed bundle (no network needed)."""
 
     with nodes.opened(data_dir) as (node_rt, conn), click.progressbar(length=1, label="exporting") as bar:
-        result = bundle.export_outbox(conn, node_rt, out_path, lambda stage, done, total: _progress(bar, done, total),
+        result = bundle.export_outbox(conn, node_rt, out_path, lambda *step: _progress(bar, *step),
                                       split_bytes=split_mb * 1024 * 1024 if split_mb else None)
     click.echo(json.dumps(result))
 
 
-def _progress(bar, done: int, total: int) -> None:
+def _progress(bar, stage: str, done: int, total: int) -> None:
     """Bytes (or steps) of the current stage: verifying, storing, writing and fsyncing all count."""
-    if bar.length != max(total, 1):
-        bar.length, bar.pos = max(total, 1), 0
+    label = f"{bar.label.split(' (')[0]} ({stage})"
+    if bar.label != label or bar.length != max(total, 1):
+        bar.label, bar.length, bar.pos = label, max(total, 1), 0
     bar.update(done - bar.pos)
 
 
@@ -166,17 +167,14 @@ def node_import_bundle(data_dir: Path, in_path: Path, answer_path: Path | None) 
     """Township: take a village's bundle into custody and write the answer. Village: apply the answer."""
 
     with nodes.opened(data_dir) as (node_rt, conn), click.progressbar(length=1, label="importing") as bar:
-        def show(stage: str, done: int, total: int) -> None:
-            bar.label = f"importing ({stage})"
-            _progress(bar, done, total)
-
         try:
             if node_rt.relay is not None:  # a township takes custody and answers
                 if answer_path is None:
                     raise click.UsageError("--answer is required at a township")
-                result = bundle.import_at_township(conn, node_rt, TownshipSync(node_rt), in_path, answer_path, show)
+                result = bundle.import_at_township(conn, node_rt, TownshipSync(node_rt), in_path, answer_path,
+                                                   lambda *step: _progress(bar, *step))
             else:
-                result = bundle.import_answer(conn, node_rt, in_path, show)
+                result = bundle.import_answer(conn, node_rt, in_path, lambda *step: _progress(bar, *step))
         except SignatureError as exc:
             raise CliError(f"U盘文件无法导入（签名或内容核验未通过）：{exc}", "bad_signature") from exc
     click.echo(json.dumps(result, ensure_ascii=False))
