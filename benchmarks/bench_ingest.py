@@ -114,6 +114,10 @@ def profile_in_process(root: Path, keys: dict, batches, args) -> str:
     app = create_app({"DATA_DIR": str(hub_dir), "SCHEDULER_ENABLED": False})
     client = app.test_client()
     nonces = {t: NonceSource(lambda: int(time.time() * 1000)) for t in {b[0] for b in batches}}
+    # The apply worker's chunks run in its own thread: profiled apart, with their own profiler.
+    worker = app.extensions["liandong_sync"].worker
+    apply_profiler, apply_chunk = cProfile.Profile(), worker.apply_once
+    worker.apply_once = lambda: apply_profiler.runcall(apply_chunk)
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()
@@ -130,6 +134,12 @@ def profile_in_process(root: Path, keys: dict, batches, args) -> str:
     stats.sort_stats("cumulative").print_stats(args.top)
     (root / "ingest.prof").parent.mkdir(parents=True, exist_ok=True)
     stats.dump_stats(str(root / "ingest.prof"))
+    common.wait_applied(hub_dir)
+    time.sleep(0.5)  # the worker's last (empty) chunk
+    out.write("\n==== apply worker (case register), same envelopes ====\n")
+    stats = pstats.Stats(apply_profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(args.top)
+    stats.sort_stats("cumulative").print_stats(args.top)
     total = sum(b[2] for b in batches)
     return f"in-process (test client, profiler on): {total / elapsed:.0f} envelopes/s\n" + out.getvalue()
 

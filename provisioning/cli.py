@@ -17,6 +17,7 @@ from city_hub.lifecycle import reinstate, revoke
 from provisioning import nodes
 from provisioning.cli_errors import CliError, LiandongGroup
 from provisioning.demo import run_demo
+from provisioning.memory import limit_malloc_arenas
 from provisioning.tiers import APP_FACTORIES, TIERS
 from shared.core import storage
 from shared.core.crypto import SignatureError
@@ -91,6 +92,7 @@ def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
     import waitress  # optional: only `serve` needs the server
 
     nodes.read_config(data_dir)  # a clear error if the folder holds no node
+    limit_malloc_arenas()  # before the job and waitress threads exist (provisioning/memory.py)
     log_file = configure_logging(data_dir, load_settings(Config(str(Path(data_dir).resolve()))))
     app = create_app_for(data_dir)  # migrates an older schema here, after a backup into <data>/backups
     click.echo(f"{app.config['TIER']} {app.config['NODE_ID']} on http://{host}:{port}/ (log: {log_file})")
@@ -135,40 +137,46 @@ def node_migrate(data_dir: Path) -> None:
 @DATA
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Bundle file to write (e.g. on a USB stick).")
-def node_export_bundle(data_dir: Path, out_path: Path) -> None:
+@click.option("--split-mb", default=None, type=click.IntRange(min=1),
+              help="Cut the bundle into volumes of at most this many MiB (one per stick): "
+                   "NAME.001-of-003.ldbundle …; import any one of them with all beside it.")
+def node_export_bundle(data_dir: Path, out_path: Path, split_mb: int | None) -> None:
     """Write this node's unsent envelopes and files into one signed bundle (no network needed)."""
 
     with nodes.opened(data_dir) as (node_rt, conn), click.progressbar(length=1, label="exporting") as bar:
-        result = bundle.export_outbox(conn, node_rt, out_path, lambda stage, done, total: _progress(bar, done, total))
+        result = bundle.export_outbox(conn, node_rt, out_path, lambda *step: _progress(bar, *step),
+                                      split_bytes=split_mb * 1024 * 1024 if split_mb else None)
     click.echo(json.dumps(result))
 
 
-def _progress(bar, done: int, total: int) -> None:
-    bar.length = max(total, 1)
+def _progress(bar, stage: str, done: int, total: int) -> None:
+    """Bytes (or steps) of the current stage: verifying, storing, writing and fsyncing all count."""
+    label = f"{bar.label.split(' (')[0]} ({stage})"
+    if bar.label != label or bar.length != max(total, 1):
+        bar.label, bar.length, bar.pos = label, max(total, 1), 0
     bar.update(done - bar.pos)
 
 
 @node.command("import-bundle")
 @DATA
 @click.option("--in", "in_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Bundle file to read.")
+              help="Bundle file to read (any volume of a split bundle, the others beside it).")
 @click.option("--answer", "answer_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Township only: where to write the answer bundle for the village.")
 def node_import_bundle(data_dir: Path, in_path: Path, answer_path: Path | None) -> None:
     """Township: take a village's bundle into custody and write the answer. Village: apply the answer."""
 
-    with nodes.opened(data_dir) as (node_rt, conn):
+    with nodes.opened(data_dir) as (node_rt, conn), click.progressbar(length=1, label="importing") as bar:
         try:
             if node_rt.relay is not None:  # a township takes custody and answers
                 if answer_path is None:
                     raise click.UsageError("--answer is required at a township")
-                with click.progressbar(length=1, label="importing") as bar:
-                    result = bundle.import_at_township(conn, node_rt, TownshipSync(node_rt), in_path, answer_path,
-                                                       lambda stage, done, total: _progress(bar, done, total))
+                result = bundle.import_at_township(conn, node_rt, TownshipSync(node_rt), in_path, answer_path,
+                                                   lambda *step: _progress(bar, *step))
             else:
-                result = bundle.import_answer(conn, node_rt, in_path)
+                result = bundle.import_answer(conn, node_rt, in_path, lambda *step: _progress(bar, *step))
         except SignatureError as exc:
-            raise CliError(f"U盘文件的签名无效：{exc}", "bad_signature") from exc
+            raise CliError(f"U盘文件无法导入（签名或内容核验未通过）：{exc}", "bad_signature") from exc
     click.echo(json.dumps(result, ensure_ascii=False))
 
 

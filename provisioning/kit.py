@@ -13,7 +13,7 @@ A kit is a folder to copy to a USB stick::
 
 ``pip download --platform`` evaluates environment markers against the machine that builds the
 kit, except ``python_version`` (a pip limitation), so a Linux build would leave out what only
-Windows needs (``colorama`` for click, ``tzdata`` for tzlocal). :func:`unmet_requirements`
+Windows needs (``colorama`` for click). :func:`unmet_requirements`
 walks the wheelhouse's metadata with the markers of the target Windows and the build fetches
 what is missing until the wheelhouse is closed.
 """

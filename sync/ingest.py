@@ -50,7 +50,7 @@ def quarantine(conn, origin, seq, envelope_id, reason, detail, document, now) ->
     )
 
 
-def _check_header(body: dict, signer_node: str) -> tuple[str, int, str]:
+def _check_header(body: dict, signer_node: str) -> tuple[str, int, str, Timestamp]:
     origin, seq, prev = body.get("origin"), body.get("seq"), body.get("prev")
     if body.get("v") != 1:
         raise ValueError("unsupported envelope version")
@@ -64,14 +64,14 @@ def _check_header(body: dict, signer_node: str) -> tuple[str, int, str]:
         raise ValueError("kind and body are required")
     if not isinstance(body.get("hlc"), str):
         raise ValueError("hlc must be a string")
-    Timestamp.parse(body["hlc"])
+    hlc = Timestamp.parse(body["hlc"])  # parsed once: _accept compares its wall clock too
     attachments = body.get("attachments", [])
     if not isinstance(attachments, list) or not all(
         isinstance(a, dict) and HEX64.match(str(a.get("sha256", ""))) and canonical.is_count(a.get("size"))
         for a in attachments
     ):
         raise ValueError("attachments must list sha256 and a size from 0 to 2^63-1")
-    return origin, seq, prev
+    return origin, seq, prev, hlc
 
 
 class Ingestor:
@@ -150,7 +150,7 @@ class Ingestor:
         envelope_id = opened.doc_id
         node = self.trust.node_of_key(opened.kid)
         try:
-            origin, seq, prev = _check_header(opened.body, node.node_id)
+            origin, seq, prev, hlc = _check_header(opened.body, node.node_id)
         except ValueError as exc:
             quarantine(conn, node.node_id, None, envelope_id, "malformed", str(exc), document, now)
             return {"envelope_id": envelope_id, "status": "quarantined", "reason": "malformed", "detail": str(exc)}
@@ -161,9 +161,9 @@ class Ingestor:
         if node.status == "suspended":
             quarantine(conn, origin, seq, envelope_id, "suspended", "node suspended after a fork", document, now)
             return {**base, "status": "quarantined", "reason": "suspended"}
-        return self._chain(opened, document, base, origin, seq, prev, via, now, wall_ms, drain)
+        return self._chain(opened, document, base, origin, seq, prev, hlc, via, now, wall_ms, drain)
 
-    def _chain(self, opened, document, base, origin, seq, prev, via, now, wall_ms, drain: bool = True) -> dict:
+    def _chain(self, opened, document, base, origin, seq, prev, hlc, via, now, wall_ms, drain: bool = True) -> dict:
         conn = self.conn
         head, head_id = self.heads.get(origin) or self._head(origin)
         envelope_id = base["envelope_id"]
@@ -186,7 +186,7 @@ class Ingestor:
                     return self._fork(base, document, now)
             self.held_origins.add(origin)
             return {**base, "status": "held", "expected_seq": head + 1}
-        outcome = self._accept(opened, document, base, prev, head_id, via, now, wall_ms)
+        outcome = self._accept(opened, document, base, prev, hlc, head_id, via, now, wall_ms)
         if outcome["status"] == "accepted" and drain:
             self._drain_held(origin, seq, via, now, wall_ms)
         return outcome
@@ -204,7 +204,7 @@ class Ingestor:
             self._stamp = (now, iso(now))
         return self._stamp[1]
 
-    def _accept(self, opened, document, base, prev, head_id, via, now, wall_ms) -> dict:
+    def _accept(self, opened, document, base, prev, hlc: Timestamp, head_id, via, now, wall_ms) -> dict:
         conn = self.conn
         origin, seq, envelope_id = base["origin"], base["seq"], base["envelope_id"]
         if prev != head_id:
@@ -226,7 +226,7 @@ class Ingestor:
             )
         conn.execute("INSERT INTO apply_queue(origin, seq) VALUES (?,?)", (origin, seq))
         result = {**base, "status": "accepted"}
-        if Timestamp.parse(opened.body["hlc"]).wall_ms > wall_ms + self.max_skew_ms:
+        if hlc.wall_ms > wall_ms + self.max_skew_ms:
             # Never trust a clock from the future: keep the envelope, record the hub's time.
             quarantine(conn, origin, seq, envelope_id, "clock_ahead", opened.body["hlc"], None, now)
             result["clock"] = "ahead"

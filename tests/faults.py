@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,7 +76,10 @@ def sha256(data: bytes) -> str:
 
 
 def read_signed(path: Path) -> dict:
-    """A signed document stored in a file (bundle)."""
+    """The signed document of a bundle file: its manifest (version 2, a zip) or the whole file (version 1)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            return canonical.loads(zf.read("manifest.json"), max_bytes=1 << 30)
     return canonical.loads(Path(path).read_bytes(), max_bytes=1 << 30)
 
 
@@ -86,7 +90,9 @@ def resign(document: dict, key: SigningKey, **changes) -> dict:
 
 
 def write_signed(path: Path, document: dict) -> Path:
-    Path(path).write_bytes(canonical.dumps(document))
+    """A bundle file holding ``document`` as its signed manifest (a version 2 zip)."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("manifest.json", canonical.dumps(document))
     return Path(path)
 
 

@@ -39,7 +39,6 @@ def logging_config(data_dir: str | Path | None, config: dict, *, to_file: bool =
         "loggers": {
             "liandong": {"level": str(settings["LOG_LEVEL"]).upper()},
             "waitress": {"level": "INFO"},  # its start line and task-queue warnings
-            "apscheduler": {"level": "WARNING"},
         },
         "root": {"level": "WARNING", "handlers": list(handlers)},
     }

@@ -67,7 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLOCK_START", None, "Demo/sim only: ISO time the node's clock starts at."),
     Setting("CLOCK_SPEED", 1.0, "Demo/sim only: how many times faster than real time the clock runs."),
     Setting("SUPERVISION_INTERVAL_SECONDS", 60, "Seconds between passes of the deciding node's rules (deemed acceptance, 容缺 deadlines, 电子监察)."),
-    Setting("SCHEDULER_ENABLED", True, "Run this node's apscheduler jobs (sync, supervision) in the web process."),
+    Setting("SCHEDULER_ENABLED", True, "Run this node's scheduled jobs (sync, supervision) in the web process."),
     Setting("PUBLIC_URL", None, "This node's own base URL, as its children reach it."),
     Setting("LOG_LEVEL", "INFO", "Level of the node's own loggers (liandong.*): DEBUG, INFO, WARNING or ERROR."),
     Setting("LOG_MAX_BYTES", 5 * 1024 * 1024, "Size at which <data>/logs/liandong.log is rotated."),

@@ -1,6 +1,6 @@
 """The deciding node's scheduled rules: deemed acceptance, 容缺 termination, 电子监察 alerts.
 
-Run by apscheduler on the hub (city items) and on each township (items delegated to it); only
+Run by the scheduled job on the hub (city items) and on each township (items delegated to it); only
 cases this node decides are touched, and every change is an ordinary case event sent on by
 ``emit``, so the village sees it like any other decision.
 """

@@ -11,7 +11,6 @@ misaddressed file is refused with a Chinese message and nothing is imported.
 
 from __future__ import annotations
 
-import io
 import re
 import tempfile
 import uuid
@@ -39,6 +38,8 @@ _ANSWER_NAME = re.compile(r"^answer-\d{12}-\d{8}T\d{6}-[0-9a-f]{8}\.ldbundle$")
 REFUSALS = (
     ("not addressed to this node", "这个U盘包不是发给本节点的（可能拿错了U盘包或导错了节点），未导入任何内容。"),
     ("not below this township", "这个U盘包来自不属于本乡镇的村，未导入任何内容。"),
+    ("is missing next to", "这个U盘包分成了多卷，缺少其中一卷：请把所有分卷放在一起再导入，未导入任何内容。"),
+    ("is not 2", "这个U盘包由更新版本的联动平台导出，请先升级本节点，未导入任何内容。"),
     ("", "U盘包无法通过签名核验（文件已损坏、被改动，或不是联动平台的U盘包），未导入任何内容。"),
 )
 
@@ -92,11 +93,10 @@ def export():
     node = current_node()
     path = _workdir() / f"export-{node.node_id}-{_stamp()}{SUFFIX}"
     result = bundle.export_outbox(get_db(), node, path)
-    data = path.read_bytes()
-    path.unlink()
     current_app.logger.info("bundle exported: %s", result)
-    response = send_file(_bytes_io(data), mimetype="application/octet-stream", as_attachment=True,
+    response = send_file(path, mimetype="application/octet-stream", as_attachment=True, conditional=False,
                          download_name=f"liandong-{node.node_id}-{_stamp()}{SUFFIX}")
+    response.call_on_close(lambda: path.unlink(missing_ok=True))  # streamed from disk, removed once sent
     response.headers["X-Liandong-Envelopes"] = str(result["envelopes"])
     return response
 
@@ -179,9 +179,4 @@ def answer_file(name: str):
     path = _workdir() / name
     if not _ANSWER_NAME.match(name) or not path.is_file():
         abort(404)
-    return send_file(_bytes_io(path.read_bytes()), mimetype="application/octet-stream", as_attachment=True,
-                     download_name=name)
-
-
-def _bytes_io(data: bytes) -> io.BytesIO:
-    return io.BytesIO(data)
+    return send_file(path, mimetype="application/octet-stream", as_attachment=True, download_name=name)

@@ -1,15 +1,18 @@
-"""Each node's apscheduler jobs, started with the app when ``SCHEDULER_ENABLED``.
+"""Each node's scheduled jobs, started with the app when ``SCHEDULER_ENABLED``.
 
 Two jobs at most: the sync round towards the parent, and the tier's scheduled rules (its
-``scheduled_rules``: the same list ``liandong hub jobs`` runs in its own process).
+``scheduled_rules``: the same list ``liandong hub jobs`` runs in its own process). Both run at a
+fixed interval, so each is one daemon thread that sleeps on an event between runs (a run never
+overlaps itself; a late run is not repeated to catch up). A thread per job replaced APScheduler,
+which cost every process ~3.4 MiB of imports for two intervals (docs/performance.md, memory).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
-from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
 from sync.node_sync import SyncState, run_round
@@ -29,11 +32,43 @@ def run_rules(conn, rules: list) -> dict:
     return done
 
 
-def start_jobs(app: Flask) -> BackgroundScheduler | None:
-    """Start the node's scheduler: sync towards the parent, and the tier's scheduled rules."""
+class Scheduler:
+    """Interval jobs, one daemon thread each, stopped together by :meth:`shutdown`."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def add_job(self, job: Callable[[], object], seconds: float, name: str) -> None:
+        """Run ``job`` every ``seconds`` (first run after one interval), until shutdown."""
+
+        def loop() -> None:
+            while not self._stop.wait(seconds):
+                try:
+                    job()
+                except Exception:  # a bug must not end the loop; it is logged and run again next time
+                    log.exception("scheduled job %s failed", name)
+
+        self.threads.append(threading.Thread(target=loop, name=f"liandong-{name}", daemon=True))
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop every loop (a run in progress finishes first when ``wait``)."""
+        self._stop.set()
+        if wait:
+            for thread in self.threads:
+                if thread.is_alive() and thread is not threading.current_thread():
+                    thread.join()
+
+
+def start_jobs(app: Flask) -> Scheduler | None:
+    """Start the node's jobs: sync towards the parent, and the tier's scheduled rules."""
     if not app.config.get("SCHEDULER_ENABLED"):
         return None
-    scheduler = BackgroundScheduler(daemon=True)
+    scheduler = Scheduler()
     if app.config.get("PARENT_URL"):
         _add_sync(app, scheduler)
     _add_rules(app, scheduler)
@@ -42,7 +77,7 @@ def start_jobs(app: Flask) -> BackgroundScheduler | None:
     return scheduler
 
 
-def _add_rules(app: Flask, scheduler: BackgroundScheduler) -> None:
+def _add_rules(app: Flask, scheduler: Scheduler) -> None:
     node = app.extensions["liandong_node"]
     rules = node.kind.scheduled_rules(node, app.extensions.get("liandong_sync"))
     if not rules:
@@ -57,11 +92,10 @@ def _add_rules(app: Flask, scheduler: BackgroundScheduler) -> None:
             conn.close()
 
     app.extensions["liandong_supervision_now"] = rules_job
-    scheduler.add_job(rules_job, "interval", seconds=float(app.config["SUPERVISION_INTERVAL_SECONDS"]),
-                      id="supervision", max_instances=1, coalesce=True)
+    scheduler.add_job(rules_job, float(app.config["SUPERVISION_INTERVAL_SECONDS"]), "supervision")
 
 
-def _add_sync(app: Flask, scheduler: BackgroundScheduler) -> None:
+def _add_sync(app: Flask, scheduler: Scheduler) -> None:
     node = app.extensions["liandong_node"]
     state: SyncState = app.extensions.setdefault("liandong_sync_state", SyncState())
     database = app.extensions["liandong_db"]
@@ -81,5 +115,4 @@ def _add_sync(app: Flask, scheduler: BackgroundScheduler) -> None:
             lock.release()
 
     app.extensions["liandong_sync_now"] = lambda: sync_job(force=True)
-    scheduler.add_job(sync_job, "interval", seconds=float(app.config["SYNC_INTERVAL_SECONDS"]),
-                      id="sync", max_instances=1, coalesce=True)
+    scheduler.add_job(sync_job, float(app.config["SYNC_INTERVAL_SECONDS"]), "sync")
