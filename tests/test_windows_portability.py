@@ -66,6 +66,9 @@ ALLOWED: dict[tuple[str, str], tuple[int, str]] = {
         1, "the database, its WAL files, blobs and the data folder: owner-only on POSIX (issue: files and start-up); on Windows the mode is ignored and the data folder's ACL (install.ps1, icacls) protects them"),
     ('permission bits', 'fd = os.open(tmp, _WRITE_FLAGS | os.O_TRUNC, 0o600)'): (
         1, "the database, its WAL files, blobs and the data folder: owner-only on POSIX (issue: files and start-up); on Windows the mode is ignored and the data folder's ACL (install.ps1, icacls) protects them"),
+    ("permission bits", 'fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)'): (
+        1, "sync/bundle.py: a USB bundle holds cases and scans, owner-only on POSIX; O_BINARY keeps Windows from "
+           "translating bytes, where the folder's ACL protects the file"),
     ('POSIX-only name', 'os.fchmod(fd, 0o600)'): (
         1, "sync/blobs.py: called only under os.name == posix (Windows has no fchmod; the folder ACL protects blobs there)"),
 }
