@@ -11,7 +11,7 @@ from shared.core.clock import iso, parse_iso
 from shared.core.errors import RuleError
 from shared.rules import authority
 from shared.services import casework, documents, feedback, joint
-from sync import downlink
+from sync import apply, downlink
 from sync.envelope import Opened
 
 
@@ -137,3 +137,20 @@ def notify_origin(conn: sqlite3.Connection, node, row: sqlite3.Row, event: dict,
     earlier = casework.events_of(conn, row["case_id"], ("receive",))
     downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update",
                    casework.update_message(row, event, decision, issued, earlier), node.now())
+
+
+def apply_queued(conn: sqlite3.Connection, node, appliers: dict, limit: int = 200) -> int:
+    """Apply up to ``limit`` accepted envelopes from the apply queue now; returns how many."""
+    memo = registry.BATCH_MEMO.set({})  # one transaction: the catalog is looked up once
+    try:
+        return apply.apply_pending(conn, appliers, node.now(), limit)
+    finally:
+        registry.BATCH_MEMO.reset(memo)
+
+
+def apply_all_queued(conn: sqlite3.Connection, node, appliers: dict) -> int:
+    """Apply everything queued (the scheduled rule, the CLI and tests); returns how many."""
+    total = 0
+    while done := apply_queued(conn, node, appliers):
+        total += done
+    return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from city_hub import registry
+from city_hub.ingest import apply_all_queued, apply_queued
 from shared.core.clock import iso
 from shared.core.storage import write_transaction
 from sync import apply, blobs, downlink, envelope
@@ -64,18 +65,11 @@ class HubSync:
 
     def apply_pending(self, conn, limit: int = 200) -> int:
         """Apply up to ``limit`` accepted envelopes now; returns how many."""
-        memo = registry.BATCH_MEMO.set({})  # one transaction: the catalog is looked up once
-        try:
-            return apply.apply_pending(conn, self.appliers, self.node.now(), limit)
-        finally:
-            registry.BATCH_MEMO.reset(memo)
+        return apply_queued(conn, self.node, self.appliers, limit)
 
     def apply_all(self, conn) -> int:
         """Apply everything queued (jobs, CLI and tests); returns how many."""
-        total = 0
-        while n := self.apply_pending(conn):
-            total += n
-        return total
+        return apply_all_queued(conn, self.node, self.appliers)
 
     def _push(self, conn, node, caller: str, documents: list, prepared: tuple | None) -> dict:
         ingestor = self.ingestor(conn)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import sqlite3
 
 from city_hub import registry, regulation
-from city_hub.ingest import make_appliers, notify_origin
+from city_hub.ingest import apply_all_queued, make_appliers, notify_origin
 from city_hub.oversight import facts as case_facts
 from shared.core.storage import write_transaction
 from shared.services import joint, supervision
-from sync import apply
 from sync import trust as trustmod
 from sync.tier import HUB_SIGNING_KEY_FILE, Tier, count_rows
 
@@ -72,21 +71,8 @@ class HubTier(Tier):
     def scheduled_rules(self, node, sync_server=None) -> list[tuple[str, object]]:
         """The hub's rules, in order: the apply queue first, so the rules see every accepted case."""
         appliers = sync_server.appliers if sync_server is not None else make_appliers(node)
-
-        def apply_queue(conn: sqlite3.Connection) -> int:
-            total = 0
-            while True:
-                memo = registry.BATCH_MEMO.set({})
-                try:
-                    done = apply.apply_pending(conn, appliers, node.now())
-                finally:
-                    registry.BATCH_MEMO.reset(memo)
-                if not done:
-                    return total
-                total += done
-
         return [
-            ("apply_queue", apply_queue),
+            ("apply_queue", lambda conn: apply_all_queued(conn, node, appliers)),
             ("supervision", lambda conn: supervision.run(conn, node, node.emit)),
             ("metadata", lambda conn: refresh_metadata(conn, node)),
             ("joint", lambda conn: joint.run_scheduled(conn, node, node.emit)),
