@@ -280,6 +280,8 @@ def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment:
     if action in DECISION_ACTIONS:
         decision = {"result": action, "result_label": DECISION_ACTIONS[action], "comment": comment,
                     "decided_at": iso(now), "decided_by": actor, "office": row["route_office"]}
+        if system and "decided_under" in system:
+            decision["decided_under"] = system["decided_under"]  # who decided under which grant, the seal
     record_event(conn, case_id, event, decision)
     # The row as record_event left it, without reading it back (ingest hot path).
     updated = {**dict(row), "status": new_status, "updated_at": event["at"]}
@@ -289,6 +291,12 @@ def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment:
         updated["decision"] = json.dumps(decision, ensure_ascii=False)
     emit(conn, updated, event, decision)
     return event
+
+
+def recorded_actions(conn: sqlite3.Connection, case_id: str) -> list[str]:
+    """The actions recorded on a case, oldest first (the facts of the decision-rights rule)."""
+    return [r["action"] for r in conn.execute(
+        "SELECT action FROM case_events WHERE case_id = ? ORDER BY at, rowid", (case_id,))]
 
 
 def check_event(conn: sqlite3.Connection, row, event: dict, sender: str) -> None:

@@ -41,6 +41,7 @@ KINDS = {
 RIGHTS = ("如不服本决定，可以自收到本决定书之日起六十日内依法申请行政复议，"
           "或者在六个月内依法向人民法院提起行政诉讼。")
 REFUSALS = ("reject", "deny")
+DECISIONS = ("approve", "deny")
 
 
 def verification_code(signed: dict) -> str:
@@ -83,6 +84,11 @@ def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, offi
     }
     if kind in REFUSALS:
         body["rights"] = RIGHTS
+    decided_under = (event.get("detail") or {}).get("decided_under")
+    if kind in DECISIONS and decided_under:
+        # Who decided under which grant, and the seal used (seed 000 §(四)).
+        body["decided_under"] = {k: decided_under[k] for k in ("role_label", "grant_label", "name", "seal")
+                                 if k in decided_under}
     signed = envelope.sign(node.key, envelope.DOCUMENT, body)
     # The token rides beside the record (it signs the record's id, so it cannot be inside it).
     signed["token"] = document_token.make(
