@@ -116,10 +116,10 @@ def drive_every_operation(net) -> None:
     items = catalog(village, agent)
     item = pick_item(items, "city")
     office = f"130926-{item['department_code']}"
-    window = hub.account("window", "window", office)
+    window = hub.account("window", "chief", office)
 
     # Intake with a scan: the blob travels by /sync/v1/blobs/status and PUT /sync/v1/blobs/{sha256}.
-    scan = ("contract-test scan " * 100).encode()
+    scan = b"\xff\xd8\xff\xe0" + ("contract-test scan " * 100).encode()  # JPEG by its first bytes
     payload = case_payload(item, [(item["materials"][0]["code"], "扫描件.jpg", scan)])
     case_id = ok(village.api("POST", "/api/v1/cases", agent, json=payload), 201)["case_id"]
     ok(village.api("GET", f"/api/v1/cases/{case_id}", agent))
@@ -150,7 +150,7 @@ def drive_every_operation(net) -> None:
                json={"answer": "已约谈窗口人员"}))
 
     # 联办 with 超时默认, then 审管互动.
-    lead = hub.account("window_mz", "window", JOINT_LEAD)
+    lead = hub.account("window_mz", "chief", JOINT_LEAD)
     dept = hub.account("window_cl", "window", JOINT_DEPT)
     joint_item = next(i for i in items if i["code"] == JOINT_CITY)
     joint_case = ok(village.api("POST", "/api/v1/cases", agent, json=case_payload(joint_item)), 201)["case_id"]
