@@ -183,6 +183,8 @@ def drive_every_operation(net) -> None:
     assert filed["receipt"]["status"] == "APPROVED"  # 秒批: approved on receipt
     ok(hub.api("GET", "/api/v1/projects", project_agent))
     ok(hub.api("GET", f"/api/v1/projects/{pid}", project_agent))
+    admin = hub.account("admin", "admin", None, "管理员")
+    ok(hub.api("POST", f"/api/v1/projects/{pid}/key", admin, json={"key_agent": "xmdb", "investment_wan": 20000}))
 
     # 现场核查 by the township clerk on a village case.
     ly_item = next(i for i in items if i["code"] == SITE_VISIT_ITEM)

@@ -150,7 +150,8 @@ def test_project_with_two_cases_shows_what_blocks_it(net, agent, villager):
     state = linked.json()["project"]
     rs = next(c for c in state["cases"] if c["case_id"] == case_id)
     assert rs["status"] == "RECEIVED" and _codes(rs) == ["not_accepted"] and rs["deadline"] is None
-    assert state["state"] == "blocked" and state["counts"] == {"done": 1, "in_progress": 0, "blocked": 1, "failed": 0}
+    assert state["state"] == "blocked" and state["counts"] == {"done": 1, "deemed_done": 0, "in_progress": 0,
+                                                                "blocked": 1, "failed": 0}
     assert [b["case_id"] for b in state["blocking"]] == [case_id]
 
     # 补正 requested: the project names what is missing.

@@ -214,6 +214,12 @@ def validate_item(d: object) -> dict:
     item["promise_limit_wd"] = _int(d, "promise_limit_wd", "")
     if item["promise_limit_wd"] > item["legal_limit_wd"]:
         _fail("promise_limit_wd", "承诺办结时限不得超过法定办结时限")
+    green = d.get("green_channel_limit_wd")
+    if green is not None:
+        green = _int(d, "green_channel_limit_wd", "")
+        if green >= item["promise_limit_wd"]:
+            _fail("green_channel_limit_wd", "绿色通道承诺时限须短于一般承诺时限")
+    item["green_channel_limit_wd"] = green
     item["handling"] = d.get("handling")
     if item["handling"] not in ("即办件", "承诺件"):
         _fail("handling", "办件类型必须是「即办件」或「承诺件」")
@@ -344,7 +350,7 @@ _PUBLIC_KEYS = (
     "department", "implementing_body", "legal_limit_wd", "promise_limit_wd",
     "handling", "accept_levels", "decide_level", "joint_departments", "fee",
     "visits", "accept_conditions", "process", "result_name", "site_visit",
-    "consultation_only", "fields", "materials", "situations", "initials", "aliases",
+    "consultation_only", "fields", "materials", "situations", "initials", "aliases", "green_channel_limit_wd",
 )  # fmt: skip
 
 

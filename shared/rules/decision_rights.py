@@ -33,6 +33,9 @@ ACCEPTANCE_ACTIONS = frozenset({"accept", "accept_deficient", "reject", "request
 #: The decisions on the application itself.
 DECISION_ACTIONS = frozenset({"approve", "deny"})
 
+#: Steps only the node's own rules take (never a person).
+SYSTEM_ACTIONS = frozenset({"deemed_done"})
+
 # Who may do what at the hub (a township's clerk holds every right of its own office).
 _ACCEPTERS = frozenset({"window", "chief", "head"})
 _EXTEND_REQUESTERS = frozenset({"window", "chief"})
@@ -89,6 +92,8 @@ def check_right(item: Mapping | None, role: str, action: str, actions: Iterable[
     """
     done = list(actions)
     grant = grant_of(item)
+    if action in SYSTEM_ACTIONS:
+        _refuse("超时默认办结由系统按规则认定，不能手工办理")
     if role == "clerk":  # a township office decides its delegated items as one office
         basis = {"role": role, "role_label": ROLE_LABELS[role], "grant": "delegated", "grant_label": "乡镇承接审批权"}
         if action == "extend" and "extend_request" not in done:

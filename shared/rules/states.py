@@ -83,6 +83,7 @@ ACTION_LABELS: dict[str, str] = {
     "extend": "延长办理期限",
     "pre_review": "首席审批员初审",
     "site_visit": "现场核查",
+    "deemed_done": "超时默认办结",
 }
 
 _DECIDABLE = frozenset({"ACCEPTED", "ACCEPTED_DEFICIENT", "IN_REVIEW"})
@@ -112,6 +113,9 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str | None]] = {
     "pre_review": (_DECIDABLE, None),
     # 现场核查 (Art. 34): a record in the history, no change of status.
     "site_visit": (frozenset({"RECEIVED", "ACCEPTED", "IN_REVIEW", "SUSPENDED"}), None),
+    # 超时默认 (seed 004 §8): a 亿元以上 project's item past its committed limit is deemed done
+    # for the project's next steps; the case itself stays open with its office, now late.
+    "deemed_done": (CLOCK_RUNNING_STATES, None),
 }
 
 #: What a 首席审批员 with 初审权 may propose to the 部门负责人.

@@ -25,8 +25,9 @@ from shared.core.clock import CN_TZ, parse_iso
 from shared.core.errors import Forbidden, LiandongError, RuleError, ValidationError
 from shared.core.storage import write_transaction
 from shared.rules import decision_rights, materials, precheck, states
+from shared.rules import green_channel as green_rules
 from shared.rules.deadlines import case_clock
-from shared.services import accounts, case_view, casework, joint
+from shared.services import accounts, case_view, casework, green_channel, joint
 from shared.web.context import current_node
 from shared.web.db import get_db
 
@@ -118,6 +119,9 @@ def act(case_id: str, action: str, comment: str, details: dict) -> dict:
         if action == "extend":
             details = {**details, "approved_by": name}  # the head's own account, never a typed name
         joint.check_action(conn, case_id, action, comment)  # no 准予 while 联办 opinions are open
+        # 超时默认 (seed 004 §8): no refusal for lack of a prerequisite deemed done.
+        green_rules.check_not_refused_for_deemed(action, comment, details.get("missing_items"),
+                                                 green_channel.deemed_prerequisites(conn, node, case_id))
         return casework.perform_action(conn, case_id, action, comment, g.account["username"], node.node_id,
                                        node.now(), node.emit, system=system, **details)
 
@@ -323,7 +327,7 @@ def page_number() -> int:
 
 @bp.get("/queue")
 def queue():
-    """The office's open cases, nearest deadline first (one query for the cases, one for their events)."""
+    """The office's open cases, 绿色通道 first, then nearest deadline (one query for the cases, one for their events)."""
 
     office = g.account["office"]
     node = current_node()
@@ -331,7 +335,7 @@ def queue():
     open_states = tuple(states.OPEN_STATES)
     where = f"route_office = ? AND status IN ({','.join('?' * len(open_states))})"
     rows = conn.execute(
-        "SELECT case_id, receipt_no, item_name, applicant_name, origin, status, limit_wd, submitted_at"
+        "SELECT case_id, receipt_no, item_name, applicant_name, origin, status, limit_wd, submitted_at, green_channel"
         f" FROM cases WHERE {where}", (office, *open_states)).fetchall()
     events: dict[str, list] = {}
     for e in conn.execute(
@@ -348,10 +352,9 @@ def queue():
             "applicant": {"name": r["applicant_name"]}, "origin": r["origin"], "status": r["status"],
             "status_label": states.status_label(r["status"]), "submitted_at": r["submitted_at"],
             "deadline": clock["deadline"], "remaining_working_days": clock["remaining_working_days"],
-            "supervision": clock["supervision"],
+            "supervision": clock["supervision"], "green_channel": bool(r["green_channel"]),
         })
-    cases.sort(key=lambda c: (c["remaining_working_days"] is None, c["remaining_working_days"] or 0,
-                              c["submitted_at"]))
+    cases.sort(key=green_rules.queue_order)  # 绿色通道 first, then the nearest deadline
     counts = {level: sum(1 for c in cases if c["supervision"] == level) for level in SUPERVISION_LABELS}
     page = page_number()
     pages = max(1, -(-len(cases) // QUEUE_PAGE))
