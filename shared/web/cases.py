@@ -27,7 +27,7 @@ from shared.core.storage import write_transaction
 from shared.rules import decision_rights, materials, precheck, states
 from shared.rules import green_channel as green_rules
 from shared.rules.deadlines import case_clock
-from shared.services import accounts, case_view, casework, green_channel, joint
+from shared.services import accounts, case_view, casework, green_channel, joint, licences
 from shared.web.context import current_node
 from shared.web.db import get_db
 
@@ -75,6 +75,7 @@ def _case_json(case_id: str) -> dict:
     conn = get_db()
     result = case_view.to_json(conn, case_id, node.calendar, node.clock.today_cn())
     result["holder"] = _holder(result)
+    result["cited_licences"] = licences.citations_of(conn, node, casework.get_row(conn, case_id), node.clock.today_cn())
     with write_transaction(conn):
         accounts.audit(conn, g.account["username"], "case.read", case_id, None, node.now())
     return result
