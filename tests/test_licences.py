@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from network import case_payload, catalog, valid_id_number
+from network import case_payload, catalog, form_for, valid_id_number
 
 from shared.core.clock import Clock, FixedClock
 from shared.core.errors import RuleError
@@ -122,6 +122,19 @@ def test_a_later_application_cites_the_licence_instead_of_a_copy(net, agent, lic
     assert cited["state"] == "verified" and cited["material"] == "disability_card"
     page = net.hub.api("GET", f"/cases/{receipt.json()['case_id']}", _hub(net, "chief", "130926-mz")).text
     assert "免提交：电子证照" in page and "已核验" in page
+
+
+def test_the_village_form_takes_the_licence_qr_instead_of_a_scan(net, agent, licence):
+    item = _items(net, agent)["130926-MZ-0005"]
+    form = {"applicant_name": "张三", "applicant_id_number": valid_id_number(), "applicant_phone": "13812345678",
+            "entrust_consent": "yes", "licence_disability_card": licence["token"]}
+    form.update({f"form_{k}": v for k, v in form_for(item).items()})
+    response = net.village().api("POST", f"/cases/new/{item['code']}", agent, data=form,
+                                 headers={"Accept": "text/html"}, allow_redirects=False)
+    assert response.status_code == 302, response.text
+    case_id = response.headers["Location"].split("/cases/")[1].split("/")[0]
+    detail = net.village().scalar("SELECT detail FROM case_events WHERE case_id = ? AND action = 'submit'", (case_id,))
+    assert '"cited_licences"' in detail and '"disability_card"' in detail
 
 
 def test_a_citation_is_refused_for_another_holder_or_a_material_no_licence_replaces(net, agent, licence):
