@@ -4,7 +4,7 @@ real hub (seed 000 §(四), seed 002 §3, 行政许可法 Art. 42)."""
 from __future__ import annotations
 
 import pytest
-from network import case_payload, catalog
+from network import catalog, create_case
 
 from shared.core.errors import Forbidden, RuleError
 from shared.rules import decision_rights, states
@@ -97,22 +97,14 @@ def test_a_pre_review_needs_an_opinion_and_a_reason():
 # --- over a real hub -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def net(build_network):
-    return build_network(villages=1)
-
-
-@pytest.fixture(scope="module")
-def agent(net):
-    return net.village().account("agent", "agent", net.village().node_id)
+# The module's network and village agent are conftest's defaults (net, agent).
 
 
 def _file(net, agent, code):
     item = next(i for i in catalog(net.village(), agent) if i["code"] == code)
-    response = net.village().api("POST", "/api/v1/cases", agent, json=case_payload(item))
-    assert response.status_code == 201, response.text
+    case_id = create_case(net.village(), agent, item)["case_id"]
     net.sync_all()
-    return response.json()["case_id"], f"130926-{item['department_code']}"
+    return case_id, f"130926-{item['department_code']}"
 
 
 def _as(net, role, office):

@@ -7,7 +7,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from network import case_payload, catalog
+from network import catalog, create_case
 from network_session import session_for
 from test_projects import credit_code
 
@@ -71,12 +71,7 @@ def test_green_cases_sort_first_then_by_deadline():
 
 
 @pytest.fixture(scope="module")
-def net(build_network):
-    return build_network(villages=1)
-
-
-@pytest.fixture(scope="module")
-def agent(net):
+def agent(net):  # the project agent (net is conftest's default network)
     return net.hub.account("xmdb", "project_agent", None, "项目代办员甲")
 
 
@@ -86,16 +81,15 @@ def admin(net):
 
 
 @pytest.fixture(scope="module")
-def villager(net):
-    return net.village().account("agent", "agent", net.village().node_id)
+def villager(village):
+    return village.account("agent", "agent", village.node_id)
 
 
 def _village_case(net, villager, code):
     item = next(i for i in catalog(net.village(), villager) if i["code"] == code)
-    response = net.village().api("POST", "/api/v1/cases", villager, json=case_payload(item))
-    assert response.status_code == 201, response.text
+    receipt = create_case(net.village(), villager, item)
     net.sync_all()
-    return response.json()
+    return receipt
 
 
 def _chief(net, office):

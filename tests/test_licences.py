@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from network import case_payload, catalog, form_for, valid_id_number
+from network import case_payload, catalog, create_case, form_for, valid_id_number
 
 from shared.core.clock import Clock, FixedClock
 from shared.core.errors import RuleError
@@ -59,14 +59,7 @@ def test_only_a_material_that_names_a_licence_may_be_replaced_by_one():
 # --- over a real network ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def net(build_network):
-    return build_network(villages=1)
-
-
-@pytest.fixture(scope="module")
-def agent(net):
-    return net.village().account("agent", "agent", net.village().node_id)
+# The module's network and village agent are conftest's defaults (net, agent).
 
 
 def _items(net, agent):
@@ -81,7 +74,7 @@ def _hub(net, role, office="130926-cl"):
 def licence(net, agent):
     """A 残疾人证 decided at the hub: its licence reaches the village with the decision."""
     item = _items(net, agent)["130926-CL-0001"]
-    case_id = net.village().api("POST", "/api/v1/cases", agent, json=case_payload(item)).json()["case_id"]
+    case_id = create_case(net.village(), agent, item)["case_id"]
     net.sync_all()
     for role, action in (("window", "accept"), ("chief", "approve")):
         r = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", _hub(net, role),
