@@ -89,6 +89,7 @@ def _accounts_for_hub() -> list[dict]:
     result = [
         {"username": "admin", "role": "admin", "office": None, "name": "系统管理员"},
         {"username": "supervisor", "role": "supervisor", "office": None, "name": "电子监察员"},
+        {"username": "xmdb", "role": "project_agent", "office": None, "name": "项目代办员"},
     ]
     # Each department: its 窗口首席代表 (受理, 即办件), 首席审批员 (审批决定权 or 初审权 per item)
     # and 部门负责人 (decides after a 初审, approves a 延期).
