@@ -8,6 +8,7 @@ from network import catalog, create_case
 
 from shared.core.errors import Forbidden, RuleError
 from shared.rules import decision_rights, states
+from sync import envelope
 
 DECIDE = {"chief_authority": "decide", "handling": "承诺件"}
 PRE_REVIEW = {"chief_authority": "pre_review", "handling": "承诺件"}
@@ -128,7 +129,9 @@ def test_over_the_api_a_window_accepts_and_may_not_approve_the_chief_decides(net
     signed = net.hub.scalar("SELECT document FROM documents WHERE case_id = ? AND kind = 'approve'", (case_id,))
     page = net.hub.api("GET", f"/cases/{case_id}", _as(net, "chief", office))
     assert "审批决定权" in page.text and "行政审批专用章" in page.text
-    assert signed is not None
+    body = envelope.peek(envelope.from_bytes(signed))  # the signed 准予许可决定书 names decider, grant and seal
+    assert body["decided_under"] == {"role_label": "首席审批员", "grant_label": "审批决定权",
+                                     "name": f"{office}首席审批员", "seal": "行政审批专用章"}
 
 
 def test_over_the_api_pre_review_then_the_head_decides(net, agent):
