@@ -19,7 +19,8 @@ bp = Blueprint("projects", __name__)
 FIELD_NAMES = {"enterprise_name": "企业名称", "credit_code": "统一社会信用代码", "project_name": "项目名称",
                "location": "建设地点", "contact": "企业联系人", "case_id": "办件标识或收件编号",
                "item_code": "事项", "applicant.name": "经办人姓名", "applicant.id_number": "经办人身份证号",
-               "applicant.phone": "经办人电话", "form.credit_code": "统一社会信用代码"}
+               "applicant.phone": "经办人电话", "form.credit_code": "统一社会信用代码",
+               "investment_wan": "总投资（万元）", "key_agent": "项目代办员"}
 
 
 def _catalog() -> tuple[int, dict]:
@@ -51,8 +52,18 @@ def _create(payload: dict) -> dict:
 
 def _link(project_id: str, reference) -> bool:
     conn = get_db()
+    node = current_node()
     with write_transaction(conn):
-        return projects.link_case(conn, project_id, reference, g.account["username"], current_node().now())
+        return projects.link_case(conn, project_id, reference, g.account["username"], node.now(), node)
+
+
+def _mark_key(project_id: str, payload: dict) -> int:
+    conn = get_db()
+    node = current_node()
+    with write_transaction(conn):
+        marked = projects.mark_key(conn, node, project_id, payload, g.account["username"], node.now())
+        accounts.audit(conn, g.account["username"], "project.key", project_id, payload.get("key_agent"), node.now())
+    return marked
 
 
 def _file(project_id: str, payload: dict, files: list[tuple[str, str, bytes]]) -> dict:
@@ -108,6 +119,14 @@ def api_add_case(project_id: str):
     return jsonify({"linked": True, "receipt": receipt, "project": _project_json(project_id)}), 201
 
 
+@bp.post("/api/v1/projects/<project_id>/key")
+@roles_required(*projects.KEY_ROLES)
+def api_mark_key(project_id: str):
+    """Mark the project 重点项目 (绿色通道) ``{"key_agent", "investment_wan"?}`` (admin)."""
+    marked = _mark_key(project_id, _json_body())
+    return jsonify({"marked_cases": marked, "project": _project_json(project_id)})
+
+
 # ----------------------------------------------------------------------------- pages
 
 
@@ -132,7 +151,7 @@ def new():
     error, values = None, {}
     if request.method == "POST":
         values = {k: request.form.get(k, "") for k in ("enterprise_name", "credit_code", "project_name",
-                                                        "location", "contact")}
+                                                        "location", "contact", "investment_wan")}
         try:
             project = _create(values)
         except LiandongError as exc:
@@ -149,8 +168,27 @@ def detail(project_id: str):
     """The project page: its cases, what blocks each one, the overall state."""
     _, items = _catalog()
     offered = [i for i in items.values() if not i.get("consultation_only") and accepts_at(i, current_node().node_id)]
+    agents = [r["username"] for r in get_db().execute(
+        "SELECT username FROM accounts WHERE role = 'project_agent' AND active = 1 ORDER BY username")]
     return render_template("projects/detail.html", p=_project_json(project_id), offered=offered,
-                           may_act=g.account["role"] in projects.AGENT_ROLES, names=FIELD_NAMES)
+                           may_act=g.account["role"] in projects.AGENT_ROLES, names=FIELD_NAMES,
+                           may_mark=g.account["role"] in projects.KEY_ROLES, project_agents=agents)
+
+
+@bp.post("/projects/<project_id>/key")
+@roles_required(*projects.KEY_ROLES)
+def mark_key(project_id: str):
+    """The admin's 重点项目 form on the project page."""
+    try:
+        marked = _mark_key(project_id, {"key_agent": request.form.get("key_agent", ""),
+                                        "investment_wan": request.form.get("investment_wan", "")})
+    except LiandongError as exc:
+        if exc.status in (403, 404):
+            raise
+        flash(f"未能标记重点项目：{exc.message}")
+    else:
+        flash(f"已标记为重点项目（绿色通道），{marked} 件办件进入绿色通道")
+    return redirect(url_for("projects.detail", project_id=project_id))
 
 
 @bp.post("/projects/<project_id>/link")

@@ -9,6 +9,11 @@ deadline and remaining working days, and what blocks it (:func:`blockers`): not 
 补齐补正 requested, 容缺 materials owed, the clock stopped, 联办 opinions still open or
 refused, overdue, refused or ended. The project's overall state follows from its cases.
 
+绿色通道 (seed 002 §6): an admin marks a project 重点项目 and names its 项目代办员; its cases are
+marked green (first in every queue, the item's shorter limit where given). 超时默认 (seed 004
+§8): for a project of 亿元以上 investment the hub's scheduled rule (:func:`run_deemed_done`)
+records every case past its committed limit as deemed done, the late office as responsible.
+
 统一社会信用代码 (GB 32100-2015): 18 characters from ``0-9`` and ``ABCDEFGHJKLMNPQRTUWXY``
 (no I, O, S, V, Z): registration authority (1), organisation type (1), 行政区划 (6 digits),
 organisation code (9), check character. The check character is ``31 - (Σ value×weight mod 31)``
@@ -24,16 +29,20 @@ import uuid
 from shared.core.clock import iso
 from shared.core.errors import NotFound, RuleError, ValidationError
 from shared.core.storage import ensure_disk_space, write_transaction
+from shared.rules import green_channel as green_rules
 from shared.rules import states
 from shared.rules.catalog import required_materials, route, validate_form
+from shared.rules.deadlines import case_clock
 from shared.rules.materials import check_files
 from shared.rules.text import refuse_hidden_characters
-from shared.services import case_view, casework, documents
+from shared.services import case_view, casework, documents, green_channel
 from shared.services.intake import acceptable_item, clean_applicant
 from sync import blobs
 
 #: Who carries projects (creates them, files and links their cases).
 AGENT_ROLES = ("project_agent",)
+#: Who marks a project 重点项目 (绿色通道).
+KEY_ROLES = ("admin",)
 #: Who may look at projects: every hub account (windows and heads see where a project stands).
 VIEW_ROLES = ("project_agent", "window", "chief", "head", "supervisor", "admin")
 
@@ -47,7 +56,8 @@ OVERALL_LABELS = {
     "blocked": "受阻",
     "completed": "全部办结",
 }
-CASE_STATE_LABELS = {"done": "已办结", "in_progress": "办理中", "blocked": "受阻", "failed": "未获准/已终止"}
+CASE_STATE_LABELS = {"done": "已办结", "deemed_done": "超时默认办结", "in_progress": "办理中", "blocked": "受阻",
+                     "failed": "未获准/已终止"}
 DONE_STATES = frozenset({"APPROVED", "CONCLUDED"})
 FAILED_STATES = frozenset({"NOT_ACCEPTED", "DENIED", "WITHDRAWN", "TERMINATED"})
 
@@ -103,14 +113,45 @@ def create(conn: sqlite3.Connection, payload: dict, agent: str, now) -> dict:
         "project_name": _text(payload, "project_name", "项目名称", 100),
         "location": _text(payload, "location", "建设地点", 100),
         "contact": _text(payload, "contact", "企业联系人", 50, required=False),
+        "investment_wan": green_rules.check_investment(payload.get("investment_wan")),
         "agent": agent,
         "created_at": iso(now),
     }
     conn.execute(
         "INSERT INTO projects(project_id, enterprise_name, credit_code, project_name, location, contact, agent,"
-        " created_at) VALUES (:project_id, :enterprise_name, :credit_code, :project_name, :location, :contact,"
-        " :agent, :created_at)", project)
+        " created_at, investment_wan) VALUES (:project_id, :enterprise_name, :credit_code, :project_name, :location,"
+        " :contact, :agent, :created_at, :investment_wan)", project)
     return project
+
+
+def mark_key(conn: sqlite3.Connection, node, project_id: str, payload: dict, admin: str, now) -> int:
+    """Mark a project 重点项目 with its named 项目代办员 (and its investment, 万元, when given);
+    every case linked to it goes 绿色通道. Call inside a write transaction.
+
+    :returns: how many cases were newly marked.
+    :raises ValidationError: ``key_agent`` not a 项目代办员 account of this hub, bad ``investment_wan``.
+    """
+    if not isinstance(payload, dict):
+        raise ValidationError("body", "请求体必须是 JSON 对象")
+    project = get(conn, project_id)
+    key_agent = payload.get("key_agent")
+    if not isinstance(key_agent, str) or not key_agent.strip():
+        raise ValidationError("key_agent", "请指定重点项目的项目代办员")
+    found = conn.execute("SELECT role FROM accounts WHERE username = ? AND active = 1", (key_agent.strip(),)).fetchone()
+    if found is None or found["role"] not in AGENT_ROLES:
+        raise ValidationError("key_agent", f"「{key_agent.strip()}」不是本中心的项目代办员账号")
+    investment = green_rules.check_investment(payload.get("investment_wan"))
+    if investment is None:
+        investment = project["investment_wan"]
+    conn.execute("UPDATE projects SET key_project = 1, key_agent = ?, investment_wan = ?, key_marked_by = ?,"
+                 " key_marked_at = ? WHERE project_id = ?", (key_agent.strip(), investment, admin, iso(now), project_id))
+    return sum(green_channel.mark_case(conn, node, r["case_id"]) for r in conn.execute(
+        "SELECT case_id FROM project_cases WHERE project_id = ?", (project_id,)).fetchall())
+
+
+def _after_link(conn: sqlite3.Connection, node, project, case_id: str) -> None:
+    if project["key_project"]:
+        green_channel.mark_case(conn, node, case_id)
 
 
 def get(conn: sqlite3.Connection, project_id: str) -> sqlite3.Row:
@@ -122,14 +163,15 @@ def get(conn: sqlite3.Connection, project_id: str) -> sqlite3.Row:
 
 
 def list_projects(conn: sqlite3.Connection, agent: str | None = None) -> list[sqlite3.Row]:
-    """Projects, newest first (only ``agent``'s when given), with their number of cases."""
+    """Projects, key projects (重点项目) first, then newest (only those ``agent`` carries — created
+    or named for — when given), with their number of cases."""
     sql = ("SELECT p.*, (SELECT COUNT(*) FROM project_cases c WHERE c.project_id = p.project_id) AS cases"
            " FROM projects p")
     args: tuple = ()
     if agent is not None:
-        sql += " WHERE p.agent = ?"
-        args = (agent,)
-    return conn.execute(sql + " ORDER BY p.created_at DESC LIMIT 500", args).fetchall()
+        sql += " WHERE p.agent = ? OR p.key_agent = ?"
+        args = (agent, agent)
+    return conn.execute(sql + " ORDER BY p.key_project DESC, p.created_at DESC LIMIT 500", args).fetchall()
 
 
 def find_case(conn: sqlite3.Connection, reference) -> str:
@@ -144,9 +186,10 @@ def find_case(conn: sqlite3.Connection, reference) -> str:
     return row["case_id"]
 
 
-def link_case(conn: sqlite3.Connection, project_id: str, case_id: str, agent: str, now) -> bool:
-    """Link a case to a project (False if already linked to it). Call inside a write transaction."""
-    get(conn, project_id)
+def link_case(conn: sqlite3.Connection, project_id: str, case_id: str, agent: str, now, node=None) -> bool:
+    """Link a case to a project (False if already linked to it); a key project's case goes
+    绿色通道 (``node``: the hub, which sends the mark down). Call inside a write transaction."""
+    project = get(conn, project_id)
     case_id = find_case(conn, case_id)
     current = conn.execute("SELECT project_id FROM project_cases WHERE case_id = ?", (case_id,)).fetchone()
     if current is not None:
@@ -155,6 +198,8 @@ def link_case(conn: sqlite3.Connection, project_id: str, case_id: str, agent: st
         raise RuleError("already_linked", "该办件已关联到另一个项目")
     conn.execute("INSERT INTO project_cases(case_id, project_id, linked_by, linked_at) VALUES (?,?,?,?)",
                  (case_id, project_id, agent, iso(now)))
+    if node is not None:
+        _after_link(conn, node, project, case_id)
     return True
 
 
@@ -211,6 +256,7 @@ def file_case(conn: sqlite3.Connection, node, project_id: str, items: dict, vers
         casework.receive(conn, case_id, item, node.node_id, now, node.emit)
         conn.execute("INSERT INTO project_cases(case_id, project_id, linked_by, linked_at) VALUES (?,?,?,?)",
                      (case_id, project_id, agent, iso(now)))
+        _after_link(conn, node, project, case_id)
     status = casework.get_row(conn, case_id)["status"]
     return {"case_id": case_id, "receipt_no": body["receipt_no"], "status": status,
             "status_label": states.status_label(status), "route": body["route"], "missing_materials": missing}
@@ -271,19 +317,21 @@ def blockers(case: dict) -> list[dict]:
 
 
 def case_state(case: dict, found: list[dict]) -> str:
-    """done / failed / blocked / in_progress for one linked case."""
+    """done / deemed_done / failed / blocked / in_progress for one linked case."""
     if case["status"] in DONE_STATES:
         return "done"
     if case["status"] in FAILED_STATES:
         return "failed"
+    if any(h["action"] == "deemed_done" for h in case["history"]):
+        return "deemed_done"  # 超时默认: the project goes on as if it were done
     return "blocked" if found else "in_progress"
 
 
 def overall(case_states: list[str]) -> str:
-    """The project's state from its cases' states."""
+    """The project's state from its cases' states (a case deemed done counts as done)."""
     if not case_states:
         return "empty"
-    if all(s == "done" for s in case_states):
+    if all(s in ("done", "deemed_done") for s in case_states):
         return "completed"
     if any(s in ("blocked", "failed") for s in case_states):
         return "blocked"
@@ -306,13 +354,18 @@ def to_json(conn: sqlite3.Connection, project_id: str, calendar, today) -> dict:
             "remaining_working_days": case["remaining_working_days"], "supervision": case["supervision"],
             "state": state, "state_label": CASE_STATE_LABELS[state], "blockers": found,
             "linked_by": link["linked_by"], "linked_at": link["linked_at"],
-            "calendar_warning": case.get("calendar_warning"),
+            "calendar_warning": case.get("calendar_warning"), "green_channel": case["green_channel"],
+            "deemed_done": next(({"at": h["at"], **h["detail"]} for h in case["history"]
+                                 if h["action"] == "deemed_done"), None),
         })
     state = overall([c["state"] for c in cases])
     open_deadlines = [c["deadline"] for c in cases if c["deadline"] and c["status"] in states.OPEN_STATES]
     return {
         **{k: project[k] for k in ("project_id", "enterprise_name", "credit_code", "project_name", "location",
-                                   "contact", "agent", "created_at")},
+                                   "contact", "agent", "created_at", "investment_wan", "key_agent",
+                                   "key_marked_by", "key_marked_at")},
+        "key_project": bool(project["key_project"]),
+        "deemed_done_applies": green_rules.deemed_done_applies(project["investment_wan"]),
         "state": state,
         "state_label": OVERALL_LABELS[state],
         "counts": {k: sum(1 for c in cases if c["state"] == k) for k in CASE_STATE_LABELS},
@@ -320,3 +373,35 @@ def to_json(conn: sqlite3.Connection, project_id: str, calendar, today) -> dict:
         "blocking": [{"case_id": c["case_id"], "item_name": c["item_name"], **b} for c in cases for b in c["blockers"]],
         "cases": cases,
     }
+
+
+# ----------------------------------------------------------------------------- 超时默认
+
+
+def run_deemed_done(conn: sqlite3.Connection, node) -> int:
+    """The hub's scheduled rule: each open case of a 亿元以上 project past its committed limit is
+    deemed done (an event ``deemed_done`` naming the late office as responsible). Returns how many."""
+    today = node.clock.today_cn()
+    marks = ",".join("?" * len(green_rules.DEEMABLE_STATES))
+    rows = conn.execute(
+        "SELECT c.case_id, c.status, c.limit_wd, c.route_office, p.project_id, p.project_name FROM cases c"
+        " JOIN project_cases pc ON pc.case_id = c.case_id JOIN projects p ON p.project_id = pc.project_id"
+        f" WHERE p.investment_wan >= ? AND c.status IN ({marks})",
+        (green_rules.HUNDRED_MILLION_WAN, *sorted(green_rules.DEEMABLE_STATES))).fetchall()
+    done = 0
+    for row in rows:
+        events = conn.execute("SELECT at, action, detail FROM case_events WHERE case_id = ? ORDER BY at, rowid",
+                              (row["case_id"],)).fetchall()
+        clock = case_clock(events, row["limit_wd"], row["status"], node.calendar, today)
+        if not green_rules.due_for_deemed_done(row["status"], clock["remaining_working_days"],
+                                               [e["action"] for e in events]):
+            continue
+        comment = (f"超时默认：承诺时限（{clock['deadline']}）内未办结，对项目「{row['project_name']}」默认已办结，"
+                   f"进入下一流程；责任由超时单位（{row['route_office']}）承担")
+        system = {"responsible_office": row["route_office"], "deadline": clock["deadline"],
+                  "project_id": row["project_id"]}
+        with write_transaction(conn):
+            casework.perform_action(conn, row["case_id"], "deemed_done", comment, "system", node.node_id, node.now(),
+                                    node.emit, system=system)
+        done += 1
+    return done

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from city_hub import registry, regulation
+from city_hub import projects, registry, regulation
 from city_hub.ingest import apply_all_queued, make_appliers, notify_origin
 from city_hub.oversight import facts as case_facts
 from shared.core.storage import write_transaction
@@ -78,6 +78,7 @@ class HubTier(Tier):
             ("joint", lambda conn: joint.run_scheduled(conn, node, node.emit)),
             ("regulation", lambda conn: regulation.run_scheduled(conn, node)),
             ("case_facts", lambda conn: case_facts.run_scheduled(conn, node)),
+            ("deemed_done", lambda conn: projects.run_deemed_done(conn, node)),  # 超时默认 (seed 004 §8)
         ]
 
 

@@ -89,10 +89,16 @@ def _accounts_for_hub() -> list[dict]:
     result = [
         {"username": "admin", "role": "admin", "office": None, "name": "系统管理员"},
         {"username": "supervisor", "role": "supervisor", "office": None, "name": "电子监察员"},
+        {"username": "xmdb", "role": "project_agent", "office": None, "name": "项目代办员"},
     ]
+    # Each department: its 窗口首席代表 (受理, 即办件), 首席审批员 (审批决定权 or 初审权 per item)
+    # and 部门负责人 (decides after a 初审, approves a 延期).
     for code in city_departments:
-        result.append({"username": f"{code}_window", "role": "window", "office": f"{HUB['node_id']}-{code}",
-                       "name": f"{DEPARTMENTS.get(code, code)}窗口"})
+        department = DEPARTMENTS.get(code, code)
+        for role, suffix, title in (("window", "window", "窗口"), ("chief", "chief", "首席审批员"),
+                                    ("head", "head", "负责人")):
+            result.append({"username": f"{code}_{suffix}", "role": role, "office": f"{HUB['node_id']}-{code}",
+                           "name": f"{department}{title}"})
     return result
 
 

@@ -65,7 +65,7 @@ def new_case(handle: NodeHandle, token: str, item: dict, tag: str = "") -> tuple
 
 def decide(net: Network, case_id: str, office: str, actions=("accept", "approve")) -> None:
     """A hub window account of the deciding office applies ``actions`` over HTTP."""
-    token = net.hub.account(f"win-{office}", "window", office=office)
+    token = net.hub.account(f"win-{office}", "chief", office=office)
     for action in actions:
         response = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token, json={"action": action})
         assert response.status_code == 200, response.text

@@ -325,7 +325,7 @@ def test_one_wrong_field_in_an_otherwise_valid_body_is_a_400_never_a_500(net, ag
     village, township, hub = net.village(), net.township, net.hub
     clerk = township.account("clerk", "clerk", township.node_id)
     office = hub.scalar("SELECT route_office FROM cases WHERE case_id = ?", (case_id,))
-    window = hub.account(f"fuzz-window-{office}", "window", office)
+    window = hub.account(f"fuzz-window-{office}", "chief", office)
     pdf = [(item["materials"][0]["code"], "扫描件.pdf", b"%PDF-1.4 test scan")]
     genuine = envelope.from_bytes(village.query("SELECT document FROM outbox ORDER BY seq LIMIT 1")[0]["document"])
     targets = [

@@ -29,7 +29,7 @@ def decided(net):
     receipt = create_case(village, agent, item)
     net.sync_all()
     office = f"130926-{item['department_code']}"
-    window = net.hub.account("window", "window", office)
+    window = net.hub.account("window", "chief", office)
     for action in ("accept", "approve"):
         r = net.hub.api("POST", f"/api/v1/cases/{receipt['case_id']}/actions", window,
                         json={"action": action, "comment": "符合条件"})
@@ -112,7 +112,7 @@ def test_refusals_state_the_appeal_rights(net):
     item = pick_item(catalog(village, agent), "city")
     receipt = create_case(village, agent, item)
     net.sync_all()
-    window = net.hub.account("window", "window", f"130926-{item['department_code']}")
+    window = net.hub.account("window", "chief", f"130926-{item['department_code']}")
     r = net.hub.api("POST", f"/api/v1/cases/{receipt['case_id']}/actions", window,
                     json={"action": "reject", "comment": "不属于本机关职权范围"})
     assert r.status_code == 200
@@ -262,7 +262,7 @@ def test_a_township_decision_token_verifies_at_the_hub_and_another_village(net):
     other = net.village(1)
     answer = _verify_api(other, other.account("agent", "agent", other.node_id), token=documents.qr_text(signed))
     assert answer.status_code == 200 and answer.json()["token"]["issuer_name"], answer.text
-    window = net.hub.account("window", "window", "130926-mz")
+    window = net.hub.account("window", "chief", "130926-mz")
     assert _verify_api(net.hub, window, token=documents.qr_text(signed)).status_code == 200
     # The same key cannot speak for a city office.
     forged = document_token.make(township.node.key, doc_id=envelope.document_id(signed), issuer=township.node_id,

@@ -32,7 +32,7 @@ def test_the_entrustment_reaches_the_hub_and_the_seven_steps_progress(net):
     assert r.status_code == 201, r.text
     case_id = r.json()["case_id"]
     net.sync_all()
-    window = net.hub.account("w", "window", f"130926-{item['department_code']}")
+    window = net.hub.account("w", "chief", f"130926-{item['department_code']}")
     hub_case = net.hub.api("GET", f"/api/v1/cases/{case_id}", window).json()
     submit = next(h for h in hub_case["history"] if h["action"] == "submit")
     assert submit["detail"]["entrustment"] == {"principal": "张三", "agent": "agent", "scope": item["name"],

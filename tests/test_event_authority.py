@@ -58,7 +58,7 @@ def test_a_history_only_step_with_an_older_status_is_kept_without_moving_the_cas
     item = pick_item(catalog(village, agent), "city")
     receipt = create_case(village, agent, item)
     net.sync_all()
-    window = net.hub.account("w", "window", f"130926-{item['department_code']}")
+    window = net.hub.account("w", "chief", f"130926-{item['department_code']}")
     assert net.hub.api("POST", f"/api/v1/cases/{receipt['case_id']}/actions", window,
                        json={"action": "accept"}).status_code == 200
     conn = net.hub.conn

@@ -34,7 +34,7 @@ def people(net):
     return {
         "agent": agent, "item": item, "office": office,
         "clerk": net.township.account("clerk", "clerk", net.township.node_id),
-        "window": hub.account("window", "window", office),
+        "window": hub.account("window", "chief", office),
         "other_window": hub.account("other", "window", "130926-XX"),
         "supervisor": hub.account("supervisor", "supervisor", None, "电子监察员"),
     }

@@ -33,7 +33,7 @@ def agent(net):
     return net.village().account("agent", "agent", net.village().node_id)
 
 
-def _hub(net, office, role="window"):
+def _hub(net, office, role="chief"):
     return net.hub.account(f"{role}_{office}", role, office)
 
 
@@ -82,7 +82,7 @@ def test_accepting_a_joint_item_asks_each_department_and_blocks_approval(net, ag
     # The department sees it in its queue (API and page).
     mine = net.hub.api("GET", "/api/v1/joint/opinions", _hub(net, DEPT)).json()["opinions"]
     assert case_id in [o["case_id"] for o in mine]
-    s = session_for(net.hub, f"window_{DEPT}")
+    s = session_for(net.hub, f"chief_{DEPT}")
     assert case_id in s.get(net.hub.url + "/joint/opinions", timeout=10).text
     # The lead cannot approve while the opinion is open.
     refused = _act(net.hub, _hub(net, LEAD), case_id, action="approve", comment="")
@@ -131,7 +131,7 @@ def test_a_disagreeing_opinion_is_shown_to_the_lead(net, agent):
     [opinion] = case["joint_opinions"]
     assert (opinion["opinion"], opinion["comment"], opinion["answered_by"]) == (
         "disagree", "残疾等级与证件不符", f"chief_{DEPT}")
-    page = session_for(net.hub, f"window_{LEAD}").get(f"{net.hub.url}/cases/{case_id}", timeout=10).text
+    page = session_for(net.hub, f"chief_{LEAD}").get(f"{net.hub.url}/cases/{case_id}", timeout=10).text
     assert "联办部门意见" in page and "残疾等级与证件不符" in page and "不同意" in page
     # Approving over a 不同意 needs the resolution in writing.
     bare = _act(net.hub, _hub(net, LEAD), case_id, action="approve", comment="")
@@ -142,7 +142,7 @@ def test_a_disagreeing_opinion_is_shown_to_the_lead(net, agent):
 
 def test_opinion_by_form_on_the_case_page(net, agent):
     case_id, _ = _accepted_city_case(net, agent)
-    s = session_for(net.hub, f"window_{DEPT}")
+    s = session_for(net.hub, f"chief_{DEPT}")
     page = s.get(f"{net.hub.url}/cases/{case_id}", timeout=10).text
     assert 'name="opinion" value="agree"' in page
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
@@ -192,13 +192,13 @@ def test_a_case_concluded_at_the_village_is_pushed_and_unclaimed_pushes_are_flag
     assert _run(net.hub, 1)["push_flagged"] == 0
     assert _run(net.hub, 7)["push_flagged"] >= 1
     assert net.hub.scalar("SELECT flagged_at FROM regulator_pushes WHERE case_id = ?", (case_id,)) is not None
-    s = session_for(net.hub, f"window_{office}")
+    s = session_for(net.hub, f"chief_{office}")
     page = s.get(f"{net.hub.url}/supervision/pushes", timeout=10).text
     assert case_id in page and "逾期未认领" in page
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
     r = s.post(f"{net.hub.url}/cases/{case_id}/claim", data={"feedback": "", "csrf_token": token}, timeout=10)
     assert r.ok and "已认领" in r.text
-    assert net.hub.scalar("SELECT claimed_by FROM regulator_pushes WHERE case_id = ?", (case_id,)) == f"window_{office}"
+    assert net.hub.scalar("SELECT claimed_by FROM regulator_pushes WHERE case_id = ?", (case_id,)) == f"chief_{office}"
 
 
 def test_township_joint_item_asks_township_departments_and_reaches_the_supervisor(net, agent):

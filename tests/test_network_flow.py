@@ -79,7 +79,7 @@ def test_city_item_travels_village_township_hub_and_the_decision_comes_back(net,
     assert outbox_state() == "acked"
 
     # The hub window of the deciding office takes it; another office may not.
-    window = hub.account(f"{item['department_code']}_window", "window", office)
+    window = hub.account(f"{item['department_code']}_chief", "chief", office)
     other = hub.account("other_window", "window", f"{HUB_ID}-zz")
     at_hub = hub.api("GET", f"/api/v1/cases/{case_id}", window).json()
     assert at_hub["status"] == "RECEIVED"

@@ -27,6 +27,8 @@ from openapi_spec_validator import validate as validate_spec
 
 from city_hub.projects import credit_check_char
 from shared.core.version import __version__
+from shared.services import documents
+from sync import envelope
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -116,7 +118,7 @@ def drive_every_operation(net) -> None:
     items = catalog(village, agent)
     item = pick_item(items, "city")
     office = f"130926-{item['department_code']}"
-    window = hub.account("window", "window", office)
+    window = hub.account("window", "chief", office)
 
     # Intake with a scan: the blob travels by /sync/v1/blobs/status and PUT /sync/v1/blobs/{sha256}.
     scan = b"\xff\xd8\xff\xe0" + ("contract-test scan " * 100).encode()  # a JPEG by its first bytes
@@ -150,7 +152,7 @@ def drive_every_operation(net) -> None:
                json={"answer": "已约谈窗口人员"}))
 
     # 联办 with 超时默认, then 审管互动.
-    lead = hub.account("window_mz", "window", JOINT_LEAD)
+    lead = hub.account("window_mz", "chief", JOINT_LEAD)
     dept = hub.account("window_cl", "window", JOINT_DEPT)
     joint_item = next(i for i in items if i["code"] == JOINT_CITY)
     joint_case = ok(village.api("POST", "/api/v1/cases", agent, json=case_payload(joint_item)), 201)["case_id"]
@@ -183,6 +185,26 @@ def drive_every_operation(net) -> None:
     assert filed["receipt"]["status"] == "APPROVED"  # 秒批: approved on receipt
     ok(hub.api("GET", "/api/v1/projects", project_agent))
     ok(hub.api("GET", f"/api/v1/projects/{pid}", project_agent))
+    admin = hub.account("admin", "admin", None, "管理员")
+    ok(hub.api("POST", f"/api/v1/projects/{pid}/key", admin, json={"key_agent": "xmdb", "investment_wan": 20000}))
+
+    # 电子证照: a 残疾人证 issued with its decision, cited instead of a copy, looked up and revoked.
+    cl_item = next(i for i in items if i["code"] == "130926-CL-0001")
+    cl_case = ok(village.api("POST", "/api/v1/cases", agent, json=case_payload(cl_item)), 201)["case_id"]
+    net.sync_all()
+    cl_chief = hub.account("chief_cl", "chief", "130926-cl")
+    for action in ("accept", "approve"):
+        ok(hub.api("POST", f"/api/v1/cases/{cl_case}/actions", cl_chief, json={"action": action, "comment": "三级"}))
+    net.sync_all()
+    licence_token = village.scalar(
+        "SELECT document FROM documents WHERE case_id = ? AND kind = 'licence'", (cl_case,))
+    licence_token = documents.qr_text(envelope.from_bytes(licence_token))
+    mz_item = next(i for i in items if i["code"] == "130926-MZ-0005")
+    ok(village.api("POST", "/api/v1/cases", agent, json=case_payload(
+        mz_item, cited_licences=[{"material": "disability_card", "token": licence_token}])), 201)
+    cl_head = hub.account("head_cl", "head", "130926-cl")
+    [held] = ok(hub.api("GET", f"/api/v1/licences?holder={valid_id_number()}", cl_head))["licences"]
+    ok(hub.api("POST", f"/api/v1/licences/{held['doc_id']}/revoke", cl_head, json={"reason": "评定结论撤销"}))
 
     # 现场核查 by the township clerk on a village case.
     ly_item = next(i for i in items if i["code"] == SITE_VISIT_ITEM)

@@ -37,7 +37,7 @@ def _file(village, agent, code: str) -> str:
 
 
 def _act(net, case_id: str, office: str, **body) -> dict:
-    token = net.hub.account(f"w_{office}", "window", office)
+    token = net.hub.account(f"w_{office}", "chief", office)
     response = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token, json=body)
     assert response.status_code == 200, response.text
     return response.json()["case"]

@@ -77,7 +77,7 @@ def _village_case(net, villager, code: str, **form) -> str:
 
 
 def _act(net, case_id: str, office: str, **body) -> dict:
-    token = net.hub.account(f"w_{office}", "window", office)
+    token = net.hub.account(f"w_{office}", "chief", office)
     response = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token, json=body)
     assert response.status_code == 200, response.text
     return response.json()["case"]
@@ -150,7 +150,8 @@ def test_project_with_two_cases_shows_what_blocks_it(net, agent, villager):
     state = linked.json()["project"]
     rs = next(c for c in state["cases"] if c["case_id"] == case_id)
     assert rs["status"] == "RECEIVED" and _codes(rs) == ["not_accepted"] and rs["deadline"] is None
-    assert state["state"] == "blocked" and state["counts"] == {"done": 1, "in_progress": 0, "blocked": 1, "failed": 0}
+    assert state["state"] == "blocked" and state["counts"] == {"done": 1, "deemed_done": 0, "in_progress": 0,
+                                                                "blocked": 1, "failed": 0}
     assert [b["case_id"] for b in state["blocking"]] == [case_id]
 
     # 补正 requested: the project names what is missing.

@@ -84,7 +84,7 @@ def test_a_site_visit_at_the_township_reaches_the_hub_and_the_village(net, villa
     assert event["detail"]["inspectors"] == ["王林", "李森"] and event["detail"]["photos"][0]["sha256"] == sha256_hex(photo)
 
     net.sync_all()
-    window = net.hub.account("w_ly", "window", "130926-ly")
+    window = net.hub.account("w_ly", "chief", "130926-ly")
     at_hub = _history(net.hub, window, case_id)
     visits = [h for h in at_hub["history"] if h["action"] == "site_visit"]
     assert len(visits) == 1 and at_hub["status"] == "RECEIVED"
@@ -101,7 +101,7 @@ def test_a_site_visit_at_the_township_reaches_the_hub_and_the_village(net, villa
     assert at_village["status"] == "RECEIVED"
 
     # The county decides afterwards, as usual; the visit stays in every history.
-    token = net.hub.account("w_ly", "window", "130926-ly")
+    token = net.hub.account("w_ly", "chief", "130926-ly")
     for action in ("accept", "approve"):
         r = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token, json={"action": action, "comment": "符合"})
         assert r.status_code == 200, r.text
@@ -127,7 +127,7 @@ def test_the_township_form_records_a_visit(net, villager, clerk):
                          files={"photos": ("a.png", b"<script>x</script>", "image/png")}, timeout=10)
     assert not_a_photo.status_code == 400 and "现场照片" in not_a_photo.text
     net.sync_all()
-    results = [h["detail"]["result"] for h in _history(net.hub, net.hub.account("w_ly", "window", "130926-ly"),
+    results = [h["detail"]["result"] for h in _history(net.hub, net.hub.account("w_ly", "chief", "130926-ly"),
                                                        case_id)["history"] if h["action"] == "site_visit"]
     assert results == ["需整改"]
 
@@ -141,7 +141,7 @@ def test_only_cases_in_the_area_and_only_the_township_clerk(net, villager, clerk
     ly_case = _village_case(net, villager, "130926-LY-0001")
     future = net.township.api("POST", f"/api/v1/cases/{ly_case}/site-visits", clerk, json=_visit(visit_date="2099-01-01"))
     assert future.status_code == 400 and future.json()["error"]["field"] == "visit_date"
-    window = net.hub.account("w_ly", "window", "130926-ly")
+    window = net.hub.account("w_ly", "chief", "130926-ly")
     at_hub = net.hub.api("POST", f"/api/v1/cases/{ly_case}/site-visits", window, json=_visit(visit_date=today))
     assert at_hub.status_code == 403
     at_village = net.village().api("POST", f"/api/v1/cases/{ly_case}/site-visits", villager, json=_visit(visit_date=today))

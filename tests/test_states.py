@@ -145,6 +145,7 @@ def test_allowed_actions_match_apply_action():
         "already_extended": False,
         "inspectors": ["王林", "李森"],
         "result": "符合",
+        "opinion": "同意",
     }
     for status in STATUS_LABELS:
         for action in ACTION_LABELS:

@@ -37,12 +37,12 @@ def _file(net, agent, code, **form):
 
 
 def _hub_case(net, case_id, office):
-    token = net.hub.account(f"w_{office}", "window", office)
+    token = net.hub.account(f"w_{office}", "chief", office)
     return net.hub.api("GET", f"/api/v1/cases/{case_id}", token).json()
 
 
 def _act(net, case_id, office, **body):
-    token = net.hub.account(f"w_{office}", "window", office)
+    token = net.hub.account(f"w_{office}", "chief", office)
     response = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token, json=body)
     assert response.status_code == 200, response.text
     return response.json()["case"]
@@ -121,13 +121,15 @@ def test_extension_needs_a_reason_and_is_allowed_once(net, agent):
     case_id, item = _file(net, agent, "130926-LY-0001")
     office = f"130926-{item['department_code']}"
     before = _act(net, case_id, office, action="accept", comment="")["deadline"]
-    token = net.hub.account(f"w_{office}", "window", office)
+    _act(net, case_id, office, action="extend_request", comment="需现场核查")
+    token = net.hub.account(f"head_{office}", "head", office)  # 延期 is the head's own step
     refused = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token, json={"action": "extend", "comment": ""})
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "reason_required"
-    after = _act(net, case_id, office, action="extend", comment="需现场核查", approved_by="局长")["deadline"]
-    assert after > before
-    again = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token,
-                        json={"action": "extend", "comment": "再延", "approved_by": "局长"})
+    approved = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token,
+                           json={"action": "extend", "comment": "需现场核查"})
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["case"]["deadline"] > before
+    again = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token, json={"action": "extend", "comment": "再延"})
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_extended"
 
 

@@ -143,8 +143,11 @@ class County:
         departments = sorted({i["department_code"] for i in load_seed() if i["decide_level"] == "city"})
         for code in departments:
             office = f"{HUB_ID}-{code}"
-            self.hub_tokens[office] = nodes.add_account(hub_dir, f"{code}_window", "sim-password-1", "window",
-                                                        f"{DEPARTMENTS.get(code, code)}窗口", office)
+            # The 首席审批员 accepts and decides; the 部门负责人 decides items where the chief has 初审权.
+            self.hub_tokens[office] = nodes.add_account(hub_dir, f"{code}_chief", "sim-password-1", "chief",
+                                                        f"{DEPARTMENTS.get(code, code)}首席审批员", office)
+            self.head_tokens[office] = nodes.add_account(hub_dir, f"{code}_head", "sim-password-1", "head",
+                                                         f"{DEPARTMENTS.get(code, code)}负责人", office)
         base_env = {**os.environ, "PYTHONUNBUFFERED": "1", "LIANDONG_SCHEDULER_ENABLED": "true",
                     "LIANDONG_SYNC_INTERVAL_SECONDS": "1", "LIANDONG_SYNC_BACKOFF_MAX_SECONDS": "3",
                     "LIANDONG_SYNC_TIMEOUT_SECONDS": "20"}

@@ -48,7 +48,8 @@ class Simulation(County, ProcessFaults, Attacks, Report):
         self.proxy: FaultProxy | None = None
         self.townships: dict[str, NodeProcess] = {}
         self.villages: dict[str, Village] = {}
-        self.hub_tokens: dict[str, str] = {}  # office -> API token of its window account
+        self.hub_tokens: dict[str, str] = {}  # office -> API token of its 首席审批员
+        self.head_tokens: dict[str, str] = {}  # office -> API token of its 部门负责人
         self.clerk_tokens: dict[str, str] = {}  # township -> API token of its clerk
         self.created: dict[str, str] = {}  # case_id -> origin (cases that must reach the hub)
         self.after_revocation: dict[str, str] = {}  # case_id -> origin (must never be accepted)
@@ -147,8 +148,14 @@ class Simulation(County, ProcessFaults, Attacks, Report):
                 body = {"action": "approve", "comment": "材料齐全，符合条件"}
             else:
                 body = {"action": "deny", "comment": "经审查不符合申请条件"}
-            response = requests.post(f"{proc.url}/api/v1/cases/{row['case_id']}/actions", json=body,
-                                     headers={"Authorization": f"Bearer {token}"}, timeout=20)
+            url = f"{proc.url}/api/v1/cases/{row['case_id']}/actions"
+            response = requests.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=20)
+            head = self.head_tokens.get(row["route_office"]) if level == "city" else None
+            if response.status_code == 403 and head:
+                # The chief holds only 初审权 for this item: his 初审, then the head decides.
+                requests.post(url, json={"action": "pre_review", "opinion": "同意", "comment": "初审通过"},
+                              headers={"Authorization": f"Bearer {token}"}, timeout=20)
+                response = requests.post(url, json=body, headers={"Authorization": f"Bearer {head}"}, timeout=20)
             self.stats.add(f"decide.{body['action']}" if response.status_code == 200 else "decide.refused")
     # -------------------------------------------------------------- the run
 

@@ -24,7 +24,7 @@ LEVEL_BY_LENGTH = {6: "hub", 9: "township", 12: "village"}
 ORIGIN_DOCUMENTS = frozenset({"receipt", "deliver"})
 # Details an approver may give with an action (others are ignored, never stored).
 ACTION_DETAILS = ("missing_items", "owed_materials", "due_date", "promise_end_date", "reason", "approved_by",
-                  "inspectors", "result", "visit_date")
+                  "inspectors", "result", "visit_date", "opinion")
 
 
 def level_of(node_id: str) -> str | None:

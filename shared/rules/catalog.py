@@ -146,6 +146,11 @@ def _validate_material(m: object, where: str) -> dict:
         _fail(f"{where}.source", "来源渠道必须是「申请人自备」或「政府部门核发」")
     if "note" in m:
         out["note"] = _str(m, "note", f"{where}.")
+    if "licence_of" in m:
+        # 免提交 (seed 004 §10): the item whose electronic licence may be cited instead of a copy.
+        out["licence_of"] = _str(m, "licence_of", f"{where}.")
+        if not _CODE.fullmatch(out["licence_of"]):
+            _fail(f"{where}.licence_of", "licence_of 必须是事项实施编码")
     if "formats" in m:
         # The file formats this material accepts, by content (shared/rules/materials.py; default JPEG, PNG, PDF).
 
@@ -214,6 +219,12 @@ def validate_item(d: object) -> dict:
     item["promise_limit_wd"] = _int(d, "promise_limit_wd", "")
     if item["promise_limit_wd"] > item["legal_limit_wd"]:
         _fail("promise_limit_wd", "承诺办结时限不得超过法定办结时限")
+    green = d.get("green_channel_limit_wd")
+    if green is not None:
+        green = _int(d, "green_channel_limit_wd", "")
+        if green >= item["promise_limit_wd"]:
+            _fail("green_channel_limit_wd", "绿色通道承诺时限须短于一般承诺时限")
+    item["green_channel_limit_wd"] = green
     item["handling"] = d.get("handling")
     if item["handling"] not in ("即办件", "承诺件"):
         _fail("handling", "办件类型必须是「即办件」或「承诺件」")
@@ -254,6 +265,16 @@ def validate_item(d: object) -> dict:
         _fail("process", "办理流程的每一步必须是非空文本")
     item["process"] = [s.strip() for s in process]
     item["result_name"] = _str(d, "result_name", "")
+    licence = d.get("licence")
+    if licence is not None:
+        # The 准予 decision also issues an electronic licence (电子证照) named result_name.
+        if not isinstance(licence, dict) or set(licence) - {"valid_years"}:
+            _fail("licence", "licence 必须是对象，只含 valid_years")
+        years = licence.get("valid_years")
+        if years is not None and (not isinstance(years, int) or isinstance(years, bool) or not 1 <= years <= 100):
+            _fail("licence.valid_years", "证照有效期须为1至100年的整数，长期有效不填")
+        licence = {"valid_years": years}
+    item["licence"] = licence
     item["site_visit"] = _bool(d, "site_visit", "", default=False)
     item["consultation_only"] = _bool(d, "consultation_only", "", default=False)
     if item["consultation_only"]:
@@ -344,7 +365,8 @@ _PUBLIC_KEYS = (
     "department", "implementing_body", "legal_limit_wd", "promise_limit_wd",
     "handling", "accept_levels", "decide_level", "joint_departments", "fee",
     "visits", "accept_conditions", "process", "result_name", "site_visit",
-    "consultation_only", "fields", "materials", "situations", "initials", "aliases",
+    "consultation_only", "fields", "materials", "situations", "initials", "aliases", "green_channel_limit_wd",
+    "licence",
 )  # fmt: skip
 
 

@@ -79,8 +79,11 @@ ACTION_LABELS: dict[str, str] = {
     "deliver": "送达",
     "withdraw": "撤回",
     "terminate": "终止",
+    "extend_request": "申请延期",
     "extend": "延长办理期限",
+    "pre_review": "首席审批员初审",
     "site_visit": "现场核查",
+    "deemed_done": "超时默认办结",
 }
 
 _DECIDABLE = frozenset({"ACCEPTED", "ACCEPTED_DEFICIENT", "IN_REVIEW"})
@@ -104,10 +107,19 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str | None]] = {
     "deliver": (DECIDED_STATES, "CONCLUDED"),
     "withdraw": (OPEN_STATES, "WITHDRAWN"),
     "terminate": (OPEN_STATES, "TERMINATED"),
+    "extend_request": (frozenset({"ACCEPTED", "IN_REVIEW"}), None),
     "extend": (frozenset({"ACCEPTED", "IN_REVIEW"}), None),
+    # 初审 (seed 000 §(四)): the 首席审批员's opinion to the 部门负责人, who then decides.
+    "pre_review": (_DECIDABLE, None),
     # 现场核查 (Art. 34): a record in the history, no change of status.
     "site_visit": (frozenset({"RECEIVED", "ACCEPTED", "IN_REVIEW", "SUSPENDED"}), None),
+    # 超时默认 (seed 004 §8): a 亿元以上 project's item past its committed limit is deemed done
+    # for the project's next steps; the case itself stays open with its office, now late.
+    "deemed_done": (CLOCK_RUNNING_STATES, None),
 }
+
+#: What a 首席审批员 with 初审权 may propose to the 部门负责人.
+PRE_REVIEW_OPINIONS: tuple[str, ...] = ("同意", "不同意")
 
 #: Results a 现场核查 may record.
 SITE_VISIT_RESULTS: tuple[str, ...] = ("符合", "不符合", "需整改")
@@ -119,6 +131,8 @@ _REASON_REQUIRED = {
     "deny": "不予许可必须说明理由",
     "terminate": "终止办件必须说明理由",
     "extend": "延长办理期限必须说明理由",
+    "extend_request": "申请延期必须说明理由",
+    "pre_review": "初审必须写明初审意见的理由",
 }
 
 
@@ -173,6 +187,8 @@ def apply_action(status: str, action: str, comment: str = "", **details: object)
     - ``reject`` / ``deny`` / ``terminate``: a non-empty ``comment`` (the reason).
     - ``suspend``: ``reason`` (or ``comment``) equal to one of
       :data:`SUSPEND_REASONS`.
+    - ``extend_request`` / ``pre_review``: a non-empty ``comment``; ``pre_review`` also
+      ``opinion``, one of :data:`PRE_REVIEW_OPINIONS`.
     - ``site_visit``: ``inspectors`` (at least two names: Art. 34 has the
       agency send two or more staff to verify on site) and ``result`` (one of
       :data:`SITE_VISIT_RESULTS`).
@@ -185,7 +201,7 @@ def apply_action(status: str, action: str, comment: str = "", **details: object)
         ``invalid_transition``, ``reason_required``, ``missing_items_required``,
         ``owed_materials_required``, ``due_date_required``, ``due_date_too_late``,
         ``invalid_suspend_reason``, ``approval_required``, ``already_extended``,
-        ``inspectors_required`` or ``invalid_site_visit_result``.
+        ``inspectors_required``, ``invalid_site_visit_result`` or ``opinion_required``.
     """
     if status not in STATUS_LABELS:
         raise RuleError("unknown_status", f"未知的办件状态「{status}」")
@@ -232,6 +248,10 @@ def apply_action(status: str, action: str, comment: str = "", **details: object)
             raise RuleError("already_extended", "办理期限只能延长一次")
         if _blank(details.get("approved_by")):
             raise RuleError("approval_required", "延长办理期限须经本机关负责人批准")
+
+    elif action == "pre_review":
+        if details.get("opinion") not in PRE_REVIEW_OPINIONS:
+            raise RuleError("opinion_required", "初审意见须为" + "或".join(f"「{o}」" for o in PRE_REVIEW_OPINIONS))
 
     elif action == "site_visit":
         names = {v.strip() for v in _non_empty_items(details.get("inspectors")) if isinstance(v, str)}

@@ -59,7 +59,7 @@ def new_event(node: str, actor: str, action: str, from_status: str | None, to_st
 
 def capture(conn: sqlite3.Connection, *, node_id: str, item: dict, catalog_version: int, route: dict,
             applicant: dict, form: dict, materials: list[dict], agent: str, now,
-            entrustment: dict | None = None) -> tuple[dict, dict]:
+            entrustment: dict | None = None, cited_licences: list | None = None) -> tuple[dict, dict]:
     """Record a validated application taken at this node. Call inside a write transaction.
 
     :returns: ``(case_body, event)``: the body of the ``case.submit`` envelope and its event.
@@ -69,6 +69,8 @@ def capture(conn: sqlite3.Connection, *, node_id: str, item: dict, catalog_versi
     detail = {"receipt_no": receipt_no}
     if entrustment:
         detail["entrustment"] = entrustment  # 为民代办: the 委托 travels with the case
+    if cited_licences:
+        detail["cited_licences"] = cited_licences  # 免提交: licences cited instead of copies
     event = new_event(node_id, agent, "submit", None, "SUBMITTED", now, detail=detail)
     body = {
         "case_id": case_id,
@@ -280,6 +282,8 @@ def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment:
     if action in DECISION_ACTIONS:
         decision = {"result": action, "result_label": DECISION_ACTIONS[action], "comment": comment,
                     "decided_at": iso(now), "decided_by": actor, "office": row["route_office"]}
+        if system and "decided_under" in system:
+            decision["decided_under"] = system["decided_under"]  # who decided under which grant, the seal
     record_event(conn, case_id, event, decision)
     # The row as record_event left it, without reading it back (ingest hot path).
     updated = {**dict(row), "status": new_status, "updated_at": event["at"]}
@@ -289,6 +293,12 @@ def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment:
         updated["decision"] = json.dumps(decision, ensure_ascii=False)
     emit(conn, updated, event, decision)
     return event
+
+
+def recorded_actions(conn: sqlite3.Connection, case_id: str) -> list[str]:
+    """The actions recorded on a case, oldest first (the facts of the decision-rights rule)."""
+    return [r["action"] for r in conn.execute(
+        "SELECT action FROM case_events WHERE case_id = ? ORDER BY at, rowid", (case_id,))]
 
 
 def check_event(conn: sqlite3.Connection, row, event: dict, sender: str) -> None:

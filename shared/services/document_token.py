@@ -31,7 +31,7 @@ BLOCK_CHARS = 141  # ceil((20 + 4 + 64) * 8 / 5)
 CODE_CHARS = 16
 # Document kinds as two letters (the kinds of shared.services.documents.KINDS).
 KIND_CODES = {"receipt": "RC", "accept": "AC", "reject": "RJ", "request_correction": "CR",
-              "accept_deficient": "AD", "approve": "AP", "deny": "DN", "deliver": "DL"}
+              "accept_deficient": "AD", "approve": "AP", "deny": "DN", "deliver": "DL", "licence": "LC"}
 CODE_KINDS = {code: kind for kind, code in KIND_CODES.items()}
 _TOKEN = re.compile(r"LD1\.(\d{6,12})\.([0-9A-Z-]{1,32})\.([A-Z]{2})\.(\d{8})\.([1-9]\d{0,8})\.([A-Z2-7]{141})")
 # Typing help: RFC 4648 base32 has no 0, 1 or 8, so a person who types them meant O, I and B.

@@ -12,6 +12,7 @@ those a node holds. The full signed record still verifies wherever it is held.
 from __future__ import annotations
 
 import base64
+import json
 import sqlite3
 
 from shared.core import canonical
@@ -19,6 +20,7 @@ from shared.core.clock import CN_TZ, iso
 from shared.core.crypto import SignatureError
 from shared.core.errors import RuleError
 from shared.rules import authority
+from shared.rules import licences as licence_rules
 from shared.rules.catalog import DEPARTMENTS
 from shared.rules.idcard import mask_id_number
 from shared.services import document_token
@@ -36,11 +38,13 @@ KINDS = {
     "approve": ("准予许可决定书", "准"),
     "deny": ("不予许可决定书", "不准"),
     "deliver": ("送达回证", "送"),
+    "licence": ("电子证照", "证"),  # its own title is the item's 结果名称 (seed 004 §10)
 }
 # 行政复议法 Art. 20 (60 days) and 行政诉讼法 Art. 46 (6 months): rights told with every refusal.
 RIGHTS = ("如不服本决定，可以自收到本决定书之日起六十日内依法申请行政复议，"
           "或者在六个月内依法向人民法院提起行政诉讼。")
 REFUSALS = ("reject", "deny")
+DECISIONS = ("approve", "deny")
 
 
 def verification_code(signed: dict) -> str:
@@ -57,9 +61,14 @@ def _next_number(conn: sqlite3.Connection, issuer: str, kind: str, year: int) ->
     return int(row["value"])
 
 
-def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, office_name: str) -> dict:
-    """Number, sign and store a document for ``case_row`` after ``event``. Call inside a transaction."""
-    title, mark = KINDS[kind]
+def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, office_name: str,
+          title: str | None = None, extra=None) -> dict:
+    """Number, sign and store a document for ``case_row`` after ``event``. Call inside a transaction.
+
+    ``extra(number, issued_at)`` returns further fields of the body (a licence's holder and validity).
+    """
+    default_title, mark = KINDS[kind]
+    title = title or default_title
     now = node.now()
     year = now.astimezone(CN_TZ).year
     seq = _next_number(conn, node.node_id, kind, year)
@@ -83,6 +92,13 @@ def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, offi
     }
     if kind in REFUSALS:
         body["rights"] = RIGHTS
+    if extra is not None:
+        body.update(extra(number, now))
+    decided_under = (event.get("detail") or {}).get("decided_under")
+    if kind in DECISIONS and decided_under:
+        # Who decided under which grant, and the seal used (seed 000 §(四)).
+        body["decided_under"] = {k: decided_under[k] for k in ("role_label", "grant_label", "name", "seal")
+                                 if k in decided_under}
     signed = envelope.sign(node.key, envelope.DOCUMENT, body)
     # The token rides beside the record (it signs the record's id, so it cannot be inside it).
     signed["token"] = document_token.make(
@@ -103,21 +119,64 @@ def office_name(node, office: str) -> str:
 
 
 def for_event(conn: sqlite3.Connection, node, case_row, event: dict) -> list[dict]:
-    """The documents an event at the deciding node produces (none for most steps)."""
-    if event["action"] not in KINDS or event["action"] in ("receipt", "deliver"):
+    """The documents an event at the deciding node produces (none for most steps): a 准予 of an
+    item that yields a licence also issues its 电子证照."""
+    if event["action"] not in KINDS or event["action"] in ("receipt", "deliver", "licence"):
         return []
-    return [issue(conn, node, case_row, event["action"], event, office_name(node, case_row["route_office"]))]
+    name = office_name(node, case_row["route_office"])
+    issued = [issue(conn, node, case_row, event["action"], event, name)]
+    item = node.catalog_item(conn, case_row["item_code"], case_row["catalog_version"]) if event["action"] == "approve" \
+        else None
+    if item and item.get("licence") is not None:
+        issued.append(issue_licence(conn, node, case_row, event, item, name))
+    return issued
+
+
+def issue_licence(conn: sqlite3.Connection, node, case_row, event: dict, item: dict, office: str) -> dict:
+    """The 电子证照 of an approved case: number, holder (bound by digest), issuer, validity, scope."""
+    holder = licence_rules.holder_of(json.loads(case_row["form"] or "{}"), case_row["id_number"])
+
+    def licence_fields(number: str, now) -> dict:
+        issued_on = now.astimezone(CN_TZ).date()
+        return {"item_code": item["code"], "licence": {
+            "holder_name": case_row["applicant_name"] if holder["kind"] == "身份证号"
+            else json.loads(case_row["form"]).get("enterprise_name") or case_row["applicant_name"],
+            "holder_kind": holder["kind"], "holder_masked": mask_id_number(holder["id"])
+            if holder["kind"] == "身份证号" else holder["id"][:8] + "******" + holder["id"][-4:],
+            "holder_digest": licence_rules.holder_digest(number, holder["id"]),
+            "valid_from": issued_on.isoformat(),
+            "valid_until": licence_rules.valid_until(issued_on, (item["licence"] or {}).get("valid_years")),
+            "scope": event.get("comment") or item["name"]}}
+
+    return issue(conn, node, case_row, "licence", event, office, title=item["result_name"], extra=licence_fields)
 
 
 def store(conn: sqlite3.Connection, signed: dict) -> None:
-    """Keep a signed document (idempotent)."""
+    """Keep a signed document (idempotent); a licence is also indexed by its holder."""
     body = envelope.peek(signed)
+    doc_id = envelope.document_id(signed)
     conn.execute(
         "INSERT INTO documents(doc_id, case_id, kind, number, code, issuer, document, issued_at)"
         " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(doc_id) DO NOTHING",
-        (envelope.document_id(signed), body["case_id"], body["kind"], body["number"], verification_code(signed),
+        (doc_id, body["case_id"], body["kind"], body["number"], verification_code(signed),
          body["issuer"], envelope.to_bytes(signed), body["issued_at"]),
     )
+    if body["kind"] == "licence":
+        _index_licence(conn, doc_id, body)
+
+
+def _index_licence(conn: sqlite3.Connection, doc_id: str, body: dict) -> None:
+    """The holder of a licence is the identifier of the case it was issued on, as held here."""
+    case = conn.execute("SELECT form, id_number FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone()
+    if case is None:
+        return
+    holder = licence_rules.holder_of(json.loads(case["form"] or "{}"), case["id_number"])
+    licence = body.get("licence") or {}
+    conn.execute(
+        "INSERT INTO licences(doc_id, number, case_id, item_code, holder_id, holder_name, issuer, valid_until,"
+        " issued_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(doc_id) DO NOTHING",
+        (doc_id, body["number"], body["case_id"], body.get("item_code", ""), holder["id"],
+         licence.get("holder_name", ""), body["issuer"], licence.get("valid_until"), body["issued_at"]))
 
 
 def for_case(conn: sqlite3.Connection, case_id: str) -> list[dict]:
@@ -247,6 +306,11 @@ def check(conn: sqlite3.Connection, trust, *, token: str = "", code: str = "", r
     body = verify(signed, trust) if signed is not None else None
     if statement is not None and body is not None and not _matches_token(statement, body, envelope.document_id(signed)):
         raise SignatureError("二维码与本节点保存的文书不一致")
+    digest = envelope.document_id(signed) if signed is not None else statement.digest.hex()
+    revoked = conn.execute("SELECT revoked_at, revoke_reason FROM licences WHERE doc_id LIKE ? AND revoked_at IS NOT NULL",
+                           (digest + "%",)).fetchone()
+    if revoked is not None:  # a revoked 电子证照 no longer verifies where its revocation is known
+        raise SignatureError(f"该电子证照已于 {revoked['revoked_at'][:10]} 被吊销：{revoked['revoke_reason']}")
     return {
         "method": method,
         "code": verification_code(signed) if signed is not None else statement.code,

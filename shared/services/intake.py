@@ -13,12 +13,13 @@ import sqlite3
 
 from shared.core.errors import RuleError, ValidationError
 from shared.core.storage import ensure_disk_space, write_transaction
+from shared.rules import licences as licence_rules
 from shared.rules import states
 from shared.rules.catalog import accepts_at, required_materials, route, validate_form
 from shared.rules.idcard import validate_id_number, validate_phone
 from shared.rules.materials import check_files
 from shared.rules.text import refuse_hidden_characters
-from shared.services import casework, documents
+from shared.services import casework, documents, licences
 from sync import blobs, outbox
 
 
@@ -129,7 +130,11 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
     materials = []
     for code, filename, data in files:
         materials.append({"code": code, "filename": filename, "sha256": node.blobs.put(data), "size": len(data)})
-    missing = [m["name"] for m in needed if m["code"] not in {x["code"] for x in materials}]
+    # 免提交 (seed 004 §10): a cited 电子证照 stands for the material it replaces.
+    holder = licence_rules.holder_of(form, applicant["id_number"])
+    cited = licences.cite(conn, node, item, payload.get("cited_licences"), holder["id"], node.clock.today_cn())
+    provided = {x["code"] for x in materials} | {c["material"] for c in cited}
+    missing = [m["name"] for m in needed if m["code"] not in provided]
     with write_transaction(conn):
         if also is not None:
             also(conn)
@@ -138,7 +143,7 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
         body, _ = casework.capture(
             conn, node_id=node.node_id, item=item, catalog_version=version,
             route=route(item, node.node_id, node.hub_id), applicant=applicant, form=form,
-            materials=materials, agent=agent, now=now, entrustment=entrustment,
+            materials=materials, agent=agent, now=now, entrustment=entrustment, cited_licences=cited,
         )
         body["missing_materials"] = missing
         outbox.append(

@@ -26,4 +26,6 @@ def node_migrations(first: str) -> list[str]:
         schema.DROP_REDUNDANT_INDEXES,  # 11: single-column indexes the composite ones cover
         APPLY_QUEUE,  # 12: the hub's accepted envelopes waiting to be applied
         schema.SESSIONS,  # 13: session epochs (server-side logout) and login throttling
+        schema.GREEN_CHANNEL,  # 14: 重点项目 绿色通道, investment, case green mark
+        schema.LICENCES,  # 15: 电子证照 held here, by holder, and their revocations
     ]

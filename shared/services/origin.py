@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from shared.services import casework, feedback, site_visits
+from shared.services import casework, feedback, green_channel, licences, site_visits
 from sync import rotation
 
 
@@ -22,5 +22,7 @@ def handlers(node) -> dict:
         "case.update": case_update,
         "complaint.answer": lambda conn, message: feedback.apply_answer(conn, message["body"]),
         "case.site_visit": lambda conn, message: site_visits.apply_downlink(conn, message["body"]),  # history only
+        green_channel.DOWNLINK_KIND: lambda conn, message: green_channel.apply_downlink(conn, message["body"]),
+        licences.REVOKE_KIND: lambda conn, message: licences.apply_revocation(conn, message["body"]),
         rotation.KIND: lambda conn, message: rotation.apply_command(conn, node, message),  # 轮换密钥
     }

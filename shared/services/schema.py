@@ -307,3 +307,35 @@ CREATE TABLE login_failures (
     locked_until TEXT
 );
 """
+
+# 绿色通道 for key projects and 超时默认 for 亿元以上 projects (seed 002 §6, seed 004 §8): the
+# project's key mark, investment (万元) and named 项目代办员; a case's green mark on every node
+# that holds it (its queue sorts it first).
+GREEN_CHANNEL = """
+ALTER TABLE projects ADD COLUMN key_project INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE projects ADD COLUMN investment_wan INTEGER;
+ALTER TABLE projects ADD COLUMN key_agent TEXT;
+ALTER TABLE projects ADD COLUMN key_marked_by TEXT;
+ALTER TABLE projects ADD COLUMN key_marked_at TEXT;
+ALTER TABLE cases ADD COLUMN green_channel INTEGER NOT NULL DEFAULT 0;
+"""
+
+# 电子证照 (seed 004 §10): the licences this node holds (issued here or received with a
+# decision), by holder; a revocation is kept beside the signed record, which never changes.
+LICENCES = """
+CREATE TABLE IF NOT EXISTS licences (
+    doc_id TEXT PRIMARY KEY REFERENCES documents(doc_id),
+    number TEXT NOT NULL,
+    case_id TEXT NOT NULL,
+    item_code TEXT NOT NULL,
+    holder_id TEXT NOT NULL,
+    holder_name TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    valid_until TEXT,
+    issued_at TEXT NOT NULL,
+    revoked_at TEXT,
+    revoke_reason TEXT,
+    revoked_by TEXT
+);
+CREATE INDEX IF NOT EXISTS licences_by_holder ON licences(holder_id, issued_at);
+"""

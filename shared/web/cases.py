@@ -24,9 +24,10 @@ from flask import (
 from shared.core.clock import CN_TZ, parse_iso
 from shared.core.errors import Forbidden, LiandongError, RuleError, ValidationError
 from shared.core.storage import write_transaction
-from shared.rules import materials, precheck, states
+from shared.rules import decision_rights, materials, precheck, states
+from shared.rules import green_channel as green_rules
 from shared.rules.deadlines import case_clock
-from shared.services import accounts, case_view, casework, joint
+from shared.services import accounts, case_view, casework, green_channel, joint, licences
 from shared.web.context import current_node
 from shared.web.db import get_db
 
@@ -73,9 +74,22 @@ def _case_json(case_id: str) -> dict:
     node = current_node()
     conn = get_db()
     result = case_view.to_json(conn, case_id, node.calendar, node.clock.today_cn())
+    result["holder"] = _holder(result)
+    result["cited_licences"] = licences.citations_of(conn, node, casework.get_row(conn, case_id), node.clock.today_cn())
     with write_transaction(conn):
         accounts.audit(conn, g.account["username"], "case.read", case_id, None, node.now())
     return result
+
+
+def _holder(case: dict) -> dict | None:
+    """Who holds the case inside the deciding office now (窗口 / 首席审批员 / 部门负责人)."""
+    item = _catalog_items().get(case["item_code"])
+    role = decision_rights.holder(item, case["status"], [h["action"] for h in case["history"]])
+    if role is None or case["route"]["level"] != "city":
+        return None
+    grant = decision_rights.grant_of(item)
+    return {"role": role, "label": decision_rights.ROLE_LABELS[role],
+            "grant": grant, "grant_label": decision_rights.GRANT_LABELS[grant]}
 
 
 def _may_decide(row) -> bool:
@@ -95,10 +109,22 @@ def act(case_id: str, action: str, comment: str, details: dict) -> dict:
     if action == "site_visit":
         raise RuleError("use_site_visits", "现场核查由乡镇便民服务站在「现场核查」页面登记")
     node = current_node()
+    item = _catalog_items().get(row["item_code"])
     with write_transaction(conn):
+        # Who may take this step inside the office (窗口首席代表 / 首席审批员 / 部门负责人).
+        basis = decision_rights.check_right(item, g.account["role"], action, casework.recorded_actions(conn, case_id))
+        name = g.account["display_name"] or g.account["username"]
+        system = None
+        if basis is not None:
+            system = {"decided_under": {**basis, "name": name, "username": g.account["username"]}}
+        if action == "extend":
+            details = {**details, "approved_by": name}  # the head's own account, never a typed name
         joint.check_action(conn, case_id, action, comment)  # no 准予 while 联办 opinions are open
+        # 超时默认 (seed 004 §8): no refusal for lack of a prerequisite deemed done.
+        green_rules.check_not_refused_for_deemed(action, comment, details.get("missing_items"),
+                                                 green_channel.deemed_prerequisites(conn, node, case_id))
         return casework.perform_action(conn, case_id, action, comment, g.account["username"], node.node_id,
-                                       node.now(), node.emit, **details)
+                                       node.now(), node.emit, system=system, **details)
 
 
 @bp.get("/api/v1/cases/<case_id>")
@@ -126,12 +152,28 @@ def api_action(case_id: str):
     return jsonify({"event": event, "case": _case_json(case_id)})
 
 
+def _actions_for(row) -> list[str]:
+    """The steps the current account may take on the case now (the buttons of its page)."""
+    item = _catalog_items().get(row["item_code"])
+    done = casework.recorded_actions(get_db(), row["case_id"])
+    allowed = []
+    for action in states.allowed_actions(row["status"]):
+        if action == "site_visit":
+            continue
+        try:
+            decision_rights.check_right(item, g.account["role"], action, done)
+        except LiandongError:
+            continue
+        allowed.append(action)
+    return allowed
+
+
 @bp.get("/cases/<case_id>")
 def detail(case_id: str):
     """The case page: applicant, materials, history, decision, and the allowed actions."""
     case = _case_json(case_id)
     row = casework.get_row(get_db(), case_id)
-    actions = [a for a in states.allowed_actions(row["status"]) if a != "site_visit"] if _may_decide(row) else []
+    actions = _actions_for(row) if _may_decide(row) else []
     item = _catalog_items().get(case["item_code"])
     names = {m["code"]: m["name"] for m in (item or {}).get("materials", [])}
     node = current_node()
@@ -145,7 +187,7 @@ def detail(case_id: str):
     extended = any(h["action"] == "extend" for h in case["history"])
     return render_template("cases/detail.html", case=case, actions=actions, labels=states.ACTION_LABELS,
                            kinds=ACTION_KIND, item=item, fields=fields, preview=preview, extended=extended,
-                           suspend_reasons=states.SUSPEND_REASONS, supervision=SUPERVISION_LABELS,
+                           suspend_reasons=states.SUSPEND_REASONS, opinions=states.PRE_REVIEW_OPINIONS, supervision=SUPERVISION_LABELS,
                            may_decide=bool(actions), seven_steps=case_view.seven_steps(case),
                            may_deliver=(row["status"] in states.DECIDED_STATES and row["origin"] == node.node_id
                                         and g.account["role"] in ("agent", "clerk")),
@@ -190,8 +232,8 @@ def form_action(case_id: str):
         details["due_date"] = request.form.get("due_date", "")
     elif action == "suspend":
         details["reason"] = request.form.get("suspend_reason", "")
-    elif action == "extend":
-        details["approved_by"] = request.form.get("approved_by", "").strip()
+    elif action == "pre_review":
+        details["opinion"] = request.form.get("opinion", "")
     return _act_from_form(case_id, action, comment, details)
 
 
@@ -286,7 +328,7 @@ def page_number() -> int:
 
 @bp.get("/queue")
 def queue():
-    """The office's open cases, nearest deadline first (one query for the cases, one for their events)."""
+    """The office's open cases, 绿色通道 first, then nearest deadline (one query for the cases, one for their events)."""
 
     office = g.account["office"]
     node = current_node()
@@ -294,7 +336,7 @@ def queue():
     open_states = tuple(states.OPEN_STATES)
     where = f"route_office = ? AND status IN ({','.join('?' * len(open_states))})"
     rows = conn.execute(
-        "SELECT case_id, receipt_no, item_name, applicant_name, origin, status, limit_wd, submitted_at"
+        "SELECT case_id, receipt_no, item_name, applicant_name, origin, status, limit_wd, submitted_at, green_channel"
         f" FROM cases WHERE {where}", (office, *open_states)).fetchall()
     events: dict[str, list] = {}
     for e in conn.execute(
@@ -311,10 +353,9 @@ def queue():
             "applicant": {"name": r["applicant_name"]}, "origin": r["origin"], "status": r["status"],
             "status_label": states.status_label(r["status"]), "submitted_at": r["submitted_at"],
             "deadline": clock["deadline"], "remaining_working_days": clock["remaining_working_days"],
-            "supervision": clock["supervision"],
+            "supervision": clock["supervision"], "green_channel": bool(r["green_channel"]),
         })
-    cases.sort(key=lambda c: (c["remaining_working_days"] is None, c["remaining_working_days"] or 0,
-                              c["submitted_at"]))
+    cases.sort(key=green_rules.queue_order)  # 绿色通道 first, then the nearest deadline
     counts = {level: sum(1 for c in cases if c["supervision"] == level) for level in SUPERVISION_LABELS}
     page = page_number()
     pages = max(1, -(-len(cases) // QUEUE_PAGE))

@@ -212,6 +212,10 @@ class _State:
         self.applicant = {k: form.get(f"applicant_{k}", "").strip() for k in ("name", "id_number", "phone")}
         self.form = {f["name"]: form.get(f"form_{f['name']}", "") for f in item["fields"]}
         self.entrusted = form.get("entrust_consent") == "yes"
+        # 免提交: the QR text of an electronic licence cited for a material that accepts one.
+        self.licences = {m["code"]: form.get(f"licence_{m['code']}", "").strip()
+                         for m in item["materials"] if m.get("licence_of")}
+        self.licences = {k: v for k, v in self.licences.items() if v}
         self.materials: list[dict] = []
         node = current_node()
         known = {m["code"] for m in item["materials"]}
@@ -235,6 +239,8 @@ class _State:
         if current != "form":
             out += [(f"applicant_{k}", v) for k, v in self.applicant.items()]
             out += [(f"form_{k}", v) for k, v in self.form.items()]
+        if current != "materials":
+            out += [(f"licence_{k}", v) for k, v in self.licences.items()]
         out += [("kept_material", f"{m['code']}:{m['sha256']}:{m['size']}:{m['filename']}") for m in self.materials]
         return out
 
@@ -243,6 +249,7 @@ class _State:
         out = {f"situation_{k}": v for k, v in self.answers.items()}
         out.update({f"applicant_{k}": v for k, v in self.applicant.items()})
         out.update({f"form_{k}": v for k, v in self.form.items()})
+        out.update({f"licence_{k}": v for k, v in self.licences.items()})
         return out
 
     def needed(self) -> list[dict]:
@@ -252,7 +259,7 @@ class _State:
             return required_materials(self.item)
 
     def missing(self) -> list[dict]:
-        have = {m["code"] for m in self.materials}
+        have = {m["code"] for m in self.materials} | set(self.licences)
         return [m for m in self.needed() if m["code"] not in have]
 
     def add_uploads(self, files) -> None:
@@ -311,6 +318,8 @@ class _State:
         if current_node().kind.files_on_behalf:
             # 为民代办: the agent files on the villager's behalf, under a signed 委托.
             payload["entrustment"] = {"consent": self.entrusted}
+        if self.licences:
+            payload["cited_licences"] = [{"material": k, "token": v} for k, v in self.licences.items()]
         return payload
 
     def files(self) -> list[tuple[str, str, bytes]]:

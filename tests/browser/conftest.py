@@ -35,9 +35,23 @@ def network(tmp_path_factory):
     village, township, hub = net.village(), net.township, net.hub
     village.account("agent", "agent", display_name="王代办")
     township.account("clerk", "clerk", office=township.node_id, display_name="李站员")
+    # 民政局: 窗口首席代表 accepts; 低保 gives the 首席审批员 only 初审权, the 部门负责人 decides.
     hub.account("window", "window", office=HUB_OFFICE, display_name="赵窗口")
+    hub.account("chief", "chief", office=HUB_OFFICE, display_name="钱审批")
+    hub.account("head", "head", office=HUB_OFFICE, display_name="孙局长")
     yield net
     net.close()
+
+
+def decide_at_hub(hub, case_id: str, action: str, comment: str) -> None:
+    """受理 by the window, 初审 by the chief, then ``action`` by the head (a 初审权 item)."""
+    steps = [("window", {"action": "accept"}),
+             ("chief", {"action": "pre_review", "opinion": "同意" if action == "approve" else "不同意",
+                        "comment": comment or "初审意见"}),
+             ("head", {"action": action, "comment": comment})]
+    for username, body in steps:
+        r = hub.api("POST", f"/api/v1/cases/{case_id}/actions", hub.tokens[username], json=body)
+        assert r.status_code == 200, r.text
 
 
 @pytest.fixture(scope="session")

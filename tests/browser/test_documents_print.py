@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import HUB_OFFICE, login
+from conftest import HUB_OFFICE, decide_at_hub, login
 from network import Network, catalog, create_case
 
 from shared.services import documents
@@ -22,6 +22,8 @@ def network(tmp_path_factory):
     net = Network.build(tmp_path_factory.mktemp("documents-net"), villages=1)
     net.village().account("agent", "agent", display_name="王代办")
     net.hub.account("window", "window", office=HUB_OFFICE, display_name="赵窗口")
+    net.hub.account("chief", "chief", office=HUB_OFFICE, display_name="钱审批")
+    net.hub.account("head", "head", office=HUB_OFFICE, display_name="孙局长")
     yield net
     net.close()
 
@@ -33,11 +35,12 @@ def _decided_case(network, action: str, comment: str) -> str:
                 and "village" in i["accept_levels"] and not i.get("consultation_only"))
     case_id = create_case(village, agent, item)["case_id"]
     network.sync_all()
-    window = hub.tokens["window"]
-    steps = [("request_correction", "请补充户口簿首页")] if action == "request_correction" else \
-        [("accept", ""), (action, comment)] if action in ("approve", "deny") else [(action, comment)]
-    for step, text in steps:
-        r = hub.api("POST", f"/api/v1/cases/{case_id}/actions", window, json={"action": step, "comment": text})
+    if action in ("approve", "deny"):
+        decide_at_hub(hub, case_id, action, comment)
+    else:
+        text = "请补充户口簿首页" if action == "request_correction" else comment
+        r = hub.api("POST", f"/api/v1/cases/{case_id}/actions", hub.tokens["window"],
+                    json={"action": action, "comment": text})
         assert r.status_code == 200, r.text
     network.sync_all()
     return case_id

@@ -134,10 +134,25 @@ def test_agent_files_offline_hub_approves_agent_prints(network, new_page, shots)
     assert hub_page.get_by_role("button", name="准予").count() == 0  # not before 受理
     hub_page.get_by_role("button", name="受理", exact=True).click()
     assert "已受理" in hub_page.locator("h1 .status").inner_text()
-    hub_page.fill("#comment", "经审核，符合最低生活保障条件")
-    shots(hub_page, "hub-case")
-    hub_page.get_by_role("button", name="准予").click()
-    assert "准予" in hub_page.locator("h1 .status").inner_text()
+    assert hub_page.get_by_role("button", name="准予").count() == 0  # 低保: the window does not decide
+    case_url = hub_page.url
+    # The 首席审批员 holds 初审权 for 低保: his opinion goes to the 部门负责人, who decides.
+    chief_page = new_page()
+    login(chief_page, hub, "chief")
+    chief_page.goto(case_url)
+    assert chief_page.get_by_role("button", name="准予").count() == 0
+    chief_page.select_option("#opinion", "同意")
+    chief_page.fill("#comment", "家庭收入低于当地低保标准，建议准予")
+    chief_page.get_by_role("button", name="首席审批员初审").click()
+    assert "部门负责人" in chief_page.locator("table").first.inner_text()
+    head_page = new_page()
+    login(head_page, hub, "head")
+    head_page.goto(case_url)
+    head_page.fill("#comment", "经审核，符合最低生活保障条件")
+    shots(head_page, "hub-case")
+    head_page.get_by_role("button", name="准予").click()
+    assert "准予" in head_page.locator("h1 .status").inner_text()
+    assert "行政审批专用章" in head_page.locator("section.decision").inner_text()
 
     # The decision travels down; the agent sees it and prints the notice.
     network.sync_all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import login, session_for
+from conftest import decide_at_hub, login, session_for
 from network import case_payload
 
 EXTERNAL = re.compile(r"""(?:https?:)?//(?!127\.0\.0\.1[:/"'\s]|localhost[:/"'\s])[A-Za-z0-9.-]+\.[A-Za-z]{2,}""")
@@ -26,10 +26,7 @@ def _decided_case(network) -> dict:
     assert r.status_code == 201, r.text
     case = r.json()
     network.sync_all()
-    for action, comment in (("accept", ""), ("approve", "符合条件")):
-        r = hub.api("POST", f"/api/v1/cases/{case['case_id']}/actions", hub.tokens["window"],
-                    json={"action": action, "comment": comment})
-        assert r.status_code == 200, r.text
+    decide_at_hub(hub, case["case_id"], "approve", "符合条件")
     network.sync_all()
     return case
 
