@@ -81,6 +81,7 @@ ACTION_LABELS: dict[str, str] = {
     "terminate": "终止",
     "extend": "延长办理期限",
     "site_visit": "现场核查",
+    "supplement": "补齐补正材料",
 }
 
 _DECIDABLE = frozenset({"ACCEPTED", "ACCEPTED_DEFICIENT", "IN_REVIEW"})
@@ -107,6 +108,9 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str | None]] = {
     "extend": (frozenset({"ACCEPTED", "IN_REVIEW"}), None),
     # 现场核查 (Art. 34): a record in the history, no change of status.
     "site_visit": (frozenset({"RECEIVED", "ACCEPTED", "IN_REVIEW", "SUSPENDED"}), None),
+    # 补齐补正 / 容缺材料 sent by the origin (case.supplement): a record in the history; the deciding
+    # node's rule then moves the case (resubmit, supplement_received or terminate).
+    "supplement": (frozenset({"SUPPLEMENT", "PRECHECK_RETURNED", "ACCEPTED_DEFICIENT"}), None),
 }
 
 #: Results a 现场核查 may record.

@@ -1,0 +1,240 @@
+"""补齐补正 and 容缺 answered from the village over a real network (issue 11, points 1 and 2):
+the signed ``case.supplement`` travels up once, the deciding node records what changed and runs
+the rules; the 容缺 and 受理 guards refuse what the law does not allow."""
+
+from __future__ import annotations
+
+import base64
+import os
+from datetime import date, timedelta
+
+import pytest
+from network import case_payload, catalog
+
+from shared.core.clock import Clock, FixedClock
+from shared.core.errors import RuleError
+from shared.rules import supplements as rules
+from shared.services import supplements
+from sync import envelope
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + os.urandom(48)
+PENSION = "130926-RS-0001"  # 参保登记: id_card, hukou, enroll_form required; nothing 容缺可
+ELDERLY = "130926-MZ-0004"  # 高龄津贴: id_card, hukou required, bank_card 容缺可
+
+
+def _png() -> bytes:
+    return b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + os.urandom(48)
+
+
+@pytest.fixture(scope="module")
+def net(build_network):
+    return build_network(villages=2)
+
+
+@pytest.fixture(scope="module")
+def agent(net):
+    return net.village().account("agent", "agent", net.village().node_id)
+
+
+@pytest.fixture(scope="module")
+def items(net, agent):
+    return {i["code"]: i for i in catalog(net.village(), agent)}
+
+
+def _file(net, agent, item, codes, **form):
+    payload = case_payload(item, [(c, f"{c}.png", _png()) for c in codes])
+    payload["form"].update(form)
+    response = net.village().api("POST", "/api/v1/cases", agent, json=payload)
+    assert response.status_code == 201, response.text
+    net.sync_all()
+    return response.json()["case_id"]
+
+
+def _office(item):
+    return f"130926-{item['department_code']}"
+
+
+def _hub(net, item):
+    return net.hub.account(f"w_{_office(item)}", "window", _office(item))
+
+
+def _act(net, item, case_id, **body):
+    return net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", _hub(net, item), json=body)
+
+
+def _hub_case(net, item, case_id):
+    return net.hub.api("GET", f"/api/v1/cases/{case_id}", _hub(net, item)).json()
+
+
+def _supplement(net, agent, case_id, form=None, files=(), village=None):
+    body = {"form": form or {}, "materials": [
+        {"code": c, "filename": f"{c}.png", "content_base64": base64.b64encode(_png()).decode()} for c in files]}
+    return (village or net.village()).api("POST", f"/api/v1/cases/{case_id}/supplement", agent, json=body)
+
+
+def test_accept_with_a_required_material_missing_is_refused(net, agent, items):
+    item = items[PENSION]
+    case_id = _file(net, agent, item, ["id_card", "enroll_form"])
+    response = _act(net, item, case_id, action="accept")
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert error["code"] == "materials_missing" and "户口簿" in error["message"]
+    assert "hukou" not in error["message"]
+    assert _hub_case(net, item, case_id)["status"] == "RECEIVED"
+
+
+def test_correction_loop_from_the_village(net, agent, items):
+    item = items[PENSION]
+    field = item["fields"][0]["name"]
+    case_id = _file(net, agent, item, ["id_card", "enroll_form"])
+    told = ["户口簿首页及本人页", f"申请表「{item['fields'][0]['label']}」填写有误"]
+    assert _act(net, item, case_id, action="request_correction", comment="请补正", missing_items=told).status_code == 200
+    net.sync_all()
+    village = net.village().api("GET", f"/api/v1/cases/{case_id}", agent).json()
+    assert village["status"] == "SUPPLEMENT"
+    page = net.village().api("GET", f"/cases/{case_id}", agent).text
+    assert all(t in page for t in told) and "提交补齐补正" in page
+
+    before = village["form"][field]
+    response = _supplement(net, agent, case_id, {field: "更正后的内容"}, ["hukou"])
+    assert response.status_code == 201, response.text
+    assert net.village().scalar("SELECT COUNT(*) FROM outbox WHERE kind = 'case.supplement' AND case_id = ?",
+                                (case_id,)) == 1
+    net.sync_all()
+    at_hub = _hub_case(net, item, case_id)
+    assert at_hub["status"] == "RECEIVED"  # received anew: the Art. 32 period counts from here
+    assert [h["action"] for h in at_hub["history"]][-2:] == ["supplement", "resubmit"]
+    change = at_hub["history"][-2]["detail"]["changes"][0]
+    assert (change["field"], change["before"], change["after"]) == (field, before, "更正后的内容")
+    assert at_hub["form"][field] == "更正后的内容"
+    assert "hukou" in {m["code"] for m in at_hub["materials"]}
+    assert at_hub["supplements"][0]["detail"]["materials"][0]["code"] == "hukou"
+    page = net.hub.api("GET", f"/cases/{case_id}", _hub(net, item)).text
+    assert "补齐补正记录" in page and "更正后的内容" in page and before in page
+
+    assert _act(net, item, case_id, action="accept").status_code == 200
+    net.sync_all()
+    assert net.village().api("GET", f"/api/v1/cases/{case_id}", agent).json()["status"] == "ACCEPTED"
+    # Sent exactly once: a second sync adds nothing at the hub.
+    net.sync_all()
+    assert net.hub.scalar("SELECT COUNT(*) FROM case_events WHERE case_id = ? AND action = 'supplement'",
+                          (case_id,)) == 1
+
+
+def test_supplement_when_nothing_was_asked_is_refused(net, agent, items):
+    case_id = _file(net, agent, items[PENSION], ["id_card", "hukou", "enroll_form"])
+    response = _supplement(net, agent, case_id, files=["hukou"])
+    assert response.status_code == 409 and response.json()["error"]["code"] == "invalid_transition"
+
+
+def _deadline(net, item) -> date:
+    return net.hub.node.calendar.add_working_days(net.hub.node.clock.today_cn(), item["promise_limit_wd"])
+
+
+def test_deficiency_guards(net, agent, items):
+    item = items[ELDERLY]
+    case_id = _file(net, agent, item, ["id_card", "hukou"], age=70)
+    deadline = _deadline(net, item)
+    late = (deadline + timedelta(days=30)).isoformat()
+    # The server computes the bound: no promise_end_date, or a client's false one, changes nothing.
+    for extra in ({}, {"promise_end_date": "2099-12-31"}):
+        response = _act(net, item, case_id, action="accept_deficient", owed_materials=["bank_card"],
+                        due_date=late, **extra)
+        assert response.status_code == 409 and response.json()["error"]["code"] == "due_date_too_late", response.text
+    response = _act(net, item, case_id, action="accept_deficient", owed_materials=["id_card"],
+                    due_date=deadline.isoformat())
+    assert response.status_code == 409 and response.json()["error"]["code"] == "not_deficiency_allowed"
+    assert "居民身份证" in response.json()["error"]["message"]
+
+
+def test_deficient_acceptance_may_not_leave_other_materials_missing(net, agent, items):
+    item = items[ELDERLY]
+    case_id = _file(net, agent, item, ["id_card"], age=70)
+    response = _act(net, item, case_id, action="accept_deficient", owed_materials=["bank_card"],
+                    due_date=_deadline(net, item).isoformat())
+    assert response.status_code == 409 and response.json()["error"]["code"] == "materials_missing"
+
+
+def test_deficiency_loop_from_the_village(net, agent, items):
+    item = items[ELDERLY]
+    case_id = _file(net, agent, item, ["id_card", "hukou"], age=70)
+    response = _act(net, item, case_id, action="accept_deficient", owed_materials=["社会保障卡或本人银行卡"],
+                    due_date=_deadline(net, item).isoformat())
+    assert response.status_code == 200, response.text
+    deadline = response.json()["case"]["deadline"]
+    assert response.json()["event"]["detail"]["owed_materials"] == ["bank_card"]
+    net.sync_all()
+    # The 容缺受理通知书 names the material, never its code.
+    row = net.village().query("SELECT document FROM documents WHERE case_id = ? AND kind = 'accept_deficient'",
+                              (case_id,))[0]
+    details = envelope.peek(envelope.from_bytes(row["document"]))["details"]
+    assert details["owed_materials"] == ["社会保障卡或本人银行卡"]
+    page = net.village().api("GET", f"/cases/{case_id}", agent).text
+    assert "补交容缺材料" in page and "社会保障卡或本人银行卡" in page
+
+    assert _supplement(net, agent, case_id, files=["bank_card"]).status_code == 201
+    net.sync_all()
+    at_hub = _hub_case(net, item, case_id)
+    assert at_hub["status"] == "ACCEPTED" and at_hub["deadline"] == deadline
+    assert [h["action"] for h in at_hub["history"]][-2:] == ["supplement", "supplement_received"]
+    assert net.village().api("GET", f"/api/v1/cases/{case_id}", agent).json()["status"] == "ACCEPTED"
+
+
+def test_owed_materials_supplied_after_the_due_date_terminate(net, agent, items):
+    item = items[ELDERLY]
+    case_id = _file(net, agent, item, ["id_card", "hukou"], age=70)
+    due = net.hub.node.clock.today_cn().isoformat()
+    assert _act(net, item, case_id, action="accept_deficient", owed_materials=["bank_card"],
+                due_date=due).status_code == 200
+    net.sync_all()
+    later = Clock().now() + timedelta(days=3)
+    net.village().node.clock = net.hub.node.clock = FixedClock(later)
+    try:
+        assert _supplement(net, agent, case_id, files=["bank_card"]).status_code == 201
+        net.sync_all()
+    finally:
+        net.village().node.clock = net.hub.node.clock = Clock()
+    assert _hub_case(net, item, case_id)["status"] == "TERMINATED"
+
+
+def test_only_the_origin_may_send_a_supplement(net, agent, items):
+    item = items[PENSION]
+    case_id = _file(net, agent, item, ["id_card"])
+    assert _act(net, item, case_id, action="request_correction", missing_items=["户口簿"]).status_code == 200
+    net.sync_all()
+    other = net.village(1)
+    other_agent = other.account("agent", "agent", other.node_id)
+    # Not at another node's API (it does not hold the case) …
+    assert _supplement(net, other_agent, case_id, files=["hukou"], village=other).status_code == 404
+    # … and a supplement signed by another village is refused by the rule the hub and township apply.
+    row = net.hub.query("SELECT * FROM cases WHERE case_id = ?", (case_id,))[0]
+    with pytest.raises(RuleError) as exc:
+        supplements.apply_received(net.hub.conn, net.hub.node, {"case_id": case_id, "event": {
+            "event_id": "f" * 32, "action": "supplement", "node": other.node_id, "at": row["updated_at"],
+            "detail": {}}}, other.node_id, net.hub.node.emit)
+    assert exc.value.code == "not_entitled"
+    # The hub's own window account cannot send one for a village case either.
+    response = net.hub.api("POST", f"/api/v1/cases/{case_id}/supplement", _hub(net, item), json={"form": {}})
+    assert response.status_code in (403, 409)
+
+
+def test_the_rules_are_pure():
+    item = {"materials": [{"code": "id_card", "name": "居民身份证", "required": True, "deficiency_allowed": False},
+                          {"code": "bank_card", "name": "银行卡", "required": True, "deficiency_allowed": True}],
+            "fields": [{"name": "addr", "label": "住址"}]}
+    assert rules.owed_material_codes(item, ["银行卡", "bank_card"]) == ["bank_card"]
+    with pytest.raises(RuleError, match="居民身份证"):
+        rules.owed_material_codes(item, ["id_card"])
+    with pytest.raises(RuleError) as exc:
+        rules.check_acceptance(item, {"id_card"}, "accept")
+    assert exc.value.code == "materials_missing" and "银行卡" in exc.value.message
+    rules.check_acceptance(item, {"id_card"}, "accept_deficient", ["bank_card"])
+    day = date(2026, 3, 10)
+    assert rules.supplement_outcome("SUPPLEMENT", [], set(), None, day) == "resubmit"
+    assert rules.supplement_outcome("ACCEPTED_DEFICIENT", ["bank_card"], {"bank_card"}, "2026-03-10", day) \
+        == "supplement_received"
+    assert rules.supplement_outcome("ACCEPTED_DEFICIENT", ["bank_card"], set(), "2026-03-10", day) is None
+    assert rules.supplement_outcome("ACCEPTED_DEFICIENT", ["bank_card"], {"bank_card"}, "2026-03-09", day) \
+        == "terminate"
+    assert rules.field_changes(item, {"addr": "a"}, {"addr": "b"}) == [
+        {"field": "addr", "label": "住址", "before": "a", "after": "b"}]
