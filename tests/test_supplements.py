@@ -238,3 +238,77 @@ def test_the_rules_are_pure():
         == "terminate"
     assert rules.field_changes(item, {"addr": "a"}, {"addr": "b"}) == [
         {"field": "addr", "label": "住址", "before": "a", "after": "b"}]
+
+
+HOMESTEAD = "130926-XZ-0001"  # 宅基地: decided at the township
+
+
+def test_a_township_decided_case_is_corrected_at_the_township_and_recorded_at_the_hub(net, agent, items):
+    item = items[HOMESTEAD]
+    required = [m["code"] for m in item["materials"] if m["required"]]
+    case_id = _file(net, agent, item, [c for c in required if c != "village_opinion"])
+    township = net.township
+    clerk = township.account("clerk", "clerk", township.node_id)
+    response = township.api("POST", f"/api/v1/cases/{case_id}/actions", clerk,
+                            json={"action": "request_correction", "missing_items": ["村民小组会议讨论意见及公示材料"]})
+    assert response.status_code == 200, response.text
+    net.sync_all()
+    assert _supplement(net, agent, case_id, files=["village_opinion"]).status_code == 201
+    net.sync_all()
+    at_township = township.api("GET", f"/api/v1/cases/{case_id}", clerk).json()
+    assert at_township["status"] == "RECEIVED"
+    assert [h["action"] for h in at_township["history"]][-2:] == ["supplement", "resubmit"]
+    accepted = township.api("POST", f"/api/v1/cases/{case_id}/actions", clerk, json={"action": "accept"})
+    assert accepted.status_code == 200, accepted.text
+    net.sync_all()
+    hub_actions = [r["action"] for r in net.hub.query(
+        "SELECT action FROM case_events WHERE case_id = ? ORDER BY at, rowid", (case_id,))]
+    assert hub_actions.count("supplement") == 1 and "resubmit" in hub_actions and hub_actions[-1] == "accept"
+    assert net.hub.scalar("SELECT status FROM cases WHERE case_id = ?", (case_id,)) == "ACCEPTED"
+    assert net.village().api("GET", f"/api/v1/cases/{case_id}", agent).json()["status"] == "ACCEPTED"
+
+
+def test_a_township_window_answers_its_own_case(net, items):
+    item = items[HOMESTEAD]
+    township = net.township
+    clerk = township.account("clerk", "clerk", township.node_id)
+    payload = case_payload(item, [(m["code"], "s.png", _png()) for m in item["materials"]
+                                  if m["required"] and m["code"] != "hukou"])
+    case_id = township.api("POST", "/api/v1/cases", clerk, json=payload).json()["case_id"]
+    response = township.api("POST", f"/api/v1/cases/{case_id}/actions", clerk,
+                            json={"action": "request_correction", "missing_items": ["户口簿"]})
+    assert response.status_code == 200, response.text
+    response = township.api("POST", f"/api/v1/cases/{case_id}/supplement", clerk, json={"materials": [
+        {"code": "hukou", "filename": "户口簿.png", "content_base64": base64.b64encode(_png()).decode()}]})
+    assert response.status_code == 201, response.text
+    assert response.json()["case"]["status"] == "RECEIVED"  # decided here: the rule ran at once
+    net.sync_all()
+    hub_actions = [r["action"] for r in net.hub.query(
+        "SELECT action FROM case_events WHERE case_id = ? ORDER BY at, rowid", (case_id,))]
+    assert hub_actions.count("supplement") == 1 and hub_actions[-1] == "resubmit"
+    assert "hukou" in {r["code"] for r in net.hub.query("SELECT code FROM case_materials WHERE case_id = ?",
+                                                        (case_id,))}
+
+
+def test_the_deciding_node_refuses_a_supplement_it_did_not_ask_for_or_that_changes_what_the_item_lacks(
+        net, agent, items):
+    item = items[PENSION]
+    case_id = _file(net, agent, item, ["id_card", "hukou", "enroll_form"])
+    row = net.hub.query("SELECT * FROM cases WHERE case_id = ?", (case_id,))[0]
+    origin = net.village().node_id
+
+    def supplement(detail, n):
+        return {"case_id": case_id, "event": {"event_id": f"{n:032x}", "action": "supplement", "node": origin,
+                                              "at": row["updated_at"], "detail": detail}}
+
+    with pytest.raises(RuleError) as exc:  # RECEIVED: nothing was asked
+        supplements.apply_received(net.hub.conn, net.hub.node, supplement({}, 1), origin, net.hub.node.emit)
+    assert exc.value.code == "invalid_transition"
+    assert _act(net, item, case_id, action="request_correction", missing_items=["户口簿"]).status_code == 200
+    for n, detail in enumerate(({"changes": [{"field": "no_such_field", "after": "x"}]},
+                                {"materials": [{"code": "no_such_material", "filename": "a.png",
+                                                "sha256": "0" * 64, "size": 1}]}), start=2):
+        with pytest.raises(RuleError) as exc:
+            supplements.apply_received(net.hub.conn, net.hub.node, supplement(detail, n), origin, net.hub.node.emit)
+        assert exc.value.code == "invalid_supplement"
+    net.hub.conn.rollback()

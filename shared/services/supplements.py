@@ -142,7 +142,9 @@ def apply_rule(conn: sqlite3.Connection, node, case_id: str, event: dict, emit) 
     """At the deciding node: move the case as :func:`rules.supplement_outcome` says, after ``event``."""
     row = casework.get_row(conn, case_id)
     codes, due = owed(conn, case_id)
-    supplied_on = min(cn_day(event["at"]), node.clock.today_cn())  # a PC clock ahead gains nothing
+    # Supplied when the origin recorded it (offline first: the network's delay is not the
+    # applicant's); a date in the future counts as today, as a case.submit's time does.
+    supplied_on = min(cn_day(event["at"]), node.clock.today_cn())
     action = rules.supplement_outcome(row["status"], codes, present_codes(conn, case_id), due, supplied_on)
     if action is None:
         return None
