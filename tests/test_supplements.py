@@ -213,6 +213,11 @@ def test_only_the_origin_may_send_a_supplement(net, agent, items):
             "event_id": "f" * 32, "action": "supplement", "node": other.node_id, "at": row["updated_at"],
             "detail": {}}}, other.node_id, net.hub.node.emit)
     assert exc.value.code == "not_entitled"
+    # The township holds the village's case too, but its clerk is not the origin.
+    clerk = net.township.account("clerk", "clerk", net.township.node_id)
+    response = net.township.api("POST", f"/api/v1/cases/{case_id}/supplement", clerk,
+                                json={"form": {}, "materials": []})
+    assert response.status_code == 409 and response.json()["error"]["code"] == "not_entitled", response.text
     # The hub's own window account cannot send one for a village case either.
     response = net.hub.api("POST", f"/api/v1/cases/{case_id}/supplement", _hub(net, item), json={"form": {}})
     assert response.status_code in (403, 409)
