@@ -81,6 +81,16 @@ def notice(conn: sqlite3.Connection, row, item: dict | None) -> dict | None:
     return None
 
 
+def answered(conn: sqlite3.Connection, row, told: dict) -> bool:
+    """Whether the origin has sent everything ``told`` asks for and waits for the deciding node:
+    a supplement after the latest 一次性告知, or every owed 容缺 material supplied."""
+    if told["kind"] == "deficiency":
+        return all(o["supplied"] for o in told["owed"])
+    last = conn.execute("SELECT action FROM case_events WHERE case_id = ? ORDER BY at DESC, rowid DESC LIMIT 1",
+                        (row["case_id"],)).fetchone()
+    return last is not None and last["action"] == "supplement"
+
+
 def _record(conn: sqlite3.Connection, row, event: dict) -> None:
     """Write a supplement's field changes, materials and event (idempotent by event id)."""
     if not casework.record_event(conn, row["case_id"], event):

@@ -171,6 +171,8 @@ def _answer_form(row, item: dict | None) -> dict | None:
         return None
     told = supplements.notice(get_db(), row, item)
     owed = {o["code"] for o in told["owed"]} if told["kind"] == "deficiency" else None
+    if supplements.answered(get_db(), row, told):
+        return {"notice": told, "sent": True}
     return {"notice": told, "fields": item["fields"] if owed is None else [],
             "materials": [m for m in item["materials"] if owed is None or m["code"] in owed]}
 
