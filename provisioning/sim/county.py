@@ -269,13 +269,9 @@ class County:
             "applicant": {"name": random_name(rng), "id_number": random_id_number(rng), "phone": random_phone(rng)},
             "form": form_for(item, rng),
         }
-        # A scan of every required material (the office accepts only a complete application), and
-        # now and then an optional one too.
-        wanted = [m for m in item["materials"] if m["required"]]
-        if item["materials"] and rng.random() < 0.3:
-            wanted.append(rng.choice(item["materials"]))
         files = []
-        for material in wanted:
+        if item["materials"] and rng.random() < 0.3:
+            material = rng.choice(item["materials"])
             # Some files are the same bytes (a shared form scan): content addressing dedups them.
             data = b"sim-shared-scan" * 50 if rng.random() < 0.2 else rng.randbytes(rng.randint(200, 6000))
             data = b"\xff\xd8\xff\xe0" + data  # a JPEG by its first bytes: materials are checked by content
