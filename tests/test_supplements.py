@@ -14,7 +14,7 @@ from network import case_payload, catalog
 from shared.core.clock import Clock, FixedClock
 from shared.core.errors import RuleError
 from shared.rules import supplements as rules
-from shared.services import supplements
+from shared.services import supervision, supplements
 from sync import envelope
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + os.urandom(48)
@@ -317,3 +317,29 @@ def test_the_deciding_node_refuses_a_supplement_it_did_not_ask_for_or_that_chang
             supplements.apply_received(net.hub.conn, net.hub.node, supplement(detail, n), origin, net.hub.node.emit)
         assert exc.value.code == "invalid_supplement"
     net.hub.conn.rollback()
+
+
+def _accept_notice(net, agent, case_id) -> tuple[dict, str]:
+    row = net.village().query("SELECT doc_id, document FROM documents WHERE case_id = ? AND kind = 'accept'",
+                              (case_id,))[0]
+    page = net.village().api("GET", f"/documents/{row['doc_id']}", agent).text
+    return envelope.peek(envelope.from_bytes(row["document"]))["details"], page
+
+
+def test_the_acceptance_notice_says_materials_are_complete_only_when_they_are(net, agent, items):
+    item = items[PENSION]
+    complete = _file(net, agent, item, ["id_card", "hukou", "enroll_form"])
+    assert _act(net, item, complete, action="accept").status_code == 200
+    lacking = _file(net, agent, item, ["id_card"])
+    node = net.hub.node
+    node.clock = FixedClock(node.now() + timedelta(days=10))  # no notice within five working days
+    try:
+        supervision.run(net.hub.conn, node, node.emit)  # Art. 32: deemed accepted on receipt
+    finally:
+        node.clock = Clock()
+    net.sync_all()
+    details, page = _accept_notice(net, agent, complete)
+    assert details["materials_complete"] is True and "申请材料齐全、符合法定形式" in page
+    details, page = _accept_notice(net, agent, lacking)
+    assert details == {"materials_complete": False, "deemed": True}
+    assert "申请材料齐全" not in page and "第三十二条" in page
