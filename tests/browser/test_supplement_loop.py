@@ -43,21 +43,26 @@ def _hub_case_page(network, new_page, receipt_no: str):
     return page
 
 
-def test_correction_asked_at_the_hub_answered_at_the_village(network, new_page, shots):
+def _decide_and_open_at_the_village(network, new_page, hub_page, button: str, status: str, case_id: str):
+    """The window clicks ``button``; the case shows ``status``; sync; the agent's case page."""
+    hub_page.get_by_role("button", name=button, exact=True).click()
+    assert status in hub_page.locator("h1 .status").inner_text()
+    network.sync_all()
     village = network.village()
+    page = new_page()
+    login(page, village, "agent")
+    page.goto(f"{village.url}/cases/{case_id}")
+    return page, page.locator("#supplement")
+
+
+def test_correction_asked_at_the_hub_answered_at_the_village(network, new_page, shots):
     case_id, receipt_no = _file(network, DIBAO, leave_out="hukou")
     hub_page = _hub_case_page(network, new_page, receipt_no)
     hub_page.get_by_role("button", name="受理", exact=True).click()  # refused: 户口簿 is missing
     assert "未能受理：尚缺必需的申请材料：户口簿（首页及本人页）" in hub_page.content()
     hub_page.fill("#comment", "请补交户口簿首页及本人页\n家庭住址请写到村民小组")
-    hub_page.get_by_role("button", name="一次性告知补齐补正", exact=True).click()
-    assert "待补齐补正" in hub_page.locator("h1 .status").inner_text()
-    network.sync_all()
-
-    page = new_page()
-    login(page, village, "agent")
-    page.goto(f"{village.url}/cases/{case_id}")
-    answer = page.locator("#supplement")
+    page, answer = _decide_and_open_at_the_village(network, new_page, hub_page, "一次性告知补齐补正", "待补齐补正",
+                                                   case_id)
     assert "请补交户口簿首页及本人页" in answer.inner_text() and "家庭住址请写到村民小组" in answer.inner_text()
     page.fill("#sf_address", "肃宁县某某村3组")
     page.set_input_files("#sm_hukou", files=[{"name": "户口簿.png", "mimeType": "image/png", "buffer": PNG}])
@@ -81,7 +86,6 @@ def test_correction_asked_at_the_hub_answered_at_the_village(network, new_page, 
 
 
 def test_deficiency_accepted_at_the_hub_supplied_at_the_village(network, new_page, shots):
-    village = network.village()
     case_id, receipt_no = _file(network, ELDERLY, leave_out="bank_card", age=70)
     hub_page = _hub_case_page(network, new_page, receipt_no)
     boxes = hub_page.locator("input[name=owed_materials]")
@@ -89,14 +93,7 @@ def test_deficiency_accepted_at_the_hub_supplied_at_the_village(network, new_pag
     boxes.first.check()
     hub_page.fill("#due_date", hub_page.locator("#due_date").get_attribute("max"))
     hub_page.fill("#comment", "申请人已签署容缺承诺书")
-    hub_page.get_by_role("button", name="容缺受理", exact=True).click()
-    assert "容缺受理" in hub_page.locator("h1 .status").inner_text()
-    network.sync_all()
-
-    page = new_page()
-    login(page, village, "agent")
-    page.goto(f"{village.url}/cases/{case_id}")
-    answer = page.locator("#supplement")
+    page, answer = _decide_and_open_at_the_village(network, new_page, hub_page, "容缺受理", "容缺受理", case_id)
     assert "社会保障卡或本人银行卡" in answer.inner_text() and "bank_card" not in answer.inner_text()
     assert page.locator("#supplement input[type=file]").count() == 1  # only the owed material
     page.set_input_files("#sm_bank_card", files=[{"name": "银行卡.png", "mimeType": "image/png", "buffer": PNG}])
