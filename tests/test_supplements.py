@@ -220,7 +220,7 @@ def test_only_the_origin_may_send_a_supplement(net, agent, items):
     assert response.status_code == 409 and response.json()["error"]["code"] == "not_entitled", response.text
     # Nor can the deciding office record one as an action of its own.
     response = _act(net, item, case_id, action="supplement")
-    assert response.status_code == 409 and response.json()["error"]["code"] == "origin_only"
+    assert response.status_code == 409 and response.json()["error"]["code"] == "origin_only", response.text
     # The hub's own window account cannot send one for a village case either.
     response = net.hub.api("POST", f"/api/v1/cases/{case_id}/supplement", _hub(net, item), json={"form": {}})
     assert response.status_code in (403, 409)

@@ -96,6 +96,8 @@ def act(case_id: str, action: str, comment: str, details: dict) -> dict:
         raise Forbidden(f"只有承办机构（{row['route_office']}）的审批人员可以办理该办件")
     if action == "site_visit":
         raise RuleError("use_site_visits", "现场核查由乡镇便民服务站在「现场核查」页面登记")
+    if action == "supplement":
+        raise RuleError("origin_only", "补齐补正由收件的村便民服务室或乡镇窗口在办件页面提交")
     node = current_node()
     with write_transaction(conn):
         joint.check_action(conn, case_id, action, comment)  # no 准予 while 联办 opinions are open
