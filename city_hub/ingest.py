@@ -10,7 +10,7 @@ from shared.core import canonical
 from shared.core.clock import iso, parse_iso
 from shared.core.errors import RuleError
 from shared.rules import authority
-from shared.services import casework, documents, feedback, joint
+from shared.services import casework, documents, feedback, joint, supplements
 from sync import apply, downlink
 from sync.envelope import Opened
 
@@ -104,10 +104,15 @@ def make_appliers(node) -> dict:
                 memo["orphans"] = True
         regulation.on_case_status(conn, node, body["case_id"], body.get("status"))  # 审管互动
 
+    def apply_case_supplement(conn: sqlite3.Connection, opened: Opened) -> None:
+        """补齐补正 / owed 容缺 materials from the case's origin: recorded; the rule runs on city cases."""
+        supplements.apply_received(conn, node, opened.body["body"], opened.body["origin"], node.emit)
+
     def apply_rotate_key(conn: sqlite3.Connection, opened: Opened) -> None:
         lifecycle.apply_rotation(conn, node, opened.body["origin"], opened.body["body"])
 
     return {"case.submit": apply_case_submit, "case.event": apply_case_event, "node.rotate_key": apply_rotate_key,
+            supplements.KIND: apply_case_supplement,
             **feedback.appliers(node)}
 
 

@@ -255,7 +255,7 @@ def test_sqlite_full_answers_507_and_commits_nothing(net, monkeypatch):
     village = net.village()
     agent = village.account("sqlite_full_agent", "agent")
     item = city_item(village, agent)
-    payload = case_payload(item)  # no files: only the database grows
+    payload = case_payload(item, [])  # no files: only the database grows
     before = {k: v for k, v in footprint(village).items() if k != "files"}
     real_connect = storage.connect
 

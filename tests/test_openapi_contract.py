@@ -121,14 +121,24 @@ def drive_every_operation(net) -> None:
     window = hub.account("window", "chief", office)
 
     # Intake with a scan: the blob travels by /sync/v1/blobs/status and PUT /sync/v1/blobs/{sha256}.
-    scan = b"\xff\xd8\xff\xe0" + ("contract-test scan " * 100).encode()  # a JPEG by its first bytes
-    payload = case_payload(item, [(item["materials"][0]["code"], "扫描件.jpg", scan)])
+    scan = b"\x89PNG\r\n\x1a\n" + ("contract-test scan " * 100).encode()  # a PNG by its first bytes
+    payload = case_payload(item, [(m["code"], "扫描件.jpg", scan) for m in item["materials"] if m["required"]])
     case_id = ok(village.api("POST", "/api/v1/cases", agent, json=payload), 201)["case_id"]
     ok(village.api("GET", f"/api/v1/cases/{case_id}", agent))
     net.sync_all()
     for action in ("accept", "approve"):
         ok(hub.api("POST", f"/api/v1/cases/{case_id}/actions", window, json={"action": action, "comment": "符合条件"}))
     ok(hub.api("GET", f"/api/v1/cases/{case_id}", window))
+    # 补齐补正 answered from the village: the hub asks, the origin corrects a field and resends.
+    corrected = ok(village.api("POST", "/api/v1/cases", agent, json=case_payload(item)), 201)["case_id"]
+    net.sync_all()
+    ok(hub.api("POST", f"/api/v1/cases/{corrected}/actions", window,
+               json={"action": "request_correction", "missing_items": ["请更正申请表"]}))
+    net.sync_all()
+    rescan = {"code": item["materials"][0]["code"], "filename": "重新扫描.jpg",
+              "content_base64": base64.b64encode(scan).decode("ascii")}
+    ok(village.api("POST", f"/api/v1/cases/{corrected}/supplement", agent,
+                   json={"materials": [rescan], "comment": "申请人本人补交"}), 201)
     net.sync_all()
     code = village.scalar("SELECT code FROM documents WHERE case_id = ? AND kind = 'approve'", (case_id,))
     ok(village.api("POST", "/api/v1/documents/verify", agent, json={"code": code}))  # 文书核验 by 核验码

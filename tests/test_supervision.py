@@ -93,8 +93,8 @@ def test_deficiency_not_supplied_in_time_terminates(net, agent):
     case_id, item = _file(net, agent, "130926-RS-0002")
     office = f"130926-{item['department_code']}"
     due = (net.hub.node.clock.today_cn() + timedelta(days=2)).isoformat()
-    case = _act(net, case_id, office, action="accept_deficient", comment="身份证复印件容缺",
-                owed_materials=["身份证复印件"], due_date=due)
+    case = _act(net, case_id, office, action="accept_deficient", comment="银行卡容缺",
+                owed_materials=["bank_card"], due_date=due)
     assert case["status"] == "ACCEPTED_DEFICIENT"
     assert _run_rules(net, 1)["terminated"] == 0
     assert _run_rules(net, 5)["terminated"] >= 1

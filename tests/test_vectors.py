@@ -23,6 +23,8 @@ import pytest
 from shared.core import canonical, storage
 from shared.core.clock import iso
 from shared.core.crypto import SignatureError, SigningKey, b64d, b64e, pae, sha256_hex, verify
+from shared.core.errors import RuleError
+from shared.rules import authority
 from shared.services import document_token, documents
 from sync import downlink, envelope, nodeauth, outbox, relay
 from sync.apply import apply_pending
@@ -173,6 +175,38 @@ def build_envelope() -> dict:
         "body": body,
         "payload_hex": payload.hex(),
         "pae_hex": pae(envelope.ENVELOPE, payload).hex(),
+        "document": document,
+        "envelope_id": envelope.document_id(document),
+    }
+
+
+def sample_supplement_body() -> dict:
+    """A ``case.supplement`` body: the village's 补齐补正 of the sample case (one field, one file)."""
+    scan = sha256_hex(b"hukou scan")
+    return {
+        "case_id": sample_case_body()["case_id"],
+        "event": {
+            "event_id": "0b8e6a3f5c2d4e1f9a7b6c5d4e3f2a1b", "at": iso(NOW + timedelta(days=2)), "node": VILLAGE_A,
+            "actor": "agent", "action": "supplement", "from_status": "SUPPLEMENT", "to_status": "SUPPLEMENT",
+            "comment": "申请人本人补交",
+            "detail": {"changes": [{"field": "household", "label": "户籍所在地", "before": "东关村3组",
+                                    "after": "东关村4组"}],
+                       "materials": [{"code": "M2", "filename": "户口簿.jpg", "sha256": scan, "size": 10}]},
+        },
+    }
+
+
+def build_supplement() -> dict:
+    first = envelope.sign(key("village_a"), envelope.ENVELOPE, build_envelope()["body"])
+    body = envelope_body(VILLAGE_A, 2, envelope.document_id(first), kind="case.supplement",
+                         body=sample_supplement_body(), attachments=[{"sha256": sha256_hex(b"hukou scan"), "size": 10}])
+    document = envelope.sign(key("village_a"), envelope.ENVELOPE, body)
+    return {
+        "description": "A case.supplement envelope (seq 2, after envelope.json's case.submit) by village_a, the"
+                       " case's origin: one corrected field (before/after) and one new material file.",
+        "signer": "village_a",
+        "body": body,
+        "payload_hex": b64d(document["payload"]).hex(),
         "document": document,
         "envelope_id": envelope.document_id(document),
     }
@@ -488,6 +522,7 @@ BUILDERS = {
     "canonical.json": build_canonical,
     "pae.json": build_pae,
     "envelope.json": build_envelope,
+    "supplement.json": build_supplement,
     "chain.json": build_chain,
     "ack.json": build_ack,
     "ingest_outcomes.json": build_outcomes,
@@ -567,6 +602,20 @@ def test_signed_envelope():
            b64d(vector["document"]["signatures"][0]["sig"]))
     opened = envelope.open_signed(vector["document"], envelope.ENVELOPE, resolve("village_a"))
     assert (opened.body, opened.kid, opened.doc_id) == (vector["body"], key("village_a").kid, vector["envelope_id"])
+
+
+def test_supplement_envelope():
+    vector = load("supplement.json")
+    assert vector["body"]["prev"] == load("envelope.json")["envelope_id"]  # the origin's own chain
+    document = envelope.sign(key("village_a"), envelope.ENVELOPE, vector["body"])
+    assert document == vector["document"] and envelope.document_id(document) == vector["envelope_id"]
+    assert b64d(document["payload"]).hex() == vector["payload_hex"]
+    opened = envelope.open_signed(vector["document"], envelope.ENVELOPE, resolve("village_a"))
+    assert opened.body["kind"] == "case.supplement"
+    case = {"origin": VILLAGE_A}
+    authority.check_supplement_sender(case, opened.body["origin"])  # the origin may send it …
+    with pytest.raises(RuleError):
+        authority.check_supplement_sender(case, VILLAGE_B)  # … no other node
 
 
 def test_chain_links_and_hub_answer(tmp_path):

@@ -148,13 +148,17 @@ class Simulation(County, ProcessFaults, Attacks, Report):
                 body = {"action": "approve", "comment": "材料齐全，符合条件"}
             else:
                 body = {"action": "deny", "comment": "经审查不符合申请条件"}
-            url = f"{proc.url}/api/v1/cases/{row['case_id']}/actions"
-            response = requests.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=20)
+            url, headers = f"{proc.url}/api/v1/cases/{row['case_id']}/actions", {"Authorization": f"Bearer {token}"}
+            response = requests.post(url, json=body, headers=headers, timeout=20)
+            if response.status_code == 409 and response.json()["error"]["code"] == "materials_missing":
+                # 受理 needs every required material: a simulated application lacking one is refused.
+                body = {"action": "reject", "comment": "申请材料不齐全，不予受理"}
+                response = requests.post(url, json=body, headers=headers, timeout=20)
             head = self.head_tokens.get(row["route_office"]) if level == "city" else None
             if response.status_code == 403 and head:
                 # The chief holds only 初审权 for this item: his 初审, then the head decides.
                 requests.post(url, json={"action": "pre_review", "opinion": "同意", "comment": "初审通过"},
-                              headers={"Authorization": f"Bearer {token}"}, timeout=20)
+                              headers=headers, timeout=20)
                 response = requests.post(url, json=body, headers={"Authorization": f"Bearer {head}"}, timeout=20)
             self.stats.add(f"decide.{body['action']}" if response.status_code == 200 else "decide.refused")
     # -------------------------------------------------------------- the run

@@ -48,6 +48,16 @@ def check_submit_sender(sender: str, origin: str) -> None:
         raise RuleError("not_entitled", f"节点 {sender} 不能以节点 {origin} 的名义报送办件")
 
 
+def check_supplement_sender(case: Mapping, sender: str) -> None:
+    """A ``case.supplement`` (补齐补正, owed 容缺 materials) is valid only from the case's origin:
+    the node that took the application, where the applicant comes back with the corrections.
+
+    :raises RuleError: ``not_entitled``.
+    """
+    if case["origin"] != sender:
+        raise RuleError("not_entitled", f"只有收件的节点（{case['origin']}）可以为该办件补齐补正，{sender} 不能")
+
+
 def event_sender_entitled(case: Mapping, action: str, sender: str) -> bool:
     """Whether ``sender`` may send a case event with ``action`` for ``case``.
 

@@ -60,13 +60,19 @@ def case_clock(events: Iterable[Mapping], limit_wd: int, status: str, calendar, 
         suspended_wd += max(0, calendar.working_days_between(suspended_since, today))
         result["suspended_working_days"] = suspended_wd
     limit = limit_wd + (EXTENSION_WD if extended else 0) + suspended_wd
-    deadline = calendar.add_working_days(cn_day(accepted_at), limit)
+    deadline = committed_deadline(calendar, cn_day(accepted_at), limit)
     result["deadline"] = deadline.isoformat()
     if status in states.OPEN_STATES:
         remaining = calendar.working_days_between(today, deadline)
         result["remaining_working_days"] = remaining
         result["supervision"] = supervision_level(remaining)
     return result
+
+
+def committed_deadline(calendar, accepted_on: date, limit_wd: int) -> date:
+    """The committed deadline of a case accepted on ``accepted_on``: ``limit_wd`` working days on
+    (Art. 42). The 容缺 due date may not fall after it (the server computes it, never the client)."""
+    return calendar.add_working_days(accepted_on, limit_wd)
 
 
 def _detail(event: Mapping) -> dict:

@@ -84,6 +84,7 @@ ACTION_LABELS: dict[str, str] = {
     "pre_review": "首席审批员初审",
     "site_visit": "现场核查",
     "deemed_done": "超时默认办结",
+    "supplement": "补齐补正材料",
 }
 
 _DECIDABLE = frozenset({"ACCEPTED", "ACCEPTED_DEFICIENT", "IN_REVIEW"})
@@ -116,6 +117,9 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str | None]] = {
     # 超时默认 (seed 004 §8): a 亿元以上 project's item past its committed limit is deemed done
     # for the project's next steps; the case itself stays open with its office, now late.
     "deemed_done": (CLOCK_RUNNING_STATES, None),
+    # 补齐补正 / 容缺材料 sent by the origin (case.supplement): a record in the history; the deciding
+    # node's rule then moves the case (resubmit, supplement_received or terminate).
+    "supplement": (frozenset({"SUPPLEMENT", "PRECHECK_RETURNED", "ACCEPTED_DEFICIENT"}), None),
 }
 
 #: What a 首席审批员 with 初审权 may propose to the 部门负责人.

@@ -84,6 +84,8 @@ def to_json(conn: sqlite3.Connection, case_id: str, calendar=None, today=None, m
         "decision": json.loads(row["decision"]) if row["decision"] else None,
         "green_channel": bool(row["green_channel"]),
     }
+    # 补齐补正 / 容缺 materials the origin sent: fields before/after and new materials, for the office.
+    result["supplements"] = [h for h in history if h["action"] == "supplement"]
     result["joint_opinions"] = joint.opinions(conn, case_id, today)
     result["rating"] = feedback.rating_of(conn, case_id)
     if calendar is not None and today is not None:

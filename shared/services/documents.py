@@ -21,6 +21,7 @@ from shared.core.crypto import SignatureError
 from shared.core.errors import RuleError
 from shared.rules import authority
 from shared.rules import licences as licence_rules
+from shared.rules import supplements as supplement_rules
 from shared.rules.catalog import DEPARTMENTS
 from shared.rules.idcard import mask_id_number
 from shared.services import document_token
@@ -61,6 +62,28 @@ def _next_number(conn: sqlite3.Connection, issuer: str, kind: str, year: int) ->
     return int(row["value"])
 
 
+def case_material_codes(conn: sqlite3.Connection, case_id: str) -> set[str]:
+    """Codes of the materials of which the case holds a file."""
+    return {r["code"] for r in conn.execute("SELECT DISTINCT code FROM case_materials WHERE case_id = ?", (case_id,))}
+
+
+def _notice_details(conn: sqlite3.Connection, node, case_row, kind: str, event: dict) -> dict:
+    """What a notice states beyond its comment, materials by their catalog names, never codes."""
+    details = {k: v for k, v in (event.get("detail") or {}).items() if k in ("missing_items", "owed_materials", "due_date")}
+    if kind not in ("accept", "accept_deficient"):
+        return details
+    item = node.catalog(conn)[1].get(case_row["item_code"])
+    if details.get("owed_materials"):
+        details["owed_materials"] = supplement_rules.material_names(item, details["owed_materials"])
+    if kind == "accept":
+        # The 受理通知书 says 申请材料齐全 only when it is so (a deemed acceptance may lack some).
+        missing = supplement_rules.missing_required(item or {}, case_material_codes(conn, case_row["case_id"]))
+        details["materials_complete"] = not missing
+        if (event.get("detail") or {}).get("deemed"):
+            details["deemed"] = True
+    return details
+
+
 def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, office_name: str,
           title: str | None = None, extra=None) -> dict:
     """Number, sign and store a document for ``case_row`` after ``event``. Call inside a transaction.
@@ -88,7 +111,7 @@ def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, offi
         "issuer_name": office_name,
         "issued_at": iso(now),
         "comment": event.get("comment", ""),
-        "details": {k: v for k, v in (event.get("detail") or {}).items() if k in ("missing_items", "owed_materials", "due_date")},
+        "details": _notice_details(conn, node, case_row, kind, event),
     }
     if kind in REFUSALS:
         body["rights"] = RIGHTS

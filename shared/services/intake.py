@@ -104,8 +104,8 @@ def _size_text(n: int) -> str:
     return f"{n / (1024 * 1024):g} MB" if n >= 1024 * 1024 else f"{n / 1024:g} KB"
 
 
-def _plain_numbers(form: dict) -> dict:
-    # Signed documents carry integers only; a decimal measurement travels as its text.
+def plain_numbers(form: dict) -> dict:
+    """``form`` with decimal numbers as their text (signed documents carry integers only)."""
     return {k: (repr(v) if isinstance(v, float) else v) for k, v in form.items()}
 
 
@@ -123,7 +123,7 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
     check_files(files, item)  # by content: no executable or other type stored as a material
     applicant = clean_applicant(payload.get("applicant"))
     entrustment = _clean_entrustment(payload.get("entrustment"), applicant, item, agent)
-    form = _plain_numbers(validate_form(item, payload.get("form") or {}))
+    form = plain_numbers(validate_form(item, payload.get("form") or {}))
     situation = payload.get("situation") or {}
     needed = required_materials(item, situation if isinstance(situation, dict) else {})
     now = node.now()

@@ -26,8 +26,8 @@ from shared.core.errors import Forbidden, LiandongError, RuleError, ValidationEr
 from shared.core.storage import write_transaction
 from shared.rules import decision_rights, materials, precheck, states
 from shared.rules import green_channel as green_rules
-from shared.rules.deadlines import case_clock
-from shared.services import accounts, case_view, casework, green_channel, joint, licences
+from shared.rules.deadlines import case_clock, committed_deadline
+from shared.services import accounts, case_view, casework, green_channel, intake, joint, licences, supplements
 from shared.web.context import current_node
 from shared.web.db import get_db
 
@@ -39,6 +39,8 @@ API_ACTIONS = ("accept", "approve", "deny", "reject", "request_correction", "sta
 ACTION_KIND = {"accept": "primary", "approve": "primary", "receive": "primary", "start_review": "primary",
                "supplement_received": "primary", "resume": "primary", "reject": "danger", "deny": "danger",
                "terminate": "danger", "precheck_return": "danger"}
+#: Steps not taken with the deciding office's buttons: 现场核查 has its own page, 补齐补正 is sent by the origin.
+ORIGIN_ONLY = frozenset({"site_visit", "supplement"})
 SUPERVISION_LABELS = {"none": "正常", "warning": "即将到期", "yellow": "黄牌（已超期）", "red": "红牌"}
 #: Material formats shown inline on the case page, by their first bytes (never HTML or scripts).
 PREVIEW_FORMATS = frozenset({"png", "jpeg", "gif", "pdf"})
@@ -108,6 +110,8 @@ def act(case_id: str, action: str, comment: str, details: dict) -> dict:
         raise Forbidden(f"只有承办机构（{row['route_office']}）的审批人员可以办理该办件")
     if action == "site_visit":
         raise RuleError("use_site_visits", "现场核查由乡镇便民服务站在「现场核查」页面登记")
+    if action == "supplement":
+        raise RuleError("origin_only", "补齐补正由收件的村便民服务室或乡镇窗口在办件页面提交")
     node = current_node()
     item = _catalog_items().get(row["item_code"])
     with write_transaction(conn):
@@ -123,6 +127,7 @@ def act(case_id: str, action: str, comment: str, details: dict) -> dict:
         # 超时默认 (seed 004 §8): no refusal for lack of a prerequisite deemed done.
         green_rules.check_not_refused_for_deemed(action, comment, details.get("missing_items"),
                                                  green_channel.deemed_prerequisites(conn, node, case_id))
+        details = supplements.checked_acceptance(conn, node, row, action, details)  # materials, 容缺
         return casework.perform_action(conn, case_id, action, comment, g.account["username"], node.node_id,
                                        node.now(), node.emit, system=system, **details)
 
@@ -158,7 +163,7 @@ def _actions_for(row) -> list[str]:
     done = casework.recorded_actions(get_db(), row["case_id"])
     allowed = []
     for action in states.allowed_actions(row["status"]):
-        if action == "site_visit":
+        if action in ORIGIN_ONLY:
             continue
         try:
             decision_rights.check_right(item, g.account["role"], action, done)
@@ -192,7 +197,80 @@ def detail(case_id: str):
                            may_deliver=(row["status"] in states.DECIDED_STATES and row["origin"] == node.node_id
                                         and g.account["role"] in ("agent", "clerk")),
                            notice=precheck.latest_notice(case["history"]),
+                           answer=_answer_form(row, item), material_names=names,
+                           deficiency_limit=committed_deadline(node.calendar, node.clock.today_cn(),
+                                                               int(row["limit_wd"] or 0)).isoformat(),
                            mark_actions=[a for a in actions if a in precheck.MARK_ACTIONS])
+
+
+def _may_answer(row) -> bool:
+    """Whether the current account may send a 补齐补正 for ``row``: at its origin, a receiving role."""
+    return (row["origin"] == current_node().node_id and g.account is not None
+            and g.account["role"] in ("agent", "clerk") and row["status"] in supplements.ANSWERABLE_STATES)
+
+
+def _answer_form(row, item: dict | None) -> dict | None:
+    """What the origin's 补齐补正 form shows: the notice's items, the fields, the materials to attach."""
+    if item is None or not _may_answer(row):
+        return None
+    told = supplements.notice(get_db(), row, item)
+    owed = {o["code"] for o in told["owed"]} if told["kind"] == "deficiency" else None
+    if supplements.answered(get_db(), row, told):
+        return {"notice": told, "sent": True}
+    return {"notice": told, "fields": item["fields"] if owed is None else [],
+            "materials": [m for m in item["materials"] if owed is None or m["code"] in owed]}
+
+
+def _send_supplement(case_id: str, form_changes, files, comment: str) -> dict:
+    if g.account["role"] not in ("agent", "clerk"):
+        raise Forbidden("只有收件的代办员或窗口人员可以提交补齐补正")
+    return supplements.send(get_db(), current_node(), case_id, form_changes, files, g.account["username"], comment)
+
+
+@bp.post("/api/v1/cases/<case_id>/supplement")
+def api_supplement(case_id: str):
+    """补齐补正 / owed 容缺 materials, sent from the case's origin (``case.supplement``)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationError("body", "请求体必须是 JSON 对象")
+    comment = body.get("comment") or ""
+    if not isinstance(comment, str):
+        raise ValidationError("comment", "comment 必须是文本")
+    row = casework.get_row(get_db(), case_id)
+    node = current_node()
+    item = _catalog_items().get(row["item_code"])
+    files = intake.decode_materials(body.get("materials"), item or {"materials": []},
+                                    int(node.config["MAX_ATTACHMENT_BYTES"]),
+                                    int(node.config["MAX_CASE_ATTACHMENT_BYTES"]))
+    event = _send_supplement(case_id, body.get("form") or {}, files, comment)
+    return jsonify({"event": event, "case": _case_json(case_id)}), 201
+
+
+@bp.post("/cases/<case_id>/supplement")
+def form_supplement(case_id: str):
+    """The origin's 补齐补正 form: corrected fields (only those changed) and material files."""
+    row = casework.get_row(get_db(), case_id)
+    item = _catalog_items().get(row["item_code"]) or {"fields": [], "materials": []}
+    before = json.loads(row["form"])
+    changes = {}
+    for field in item["fields"]:
+        key = "form_" + field["name"]
+        if key in request.form and request.form[key].strip() != str(before.get(field["name"], "")):
+            changes[field["name"]] = request.form[key].strip()
+    files = []
+    for m in item["materials"]:
+        upload = request.files.get("file_" + m["code"])
+        if upload is not None and upload.filename:
+            files.append((m["code"], upload.filename, upload.read()))
+    try:
+        _send_supplement(case_id, changes, files, request.form.get("comment", ""))
+    except LiandongError as exc:
+        if exc.status == 403:
+            raise
+        flash(f"未能提交补齐补正：{exc.message}")
+    else:
+        flash("已提交补齐补正，将随下次同步报送承办机构")
+    return redirect(url_for("cases.detail", case_id=case_id))
 
 
 @bp.post("/cases/<case_id>/precheck")
@@ -228,7 +306,7 @@ def form_action(case_id: str):
     if action in ("request_correction", "precheck_return"):
         details["missing_items"] = [x.strip() for x in comment.splitlines() if x.strip()]
     elif action == "accept_deficient":
-        details["owed_materials"] = [x.strip() for x in request.form.get("owed_materials", "").splitlines() if x.strip()]
+        details["owed_materials"] = request.form.getlist("owed_materials")
         details["due_date"] = request.form.get("due_date", "")
     elif action == "suspend":
         details["reason"] = request.form.get("suspend_reason", "")
