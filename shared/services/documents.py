@@ -21,7 +21,7 @@ from shared.core.errors import RuleError
 from shared.rules import authority
 from shared.rules.catalog import DEPARTMENTS
 from shared.rules.idcard import mask_id_number
-from shared.services import document_token
+from shared.services import document_token, names
 from sync import envelope
 
 RECORD_PREFIX = "LDDOC1:"
@@ -37,10 +37,28 @@ KINDS = {
     "deny": ("不予许可决定书", "不准"),
     "deliver": ("送达回证", "送"),
 }
-# 行政复议法 Art. 20 (60 days) and 行政诉讼法 Art. 46 (6 months): rights told with every refusal.
-RIGHTS = ("如不服本决定，可以自收到本决定书之日起六十日内依法申请行政复议，"
-          "或者在六个月内依法向人民法院提起行政诉讼。")
+# 行政复议法 Art. 20 (60 days) and 行政诉讼法 Art. 46 (6 months): rights told with every refusal,
+# naming the 复议机关 and the 人民法院 (rights_text).
 REFUSALS = ("reject", "deny")
+#: Item types whose decision is a 行政许可; the others (公共服务, 给付, 其他行政权力) are told their
+#: result by a 办理结果通知书, not a 准予/不予许可决定书.
+LICENSING_TYPES = ("许可",)
+RESULT_NOTICE = "办理结果通知书"
+#: Details of an event that a document states.
+DOCUMENT_DETAILS = ("missing_items", "owed_materials", "due_date", "served", "manner")
+
+
+def title_for(kind: str, item_type: str | None) -> str:
+    """The document's title: by its kind, and for 准予/不予 by the item type."""
+    if kind in ("approve", "deny") and item_type and item_type not in LICENSING_TYPES:
+        return RESULT_NOTICE
+    return KINDS[kind][0]
+
+
+def rights_text(review_body: str, court: str) -> str:
+    """The 复议/诉讼 notice of a refusal, naming the 复议机关 and the 人民法院."""
+    return (f"如不服本决定，可以自收到本文书之日起六十日内向{review_body}申请行政复议，"
+            f"或者在六个月内向{court}提起行政诉讼。")
 
 
 def verification_code(signed: dict) -> str:
@@ -57,9 +75,15 @@ def _next_number(conn: sqlite3.Connection, issuer: str, kind: str, year: int) ->
     return int(row["value"])
 
 
-def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, office_name: str) -> dict:
-    """Number, sign and store a document for ``case_row`` after ``event``. Call inside a transaction."""
-    title, mark = KINDS[kind]
+def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, office_name: str,
+          item: dict | None = None) -> dict:
+    """Number, sign and store a document for ``case_row`` after ``event``. Call inside a transaction.
+
+    ``office_name`` is the organ the document is issued in the name of; ``item`` (the catalog
+    item) decides the title of a decision and the names of owed materials.
+    """
+    mark = KINDS[kind][1]
+    title = title_for(kind, (item or {}).get("item_type"))
     now = node.now()
     year = now.astimezone(CN_TZ).year
     seq = _next_number(conn, node.node_id, kind, year)
@@ -79,10 +103,15 @@ def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, offi
         "issuer_name": office_name,
         "issued_at": iso(now),
         "comment": event.get("comment", ""),
-        "details": {k: v for k, v in (event.get("detail") or {}).items() if k in ("missing_items", "owed_materials", "due_date")},
+        "details": {k: v for k, v in (event.get("detail") or {}).items() if k in DOCUMENT_DETAILS},
     }
+    if item and item.get("item_type"):
+        body["item_type"] = item["item_type"]
     if kind in REFUSALS:
-        body["rights"] = RIGHTS
+        county = county_name(conn, node)
+        body["review_body"] = names.reconsideration_body(county, node.config.get("RECONSIDERATION_BODY") or "")
+        body["court"] = names.court(county, node.config.get("COURT_NAME") or "")
+        body["rights"] = rights_text(body["review_body"], body["court"])
     signed = envelope.sign(node.key, envelope.DOCUMENT, body)
     # The token rides beside the record (it signs the record's id, so it cannot be inside it).
     signed["token"] = document_token.make(
@@ -92,21 +121,45 @@ def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, offi
     return signed
 
 
-def office_name(node, office: str) -> str:
-    """The Chinese name an office signs documents with."""
+def own_hub_name(conn: sqlite3.Connection | None, node) -> str:
+    """The county hub's name as this node knows it (its own NODE_NAME at the hub)."""
+    own = node.config.get("NODE_NAME") or ""
+    if node.node_id == node.config.get("HUB_ID"):
+        return own
+    return names.hub_name(node.trust(conn) if conn is not None else None)
 
-    if office == node.node_id:
-        return node.config.get("NODE_NAME") or office
-    department = office.rsplit("-", 1)[-1]
-    county = (node.config.get("NODE_NAME") or "").replace("政务服务中心", "")
-    return county + DEPARTMENTS.get(department, department)
+
+def county_name(conn: sqlite3.Connection, node) -> str:
+    """The county (``肃宁县``), from the hub's name."""
+    return names.county_of(own_hub_name(conn, node))
+
+
+def office_name(node, office: str, conn: sqlite3.Connection | None = None, item: dict | None = None) -> str:
+    """The organ an office issues documents in the name of: the department (or the catalog's
+    实施主体, e.g. the 行政审批局) at the hub, the 乡镇人民政府 for a township."""
+    trust = node.trust(conn) if conn is not None else None
+    own = node.config.get("NODE_NAME") or ""
+    if office == node.node_id and office != node.config.get("HUB_ID"):
+        return names.township_government(own or names.node_name(trust, office))
+    return names.office_name(trust, office, item, hub=own_hub_name(conn, node))
 
 
 def for_event(conn: sqlite3.Connection, node, case_row, event: dict) -> list[dict]:
     """The documents an event at the deciding node produces (none for most steps)."""
     if event["action"] not in KINDS or event["action"] in ("receipt", "deliver"):
         return []
-    return [issue(conn, node, case_row, event["action"], event, office_name(node, case_row["route_office"]))]
+    item = node.catalog_item(conn, case_row["item_code"], case_row["catalog_version"])
+    return [issue(conn, node, case_row, event["action"], event,
+                  office_name(node, case_row["route_office"], conn, item), item)]
+
+
+def served_document(conn: sqlite3.Connection, case_id: str) -> dict | None:
+    """The latest decision or notice of a case held here: what a 送达回证 says was served."""
+    for signed in reversed(for_case(conn, case_id)):
+        body = envelope.peek(signed)
+        if body.get("kind") not in ("receipt", "deliver"):
+            return {"title": body.get("title", ""), "number": body.get("number", "")}
+    return None
 
 
 def store(conn: sqlite3.Connection, signed: dict) -> None:

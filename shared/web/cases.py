@@ -26,7 +26,7 @@ from shared.core.errors import Forbidden, LiandongError, RuleError, ValidationEr
 from shared.core.storage import write_transaction
 from shared.rules import materials, precheck, states
 from shared.rules.deadlines import case_clock
-from shared.services import accounts, case_view, casework, joint
+from shared.services import accounts, case_view, casework, documents, joint, names
 from shared.web.context import current_node
 from shared.web.db import get_db
 
@@ -78,6 +78,17 @@ def _case_json(case_id: str) -> dict:
     return result
 
 
+def case_names(case: dict, item: dict | None) -> dict:
+    """The names of the case's offices, places and people (:func:`shared.services.names.for_case`)."""
+    node, conn = current_node(), get_db()
+    hub = documents.own_hub_name(conn, node)
+    result = names.for_case(conn, node.trust(conn), case, item, hub, node.node_id, node.config.get("NODE_NAME") or "")
+    county = names.county_of(hub)
+    result["review_body"] = names.reconsideration_body(county, node.config.get("RECONSIDERATION_BODY") or "")
+    result["court"] = names.court(county, node.config.get("COURT_NAME") or "")
+    return result
+
+
 def _may_decide(row) -> bool:
     node = current_node()
     if not node.kind.decides or g.account is None:
@@ -91,7 +102,7 @@ def act(case_id: str, action: str, comment: str, details: dict) -> dict:
     conn = get_db()
     row = casework.get_row(conn, case_id)
     if not _may_decide(row):
-        raise Forbidden(f"只有承办机构（{row['route_office']}）的审批人员可以办理该办件")
+        raise Forbidden("只有承办机构的审批人员可以办理该办件")
     if action == "site_visit":
         raise RuleError("use_site_visits", "现场核查由乡镇便民服务站在「现场核查」页面登记")
     node = current_node()
@@ -133,23 +144,23 @@ def detail(case_id: str):
     row = casework.get_row(get_db(), case_id)
     actions = [a for a in states.allowed_actions(row["status"]) if a != "site_visit"] if _may_decide(row) else []
     item = _catalog_items().get(case["item_code"])
-    names = {m["code"]: m["name"] for m in (item or {}).get("materials", [])}
+    material_names = {m["code"]: m["name"] for m in (item or {}).get("materials", [])}
     node = current_node()
     for m in case["materials"]:
-        m["name"] = names.get(m["code"], m["code"])
+        m["name"] = material_names.get(m["code"], "其他材料")
         m["here"] = node.blobs.has(m["sha256"])
         m["preview"] = _preview_type(node.blobs.read(m["sha256"])[:8]) if m["here"] else None
     shown = request.args.get("view") or next((m["sha256"] for m in case["materials"] if m["preview"]), None)
     preview = next((m for m in case["materials"] if m["sha256"] == shown and m["preview"]), None)
     fields = {f["name"]: f["label"] for f in (item or {}).get("fields", [])}
     extended = any(h["action"] == "extend" for h in case["history"])
-    return render_template("cases/detail.html", case=case, actions=actions, labels=states.ACTION_LABELS,
+    return render_template("cases/detail.html", case=case, who=case_names(case, item), actions=actions, labels=states.ACTION_LABELS,
                            kinds=ACTION_KIND, item=item, fields=fields, preview=preview, extended=extended,
                            suspend_reasons=states.SUSPEND_REASONS, supervision=SUPERVISION_LABELS,
                            may_decide=bool(actions), seven_steps=case_view.seven_steps(case),
                            may_deliver=(row["status"] in states.DECIDED_STATES and row["origin"] == node.node_id
                                         and g.account["role"] in ("agent", "clerk")),
-                           notice=precheck.latest_notice(case["history"]),
+                           notice=precheck.latest_notice(case["history"]), delivery_manners=names.DELIVERY_MANNERS,
                            mark_actions=[a for a in actions if a in precheck.MARK_ACTIONS])
 
 
@@ -213,8 +224,9 @@ def receipt(case_id: str):
     """The printable 收件回执."""
     case = _case_json(case_id)
     item = _catalog_items().get(case["item_code"])
-    names = {m["code"]: m["name"] for m in (item or {}).get("materials", [])}
-    return render_template("cases/receipt.html", case=case, node=current_node(), item=item, names=names,
+    material_names = {m["code"]: m["name"] for m in (item or {}).get("materials", [])}
+    return render_template("cases/receipt.html", case=case, node=current_node(), item=item, names=material_names,
+                           who=case_names(case, item),
                            fresh=request.args.get("new") == "1")
 
 
@@ -224,7 +236,8 @@ def notice(case_id: str):
     case = _case_json(case_id)
     if not case["decision"] and case["status"] not in ("APPROVED", "DENIED", "NOT_ACCEPTED", "CONCLUDED"):
         raise ValidationError("status", "该办件尚无办理结果")
-    return render_template("cases/notice.html", case=case, item=_catalog_items().get(case["item_code"]))
+    item = _catalog_items().get(case["item_code"])
+    return render_template("cases/notice.html", case=case, item=item, who=case_names(case, item))
 
 
 @bp.get("/cases/<case_id>/materials/<sha256>/view")
