@@ -43,18 +43,22 @@ class SyncState:
         return random.uniform(0, min(max_seconds, base * (2 ** min(self.failures, 16))))
 
 
-def client_for(node) -> ParentClient:
-    """The HTTP client towards this node's parent."""
+def client_for(node, timeout: float | None = None) -> ParentClient:
+    """The HTTP client towards this node's parent (``timeout`` per request, default the setting)."""
     return ParentClient(node.config["PARENT_URL"], node.config["PARENT_ID"], node.node_id, node.key, node.nonces,
-                        timeout=float(node.config["SYNC_TIMEOUT_SECONDS"]))
+                        timeout=float(timeout or node.config["SYNC_TIMEOUT_SECONDS"]))
 
 
 def run_round(conn: sqlite3.Connection, node, state: SyncState, client: ParentClient | None = None,
-              force: bool = False) -> dict:
-    """One round if due; returns a summary. Never raises for network trouble."""
+              force: bool = False, timeout: float | None = None) -> dict:
+    """One round if due; returns a summary. Never raises for network trouble.
+
+    ``timeout`` shortens each request's wait (the agent's 立即同步 gives up sooner than the
+    background round).
+    """
     if not force and time.monotonic() < state.next_attempt:
         return {"skipped": True}
-    client = client or client_for(node)
+    client = client or client_for(node, timeout)
     try:
         summary = _round(conn, node, client)
     except SyncUnavailable as exc:

@@ -47,6 +47,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SYNC_INTERVAL_SECONDS", 5, "Seconds between sync rounds (push the outbox, pull acks and downlink)."),
     Setting("SYNC_BATCH", 200, "Envelopes sent in one push request."),
     Setting("SYNC_TIMEOUT_SECONDS", 10, "HTTP timeout for one sync request."),
+    Setting("SYNC_NOW_TIMEOUT_SECONDS", 5, "HTTP timeout of each request of the round an agent starts with 立即同步 "
+            "(shorter than SYNC_TIMEOUT_SECONDS: the agent is waiting; the page then says the round gave up)."),
     Setting("SYNC_BACKOFF_MAX_SECONDS", 300, "Upper bound of the exponential retry backoff when the parent is unreachable."),
     Setting("MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024, "Largest single material file accepted."),
     Setting("MAX_CASE_ATTACHMENT_BYTES", 40 * 1024 * 1024, "Largest total of material files for one case."),

@@ -24,7 +24,7 @@ from flask import (
 from shared.core.clock import CN_TZ, parse_iso
 from shared.core.errors import Forbidden, LiandongError, RuleError, ValidationError
 from shared.core.storage import write_transaction
-from shared.rules import materials, precheck, states
+from shared.rules import materials, precheck, progress, states
 from shared.rules.deadlines import case_clock
 from shared.services import accounts, case_view, casework, documents, joint, names
 from shared.web.context import current_node
@@ -154,7 +154,15 @@ def detail(case_id: str):
     preview = next((m for m in case["materials"] if m["sha256"] == shown and m["preview"]), None)
     fields = {f["name"]: f["label"] for f in (item or {}).get("fields", [])}
     extended = any(h["action"] == "extend" for h in case["history"])
-    return render_template("cases/detail.html", case=case, who=case_names(case, item), actions=actions, labels=states.ACTION_LABELS,
+    blocked = {}
+    for a in actions:
+        try:  # the same guard the action runs (a comment is assumed: it is typed on this page)
+            joint.check_action(get_db(), case_id, a, "（意见）")
+        except RuleError as exc:
+            blocked[a] = exc.message
+    step = progress.word(case["status"], case["sync_state"], case["route"]["level"], len(case["origin"]) == 9)
+    return render_template("cases/detail.html", case=case, who=case_names(case, item), actions=actions,
+                           progress_word=step, blocked=blocked, progress_legend=progress.legend(case["route"]["level"] == "township"), labels=states.ACTION_LABELS,
                            kinds=ACTION_KIND, item=item, fields=fields, preview=preview, extended=extended,
                            suspend_reasons=states.SUSPEND_REASONS, supervision=SUPERVISION_LABELS,
                            may_decide=bool(actions), seven_steps=case_view.seven_steps(case),
