@@ -12,6 +12,9 @@ import re
 
 #: (pattern on the raw failure, what happened, what to do). First match wins.
 _CAUSES = (
+    (re.compile(r"node_revoked"),
+     "本机已被{parent}停用，不能再同步",
+     "请打电话给{parent}了解情况"),
     (re.compile(r"Timeout|timed out", re.I),
      "{parent}长时间没有应答（超时），可能是网络很慢或对方电脑正忙",
      "系统会自动重试，办件在本机排队不会丢失；若超过半小时仍未连通，请打电话告知{parent}"),

@@ -18,8 +18,8 @@ from shared.rules.catalog import accepts_at, required_materials, route, validate
 from shared.rules.idcard import validate_id_number, validate_phone
 from shared.rules.materials import check_files
 from shared.rules.text import refuse_hidden_characters
-from shared.services import casework, documents
-from sync import blobs, outbox
+from shared.services import casework, documents, names
+from sync import blobs, node_sync, outbox
 
 
 def acceptable_item(items: dict[str, dict], code, node_id: str, not_here: str = "不能在本级受理") -> dict:
@@ -129,6 +129,22 @@ def _plain_numbers(form: dict) -> dict:
     return {k: (repr(v) if isinstance(v, float) else v) for k, v in form.items()}
 
 
+def revoked_notice(conn: sqlite3.Connection, node) -> str | None:
+    """``本机已停用 …`` naming whom to call, once the parent said this node is revoked; else None."""
+    if node_sync.revoked_at(conn) is None:
+        return None
+    parent = names.node_name(node.trust(conn), node.config.get("PARENT_ID"), "上级便民服务站")
+    return (f"本机已停用：{parent}已停用这台电脑的联动系统，不能再收件或同步。已收的办件请勿重复收取；"
+            f"请打电话给{parent}了解情况，并告知申请人到{parent}办理。")
+
+
+def refuse_if_revoked(conn: sqlite3.Connection, node) -> None:
+    """A revoked PC takes no new case (whatever it signed would be quarantined at the hub)."""
+    notice = revoked_notice(conn, node)
+    if notice is not None:
+        raise RuleError("node_revoked", notice)
+
+
 def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str, str, bytes]], agent: str,
            also=None) -> dict:
     """Validate an application and record it with its outbox envelope; returns the receipt.
@@ -138,6 +154,7 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
     """
     # Refuse before anything else while the disk is nearly full: a clear message, nothing half-done.
     ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
+    refuse_if_revoked(conn, node)
     version, items = node.catalog(conn)
     item = acceptable_item(items, payload.get("item_code"), node.node_id)
     check_files(files, item)  # by content: no executable or other type stored as a material

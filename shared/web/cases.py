@@ -78,6 +78,39 @@ def _case_json(case_id: str) -> dict:
     return result
 
 
+@bp.app_template_global("office_label")
+def office_label(office: str | None) -> str:
+    """An office code (``130926-rs``, a township's 区划代码) as its full Chinese name."""
+    if not office:
+        return "—"
+    node, conn = current_node(), get_db()
+    own = node.config.get("NODE_NAME") or ""
+    if office == node.node_id and office != node.config.get("HUB_ID"):
+        return names.township_government(own)
+    return names.office_name(node.trust(conn), office, None, documents.own_hub_name(conn, node))
+
+
+@bp.app_template_global("place_label")
+def place_label(node_id: str | None) -> str:
+    """A node's 区划代码 as its registered name (东关村便民服务室)."""
+    node, conn = current_node(), get_db()
+    if node_id == node.node_id and node.config.get("NODE_NAME"):
+        return node.config["NODE_NAME"]
+    return names.node_name(node.trust(conn), node_id)
+
+
+@bp.app_template_global("person_label")
+def person_label(username: str | None, node_id: str | None = None) -> str:
+    """Who did a step, by display name (or the role of the node's tier when unknown here)."""
+    return names.person(get_db(), username, names.tier_of(node_id))
+
+
+@bp.app_template_global("status_label")
+def status_label(status: str | None) -> str:
+    """A case status (``ACCEPTED``) in Chinese (已受理)."""
+    return states.status_label(status) if status else "—"
+
+
 def case_names(case: dict, item: dict | None) -> dict:
     """The names of the case's offices, places and people (:func:`shared.services.names.for_case`)."""
     node, conn = current_node(), get_db()

@@ -67,6 +67,9 @@ def banners() -> list[tuple[str, str]]:
     conn = get_db()
     now = node.now()
     shown = []
+    revoked = intake.revoked_notice(conn, node)
+    if revoked is not None:
+        return [("bad", revoked)]  # nothing else matters on this PC any more
     parent = node.kind.parent_label
     last = _meta(conn, "last_parent_contact")
     limit = float(current_app.config["OFFLINE_BANNER_SECONDS"])
