@@ -59,7 +59,7 @@ def new_event(node: str, actor: str, action: str, from_status: str | None, to_st
 
 def capture(conn: sqlite3.Connection, *, node_id: str, item: dict, catalog_version: int, route: dict,
             applicant: dict, form: dict, materials: list[dict], agent: str, now,
-            entrustment: dict | None = None) -> tuple[dict, dict]:
+            entrustment: dict | None = None, agent_name: str = "") -> tuple[dict, dict]:
     """Record a validated application taken at this node. Call inside a write transaction.
 
     :returns: ``(case_body, event)``: the body of the ``case.submit`` envelope and its event.
@@ -69,6 +69,8 @@ def capture(conn: sqlite3.Connection, *, node_id: str, item: dict, catalog_versi
     detail = {"receipt_no": receipt_no}
     if entrustment:
         detail["entrustment"] = entrustment  # 为民代办: the 委托 travels with the case
+    if agent_name:
+        detail["actor_name"] = agent_name  # other nodes know the agent only by username
     event = new_event(node_id, agent, "submit", None, "SUBMITTED", now, detail=detail)
     body = {
         "case_id": case_id,

@@ -177,6 +177,7 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
             conn, node_id=node.node_id, item=item, catalog_version=version,
             route=route(item, node.node_id, node.hub_id), applicant=applicant, form=form,
             materials=materials, agent=agent, now=now, entrustment=entrustment,
+            agent_name=names.person(conn, agent),
         )
         body["missing_materials"] = missing
         outbox.append(
