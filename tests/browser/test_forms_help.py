@@ -9,9 +9,19 @@ import socket
 
 import pytest
 from conftest import HUB_OFFICE, login
-from network import case_payload
+from network import Network, case_payload
 
 pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    """This module's own network (the session one is expected fresh by the journey tests)."""
+    net = Network.build(tmp_path_factory.mktemp("forms-net"), villages=1)
+    net.village().account("agent", "agent", display_name="王代办")
+    net.hub.account("window", "window", office=HUB_OFFICE, display_name="赵窗口")
+    yield net
+    net.close()
 
 DIBAO = "130926-MZ-0001"
 JOINT_CITY = "130926-MZ-0005"
