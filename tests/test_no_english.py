@@ -47,9 +47,9 @@ def visible_text(page: str) -> str:
     """What a person reads on a page: text nodes and the attributes read out or shown on hover.
 
     Elements marked ``translate="no"`` (a login name on the accounts page) hold identifiers a
-    person types as they are, and are left out.
+    person types as they are, and a ``<textarea>`` holds what the person typed: both are left out.
     """
-    page = re.sub(r"(?is)<(script|style|svg)\b.*?</\1>", " ", page)
+    page = re.sub(r"(?is)<(script|style|svg|textarea)\b.*?</\1>", " ", page)
     page = re.sub(r'(?is)<(\w+)[^>]*\btranslate="no"[^>]*>.*?</\1>', " ", page)
     shown = VISIBLE_ATTRS.findall(page)
     text = re.sub(r"(?s)<!--.*?-->", " ", page)
@@ -185,6 +185,15 @@ def test_error_pages_speak_chinese(net, world):
     page = s.get(f"{village.url}/complaints/new", timeout=10).text
     checks.append(s.post(f"{village.url}/complaints/new", timeout=10, data={
         "csrf_token": token, "receipt_no": "不存在的编号", "name": "李四", "phone": "123", "content": "慢"}))
+    admin = session_for(hub, "admin")
+    page = admin.get(hub.url + "/admin/calendar", timeout=10).text
+    admin_token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    schedule = ('{"year": 2027, "source": "国办发明电〔2026〕1号", "workdays": ["2027-01-04"],'
+                ' "holidays": [{"name": "元旦", "start": "2027-01-01", "end": "2027-01-01"}]}')
+    refused = admin.post(hub.url + "/admin/calendar", data={"csrf_token": admin_token, "schedule_json": schedule},
+                         timeout=10)
+    assert "第1个调休上班日：2027-01-04 是星期一" in refused.text  # a wrong schedule, said in Chinese
+    checks.append(refused)
     statuses = [r.status_code for r in checks]
     assert 404 in statuses and 403 in statuses and 400 in statuses, statuses
     for r in checks:
