@@ -37,6 +37,7 @@ RAW = [
     (re.compile(r"\{\s*\"|\"\s*:\s*[\"{\[]"), "raw JSON"),
     (re.compile(r"\b[0-9a-f]{32}\b"), "an internal 32-character id"),
     (re.compile(r"\b\d{6}-[a-z]{2,5}\b"), "an office code"),
+    (re.compile(r"(?<![\d*-])(?:\d{9}|\d{12})(?![\d*-])"), "a node's 区划代码 instead of its name"),
     (re.compile(r"\b[a-z]+_[a-z_]+\b"), "a snake_case code"),
     (re.compile(r"\b(?:HTTP|Traceback|Exception|Error|None|null|True|False)\b"), "a programmer's word"),
 ]
@@ -69,6 +70,7 @@ def test_the_detector_catches_english_json_and_codes():
     assert findings("<p>ReadTimeout: HTTPConnectionPool(host=127.0.0.1)</p>")
     assert findings('<td>HTTP 401: {"error":{"code":"node_auth"}}</td>')
     assert findings("<td>承办机构 130926-rs</td>")
+    assert findings("<td>收件地 130926100201</td>") and not findings("<td>130926100201-20261202-0001</td>")
     assert findings("<li>bank_card</li>")
     assert findings("<td>办件状态 ACCEPTED</td>")
     assert findings("<td>9f86d081884c7d659a2feaa0c55ad015</td>")
