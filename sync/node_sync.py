@@ -43,23 +43,44 @@ class SyncState:
         return random.uniform(0, min(max_seconds, base * (2 ** min(self.failures, 16))))
 
 
-def client_for(node) -> ParentClient:
-    """The HTTP client towards this node's parent."""
+#: The parent's error code for a request signed by a revoked node, and where the node keeps it.
+REVOKED_CODE = '"node_revoked"'
+REVOKED_META = "revoked_at"
+
+
+def revoked_at(conn: sqlite3.Connection) -> str | None:
+    """When the parent first told this node it is revoked (None while it is not)."""
+    row = conn.execute("SELECT value FROM node_meta WHERE key = ?", (REVOKED_META,)).fetchone()
+    return row["value"] if row else None
+
+
+def client_for(node, timeout: float | None = None) -> ParentClient:
+    """The HTTP client towards this node's parent (``timeout`` per request, default the setting)."""
     return ParentClient(node.config["PARENT_URL"], node.config["PARENT_ID"], node.node_id, node.key, node.nonces,
-                        timeout=float(node.config["SYNC_TIMEOUT_SECONDS"]))
+                        timeout=float(timeout or node.config["SYNC_TIMEOUT_SECONDS"]))
 
 
 def run_round(conn: sqlite3.Connection, node, state: SyncState, client: ParentClient | None = None,
-              force: bool = False) -> dict:
-    """One round if due; returns a summary. Never raises for network trouble."""
+              force: bool = False, timeout: float | None = None) -> dict:
+    """One round if due; returns a summary. Never raises for network trouble.
+
+    ``timeout`` shortens each request's wait (the agent's 立即同步 gives up sooner than the
+    background round).
+    """
     if not force and time.monotonic() < state.next_attempt:
         return {"skipped": True}
-    client = client or client_for(node)
+    client = client or client_for(node, timeout)
     try:
         summary = _round(conn, node, client)
     except SyncUnavailable as exc:
         state.failures += 1
         state.last_error = str(exc)
+        if REVOKED_CODE in state.last_error:
+            # The parent verified our signature and says the registry revoked this node: kept,
+            # so every page says 本机已停用 and intake refuses new cases (shared/services/intake.py).
+            with write_transaction(conn):
+                conn.execute("INSERT INTO node_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+                             (REVOKED_META, iso(node.now())))
         state.next_attempt = time.monotonic() + state.backoff(float(node.config["SYNC_BACKOFF_MAX_SECONDS"]))
         # WARNING: an operator must see it in the node's log (docs/operations.md, Troubleshooting).
         log.warning("sync with parent %s failed (attempt %d): %s; retry in %.1fs", node.config["PARENT_ID"],

@@ -46,7 +46,7 @@ def test_the_hub_numbers_and_signs_its_notices(net, decided):
     assert {"accept", "approve"} <= held.keys()
     body = envelope.peek(held["approve"])
     assert re.fullmatch(r".+准字〔\d{4}〕第\d{4}号", body["number"])
-    assert body["title"] == "准予许可决定书" and body["issuer"] == "130926"
+    assert body["title"] == documents.title_for("approve", decided["item"]["item_type"]) and body["issuer"] == "130926"
     assert body["applicant_id"].count("*") == 8  # masked on paper
     assert documents.verify(held["approve"], net.hub.node.trust(net.hub.conn))["case_id"] == decided["case_id"]
 
@@ -85,7 +85,7 @@ def test_decision_documents_reach_the_village_and_print(net, decided):
     doc_id = envelope.document_id(held["approve"])
     page = village.api("GET", f"/documents/{doc_id}", decided["agent"])
     assert page.status_code == 200
-    assert "准予许可决定书" in page.text and "<svg" in page.text
+    assert envelope.peek(held["approve"])["title"] in page.text and "<svg" in page.text
     assert documents.verification_code(held["approve"]) in page.text
 
 

@@ -177,7 +177,7 @@ def test_supervisor_board_lists_the_yellow_card_and_the_refusal(stats_net):
     receipt_a = stats_net.hub.scalar("SELECT receipt_no FROM cases WHERE case_id = ?", (stats_net.cases["A"],))
     assert receipt_a not in alerts
     groups = html.split('id="groups"')[1].split("</table>")[0]
-    assert "残疾人联合会" in groups and "130926-cl" in groups
+    assert "残疾人联合会" in groups and "130926-cl" not in groups  # offices by name, not code
     refusals = html.split('id="refusals"')[1].split("</table>")[0]
     assert "不予受理" in refusals and "不属于本县受理范围" in refusals
     # The statistics page draws its charts on the server too.
@@ -388,7 +388,7 @@ def test_revoke_from_the_page_refuses_the_villages_next_push(admin_net):
     admin_net.township.sync()  # the township learns the new registry
     _file(village, agent, "130926-RS-0001")
     result = village.sync()
-    assert "HTTP 401" in result.get("error", ""), result
+    assert "HTTP 403" in result.get("error", "") and "node_revoked" in result["error"], result
     # Reinstating from the page lets it push again.
     session.post(f"{url}/{village.node_id}/reinstate", data={"csrf_token": _csrf(session, url)}, timeout=10)
     assert hub.scalar("SELECT status FROM nodes WHERE node_id = ?", (village.node_id,)) == "active"

@@ -1,17 +1,22 @@
 """Revocation (issue 3 item 5): an admin revokes a village; the decision reaches every tier.
 
 ``liandong provision revoke`` publishes a new signed registry; the township learns it in its
-next round and stops taking the village's pushes (401); the hub keeps the village's envelopes
+next round and stops taking the village's pushes (403 ``node_revoked`` to the PC itself, which
+then shows 本机已停用 and takes no new case); the hub keeps the village's envelopes
 numbered up to ``revoked_after_seq`` (made while the PC was trusted) and quarantines the later
 ones with the reason ``revoked``.
 """
 
 from __future__ import annotations
 
+import re
+
 from faults import city_item, cli, last_json, new_case, outbox_states
-from network import HUB_ID
+from network import HUB_ID, case_payload
+from network_session import session_for
 
 from city_hub.registry import registry_version
+from shared.core.crypto import SigningKey
 from sync import envelope
 from sync.client import ParentClient, SyncUnavailable
 
@@ -55,10 +60,11 @@ def test_revoked_village_is_refused_by_the_township_and_quarantined_at_the_hub(b
     assert net.township.scalar(
         "SELECT version FROM trusted_metadata WHERE role = 'registry'") == revoked["registry_version"]
 
-    # The revoked PC can no longer talk to its township (node authentication fails: 401).
+    # The revoked PC can no longer talk to its township: its genuine signature is answered with
+    # 403 node_revoked (anyone else's request stays a plain 401).
     new_case(village, agent, item)
     result = village.sync()
-    assert "HTTP 401" in result.get("error", ""), result
+    assert "HTTP 403" in result.get("error", "") and '"node_revoked"' in result["error"], result
     township_custody = net.township.scalar("SELECT COUNT(*) FROM custody WHERE origin = ? AND seq = 5",
                                            (village.node_id,))
     assert township_custody == 0
@@ -69,7 +75,7 @@ def test_revoked_village_is_refused_by_the_township_and_quarantined_at_the_hub(b
     try:
         to_hub.push([document])
     except SyncUnavailable as exc:
-        assert "HTTP 401" in str(exc)
+        assert "HTTP 403" in str(exc) and "node_revoked" in str(exc)
     else:
         raise AssertionError("the hub took a push from a revoked node")
     assert _inbox_seqs(net.hub, village.node_id) == [1, 2, 3]
@@ -126,3 +132,46 @@ def test_a_revocation_between_verifying_and_ingesting_a_push_still_applies(build
     answer = hub_sync.push(hub.conn, hub.node, net.township.node_id, [document], prepared)
     assert answer["results"][0]["status"] == "quarantined" and answer["results"][0]["reason"] == "revoked"
     assert hub.scalar("SELECT COUNT(*) FROM inbox WHERE origin = ?", (village.node_id,)) == 0
+
+
+def test_a_revoked_pc_says_so_on_every_page_and_takes_no_new_case(build_network):
+    """本机已停用: once the township says the PC is revoked, a permanent banner names whom to call
+    and intake refuses new cases (the wizard and the API), instead of 暂时无法连接乡镇."""
+    net = build_network(villages=1)
+    village = net.village(0)
+    agent = village.account("agent", "agent")
+    item = city_item(village, agent)
+    new_case(village, agent, item)
+    net.sync_all()
+    cli("provision", "revoke", "--data", net.hub.data_dir, "--node-code", village.node_id)
+    net.township.sync()
+    before = village.scalar("SELECT COUNT(*) FROM cases")
+    assert "node_revoked" in village.sync()["error"]
+
+    page = session_for(village, "agent").get(village.url + "/cases", timeout=10).text
+    banner = re.search(r'<p class="banner bad noprint" role="status">([^<]+)</p>', page).group(1)
+    assert banner.startswith("本机已停用") and "测试镇便民服务站" in banner and "打电话" in banner
+    refused = village.api("POST", "/api/v1/cases", agent, json=case_payload(item))
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "node_revoked"
+    assert "测试镇便民服务站" in refused.json()["error"]["message"]
+    assert village.scalar("SELECT COUNT(*) FROM cases") == before
+    # It stays: a later failure of another kind does not clear it.
+    village.app.config["PARENT_URL"] = "http://127.0.0.1:9"
+    village.sync()
+    assert "本机已停用" in session_for(village, "agent").get(village.url + "/sync-status", timeout=10).text
+
+
+def test_a_stranger_claiming_a_revoked_node_gets_a_plain_401(build_network):
+    """node_revoked is told only to the holder of the revoked key."""
+    net = build_network(villages=1)
+    village = net.village(0)
+    cli("provision", "revoke", "--data", net.hub.data_dir, "--node-code", village.node_id)
+    net.township.sync()
+    stranger_key = SigningKey.generate()
+    client = ParentClient(net.township.url, net.township.node_id, village.node_id, stranger_key, village.node.nonces)
+    try:
+        client.push([])
+    except SyncUnavailable as exc:
+        assert "HTTP 401" in str(exc) and "node_revoked" not in str(exc)
+    else:
+        raise AssertionError("a stranger was heard")

@@ -186,17 +186,17 @@ def _schedule(**overrides):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"year": "2027"}, "'year' must be an integer"),
-        ({"source": ""}, "'source' must name"),
-        ({"holidays": {}}, "'holidays' must be a list"),
+        ({"year": "2027"}, "年份（year）应为整数"),
+        ({"source": ""}, "来源（source）应写明"),
+        ({"holidays": {}}, "放假安排（holidays）应为列表"),
         (
             {"holidays": [{"name": "元旦", "start": "2028-01-01", "end": "2028-01-01"}]},
-            "not in the schedule year",
+            "不在本安排的年份",
         ),
         ({"holidays": [{"name": "元旦", "start": "2027/01/01", "end": "2027-01-01"}]}, "YYYY-MM-DD"),
-        ({"holidays": [{"name": "元旦", "start": "2027-02-30", "end": "2027-02-30"}]}, "not a valid date"),
-        ({"holidays": [{"name": "春节", "start": "2027-02-12", "end": "2027-02-05"}]}, "is after end"),
-        ({"holidays": [{"name": "", "start": "2027-01-01", "end": "2027-01-01"}]}, "'name'"),
+        ({"holidays": [{"name": "元旦", "start": "2027-02-30", "end": "2027-02-30"}]}, "不是有效的日期"),
+        ({"holidays": [{"name": "春节", "start": "2027-02-12", "end": "2027-02-05"}]}, "晚于结束日期"),
+        ({"holidays": [{"name": "", "start": "2027-01-01", "end": "2027-01-01"}]}, "名称（name）"),
         (
             {
                 "holidays": [
@@ -204,12 +204,12 @@ def _schedule(**overrides):
                     {"name": "B", "start": "2027-05-05", "end": "2027-05-06"},
                 ]
             },
-            "overlap",
+            "放假日期重叠",
         ),
-        ({"workdays": ["2027-01-01"]}, "both a holiday"),
-        ({"holidays": [], "workdays": ["2027-01-01"]}, "only worked Saturdays/Sundays"),
-        ({"workdays": ["2027-02-07", "2027-02-07"]}, "listed twice"),
-        ({"workdays": ["2026-12-27"]}, "not in the schedule year"),
+        ({"workdays": ["2027-01-01"]}, "既是放假日"),
+        ({"holidays": [], "workdays": ["2027-01-01"]}, "只列需要上班的周六、周日"),
+        ({"workdays": ["2027-02-07", "2027-02-07"]}, "重复列出"),
+        ({"workdays": ["2026-12-27"]}, "不在本安排的年份"),
     ],
 )
 def test_invalid_schedules_are_refused(overrides, message):
@@ -223,7 +223,7 @@ def test_load_schedule_reports_the_file(tmp_path):
     with pytest.raises(ValueError, match="2027.json: not valid JSON"):
         load_schedule(bad)
     bad.write_text(json.dumps(_schedule(workdays=["2027-01-01"])), encoding="utf-8")
-    with pytest.raises(ValueError, match="2027.json: workdays"):
+    with pytest.raises(ValueError, match="2027.json: 第1个调休上班日"):
         load_schedule(bad)
 
 

@@ -5,8 +5,9 @@ from datetime import timedelta
 from flask import Blueprint, render_template, request
 
 from shared.core.clock import parse_iso
-from shared.rules import states
+from shared.rules import link_trouble, states
 from shared.rules.idcard import mask_id_number
+from shared.services import names as node_names
 from shared.web.cases import page_number
 from shared.web.context import current_node
 from shared.web.intake import sync_word
@@ -50,6 +51,7 @@ def overview():
     node = current_node()
     now = node.now()
     names = _names(conn)
+    hub = node_names.hub_name(node.trust(conn))
     seen = {r["node_id"]: r for r in conn.execute("SELECT * FROM peer_status")}
     custody = {r["origin"]: r for r in conn.execute(
         "SELECT origin, COUNT(*) AS n, MIN(received_at) AS oldest, MAX(attempts) AS attempts,"
@@ -66,7 +68,8 @@ def overview():
             "node_id": vid, "name": names.get(vid, ""), "last_seen": last_seen, "ago": ago, "health": health,
             "last_push_count": seen[vid]["last_push_count"] if vid in seen else 0,
             "in_custody": held["n"] if held else 0, "oldest": oldest_ago,
-            "attempts": held["attempts"] if held else 0, "last_error": held["last_error"] if held else None,
+            "attempts": held["attempts"] if held else 0,
+            "last_error": link_trouble.explain(held["last_error"], hub) if held else None,
             "acked_seq": acked.get(vid) or 0,
             "cases": conn.execute("SELECT COUNT(*) FROM cases WHERE origin = ?", (vid,)).fetchone()[0],
         })

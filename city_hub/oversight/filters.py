@@ -14,6 +14,7 @@ from datetime import date, datetime, time, timedelta
 from shared.core.clock import CN_TZ, iso
 from shared.core.errors import ValidationError
 from shared.rules.catalog import DEPARTMENTS, LEVEL_LABELS
+from shared.services.names import county_of
 
 GROUPS = {"department": "部门", "office": "承办机构", "item": "事项", "level": "受理层级", "month": "月份"}
 
@@ -134,9 +135,11 @@ def group_label(key: str, by: str, names: Mapping[str, str]) -> str:
     if by == "level":
         return LEVEL_LABELS.get(key, key)
     if by == "office":
+        # By name only: an office code means nothing to a reader (the CSV export keeps the name too).
         if "-" in key:
-            return f"{DEPARTMENTS.get(key.split('-', 1)[1], key)}（{key}）"
-        return f"{names.get(key, key)}（{key}）"
+            hub, department = key.split("-", 1)
+            return county_of(names.get(hub, "")) + DEPARTMENTS.get(department, "有关部门")
+        return names.get(key) or "未登记的服务点"
     if by == "item":
         return f"{names.get(key, key)}（{key}）"
     return key

@@ -24,6 +24,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NODE_ID", None, "This node's 区划代码: 6 digits (hub), 9 (township) or 12 (village)."),
     Setting("TIER", None, "hub, township or village."),
     Setting("NODE_NAME", "", "The node's Chinese name, shown in page headers and documents."),
+    Setting("RECONSIDERATION_BODY", "", "The 行政复议机关 named in refusals (不予受理, 不予许可) issued here; empty: the "
+            "county's 人民政府, from the hub's name (肃宁县政务服务中心 → 肃宁县人民政府)."),
+    Setting("COURT_NAME", "", "The 人民法院 named in refusals for 行政诉讼; empty: the county's basic court "
+            "(肃宁县人民法院)."),
     Setting("SECRET_KEY", None, "Flask session/CSRF secret, generated at init; never committed. A node refuses to "
             "start without one (or with a short or well-known one)."),
     Setting("SESSION_COOKIE_SECURE", False, "Send the login cookie only over HTTPS: set True where the node is served "
@@ -43,6 +47,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SYNC_INTERVAL_SECONDS", 5, "Seconds between sync rounds (push the outbox, pull acks and downlink)."),
     Setting("SYNC_BATCH", 200, "Envelopes sent in one push request."),
     Setting("SYNC_TIMEOUT_SECONDS", 10, "HTTP timeout for one sync request."),
+    Setting("SYNC_NOW_TIMEOUT_SECONDS", 5, "HTTP timeout of each request of the round an agent starts with 立即同步 "
+            "(shorter than SYNC_TIMEOUT_SECONDS: the agent is waiting; the page then says the round gave up)."),
     Setting("SYNC_BACKOFF_MAX_SECONDS", 300, "Upper bound of the exponential retry backoff when the parent is unreachable."),
     Setting("MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024, "Largest single material file accepted."),
     Setting("MAX_CASE_ATTACHMENT_BYTES", 40 * 1024 * 1024, "Largest total of material files for one case."),

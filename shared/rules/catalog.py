@@ -501,6 +501,18 @@ def validate_form(item: dict, form: dict) -> dict:
     return cleaned
 
 
+def form_errors(item: dict, form: dict) -> list[ValidationError]:
+    """Every field error of an application form at once, in field order (the same checks and
+    words as :func:`validate_form`, which stops at the first)."""
+    found = []
+    for field in item["fields"]:
+        try:
+            validate_form({**item, "fields": [field]}, {field["name"]: form.get(field["name"])})
+        except ValidationError as exc:
+            found.append(exc)
+    return found
+
+
 def _number(value: object) -> float | None:
     if isinstance(value, bool):
         return None

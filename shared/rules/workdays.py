@@ -54,13 +54,13 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 def _parse_day(value: object, where: str, year: int) -> date:
     if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
-        raise ValueError(f"{where}: expected a YYYY-MM-DD date string, got {value!r}")
+        raise ValueError(f"{where}：日期应写成 YYYY-MM-DD（如 2027-01-01），现为「{value}」")
     try:
         d = date.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"{where}: {value!r} is not a valid date") from None
+        raise ValueError(f"{where}：「{value}」不是有效的日期") from None
     if d.year != year:
-        raise ValueError(f"{where}: {value} is not in the schedule year {year}")
+        raise ValueError(f"{where}：{value} 不在本安排的年份 {year} 年内")
     return d
 
 
@@ -71,54 +71,54 @@ def parse_schedule(obj: object) -> dict:
     by start) and ``workdays`` (sorted), with dates as ISO strings, so it can
     be re-serialised, signed and distributed unchanged.
 
-    :raises ValueError: with an English message naming the defect.
+    :raises ValueError: with a Chinese message naming the defect (shown on the admin page and by the CLI).
     """
     if not isinstance(obj, Mapping):
-        raise ValueError("schedule must be a JSON object")
+        raise ValueError("节假日安排应为一个 JSON 对象")
     year = obj.get("year")
     if not isinstance(year, int) or isinstance(year, bool) or not 1900 <= year <= 2200:
-        raise ValueError(f"schedule 'year' must be an integer year, got {year!r}")
+        raise ValueError(f"年份（year）应为整数年份，现为「{year}」")
     source = obj.get("source")
     if not isinstance(source, str) or not source.strip():
-        raise ValueError("schedule 'source' must name the notice it transcribes")
+        raise ValueError("来源（source）应写明所依据的国务院办公厅放假通知")
     holidays = obj.get("holidays")
     workdays = obj.get("workdays", [])
     if not isinstance(holidays, list):
-        raise ValueError("schedule 'holidays' must be a list")
+        raise ValueError("放假安排（holidays）应为列表")
     if not isinstance(workdays, list):
-        raise ValueError("schedule 'workdays' must be a list")
+        raise ValueError("调休上班日（workdays）应为列表")
 
     off: dict[date, str] = {}
     ranges = []
     for i, h in enumerate(holidays):
-        where = f"holidays[{i}]"
+        where = f"第{i + 1}个放假安排"
         if not isinstance(h, Mapping):
-            raise ValueError(f"{where}: must be an object with name, start, end")
+            raise ValueError(f"{where}：应包含名称（name）、开始（start）和结束（end）日期")
         name = h.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"{where}: 'name' must be a non-empty string")
-        start = _parse_day(h.get("start"), f"{where}.start", year)
-        end = _parse_day(h.get("end"), f"{where}.end", year)
+            raise ValueError(f"{where}：节日名称（name）不能为空")
+        start = _parse_day(h.get("start"), f"{where}的开始日期", year)
+        end = _parse_day(h.get("end"), f"{where}的结束日期", year)
         if start > end:
-            raise ValueError(f"{where}: start {start} is after end {end}")
+            raise ValueError(f"{where}：开始日期 {start} 晚于结束日期 {end}")
         d = start
         while d <= end:
             if d in off:
-                raise ValueError(f"{where}: {d} is already part of holiday {off[d]!r} (ranges overlap)")
+                raise ValueError(f"{where}：{d} 已在「{off[d]}」假期内（放假日期重叠）")
             off[d] = name
             d += timedelta(days=1)
         ranges.append({"name": name.strip(), "start": start.isoformat(), "end": end.isoformat()})
 
     worked: set[date] = set()
     for i, w in enumerate(workdays):
-        where = f"workdays[{i}]"
+        where = f"第{i + 1}个调休上班日"
         d = _parse_day(w, where, year)
         if d in off:
-            raise ValueError(f"{where}: {d} is both a holiday ({off[d]}) and a workday")
+            raise ValueError(f"{where}：{d} 既是放假日（{off[d]}）又是调休上班日")
         if d.weekday() < 5:
-            raise ValueError(f"{where}: {d} is a {d:%A}; only worked Saturdays/Sundays are listed")
+            raise ValueError(f"{where}：{d} 是星期{'一二三四五六日'[d.weekday()]}，调休上班日只列需要上班的周六、周日")
         if d in worked:
-            raise ValueError(f"{where}: {d} is listed twice")
+            raise ValueError(f"{where}：{d} 重复列出")
         worked.add(d)
 
     return {

@@ -59,7 +59,8 @@ def new_event(node: str, actor: str, action: str, from_status: str | None, to_st
 
 def capture(conn: sqlite3.Connection, *, node_id: str, item: dict, catalog_version: int, route: dict,
             applicant: dict, form: dict, materials: list[dict], agent: str, now,
-            entrustment: dict | None = None, cited_licences: list | None = None) -> tuple[dict, dict]:
+            entrustment: dict | None = None, cited_licences: list | None = None,
+            agent_name: str = "") -> tuple[dict, dict]:
     """Record a validated application taken at this node. Call inside a write transaction.
 
     :returns: ``(case_body, event)``: the body of the ``case.submit`` envelope and its event.
@@ -71,6 +72,8 @@ def capture(conn: sqlite3.Connection, *, node_id: str, item: dict, catalog_versi
         detail["entrustment"] = entrustment  # 为民代办: the 委托 travels with the case
     if cited_licences:
         detail["cited_licences"] = cited_licences  # 免提交: licences cited instead of copies
+    if agent_name:
+        detail["actor_name"] = agent_name  # other nodes know the agent only by username
     event = new_event(node_id, agent, "submit", None, "SUBMITTED", now, detail=detail)
     body = {
         "case_id": case_id,
@@ -320,15 +323,21 @@ def receive(conn: sqlite3.Connection, case_id: str, item: dict | None, node_id: 
     return event["to_status"]
 
 
-def deliver(conn: sqlite3.Connection, node, case_id: str, actor: str, comment: str = "") -> dict:
+def deliver(conn: sqlite3.Connection, node, case_id: str, actor: str, comment: str = "",
+            manner: str = "直接送达", actor_name: str = "") -> dict:
     """送达 at the node that took the application: 送达回证, event up to the deciding node.
 
-    Call inside a write transaction. The state machine allows it only for decided cases.
+    The 送达回证 names the document served (the latest decision or notice held here), the
+    manner of 送达 and the remark typed in. Call inside a write transaction. The state machine
+    allows it only for decided cases.
     """
     row = get_row(conn, case_id)
     new_status = states.apply_action(row["status"], "deliver", comment)
     now = node.now()
-    event = new_event(node.node_id, actor, "deliver", row["status"], new_status, now, comment)
+    detail = {"manner": manner, "served": documents.served_document(conn, case_id)}
+    if actor_name:
+        detail["actor_name"] = actor_name  # other nodes know the agent only by username
+    event = new_event(node.node_id, actor, "deliver", row["status"], new_status, now, comment, detail)
     record_event(conn, case_id, event)
     row = get_row(conn, case_id)
     signed = documents.issue(conn, node, row, "deliver", event, node.config.get("NODE_NAME") or node.node_id)

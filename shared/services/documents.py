@@ -24,7 +24,7 @@ from shared.rules import licences as licence_rules
 from shared.rules import supplements as supplement_rules
 from shared.rules.catalog import DEPARTMENTS
 from shared.rules.idcard import mask_id_number
-from shared.services import document_token
+from shared.services import document_token, names
 from sync import envelope
 
 RECORD_PREFIX = "LDDOC1:"
@@ -41,11 +41,29 @@ KINDS = {
     "deliver": ("送达回证", "送"),
     "licence": ("电子证照", "证"),  # its own title is the item's 结果名称 (seed 004 §10)
 }
-# 行政复议法 Art. 20 (60 days) and 行政诉讼法 Art. 46 (6 months): rights told with every refusal.
-RIGHTS = ("如不服本决定，可以自收到本决定书之日起六十日内依法申请行政复议，"
-          "或者在六个月内依法向人民法院提起行政诉讼。")
+# 行政复议法 Art. 20 (60 days) and 行政诉讼法 Art. 46 (6 months): rights told with every refusal,
+# naming the 复议机关 and the 人民法院 (rights_text).
 REFUSALS = ("reject", "deny")
 DECISIONS = ("approve", "deny")
+#: Item types whose decision is a 行政许可; the others (公共服务, 给付, 其他行政权力) are told their
+#: result by a 办理结果通知书, not a 准予/不予许可决定书.
+LICENSING_TYPES = ("许可",)
+RESULT_NOTICE = "办理结果通知书"
+#: Details of an event that a document states.
+DOCUMENT_DETAILS = ("missing_items", "owed_materials", "due_date", "served", "manner")
+
+
+def title_for(kind: str, item_type: str | None) -> str:
+    """The document's title: by its kind, and for 准予/不予 by the item type."""
+    if kind in ("approve", "deny") and item_type and item_type not in LICENSING_TYPES:
+        return RESULT_NOTICE
+    return KINDS[kind][0]
+
+
+def rights_text(review_body: str, court: str) -> str:
+    """The 复议/诉讼 notice of a refusal, naming the 复议机关 and the 人民法院."""
+    return (f"如不服本决定，可以自收到本文书之日起六十日内向{review_body}申请行政复议，"
+            f"或者在六个月内向{court}提起行政诉讼。")
 
 
 def verification_code(signed: dict) -> str:
@@ -69,7 +87,7 @@ def case_material_codes(conn: sqlite3.Connection, case_id: str) -> set[str]:
 
 def _notice_details(conn: sqlite3.Connection, node, case_row, kind: str, event: dict) -> dict:
     """What a notice states beyond its comment, materials by their catalog names, never codes."""
-    details = {k: v for k, v in (event.get("detail") or {}).items() if k in ("missing_items", "owed_materials", "due_date")}
+    details = {k: v for k, v in (event.get("detail") or {}).items() if k in DOCUMENT_DETAILS}
     if kind not in ("accept", "accept_deficient"):
         return details
     item = node.catalog(conn)[1].get(case_row["item_code"])
@@ -85,13 +103,15 @@ def _notice_details(conn: sqlite3.Connection, node, case_row, kind: str, event: 
 
 
 def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, office_name: str,
-          title: str | None = None, extra=None) -> dict:
+          item: dict | None = None, title: str | None = None, extra=None) -> dict:
     """Number, sign and store a document for ``case_row`` after ``event``. Call inside a transaction.
 
-    ``extra(number, issued_at)`` returns further fields of the body (a licence's holder and validity).
+    ``office_name`` is the organ the document is issued in the name of; ``item`` (the catalog
+    item) decides the title of a decision; ``extra(number, issued_at)`` returns further fields
+    of the body (a licence's holder and validity).
     """
-    default_title, mark = KINDS[kind]
-    title = title or default_title
+    mark = KINDS[kind][1]
+    title = title or title_for(kind, (item or {}).get("item_type"))
     now = node.now()
     year = now.astimezone(CN_TZ).year
     seq = _next_number(conn, node.node_id, kind, year)
@@ -113,8 +133,13 @@ def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, offi
         "comment": event.get("comment", ""),
         "details": _notice_details(conn, node, case_row, kind, event),
     }
+    if item and item.get("item_type"):
+        body["item_type"] = item["item_type"]
     if kind in REFUSALS:
-        body["rights"] = RIGHTS
+        county = county_name(conn, node)
+        body["review_body"] = names.reconsideration_body(county, node.config.get("RECONSIDERATION_BODY") or "")
+        body["court"] = names.court(county, node.config.get("COURT_NAME") or "")
+        body["rights"] = rights_text(body["review_body"], body["court"])
     if extra is not None:
         body.update(extra(number, now))
     decided_under = (event.get("detail") or {}).get("decided_under")
@@ -131,14 +156,27 @@ def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, offi
     return signed
 
 
-def office_name(node, office: str) -> str:
-    """The Chinese name an office signs documents with."""
+def own_hub_name(conn: sqlite3.Connection | None, node) -> str:
+    """The county hub's name as this node knows it (its own NODE_NAME at the hub)."""
+    own = node.config.get("NODE_NAME") or ""
+    if node.node_id == node.config.get("HUB_ID"):
+        return own
+    return names.hub_name(node.trust(conn) if conn is not None else None)
 
-    if office == node.node_id:
-        return node.config.get("NODE_NAME") or office
-    department = office.rsplit("-", 1)[-1]
-    county = (node.config.get("NODE_NAME") or "").replace("政务服务中心", "")
-    return county + DEPARTMENTS.get(department, department)
+
+def county_name(conn: sqlite3.Connection, node) -> str:
+    """The county (``肃宁县``), from the hub's name."""
+    return names.county_of(own_hub_name(conn, node))
+
+
+def office_name(node, office: str, conn: sqlite3.Connection | None = None, item: dict | None = None) -> str:
+    """The organ an office issues documents in the name of: the department (or the catalog's
+    实施主体, e.g. the 行政审批局) at the hub, the 乡镇人民政府 for a township."""
+    trust = node.trust(conn) if conn is not None else None
+    own = node.config.get("NODE_NAME") or ""
+    if office == node.node_id and office != node.config.get("HUB_ID"):
+        return names.township_government(own or names.node_name(trust, office))
+    return names.office_name(trust, office, item, hub=own_hub_name(conn, node))
 
 
 def for_event(conn: sqlite3.Connection, node, case_row, event: dict) -> list[dict]:
@@ -146,13 +184,21 @@ def for_event(conn: sqlite3.Connection, node, case_row, event: dict) -> list[dic
     item that yields a licence also issues its 电子证照."""
     if event["action"] not in KINDS or event["action"] in ("receipt", "deliver", "licence"):
         return []
-    name = office_name(node, case_row["route_office"])
-    issued = [issue(conn, node, case_row, event["action"], event, name)]
-    item = node.catalog_item(conn, case_row["item_code"], case_row["catalog_version"]) if event["action"] == "approve" \
-        else None
-    if item and item.get("licence") is not None:
+    item = node.catalog_item(conn, case_row["item_code"], case_row["catalog_version"])
+    name = office_name(node, case_row["route_office"], conn, item)
+    issued = [issue(conn, node, case_row, event["action"], event, name, item)]
+    if event["action"] == "approve" and item and item.get("licence") is not None:
         issued.append(issue_licence(conn, node, case_row, event, item, name))
     return issued
+
+
+def served_document(conn: sqlite3.Connection, case_id: str) -> dict | None:
+    """The latest decision or notice of a case held here: what a 送达回证 says was served."""
+    for signed in reversed(for_case(conn, case_id)):
+        body = envelope.peek(signed)
+        if body.get("kind") not in ("receipt", "deliver"):
+            return {"title": body.get("title", ""), "number": body.get("number", "")}
+    return None
 
 
 def issue_licence(conn: sqlite3.Connection, node, case_row, event: dict, item: dict, office: str) -> dict:
@@ -171,7 +217,7 @@ def issue_licence(conn: sqlite3.Connection, node, case_row, event: dict, item: d
             "valid_until": licence_rules.valid_until(issued_on, (item["licence"] or {}).get("valid_years")),
             "scope": event.get("comment") or item["name"]}}
 
-    return issue(conn, node, case_row, "licence", event, office, title=item["result_name"], extra=licence_fields)
+    return issue(conn, node, case_row, "licence", event, office, item, title=item["result_name"], extra=licence_fields)
 
 
 def store(conn: sqlite3.Connection, signed: dict) -> None:

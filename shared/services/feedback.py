@@ -262,13 +262,21 @@ def validate_complaint(conn: sqlite3.Connection, payload) -> dict:
         raise ValidationError("body", "请求体必须是 JSON 对象")
     case_id = _text(payload, "case_id", required=False, limit=64, label="办件标识") or None
     office = _text(payload, "office", required=False, limit=64, label="被投诉部门") or None
+    receipt_no = _text(payload, "receipt_no", required=False, limit=64, label="收件编号") or None
+    if case_id is None and receipt_no is not None:
+        # The villager holds the 收件回执: its number names the case.
+        found = conn.execute("SELECT case_id FROM cases WHERE receipt_no = ?", (receipt_no,)).fetchone()
+        if found is None:
+            raise ValidationError("receipt_no", f"本节点没有收件编号为 {receipt_no} 的办件，请核对收件回执上的编号",
+                                  code="unknown_case")
+        case_id = found["case_id"]
     if case_id is not None:
         row = conn.execute("SELECT route_office FROM cases WHERE case_id = ?", (case_id,)).fetchone()
         if row is None:
             raise ValidationError("case_id", "本节点没有该办件，请核对办件标识", code="unknown_case")
         office = office or row["route_office"]
     if case_id is None and office is None:
-        raise ValidationError("office", "请指明投诉的办件（case_id）或部门（office）", code="required")
+        raise ValidationError("office", "请填写投诉办件的收件编号，或选择被投诉的部门", code="required")
     complainant = payload.get("complainant")
     if not isinstance(complainant, dict):
         raise ValidationError("complainant", "请填写投诉人（姓名和联系电话）", code="required")

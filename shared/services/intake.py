@@ -19,8 +19,8 @@ from shared.rules.catalog import accepts_at, required_materials, route, validate
 from shared.rules.idcard import validate_id_number, validate_phone
 from shared.rules.materials import check_files
 from shared.rules.text import refuse_hidden_characters
-from shared.services import casework, documents, licences
-from sync import blobs, outbox
+from shared.services import casework, documents, licences, names
+from sync import blobs, node_sync, outbox
 
 
 def acceptable_item(items: dict[str, dict], code, node_id: str, not_here: str = "不能在本级受理") -> dict:
@@ -33,6 +33,11 @@ def acceptable_item(items: dict[str, dict], code, node_id: str, not_here: str = 
     if not accepts_at(item, node_id):
         raise RuleError("not_accepted_here", f"「{item['name']}」{not_here}")
     return item
+
+
+#: Stand-ins that pass their checks, so the name is checked on its own (:func:`applicant_errors`).
+VALID_ID_PLACEHOLDER = "11010519491231002X"
+VALID_PHONE_PLACEHOLDER = "13800000000"
 
 
 def clean_applicant(applicant, who: str = "申请人") -> dict:
@@ -50,6 +55,22 @@ def clean_applicant(applicant, who: str = "申请人") -> dict:
         "id_number": validate_id_number(applicant.get("id_number"), field="applicant.id_number"),
         "phone": validate_phone(applicant.get("phone"), field="applicant.phone"),
     }
+
+
+def applicant_errors(applicant: dict, who: str = "申请人") -> list[ValidationError]:
+    """Every error of the applicant's name, 身份证号 and phone at once (the wizard shows them all)."""
+    found = []
+    checks = (
+        lambda: clean_applicant({**applicant, "id_number": VALID_ID_PLACEHOLDER, "phone": VALID_PHONE_PLACEHOLDER}, who),
+        lambda: validate_id_number(applicant.get("id_number"), field="applicant.id_number"),
+        lambda: validate_phone(applicant.get("phone"), field="applicant.phone"),
+    )
+    for check in checks:
+        try:
+            check()
+        except ValidationError as exc:
+            found.append(exc)
+    return found
 
 
 def _clean_entrustment(entrustment, applicant: dict, item: dict, agent: str) -> dict | None:
@@ -109,6 +130,22 @@ def plain_numbers(form: dict) -> dict:
     return {k: (repr(v) if isinstance(v, float) else v) for k, v in form.items()}
 
 
+def revoked_notice(conn: sqlite3.Connection, node) -> str | None:
+    """``本机已停用 …`` naming whom to call, once the parent said this node is revoked; else None."""
+    if node_sync.revoked_at(conn) is None:
+        return None
+    parent = names.node_name(node.trust(conn), node.config.get("PARENT_ID"), "上级便民服务站")
+    return (f"本机已停用：{parent}已停用这台电脑的联动系统，不能再收件或同步。已收的办件请勿重复收取；"
+            f"请打电话给{parent}了解情况，并告知申请人到{parent}办理。")
+
+
+def refuse_if_revoked(conn: sqlite3.Connection, node) -> None:
+    """A revoked PC takes no new case (whatever it signed would be quarantined at the hub)."""
+    notice = revoked_notice(conn, node)
+    if notice is not None:
+        raise RuleError("node_revoked", notice)
+
+
 def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str, str, bytes]], agent: str,
            also=None) -> dict:
     """Validate an application and record it with its outbox envelope; returns the receipt.
@@ -118,6 +155,7 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
     """
     # Refuse before anything else while the disk is nearly full: a clear message, nothing half-done.
     ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
+    refuse_if_revoked(conn, node)
     version, items = node.catalog(conn)
     item = acceptable_item(items, payload.get("item_code"), node.node_id)
     check_files(files, item)  # by content: no executable or other type stored as a material
@@ -144,6 +182,7 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
             conn, node_id=node.node_id, item=item, catalog_version=version,
             route=route(item, node.node_id, node.hub_id), applicant=applicant, form=form,
             materials=materials, agent=agent, now=now, entrustment=entrustment, cited_licences=cited,
+            agent_name=names.person(conn, agent),
         )
         body["missing_materials"] = missing
         outbox.append(

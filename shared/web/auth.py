@@ -48,9 +48,20 @@ def roles_required(*roles: str):
                 raise Forbidden(f"该操作需要以下角色之一：{'、'.join(accounts.ROLES[r] for r in roles)}")
             return view(*args, **kwargs)
 
+        wrapped.liandong_roles = frozenset(roles)  # the menu shows the page only to these (may_open)
         return wrapped
 
     return decorator
+
+
+def may_open(endpoint: str) -> bool:
+    """Whether the menu offers ``endpoint`` to the signed-in account: the page exists here and
+    the account's role may open it (:func:`roles_required`)."""
+    view = current_app.view_functions.get(endpoint)
+    if view is None:
+        return False
+    roles = getattr(view, "liandong_roles", None)
+    return roles is None or (g.get("account") is not None and g.account["role"] in roles)
 
 
 def _load_account():

@@ -24,10 +24,21 @@ from flask import (
 from shared.core.clock import CN_TZ, parse_iso
 from shared.core.errors import Forbidden, LiandongError, RuleError, ValidationError
 from shared.core.storage import write_transaction
-from shared.rules import decision_rights, materials, precheck, states
+from shared.rules import decision_rights, materials, precheck, progress, states
 from shared.rules import green_channel as green_rules
 from shared.rules.deadlines import case_clock, committed_deadline
-from shared.services import accounts, case_view, casework, green_channel, intake, joint, licences, supplements
+from shared.services import (
+    accounts,
+    case_view,
+    casework,
+    documents,
+    green_channel,
+    intake,
+    joint,
+    licences,
+    names,
+    supplements,
+)
 from shared.web.context import current_node
 from shared.web.db import get_db
 
@@ -94,6 +105,50 @@ def _holder(case: dict) -> dict | None:
             "grant": grant, "grant_label": decision_rights.GRANT_LABELS[grant]}
 
 
+@bp.app_template_global("office_label")
+def office_label(office: str | None) -> str:
+    """An office code (``130926-rs``, a township's 区划代码) as its full Chinese name."""
+    if not office:
+        return "—"
+    node, conn = current_node(), get_db()
+    own = node.config.get("NODE_NAME") or ""
+    if office == node.node_id and office != node.config.get("HUB_ID"):
+        return names.township_government(own)
+    return names.office_name(node.trust(conn), office, None, documents.own_hub_name(conn, node))
+
+
+@bp.app_template_global("place_label")
+def place_label(node_id: str | None) -> str:
+    """A node's 区划代码 as its registered name (东关村便民服务室)."""
+    node, conn = current_node(), get_db()
+    if node_id == node.node_id and node.config.get("NODE_NAME"):
+        return node.config["NODE_NAME"]
+    return names.node_name(node.trust(conn), node_id)
+
+
+@bp.app_template_global("person_label")
+def person_label(username: str | None, node_id: str | None = None) -> str:
+    """Who did a step, by display name (or the role of the node's tier when unknown here)."""
+    return names.person(get_db(), username, names.tier_of(node_id))
+
+
+@bp.app_template_global("status_label")
+def status_label(status: str | None) -> str:
+    """A case status (``ACCEPTED``) in Chinese (已受理)."""
+    return states.status_label(status) if status else "—"
+
+
+def case_names(case: dict, item: dict | None) -> dict:
+    """The names of the case's offices, places and people (:func:`shared.services.names.for_case`)."""
+    node, conn = current_node(), get_db()
+    hub = documents.own_hub_name(conn, node)
+    result = names.for_case(conn, node.trust(conn), case, item, hub, node.node_id, node.config.get("NODE_NAME") or "")
+    county = names.county_of(hub)
+    result["review_body"] = names.reconsideration_body(county, node.config.get("RECONSIDERATION_BODY") or "")
+    result["court"] = names.court(county, node.config.get("COURT_NAME") or "")
+    return result
+
+
 def _may_decide(row) -> bool:
     node = current_node()
     if not node.kind.decides or g.account is None:
@@ -107,7 +162,7 @@ def act(case_id: str, action: str, comment: str, details: dict) -> dict:
     conn = get_db()
     row = casework.get_row(conn, case_id)
     if not _may_decide(row):
-        raise Forbidden(f"只有承办机构（{row['route_office']}）的审批人员可以办理该办件")
+        raise Forbidden("只有承办机构的审批人员可以办理该办件")
     if action == "site_visit":
         raise RuleError("use_site_visits", "现场核查由乡镇便民服务站在「现场核查」页面登记")
     if action == "supplement":
@@ -180,24 +235,32 @@ def detail(case_id: str):
     row = casework.get_row(get_db(), case_id)
     actions = _actions_for(row) if _may_decide(row) else []
     item = _catalog_items().get(case["item_code"])
-    names = {m["code"]: m["name"] for m in (item or {}).get("materials", [])}
+    material_names = {m["code"]: m["name"] for m in (item or {}).get("materials", [])}
     node = current_node()
     for m in case["materials"]:
-        m["name"] = names.get(m["code"], m["code"])
+        m["name"] = material_names.get(m["code"], "其他材料")
         m["here"] = node.blobs.has(m["sha256"])
         m["preview"] = _preview_type(node.blobs.read(m["sha256"])[:8]) if m["here"] else None
     shown = request.args.get("view") or next((m["sha256"] for m in case["materials"] if m["preview"]), None)
     preview = next((m for m in case["materials"] if m["sha256"] == shown and m["preview"]), None)
     fields = {f["name"]: f["label"] for f in (item or {}).get("fields", [])}
     extended = any(h["action"] == "extend" for h in case["history"])
-    return render_template("cases/detail.html", case=case, actions=actions, labels=states.ACTION_LABELS,
+    blocked = {}
+    for a in actions:
+        try:  # the same guard the action runs (a comment is assumed: it is typed on this page)
+            joint.check_action(get_db(), case_id, a, "（意见）")
+        except RuleError as exc:
+            blocked[a] = exc.message
+    step = progress.word(case["status"], case["sync_state"], case["route"]["level"], len(case["origin"]) == 9)
+    return render_template("cases/detail.html", case=case, who=case_names(case, item), actions=actions,
+                           progress_word=step, blocked=blocked, progress_legend=progress.legend(case["route"]["level"] == "township"), labels=states.ACTION_LABELS,
                            kinds=ACTION_KIND, item=item, fields=fields, preview=preview, extended=extended,
                            suspend_reasons=states.SUSPEND_REASONS, opinions=states.PRE_REVIEW_OPINIONS, supervision=SUPERVISION_LABELS,
                            may_decide=bool(actions), seven_steps=case_view.seven_steps(case),
                            may_deliver=(row["status"] in states.DECIDED_STATES and row["origin"] == node.node_id
                                         and g.account["role"] in ("agent", "clerk")),
-                           notice=precheck.latest_notice(case["history"]),
-                           answer=_answer_form(row, item), material_names=names,
+                           notice=precheck.latest_notice(case["history"]), delivery_manners=names.DELIVERY_MANNERS,
+                           answer=_answer_form(row, item), material_names=material_names,
                            deficiency_limit=committed_deadline(node.calendar, node.clock.today_cn(),
                                                                int(row["limit_wd"] or 0)).isoformat(),
                            mark_actions=[a for a in actions if a in precheck.MARK_ACTIONS])
@@ -333,8 +396,9 @@ def receipt(case_id: str):
     """The printable 收件回执."""
     case = _case_json(case_id)
     item = _catalog_items().get(case["item_code"])
-    names = {m["code"]: m["name"] for m in (item or {}).get("materials", [])}
-    return render_template("cases/receipt.html", case=case, node=current_node(), item=item, names=names,
+    material_names = {m["code"]: m["name"] for m in (item or {}).get("materials", [])}
+    return render_template("cases/receipt.html", case=case, node=current_node(), item=item, names=material_names,
+                           who=case_names(case, item),
                            fresh=request.args.get("new") == "1")
 
 
@@ -344,7 +408,8 @@ def notice(case_id: str):
     case = _case_json(case_id)
     if not case["decision"] and case["status"] not in ("APPROVED", "DENIED", "NOT_ACCEPTED", "CONCLUDED"):
         raise ValidationError("status", "该办件尚无办理结果")
-    return render_template("cases/notice.html", case=case, item=_catalog_items().get(case["item_code"]))
+    item = _catalog_items().get(case["item_code"])
+    return render_template("cases/notice.html", case=case, item=item, who=case_names(case, item))
 
 
 @bp.get("/cases/<case_id>/materials/<sha256>/view")

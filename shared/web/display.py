@@ -8,10 +8,13 @@ prints (no menus) and asks for Ctrl+P. liandong.js only turns those links into a
 
 from __future__ import annotations
 
+from datetime import date
 from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, redirect, request, send_from_directory, url_for
 
+from shared.core.clock import CN_TZ, parse_iso
+from shared.services import names
 from shared.web.auth import public
 
 bp = Blueprint("display", __name__)
@@ -83,8 +86,21 @@ def text_size_url() -> str:
     return url_for("display.text_size", size="normal" if large_text() else "large", next=screen_url())
 
 
+def cn_date(value) -> str:
+    """A timestamp or date as papers print it: ``2026年12月2日`` (Beijing date, no clock time)."""
+    if not value:
+        return "—"
+    try:
+        text = str(value)
+        day = parse_iso(text).astimezone(CN_TZ).date() if "T" in text else date.fromisoformat(text)
+    except (ValueError, TypeError):
+        return str(value)
+    return f"{day.year}年{day.month}月{day.day}日"
+
+
 def init_app(app) -> None:
     """Register the routes and the template helpers."""
     app.register_blueprint(bp)
+    app.jinja_env.filters.update(cn_date=cn_date, full_stop=names.with_full_stop)
     app.jinja_env.globals.update(large_text=large_text, print_view=print_view, print_url=print_url,
                                  screen_url=screen_url, text_size_url=text_size_url)

@@ -9,7 +9,7 @@ from markupsafe import Markup
 from shared.core.crypto import SignatureError
 from shared.core.errors import Forbidden, RuleError, ValidationError
 from shared.core.storage import write_transaction
-from shared.services import accounts, casework, documents
+from shared.services import accounts, casework, documents, names
 from shared.web.context import current_node
 from shared.web.db import get_db
 from sync import envelope
@@ -48,7 +48,7 @@ def show(doc_id: str):
     body = envelope.peek(signed)
     with write_transaction(get_db()):
         accounts.audit(get_db(), g.account["username"], "document.read", body["case_id"], doc_id, current_node().now())
-    return render_template("documents/print.html", doc=body, code=documents.verification_code(signed),
+    return render_template("documents/print.html", doc=body, code=documents.verification_code(signed), seal=names.SEAL,
                            qr=_qr_svg(documents.qr_text(signed)))
 
 
@@ -93,7 +93,12 @@ def deliver(case_id: str):
     node = current_node()
     if row["origin"] != node.node_id or g.account["role"] not in ("agent", "clerk"):
         raise Forbidden("只有收件的代办员或站员可以登记送达")
+    manner = request.form.get("manner", names.DELIVERY_MANNERS[0])  # API-style posts without it: 直接送达
+    if manner not in names.DELIVERY_MANNERS:
+        flash("请选择送达方式")
+        return redirect(url_for("cases.detail", case_id=case_id))
     with write_transaction(conn):
-        casework.deliver(conn, node, case_id, g.account["username"], request.form.get("comment", ""))
+        casework.deliver(conn, node, case_id, g.account["username"], request.form.get("comment", "").strip(),
+                         manner, g.account["display_name"])
     flash("已登记送达，送达回证已生成")
     return redirect(url_for("documents.for_case", case_id=case_id))

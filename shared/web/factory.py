@@ -92,7 +92,7 @@ def create_node_app(import_name: str, tier: Tier, test_config: dict | None, data
     app.register_blueprint(auth.bp)
     app.register_blueprint(health.bp)
     app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier.name, node_kind=tier,
-                                 version=VERSION, has_page=lambda endpoint: endpoint in app.view_functions,
+                                 version=VERSION, has_page=auth.may_open,
                                  material_accept=materials.accept_attribute, material_formats=materials.formats_text)
     return app
 

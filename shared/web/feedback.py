@@ -6,7 +6,9 @@ from flask import Blueprint, flash, g, jsonify, redirect, render_template, reque
 
 from shared.core.errors import Forbidden, LiandongError, ValidationError
 from shared.core.storage import write_transaction
+from shared.rules.catalog import DEPARTMENTS
 from shared.services import accounts, casework, feedback
+from shared.web.cases import office_label
 from shared.web.context import current_node
 from shared.web.db import get_db
 
@@ -176,11 +178,17 @@ def overview():
 def new_complaint():
     """Take a complaint (投诉) about a case or an office."""
     values = {"case_id": request.values.get("case_id", "").strip(), "office": request.values.get("office", "").strip(),
+              "receipt_no": request.values.get("receipt_no", "").strip(),
               "name": request.form.get("name", ""), "phone": request.form.get("phone", ""),
               "content": request.form.get("content", "")}
+    if values["case_id"] and not values["receipt_no"]:  # from a case's page: show its 收件编号
+        row = get_db().execute("SELECT receipt_no FROM cases WHERE case_id = ?", (values["case_id"],)).fetchone()
+        values["receipt_no"] = row["receipt_no"] if row else ""
+    if values["receipt_no"]:
+        values["case_id"] = ""  # the number typed (or shown) names the case
     error = None
     if request.method == "POST":
-        payload = {"case_id": values["case_id"], "office": values["office"],
+        payload = {"case_id": values["case_id"], "office": values["office"], "receipt_no": values["receipt_no"],
                    "complainant": {"name": values["name"], "phone": values["phone"]}, "content": values["content"]}
         conn = get_db()
         try:
@@ -195,7 +203,19 @@ def new_complaint():
         else:
             flash("投诉已登记" + ("" if current_node().kind.supervises else "，将报送市（县）政务服务中心监察员处理"))
             return redirect(url_for("feedback.complaint_page", complaint_id=complaint["complaint_id"]))
-    return render_template("feedback/complaint_new.html", values=values, error=error), 400 if error else 200
+    return render_template("feedback/complaint_new.html", values=values, error=error,
+                           offices=complaint_offices()), 400 if error else 200
+
+
+def complaint_offices() -> list[tuple[str, str]]:
+    """``(office code, name)`` a complaint may name: the county's departments and the townships."""
+    node, conn = current_node(), get_db()
+    trust = node.trust(conn)
+    hub_id = trust.hub_id if trust is not None else node.config.get("HUB_ID")
+    offices = [(f"{hub_id}-{code}", office_label(f"{hub_id}-{code}")) for code in DEPARTMENTS if code != "xz"]
+    townships = sorted(n.node_id for n in (trust.nodes.values() if trust is not None else ())
+                       if n.tier == "township" and n.status == "active")
+    return offices + [(t, office_label(t)) for t in townships]
 
 
 @bp.get("/complaints/<complaint_id>")

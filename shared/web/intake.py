@@ -26,8 +26,8 @@ from werkzeug.datastructures import MultiDict
 
 from shared.core.clock import parse_iso
 from shared.core.errors import LiandongError, ValidationError
-from shared.rules import materials, states
-from shared.rules.catalog import accepts_at, public_view, required_materials, search, validate_form
+from shared.rules import materials, progress, states
+from shared.rules.catalog import accepts_at, form_errors, public_view, required_materials, search
 from shared.rules.idcard import mask_id_number
 from shared.services import drafts, intake, scanner
 from shared.web.cases import page_number
@@ -37,10 +37,8 @@ from sync.trust import is_expired, metadata_content
 
 bp = Blueprint("intake", __name__)
 
-SYNC_WORDS = {"pending": "未发送", "custody": "已到乡镇", "acked": "已到市中心", "hub": "已到市中心"}
-ACCEPTED_STATES = frozenset({"ACCEPTED", "ACCEPTED_DEFICIENT", "IN_REVIEW", "SUSPENDED"})
 #: Decided cases whose result the agent hands to the applicant (送达).
-RESULT_STATES = ("APPROVED", "DENIED", "NOT_ACCEPTED")
+RESULT_STATES = progress.RESULT_STATES
 
 STEPS = ("situation", "form", "materials", "confirm")
 STEP_LABELS = {"situation": "情形", "form": "表单", "materials": "材料", "confirm": "确认"}
@@ -50,15 +48,9 @@ CLOCK_SKEW_BANNER_MS = 10 * 60 * 1000
 
 
 def sync_word(case_row) -> str:
-    """The case's position in plain words (未发送 / 已到乡镇 / 已到市中心 / 已受理 / 已办结)."""
-    status = case_row["status"]
-    if status in ("CONCLUDED", *RESULT_STATES):
-        return "已办结"
-    if status in ACCEPTED_STATES:
-        return "已受理"
-    if status not in ("SUBMITTED", "RECEIVED"):
-        return states.status_label(status)
-    return SYNC_WORDS.get(case_row["sync_state"], "已提交")
+    """The case's position in plain words (:func:`shared.rules.progress.word`)."""
+    return progress.word(case_row["status"], case_row["sync_state"], case_row["route_level"],
+                         filed_at_township=len(case_row["origin"] or "") == 9)
 
 
 # ---------------------------------------------------------------------------- banners
@@ -75,6 +67,9 @@ def banners() -> list[tuple[str, str]]:
     conn = get_db()
     now = node.now()
     shown = []
+    revoked = intake.revoked_notice(conn, node)
+    if revoked is not None:
+        return [("bad", revoked)]  # nothing else matters on this PC any more
     parent = node.kind.parent_label
     last = _meta(conn, "last_parent_contact")
     limit = float(current_app.config["OFFLINE_BANNER_SECONDS"])
@@ -202,6 +197,15 @@ def _step_of(field: str | None) -> str | None:
     return None
 
 
+class FieldErrors(ValidationError):
+    """Several field errors of one wizard step, all shown at once (the first names the field)."""
+
+    def __init__(self, errors: list[ValidationError]) -> None:
+        super().__init__(errors[0].field, f"有 {len(errors)} 处需要修改，请看标红的栏目：" +
+                         "；".join(e.message for e in errors) if len(errors) > 1 else errors[0].message, errors[0].code)
+        self.errors = errors
+
+
 class _State:
     """Everything entered so far, read from the posted form."""
 
@@ -309,8 +313,9 @@ class _State:
         if step == "situation":
             required_materials(self.item, self.answers, strict=True)
         elif step == "form":
-            intake.clean_applicant(self.applicant)
-            validate_form(self.item, self.form)
+            errors = intake.applicant_errors(self.applicant) + form_errors(self.item, self.form)
+            if errors:
+                raise FieldErrors(errors)
 
     def payload(self) -> dict:
         payload = {"item_code": self.item["code"], "applicant": self.applicant, "form": self.form,
@@ -396,6 +401,7 @@ def new_case(code: str):
     return render_template(
         "intake/wizard.html", item=item, steps=steps, step=step, labels=STEP_LABELS, state=state,
         values=state.values(), error=error, error_input=_input_name(getattr(error, "field", None)),
+        field_errors={_input_name(e.field): e.message for e in getattr(error, "errors", [error] if error else [])},
         needed=state.needed(), missing=state.missing(), mask=mask_id_number, draft_id=draft_id,
         max_file_mb=int(node.config["MAX_ATTACHMENT_BYTES"]) // (1024 * 1024),
         scanner_set=bool(node.config.get("SCANNER_FOLDER")),
@@ -434,6 +440,7 @@ def _own_cases(where: str = "", params: tuple = ()) -> dict:
 def my_cases():
     """The cases taken at this node, newest first, with where each one is in plain words."""
     return render_template("intake/my_cases.html", **_own_cases(), sync_word=sync_word, mask=mask_id_number,
+                           word_classes=progress.WORD_CLASSES, legend=progress.legend,
                            label=states.status_label, drafts=drafts.listed(get_db()), step_labels=STEP_LABELS)
 
 

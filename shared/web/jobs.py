@@ -101,12 +101,13 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
     database = app.extensions["liandong_db"]
     lock = threading.Lock()
 
-    def sync_job(force: bool = False) -> dict:
-        if not lock.acquire(blocking=force):
-            return {"skipped": True}
+    def sync_job(force: bool = False, timeout: float | None = None) -> dict:
+        # A forced round waits for a running one at most ``timeout`` (the agent is watching).
+        if not lock.acquire(blocking=force, timeout=timeout if force and timeout else -1):
+            return {"error": "Timeout: a round is already running"} if force else {"skipped": True}
         conn = database.connect(app)
         try:
-            return run_round(conn, node, state, force=force)
+            return run_round(conn, node, state, force=force, timeout=timeout)
         except Exception:  # a bug must not kill the scheduler thread; it is logged and retried
             log.exception("sync round failed")
             return {"error": "internal"}
@@ -114,5 +115,5 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
             conn.close()
             lock.release()
 
-    app.extensions["liandong_sync_now"] = lambda: sync_job(force=True)
+    app.extensions["liandong_sync_now"] = lambda timeout=None: sync_job(force=True, timeout=timeout)
     scheduler.add_job(sync_job, float(app.config["SYNC_INTERVAL_SECONDS"]), "sync")

@@ -49,7 +49,24 @@ def _check_signature(trust) -> tuple[str, int]:
         return check_request(service().resolve_caller_key(trust), current_node().node_id, request.method,
                              request.full_path.rstrip("?"), request.get_data(cache=True), request.headers)
     except SignatureError as exc:
+        if _signed_by_a_revoked_node(trust):
+            # Told only to the holder of the revoked key, so its PC can say 本机已停用 for good.
+            raise SyncError("node_revoked", "本机已被停用，不能再同步", status=403) from exc
         raise SyncError("node_auth", f"节点身份验证失败：{exc}", status=401) from exc
+
+
+def _signed_by_a_revoked_node(trust) -> bool:
+    """Whether the request is genuinely signed by a node the registry lists as revoked."""
+    def revoked_key(node_id: str, kid: str):
+        entry = trust.nodes.get(node_id) if trust is not None else None
+        return entry.keys.get(kid) if entry is not None and entry.status == "revoked" else None
+
+    try:
+        check_request(revoked_key, current_node().node_id, request.method, request.full_path.rstrip("?"),
+                      request.get_data(cache=True), request.headers)
+    except SignatureError:
+        return False
+    return True
 
 
 def _record_nonce(conn, caller: str, nonce: int) -> None:

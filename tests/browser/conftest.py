@@ -103,6 +103,6 @@ def login(page, handle, username: str) -> None:
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_load_state()
-    assert "/login" not in page.url, page.content()[:500]
+    assert "/login" not in page.url, page.locator("main").inner_text()[:300]
 
 

@@ -53,7 +53,7 @@ def test_admin_publishes_a_catalog_and_the_supervisor_sees_the_board(admin_netwo
     tree = page.locator("#node-tree")
     for node_id in ("130926", "130926100", admin_network.village().node_id):
         assert tree.locator(f"#node-{node_id}").is_visible()
-    assert tree.get_by_role("button", name=f"吊销 {admin_network.village().node_id}").is_visible()
+    assert tree.get_by_role("button", name=f"吊销 {admin_network.village().node.config['NODE_NAME']}").is_visible()
     shots(page, "hub-admin-nodes")
 
     page.get_by_role("link", name="事项目录").first.click()

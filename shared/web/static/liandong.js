@@ -6,11 +6,13 @@
 
   function idError(v) {
     v = v.trim().toUpperCase();
+    // The same words as the server (shared/rules/idcard.py), so a message never changes on submit.
     if (!v) return "请填写身份证号";
-    if (!/^\d{17}[\dX]$/.test(v)) return "身份证号应为18位（最后一位可以是X）";
+    if (v.length !== 18) return "身份证号应为18位";
+    if (!/^\d{17}[\dX]$/.test(v)) return "身份证号前17位应为数字，最后一位为数字或X";
     var sum = 0;
     for (var i = 0; i < 17; i++) sum += parseInt(v.charAt(i), 10) * W[i];
-    if (CHECK.charAt(sum % 11) !== v.charAt(17)) return "身份证号校验位不正确，请核对";
+    if (CHECK.charAt(sum % 11) !== v.charAt(17)) return "身份证号校验位错误";
     return "";
   }
   function phoneError(v) {
@@ -37,6 +39,14 @@
       input.addEventListener("input", function () {
         var need = input.getAttribute("data-check") === "id_number" ? 18 : 11;
         if (input.value.trim().length >= need || input.getAttribute("aria-invalid")) validate(input);
+      });
+    });
+    // A slow form (立即同步): say it is working and stop a second click until the page answers.
+    Array.prototype.forEach.call(document.querySelectorAll("form[data-busy]"), function (f) {
+      f.addEventListener("submit", function () {
+        var note = f.querySelector(".busy-note");
+        if (note) note.textContent = f.getAttribute("data-busy");
+        Array.prototype.forEach.call(f.querySelectorAll("button"), function (b) { b.disabled = true; });
       });
     });
     // 打印 links open the print view without JavaScript; with it, they print this page directly.
