@@ -96,7 +96,7 @@ def test_the_hub_acknowledges_an_envelope_only_once_its_files_arrived(build_netw
     item = city_item(village, agent)
     files = material_files(item, "ack")
     create_case(village, agent, item, files)  # seq 1, with files
-    create_case(village, agent, item)  # seq 2, without
+    create_case(village, agent, item, [])  # seq 2, without
     village.sync()
 
     client = client_with(township, WireSession())

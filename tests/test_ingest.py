@@ -34,7 +34,7 @@ def item(net):
 def new_envelope(village, item) -> tuple[dict, str]:
     """A fresh case at ``village``: its signed outbox envelope and the case id."""
     token = village.account("agent", "agent", village.node_id)
-    receipt = create_case(village, token, item)
+    receipt = create_case(village, token, item, [])  # no files: the ack does not wait for any
     row = village.query("SELECT document FROM outbox WHERE case_id = ?", (receipt["case_id"],))[0]
     return envelope.from_bytes(row["document"]), receipt["case_id"]
 

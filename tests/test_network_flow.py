@@ -151,3 +151,24 @@ def test_township_decides_its_item_while_the_hub_is_down(net, agent):
     assert hub.scalar("SELECT COUNT(*) FROM quarantine") == 0
     township.sync()
     assert township.scalar("SELECT COUNT(*) FROM outbox WHERE state != 'acked'") == 0
+
+
+def test_the_hubs_receipt_is_one_event_at_the_village_recorded_by_the_state_machine(net, agent):
+    """The village marks a city case 已接件 from the hub's ack by the state machine, with an event
+    under the id of the hub's own 接件 event; when the hub's event arrives, it is the same event,
+    now with the hub's time (no second 接件, no status written without an event)."""
+    village, hub = net.village(), net.hub
+    item = pick_item(catalog(village, agent), "city")
+    case_id = create_case(village, agent, item)["case_id"]
+    net.sync_all()
+    assert village.scalar("SELECT status FROM cases WHERE case_id = ?", (case_id,)) == "RECEIVED"
+    provisional = village.query("SELECT event_id, at FROM case_events WHERE case_id = ? AND action = 'receive'",
+                                (case_id,))
+    at_hub = hub.query("SELECT event_id, at FROM case_events WHERE case_id = ? AND action = 'receive'", (case_id,))
+    assert len(provisional) == 1 and provisional[0]["event_id"] == at_hub[0]["event_id"]
+    window = hub.account("w_receive", "window", f"{HUB_ID}-{item['department_code']}")
+    assert hub.api("POST", f"/api/v1/cases/{case_id}/actions", window, json={"action": "accept"}).status_code == 200
+    net.sync_all()
+    after = village.query("SELECT event_id, at FROM case_events WHERE case_id = ? AND action = 'receive'", (case_id,))
+    assert len(after) == 1 and after[0]["at"] == at_hub[0]["at"]  # the hub's time stands
+    assert village.scalar("SELECT status FROM cases WHERE case_id = ?", (case_id,)) == "ACCEPTED"

@@ -210,7 +210,7 @@ def test_township_clerk_decides_a_township_item(network, new_page, shots):
     page = new_page()
     login(page, township, "clerk")
     page.goto(township.url + "/relay")
-    row = page.locator("table.relay tbody tr", has_text=village.node_id)
+    row = page.locator("table.relay tbody tr", has_text=village.app.config["NODE_NAME"])  # villages by name
     assert "正常" in row.inner_text()
     shots(page, "township-relay")
     page.goto(township.url + "/relay/cases")
