@@ -260,3 +260,16 @@ CITY_CASE = CaseParties("city", "130926-mz", "130926100201", frozenset({"130926-
 def test_rule(reader, case, here, expected):
     got = case_access(reader, case, here)
     assert (got.read, got.unmasked, got.reason) == expected
+
+
+def test_township_walk_in_cases_stay_with_the_township_staff(net, tokens, cases):
+    township = tokens["township"]
+    item = next(i for i in catalog(net.township, township["clerk"]) if i["code"] == TOWNSHIP_ITEM)
+    walk_in = _ok(net.township.api("POST", "/api/v1/cases", township["clerk"], json=case_payload(item)), 201)
+    receipt = walk_in["receipt_no"]
+    for path in ("/cases", "/site-visits"):  # 我的办件 and the site-visit candidates
+        assert receipt in net.township.api("GET", path, township["clerk"]).text, path
+        for clerk in ("zrzy_clerk", "nync_clerk"):  # not asked about it (not accepted yet)
+            page = net.township.api("GET", path, township[clerk])
+            assert page.status_code == 200 and receipt not in page.text, (clerk, path)
+    assert net.township.api("GET", f"/cases/{walk_in['case_id']}", township["nync_clerk"]).status_code == 404
