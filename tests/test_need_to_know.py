@@ -154,6 +154,9 @@ def test_lists_show_only_readable_cases(net, tokens, cases):
     receipts = {name: net.hub.scalar("SELECT receipt_no FROM cases WHERE case_id = ?", (cid,))
                 for name, cid in cases.items()}
     assert receipts["other_city"] in rs and receipts["joint_city"] not in rs
+    # The queue lists the office's cases only to the accounts that handle them.
+    misfiled = net.hub.account("misfiled", "project_agent", "130926-rs")
+    assert receipts["other_city"] not in net.hub.api("GET", "/queue", misfiled).text
     relay = {u: net.township.api("GET", "/relay/cases", t).text for u, t in tokens["township"].items()}
     assert all(receipts[n] in relay["clerk"] for n in TOWNSHIP_READERS)
     assert receipts["township"] in relay["zrzy_clerk"]
@@ -256,6 +259,9 @@ CITY_CASE = CaseParties("city", "130926-mz", "130926100201", frozenset({"130926-
     (Reader("p", "project_agent", None), CaseParties("city", "130926-wj", "130926100201", project_agent="p"),
      HERE_HUB, (False, False, "none")),  # linked, not filed: not opened by the link
     (Reader("p", "project_agent", None), CITY_CASE, HERE_HUB, (False, False, "none")),
+    # An office's own supervisor or a misfiled account reads as its role says, not as the office.
+    (Reader("s", "supervisor", "130926-mz"), CITY_CASE, HERE_HUB, (True, False, "oversight")),
+    (Reader("p", "project_agent", "130926-mz"), CITY_CASE, HERE_HUB, (False, False, "none")),
 ])
 def test_rule(reader, case, here, expected):
     got = case_access(reader, case, here)
