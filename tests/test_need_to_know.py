@@ -218,6 +218,10 @@ def test_list_pages_with_personal_data_are_audited(net, tokens, cases):
     net.hub.api("GET", "/queue", tokens["hub"]["rs_window"])
     assert [tuple(r) for r in net.hub.query("SELECT action, target FROM audit_log WHERE id > ?", (before,))] == [
         ("case.list", "queue")]
+    before = net.hub.scalar("SELECT MAX(id) FROM audit_log")
+    _ok(net.hub.api("GET", "/api/v1/followups?all=1", tokens["hub"]["supervisor"]))  # 回访: names and phones
+    assert [tuple(r) for r in net.hub.query("SELECT action, target FROM audit_log WHERE id > ?", (before,))] == [
+        ("case.list", "followups")]
 
 
 def test_a_case_linked_to_a_project_does_not_open_it_to_the_project_agent(net, tokens, cases):
@@ -249,6 +253,8 @@ CITY_CASE = CaseParties("city", "130926-mz", "130926100201", frozenset({"130926-
     (Reader("t", "clerk", "130926101"), CITY_CASE, Here("130926101", "township", True), (False, False, "none")),
     (Reader("v", "agent", "130926100201"), CITY_CASE, Here("130926100201", None), (True, True, "origin")),
     (Reader("v", "agent", "130926100202"), CITY_CASE, Here("130926100202", None), (False, False, "none")),
+    (Reader("v", "agent", None), CITY_CASE, Here("130926100201", None), (True, True, "origin")),  # no office
+    (Reader("v", "agent", "130926100202"), CITY_CASE, Here("130926100201", None), (False, False, "none")),
     (Reader("x", "window", "130926-xz"), CaseParties("township", "130926100", "130926100201",
                                                      supervising_office="130926-xz"), HERE_HUB,
      (True, False, "supervising")),

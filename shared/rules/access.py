@@ -82,6 +82,12 @@ class Access:
 NO_ACCESS = Access(False)
 
 
+def own_staff(reader: Reader, here: Here) -> bool:
+    """Whether the reader is staff of this node itself: office the node's code, or no office at
+    all (a village's agents need none). A township *department* account has its own office."""
+    return reader.office is None or reader.office == here.node_id
+
+
 def relayed_by(here: Here, origin: str) -> bool:
     """Whether ``origin`` is a village below this township (its code extends the township's)."""
     return here.relays_villages and len(origin) > len(here.node_id) and origin.startswith(here.node_id)
@@ -92,11 +98,11 @@ def case_access(reader: Reader, case: CaseParties, here: Here) -> Access:
     office = reader.office
     if reader.role in HANDLING_ROLES and office == case.route_office and here.decides_level == case.route_level:
         return Access(True, unmasked=True, reason="handling")
-    if reader.role in ORIGIN_ROLES and office == here.node_id and case.origin == here.node_id:
+    if reader.role in ORIGIN_ROLES and own_staff(reader, here) and case.origin == here.node_id:
         return Access(True, unmasked=True, reason="origin")
     if reader.role in OVERSIGHT_ROLES:
         return Access(True, reason="oversight")
-    if reader.role == "clerk" and office == here.node_id and relayed_by(here, case.origin):
+    if reader.role == "clerk" and own_staff(reader, here) and relayed_by(here, case.origin):
         return Access(True, reason="relay")
     if reader.role in DEPARTMENT_ROLES and office is not None and office in case.joint_offices:
         return Access(True, reason="joint")

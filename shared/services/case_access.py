@@ -64,10 +64,10 @@ def readable_where(reader: Reader, here: Here, alias: str = "c") -> tuple[str, t
     if role in access.HANDLING_ROLES and office and here.decides_level:
         clauses.append(f"({alias}.route_office = ? AND {alias}.route_level = ?)")
         params += [office, here.decides_level]
-    if role in access.ORIGIN_ROLES and office == here.node_id:
+    if role in access.ORIGIN_ROLES and access.own_staff(reader, here):
         clauses.append(f"{alias}.origin = ?")
         params.append(here.node_id)
-    if role == "clerk" and office == here.node_id and here.relays_villages:
+    if role == "clerk" and access.own_staff(reader, here) and here.relays_villages:
         # Village codes extend the township's: a range the (origin, submitted_at) index serves.
         clauses.append(f"({alias}.origin > ? AND {alias}.origin < ? AND length({alias}.origin) > ?)")
         params += [here.node_id, here.node_id + ":", len(here.node_id)]
