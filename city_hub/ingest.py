@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from city_hub import lifecycle, registry, regulation
 from shared.core import canonical
+from shared.core.audit import audit
 from shared.core.clock import iso, parse_iso
 from shared.core.errors import RuleError
 from shared.rules import authority
@@ -80,8 +81,7 @@ def make_appliers(node) -> dict:
                 try:
                     casework.apply_checked_update(conn, row, waiting, waiting.pop("sender"), node.trust(conn))
                 except RuleError as exc:
-                    conn.execute("INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?,?,?,?,?)",
-                                 (iso(node.now()), "system", "event.refused", body["case_id"], exc.message))
+                    audit(conn, "system", "event.refused", body["case_id"], exc.message, node.now())
         if instant:
             casework.receive(conn, body["case_id"], item, node.node_id, received(opened)[0],
                              lambda c, row, ev, dec: notify_origin(c, node, row, ev, dec))

@@ -309,6 +309,10 @@ from provisioning.sim.cli import sim  # noqa: E402
 
 main.add_command(sim)
 
+from provisioning.audit_cli import audit  # noqa: E402
+
+main.add_command(audit)
+
 from provisioning.kit_cli import kit  # noqa: E402
 
 main.add_command(kit)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared.core import canonical
+from shared.core.audit import audit
 from shared.core.clock import iso
 from shared.core.crypto import SignatureError, SigningKey
 from sync import envelope
@@ -260,10 +261,7 @@ class Ingestor:
             # Refuse the rest of this batch too; the caller republishes the registry.
             self.trust.nodes[origin] = dataclasses.replace(entry, status="suspended")
             self.suspended.add(origin)
-        self.conn.execute(
-            "INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?,?,?,?,?)",
-            (iso(now), "system", "node.suspended", origin, json.dumps({"reason": "fork", "seq": base["seq"]})),
-        )
+        audit(self.conn, "system", "node.suspended", origin, json.dumps({"reason": "fork", "seq": base["seq"]}), now)
         return {**base, "status": "quarantined", "reason": "fork"}
 
     def blob_arrived(self, sha256: str, now) -> list[dict]:

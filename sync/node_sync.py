@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from shared.core import canonical
+from shared.core.audit import audit
 from shared.core.clock import iso, parse_iso
 from shared.core.crypto import SignatureError, write_private_file
 from shared.core.storage import write_transaction
@@ -153,9 +154,8 @@ def _release_refused_custody(conn: sqlite3.Connection, node, results: list) -> N
     if not refused:
         return
     conn.executemany("DELETE FROM custody WHERE envelope_id = ?", [(r["envelope_id"],) for r in refused])
-    conn.executemany(
-        "INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?, 'hub', 'custody.refused', ?, ?)",
-        [(iso(node.now()), r.get("origin"), f"{r['envelope_id']} {r.get('reason')}") for r in refused])
+    for r in refused:
+        audit(conn, "hub", "custody.refused", r.get("origin"), f"{r['envelope_id']} {r.get('reason')}", node.now())
 
 
 def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:

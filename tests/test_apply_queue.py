@@ -18,7 +18,8 @@ from test_vectors import NOW, VILLAGE_A, chain_documents, hub_db, push
 from test_vectors import ingestor as vector_ingestor
 
 from city_hub import create_app
-from shared.core.clock import FixedClock, iso
+from shared.core.audit import audit
+from shared.core.clock import FixedClock
 from sync import apply, envelope
 from sync.apply import ApplyWorker, apply_pending
 
@@ -118,8 +119,7 @@ def test_a_poison_envelope_is_quarantined_alone(tmp_path):
     seen = []
 
     def applier(c, opened):
-        c.execute("INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?,?,?,?,?)",
-                  (iso(NOW), "test", "applied", str(opened.body["seq"]), ""))
+        audit(c, "test", "applied", str(opened.body["seq"]), "", NOW)
         if opened.body["seq"] == 3:
             raise RuntimeError("a bug, not a content fault")
         seen.append(opened.body["seq"])
@@ -153,8 +153,7 @@ def test_a_failed_chunk_leaves_everything_queued(tmp_path):
     conn = queued_hub(tmp_path, n=3)
 
     def applier(c, opened):
-        c.execute("INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?,?,?,?,?)",
-                  (iso(NOW), "test", "applied", str(opened.body["seq"]), ""))
+        audit(c, "test", "applied", str(opened.body["seq"]), "", NOW)
 
     def dies(*args):
         raise SystemExit("the process stops mid-chunk")

@@ -36,11 +36,18 @@ def _user_version(data_dir) -> int:
         conn.close()
 
 
+def _audit_before_the_chain(conn, actor, action, target, detail, now):
+    """The audit writer of a release before the hash chain (migration 14)."""
+    conn.execute("INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?,?,?,?,?)",
+                 (now.isoformat(), actor, action, target, detail))
+
+
 @pytest.fixture
 def old_hub(tmp_path, monkeypatch):
     """A hub whose database was created by a release that knew only the first OLD migrations."""
     with monkeypatch.context() as m:
         m.setattr(nodes, "migrations_for", lambda tier: HUB_MIGRATIONS[:OLD])
+        m.setattr(nodes, "audit", _audit_before_the_chain)
         nodes.init_hub(tmp_path / "hub", "130926", "测试县政务服务中心")
     assert _user_version(tmp_path / "hub") == OLD
     return tmp_path / "hub"

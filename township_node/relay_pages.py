@@ -8,6 +8,7 @@ from shared.core.clock import parse_iso
 from shared.rules import link_trouble, states
 from shared.rules.idcard import mask_id_number
 from shared.services import names as node_names
+from shared.web import access
 from shared.web.cases import page_number
 from shared.web.context import current_node
 from shared.web.intake import sync_word
@@ -95,8 +96,9 @@ def village_cases():
     names = _names(conn)
     village = request.args.get("village", "").strip()
     # Village codes are the township's code plus three digits: a range the (origin, submitted_at) index serves.
-    sql = " FROM cases WHERE origin > ? AND origin < ?"
-    params: list = [node.node_id, node.node_id + ":"]
+    readable, readable_args = access.list_filter("cases")  # a department clerk: only what it is asked about
+    sql = f" FROM cases WHERE origin > ? AND origin < ? AND {readable}"
+    params: list = [node.node_id, node.node_id + ":", *readable_args]
     if village:
         sql += " AND origin = ?"
         params.append(village)
@@ -110,6 +112,7 @@ def village_cases():
     order = " ORDER BY submitted_at DESC, rowid DESC"
     rows = conn.execute("SELECT * FROM cases WHERE rowid IN (SELECT rowid" + sql + order + " LIMIT ? OFFSET ?)" + order,
                         [*params, LIST_PAGE, (page - 1) * LIST_PAGE]).fetchall()
+    access.audit_list("relay.cases", [r["case_id"] for r in rows])
     villages = sorted({*(n for n in names if len(n) == 12 and n.startswith(node.node_id)),
                        *(r["origin"] for r in conn.execute(
                            "SELECT DISTINCT origin FROM cases WHERE origin > ? AND origin < ?",

@@ -28,4 +28,5 @@ def node_migrations(first: str) -> list[str]:
         schema.SESSIONS,  # 13: session epochs (server-side logout) and login throttling
         schema.GREEN_CHANNEL,  # 14: 重点项目 绿色通道, investment, case green mark
         schema.LICENCES,  # 15: 电子证照 held here, by holder, and their revocations
+        schema.AUDIT_CHAIN,  # 16: the audit log hash-chained; no id reused (INSERT OR REPLACE)
     ]

@@ -339,3 +339,18 @@ CREATE TABLE IF NOT EXISTS licences (
 );
 CREATE INDEX IF NOT EXISTS licences_by_holder ON licences(holder_id, issued_at);
 """
+
+# The audit log made tamper-evident (shared/core/audit.py): a hash chain, and no way to reuse
+# an id. Without the last trigger an ``INSERT OR REPLACE`` with an existing id would delete the
+# old row silently: REPLACE does not fire DELETE triggers (recursive_triggers is off).
+AUDIT_CHAIN = """
+ALTER TABLE audit_log ADD COLUMN prev_hash TEXT;
+ALTER TABLE audit_log ADD COLUMN row_hash TEXT;
+CREATE TRIGGER audit_log_no_reuse BEFORE INSERT ON audit_log
+WHEN NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM audit_log WHERE id = NEW.id)
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER audit_log_chained BEFORE INSERT ON audit_log
+WHEN NEW.row_hash IS NULL OR NEW.prev_hash IS NOT COALESCE(
+    (SELECT row_hash FROM audit_log ORDER BY id DESC LIMIT 1), '0000000000000000000000000000000000000000000000000000000000000000')
+BEGIN SELECT RAISE(ABORT, 'audit_log rows must be chained: write them with shared.core.audit.audit'); END;
+"""

@@ -23,7 +23,7 @@ import json
 import sqlite3
 from datetime import date
 
-from shared.core.clock import iso
+from shared.core.audit import audit
 from shared.core.errors import Forbidden, RuleError, ValidationError
 from shared.core.storage import write_transaction
 from shared.rules import states
@@ -149,8 +149,7 @@ def record(conn: sqlite3.Connection, node, case_id: str, payload: dict, photos: 
         if row["origin"] != node.node_id:
             downlink.issue(conn, node.key, node.node_id, row["origin"], DOWNLINK_KIND,
                            {"case_id": case_id, "event": event}, now)
-        conn.execute("INSERT INTO audit_log(at, actor, action, target, detail) VALUES (?,?,?,?,?)",
-                     (iso(now), actor, "case.site_visit", case_id, checked["result"]))
+        audit(conn, actor, "case.site_visit", case_id, checked["result"], now)
     return event
 
 
@@ -190,11 +189,13 @@ def photo_of(conn: sqlite3.Connection, case_id: str, sha256: str) -> dict | None
     return None
 
 
-def candidates(conn: sqlite3.Connection, township_id: str, items: dict) -> list[sqlite3.Row]:
-    """Cases in the township's area that may get a site visit now, oldest first."""
+def candidates(conn: sqlite3.Connection, township_id: str, items: dict,
+               readable: tuple[str, tuple] = ("1", ())) -> list[sqlite3.Row]:
+    """Cases in the township's area that may get a site visit now, oldest first (only those
+    matching the ``readable`` SQL condition: :func:`shared.services.case_access.readable_where`)."""
     allowed = states.TRANSITIONS["site_visit"][0]
     marks = ",".join("?" * len(allowed))
     rows = conn.execute(
-        f"SELECT * FROM cases WHERE status IN ({marks}) AND (route_office = ? OR origin LIKE ?)"
-        " ORDER BY submitted_at LIMIT 500", (*sorted(allowed), township_id, township_id + "%")).fetchall()
+        f"SELECT * FROM cases WHERE status IN ({marks}) AND (route_office = ? OR origin LIKE ?) AND {readable[0]}"
+        " ORDER BY submitted_at LIMIT 500", (*sorted(allowed), township_id, township_id + "%", *readable[1])).fetchall()
     return [r for r in rows if in_area(r, items.get(r["item_code"]), township_id)]

@@ -39,6 +39,7 @@ from shared.services import (
     names,
     supplements,
 )
+from shared.web import access
 from shared.web.context import current_node
 from shared.web.db import get_db
 
@@ -86,11 +87,10 @@ def _preview_type(data: bytes) -> str | None:
 def _case_json(case_id: str) -> dict:
     node = current_node()
     conn = get_db()
-    result = case_view.to_json(conn, case_id, node.calendar, node.clock.today_cn())
+    granted = access.require_read(case_id)  # 404 for a case the account may not read; audited
+    result = case_view.to_json(conn, case_id, node.calendar, node.clock.today_cn(), mask=not granted.unmasked)
     result["holder"] = _holder(result)
     result["cited_licences"] = licences.citations_of(conn, node, casework.get_row(conn, case_id), node.clock.today_cn())
-    with write_transaction(conn):
-        accounts.audit(conn, g.account["username"], "case.read", case_id, None, node.now())
     return result
 
 
@@ -477,15 +477,16 @@ def queue():
     node = current_node()
     conn = get_db()
     open_states = tuple(states.OPEN_STATES)
-    where = f"route_office = ? AND status IN ({','.join('?' * len(open_states))})"
+    readable, readable_args = access.list_filter("cases")
+    where = f"route_office = ? AND status IN ({','.join('?' * len(open_states))}) AND {readable}"
     rows = conn.execute(
         "SELECT case_id, receipt_no, item_name, applicant_name, origin, status, limit_wd, submitted_at, green_channel"
-        f" FROM cases WHERE {where}", (office, *open_states)).fetchall()
+        f" FROM cases WHERE {where}", (office, *open_states, *readable_args)).fetchall()
     events: dict[str, list] = {}
     for e in conn.execute(
         "SELECT case_id, at, action, detail FROM case_events WHERE case_id IN"
         f" (SELECT case_id FROM cases WHERE {where}) AND action IN ('accept', 'accept_deficient', 'suspend',"
-        " 'resume', 'extend') ORDER BY case_id, at, rowid", (office, *open_states)):
+        " 'resume', 'extend') ORDER BY case_id, at, rowid", (office, *open_states, *readable_args)):
         events.setdefault(e["case_id"], []).append(e)
     calendar, today = node.calendar, node.clock.today_cn()
     cases = []
@@ -503,7 +504,9 @@ def queue():
     page = page_number()
     pages = max(1, -(-len(cases) // QUEUE_PAGE))
     page = min(page, pages)
-    return render_template("cases/queue.html", cases=cases[(page - 1) * QUEUE_PAGE:page * QUEUE_PAGE],
+    shown = cases[(page - 1) * QUEUE_PAGE:page * QUEUE_PAGE]
+    access.audit_list("queue", [c["case_id"] for c in shown])
+    return render_template("cases/queue.html", cases=shown,
                            total=len(cases), page=page, pages=pages, office=office,
                            supervision=SUPERVISION_LABELS, counts=counts,
                            may_decide=g.account["role"] in accounts.DECIDING_ROLES)

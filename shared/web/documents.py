@@ -10,6 +10,7 @@ from shared.core.crypto import SignatureError
 from shared.core.errors import Forbidden, RuleError, ValidationError
 from shared.core.storage import write_transaction
 from shared.services import accounts, casework, documents, names
+from shared.web import access
 from shared.web.context import current_node
 from shared.web.db import get_db
 from sync import envelope
@@ -46,6 +47,7 @@ def show(doc_id: str):
     """One document, ready to print on A4, with its QR code and verification code."""
     signed = _load(doc_id)
     body = envelope.peek(signed)
+    access.require_read(body["case_id"])  # the document names the applicant: the case's readers only
     with write_transaction(get_db()):
         accounts.audit(get_db(), g.account["username"], "document.read", body["case_id"], doc_id, current_node().now())
     return render_template("documents/print.html", doc=body, code=documents.verification_code(signed), seal=names.SEAL,

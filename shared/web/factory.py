@@ -15,7 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.core.settings import DEFAULTS
 from shared.rules import materials
-from shared.web import auth, display, errors, health, limits, metrics
+from shared.web import access, auth, display, errors, health, limits, metrics
 from shared.web.context import VERSION, csrf
 from sync.node import Node
 from sync.tier import Tier
@@ -90,6 +90,7 @@ def create_node_app(import_name: str, tier: Tier, test_config: dict | None, data
     metrics.init_app(app)  # access log on every node; /metrics on hub and township
     display.init_app(app)  # favicon, 大字
     app.register_blueprint(auth.bp)
+    access.init_app(app)  # need-to-know on every case route, after the login hook
     app.register_blueprint(health.bp)
     app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier.name, node_kind=tier,
                                  version=VERSION, has_page=auth.may_open,

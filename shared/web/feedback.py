@@ -8,6 +8,7 @@ from shared.core.errors import Forbidden, LiandongError, ValidationError
 from shared.core.storage import write_transaction
 from shared.rules.catalog import DEPARTMENTS
 from shared.services import accounts, casework, feedback
+from shared.web import access
 from shared.web.cases import office_label
 from shared.web.context import current_node
 from shared.web.db import get_db
@@ -74,6 +75,7 @@ def api_rating(case_id: str):
 def api_followups():
     """Open 回访 (``?all=1`` with closed ones), overdue marked."""
     rows = feedback.followups(get_db(), current_node(), _hub_office_filter(), open_only=request.args.get("all") != "1")
+    access.audit_list("followups", [r["case_id"] for r in rows])  # applicants' names and phones
     return jsonify({"followups": rows})
 
 
@@ -167,6 +169,8 @@ def overview():
         "SELECT r.case_id, r.level, r.comment, r.rated_at, r.office, c.receipt_no, c.item_name FROM case_ratings r"
         " JOIN cases c ON c.case_id = r.case_id ORDER BY r.rated_at DESC LIMIT 50").fetchall()
     _audit("complaint.list", None, str(len(complaints)))
+    if followups:
+        access.audit_list("followups", [f["case_id"] for f in followups])  # applicants' names and phones
     return render_template(
         "feedback/overview.html", followups=followups, complaints=complaints, ratings=ratings,
         levels=feedback.LEVELS, followup_wd=feedback.FOLLOWUP_WD, complaint_wd=feedback.COMPLAINT_WD,

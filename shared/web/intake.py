@@ -30,6 +30,7 @@ from shared.rules import materials, progress, states
 from shared.rules.catalog import accepts_at, form_errors, public_view, required_materials, search
 from shared.rules.idcard import mask_id_number
 from shared.services import drafts, intake, scanner
+from shared.web import access
 from shared.web.cases import page_number
 from shared.web.context import current_node
 from shared.web.db import get_db
@@ -421,8 +422,9 @@ def _own_cases(where: str = "", params: tuple = ()) -> dict:
     """One page of the cases taken here (newest first), with the total and the page numbers."""
 
     query = request.args.get("q", "").strip()
-    sql = " FROM cases WHERE origin = ?" + where
-    args: list = [current_node().node_id, *params]
+    readable, readable_args = access.list_filter("cases")
+    sql = f" FROM cases WHERE origin = ? AND {readable}" + where
+    args: list = [current_node().node_id, *readable_args, *params]
     if query:
         sql += " AND (receipt_no LIKE ? OR applicant_name LIKE ? OR item_name LIKE ?)"
         args += [f"%{query}%"] * 3
@@ -432,6 +434,7 @@ def _own_cases(where: str = "", params: tuple = ()) -> dict:
     page = min(page_number(), pages)
     rows = conn.execute("SELECT *" + sql + " ORDER BY submitted_at DESC LIMIT ? OFFSET ?",
                         [*args, LIST_PAGE, (page - 1) * LIST_PAGE]).fetchall()
+    access.audit_list(request.path, [r["case_id"] for r in rows])
     return {"rows": rows, "total": total, "page": page, "pages": pages, "query": query,
             "pager_args": {"q": query} if query else {}}
 

@@ -15,6 +15,7 @@ from shared.core.errors import Forbidden, LiandongError, ValidationError
 from shared.core.storage import write_transaction
 from shared.rules import states
 from shared.services import accounts, casework, site_visits
+from shared.web import access
 from shared.web.context import current_node
 from shared.web.db import get_db
 
@@ -76,7 +77,9 @@ def overview():
     node = current_node()
     conn = get_db()
     items = _items()
-    rows = site_visits.candidates(conn, node.node_id, items) if node.kind.records_site_visits else []
+    rows = (site_visits.candidates(conn, node.node_id, items, access.list_filter("cases"))
+            if node.kind.records_site_visits else [])
+    access.audit_list("site_visits", [r["case_id"] for r in rows])
     visited = {r["case_id"] for r in conn.execute("SELECT DISTINCT case_id FROM case_events WHERE action = 'site_visit'")}
     return render_template("site_visits/overview.html", rows=rows, visited=visited, label=states.status_label,
                            recent=site_visits.recent(conn))
