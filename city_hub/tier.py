@@ -9,7 +9,7 @@ from city_hub.ingest import make_appliers, notify_origin
 from city_hub.oversight import facts as case_facts
 from shared.core.storage import write_transaction
 from shared.services import joint, supervision
-from sync import apply
+from sync import apply, blobs
 from sync import trust as trustmod
 from sync.tier import HUB_SIGNING_KEY_FILE, Tier, count_rows
 
@@ -92,6 +92,7 @@ class HubTier(Tier):
             ("joint", lambda conn: joint.run_scheduled(conn, node, node.emit)),
             ("regulation", lambda conn: regulation.run_scheduled(conn, node)),
             ("case_facts", lambda conn: case_facts.run_scheduled(conn, node)),
+            ("blob_parking", blobs.parking_rule(node)),
         ]
 
 

@@ -88,13 +88,17 @@ def _round(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
 
 
 def _pending_documents(conn: sqlite3.Connection, node) -> list[tuple[str, dict]]:
+    """The next push: at most ``SYNC_BATCH`` envelopes of each source and ``SYNC_BATCH_BYTES`` in all,
+    so one village's large envelopes never make a push the parent refuses as too large."""
     batch = int(node.config["SYNC_BATCH"])
-    docs = []
+    rows = []
     if node.relay is not None:
         # Villages' envelopes first: a township's decision event follows the case it is about.
-        docs += [("custody", envelope.from_bytes(r["document"])) for r in relay.to_forward(conn, batch)]
-    docs += [("outbox", envelope.from_bytes(r["document"])) for r in outbox.to_send(conn, batch, node.now())]
-    return docs
+        rows += [("custody", r) for r in relay.to_forward(conn, batch)]
+    rows += [("outbox", r) for r in outbox.to_send(conn, batch, node.now())]
+    sized = [{"source": source, "document": r["document"]} for source, r in rows]
+    return [(r["source"], envelope.from_bytes(r["document"]))
+            for r in envelope.within_bytes(sized, int(node.config["SYNC_BATCH_BYTES"]))]
 
 
 def _push(conn: sqlite3.Connection, node, client: ParentClient) -> int:
@@ -129,6 +133,9 @@ def _release_refused_custody(conn: sqlite3.Connection, node, results: list) -> N
     for review, and the village still holds its own copy until an ack, so nothing is lost;
     forwarding them every round would only crowd out the rest of the township's batch."""
     refused = [r for r in results if r.get("status") == "quarantined" and r.get("envelope_id")]
+    # Held at the hub already (a retry the township could not tell from a fork): nothing to forward.
+    conn.executemany("DELETE FROM custody WHERE envelope_id = ? AND last_error = 'fork'",
+                     [(r["envelope_id"],) for r in results if r.get("status") == "duplicate" and r.get("envelope_id")])
     if not refused:
         return
     conn.executemany("DELETE FROM custody WHERE envelope_id = ?", [(r["envelope_id"],) for r in refused])
@@ -243,6 +250,8 @@ def apply_pull_answer(conn: sqlite3.Connection, node, answer: dict) -> dict:
             except (RollbackError, SignatureError) as exc:
                 log.warning("metadata refused: %s", exc)
         trust = node.trust(conn)
+        if node.relay is not None:
+            relay.drop_revoked(conn, trust, node.now())
         if rotation.finish_if_registered(node, trust):
             log.info("switched to the rotated node key")
         result["acked"] = _apply_acks(conn, node, trust, answer.get("acks", []))

@@ -7,7 +7,7 @@ when it does not use a table, so all nodes share one numbering. The SQL of each 
 """
 
 from shared.services import schema
-from sync.schema import APPLY_QUEUE
+from sync.schema import APPLY_QUEUE, RELAY_GUARDS
 
 
 def node_migrations(first: str) -> list[str]:
@@ -26,4 +26,5 @@ def node_migrations(first: str) -> list[str]:
         schema.DROP_REDUNDANT_INDEXES,  # 11: single-column indexes the composite ones cover
         APPLY_QUEUE,  # 12: the hub's accepted envelopes waiting to be applied
         schema.SESSIONS,  # 13: session epochs (server-side logout) and login throttling
+        RELAY_GUARDS,  # 14: first envelope id per relayed (origin, seq); parked blobs per uploader
     ]
