@@ -19,7 +19,7 @@ from network_session import session_for
 
 from shared.core.clock import iso
 from shared.core.storage import write_transaction
-from sync import blobs, envelope, node_sync, outbox
+from sync import blobs, envelope, node_sync, outbox, relay
 from sync.client import ParentClient, SyncUnavailable
 
 FLOOD_PAYLOAD = 1_900_000  # each envelope just under the 2 MiB per-envelope cap
@@ -80,6 +80,7 @@ def test_hub_quarantines_an_envelope_pushed_by_a_node_that_is_neither_its_origin
 
 def test_township_takes_only_the_calling_villages_own_envelopes(net):
     first, second, far = net.village(0), net.village(1), net.villages["130926101201"]
+    net.sync_all()  # every township knows every village (the registry)
     mine = sign_own(second, "relay.test", {"n": 2})
     below_other = sign_own(far, "relay.test", {"n": 3})
     answer = first.client_to_parent().push([mine, below_other])
@@ -88,6 +89,13 @@ def test_township_takes_only_the_calling_villages_own_envelopes(net):
     ids = [envelope.document_id(d) for d in (mine, below_other)]
     assert net.township.scalar(f"SELECT COUNT(*) FROM custody WHERE envelope_id IN ({','.join('?' * 2)})", ids) == 0
     assert answer["receipt"] is None
+    # Whoever hands it over (a U盘 bundle names no calling node here): a village below another
+    # township is never taken into this township's custody.
+    township = net.township
+    with write_transaction(township.conn):
+        results, held = relay.take_custody(township.conn, township.node.trust(township.conn), township.node_id,
+                                           [below_other], township.node.now())
+    assert results[0]["reason"] == "not_below_this_township" and held == []
     net.sync_all()  # the second village's envelope goes up by its own push
 
 
@@ -156,15 +164,22 @@ def test_unreferenced_blobs_are_limited_per_node_and_removed_after_a_while(net, 
         with pytest.raises(SyncUnavailable, match="blob_quota"):
             to_parent.send_blob(hashlib.sha256(files[3]).hexdigest(), files[3], 0)
         assert parent.scalar("SELECT SUM(size) FROM blob_parking WHERE node_id = ?", (sender.node_id,)) == 300_000
+        # An envelope that names a parked file claims it: it no longer counts against the quota.
+        named = {"sha256": hashlib.sha256(files[0]).hexdigest(), "size": len(files[0])}
+        assert to_parent.push([sign_own(sender, "relay.test", {"named": 1}, attachments=[named])])["results"]
+        assert parent.scalar("SELECT SUM(size) FROM blob_parking WHERE node_id = ?", (sender.node_id,)) == 200_000
+        files = files[1:] + [os.urandom(100_000)]
 
         # The scheduled rule removes what no envelope named after BLOB_PARK_SECONDS.
         rules = dict(parent.node.kind.scheduled_rules(parent.node))
         assert rules["blob_parking"](parent.conn) == 0  # not old enough yet
         cutoff = iso(parent.node.now() + timedelta(seconds=1))
-        assert blobs.sweep_parked(parent.conn, parent.node.blobs, cutoff) == 3
-        assert not any(parent.node.blobs.has(hashlib.sha256(d).hexdigest()) for d in files[:3])
+        assert blobs.sweep_parked(parent.conn, parent.node.blobs, cutoff) == 2
+        assert not any(parent.node.blobs.has(hashlib.sha256(d).hexdigest()) for d in files[:2])
+        assert parent.node.blobs.has(named["sha256"])
         assert parent.scalar("SELECT COUNT(*) FROM blob_parking") == 0
-        assert to_parent.send_blob(hashlib.sha256(files[3]).hexdigest(), files[3], 0)["complete"]
+        for data in files[2:]:
+            assert to_parent.send_blob(hashlib.sha256(data).hexdigest(), data, 0)["complete"]
     finally:
         parent.node.config["BLOB_PARK_QUOTA_BYTES"] = 32 * 1024 * 1024
         blobs.sweep_parked(parent.conn, parent.node.blobs, iso(parent.node.now() + timedelta(seconds=1)))
@@ -179,6 +194,11 @@ def test_material_files_named_by_envelopes_are_not_parked_or_swept(net, agents):
     net.sync_all()
     assert hub.scalar("SELECT COUNT(*) FROM blob_parking") == 0
     assert net.township.scalar("SELECT COUNT(*) FROM blob_parking") == 0
+    # Content addressing: a file parked by another node may be the very bytes of a case here.
+    kept = hub.scalar("SELECT sha256 FROM case_materials WHERE case_id = ? LIMIT 1", (receipt["case_id"],))
+    with write_transaction(hub.conn):
+        hub.conn.execute("INSERT INTO blob_parking(sha256, node_id, size, parked_at) VALUES (?, ?, 1, ?)",
+                         (kept, net.township.node_id, iso(hub.node.now())))
     for handle in (hub, net.township):
         blobs.sweep_parked(handle.conn, handle.node.blobs, iso(handle.node.now() + timedelta(days=2)))
     for row in hub.query("SELECT sha256 FROM case_materials WHERE case_id = ?", (receipt["case_id"],)):
