@@ -25,7 +25,8 @@ from shared.core.logs import configure_logging
 from shared.core.version import __version__
 from shared.services import accounts
 from shared.web.factory import load_settings
-from sync import bundle, rotation
+from sync import bundle, node_sync, rotation
+from sync.client import SyncUnavailable
 from township_node.relay_service import TownshipSync
 
 DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -138,6 +139,19 @@ def quarantine_discard(data_dir: Path, quarantine_id: int, reason: str) -> None:
     with nodes.opened(data_dir, "hub") as (node_rt, conn), storage.write_transaction(conn):
         result = quarantined.discard(conn, node_rt, quarantine_id, reason, "cli")
     click.echo(json.dumps(result, ensure_ascii=False))
+
+
+@node.command("resume")
+@DATA
+def node_resume(data_dir: Path) -> None:
+    """After `liandong restore` of an old backup: continue this node's envelopes after the hub's
+    acknowledged head (the node stopped, and reinstated at the hub after the fork was reviewed)."""
+    with nodes.opened(data_dir) as (node_rt, conn):
+        try:
+            result = node_sync.resume_from_hub(conn, node_rt)
+        except SyncUnavailable as exc:
+            raise CliError(f"无法从上级节点取得中心的确认（节点是否已在中心恢复？）：{exc}", "resume_failed") from exc
+    click.echo(json.dumps(result))
 
 
 @node.command("status")

@@ -286,3 +286,27 @@ def handle_message(conn: sqlite3.Connection, node, message: dict) -> None:
         log.warning("no handler for downlink message kind %s; skipped", message["kind"])
         return
     handler(conn, message)
+
+
+def resume_from_hub(conn: sqlite3.Connection, node, client: ParentClient | None = None) -> dict:
+    """After a restore from an old backup: fetch the hub-signed acknowledgement of this node's own
+    envelopes (through the parent) and continue the chain after it (:func:`outbox.resume_after`).
+
+    The node must be active again at the hub (an admin reinstates it after reviewing the fork).
+    :raises SyncUnavailable: the parent cannot be reached or refuses this node.
+    """
+    client = client or client_for(node)
+    cursors, have = pull_request(conn, node)
+    answer = client.pull(cursors, have, {node.node_id: 0})
+    trust = node.trust(conn)
+    head = {"acked_seq": 0, "acked_id": outbox.GENESIS}
+    for ack in answer.get("acks", []):
+        try:
+            body = envelope.open_signed(ack, envelope.ACK, trust.hub_key).body
+        except SignatureError as exc:
+            log.warning("acknowledgement refused: %s", exc)
+            continue
+        if body["origin"] == node.node_id:
+            head = body
+    with write_transaction(conn):
+        return outbox.resume_after(conn, node.key, head["acked_seq"], head["acked_id"], node.now())
