@@ -62,6 +62,12 @@ def test_a_village_restored_from_an_old_backup_forks_visibly_and_resumes_without
     receipts = {r["receipt_no"] for r in (before, *lost)}
     assert not receipts & {r["receipt_no"] for r in after}  # receipt numbers never repeat
 
+    # By U盘 first: the township takes the bundle and answers it; nothing dies with a traceback.
+    cli("node", "export-bundle", "--data", village.data_dir, "--out", tmp_path / "village.bundle")
+    cli("node", "import-bundle", "--data", township.data_dir, "--in", tmp_path / "village.bundle",
+        "--answer", tmp_path / "answer.bundle")
+    cli("node", "import-bundle", "--data", village.data_dir, "--in", tmp_path / "answer.bundle")
+
     errors = all_errors(net)
     assert not [e for e in errors if "HTTP 500" in e], errors  # the township never answers 500
     forks = hub.query("SELECT seq, reason FROM quarantine WHERE origin = ? AND reason = 'fork'", (village.node_id,))
