@@ -107,25 +107,15 @@ def _node_status(node_id: str, op: str):
     return redirect(url_for("admin.nodes"))
 
 
-@bp.post("/admin/quarantine/<int:quarantine_id>/release")
+@bp.post("/admin/quarantine/<int:quarantine_id>")
 @roles_required("admin")
-def quarantine_release(quarantine_id: int):
-    """放行 a quarantined envelope after review: the hub ingests it again (audited)."""
-    return _quarantine_action(quarantine_id, "release")
-
-
-@bp.post("/admin/quarantine/<int:quarantine_id>/discard")
-@roles_required("admin")
-def quarantine_discard(quarantine_id: int):
-    """作废 a quarantined envelope, with the reason the admin gives (audited)."""
-    return _quarantine_action(quarantine_id, "discard")
-
-
-def _quarantine_action(quarantine_id: int, op: str):
+def quarantine_action(quarantine_id: int):
+    """``op=release``: 放行 a quarantined envelope after review (the hub ingests it again);
+    ``op=discard``: 作废 it with the ``reason`` the admin gives. Both audited."""
     conn = get_db()
     try:
         with write_transaction(conn):
-            if op == "release":
+            if request.form.get("op") == "release":
                 done = quarantined.release(conn, current_node(), quarantine_id, g.account["username"])
                 flash(f"隔离消息 {quarantine_id} 已放行并重新接收（{done['status']}）")
             else:

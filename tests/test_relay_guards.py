@@ -271,9 +271,28 @@ def test_quarantined_envelopes_are_listed_released_and_discarded_with_an_audit(n
     assert cli("hub", "quarantine", "discard", "--data", hub.data_dir, "--id", qid, "--reason", " ",
                ok=False).exit_code != 0
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    response = admin.post(f"{hub.url}/admin/quarantine/{qid}/discard",
-                          data={"csrf_token": token, "reason": "由错误的乡镇转发，核查后作废"}, timeout=10)
+    response = admin.post(f"{hub.url}/admin/quarantine/{qid}",
+                          data={"csrf_token": token, "op": "discard", "reason": "由错误的乡镇转发，核查后作废"}, timeout=10)
     assert response.status_code == 200 and "已作废" in response.text
     assert hub.scalar("SELECT detail FROM audit_log WHERE action = 'quarantine.discarded' AND actor = 'qadmin'"
                       " ORDER BY id DESC LIMIT 1").endswith("由错误的乡镇转发，核查后作废")
+    # 放行 on the page: a row the hub still refuses stays open, with the reason shown.
+    third = sign_own(village, "relay.test", {"review": 3})
+    client(net.townships["130926101"], hub).push([third])
+    qid = hub.scalar("SELECT id FROM quarantine WHERE envelope_id = ?", (envelope.document_id(third),))
+    with write_transaction(hub.conn):  # the origin is suspended meanwhile: a release is refused again
+        hub.conn.execute("UPDATE nodes SET status = 'suspended' WHERE node_id = ?", (village.node_id,))
+    hub.node.forget_trust()
+    try:
+        response = admin.post(f"{hub.url}/admin/quarantine/{qid}", data={"csrf_token": token, "op": "release"},
+                              timeout=10)
+        assert "仍被拒收：suspended" in response.text
+        assert hub.scalar("SELECT resolved_at FROM quarantine WHERE id = ?", (qid,)) is None
+    finally:
+        with write_transaction(hub.conn):
+            hub.conn.execute("UPDATE nodes SET status = 'active' WHERE node_id = ?", (village.node_id,))
+        hub.node.forget_trust()
+    response = admin.post(f"{hub.url}/admin/quarantine/{qid}", data={"csrf_token": token, "op": "release"}, timeout=10)
+    assert "已放行" in response.text
+    assert hub.scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'quarantine.released' AND actor = 'qadmin'") == 1
     net.sync_all()
