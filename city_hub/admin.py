@@ -11,6 +11,7 @@ from datetime import timedelta
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 
 from city_hub import hub_admin, lifecycle
+from city_hub import quarantine as quarantined
 from city_hub.db import get_db
 from city_hub.enrolment_service import create_token
 from city_hub.registry import current_catalog, latest
@@ -52,10 +53,7 @@ def nodes():
         " (SELECT COUNT(*) FROM quarantine q WHERE q.origin = n.node_id AND q.resolved_at IS NULL) AS quarantined"
         " FROM nodes n ORDER BY n.node_id"
     ).fetchall()
-    quarantine = conn.execute(
-        "SELECT id, origin, seq, reason, detail, received_at FROM quarantine WHERE resolved_at IS NULL"
-        " ORDER BY id DESC LIMIT 100"
-    ).fetchall()
+    quarantine = quarantined.open_rows(conn)
     return render_template("admin/nodes.html", rows=rows, token=token, error=error, quarantine=quarantine,
                            keys=lifecycle.key_summary(conn), to_apply=apply.pending(conn))
 
@@ -104,6 +102,26 @@ def _node_status(node_id: str, op: str):
                     raise LiandongError("not_found", f"节点 {node_id} 不存在", status=404)
                 lifecycle.reinstate(conn, node, node_id, g.account["username"])
                 flash(f"已恢复节点 {node_id}，新的节点名册已发布")
+    except LiandongError as exc:
+        flash(exc.message)
+    return redirect(url_for("admin.nodes"))
+
+
+@bp.post("/admin/quarantine/<int:quarantine_id>")
+@roles_required("admin")
+def quarantine_action(quarantine_id: int):
+    """``op=release``: 放行 a quarantined envelope after review (the hub ingests it again);
+    ``op=discard``: 作废 it with the ``reason`` the admin gives. Both audited."""
+    conn = get_db()
+    try:
+        with write_transaction(conn):
+            if request.form.get("op") == "release":
+                done = quarantined.release(conn, current_node(), quarantine_id, g.account["username"])
+                flash(f"隔离消息 {quarantine_id} 已放行并重新接收（{done['status']}）")
+            else:
+                quarantined.discard(conn, current_node(), quarantine_id, request.form.get("reason", ""),
+                                    g.account["username"])
+                flash(f"隔离消息 {quarantine_id} 已作废")
     except LiandongError as exc:
         flash(exc.message)
     return redirect(url_for("admin.nodes"))

@@ -10,6 +10,12 @@ from sync import apply, blobs, downlink, envelope
 from sync.ingest import Ingestor
 
 
+def ingestor_for(node, conn) -> Ingestor:
+    """The hub's ingest with its current trust store, key, blobs and limits."""
+    return Ingestor(conn, node.trust(conn), node.key, node.blobs.has,
+                    int(node.config["MAX_CLOCK_SKEW_SECONDS"]) * 1000, int(node.config["MAX_ATTACHMENT_BYTES"]))
+
+
 class HubSync:
     """Installed as ``app.extensions["liandong_sync"]`` on the hub."""
 
@@ -34,9 +40,7 @@ class HubSync:
         return resolve
 
     def ingestor(self, conn) -> Ingestor:
-        node = self.node
-        return Ingestor(conn, node.trust(conn), node.key, node.blobs.has,
-                        int(node.config["MAX_CLOCK_SKEW_SECONDS"]) * 1000)
+        return ingestor_for(self.node, conn)
 
     def prepare_push(self, conn, node, documents: list) -> tuple:
         """Verify every envelope before the write lock: (trust store used, opened or error each)."""
@@ -112,6 +116,10 @@ class HubSync:
             "downlink": downlink.messages_for(conn, subtree, cursors),
             "metadata": registry.newer_than(conn, have),
         }
+
+    def blob_expected(self, conn, sha256: str) -> bool:
+        """Whether an accepted envelope waits for this material file (else an upload is parked)."""
+        return conn.execute("SELECT 1 FROM inbox_blobs WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone() is not None
 
     def blob_complete(self, conn, node, sha256: str, size: int) -> list[dict]:
         """A material file arrived whole: envelopes waiting on it may now be acknowledged."""

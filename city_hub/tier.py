@@ -9,6 +9,7 @@ from city_hub.ingest import apply_all_queued, make_appliers, notify_origin
 from city_hub.oversight import facts as case_facts
 from shared.core.storage import write_transaction
 from shared.services import joint, supervision
+from sync import blobs
 from sync import trust as trustmod
 from sync.tier import HUB_SIGNING_KEY_FILE, Tier, count_rows
 
@@ -79,6 +80,7 @@ class HubTier(Tier):
             ("regulation", lambda conn: regulation.run_scheduled(conn, node)),
             ("case_facts", lambda conn: case_facts.run_scheduled(conn, node)),
             ("deemed_done", lambda conn: projects.run_deemed_done(conn, node)),  # 超时默认 (seed 004 §8)
+            ("blob_parking", blobs.parking_rule(node)),
         ]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 from flask import Config
 
+from city_hub import quarantine as quarantined
 from city_hub.enrolment_service import create_token
 from city_hub.lifecycle import reinstate, revoke
 from provisioning import nodes
@@ -25,7 +26,8 @@ from shared.core.logs import configure_logging
 from shared.core.version import __version__
 from shared.services import accounts
 from shared.web.factory import load_settings
-from sync import bundle, rotation
+from sync import bundle, node_sync, rotation
+from sync.client import SyncUnavailable
 from township_node.relay_service import TownshipSync
 
 DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -104,6 +106,54 @@ def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
 
 
 hub.add_command(node_serve, "serve")
+
+
+@hub.group("quarantine")
+def hub_quarantine() -> None:
+    """Quarantined envelopes: list, release after review, discard with a reason (audited)."""
+
+
+@hub_quarantine.command("list")
+@DATA
+def quarantine_list(data_dir: Path) -> None:
+    """Print the unresolved quarantined envelopes, one JSON object a line."""
+    with nodes.opened(data_dir, "hub") as (_node_rt, conn):
+        for row in quarantined.open_rows(conn, limit=10_000):
+            click.echo(json.dumps({k: row[k] for k in row.keys()}, ensure_ascii=False))
+
+
+@hub_quarantine.command("release")
+@DATA
+@click.option("--id", "quarantine_id", required=True, type=int, help="The quarantine row (see list).")
+def quarantine_release(data_dir: Path, quarantine_id: int) -> None:
+    """Ingest a quarantined envelope again after review."""
+    with nodes.opened(data_dir, "hub") as (node_rt, conn), storage.write_transaction(conn):
+        result = quarantined.release(conn, node_rt, quarantine_id, "cli")
+    click.echo(json.dumps(result, ensure_ascii=False))
+
+
+@hub_quarantine.command("discard")
+@DATA
+@click.option("--id", "quarantine_id", required=True, type=int, help="The quarantine row (see list).")
+@click.option("--reason", required=True, help="Why it is discarded (kept in the audit log).")
+def quarantine_discard(data_dir: Path, quarantine_id: int, reason: str) -> None:
+    """Close a quarantined envelope without ingesting it."""
+    with nodes.opened(data_dir, "hub") as (node_rt, conn), storage.write_transaction(conn):
+        result = quarantined.discard(conn, node_rt, quarantine_id, reason, "cli")
+    click.echo(json.dumps(result, ensure_ascii=False))
+
+
+@node.command("resume")
+@DATA
+def node_resume(data_dir: Path) -> None:
+    """After `liandong restore` of an old backup: continue this node's envelopes after the hub's
+    acknowledged head (the node stopped, and reinstated at the hub after the fork was reviewed)."""
+    with nodes.opened(data_dir) as (node_rt, conn):
+        try:
+            result = node_sync.resume_from_hub(conn, node_rt)
+        except SyncUnavailable as exc:
+            raise CliError(f"无法从上级节点取得中心的确认（节点是否已在中心恢复？）：{exc}", "resume_failed") from exc
+    click.echo(json.dumps(result))
 
 
 @node.command("status")

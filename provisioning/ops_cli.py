@@ -12,9 +12,12 @@ import click
 
 from provisioning import archive, nodes
 from provisioning.cli_errors import CliError
+from provisioning.tiers import TIERS
 from shared.core import storage
 from shared.core.logs import configure_logging
+from shared.services import casework
 from shared.web.jobs import run_rules
+from sync import outbox
 
 
 @click.command("jobs")
@@ -120,3 +123,9 @@ def restore(data_dir: Path, in_path: Path) -> None:
         raise CliError(f"恢复的数据库未通过完整性检查：{check}", "integrity_check")
     config = nodes.read_config(data_dir)
     click.echo(f"{config['TIER']} {config['NODE_ID']} restored into {data_dir}")
+    if not TIERS[config["TIER"]].ingests:  # a node with an outbox (the hub has none)
+        with nodes.opened(data_dir) as (node_rt, conn), storage.write_transaction(conn):
+            head = outbox.mark_restored(conn)
+            receipt = casework.skip_receipt_numbers(conn, node_rt.now())
+        click.echo(f"its outbox stood at envelope {head}; today's receipt numbers continue from {receipt}."
+                   " Run `liandong node resume` once the hub admin has reviewed the fork (docs/operations.md)")

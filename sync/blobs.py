@@ -15,11 +15,12 @@ import hashlib
 import os
 import re
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 from shared.core.clock import iso
 from shared.core.crypto import fsync_dir
-from shared.core.storage import DiskFullError, private_dir
+from shared.core.storage import DiskFullError, private_dir, write_transaction
 
 # O_BINARY: on Windows a descriptor opened without it would turn every LF byte into CRLF.
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
@@ -109,6 +110,11 @@ class BlobStore:
         fsync_dir(target.parent)
         return True
 
+    def remove(self, sha256: str) -> None:
+        """Delete a blob and any partial file of it (a parked upload nobody claimed)."""
+        self.path(sha256).unlink(missing_ok=True)
+        (self.root / "partial" / sha256).unlink(missing_ok=True)
+
     def _commit_file(self, sha256: str, data: bytes) -> None:
         target = self.path(sha256)
         private_dir(target.parent)
@@ -157,3 +163,53 @@ def register(conn: sqlite3.Connection, sha256: str, size: int, now) -> None:
         "INSERT INTO blobs(sha256, size, received_at) VALUES (?,?,?) ON CONFLICT(sha256) DO NOTHING",
         (sha256, size, iso(now)),
     )
+
+
+class QuotaExceeded(BlobError):
+    """The uploading node already parked as many unreferenced bytes as it may."""
+
+
+def park(conn: sqlite3.Connection, node_id: str, sha256: str, size: int, quota: int, now) -> None:
+    """Record an upload that no envelope here names yet (a parked blob), counted at its declared
+    size against the uploader's ``quota``. Call inside a write transaction.
+
+    :raises QuotaExceeded: the node's parked bytes would pass ``quota``.
+    """
+    if conn.execute("SELECT 1 FROM blob_parking WHERE sha256 = ?", (sha256,)).fetchone() is not None:
+        return
+    used = conn.execute("SELECT COALESCE(SUM(size), 0) FROM blob_parking WHERE node_id = ?", (node_id,)).fetchone()[0]
+    if used + size > quota:
+        raise QuotaExceeded(f"node {node_id} has {used} bytes of files no envelope names; the limit is {quota}")
+    conn.execute("INSERT INTO blob_parking(sha256, node_id, size, parked_at) VALUES (?,?,?,?)",
+                 (sha256, node_id, size, iso(now)))
+
+
+def claim_parked(conn: sqlite3.Connection, sha256s: list[str]) -> None:
+    """Material files named by an envelope just accepted or taken into custody are no longer parked."""
+    conn.executemany("DELETE FROM blob_parking WHERE sha256 = ?", [(s,) for s in sha256s])
+
+
+def sweep_parked(conn: sqlite3.Connection, store: BlobStore, parked_before: str) -> int:
+    """Remove parked blobs older than ``parked_before`` (ISO time) that still nothing names; returns
+    how many files were removed. A file a case of this node uses is kept (content addressing: the
+    node may hold the same bytes for its own case)."""
+    removed = 0
+    with write_transaction(conn):
+        rows = conn.execute("DELETE FROM blob_parking WHERE parked_at < ? RETURNING sha256", (parked_before,)).fetchall()
+        for row in rows:
+            sha256 = row["sha256"]
+            if conn.execute("SELECT 1 FROM case_materials WHERE sha256 = ? UNION ALL SELECT 1 FROM case_events"
+                            " WHERE detail LIKE ? LIMIT 1", (sha256, f"%{sha256}%")).fetchone() is None:
+                conn.execute("DELETE FROM blobs WHERE sha256 = ?", (sha256,))
+                store.remove(sha256)
+                removed += 1
+    return removed
+
+
+def parking_rule(node):
+    """The scheduled rule ``blob_parking`` of a hub or township: remove parked blobs older than
+    ``BLOB_PARK_SECONDS``."""
+    def rule(conn: sqlite3.Connection) -> int:
+        cutoff = node.now() - timedelta(seconds=float(node.config["BLOB_PARK_SECONDS"]))
+        return sweep_parked(conn, node.blobs, iso(cutoff))
+    return rule

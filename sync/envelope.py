@@ -167,3 +167,16 @@ def stored_bytes(opened: Opened) -> bytes:
 def from_bytes(data: bytes) -> dict:
     """Load a document this node stored itself (received ones were parsed strictly first)."""
     return json.loads(data)
+
+
+def within_bytes(rows: list, budget: int, column: str = "document") -> list:
+    """The leading ``rows`` whose stored documents together fit in ``budget`` bytes (at least the
+    first one: a single envelope is capped far below any push limit). A push built from them stays
+    under the parent's ``MAX_PUSH_BYTES`` however large one origin's envelopes are."""
+    taken, total = [], 0
+    for row in rows:
+        total += len(row[column])
+        if taken and total > budget:
+            break
+        taken.append(row)
+    return taken

@@ -22,7 +22,7 @@ from shared.core import canonical
 from shared.core.audit import audit
 from shared.core.clock import iso
 from shared.core.crypto import SignatureError, SigningKey
-from sync import envelope
+from sync import blobs, envelope
 from sync.hlc import Timestamp
 from sync.outbox import GENESIS
 from sync.trust import TrustStore
@@ -85,8 +85,10 @@ class Ingestor:
         hub_key: SigningKey,
         has_blob: Callable[[str], bool],
         max_skew_ms: int,
+        max_attachment_bytes: int = 2**63 - 1,
     ):
         self.conn = conn
+        self.max_attachment_bytes = max_attachment_bytes
         self.trust = trust
         self.hub_key = hub_key
         self.has_blob = has_blob
@@ -156,6 +158,10 @@ class Ingestor:
             quarantine(conn, node.node_id, None, envelope_id, "malformed", str(exc), document, now)
             return {"envelope_id": envelope_id, "status": "quarantined", "reason": "malformed", "detail": str(exc)}
         base = {"envelope_id": envelope_id, "origin": origin, "seq": seq}
+        if via != origin and via != node.parent:
+            # A node pushes its own envelopes; a township also those of the villages below it.
+            quarantine(conn, origin, seq, envelope_id, "wrong_relay", f"pushed by {via}", document, now)
+            return {**base, "status": "quarantined", "reason": "wrong_relay"}
         if node.status == "revoked" and (node.revoked_after_seq is None or seq > node.revoked_after_seq):
             quarantine(conn, origin, seq, envelope_id, "revoked", "signed after the node was revoked", document, now)
             return {**base, "status": "quarantined", "reason": "revoked"}
@@ -212,7 +218,15 @@ class Ingestor:
             quarantine(conn, origin, seq, envelope_id, "broken_chain", f"prev should be {head_id}", document, now)
             return {**base, "status": "quarantined", "reason": "broken_chain"}
         attachments = opened.body.get("attachments", [])
+        too_large = [a for a in attachments if a["size"] > self.max_attachment_bytes]
+        if too_large:
+            # Its content is refused at once (quarantined, never applied), but it keeps its place in
+            # the chain: waiting for a file no one may send would hold the origin's acks for ever.
+            detail = f"attachment of {too_large[0]['size']} bytes exceeds {self.max_attachment_bytes}"
+            quarantine(conn, origin, seq, envelope_id, "attachment_too_large", detail, document, now)
+            attachments = []
         missing = sorted({a["sha256"] for a in attachments if not self.has_blob(a["sha256"])})
+        blobs.claim_parked(conn, [a["sha256"] for a in attachments])
         conn.execute(
             "INSERT INTO inbox(origin, seq, envelope_id, prev, kind, document, received_at, via, blobs_pending)"
             " VALUES (?,?,?,?,?,?,?,?,?)",
@@ -225,8 +239,11 @@ class Ingestor:
                 "INSERT INTO inbox_blobs(origin, seq, sha256) VALUES (?,?,?) ON CONFLICT DO NOTHING",
                 [(origin, seq, sha) for sha in missing],
             )
-        conn.execute("INSERT INTO apply_queue(origin, seq) VALUES (?,?)", (origin, seq))
         result = {**base, "status": "accepted"}
+        if too_large:
+            result["content"] = "quarantined: attachment_too_large"
+        else:
+            conn.execute("INSERT INTO apply_queue(origin, seq) VALUES (?,?)", (origin, seq))
         if hlc.wall_ms > wall_ms + self.max_skew_ms:
             # Never trust a clock from the future: keep the envelope, record the hub's time.
             quarantine(conn, origin, seq, envelope_id, "clock_ahead", opened.body["hlc"], None, now)

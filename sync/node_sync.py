@@ -110,13 +110,17 @@ def _round(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
 
 
 def _pending_documents(conn: sqlite3.Connection, node) -> list[tuple[str, dict]]:
+    """The next push: at most ``SYNC_BATCH`` envelopes of each source and ``SYNC_BATCH_BYTES`` in all,
+    so one village's large envelopes never make a push the parent refuses as too large."""
     batch = int(node.config["SYNC_BATCH"])
-    docs = []
+    rows = []
     if node.relay is not None:
         # Villages' envelopes first: a township's decision event follows the case it is about.
-        docs += [("custody", envelope.from_bytes(r["document"])) for r in relay.to_forward(conn, batch)]
-    docs += [("outbox", envelope.from_bytes(r["document"])) for r in outbox.to_send(conn, batch, node.now())]
-    return docs
+        rows += [("custody", r) for r in relay.to_forward(conn, batch)]
+    rows += [("outbox", r) for r in outbox.to_send(conn, batch, node.now())]
+    sized = [{"source": source, "document": r["document"]} for source, r in rows]
+    return [(r["source"], envelope.from_bytes(r["document"]))
+            for r in envelope.within_bytes(sized, int(node.config["SYNC_BATCH_BYTES"]))]
 
 
 def _push(conn: sqlite3.Connection, node, client: ParentClient) -> int:
@@ -151,6 +155,9 @@ def _release_refused_custody(conn: sqlite3.Connection, node, results: list) -> N
     for review, and the village still holds its own copy until an ack, so nothing is lost;
     forwarding them every round would only crowd out the rest of the township's batch."""
     refused = [r for r in results if r.get("status") == "quarantined" and r.get("envelope_id")]
+    # Held at the hub already (a retry the township could not tell from a fork): nothing to forward.
+    conn.executemany("DELETE FROM custody WHERE envelope_id = ? AND last_error = 'fork'",
+                     [(r["envelope_id"],) for r in results if r.get("status") == "duplicate" and r.get("envelope_id")])
     if not refused:
         return
     conn.executemany("DELETE FROM custody WHERE envelope_id = ?", [(r["envelope_id"],) for r in refused])
@@ -264,6 +271,8 @@ def apply_pull_answer(conn: sqlite3.Connection, node, answer: dict) -> dict:
             except (RollbackError, SignatureError) as exc:
                 log.warning("metadata refused: %s", exc)
         trust = node.trust(conn)
+        if node.relay is not None:
+            relay.drop_revoked(conn, trust, node.now())
         if rotation.finish_if_registered(node, trust):
             log.info("switched to the rotated node key")
         result["acked"] = _apply_acks(conn, node, trust, answer.get("acks", []))
@@ -298,3 +307,27 @@ def handle_message(conn: sqlite3.Connection, node, message: dict) -> None:
         log.warning("no handler for downlink message kind %s; skipped", message["kind"])
         return
     handler(conn, message)
+
+
+def resume_from_hub(conn: sqlite3.Connection, node, client: ParentClient | None = None) -> dict:
+    """After a restore from an old backup: fetch the hub-signed acknowledgement of this node's own
+    envelopes (through the parent) and continue the chain after it (:func:`outbox.resume_after`).
+
+    The node must be active again at the hub (an admin reinstates it after reviewing the fork).
+    :raises SyncUnavailable: the parent cannot be reached or refuses this node.
+    """
+    client = client or client_for(node)
+    cursors, have = pull_request(conn, node)
+    answer = client.pull(cursors, have, {node.node_id: 0})
+    trust = node.trust(conn)
+    head = {"acked_seq": 0, "acked_id": outbox.GENESIS}
+    for ack in answer.get("acks", []):
+        try:
+            body = envelope.open_signed(ack, envelope.ACK, trust.hub_key).body
+        except SignatureError as exc:
+            log.warning("acknowledgement refused: %s", exc)
+            continue
+        if body["origin"] == node.node_id:
+            head = body
+    with write_transaction(conn):
+        return outbox.resume_after(conn, node.key, head["acked_seq"], head["acked_id"], node.now())

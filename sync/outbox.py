@@ -134,3 +134,47 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
     for row in conn.execute("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state"):
         result[row["state"]] = row["n"]
     return result
+
+
+RESTORED_AT_SEQ = "restored_at_seq"
+
+
+def mark_restored(conn: sqlite3.Connection) -> int:
+    """Remember where this outbox stood when the node was restored from a backup (``liandong
+    restore``): envelopes numbered after it are new, those up to it the hub may hold already."""
+    head = int(_meta(conn, "outbox_seq", "0"))
+    _set_meta(conn, RESTORED_AT_SEQ, str(head))
+    return head
+
+
+def resume_after(conn: sqlite3.Connection, key: SigningKey, acked_seq: int, acked_id: str, now) -> dict:
+    """Continue this origin's chain from the hub's acknowledged head (after a restore: ``liandong
+    node resume``). Call inside a write transaction.
+
+    Envelopes made before the restore (up to ``restored_at_seq``) are covered by the hub's ack
+    when it is past them; envelopes made since are numbered again after ``acked_seq``, chained
+    to ``acked_id`` and signed again with the same content. Nothing the hub does not hold is dropped.
+    """
+    restored = int(_meta(conn, RESTORED_AT_SEQ, _meta(conn, "outbox_seq", "0")))
+    if acked_seq <= restored:
+        return {"renumbered": [], "acked_seq": acked_seq, "restored_at_seq": restored}
+    conn.execute("UPDATE outbox SET state = 'acked', acked_at = ? WHERE seq <= ? AND state != 'acked'",
+                 (iso(now), restored))
+    newer = conn.execute("DELETE FROM outbox WHERE seq > ? RETURNING *", (restored,)).fetchall()
+    prev, renumbered = acked_id, []
+    for seq, row in enumerate(sorted(newer, key=lambda r: r["seq"]), start=acked_seq + 1):
+        payload = {**envelope.peek(envelope.from_bytes(row["document"])), "seq": seq, "prev": prev}
+        document = envelope.sign(key, envelope.ENVELOPE, payload)
+        envelope_id = envelope.document_id(document)
+        conn.execute(
+            "INSERT INTO outbox(seq, envelope_id, prev, kind, case_id, document, attachments, created_at)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (seq, envelope_id, prev, row["kind"], row["case_id"], envelope.to_bytes(document), row["attachments"],
+             row["created_at"]),
+        )
+        renumbered.append({"from": row["seq"], "to": seq})
+        prev = envelope_id
+    _set_meta(conn, "outbox_seq", str(acked_seq + len(newer)))
+    _set_meta(conn, "outbox_head", prev)
+    _set_meta(conn, RESTORED_AT_SEQ, str(acked_seq + len(newer)))
+    return {"renumbered": renumbered, "acked_seq": acked_seq, "restored_at_seq": restored}

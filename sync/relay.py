@@ -12,16 +12,24 @@ import json
 import sqlite3
 
 from shared.core import canonical
+from shared.core.audit import audit
 from shared.core.clock import iso
 from shared.core.crypto import SignatureError, SigningKey
-from sync import envelope
+from sync import blobs, envelope
 from sync.trust import TrustStore
 
 
 def take_custody(
-    conn: sqlite3.Connection, trust: TrustStore, township_id: str, documents: list, now
+    conn: sqlite3.Connection, trust: TrustStore, township_id: str, documents: list, now,
+    caller: str | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Verify and durably store village envelopes. Call inside a write transaction.
+
+    Only a village's own envelopes, pushed by that village (``caller``) below this township, are
+    taken (an oversized material file is the hub's to refuse: refused here, the village's chain would stop).
+    An envelope numbered at or below the hub's acknowledgement is dropped only if it is the very
+    envelope acknowledged; any other goes on to the hub, which tells a late retry from a fork
+    (a village restored from an old backup) and suspends the node in the latter case.
 
     :returns: per-envelope results, and the ids now in custody (new or already held).
     """
@@ -40,9 +48,10 @@ def take_custody(
             results.append({"envelope_id": envelope_id, "status": "rejected", "reason": "malformed",
                             "detail": "seq must be an integer from 1 to 2^63-1"})
             continue
-        if origin != node.node_id or node.parent != township_id:
+        if origin != node.node_id or node.parent != township_id or (caller is not None and caller != origin):
             results.append({"envelope_id": envelope_id, "status": "rejected", "reason": "not_below_this_township"})
             continue
+        attachments = [a for a in (opened.body.get("attachments") or []) if isinstance(a, dict)]
         if node.status != "active" and (node.revoked_after_seq is None or seq > node.revoked_after_seq):
             results.append({"envelope_id": envelope_id, "status": "rejected", "reason": node.status})
             continue
@@ -50,15 +59,40 @@ def take_custody(
             "INSERT INTO custody(envelope_id, origin, seq, case_id, document, attachments, received_at)"
             " VALUES (?,?,?,?,?,?,?) ON CONFLICT(envelope_id) DO NOTHING",
             (envelope_id, origin, seq, (opened.body.get("body") or {}).get("case_id"), envelope.to_bytes(document),
-             json.dumps(opened.body.get("attachments") or []), iso(now)),
+             json.dumps(attachments), iso(now)),
         )
+        blobs.claim_parked(conn, [str(a.get("sha256")) for a in attachments])
+        conn.execute("INSERT INTO relayed_ids(origin, seq, envelope_id) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                     (origin, seq, envelope_id))
+        first = conn.execute("SELECT envelope_id FROM relayed_ids WHERE origin = ? AND seq = ?", (origin, seq)).fetchone()
         acked = conn.execute("SELECT acked_seq FROM acks WHERE origin = ?", (origin,)).fetchone()
-        if acked is not None and seq <= acked["acked_seq"]:
+        if first["envelope_id"] != envelope_id:
+            # Same number, other content: a restored or cloned village. The hub must see it (and
+            # suspends the node); kept apart so no acknowledgement releases it before it goes up.
+            conn.execute("UPDATE custody SET last_error = 'fork' WHERE envelope_id = ?", (envelope_id,))
+        elif acked is not None and seq <= acked["acked_seq"]:
             # Already acknowledged by the hub: nothing to keep, the ack travels back down.
             conn.execute("DELETE FROM custody WHERE envelope_id = ?", (envelope_id,))
         results.append({"envelope_id": envelope_id, "origin": origin, "seq": seq, "status": "custody"})
         held.append(envelope_id)
     return results, held
+
+
+def drop_revoked(conn: sqlite3.Connection, trust: TrustStore, now) -> int:
+    """Custody of revoked villages numbered after their ``revoked_after_seq`` leaves the relay
+    (the hub would quarantine it anyway; it must not crowd out the other villages). Audited."""
+    dropped = 0
+    for node in trust.nodes.values():
+        if node.status != "revoked":
+            continue
+        after = node.revoked_after_seq if node.revoked_after_seq is not None else 0
+        rows = conn.execute("DELETE FROM custody WHERE origin = ? AND seq > ? RETURNING envelope_id, seq",
+                            (node.node_id, after)).fetchall()
+        if rows:
+            audit(conn, "system", "custody.revoked_dropped", node.node_id,
+                  f"{len(rows)} envelopes after seq {after}: " + ",".join(str(r["seq"]) for r in rows)[:400], now)
+            dropped += len(rows)
+    return dropped
 
 
 def custody_receipt(key: SigningKey, township_id: str, envelope_ids: list[str], now) -> dict:
@@ -89,7 +123,7 @@ def store_ack(conn: sqlite3.Connection, trust: TrustStore, ack_document: dict) -
         " SET acked_seq = excluded.acked_seq, document = excluded.document WHERE excluded.acked_seq > acks.acked_seq",
         (origin, acked_seq, envelope.to_bytes(ack_document)),
     )
-    conn.execute("DELETE FROM custody WHERE origin = ? AND seq <= ?", (origin, acked_seq))
+    conn.execute("DELETE FROM custody WHERE origin = ? AND seq <= ? AND last_error IS NOT 'fork'", (origin, acked_seq))
     return body
 
 

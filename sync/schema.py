@@ -169,3 +169,24 @@ CREATE TABLE IF NOT EXISTS apply_queue (
     seq INTEGER NOT NULL
 );
 """
+
+# Migration 14 (every tier applies it). ``relayed_ids``: the first envelope id a township took
+# for each (origin, seq), so a different envelope with the same number (a village restored from
+# an old backup, or a cloned key) is told from a late retry and sent on to the hub as a fork.
+# ``blob_parking``: material files a node uploaded (hub, township) before any envelope named
+# them; counted against the uploader's quota and removed after BLOB_PARK_SECONDS.
+RELAY_GUARDS = """
+CREATE TABLE IF NOT EXISTS relayed_ids (
+    origin TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    envelope_id TEXT NOT NULL,
+    PRIMARY KEY (origin, seq)
+);
+CREATE TABLE IF NOT EXISTS blob_parking (
+    sha256 TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    parked_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS blob_parking_node ON blob_parking(node_id);
+"""

@@ -14,6 +14,7 @@ from provisioning import nodes
 from provisioning.cli import main
 from shared.core import storage
 from shared.core.audit import GENESIS, audit, verify_chain
+from shared.services import schema
 
 NOW = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
 
@@ -113,7 +114,7 @@ def test_the_triggers_refuse_update_delete_replace_and_unchained_rows(hub):
 def test_rows_from_before_the_chain_are_counted_then_the_chain_starts(tmp_path):
     full = nodes.migrations_for("hub")
     conn = storage.connect(tmp_path / "old.sqlite3")
-    storage.migrate(conn, full[:-1])  # a release before the chain wrote these rows
+    storage.migrate(conn, full[:full.index(schema.AUDIT_CHAIN)])  # a release before the chain wrote these rows
     for n in range(3):
         conn.execute("INSERT INTO audit_log(at, actor, action) VALUES ('2026-01-01T00:00:00Z', ?, 'login')", (f"u{n}",))
     storage.migrate(conn, full)

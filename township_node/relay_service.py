@@ -63,7 +63,7 @@ class TownshipSync:
         trust = node.trust(conn)
         now = node.now()
         with write_transaction(conn):
-            results, held = relay.take_custody(conn, trust, node.node_id, documents, now)
+            results, held = relay.take_custody(conn, trust, node.node_id, documents, now, caller=caller)
             relay.record_peer(conn, caller, len(documents), now)
             for document, result in zip(documents, results, strict=True):
                 if result["status"] == "custody":
@@ -123,6 +123,11 @@ class TownshipSync:
             "downlink": downlink.messages_for(conn, {caller}, cursors),
             "metadata": metadata,
         }
+
+    def blob_expected(self, conn, sha256: str) -> bool:
+        """Whether an envelope in custody names this material file (else an upload is parked)."""
+        return conn.execute("SELECT 1 FROM custody WHERE attachments LIKE ? LIMIT 1",
+                            (f"%{sha256}%",)).fetchone() is not None
 
     def blob_complete(self, conn, node, sha256: str, size: int) -> list[dict]:
         """A village's material file is here; it goes on to the hub in the next round."""

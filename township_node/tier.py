@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from shared.services import casework, joint, origin, supervision
+from sync import blobs
 from sync.tier import Tier, count_rows
 from township_node.relay_service import township_emit
 
@@ -62,6 +63,7 @@ class TownshipTier(Tier):
         return [
             ("supervision", lambda conn: supervision.run(conn, node, node.emit)),
             ("joint", lambda conn: joint.run_scheduled(conn, node, node.emit)),
+            ("blob_parking", blobs.parking_rule(node)),
         ]
 
 

@@ -46,6 +46,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUB_ID", None, "区划代码 of the county hub."),
     Setting("SYNC_INTERVAL_SECONDS", 5, "Seconds between sync rounds (push the outbox, pull acks and downlink)."),
     Setting("SYNC_BATCH", 200, "Envelopes sent in one push request."),
+    Setting("SYNC_BATCH_BYTES", 8 * 1024 * 1024, "Largest total of envelope bytes sent in one push request (keep it "
+            "well under the parent's MAX_PUSH_BYTES: the JSON around the envelopes adds a little)."),
+    Setting("BLOB_PARK_QUOTA_BYTES", 32 * 1024 * 1024, "Hub and township: bytes of material files one calling node "
+            "may upload before any envelope names them (parked blobs); beyond it further uploads are refused."),
+    Setting("BLOB_PARK_SECONDS", 24 * 3600, "Hub and township: a parked material file that no envelope has named "
+            "after this long is removed by the scheduled rule blob_parking."),
     Setting("SYNC_TIMEOUT_SECONDS", 10, "HTTP timeout for one sync request."),
     Setting("SYNC_NOW_TIMEOUT_SECONDS", 5, "HTTP timeout of each request of the round an agent starts with 立即同步 "
             "(shorter than SYNC_TIMEOUT_SECONDS: the agent is waiting; the page then says the round gave up)."),

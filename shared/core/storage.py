@@ -139,6 +139,34 @@ def check_schema(conn: sqlite3.Connection, migrations: Sequence[str], *, allow_o
     return version
 
 
+def check_health(path: str | Path, expect_data: bool) -> None:
+    """Refuse to run on a lost, emptied or damaged database (checked at every start).
+
+    ``expect_data``: the node already has its key, so its database must exist and hold a schema
+    (an empty one would number its envelopes from 1 again under a key the hub knows).
+    :raises SchemaError: with what the operator should do.
+    """
+    path = Path(path)
+    advice = "请停止节点，用 `liandong restore` 从最近的备份恢复，再按运维手册执行 `liandong node resume`"
+    if not path.exists() or path.stat().st_size == 0:
+        if expect_data:
+            raise SchemaError("database_missing", f"节点密钥已存在，但数据库 {path} 不存在或为空，拒绝启动。{advice}")
+        return
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
+        try:
+            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+            version = schema_version(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise SchemaError("database_damaged", f"数据库 {path} 已损坏（{exc}），拒绝启动。{advice}") from exc
+    if verdict != "ok":
+        raise SchemaError("database_damaged", f"数据库 {path} 未通过完整性检查（{verdict}），拒绝启动。{advice}")
+    if expect_data and version == 0:
+        raise SchemaError("database_empty", f"节点密钥已存在，但数据库 {path} 是空的，拒绝启动。{advice}")
+
+
 def connect_read_only(path: str | Path) -> sqlite3.Connection:
     """Open an existing database read-only (``mode=ro``): nothing, not even the schema, is written."""
     if not Path(path).exists():

@@ -35,6 +35,21 @@ def _next_receipt_no(conn: sqlite3.Connection, node_id: str, now) -> str:
     return f"{node_id}-{day}-{int(row['value']):04d}"
 
 
+RESTORE_RECEIPT_JUMP = 5000
+
+
+def skip_receipt_numbers(conn: sqlite3.Connection, now) -> int:
+    """After a restore from a backup: today's 收件回执 numbers continue past any this node may have
+    issued after the backup was taken (the hub holds those cases). Returns the next number."""
+    day = now.astimezone(CN_TZ).strftime("%Y%m%d")
+    row = conn.execute(
+        "INSERT INTO node_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+        " SET value = CAST(value AS INTEGER) + ? RETURNING value",
+        (f"receipt_counter:{day}", str(RESTORE_RECEIPT_JUMP), RESTORE_RECEIPT_JUMP),
+    ).fetchone()
+    return int(row["value"]) + 1
+
+
 def receive_event_id(case_id: str) -> str:
     """The id of a case's 接件 event: one per case, so the deciding node's record and the
     provisional one an origin makes from the hub's acknowledgement are the same event."""

@@ -7,7 +7,7 @@ when it does not use a table, so all nodes share one numbering. The SQL of each 
 """
 
 from shared.services import schema
-from sync.schema import APPLY_QUEUE
+from sync.schema import APPLY_QUEUE, RELAY_GUARDS
 
 
 def node_migrations(first: str) -> list[str]:
@@ -29,4 +29,5 @@ def node_migrations(first: str) -> list[str]:
         schema.GREEN_CHANNEL,  # 14: 重点项目 绿色通道, investment, case green mark
         schema.LICENCES,  # 15: 电子证照 held here, by holder, and their revocations
         schema.AUDIT_CHAIN,  # 16: the audit log hash-chained; no id reused (INSERT OR REPLACE)
+        RELAY_GUARDS,  # 17: first envelope id per relayed (origin, seq); parked blobs per uploader
     ]

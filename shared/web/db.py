@@ -35,7 +35,10 @@ class DatabaseOwner:
         return conn
 
     def upgrade(self, app: Flask) -> sqlite3.Connection:
-        """Serving starts here: migrate an older schema after a backup; refuse a newer one."""
+        """Serving starts here: refuse a lost or damaged database; migrate an older schema after a
+        backup; refuse a newer one."""
+        key_file = Path(app.instance_path) / app.extensions["liandong_node"].kind.key_file
+        storage.check_health(self.path(app), expect_data=key_file.exists())
         conn = storage.connect(self.path(app))
         try:
             old, new, snapshot = storage.upgrade(conn, self.migrations, Path(app.instance_path) / "backups")

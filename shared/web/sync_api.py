@@ -16,7 +16,7 @@ from shared.core.storage import ensure_disk_space, write_transaction
 from shared.web.auth import node_signed
 from shared.web.context import current_node
 from shared.web.db import get_db
-from sync.blobs import SHA256_RE, BlobError
+from sync.blobs import SHA256_RE, BlobError, QuotaExceeded, park
 from sync.nodeauth import check_request, record_nonce
 
 bp = Blueprint("sync", __name__, url_prefix="/sync/v1")
@@ -150,15 +150,21 @@ def blob_status():
 @node_signed
 def blob_chunk(sha256: str):
     """One chunk of a blob at ``?offset=`` of a blob of ``?size=`` bytes."""
-    _authenticate()
+    g.caller = _authenticate()
     node = current_node()
     ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     try:
         size, offset = _count_arg("size"), _count_arg("offset")
+        if not node.blobs.has(sha256) and not service().blob_expected(get_db(), sha256):
+            # No envelope here names it yet: parked, within the uploader's quota.
+            with write_transaction(get_db()):
+                park(get_db(), g.caller, sha256, size, int(node.config["BLOB_PARK_QUOTA_BYTES"]), node.now())
         complete = node.blobs.write_chunk(
             sha256, size, offset, request.get_data(cache=True), node.config["MAX_ATTACHMENT_BYTES"]
         )
     except (KeyError, ValueError) as exc:
+        if isinstance(exc, QuotaExceeded):
+            raise SyncError("blob_quota", f"材料文件暂存超出本节点的配额：{exc}", status=409) from exc
         if isinstance(exc, BlobError):
             raise SyncError("blob_rejected", f"材料文件分块被拒绝：{exc}", status=409) from exc
         raise ValidationError("offset", "size 与 offset 必须是 0 到 2^63-1 的整数", code="malformed") from exc
