@@ -91,10 +91,22 @@ def unacked(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     return conn.execute("SELECT seq, envelope_id, document, state FROM outbox WHERE state != 'acked' ORDER BY seq").fetchall()
 
 
-def unacked_attachments(conn: sqlite3.Connection) -> list[dict]:
-    """Material files named by envelopes the hub does not hold yet."""
-    return [a for row in conn.execute("SELECT attachments FROM outbox WHERE state != 'acked' AND attachments != '[]'")
-            for a in json.loads(row["attachments"])]
+def acked_through(conn: sqlite3.Connection) -> int:
+    """The highest seq the hub acknowledged (0 if none); every row up to it is acknowledged,
+    since acknowledgements are cumulative (one index probe, ``outbox_state``)."""
+    return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE state = 'acked'").fetchone()[0]
+
+
+def unacked_attachments(conn: sqlite3.Connection, after_seq: int | None = None, limit: int = -1) -> list[dict]:
+    """Material files named by envelopes the hub does not hold yet, oldest first.
+
+    ``after_seq``: only envelopes after it (the caller knows every earlier file is delivered);
+    the rows are read by primary key from there, never the whole unacknowledged backlog.
+    """
+    start = max(acked_through(conn), after_seq or 0)
+    return [{**a, "seq": row["seq"]} for row in conn.execute(
+        "SELECT seq, attachments FROM outbox WHERE seq > ? AND attachments != '[]' ORDER BY seq LIMIT ?",
+        (start, limit)) for a in json.loads(row["attachments"])]
 
 
 def mark_custody(conn: sqlite3.Connection, envelope_ids: list[str], now) -> None:
@@ -114,9 +126,10 @@ def mark_acked(conn: sqlite3.Connection, acked_seq: int, acked_id: str, now) -> 
     row = conn.execute("SELECT envelope_id FROM outbox WHERE seq = ?", (acked_seq,)).fetchone()
     if row is not None and row["envelope_id"] != acked_id:
         raise ValueError(f"acknowledgement for seq {acked_seq} names another envelope")
+    # Only the newly covered range: rewriting every row acknowledged before was quadratic.
     cur = conn.execute(
-        "UPDATE outbox SET state = 'acked', acked_at = ? WHERE seq <= ? AND state != 'acked'",
-        (iso(now), acked_seq),
+        "UPDATE outbox SET state = 'acked', acked_at = ? WHERE seq > ? AND seq <= ?",
+        (iso(now), acked_through(conn), acked_seq),
     )
     return cur.rowcount
 

@@ -125,5 +125,11 @@ class TownshipSync:
     def blob_complete(self, conn, node, sha256: str, size: int) -> list[dict]:
         """A village's material file is here; it goes on to the hub in the next round."""
         with write_transaction(conn):
+            return self.blobs_complete(conn, node, [(sha256, size)])
+
+    def blobs_complete(self, conn, node, files: list[tuple[str, int]]) -> list[dict]:
+        """Villages' material files are here (call inside a write transaction); they go on to
+        the hub with the round this arrival starts (``liandong_sync_kick``)."""
+        for sha256, size in files:
             blobs.register(conn, sha256, size, node.now())
         return []

@@ -26,4 +26,5 @@ def node_migrations(first: str) -> list[str]:
         schema.DROP_REDUNDANT_INDEXES,  # 11: single-column indexes the composite ones cover
         APPLY_QUEUE,  # 12: the hub's accepted envelopes waiting to be applied
         schema.SESSIONS,  # 13: session epochs (server-side logout) and login throttling
+        schema.CASES_NOT_AT_HUB,  # 14: an acknowledgement touches only the cases not yet at the hub
     ]

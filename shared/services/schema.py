@@ -307,3 +307,8 @@ CREATE TABLE login_failures (
     locked_until TEXT
 );
 """
+
+# cases not yet at the hub, per origin: an acknowledgement touches only these (issue 12)
+CASES_NOT_AT_HUB = """
+CREATE INDEX IF NOT EXISTS cases_not_at_hub ON cases(origin) WHERE sync_state IN ('pending', 'custody');
+"""
