@@ -105,17 +105,17 @@ class ParentClient:
                 return answer
             offset = answer.get("received", offset + len(chunk))
 
-    def send_blob_batch(self, files: list[tuple[str, bytes, int]], max_bytes: int = BLOB_BATCH_BYTES) -> list[dict]:
+    def send_blob_batch(self, files: list[tuple[str, bytes, int]], max_bytes: int | None = None) -> list[dict]:
         """Send ``(sha256, data, offset)`` files, many per request, each from its offset.
 
         A file larger than the room left goes in pieces over successive requests; one empty
         frame at ``offset == size`` asks the parent to check and keep a whole partial file.
-        Returns each request's answer. :raises SyncUnavailable: also ``status`` 404 from a
+        Returns each request's answer; ``max_bytes`` defaults to :data:`BLOB_BATCH_BYTES`. :raises SyncUnavailable: also ``status`` 404 from a
         parent without the batch route (an older node): send file by file then.
         """
         queue, answers = list(files), []
         while queue:
-            frames, room = [wire.BLOB_BATCH_MAGIC], max_bytes
+            frames, room = [wire.BLOB_BATCH_MAGIC], max_bytes or BLOB_BATCH_BYTES
             while queue and room > 0:
                 sha256, data, offset = queue[0]
                 chunk = data[offset: offset + room]
