@@ -1,6 +1,7 @@
 """The township's custody of its villages' envelopes.
 
-A township verifies each envelope (signature of an active village below it), stores it with
+A township checks each envelope (of an active village below it: a village's own envelopes on
+the signature of the request that carried them, any other in full), stores it with
 ``synchronous=FULL`` and only then signs a custody receipt. It forwards the exact bytes to the
 hub, keeps them until a hub-signed acknowledgement covers them, and serves that
 acknowledgement and the hub's downlink back to the village.
@@ -19,17 +20,25 @@ from sync.trust import TrustStore
 
 
 def take_custody(
-    conn: sqlite3.Connection, trust: TrustStore, township_id: str, documents: list, now
+    conn: sqlite3.Connection, trust: TrustStore, township_id: str, documents: list, now, caller: str | None = None
 ) -> tuple[list[dict], list[str]]:
     """Verify and durably store village envelopes. Call inside a write transaction.
+
+    ``caller``: the village whose verified request carried the batch. Its own envelopes (signed
+    with one of its keys) are not verified again: its request signature covers every byte
+    (docs/sync-protocol.md §5.3.1); the hub verifies each one end to end.
 
     :returns: per-envelope results, and the ids now in custody (new or already held).
     """
     results, held = [], []
+    callers_key = _keys_of(trust, caller)
     for document in documents:
         try:
             envelope_id = envelope.document_id(document)
-            opened = envelope.open_signed(document, envelope.ENVELOPE, trust.node_key)
+            try:
+                opened = envelope.open_signed(document, envelope.ENVELOPE, callers_key, vouched=True)
+            except SignatureError:  # not signed by the caller: verified in full
+                opened = envelope.open_signed(document, envelope.ENVELOPE, trust.node_key)
         except SignatureError as exc:
             reason = "malformed" if isinstance(exc, envelope.MalformedPayload) else "bad_signature"
             results.append({"status": "rejected", "reason": reason, "detail": str(exc)})
@@ -59,6 +68,13 @@ def take_custody(
         results.append({"envelope_id": envelope_id, "origin": origin, "seq": seq, "status": "custody"})
         held.append(envelope_id)
     return results, held
+
+
+def _keys_of(trust: TrustStore, node_id: str | None):
+    """A key resolver for ``node_id``'s own keys only (none when there is no caller)."""
+    entry = trust.nodes.get(node_id) if node_id else None
+    keys = entry.keys if entry is not None else {}
+    return keys.get
 
 
 def custody_receipt(key: SigningKey, township_id: str, envelope_ids: list[str], now) -> dict:

@@ -10,7 +10,7 @@ import os
 import pytest
 import requests
 from faults import WireSession, city_item, client_with, material_files, outbox_states, sha256
-from network import create_case
+from network import catalog, create_case, pick_item
 
 from shared.core import canonical
 from sync import client as client_module
@@ -247,3 +247,54 @@ def test_an_acknowledgement_reads_only_the_range_it_newly_covers(build_network):
     # ~60 earlier cases and envelopes: reading them all again costs thousands of VM steps.
     assert len(steps) < 60, len(steps)
     assert conn.execute("SELECT COUNT(*) FROM cases WHERE sync_state != 'acked'").fetchone()[0] == 0
+
+
+def _forged(document: dict) -> dict:
+    """The same payload (so the same envelope id) with its signature bytes altered."""
+    sig = document["signatures"][0]["sig"]
+    bad = ("B" if sig[0] != "B" else "C") + sig[1:]
+    return {**document, "signatures": [{**document["signatures"][0], "sig": bad}]}
+
+
+def _outbox_document(village, seq: int) -> dict:
+    return envelope.from_bytes(village.conn.execute("SELECT document FROM outbox WHERE seq = ?", (seq,)).fetchone()[0])
+
+
+def test_a_township_takes_a_villages_own_envelopes_on_its_request_signature(build_network):
+    """Custody does not verify the caller's own envelopes again; the hub still does, end to end."""
+    net = build_network(villages=1)
+    village, township, hub = net.village(), net.township, net.hub
+    agent = village.account("agent", "agent")
+    create_case(village, agent, city_item(village, agent))
+    forged = _forged(_outbox_document(village, 1))
+    answer = client_with(village, WireSession()).push([forged])
+    assert [r["status"] for r in answer["results"]] == ["custody"]  # held on the request's signature
+    assert township.scalar("SELECT COUNT(*) FROM custody") == 1
+    township.sync()  # the hub verifies it and refuses it; the township stops forwarding it
+    assert hub.scalar("SELECT COUNT(*) FROM inbox") == 0
+    assert township.scalar("SELECT COUNT(*) FROM custody") == 0
+    net.sync_all()  # the village still holds the real one (its outbox row was never in custody)
+    assert hub.scalar("SELECT COUNT(*) FROM inbox WHERE origin = ?", (village.node_id,)) == 1
+
+
+def test_an_envelope_of_another_node_is_still_verified_in_full(build_network):
+    net = build_network(villages=2)
+    first, second = net.village(0), net.village(1)
+    agent = second.account("agent", "agent")
+    create_case(second, agent, city_item(second, agent))
+    forged = _forged(_outbox_document(second, 1))
+    answer = client_with(first, WireSession()).push([forged])
+    assert answer["results"][0]["status"] == "rejected" and answer["results"][0]["reason"] == "bad_signature"
+    assert net.township.scalar("SELECT COUNT(*) FROM custody") == 0
+
+
+def test_a_township_verifies_a_delegated_case_before_it_decides_it(build_network):
+    net = build_network(villages=1)
+    village, township = net.village(), net.township
+    agent = village.account("agent", "agent")
+    item = pick_item(catalog(village, agent), "township")
+    case_id = create_case(village, agent, item)["case_id"]
+    client_with(village, WireSession()).push([_forged(_outbox_document(village, 1))])
+    assert township.scalar("SELECT COUNT(*) FROM custody") == 1
+    assert township.scalar("SELECT COUNT(*) FROM cases WHERE case_id = ?", (case_id,)) == 0  # not taken up
+    assert township.scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'relay.not_followed'") == 1
