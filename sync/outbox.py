@@ -79,11 +79,13 @@ def to_send(conn: sqlite3.Connection, limit: int, now=None) -> list[sqlite3.Row]
     whose acknowledgement is overdue (re-offering is idempotent and covers a township that
     lost its disk); the acknowledgement itself comes back with the next pull."""
     cutoff = iso(now - RESEND_CUSTODY_AFTER) if now is not None else ""
-    return conn.execute(
-        "SELECT seq, envelope_id, document, state FROM outbox WHERE state = 'pending'"
-        " OR (state = 'custody' AND custody_at < ?) ORDER BY seq LIMIT ?",
-        (cutoff, limit),
-    ).fetchall()
+    # Two walks of the (state, seq) index, each stopping at `limit`: one query with OR made
+    # SQLite read every pending row (or every row) and sort them, each round.
+    columns = "SELECT seq, envelope_id, document, state FROM outbox"
+    rows = conn.execute(f"{columns} WHERE state = 'pending' ORDER BY seq LIMIT ?", (limit,)).fetchall()
+    rows += conn.execute(f"{columns} WHERE state = 'custody' AND custody_at < ? ORDER BY seq LIMIT ?",
+                         (cutoff, limit)).fetchall()
+    return sorted(rows, key=lambda r: r["seq"])[:limit]
 
 
 def unacked(conn: sqlite3.Connection) -> list[sqlite3.Row]:
