@@ -75,9 +75,14 @@ class ParentClient:
             except ValueError as exc:
                 raise SyncUnavailable("parent answered with something that is not JSON") from exc
 
-    def push(self, documents: list[dict]) -> dict:
-        """Send envelopes; the parent's per-envelope results, receipt and acks."""
-        return self._call("POST", "/sync/v1/push", canonical.dumps({"envelopes": documents}))
+    def push(self, documents: list[dict], compact: bool = False) -> dict:
+        """Send envelopes; the parent's per-envelope results, receipt and acks.
+
+        ``compact``: ask for routine outcomes as seq ranges (``ok``) and only the exceptions in
+        ``results``; an older parent ignores the request and lists every envelope.
+        """
+        body = {"envelopes": documents, **({"answer": "compact"} if compact else {})}
+        return self._call("POST", "/sync/v1/push", canonical.dumps(body))
 
     def pull(self, cursors: dict[str, int], have: dict[str, int], acked: dict[str, int] | None = None) -> dict:
         """Fetch acks newer than ``acked``, downlink after ``cursors``, metadata newer than ``have``."""

@@ -127,7 +127,7 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState
         # The parent may have lost what it held (a township's disk): ask about every file again.
         state.delivered.clear()
         state.files_through = 0
-    apply_push_answer(conn, node, client.push([d for _, d in docs]))
+    apply_push_answer(conn, node, client.push([d for _, d in docs], compact=True))
     return len(docs)
 
 

@@ -85,6 +85,28 @@ def decode(body: bytes, coding: str, max_bytes: int) -> bytes:
     raise CodingError(f"unsupported content coding {coding!r}")
 
 
+#: Push outcomes a compact answer gives as seq ranges; every other one is listed in full.
+ROUTINE_STATUSES = ("accepted", "custody", "duplicate")
+
+
+def compact_results(results: list[dict]) -> dict:
+    """A push answer's per-envelope ``results`` as ``{"ok": {origin: [[first, last], …]},
+    "results": [the exceptions]}``: routine outcomes (accepted, in custody, duplicate, with no
+    file missing) as seq ranges per origin, anything else listed whole (docs/sync-protocol.md §5.3)."""
+    ranges: dict[str, list[list[int]]] = {}
+    exceptions = []
+    for r in results:
+        if r.get("status") in ROUTINE_STATUSES and not r.get("missing_blobs") and r.get("origin") and r.get("seq"):
+            runs = ranges.setdefault(r["origin"], [])
+            if runs and runs[-1][1] + 1 == r["seq"]:
+                runs[-1][1] = r["seq"]
+            else:
+                runs.append([r["seq"], r["seq"]])
+        else:
+            exceptions.append(r)
+    return {"ok": ranges, "results": exceptions}
+
+
 # Batched blob transfer (docs/sync-protocol.md §6.1): many files, or pieces of them, per request.
 BLOB_BATCH_TYPE = "application/vnd.liandong.blobs"
 BLOB_BATCH_MAGIC = b"LDB1"

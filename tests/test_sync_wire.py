@@ -298,3 +298,28 @@ def test_a_township_verifies_a_delegated_case_before_it_decides_it(build_network
     assert township.scalar("SELECT COUNT(*) FROM custody") == 1
     assert township.scalar("SELECT COUNT(*) FROM cases WHERE case_id = ?", (case_id,)) == 0  # not taken up
     assert township.scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'relay.not_followed'") == 1
+
+
+def test_compact_results_give_routine_outcomes_as_ranges_and_list_the_rest():
+    results = [{"origin": "a", "seq": s, "status": "accepted", "envelope_id": f"e{s}"} for s in (1, 2, 3, 5)]
+    results += [{"origin": "a", "seq": 6, "status": "accepted", "missing_blobs": ["f"]},
+                {"origin": "b", "seq": 9, "status": "duplicate"},
+                {"envelope_id": "x", "status": "quarantined", "reason": "bad_signature"}]
+    compact = wire.compact_results(results)
+    assert compact["ok"] == {"a": [[1, 3], [5, 5]], "b": [[9, 9]]}
+    assert [r.get("seq") for r in compact["results"]] == [6, None]
+
+
+def test_a_push_asking_for_a_compact_answer_gets_ranges_and_exceptions(build_network):
+    net = build_network(villages=2)
+    first, second = net.village(0), net.village(1)
+    for village in (first, second):
+        agent = village.account("agent", "agent")
+        for _ in range(3):
+            create_case(village, agent, city_item(village, agent))
+    documents = [_outbox_document(first, s) for s in (1, 2, 3)] + [_forged(_outbox_document(second, 1))]
+    full = client_with(first, WireSession()).push(documents[:1])
+    assert "ok" not in full and len(full["results"]) == 1  # an older client's answer is unchanged
+    answer = client_with(first, WireSession()).push(documents, compact=True)
+    assert answer["ok"] == {first.node_id: [[1, 3]]}
+    assert [r["reason"] for r in answer["results"]] == ["bad_signature"]

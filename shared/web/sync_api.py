@@ -118,7 +118,8 @@ def push():
         node = current_node()
         trust = node.trust(conn)
         caller, nonce = _check_signature(trust)
-        documents = _json_body().get("envelopes")
+        body = _json_body()
+        documents = body.get("envelopes")
         if not isinstance(documents, list):
             raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
         prepared = service().prepare_push(conn, node, documents)
@@ -130,6 +131,8 @@ def push():
             # Refuse (507) before the disk is full: the sender keeps everything and retries later.
             ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
             answer = service().push(conn, node, caller, documents, prepared)
+        if body.get("answer") == "compact":  # a newer caller: routine outcomes as seq ranges
+            answer = {**answer, **wire.compact_results(answer.get("results", []))}
         _forward_soon()
         return jsonify(answer)
 
