@@ -40,7 +40,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PARENT_URL", None, "Base URL of the parent node (the township for a village, the hub for a township)."),
     Setting("PARENT_ID", None, "区划代码 of the parent node."),
     Setting("HUB_ID", None, "区划代码 of the county hub."),
-    Setting("SYNC_INTERVAL_SECONDS", 5, "Seconds between sync rounds (push the outbox, pull acks and downlink)."),
+    Setting("SYNC_INTERVAL_SECONDS", 5, "Seconds between sync rounds when there is nothing to send (push the outbox, pull acks and downlink); "
+            "a backlog drains back to back, and a township forwards what arrives at once."),
     Setting("SYNC_BATCH", 200, "Envelopes sent in one push request."),
     Setting("SYNC_TIMEOUT_SECONDS", 10, "HTTP timeout for one sync request."),
     Setting("SYNC_BACKOFF_MAX_SECONDS", 300, "Upper bound of the exponential retry backoff when the parent is unreachable."),
