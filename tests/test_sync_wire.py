@@ -16,7 +16,7 @@ from shared.core import canonical
 from sync import client as client_module
 from sync import envelope, outbox, wire
 from sync.blobs import CHUNK_BYTES
-from sync.node_sync import SyncState, run_round
+from sync.node_sync import SyncState, drain, run_round
 from sync.nodeauth import sign_request
 
 
@@ -323,3 +323,28 @@ def test_a_push_asking_for_a_compact_answer_gets_ranges_and_exceptions(build_net
     answer = client_with(first, WireSession()).push(documents, compact=True)
     assert answer["ok"] == {first.node_id: [[1, 3]]}
     assert [r["reason"] for r in answer["results"]] == ["bad_signature"]
+
+
+def test_a_backlog_drains_back_to_back_and_an_idle_node_stops(build_network, monkeypatch):
+    net = build_network(villages=1)
+    village = net.village()
+    monkeypatch.setitem(village.node.config, "SYNC_BATCH", 2)
+    agent = village.account("agent", "agent")
+    for _ in range(5):
+        create_case(village, agent, city_item(village, agent))
+    totals = drain(village.conn, village.node, SyncState(), force=True)
+    assert totals["pushed"] == 5  # rounds of 2, 2, 1: the short one ends the drain
+    assert outbox.counts(village.conn)["pending"] == 0
+    assert drain(village.conn, village.node, SyncState(), force=True)["pushed"] == 0
+
+
+def test_a_township_starts_forwarding_as_soon_as_a_village_pushes(build_network):
+    net = build_network(villages=1)
+    village, township = net.village(), net.township
+    kicks = []
+    township.app.extensions["liandong_sync_kick"] = lambda: kicks.append(1)
+    agent = village.account("agent", "agent")
+    files = material_files(city_item(village, agent), "kick")
+    create_case(village, agent, city_item(village, agent), files)
+    _round(village, WireSession())
+    assert len(kicks) == 2  # the push, then the batch of files
