@@ -89,7 +89,9 @@ def run_quietly(main, **options) -> dict:
 
 def drain_pair(args, work: Path, cases: int, scan_bytes: int) -> dict:
     """Liandong's drain, then the peer's replication of as many docs; rates and their ratio."""
-    ours = run_quietly(bench_drain.main, cases=cases, scan_bytes=scan_bytes, max_rounds=args.max_rounds)
+    # The tiers drain back to back and overlap, as their sync jobs do (bench_drain --overlap).
+    ours = run_quietly(bench_drain.main, cases=cases, material=scan_bytes, max_rounds=args.max_rounds, overlap=True,
+                       max_seconds=1800.0)
     if not ours["ok"]:
         raise RuntimeError(f"Liandong drain lost or duplicated cases: {ours}")
     peer = run_peer(work, cases, scan_bytes)

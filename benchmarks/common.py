@@ -319,8 +319,9 @@ def signed_chain(key: SigningKey, origin: str, bodies: list[dict], wall_ms: int)
 class CountingSession(requests.Session):
     """A requests session that counts the bytes of every request and answer as sent on the wire.
 
-    Request: request line + headers + body. Answer: status line + headers + body (waitress
-    answers with Content-Length, no chunking, no compression). Grouped by the path before ``?``.
+    Request: request line + headers + body as sent (compressed if it was). Answer: status line +
+    headers + body as sent (waitress answers with Content-Length, no chunking; a compressed
+    answer counts its compressed length). Grouped by the path before ``?``.
     """
 
     def __init__(self):
@@ -341,7 +342,10 @@ class CountingSession(requests.Session):
             body if isinstance(body, bytes) else body.encode("utf-8"))
         reply_head = f"HTTP/1.1 {response.status_code} {response.reason}\r\n" + "".join(
             f"{k}: {v}\r\n" for k, v in response.raw.headers.items()) + "\r\n"
-        self.received[path] = self.received.get(path, 0) + len(reply_head.encode("latin-1")) + len(response.content)
+        # A compressed answer counts as sent (Content-Length), not as requests decoded it.
+        body_bytes = (int(response.headers["Content-Length"]) if response.headers.get("Content-Encoding")
+                      and response.headers.get("Content-Length") else len(response.content))
+        self.received[path] = self.received.get(path, 0) + len(reply_head.encode("latin-1")) + body_bytes
         self.calls[path] = self.calls.get(path, 0) + 1
         return response
 

@@ -124,5 +124,15 @@ class HubSync:
     def blob_complete(self, conn, node, sha256: str, size: int) -> list[dict]:
         """A material file arrived whole: envelopes waiting on it may now be acknowledged."""
         with write_transaction(conn):
-            blobs.register(conn, sha256, size, node.now())
-            return [ack for ack in self.ingestor(conn).blob_arrived(sha256, node.now()) if ack]
+            return self.blobs_complete(conn, node, [(sha256, size)])
+
+    def blobs_complete(self, conn, node, files: list[tuple[str, int]]) -> list[dict]:
+        """Material files arrived whole (call inside a write transaction): the newest
+        acknowledgement of each origin they released, one per origin."""
+        ingestor, now, acks = self.ingestor(conn), node.now(), {}
+        for sha256, size in files:
+            blobs.register(conn, sha256, size, now)
+            for ack in ingestor.blob_arrived(sha256, now):
+                if ack:
+                    acks[envelope.peek(ack)["origin"]] = ack
+        return list(acks.values())

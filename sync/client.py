@@ -12,12 +12,24 @@ import requests
 
 from shared.core import canonical
 from shared.core.crypto import SigningKey
+from sync import wire
 from sync.blobs import CHUNK_BYTES
 from sync.nodeauth import NonceSource, sign_request
+
+#: Bytes of file data per batched blob request (docs/sync-protocol.md §6.1).
+BLOB_BATCH_BYTES = 4 * 1024 * 1024
+
+# What each parent (by URL) said it accepts for request bodies: its ``Accept-Encoding`` answer
+# header (RFC 7694), remembered for the process's life; None = plain (an older parent).
+_REQUEST_CODING: dict[str, str | None] = {}
 
 
 class SyncUnavailable(Exception):
     """The parent could not be reached or answered with an error."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class ParentClient:
@@ -33,16 +45,27 @@ class ParentClient:
         self.timeout = timeout
         self.session = session or requests.Session()
 
-    def _call(self, method: str, path: str, body: bytes, content_type: str = "application/json") -> dict:
-        headers = sign_request(self.key, self.node_id, self.parent_id, method, path, body, self.nonces.next())
+    def _call(self, method: str, path: str, body: bytes, content_type: str = "application/json",
+              compress: bool = True) -> dict:
+        coding = _REQUEST_CODING.get(self.base_url) if compress and len(body) >= wire.COMPRESS_MIN_BYTES else None
+        sent = wire.encode(body, coding) if coding else body
+        # The request signature covers the body as sent: the compressed bytes (nodeauth).
+        headers = sign_request(self.key, self.node_id, self.parent_id, method, path, sent, self.nonces.next())
         headers["Content-Type"] = content_type
+        if coding:
+            headers["Content-Encoding"] = coding
         try:
-            response = self.session.request(method, self.base_url + path, data=body, headers=headers,
+            response = self.session.request(method, self.base_url + path, data=sent, headers=headers,
                                             timeout=self.timeout, allow_redirects=False)
         except requests.RequestException as exc:
             raise SyncUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        if coding and response.status_code in (400, 415):
+            # A parent downgraded since it said so: plain bodies from now on, this one again.
+            _REQUEST_CODING[self.base_url] = None
+            return self._call(method, path, body, content_type, compress=False)
+        _REQUEST_CODING[self.base_url] = wire.choose(response.headers.get("Accept-Encoding"))
         if not 200 <= response.status_code < 300:
-            raise SyncUnavailable(f"HTTP {response.status_code}: {response.text[:300]}")
+            raise SyncUnavailable(f"HTTP {response.status_code}: {response.text[:300]}", response.status_code)
         try:
             return canonical.loads(response.content) if response.content else {}
         except canonical.CanonicalError:
@@ -52,9 +75,14 @@ class ParentClient:
             except ValueError as exc:
                 raise SyncUnavailable("parent answered with something that is not JSON") from exc
 
-    def push(self, documents: list[dict]) -> dict:
-        """Send envelopes; the parent's per-envelope results, receipt and acks."""
-        return self._call("POST", "/sync/v1/push", canonical.dumps({"envelopes": documents}))
+    def push(self, documents: list[dict], compact: bool = False) -> dict:
+        """Send envelopes; the parent's per-envelope results, receipt and acks.
+
+        ``compact``: ask for routine outcomes as seq ranges (``ok``) and only the exceptions in
+        ``results``; an older parent ignores the request and lists every envelope.
+        """
+        body = {"envelopes": documents, **({"answer": "compact"} if compact else {})}
+        return self._call("POST", "/sync/v1/push", canonical.dumps(body))
 
     def pull(self, cursors: dict[str, int], have: dict[str, int], acked: dict[str, int] | None = None) -> dict:
         """Fetch acks newer than ``acked``, downlink after ``cursors``, metadata newer than ``have``."""
@@ -77,7 +105,32 @@ class ParentClient:
         while True:
             chunk = data[offset: offset + CHUNK_BYTES]
             path = f"/sync/v1/blobs/{sha256}?" + urlencode({"size": size, "offset": offset})
-            answer = self._call("PUT", path, chunk, "application/octet-stream")
+            answer = self._call("PUT", path, chunk, "application/octet-stream", compress=False)
             if answer.get("complete") or not chunk:
                 return answer
             offset = answer.get("received", offset + len(chunk))
+
+    def send_blob_batch(self, files: list[tuple[str, bytes, int]], max_bytes: int | None = None) -> list[dict]:
+        """Send ``(sha256, data, offset)`` files, many per request, each from its offset.
+
+        A file larger than the room left goes in pieces over successive requests; one empty
+        frame at ``offset == size`` asks the parent to check and keep a whole partial file.
+        Returns each request's answer; ``max_bytes`` defaults to :data:`BLOB_BATCH_BYTES`. :raises SyncUnavailable: also ``status`` 404 from a
+        parent without the batch route (an older node): send file by file then.
+        """
+        queue, answers = list(files), []
+        while queue:
+            frames, room = [wire.BLOB_BATCH_MAGIC], max_bytes or BLOB_BATCH_BYTES
+            while queue and room > 0:
+                sha256, data, offset = queue[0]
+                chunk = data[offset: offset + room]
+                frames.append(wire.blob_frame(sha256, len(data), offset, chunk))
+                room -= len(chunk) + wire.FRAME_HEAD_BYTES
+                if offset + len(chunk) >= len(data):
+                    queue.pop(0)
+                else:
+                    queue[0] = (sha256, data, offset + len(chunk))
+            # Scans are JPEG or PDF: compressing them again only costs CPU.
+            answers.append(self._call("POST", "/sync/v1/blobs/batch", b"".join(frames), wire.BLOB_BATCH_TYPE,
+                                      compress=False))
+        return answers

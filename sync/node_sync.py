@@ -38,6 +38,10 @@ class SyncState:
     last_success: str | None = None
     last_error: str | None = None
     history: list = field(default_factory=list)
+    # Material files the parent said it holds whole (not asked about again) and the outbox seq
+    # up to which every file is among them; lost on restart, when the parent is asked once more.
+    delivered: set = field(default_factory=set)
+    files_through: int = 0
 
     def backoff(self, max_seconds: float, base: float = 2.0) -> float:
         """Exponential backoff with full jitter (AWS architecture blog), capped."""
@@ -72,7 +76,7 @@ def run_round(conn: sqlite3.Connection, node, state: SyncState, client: ParentCl
         return {"skipped": True}
     client = client or client_for(node, timeout)
     try:
-        summary = _round(conn, node, client)
+        summary = _round(conn, node, client, state)
     except SyncUnavailable as exc:
         state.failures += 1
         state.last_error = str(exc)
@@ -100,13 +104,30 @@ def run_round(conn: sqlite3.Connection, node, state: SyncState, client: ParentCl
     return summary
 
 
-def _round(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
+def _round(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> dict:
     summary = {"pushed": 0, "blobs": 0, "acked": 0, "applied": 0}
-    summary["pushed"] = _push(conn, node, client)
-    summary["blobs"] = _send_blobs(conn, node, client)
+    summary["pushed"] = _push(conn, node, client, state)
+    summary["blobs"] = _send_blobs(conn, node, client, state)
     pulled = _pull(conn, node, client)
     summary.update(pulled)
     return summary
+
+
+def drain(conn: sqlite3.Connection, node, state: SyncState, client: ParentClient | None = None,
+          force: bool = False, max_rounds: int = 1000, timeout: float | None = None) -> dict:
+    """Rounds back to back while a backlog remains: while a round pushed a full batch, the next
+    one starts at once; pacing (the sync interval) is only for a node with nothing to send.
+    Returns the totals; stops at the first failure (its backoff then applies)."""
+    batch = int(node.config["SYNC_BATCH"])
+    totals: dict = {}
+    for _ in range(max_rounds):
+        summary = run_round(conn, node, state, client=client, force=force, timeout=timeout)
+        for key, value in summary.items():
+            totals[key] = totals.get(key, 0) + value if isinstance(value, int) else value
+        if "error" in summary or "skipped" in summary or summary.get("pushed", 0) < batch:
+            break
+        force = True
+    return totals
 
 
 def _pending_documents(conn: sqlite3.Connection, node) -> list[tuple[str, dict]]:
@@ -117,17 +138,21 @@ def _pending_documents(conn: sqlite3.Connection, node) -> list[tuple[str, dict]]
     if node.relay is not None:
         # Villages' envelopes first: a township's decision event follows the case it is about.
         rows += [("custody", r) for r in relay.to_forward(conn, batch)]
-    rows += [("outbox", r) for r in outbox.to_send(conn, batch, node.now())]
+    rows += [("reoffer" if r["state"] == "custody" else "outbox", r) for r in outbox.to_send(conn, batch, node.now())]
     sized = [{"source": source, "document": r["document"]} for source, r in rows]
     return [(r["source"], envelope.from_bytes(r["document"]))
             for r in envelope.within_bytes(sized, int(node.config["SYNC_BATCH_BYTES"]))]
 
 
-def _push(conn: sqlite3.Connection, node, client: ParentClient) -> int:
+def _push(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> int:
     docs = _pending_documents(conn, node)
     if not docs:
         return 0
-    apply_push_answer(conn, node, client.push([d for _, d in docs]))
+    if any(kind == "reoffer" for kind, _ in docs):
+        # The parent may have lost what it held (a township's disk): ask about every file again.
+        state.delivered.clear()
+        state.files_through = 0
+    apply_push_answer(conn, node, client.push([d for _, d in docs], compact=True))
     return len(docs)
 
 
@@ -168,6 +193,7 @@ def _release_refused_custody(conn: sqlite3.Connection, node, results: list) -> N
 def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
     covered = 0
     for ack in acks:
+        after_seq = 0
         try:
             opened = envelope.open_signed(ack, envelope.ACK, trust.hub_key)
         except SignatureError as exc:
@@ -176,6 +202,7 @@ def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
         body = opened.body
         if body["origin"] == node.node_id:
             try:
+                after_seq = outbox.acked_through(conn)
                 covered += outbox.mark_acked(conn, body["acked_seq"], body["acked_id"], node.now())
             except ValueError as exc:
                 log.error("acknowledgement does not match this node's chain: %s", exc)
@@ -184,7 +211,7 @@ def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
             relay.store_ack(conn, trust, ack)
         else:
             continue
-        node.kind.on_acked(conn, node, body["origin"], body["acked_seq"])
+        node.kind.on_acked(conn, node, body["origin"], body["acked_seq"], after_seq)
     return covered
 
 
@@ -201,29 +228,59 @@ def _observe_parent_time(conn: sqlite3.Connection, node, server_time: str, serve
     )
 
 
-def _attachments_to_send(conn: sqlite3.Connection, node) -> list[dict]:
-    wanted = {a["sha256"]: a["size"] for a in outbox.unacked_attachments(conn)}
+#: Envelopes with files looked at per round: files go with (or just after) their envelopes.
+FILES_WINDOW = 1000
+
+
+def _attachments_to_send(conn: sqlite3.Connection, node, state: SyncState) -> list[dict]:
+    """Files the parent may lack, oldest envelope first, read from ``state.files_through`` on
+    (by primary key) instead of from every unacknowledged outbox row."""
+    mine = outbox.unacked_attachments(conn, state.files_through, FILES_WINDOW)
+    wanted = {a["sha256"]: a for a in mine}
     if node.relay is not None:
-        wanted.update({a["sha256"]: a["size"] for a in relay.custody_attachments(conn)})
-    return [{"sha256": s, "size": n} for s, n in wanted.items()]
+        wanted.update({a["sha256"]: a for a in relay.custody_attachments(conn) if a["sha256"] not in wanted})
+    # Every file of the envelopes before the first one with a file not yet delivered is there.
+    undelivered = [a["seq"] for a in mine if a["sha256"] not in state.delivered]
+    if undelivered:
+        state.files_through = max(state.files_through, min(undelivered) - 1)
+    elif mine:
+        state.files_through = mine[-1]["seq"]
+    return [{"sha256": s, "size": a["size"]} for s, a in wanted.items() if s not in state.delivered]
 
 
-def _send_blobs(conn: sqlite3.Connection, node, client: ParentClient) -> int:
-    wanted = [a for a in _attachments_to_send(conn, node) if node.blobs.has(a["sha256"])]
+def _send_blobs(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> int:
+    wanted = [a for a in _attachments_to_send(conn, node, state) if node.blobs.has(a["sha256"])]
     if not wanted:
         return 0
     have, complete = client.blob_status([a["sha256"] for a in wanted])
-    sent = 0
-    for a in wanted:
-        if a["sha256"] in complete:
-            continue
-        offset = min(int(have.get(a["sha256"], 0)), a["size"])
-        answer = client.send_blob(a["sha256"], node.blobs.read(a["sha256"]), offset)
-        sent += 1
-        if answer.get("acks"):
-            with write_transaction(conn):
-                _apply_acks(conn, node, node.trust(conn), answer["acks"])
-    return sent
+    state.delivered.update(complete)
+    todo = [(a["sha256"], min(int(have.get(a["sha256"], 0)), a["size"])) for a in wanted if a["sha256"] not in complete]
+    if not todo:
+        return 0
+    try:
+        answers = client.send_blob_batch([(sha, node.blobs.read(sha), offset) for sha, offset in todo])
+    except SyncUnavailable as exc:
+        if exc.status not in (404, 405):
+            raise
+        answers = _send_blobs_one_by_one(node, client, todo)  # a parent from before batched files
+    acks = [ack for answer in answers for ack in answer.get("acks", [])]
+    for answer in answers:
+        state.delivered.update(answer.get("complete", []))
+        for sha, reason in (answer.get("rejected") or {}).items():
+            log.warning("material file %s refused by the parent: %s", sha, reason)
+    if acks:
+        with write_transaction(conn):
+            _apply_acks(conn, node, node.trust(conn), acks)
+    return len(todo)
+
+
+def _send_blobs_one_by_one(node, client: ParentClient, todo: list[tuple[str, int]]) -> list[dict]:
+    """The single-file route (``PUT /sync/v1/blobs/<sha256>``), for an older parent."""
+    answers = []
+    for sha, offset in todo:
+        answer = client.send_blob(sha, node.blobs.read(sha), offset)
+        answers.append({"complete": [sha] if answer.get("complete") else [], "acks": answer.get("acks", [])})
+    return answers
 
 
 def _pull(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
@@ -233,8 +290,7 @@ def _pull(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
 
 def acked_request(conn: sqlite3.Connection, node) -> dict[str, int]:
     """The acknowledgements this node already holds, so the parent sends only newer ones."""
-    own = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE state = 'acked'").fetchone()[0]
-    acked = {node.node_id: own}
+    acked = {node.node_id: outbox.acked_through(conn)}
     if node.relay is not None:
         acked.update({r["origin"]: r["acked_seq"] for r in conn.execute("SELECT origin, acked_seq FROM acks")})
     return acked

@@ -79,11 +79,13 @@ def to_send(conn: sqlite3.Connection, limit: int, now=None) -> list[sqlite3.Row]
     whose acknowledgement is overdue (re-offering is idempotent and covers a township that
     lost its disk); the acknowledgement itself comes back with the next pull."""
     cutoff = iso(now - RESEND_CUSTODY_AFTER) if now is not None else ""
-    return conn.execute(
-        "SELECT seq, envelope_id, document, state FROM outbox WHERE state = 'pending'"
-        " OR (state = 'custody' AND custody_at < ?) ORDER BY seq LIMIT ?",
-        (cutoff, limit),
-    ).fetchall()
+    # Two walks of the (state, seq) index, each stopping at `limit`: one query with OR made
+    # SQLite read every pending row (or every row) and sort them, each round.
+    columns = "SELECT seq, envelope_id, document, state FROM outbox"
+    rows = conn.execute(f"{columns} WHERE state = 'pending' ORDER BY seq LIMIT ?", (limit,)).fetchall()
+    rows += conn.execute(f"{columns} WHERE state = 'custody' AND custody_at < ? ORDER BY seq LIMIT ?",
+                         (cutoff, limit)).fetchall()
+    return sorted(rows, key=lambda r: r["seq"])[:limit]
 
 
 def unacked(conn: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -91,10 +93,22 @@ def unacked(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     return conn.execute("SELECT seq, envelope_id, document, state FROM outbox WHERE state != 'acked' ORDER BY seq").fetchall()
 
 
-def unacked_attachments(conn: sqlite3.Connection) -> list[dict]:
-    """Material files named by envelopes the hub does not hold yet."""
-    return [a for row in conn.execute("SELECT attachments FROM outbox WHERE state != 'acked' AND attachments != '[]'")
-            for a in json.loads(row["attachments"])]
+def acked_through(conn: sqlite3.Connection) -> int:
+    """The highest seq the hub acknowledged (0 if none); every row up to it is acknowledged,
+    since acknowledgements are cumulative (one index probe, ``outbox_state``)."""
+    return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE state = 'acked'").fetchone()[0]
+
+
+def unacked_attachments(conn: sqlite3.Connection, after_seq: int | None = None, limit: int = -1) -> list[dict]:
+    """Material files named by envelopes the hub does not hold yet, oldest first.
+
+    ``after_seq``: only envelopes after it (the caller knows every earlier file is delivered);
+    the rows are read by primary key from there, never the whole unacknowledged backlog.
+    """
+    start = max(acked_through(conn), after_seq or 0)
+    return [{**a, "seq": row["seq"]} for row in conn.execute(
+        "SELECT seq, attachments FROM outbox WHERE seq > ? AND attachments != '[]' ORDER BY seq LIMIT ?",
+        (start, limit)) for a in json.loads(row["attachments"])]
 
 
 def mark_custody(conn: sqlite3.Connection, envelope_ids: list[str], now) -> None:
@@ -114,9 +128,10 @@ def mark_acked(conn: sqlite3.Connection, acked_seq: int, acked_id: str, now) -> 
     row = conn.execute("SELECT envelope_id FROM outbox WHERE seq = ?", (acked_seq,)).fetchone()
     if row is not None and row["envelope_id"] != acked_id:
         raise ValueError(f"acknowledgement for seq {acked_seq} names another envelope")
+    # Only the newly covered range: rewriting every row acknowledged before was quadratic.
     cur = conn.execute(
-        "UPDATE outbox SET state = 'acked', acked_at = ? WHERE seq <= ? AND state != 'acked'",
-        (iso(now), acked_seq),
+        "UPDATE outbox SET state = 'acked', acked_at = ? WHERE seq > ? AND seq <= ?",
+        (iso(now), acked_through(conn), acked_seq),
     )
     return cur.rowcount
 

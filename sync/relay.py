@@ -1,6 +1,7 @@
 """The township's custody of its villages' envelopes.
 
-A township verifies each envelope (signature of an active village below it), stores it with
+A township checks each envelope (of an active village below it: a village's own envelopes on
+the signature of the request that carried them, any other in full), stores it with
 ``synchronous=FULL`` and only then signs a custody receipt. It forwards the exact bytes to the
 hub, keeps them until a hub-signed acknowledgement covers them, and serves that
 acknowledgement and the hub's downlink back to the village.
@@ -26,18 +27,24 @@ def take_custody(
     """Verify and durably store village envelopes. Call inside a write transaction.
 
     Only a village's own envelopes, pushed by that village (``caller``) below this township, are
-    taken (an oversized material file is the hub's to refuse: refused here, the village's chain would stop).
-    An envelope numbered at or below the hub's acknowledgement is dropped only if it is the very
-    envelope acknowledged; any other goes on to the hub, which tells a late retry from a fork
-    (a village restored from an old backup) and suspends the node in the latter case.
+    taken (an oversized material file is the hub's to refuse: refused here, the village's chain
+    would stop). The caller's own envelopes (signed with one of its keys) are not verified again:
+    its request signature covers every byte (docs/sync-protocol.md §5.3.1); the hub verifies each
+    one end to end. An envelope numbered at or below the hub's acknowledgement is dropped only if
+    it is the very envelope acknowledged; any other goes on to the hub, which tells a late retry
+    from a fork (a village restored from an old backup) and suspends the node in the latter case.
 
     :returns: per-envelope results, and the ids now in custody (new or already held).
     """
     results, held = [], []
+    callers_key = _keys_of(trust, caller)
     for document in documents:
         try:
             envelope_id = envelope.document_id(document)
-            opened = envelope.open_signed(document, envelope.ENVELOPE, trust.node_key)
+            try:
+                opened = envelope.open_signed(document, envelope.ENVELOPE, callers_key, vouched=True)
+            except SignatureError:  # not signed by the caller: verified in full
+                opened = envelope.open_signed(document, envelope.ENVELOPE, trust.node_key)
         except SignatureError as exc:
             reason = "malformed" if isinstance(exc, envelope.MalformedPayload) else "bad_signature"
             results.append({"status": "rejected", "reason": reason, "detail": str(exc)})
@@ -93,6 +100,13 @@ def drop_revoked(conn: sqlite3.Connection, trust: TrustStore, now) -> int:
                   f"{len(rows)} envelopes after seq {after}: " + ",".join(str(r["seq"]) for r in rows)[:400], now)
             dropped += len(rows)
     return dropped
+
+
+def _keys_of(trust: TrustStore, node_id: str | None):
+    """A key resolver for ``node_id``'s own keys only (none when there is no caller)."""
+    entry = trust.nodes.get(node_id) if node_id else None
+    keys = entry.keys if entry is not None else {}
+    return keys.get
 
 
 def custody_receipt(key: SigningKey, township_id: str, envelope_ids: list[str], now) -> dict:

@@ -91,8 +91,9 @@ class Tier:
     def on_custody(self, conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
         """The parent holds these envelopes of this node (custody receipt verified)."""
 
-    def on_acked(self, conn: sqlite3.Connection, node, origin: str, acked_seq: int) -> None:
-        """The hub acknowledged ``origin``'s envelopes up to ``acked_seq`` (ack verified)."""
+    def on_acked(self, conn: sqlite3.Connection, node, origin: str, acked_seq: int, after_seq: int = 0) -> None:
+        """The hub acknowledged ``origin``'s envelopes up to ``acked_seq`` (ack verified); for this
+        node's own chain, ``after_seq`` is what the previous acknowledgement covered."""
 
     def queue_counts(self, conn: sqlite3.Connection) -> dict[str, int | None]:
         """What waits in this node's queues: what an operator watches grow when something is

@@ -191,9 +191,10 @@ class WireSession(requests.Session):
         many PUTs went through (the link dies in the middle of a blob).
     """
 
-    def __init__(self, drop_after_puts: int | None = None):
+    def __init__(self, drop_after_puts: int | None = None, batch_route: bool = True):
         super().__init__()
         self.drop_after_puts = drop_after_puts
+        self.batch_route = batch_route  # False: the parent is an older node, without POST /blobs/batch
         self.puts = 0
         self.put_bytes = 0
         self.requests: list[tuple[str, str, int]] = []
@@ -206,6 +207,10 @@ class WireSession(requests.Session):
             self.puts += 1
             self.put_bytes += size
         self.requests.append((method.upper(), url, size))
+        if not self.batch_route and url.endswith("/sync/v1/blobs/batch"):
+            missing = requests.Response()
+            missing.status_code, missing._content, missing.url = 404, b"{}", url
+            return missing
         return super().request(method, url, *args, data=data, **kwargs)
 
 

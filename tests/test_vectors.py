@@ -10,6 +10,8 @@ format change is recorded with ``python -m tests.test_vectors --write`` and revi
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
 import json
 import re
 import sqlite3
@@ -26,7 +28,7 @@ from shared.core.crypto import SignatureError, SigningKey, b64d, b64e, pae, sha2
 from shared.core.errors import RuleError
 from shared.rules import authority
 from shared.services import document_token, documents
-from sync import downlink, envelope, nodeauth, outbox, relay
+from sync import downlink, envelope, nodeauth, outbox, relay, wire
 from sync.apply import apply_pending
 from sync.ingest import Ingestor
 from sync.trust import NodeEntry, TrustStore, hub_key_cert_body, verify_hub_key_cert
@@ -408,8 +410,23 @@ def build_request() -> dict:
             "nonce": nonce, "claims_text": claims.decode("utf-8"),
             "headers": nodeauth.sign_request(key("village_a"), VILLAGE_A, TOWNSHIP_ID, method, path, raw, nonce),
         })
+    # Compressed bodies (sync-protocol §5.1.1): body_sha256 is over the bytes as sent. gzip at
+    # level 0 (stored blocks, mtime 0) so the bytes do not depend on the zlib version.
+    sent = gzip.compress(body, compresslevel=0, mtime=0)
+    batch = wire.BLOB_BATCH_MAGIC + wire.blob_frame(hashlib.sha256(b"hello").hexdigest(), 5, 0, b"hello")
+    for method, path, raw, nonce, coding, decoded in (
+            ("POST", "/sync/v1/push", sent, 1_803_000_000_002, "gzip", body),
+            ("POST", "/sync/v1/blobs/batch", batch, 1_803_000_000_003, None, None)):
+        claims = nodeauth._claims(method, path, VILLAGE_A, TOWNSHIP_ID, nonce, raw)
+        headers = nodeauth.sign_request(key("village_a"), VILLAGE_A, TOWNSHIP_ID, method, path, raw, nonce)
+        cases.append({
+            "node": VILLAGE_A, "to": TOWNSHIP_ID, "method": method, "path": path, "body_hex": raw.hex(),
+            **({"content_encoding": coding, "decoded_hex": decoded.hex()} if coding else {}),
+            "nonce": nonce, "claims_text": claims.decode("utf-8"), "headers": headers,
+        })
     return {
-        "description": "Node-signed request headers: the signature is over PAE(REQUEST type, canonical claims).",
+        "description": "Node-signed request headers: the signature is over PAE(REQUEST type, canonical claims);"
+                       " body_sha256 is over the body as sent (compressed when content_encoding is given).",
         "signer": "village_a",
         "payload_type": envelope.REQUEST,
         "cases": cases,
@@ -752,6 +769,8 @@ def test_node_signed_request_headers(tmp_path):
     resolve_node = lambda node, kid: key("village_a").public_b64 if (node, kid) == (VILLAGE_A, key("village_a").kid) else None  # noqa: E731
     for case in vector["cases"]:
         raw = bytes.fromhex(case["body_hex"])
+        if "content_encoding" in case:  # the server decodes only after the signature checked out
+            assert wire.decode(raw, case["content_encoding"], 1 << 20) == bytes.fromhex(case["decoded_hex"])
         headers = nodeauth.sign_request(key("village_a"), case["node"], case["to"], case["method"], case["path"], raw,
                                         case["nonce"])
         assert headers == case["headers"]

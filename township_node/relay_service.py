@@ -11,6 +11,7 @@ import sqlite3
 
 from shared.core.audit import audit
 from shared.core.clock import iso
+from shared.core.crypto import SignatureError
 from shared.core.errors import RuleError
 from shared.core.storage import write_transaction
 from shared.rules import authority
@@ -77,7 +78,7 @@ class TownshipSync:
         """A village envelope now in custody: the station applies it with the hub's own rules
         (sender entitlement, route from its own catalog, verified documents). What it refuses
         stays in custody all the same and goes on to the hub, which decides for itself."""
-        message = envelope.peek(document)  # verified by take_custody, signer == origin
+        message = envelope.peek(document)  # signer == origin, checked by take_custody (not its signature)
         kind, sender = message.get("kind"), message.get("origin")
         if kind not in ("case.submit", "case.event", supplements.KIND):
             return
@@ -88,21 +89,30 @@ class TownshipSync:
             elif kind == "case.event":
                 row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (message["body"]["case_id"],)).fetchone()
                 if row is not None:
+                    self._verify(conn, document)  # what the station applies, it verifies
                     casework.apply_checked_update(conn, row, message["body"], sender, self.node.trust(conn))
             else:
-                self._follow_submit(conn, sender, message["body"])
-        except (RuleError, KeyError, TypeError, ValueError, AttributeError, sqlite3.IntegrityError) as exc:
+                self._follow_submit(conn, sender, message["body"], document)
+        except (RuleError, SignatureError, KeyError, TypeError, ValueError, AttributeError,
+                sqlite3.IntegrityError) as exc:
             conn.execute("ROLLBACK TO follow_case")
             detail = exc.message if isinstance(exc, RuleError) else f"{type(exc).__name__}: {exc}"
             audit(conn, "system", "relay.not_followed", sender, detail[:500], self.node.now())
         conn.execute("RELEASE follow_case")
 
-    def _follow_submit(self, conn, origin: str, case: dict) -> None:
+    def _follow_submit(self, conn, origin: str, case: dict, document: dict) -> None:
         item = self.node.catalog(conn)[1].get(case["item_code"])
         case = {**case, "route": authority.route_of_submission(item, case["item_code"], origin, self.node.hub_id)}
-        if casework.insert_case(conn, case, origin=origin, status="SUBMITTED", sync_state="custody"):
-            if case["route"]["level"] == "township" and case["route"]["office"] == self.node.node_id:
-                casework.receive(conn, case["case_id"], item, self.node.node_id, self.node.now(), self.node.emit)
+        decides = case["route"]["level"] == "township" and case["route"]["office"] == self.node.node_id
+        if decides:
+            self._verify(conn, document)  # a delegated case the station will decide: verified here too
+        if casework.insert_case(conn, case, origin=origin, status="SUBMITTED", sync_state="custody") and decides:
+            casework.receive(conn, case["case_id"], item, self.node.node_id, self.node.now(), self.node.emit)
+
+    def _verify(self, conn, document: dict) -> None:
+        """The envelope's own signature, for what this station applies itself (custody took the
+        caller's envelopes on its request signature alone). :raises SignatureError:"""
+        envelope.open_signed(document, envelope.ENVELOPE, self.node.trust(conn).node_key)
 
     def pull(self, conn, node, caller: str, cursors: dict, have: dict, acked: dict | None = None) -> dict:
         """The caller's ack (if newer than it holds), its downlink (relayed and the township's
@@ -132,5 +142,11 @@ class TownshipSync:
     def blob_complete(self, conn, node, sha256: str, size: int) -> list[dict]:
         """A village's material file is here; it goes on to the hub in the next round."""
         with write_transaction(conn):
+            return self.blobs_complete(conn, node, [(sha256, size)])
+
+    def blobs_complete(self, conn, node, files: list[tuple[str, int]]) -> list[dict]:
+        """Villages' material files are here (call inside a write transaction); they go on to
+        the hub with the round this arrival starts (``liandong_sync_kick``)."""
+        for sha256, size in files:
             blobs.register(conn, sha256, size, node.now())
         return []

@@ -50,9 +50,9 @@ class TownshipTier(Tier):
     def on_custody(self, conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
         casework.mark_in_custody(conn, envelope_ids)
 
-    def on_acked(self, conn: sqlite3.Connection, node, origin_id: str, acked_seq: int) -> None:
+    def on_acked(self, conn: sqlite3.Connection, node, origin_id: str, acked_seq: int, after_seq: int = 0) -> None:
         if origin_id == node.node_id:
-            casework.mark_own_at_hub(conn, node, acked_seq)
+            casework.mark_own_at_hub(conn, node, acked_seq, after_seq)
         else:
             casework.mark_origin_at_hub(conn, node, origin_id)
 

@@ -23,8 +23,8 @@ class VillageTier(Tier):
     def on_custody(self, conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
         casework.mark_in_custody(conn, envelope_ids)
 
-    def on_acked(self, conn: sqlite3.Connection, node, origin_id: str, acked_seq: int) -> None:
-        casework.mark_own_at_hub(conn, node, acked_seq)
+    def on_acked(self, conn: sqlite3.Connection, node, origin_id: str, acked_seq: int, after_seq: int = 0) -> None:
+        casework.mark_own_at_hub(conn, node, acked_seq, after_seq)
 
 
 TIER = VillageTier()

@@ -120,12 +120,12 @@ class SimClient(ParentClient):
         super().__init__(*args, **kw)
         self.rng, self.plan, self.stats, self.enabled = rng, plan, stats, enabled
 
-    def push(self, documents: list[dict]) -> dict:
+    def push(self, documents: list[dict], compact: bool = False) -> dict:
         if self.enabled() and len(documents) > 1 and self.rng.random() < self.plan.reorder:
             documents = list(documents)
             self.rng.shuffle(documents)
             self.stats.add("link.reorder")
-        return super().push(documents)
+        return super().push(documents, compact=compact)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -136,7 +136,7 @@ class _QuietHandler(WSGIRequestHandler):
 class FaultProxy:
     """A loopback HTTP proxy in front of the hub: the townships' faulty uplink."""
 
-    FORWARDED = ("content-type", "x-liandong-node", "x-liandong-nonce", "x-liandong-signature")
+    FORWARDED = ("content-type", "content-encoding", "x-liandong-node", "x-liandong-nonce", "x-liandong-signature")
 
     def __init__(self, target: str, plan: FaultPlan, seed: int, stats: Stats):
         self.target = target.rstrip("/")
@@ -201,6 +201,8 @@ class FaultProxy:
             content = content[: len(content) // 2]
         answer = Response(content, status=upstream.status_code,
                           content_type=upstream.headers.get("Content-Type", "application/json"))
+        if "Accept-Encoding" in upstream.headers:  # which request codings the hub reads (sync-protocol §5.1.1)
+            answer.headers["Accept-Encoding"] = upstream.headers["Accept-Encoding"]
         return answer(environ, start_response)
 
 

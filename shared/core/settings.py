@@ -44,7 +44,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PARENT_URL", None, "Base URL of the parent node (the township for a village, the hub for a township)."),
     Setting("PARENT_ID", None, "区划代码 of the parent node."),
     Setting("HUB_ID", None, "区划代码 of the county hub."),
-    Setting("SYNC_INTERVAL_SECONDS", 5, "Seconds between sync rounds (push the outbox, pull acks and downlink)."),
+    Setting("SYNC_INTERVAL_SECONDS", 5, "Seconds between sync rounds when there is nothing to send (push the outbox, pull acks and downlink); "
+            "a backlog drains back to back, and a township forwards what arrives at once."),
     Setting("SYNC_BATCH", 200, "Envelopes sent in one push request."),
     Setting("SYNC_BATCH_BYTES", 8 * 1024 * 1024, "Largest total of envelope bytes sent in one push request (keep it "
             "well under the parent's MAX_PUSH_BYTES: the JSON around the envelopes adds a little)."),

@@ -229,27 +229,36 @@ def mark_in_custody(conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
         " AND sync_state NOT IN ('custody', 'acked')", [(eid,) for eid in envelope_ids])
 
 
-def mark_own_at_hub(conn: sqlite3.Connection, node, acked_seq: int) -> None:
-    """The hub acknowledged our envelopes up to ``acked_seq``: their cases are at the hub."""
-    changed = conn.execute(
-        "UPDATE cases SET sync_state = 'acked' WHERE sync_state != 'acked' AND case_id IN"
-        " (SELECT case_id FROM outbox WHERE seq <= ? AND case_id IS NOT NULL)", (acked_seq,)).rowcount
-    if changed:
-        _note_received(conn, node, conn.execute(
-            "SELECT case_id FROM cases WHERE status = 'SUBMITTED' AND route_level = 'city' AND case_id IN"
-            " (SELECT case_id FROM outbox WHERE seq <= ? AND kind = 'case.submit')", (acked_seq,)).fetchall())
+def mark_own_at_hub(conn: sqlite3.Connection, node, acked_seq: int, after_seq: int = 0) -> None:
+    """The hub acknowledged our envelopes up to ``acked_seq``: their cases are at the hub.
+
+    Only the envelopes the acknowledgement newly covers (``after_seq < seq <= acked_seq``) are
+    looked at: acknowledgements are cumulative, so the earlier ones already marked the rest.
+    """
+    if acked_seq <= after_seq:
+        return
+    _mark_at_hub(conn, node, conn.execute(
+        "SELECT case_id, status, route_level FROM cases WHERE sync_state IN ('pending', 'custody') AND case_id IN"
+        " (SELECT case_id FROM outbox WHERE seq > ? AND seq <= ? AND case_id IS NOT NULL)",
+        (after_seq, acked_seq)).fetchall())
 
 
 def mark_origin_at_hub(conn: sqlite3.Connection, node, origin: str) -> None:
     """The hub acknowledged ``origin``'s envelopes (a village below this township): its cases
-    whose envelopes left custody are at the hub."""
-    at_hub = "origin = ? AND case_id NOT IN (SELECT case_id FROM custody WHERE origin = ? AND case_id IS NOT NULL)"
-    changed = conn.execute(f"UPDATE cases SET sync_state = 'acked' WHERE sync_state != 'acked' AND {at_hub}",
-                           (origin, origin)).rowcount
-    if changed:
-        _note_received(conn, node, conn.execute(
-            f"SELECT case_id FROM cases WHERE status = 'SUBMITTED' AND route_level = 'city' AND {at_hub}",
-            (origin, origin)).fetchall())
+    whose envelopes left custody are at the hub. Reads only that origin's cases not yet at the
+    hub (index ``cases_not_at_hub``), not every case it ever sent."""
+    _mark_at_hub(conn, node, conn.execute(
+        "SELECT case_id, status, route_level FROM cases WHERE origin = ? AND sync_state IN ('pending', 'custody')"
+        " AND case_id NOT IN (SELECT case_id FROM custody WHERE origin = ? AND case_id IS NOT NULL)",
+        (origin, origin)).fetchall())
+
+
+def _mark_at_hub(conn: sqlite3.Connection, node, rows: list) -> None:
+    """These cases are at the hub; a city case there is already 已接件."""
+    if not rows:
+        return
+    conn.executemany("UPDATE cases SET sync_state = 'acked' WHERE case_id = ?", [(r["case_id"],) for r in rows])
+    _note_received(conn, node, [r for r in rows if r["status"] == "SUBMITTED" and r["route_level"] == "city"])
 
 
 def _note_received(conn: sqlite3.Connection, node, rows) -> None:

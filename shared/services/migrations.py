@@ -30,4 +30,5 @@ def node_migrations(first: str) -> list[str]:
         schema.LICENCES,  # 15: 电子证照 held here, by holder, and their revocations
         schema.AUDIT_CHAIN,  # 16: the audit log hash-chained; no id reused (INSERT OR REPLACE)
         RELAY_GUARDS,  # 17: first envelope id per relayed (origin, seq); parked blobs per uploader
+        schema.CASES_NOT_AT_HUB,  # 18: an acknowledgement touches only the cases not yet at the hub
     ]

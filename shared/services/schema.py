@@ -354,3 +354,8 @@ WHEN NEW.row_hash IS NULL OR NEW.prev_hash IS NOT COALESCE(
     (SELECT row_hash FROM audit_log ORDER BY id DESC LIMIT 1), '0000000000000000000000000000000000000000000000000000000000000000')
 BEGIN SELECT RAISE(ABORT, 'audit_log rows must be chained: write them with shared.core.audit.audit'); END;
 """
+
+# cases not yet at the hub, per origin: an acknowledgement touches only these (issue 12)
+CASES_NOT_AT_HUB = """
+CREATE INDEX IF NOT EXISTS cases_not_at_hub ON cases(origin) WHERE sync_state IN ('pending', 'custody');
+"""

@@ -1,10 +1,13 @@
 """Each node's scheduled jobs, started with the app when ``SCHEDULER_ENABLED``.
 
-Two jobs at most: the sync round towards the parent, and the tier's scheduled rules (its
-``scheduled_rules``: the same list ``liandong hub jobs`` runs in its own process). Both run at a
-fixed interval, so each is one daemon thread that sleeps on an event between runs (a run never
-overlaps itself; a late run is not repeated to catch up). A thread per job replaced APScheduler,
-which cost every process ~3.4 MiB of imports for two intervals (docs/performance.md, memory).
+Two jobs at most: the sync rounds towards the parent, and the tier's scheduled rules (its
+``scheduled_rules``: the same list ``liandong hub jobs`` runs in its own process). Sync drains
+a backlog back to back (``sync.node_sync.drain``) and paces only when there is nothing to send;
+a township also starts a round as soon as a village's envelopes or files arrive
+(``liandong_sync_kick``), so the two tiers work at the same time. Each job is one daemon thread
+that sleeps on an event between runs (a run never overlaps itself; a late run is not repeated
+to catch up). A thread per job replaced APScheduler, which cost every process ~3.4 MiB of
+imports for two intervals (docs/performance.md, memory).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from sync.node_sync import SyncState, run_round
+from sync.node_sync import SyncState, drain
 
 log = logging.getLogger("liandong.jobs")
 
@@ -100,14 +103,23 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
     state: SyncState = app.extensions.setdefault("liandong_sync_state", SyncState())
     database = app.extensions["liandong_db"]
     lock = threading.Lock()
+    wanted = threading.Event()  # set by every request for a round; the running drain repeats
 
     def sync_job(force: bool = False, timeout: float | None = None) -> dict:
+        wanted.set()
         # A forced round waits for a running one at most ``timeout`` (the agent is watching).
         if not lock.acquire(blocking=force, timeout=timeout if force and timeout else -1):
             return {"error": "Timeout: a round is already running"} if force else {"skipped": True}
         conn = database.connect(app)
         try:
-            return run_round(conn, node, state, force=force, timeout=timeout)
+            summary: dict = {}
+            while wanted.is_set():  # the running drain sees `wanted` and goes on
+                wanted.clear()
+                summary = drain(conn, node, state, force=force, timeout=timeout)
+                if "error" in summary:
+                    break
+                force = True
+            return summary
         except Exception:  # a bug must not kill the scheduler thread; it is logged and retried
             log.exception("sync round failed")
             return {"error": "internal"}
@@ -115,5 +127,11 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
             conn.close()
             lock.release()
 
+    def kick() -> None:
+        """Something arrived for the parent (a village's push, its files): forward it now, in
+        the background, while the village sends its next batch (the tiers overlap)."""
+        threading.Thread(target=sync_job, name="sync-kick", daemon=True).start()
+
     app.extensions["liandong_sync_now"] = lambda timeout=None: sync_job(force=True, timeout=timeout)
+    app.extensions["liandong_sync_kick"] = kick
     scheduler.add_job(sync_job, float(app.config["SYNC_INTERVAL_SECONDS"]), "sync")

@@ -31,6 +31,7 @@ from shared.core.errors import LiandongError, ValidationError
 ROUTE_LIMITS: dict[str, str] = {
     "sync.push": "MAX_PUSH_BYTES",
     "sync.blob_chunk": "MAX_BLOB_CHUNK_BYTES",
+    "sync.blob_batch": "MAX_PUSH_BYTES",
     "bundles.township_import": "MAX_BUNDLE_BYTES",
     "bundles.import_answer": "MAX_BUNDLE_BYTES",
 }

@@ -16,6 +16,8 @@ from shared.core.storage import ensure_disk_space, write_transaction
 from shared.web.auth import node_signed
 from shared.web.context import current_node
 from shared.web.db import get_db
+from shared.web.limits import TooLarge
+from sync import wire
 from sync.blobs import SHA256_RE, BlobError, QuotaExceeded, park
 from sync.nodeauth import check_request, record_nonce
 
@@ -76,14 +78,47 @@ def _record_nonce(conn, caller: str, nonce: int) -> None:
         raise SyncError("node_auth", f"节点身份验证失败：{exc}", status=401) from exc
 
 
+def _body(max_bytes: int) -> bytes:
+    """The request body decoded from its ``Content-Encoding`` (at most ``max_bytes`` decoded).
+
+    The node signature is checked on the body as sent (:func:`_check_signature`), never on
+    this decoded copy.
+    """
+    coding = request.headers.get("Content-Encoding", "")
+    try:
+        return wire.decode(request.get_data(cache=True), coding, max_bytes)
+    except wire.CodingError as exc:
+        if coding.strip().lower() not in (*wire.CODINGS, "", "identity"):
+            raise SyncError("unsupported_encoding", f"不支持的请求体编码：{coding}", status=415) from exc
+        if "larger" in str(exc):
+            raise TooLarge(max_bytes) from exc
+        raise ValidationError("body", f"请求体无法解压：{exc}", code="malformed") from exc
+
+
 def _json_body(max_bytes: int = MAX_PUSH_BYTES) -> dict:
     try:
-        body = canonical.loads(request.get_data(cache=True), max_bytes=max_bytes)
+        body = canonical.loads(_body(max_bytes), max_bytes=max_bytes)
     except canonical.CanonicalError as exc:
         raise ValidationError("body", f"请求体不是合法的 JSON：{exc}", code="malformed") from exc
     if not isinstance(body, dict):
         raise ValidationError("body", "请求体必须是 JSON 对象", code="malformed")
     return body
+
+
+@bp.after_request
+def _compact_answer(response):
+    """Say which request codings this node reads (RFC 7694), and compress the JSON answer for
+    a caller that accepts it (docs/sync-protocol.md §4.1)."""
+    response.headers["Accept-Encoding"] = ", ".join(wire.CODINGS)
+    response.vary.add("Accept-Encoding")
+    coding = wire.choose(request.headers.get("Accept-Encoding"))
+    if (coding and not response.direct_passthrough and "Content-Encoding" not in response.headers
+            and response.mimetype == "application/json"):
+        data = response.get_data()
+        if len(data) >= wire.COMPRESS_MIN_BYTES:
+            response.set_data(wire.encode(data, coding))
+            response.headers["Content-Encoding"] = coding
+    return response
 
 
 @bp.post("/push")
@@ -100,7 +135,8 @@ def push():
         node = current_node()
         trust = node.trust(conn)
         caller, nonce = _check_signature(trust)
-        documents = _json_body().get("envelopes")
+        body = _json_body()
+        documents = body.get("envelopes")
         if not isinstance(documents, list):
             raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
         prepared = service().prepare_push(conn, node, documents)
@@ -111,7 +147,11 @@ def push():
             g.caller = caller
             # Refuse (507) before the disk is full: the sender keeps everything and retries later.
             ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
-            return jsonify(service().push(conn, node, caller, documents, prepared))
+            answer = service().push(conn, node, caller, documents, prepared)
+        if body.get("answer") == "compact":  # a newer caller: routine outcomes as seq ranges
+            answer = {**answer, **wire.compact_results(answer.get("results", []))}
+        _forward_soon()
+        return jsonify(answer)
 
 
 @bp.post("/pull")
@@ -171,7 +211,55 @@ def blob_chunk(sha256: str):
     acks = []
     if complete:
         acks = service().blob_complete(get_db(), node, sha256, size)
+        _forward_soon()
     return jsonify({"sha256": sha256, "received": node.blobs.received(sha256), "complete": complete, "acks": acks})
+
+
+@bp.post("/blobs/batch")
+@node_signed
+def blob_batch():
+    """Many files, or pieces of them, in one request (docs/sync-protocol.md §6.1).
+
+    Each frame is written like one ``PUT /blobs/<sha256>`` chunk (resumable per file and per
+    offset; a frame that does not fit is reported for its file, the others still count); then
+    one transaction records the nonce, registers every completed file and returns the
+    acknowledgements they released.
+    """
+    conn = get_db()
+    node = current_node()
+    caller, nonce = _check_signature(node.trust(conn))
+    known = conn.execute("SELECT nonce FROM request_nonces WHERE node_id = ?", (caller,)).fetchone()
+    if known is not None and nonce <= known["nonce"]:  # a replay must not even write a chunk
+        raise SyncError("node_auth", "节点身份验证失败：replayed request nonce", status=401)
+    ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
+    try:
+        frames = wire.blob_frames(_body(int(current_app.config["MAX_PUSH_BYTES"])))
+    except wire.CodingError as exc:
+        raise ValidationError("body", f"材料文件批次格式错误：{exc}", code="malformed") from exc
+    complete, rejected = {}, {}
+    for sha256, size, offset, data in frames:
+        if sha256 in rejected:
+            continue
+        try:
+            if node.blobs.write_chunk(sha256, size, offset, bytes(data), node.config["MAX_ATTACHMENT_BYTES"]):
+                complete[sha256] = size
+        except BlobError as exc:
+            rejected[sha256] = str(exc)
+    with write_transaction(conn):
+        _record_nonce(conn, caller, nonce)
+        acks = service().blobs_complete(conn, node, list(complete.items())) if complete else []
+    g.caller = caller
+    if complete:
+        _forward_soon()
+    partial = {sha: node.blobs.received(sha) for sha, _, _, _ in frames if sha not in complete}
+    return jsonify({"complete": sorted(complete), "partial": partial, "rejected": rejected, "acks": acks})
+
+
+def _forward_soon() -> None:
+    """A township forwards what it just received at once (docs/sync-protocol.md §4.2)."""
+    kick = current_app.extensions.get("liandong_sync_kick")
+    if kick is not None:
+        kick()
 
 
 def _count_arg(name: str) -> int:

@@ -1,0 +1,139 @@
+"""Content codings of sync request and answer bodies, and the batched blob framing.
+
+Compression is negotiated per RFC 7694: a parent lists the codings it accepts for request
+bodies in an ``Accept-Encoding`` answer header; a node compresses its requests only once its
+parent said so (an older parent never does, and gets plain bodies). Answers are compressed the
+ordinary way, by the caller's ``Accept-Encoding``. gzip is always there; zstd only where the
+optional ``zstandard`` package is installed at both ends. docs/sync-protocol.md §4.1.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+try:  # optional: zstd is smaller and faster than gzip, but gzip alone is enough
+    import zstandard
+except ImportError:  # pragma: no cover - depends on the installation
+    zstandard = None
+
+#: Codings this node can decode and encode, preferred first.
+CODINGS = ("zstd", "gzip") if zstandard is not None else ("gzip",)
+#: Bodies shorter than this go plain (the coding's own header would eat the gain).
+COMPRESS_MIN_BYTES = 512
+GZIP_LEVEL = 6
+
+
+class CodingError(ValueError):
+    """A body in a coding this node does not know, corrupt, or larger than allowed decoded."""
+
+
+def choose(accept: str | None) -> str | None:
+    """The best coding of ours that an ``Accept-Encoding`` value lists (``q=0`` excluded), or None."""
+    offered = set()
+    for part in (accept or "").split(","):
+        name, _, params = part.partition(";")
+        quality = params.replace(" ", "").lower()
+        try:
+            if quality.startswith("q=") and float(quality[2:]) == 0:
+                continue
+        except ValueError:
+            continue  # a malformed weight: not an offer
+        offered.add(name.strip().lower())
+    return next((c for c in CODINGS if c in offered), None)
+
+
+def encode(body: bytes, coding: str) -> bytes:
+    """``body`` in ``coding`` (``gzip`` or ``zstd``)."""
+    if coding == "gzip":
+        packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        return packer.compress(body) + packer.flush()
+    if coding == "zstd" and zstandard is not None:
+        return zstandard.ZstdCompressor(level=3).compress(body)
+    raise CodingError(f"unsupported content coding {coding!r}")
+
+
+def decode(body: bytes, coding: str, max_bytes: int) -> bytes:
+    """Decode a request body, refusing more than ``max_bytes`` decoded (a compression bomb).
+
+    :raises CodingError: unknown coding, corrupt data, or too large once decoded.
+    """
+    coding = coding.strip().lower()
+    if coding in ("", "identity"):
+        return body
+    try:
+        if coding == "gzip":
+            unpacker = zlib.decompressobj(31)
+            out = unpacker.decompress(body, max_bytes + 1)
+            if len(out) > max_bytes or unpacker.unconsumed_tail:
+                raise CodingError(f"decoded body larger than {max_bytes} bytes")
+            if not unpacker.eof:
+                raise CodingError("truncated gzip body")
+            return out
+        if coding == "zstd" and zstandard is not None:
+            reader = zstandard.ZstdDecompressor().stream_reader(body)
+            out = reader.read(max_bytes + 1)
+            if len(out) > max_bytes:
+                raise CodingError(f"decoded body larger than {max_bytes} bytes")
+            return out
+    except (zlib.error, ValueError) as exc:
+        if isinstance(exc, CodingError):
+            raise
+        raise CodingError(f"corrupt {coding} body: {exc}") from exc
+    except Exception as exc:  # zstandard.ZstdError is not a ValueError
+        raise CodingError(f"corrupt {coding} body: {exc}") from exc
+    raise CodingError(f"unsupported content coding {coding!r}")
+
+
+#: Push outcomes a compact answer gives as seq ranges; every other one is listed in full.
+ROUTINE_STATUSES = ("accepted", "custody", "duplicate")
+
+
+def compact_results(results: list[dict]) -> dict:
+    """A push answer's per-envelope ``results`` as ``{"ok": {origin: [[first, last], …]},
+    "results": [the exceptions]}``: routine outcomes (accepted, in custody, duplicate, with no
+    file missing) as seq ranges per origin, anything else listed whole (docs/sync-protocol.md §5.3)."""
+    ranges: dict[str, list[list[int]]] = {}
+    exceptions = []
+    for r in results:
+        if r.get("status") in ROUTINE_STATUSES and not r.get("missing_blobs") and r.get("origin") and r.get("seq"):
+            runs = ranges.setdefault(r["origin"], [])
+            if runs and runs[-1][1] + 1 == r["seq"]:
+                runs[-1][1] = r["seq"]
+            else:
+                runs.append([r["seq"], r["seq"]])
+        else:
+            exceptions.append(r)
+    return {"ok": ranges, "results": exceptions}
+
+
+# Batched blob transfer (docs/sync-protocol.md §6.1): many files, or pieces of them, per request.
+BLOB_BATCH_TYPE = "application/vnd.liandong.blobs"
+BLOB_BATCH_MAGIC = b"LDB1"
+_FRAME = struct.Struct(">32sQQI")  # sha256 (raw), size, offset, length; then `length` bytes
+FRAME_HEAD_BYTES = _FRAME.size
+
+
+def blob_frame(sha256: str, size: int, offset: int, data: bytes) -> bytes:
+    """One frame: ``data`` is the bytes of blob ``sha256`` (``size`` bytes long) from ``offset``."""
+    return _FRAME.pack(bytes.fromhex(sha256), size, offset, len(data)) + data
+
+
+def blob_frames(body: bytes) -> list[tuple[str, int, int, memoryview]]:
+    """Split a batch body into ``(sha256, size, offset, data)``.
+
+    :raises CodingError: no magic, a truncated frame, or trailing bytes.
+    """
+    if not body.startswith(BLOB_BATCH_MAGIC):
+        raise CodingError("not a blob batch (magic LDB1 missing)")
+    view, pos, frames = memoryview(body), len(BLOB_BATCH_MAGIC), []
+    while pos < len(body):
+        if pos + _FRAME.size > len(body):
+            raise CodingError("truncated frame header")
+        digest, size, offset, length = _FRAME.unpack_from(view, pos)
+        pos += _FRAME.size
+        if pos + length > len(body):
+            raise CodingError("truncated frame data")
+        frames.append((digest.hex(), size, offset, view[pos: pos + length]))
+        pos += length
+    return frames
