@@ -69,6 +69,14 @@ class BlobStore:
         """The bytes of a complete blob."""
         return self.path(sha256).read_bytes()
 
+    def remove(self, sha256: str) -> bool:
+        """Delete a complete blob's file (personal data purged); False if it was not here."""
+        try:
+            self.path(sha256).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     def write_chunk(self, sha256: str, size: int, offset: int, data: bytes, max_size: int) -> bool:
         """Append a chunk at ``offset``; return True once the whole blob is verified and stored.
 

@@ -130,6 +130,8 @@ def drive_every_operation(net) -> None:
     net.sync_all()
     code = village.scalar("SELECT code FROM documents WHERE case_id = ? AND kind = 'approve'", (case_id,))
     ok(village.api("POST", "/api/v1/documents/verify", agent, json={"code": code}))  # 文书核验 by 核验码
+    # 取回文书: the village asks the township (POST /sync/v1/documents) for the case's documents.
+    assert ok(village.api("POST", f"/api/v1/cases/{case_id}/documents/refetch", agent))["refetched"] >= 2
 
     # 好差评 at the village; a bad one opens a 回访 at the hub.
     ok(village.api("POST", f"/api/v1/cases/{case_id}/rating", agent, json={"level": 1, "comment": "等太久"}), 201)

@@ -119,6 +119,10 @@ def _validate_field(f: object, where: str) -> dict:
         out["format"] = f["format"]
     if "help" in f:
         out["help"] = _str(f, "help", f"{where}.")
+    # Personal data (PIPL): purged from the village PC after the retention time. Kept only when
+    # true, so the items of catalogs published before the flag existed normalise unchanged.
+    if _bool(f, "personal", f"{where}.", default=False):
+        out["personal"] = True
     return out
 
 

@@ -82,6 +82,7 @@ def to_json(conn: sqlite3.Connection, case_id: str, calendar=None, today=None, m
         "sync_state": row["sync_state"],
         "history": history,
         "decision": json.loads(row["decision"]) if row["decision"] else None,
+        "purged_at": row["purged_at"],
     }
     result["joint_opinions"] = joint.opinions(conn, case_id, today)
     result["rating"] = feedback.rating_of(conn, case_id)

@@ -26,4 +26,5 @@ def node_migrations(first: str) -> list[str]:
         schema.DROP_REDUNDANT_INDEXES,  # 11: single-column indexes the composite ones cover
         APPLY_QUEUE,  # 12: the hub's accepted envelopes waiting to be applied
         schema.SESSIONS,  # 13: session epochs (server-side logout) and login throttling
+        schema.PERSONAL_DATA_PURGE,  # 14: personal data purged at the village (service-hall)
     ]

@@ -307,3 +307,11 @@ CREATE TABLE login_failures (
     locked_until TEXT
 );
 """
+
+# personal data purged at the village after the retention time (the stub keeps receipt and state)
+PERSONAL_DATA_PURGE = """
+ALTER TABLE cases ADD COLUMN purged_at TEXT;
+-- A document fetched again from the parent for reprinting a purged case (kept a day).
+ALTER TABLE documents ADD COLUMN refetched_at TEXT;
+CREATE INDEX IF NOT EXISTS cases_unpurged_closed ON cases(origin, status, updated_at) WHERE purged_at IS NULL;
+"""
