@@ -25,8 +25,11 @@ from network import case_payload, catalog, pick_item, valid_id_number
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 from openapi_spec_validator import validate as validate_spec
 
+from city_hub import hub_admin
 from city_hub.projects import credit_check_char
+from shared.core.storage import write_transaction
 from shared.core.version import __version__
+from shared.rules.catalog import load_seed
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -150,6 +153,23 @@ def drive_every_operation(net) -> None:
     ok(hub.api("GET", f"/api/v1/complaints/{complaint['complaint_id']}", supervisor))
     ok(hub.api("POST", f"/api/v1/complaints/{complaint['complaint_id']}/answer", supervisor,
                json={"answer": "已约谈窗口人员"}))
+
+    # 规范收费: the hub publishes a fee standard for one item; its window records, refunds, reports.
+    charged_items = load_seed()
+    for charged in charged_items:
+        if charged["code"] == item["code"]:
+            charged["fee"] = {"charged": True, "basis": "《测试收费依据》第一条", "standard_fen": 1000}
+    with write_transaction(hub.conn):
+        hub_admin.publish_catalog(hub.conn, hub.node, charged_items, "contract-test")
+    net.sync_all()
+    fee_case = ok(village.api("POST", "/api/v1/cases", agent, json=case_payload(item)), 201)["case_id"]
+    net.sync_all()
+    ok(hub.api("GET", f"/api/v1/cases/{fee_case}/fees", window))
+    paid = ok(hub.api("POST", f"/api/v1/cases/{fee_case}/fees", window, json={
+        "kind": "payment", "amount_fen": 1000, "receipt_no": "CT-0001", "payer": "张三"}), 201)
+    ok(hub.api("POST", f"/api/v1/cases/{fee_case}/fees/{paid['record_id']}/refund", window,
+               json={"reason": "申请人撤回"}), 201)
+    ok(hub.api("GET", f"/api/v1/fees/daily?day={paid['day']}", window))
 
     # 联办 with 超时默认, then 审管互动.
     lead = hub.account("window_mz", "window", JOINT_LEAD)

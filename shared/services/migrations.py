@@ -27,4 +27,5 @@ def node_migrations(first: str) -> list[str]:
         APPLY_QUEUE,  # 12: the hub's accepted envelopes waiting to be applied
         schema.SESSIONS,  # 13: session epochs (server-side logout) and login throttling
         schema.PERSONAL_DATA_PURGE,  # 14: personal data purged at the village (service-hall)
+        schema.FEES,  # 15: 规范收费 records (service-hall)
     ]

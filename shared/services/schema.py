@@ -315,3 +315,27 @@ ALTER TABLE cases ADD COLUMN purged_at TEXT;
 ALTER TABLE documents ADD COLUMN refetched_at TEXT;
 CREATE INDEX IF NOT EXISTS cases_unpurged_closed ON cases(origin, status, updated_at) WHERE purged_at IS NULL;
 """
+
+# 规范收费: what the window recorded (payments, exemptions, refunds), never a payment gateway
+FEES = """
+CREATE TABLE fee_records (
+    record_id TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    office TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('payment', 'exemption', 'refund')),
+    amount_fen INTEGER NOT NULL CHECK (amount_fen >= 0),
+    receipt_no TEXT,
+    payer TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    refund_of TEXT REFERENCES fee_records(record_id),
+    recorded_by TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    day TEXT NOT NULL
+);
+-- A 票据号 is used once per office; a payment is refunded once; a case is exempted once.
+CREATE UNIQUE INDEX fee_records_receipt ON fee_records(office, receipt_no) WHERE receipt_no IS NOT NULL;
+CREATE UNIQUE INDEX fee_records_refund ON fee_records(refund_of) WHERE refund_of IS NOT NULL;
+CREATE UNIQUE INDEX fee_records_exemption ON fee_records(case_id) WHERE kind = 'exemption';
+CREATE INDEX fee_records_case ON fee_records(case_id, recorded_at);
+CREATE INDEX fee_records_day ON fee_records(office, day, recorded_at);
+"""

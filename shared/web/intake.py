@@ -28,6 +28,7 @@ from shared.core.clock import parse_iso
 from shared.core.errors import LiandongError, ValidationError
 from shared.rules import materials, states
 from shared.rules.catalog import accepts_at, public_view, required_materials, search, validate_form
+from shared.rules.fees import fee_terms
 from shared.rules.idcard import mask_id_number
 from shared.services import drafts, intake, scanner
 from shared.web.cases import page_number
@@ -173,7 +174,7 @@ def item_guide(code: str):
     _, items = current_node().catalog(get_db())
     item = items.get(code) or abort(404)
     return render_template("intake/item.html", item=item, materials=required_materials(item),
-                           accepts=accepts_at(item, current_node().node_id))
+                           accepts=accepts_at(item, current_node().node_id), fee=fee_terms(item))
 
 
 # ---------------------------------------------------------------------------- the wizard
