@@ -154,6 +154,17 @@ def drive_every_operation(net) -> None:
     ok(hub.api("POST", f"/api/v1/complaints/{complaint['complaint_id']}/answer", supervisor,
                json={"answer": "已约谈窗口人员"}))
 
+    # 首问负责 and 咨询登记 at the village: one answered from the catalog, one turned into a case.
+    trees = ok(village.api("POST", "/api/v1/inquiries", agent, json={
+        "asker_name": "王五", "question": "房前屋后的杨树能砍吗？", "item_code": "130926-LY-0002"}), 201)
+    ok(village.api("GET", f"/api/v1/inquiries/{trees['inquiry_id']}", agent))
+    ok(village.api("POST", f"/api/v1/inquiries/{trees['inquiry_id']}/close", agent, json={"outcome": "answered"}))
+    asked = ok(village.api("POST", "/api/v1/inquiries", agent, json={
+        "asker_name": "李四", "question": "怎么办理？", "item_code": item["code"]}), 201)
+    ok(village.api("POST", f"/api/v1/inquiries/{asked['inquiry_id']}/case", agent), 201)
+    ok(village.api("GET", "/api/v1/inquiries?status=closed", agent))
+    ok(village.api("GET", "/api/v1/inquiries/stats", agent))
+
     # 规范收费: the hub publishes a fee standard for one item; its window records, refunds, reports.
     charged_items = load_seed()
     for charged in charged_items:

@@ -14,7 +14,7 @@ import re
 from decimal import Decimal, InvalidOperation
 
 from shared.core.errors import RuleError, ValidationError
-from shared.rules.text import refuse_hidden_characters
+from shared.rules.text import clean_text
 
 #: 行政许可法 Art. 58: what a free 许可 item's page cites.
 FREE_LICENCE_BASIS = "《中华人民共和国行政许可法》第五十八条：行政机关实施行政许可，不得收取任何费用（法律、行政法规另有规定的除外）"
@@ -60,16 +60,6 @@ def summary(records: list[dict]) -> dict:
             "exempted": any(r["kind"] == "exemption" for r in records)}
 
 
-def _text(value, field: str, label: str, max_len: int, required: bool = True) -> str:
-    text = value.strip() if isinstance(value, str) else ""
-    if required and not text:
-        raise ValidationError(field, f"请填写{label}")
-    if len(text) > max_len:
-        raise ValidationError(field, f"{label}不能超过{max_len}个字")
-    refuse_hidden_characters(text, field, label)
-    return text
-
-
 def check_payment(terms: dict, records: list[dict], amount_fen, receipt_no, payer) -> dict:
     """A payment the window may record: the item charges, the amount is positive and with what was
     already paid (net of refunds) stays within the catalog's standard, the 票据号 and payer are given.
@@ -88,11 +78,11 @@ def check_payment(terms: dict, records: list[dict], amount_fen, receipt_no, paye
         raise RuleError("amount_above_standard",
                         f"收费金额超过目录公布的收费标准：标准为{yuan(terms['standard_fen'])}元，"
                         f"已收{yuan(totals['net_fen'])}元，本次最多可收{yuan(max(terms['standard_fen'] - totals['net_fen'], 0))}元")
-    number = _text(receipt_no, "receipt_no", "票据号", 40)
+    number = clean_text(receipt_no, "receipt_no", "票据号", 40)
     if not _RECEIPT_NO.fullmatch(number):
         raise ValidationError("receipt_no", "票据号只能包含字母、数字和连字符")
     return {"kind": "payment", "amount_fen": amount_fen, "receipt_no": number,
-            "payer": _text(payer, "payer", "缴款人", 50), "reason": ""}
+            "payer": clean_text(payer, "payer", "缴款人", 50), "reason": ""}
 
 
 def check_exemption(terms: dict, records: list[dict], reason) -> dict:
@@ -108,7 +98,7 @@ def check_exemption(terms: dict, records: list[dict], reason) -> dict:
     if totals["net_fen"] > 0:
         raise RuleError("fee_paid", "本办件已收费，请先退费再登记减免")
     return {"kind": "exemption", "amount_fen": 0, "receipt_no": None, "payer": "",
-            "reason": _text(reason, "reason", "减免原因（如政策依据）", 200)}
+            "reason": clean_text(reason, "reason", "减免原因（如政策依据）", 200)}
 
 
 def check_refund(payment: dict | None, refunded: bool, reason) -> dict:
@@ -121,7 +111,7 @@ def check_refund(payment: dict | None, refunded: bool, reason) -> dict:
     if refunded:
         raise RuleError("already_refunded", "该笔收费已经退费")
     return {"kind": "refund", "amount_fen": payment["amount_fen"], "receipt_no": None, "payer": payment["payer"],
-            "reason": _text(reason, "reason", "退费原因", 200)}
+            "reason": clean_text(reason, "reason", "退费原因", 200)}
 
 
 def daily_report_rows(records: list[dict]) -> list[list]:

@@ -339,3 +339,30 @@ CREATE UNIQUE INDEX fee_records_exemption ON fee_records(case_id) WHERE kind = '
 CREATE INDEX fee_records_case ON fee_records(case_id, recorded_at);
 CREATE INDEX fee_records_day ON fee_records(office, day, recorded_at);
 """
+
+# 首问负责 and 咨询登记: inquiries at any node, seen through by the first responder
+INQUIRIES = """
+CREATE TABLE inquiries (
+    inquiry_id TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    first_responder TEXT NOT NULL,
+    asker_name TEXT NOT NULL,
+    asker_phone TEXT NOT NULL DEFAULT '',
+    question TEXT NOT NULL,
+    item_code TEXT,
+    item_name TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
+    outcome TEXT CHECK (outcome IS NULL OR outcome IN ('answered', 'referred', 'case')),
+    answer TEXT NOT NULL DEFAULT '',
+    referred_to TEXT NOT NULL DEFAULT '',
+    consultation INTEGER NOT NULL DEFAULT 0,
+    draft_id TEXT,
+    case_id TEXT,
+    opened_at TEXT NOT NULL,
+    closed_by TEXT,
+    closed_at TEXT
+);
+CREATE INDEX inquiries_status ON inquiries(status, opened_at);
+CREATE INDEX inquiries_opened ON inquiries(opened_at);
+CREATE UNIQUE INDEX inquiries_draft ON inquiries(draft_id) WHERE draft_id IS NOT NULL;
+"""

@@ -15,19 +15,13 @@ from shared.services import casework, fees
 from shared.web.cases import _may_decide
 from shared.web.context import current_node
 from shared.web.db import get_db
+from shared.web.errors import json_object
 
 bp = Blueprint("fees", __name__)
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: Roles that read any office's daily report (a window reads its own office's).
 OVERSIGHT_ROLES = ("supervisor", "admin")
-
-
-def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ValidationError("body", "请求体必须是 JSON 对象")
-    return body
 
 
 def _case_for_window(case_id: str):
@@ -47,7 +41,7 @@ def api_case_fees(case_id: str):
 def api_record(case_id: str):
     """Record a payment (amount_fen, receipt_no, payer) or an exemption (reason)."""
     _case_for_window(case_id)
-    body = _json_body()
+    body = json_object()
     return jsonify(fees.record(get_db(), current_node(), case_id, g.account["username"], body)), 201
 
 
@@ -55,7 +49,7 @@ def api_record(case_id: str):
 def api_refund(case_id: str, record_id: str):
     """Refund one payment in full, with its reason."""
     _case_for_window(case_id)
-    reason = _json_body().get("reason")
+    reason = json_object().get("reason")
     return jsonify(fees.refund(get_db(), current_node(), case_id, record_id, g.account["username"], reason)), 201
 
 

@@ -30,7 +30,7 @@ from shared.rules import materials, states
 from shared.rules.catalog import accepts_at, public_view, required_materials, search, validate_form
 from shared.rules.fees import fee_terms
 from shared.rules.idcard import mask_id_number
-from shared.services import drafts, intake, scanner
+from shared.services import drafts, inquiries, intake, scanner
 from shared.web.cases import page_number
 from shared.web.context import current_node
 from shared.web.db import get_db
@@ -378,6 +378,8 @@ def new_case(code: str):
                     state.check(earlier)
                 receipt = intake.submit(get_db(), node, state.payload(), state.files(), g.account["username"],
                                         also=(lambda conn: drafts.delete(conn, draft_id)) if draft_id else None)
+                if draft_id:  # a draft an inquiry became (咨询转办件) now names its case
+                    inquiries.link_case(get_db(), draft_id, receipt["case_id"])
                 return redirect(url_for("cases.receipt", case_id=receipt["case_id"], new=1))
             elif go != "stay":
                 state.check(posted)
