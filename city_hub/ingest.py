@@ -10,7 +10,7 @@ from shared.core import canonical
 from shared.core.clock import iso, parse_iso
 from shared.core.errors import RuleError
 from shared.rules import authority
-from shared.services import casework, documents, feedback, joint
+from shared.services import appointments, casework, documents, feedback, joint
 from sync import downlink
 from sync.envelope import Opened
 
@@ -108,7 +108,7 @@ def make_appliers(node) -> dict:
         lifecycle.apply_rotation(conn, node, opened.body["origin"], opened.body["body"])
 
     return {"case.submit": apply_case_submit, "case.event": apply_case_event, "node.rotate_key": apply_rotate_key,
-            **feedback.appliers(node)}
+            **feedback.appliers(node), **appointments.appliers(node)}
 
 
 def orphans_waiting(conn: sqlite3.Connection) -> bool:

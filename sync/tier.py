@@ -48,6 +48,7 @@ class Tier:
     ingests = False  # envelopes end their journey here: verified, chained, acknowledged, applied (the hub)
     supervises = False  # 电子监察 here: complaints answered, 回访 of bad ratings (the county hub)
     records_site_visits = False  # 现场核查 is recorded here (the township)
+    publishes_appointments = False  # its windows publish 预约 slots and decide requests (the hub)
     purges_personal_data = False  # closed cases' personal data leaves this PC after the retention time (the village)
 
     def hub_id(self, config) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -344,3 +345,17 @@ def create_case(handle: NodeHandle, token: str, item: dict, materials: list[tupl
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token of the first form on a page."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def login(handle: NodeHandle, username: str) -> requests.Session:
+    """A browser-like session signed in to ``handle`` as ``username`` (password :data:`PASSWORD`)."""
+    session = requests.Session()
+    token = csrf_token(session.get(handle.url + "/login", timeout=10).text)
+    session.post(f"{handle.url}/login", data={"username": username, "password": PASSWORD, "csrf_token": token},
+                 timeout=10)
+    return session

@@ -4,7 +4,7 @@ exemptions and refunds with reasons, nothing above the standard, the daily repor
 from __future__ import annotations
 
 import pytest
-from network import catalog, create_case
+from network import catalog, create_case, csrf_token, login
 
 from city_hub import hub_admin
 from shared.core.errors import RuleError, ValidationError
@@ -160,19 +160,12 @@ def test_a_free_item_cannot_be_charged(net, people):
 
 
 def test_the_pages_show_terms_take_a_payment_and_refuse_an_amount_above_the_standard(net, people):
-    import re
-
-    import requests
-    from network import PASSWORD
-
     hub = net.hub
     case_id = _case(net, people, people["charged"])
-    s = requests.Session()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', s.get(hub.url + "/login", timeout=10).text).group(1)
-    s.post(f"{hub.url}/login", data={"username": "window", "password": PASSWORD, "csrf_token": token}, timeout=10)
+    s = login(hub, "window")
     page = s.get(f"{hub.url}/cases/{case_id}/fees", timeout=10)
     assert page.status_code == 200 and "每卡20元" in page.text and "登记收费" in page.text
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    token = csrf_token(page.text)
     above = s.post(f"{hub.url}/cases/{case_id}/fees", timeout=10, data={
         "csrf_token": token, "kind": "payment", "amount": "20.01", "receipt_no": "PG-1", "payer": "王五"})
     assert "未能登记：收费金额超过目录公布的收费标准" in above.text

@@ -4,11 +4,8 @@ becomes a case through the intake wizard without retyping."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
-import requests
-from network import PASSWORD, form_for, valid_id_number
+from network import csrf_token, form_for, login, valid_id_number
 
 from shared.core.errors import RuleError, ValidationError
 from shared.rules import inquiries as rules
@@ -106,13 +103,11 @@ def test_an_inquiry_becomes_a_case_without_retyping(net, people):
     assert turned.status_code == 201, turned.text
     wizard_url = turned.json()["wizard_url"]
 
-    s = requests.Session()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', s.get(village.url + "/login", timeout=10).text).group(1)
-    s.post(f"{village.url}/login", data={"username": "agent", "password": PASSWORD, "csrf_token": token}, timeout=10)
+    s = login(village, "agent")
     page = s.get(village.url + wizard_url, timeout=10)
     assert page.status_code == 200 and 'value="李四"' in page.text and 'value="13912345678"' in page.text
     # The agent adds what the inquiry did not hold and submits (one page post, with the draft).
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    token = csrf_token(page.text)
     form = {f"form_{k}": v for k, v in form_for(ITEMS[PENSION]).items()}
     draft_id = turned.json()["draft_id"]
     done = s.post(f"{village.url}/cases/new/{PENSION}", timeout=10, data={

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import openapi_core
@@ -153,6 +154,25 @@ def drive_every_operation(net) -> None:
     ok(hub.api("GET", f"/api/v1/complaints/{complaint['complaint_id']}", supervisor))
     ok(hub.api("POST", f"/api/v1/complaints/{complaint['complaint_id']}/answer", supervisor,
                json={"answer": "已约谈窗口人员"}))
+
+    # 预约: the window publishes the next working day, the village books, the answer comes back.
+    day = hub.node.clock.today_cn() + timedelta(days=1)
+    while not hub.node.calendar.is_working_day(day):
+        day += timedelta(days=1)
+    ok(hub.api("POST", "/api/v1/appointment-slots", window, json={
+        "first_day": day.isoformat(), "last_day": day.isoformat(), "times": ["09:00"], "capacity": 2}), 201)
+    ok(hub.api("GET", f"/api/v1/appointment-slots?day={day.isoformat()}", window))
+    booking = ok(village.api("POST", "/api/v1/appointment-requests", agent, json={
+        "office": office, "day": day.isoformat(), "start": "09:00", "villager_name": "张三",
+        "villager_phone": "13812345678"}), 201)
+    net.sync_all()
+    ok(village.api("GET", "/api/v1/appointment-requests", agent))
+    ok(hub.api("GET", f"/api/v1/appointments?day={day.isoformat()}", window))
+    ok(hub.api("POST", f"/api/v1/appointments/{booking['request_id']}/status", window, json={"action": "cancel"}))
+    second = ok(village.api("POST", "/api/v1/appointment-requests", agent, json={
+        "office": office, "day": day.isoformat(), "start": "09:00", "villager_name": "李四",
+        "villager_phone": "13912345678"}), 201)
+    ok(village.api("POST", f"/api/v1/appointment-requests/{second['request_id']}/cancel", agent))
 
     # 首问负责 and 咨询登记 at the village: one answered from the catalog, one turned into a case.
     trees = ok(village.api("POST", "/api/v1/inquiries", agent, json={

@@ -12,8 +12,10 @@ import pytest
 from network import catalog, create_case, pick_item, valid_id_number
 
 from shared.core.clock import FixedClock
+from shared.core.storage import write_transaction
 from shared.rules import retention as rules
-from shared.services import retention
+from shared.rules.catalog import load_seed
+from shared.services import casework, retention
 from sync.client import SyncUnavailable
 
 SCAN = b"\xff\xd8\xff\xe0" + b"retention-test-scan" * 20 + b"\xff\xd9"
@@ -45,8 +47,6 @@ def test_personal_fields_are_the_marked_ones_and_every_id_or_phone_field():
 
 
 def test_the_seed_catalog_marks_addresses_personal():
-    from shared.rules.catalog import load_seed
-
     pension = next(i for i in load_seed() if i["code"] == "130926-RS-0001")
     assert rules.personal_field_names(pension) == {"address"}
 
@@ -89,9 +89,6 @@ def _concluded_case(net, people, materials=(("id_card", "sfz.jpg", SCAN),), deli
         r = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", people["window"], json={"action": action})
         assert r.status_code == 200, r.text
     net.sync_all()
-    from shared.core.storage import write_transaction
-    from shared.services import casework
-
     with write_transaction(village.conn):
         casework.deliver(village.conn, village.node, case_id, "agent")
     if deliver_sync:

@@ -29,4 +29,5 @@ def node_migrations(first: str) -> list[str]:
         schema.PERSONAL_DATA_PURGE,  # 14: personal data purged at the village (service-hall)
         schema.FEES,  # 15: 规范收费 records (service-hall)
         schema.INQUIRIES,  # 16: 首问负责 and 咨询登记 (service-hall)
+        schema.APPOINTMENTS,  # 17: 预约 slots, bookings and requests (service-hall)
     ]

@@ -366,3 +366,58 @@ CREATE INDEX inquiries_status ON inquiries(status, opened_at);
 CREATE INDEX inquiries_opened ON inquiries(opened_at);
 CREATE UNIQUE INDEX inquiries_draft ON inquiries(draft_id) WHERE draft_id IS NOT NULL;
 """
+
+# 预约: slots and decided requests at the owning node; requests and their answers at the agent's node
+APPOINTMENTS = """
+CREATE TABLE appointment_slots (
+    slot_id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    day TEXT NOT NULL,
+    start TEXT NOT NULL,
+    capacity INTEGER NOT NULL CHECK (capacity > 0),
+    published_by TEXT NOT NULL,
+    published_at TEXT NOT NULL,
+    UNIQUE (office, day, start)
+);
+-- One row per request the owner received, decided once, in the order received. A seat is held by
+-- one booking at a time and a villager holds one seat per slot: unique indexes, never a check first.
+CREATE TABLE appointments (
+    request_id TEXT PRIMARY KEY,
+    slot_id TEXT REFERENCES appointment_slots(slot_id),
+    office TEXT NOT NULL,
+    day TEXT NOT NULL,
+    start TEXT NOT NULL,
+    seat INTEGER,
+    origin TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    villager_name TEXT NOT NULL,
+    villager_phone TEXT NOT NULL,
+    item_code TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL CHECK (status IN ('confirmed', 'refused', 'cancelled', 'arrived', 'no_show')),
+    reason TEXT NOT NULL DEFAULT '',
+    requested_at TEXT NOT NULL,
+    decided_at TEXT NOT NULL,
+    updated_by TEXT,
+    updated_at TEXT
+);
+CREATE UNIQUE INDEX appointments_seat ON appointments(slot_id, seat) WHERE seat IS NOT NULL;
+CREATE UNIQUE INDEX appointments_villager ON appointments(slot_id, villager_name, villager_phone) WHERE seat IS NOT NULL;
+CREATE INDEX appointments_day ON appointments(office, day, start);
+CREATE TABLE appointment_requests (
+    request_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    office TEXT NOT NULL,
+    day TEXT NOT NULL,
+    start TEXT NOT NULL,
+    villager_name TEXT NOT NULL,
+    villager_phone TEXT NOT NULL,
+    item_code TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'confirmed', 'refused', 'cancelled', 'arrived', 'no_show')),
+    seat INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    requested_at TEXT NOT NULL,
+    answered_at TEXT
+);
+CREATE INDEX appointment_requests_day ON appointment_requests(day, start);
+"""
