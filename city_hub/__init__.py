@@ -9,6 +9,7 @@ from flask import Flask
 from city_hub import (
     admin,
     enrolment,
+    performance_pages,  # 绩效考核
     project_pages,  # 项目代办
     regulation_pages,  # 审管认领
 )
@@ -27,7 +28,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["liandong_sync"] = HubSync(app.extensions["liandong_node"], lambda: database.connect(app))
     for blueprint in (cases.bp, documents.bp, joint.bp, sync_api.bp, enrolment.bp, admin.bp, oversight_pages.bp,
                       feedback.bp, project_pages.bp, site_visits.bp, regulation_pages.bp, fees.bp, inquiries.bp,
-                      appointments.bp):
+                      appointments.bp, performance_pages.bp):
         app.register_blueprint(blueprint)
     start_jobs(app)
     return app

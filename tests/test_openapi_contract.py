@@ -218,6 +218,13 @@ def drive_every_operation(net) -> None:
     ok(hub.api("POST", f"/api/v1/cases/{joint_case}/claim", head, json={"feedback": "纳入抽查"}))
 
     ok(hub.api("GET", "/api/v1/stats?by=office", supervisor))
+    # 绩效考核: the admin sets weights and publishes last month; the supervisor reads the ranking.
+    admin = hub.account("admin", "admin")
+    ok(hub.api("POST", "/api/v1/performance/weights", admin, json={"closure_rate": 20}))
+    this_month = hub.node.clock.today_cn().replace(day=1)
+    last_month = (this_month - timedelta(days=1)).strftime("%Y-%m")
+    ok(hub.api("POST", "/api/v1/performance/publish", admin, json={"month": last_month, "by": "office"}), 201)
+    ok(hub.api("GET", f"/api/v1/performance?month={this_month.strftime('%Y-%m')}&by=township", supervisor))
     assert hub.api("GET", "/metrics", supervisor).status_code == 200  # Prometheus text, checked against the spec
 
     # 项目代办 at the hub: create, link the village case, file a 秒批 item, read.

@@ -15,7 +15,8 @@ from shared.core.clock import CN_TZ, iso
 from shared.core.errors import ValidationError
 from shared.rules.catalog import DEPARTMENTS, LEVEL_LABELS
 
-GROUPS = {"department": "部门", "office": "承办机构", "item": "事项", "level": "受理层级", "month": "月份"}
+GROUPS = {"department": "部门", "office": "承办机构", "item": "事项", "level": "受理层级", "month": "月份",
+          "township": "乡镇（含所属村）", "origin": "受理节点（村、乡镇、窗口）"}
 
 #: Columns of the statistics table and CSV, in order: (key, Chinese header).
 COLUMNS = (
@@ -137,6 +138,6 @@ def group_label(key: str, by: str, names: Mapping[str, str]) -> str:
         if "-" in key:
             return f"{DEPARTMENTS.get(key.split('-', 1)[1], key)}（{key}）"
         return f"{names.get(key, key)}（{key}）"
-    if by == "item":
+    if by in ("item", "township", "origin"):
         return f"{names.get(key, key)}（{key}）"
     return key

@@ -30,4 +30,5 @@ def node_migrations(first: str) -> list[str]:
         schema.FEES,  # 15: 规范收费 records (service-hall)
         schema.INQUIRIES,  # 16: 首问负责 and 咨询登记 (service-hall)
         schema.APPOINTMENTS,  # 17: 预约 slots, bookings and requests (service-hall)
+        schema.PERFORMANCE,  # 18: 绩效考核 weights and published months (service-hall)
     ]

@@ -421,3 +421,24 @@ CREATE TABLE appointment_requests (
 );
 CREATE INDEX appointment_requests_day ON appointment_requests(day, start);
 """
+
+# 绩效考核 (hub): the admin's weights (every version kept) and each published month, frozen
+PERFORMANCE = """
+CREATE TABLE performance_weights (
+    version INTEGER PRIMARY KEY,
+    weights TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at TEXT NOT NULL
+);
+-- One row per month and dimension: the primary key is what freezes a published month.
+CREATE TABLE performance_months (
+    month TEXT NOT NULL,
+    dimension TEXT NOT NULL,
+    weights TEXT NOT NULL,
+    formula TEXT NOT NULL,
+    rows TEXT NOT NULL,
+    published_by TEXT NOT NULL,
+    published_at TEXT NOT NULL,
+    PRIMARY KEY (month, dimension)
+);
+"""

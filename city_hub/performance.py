@@ -1,0 +1,104 @@
+"""绩效考核 at the hub: the month's scores from the statistics, the admin's weights, publishing.
+
+No Flask here; the rules are :mod:`shared.rules.performance`, the figures
+:func:`city_hub.oversight.statistics.statistics` over the cases submitted in the month (China
+time). A published month is stored as it was shown (rows, weights, formula) and never changes
+(the primary key of ``performance_months``); what changes later (late decisions, corrections)
+is shown beside it as a correction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from datetime import date, timedelta
+
+from city_hub.oversight import statistics
+from city_hub.oversight.filters import Filters
+from shared.core.audit import audit
+from shared.core.clock import iso
+from shared.core.errors import RuleError, ValidationError
+from shared.core.storage import write_transaction
+from shared.rules import performance as rules
+
+_MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+
+
+def month_days(month: str) -> tuple[date, date]:
+    """First and last day of a month ``YYYY-MM``."""
+    found = _MONTH.fullmatch(month or "")
+    if not found:
+        raise ValidationError("month", "月份格式应为 YYYY-MM")
+    first = date(int(found[1]), int(found[2]), 1)
+    last = date(first.year + (first.month == 12), first.month % 12 + 1, 1) - timedelta(days=1)
+    return first, last
+
+
+def check_dimension(by: str | None) -> str:
+    """The ranking's dimension (default: window/office)."""
+    by = by or "office"
+    if by not in rules.DIMENSIONS:
+        raise ValidationError("by", f"考核对象应为 {'/'.join(rules.DIMENSIONS)} 之一")
+    return by
+
+
+def current_weights(conn: sqlite3.Connection) -> dict:
+    """The weights in force: the admin's latest, else the defaults."""
+    row = conn.execute("SELECT weights FROM performance_weights ORDER BY version DESC LIMIT 1").fetchone()
+    return json.loads(row["weights"]) if row else dict(rules.DEFAULT_WEIGHTS)
+
+
+def set_weights(conn: sqlite3.Connection, node, body, actor: str) -> dict:
+    """An admin sets the weights (a new version; published months keep theirs)."""
+    weights = rules.clean_weights(body)
+    now = node.now()
+    with write_transaction(conn):
+        conn.execute("INSERT INTO performance_weights(weights, set_by, set_at) VALUES (?,?,?)",
+                     (json.dumps(weights), actor, iso(now)))
+        audit(conn, actor, "performance.weights", None, json.dumps(weights), now)
+    return {"weights": weights, "formula": rules.formula(weights)}
+
+
+def live_ranking(conn: sqlite3.Connection, node, month: str, by: str, weights: dict) -> list[dict]:
+    """The month's groups scored now."""
+    first, last = month_days(month)
+    data = statistics.statistics(conn, node.hub_id, node.calendar, node.clock.today_cn(), Filters(first, last), by)
+    return rules.ranking(data["groups"], weights)
+
+
+def report(conn: sqlite3.Connection, node, month: str, by: str) -> dict:
+    """The month's ranking: frozen as published (with later corrections beside it), or live."""
+    frozen = conn.execute("SELECT * FROM performance_months WHERE month = ? AND dimension = ?", (month, by)).fetchone()
+    if frozen is not None:
+        weights, rows = json.loads(frozen["weights"]), json.loads(frozen["rows"])
+        return {"month": month, "by": by, "published": True, "published_at": frozen["published_at"],
+                "published_by": frozen["published_by"], "weights": weights, "formula": frozen["formula"],
+                "rows": rows, "corrections": rules.corrections(rows, live_ranking(conn, node, month, by, weights))}
+    weights = current_weights(conn)
+    return {"month": month, "by": by, "published": False, "published_at": None, "published_by": None,
+            "weights": weights, "formula": rules.formula(weights),
+            "rows": live_ranking(conn, node, month, by, weights), "corrections": []}
+
+
+def publish(conn: sqlite3.Connection, node, month: str, by: str, actor: str) -> dict:
+    """Freeze a finished month's ranking as it stands now.
+
+    :raises RuleError: ``month_not_over``, ``already_published``.
+    """
+    _, last = month_days(month)
+    if last >= node.clock.today_cn():
+        raise RuleError("month_not_over", f"{month} 尚未结束，月度考核结果要到下月才能发布")
+    weights = current_weights(conn)
+    rows = live_ranking(conn, node, month, by, weights)
+    now = node.now()
+    with write_transaction(conn):
+        try:
+            conn.execute("INSERT INTO performance_months(month, dimension, weights, formula, rows, published_by,"
+                         " published_at) VALUES (?,?,?,?,?,?,?)",
+                         (month, by, json.dumps(weights), rules.formula(weights), json.dumps(rows, ensure_ascii=False),
+                          actor, iso(now)))
+        except sqlite3.IntegrityError:
+            raise RuleError("already_published", f"{month} 的考核结果已发布，不能再修改；之后的变化作为更正列出") from None
+        audit(conn, actor, "performance.publish", f"{month}:{by}", str(len(rows)), now)
+    return report(conn, node, month, by)
