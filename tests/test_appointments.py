@@ -4,13 +4,11 @@ agents book offline, the hub decides in the order it receives requests with no d
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from network import login
+from network import clock_at, login
 
-from shared.core.clock import FixedClock
 from shared.core.errors import RuleError, ValidationError
 from shared.core.storage import write_transaction
 from shared.rules import appointments as rules
@@ -65,17 +63,6 @@ def people(net):
         day += timedelta(days=1)
     return {"day": day.isoformat(), "window": hub.account("window", "window", "130926-rs"),
             "agents": [v.account("agent", "agent", v.node_id) for v in (net.village(0), net.village(1))]}
-
-
-@contextmanager
-def clock_on(handle, day: str):
-    node = handle.node
-    saved = node.clock
-    node.clock = FixedClock(datetime.fromisoformat(day).replace(hour=2, tzinfo=UTC))
-    try:
-        yield
-    finally:
-        node.clock = saved
 
 
 def _book(net, people, index: int, start: str, name: str, phone: str = "13812345678") -> dict:
@@ -147,7 +134,7 @@ def test_the_window_day_list_arrivals_no_shows_and_cancellations(net, people):
     url = "/api/v1/appointments/{}/status"
     early = hub.api("POST", url.format(li["request_id"]), people["window"], json={"action": "arrive"})
     assert early.status_code == 409 and early.json()["error"]["code"] == "not_yet"
-    with clock_on(hub, people["day"]):
+    with clock_at(hub, datetime.fromisoformat(people["day"]).replace(hour=2, tzinfo=UTC)):
         assert hub.api("POST", url.format(li["request_id"]), people["window"],
                        json={"action": "arrive"}).json()["status"] == "arrived"
     other = hub.account("mz", "window", "130926-mz")

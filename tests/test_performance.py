@@ -4,13 +4,11 @@ a published month frozen with later changes shown as corrections."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from network import catalog, create_case, login
+from network import catalog, clock_at, create_case, login
 
-from shared.core.clock import FixedClock
 from shared.core.errors import ValidationError
 from shared.core.storage import write_transaction
 from shared.rules import performance as rules
@@ -51,17 +49,6 @@ def test_ranking_ties_share_a_rank_and_weights_are_checked():
 
 
 # ----------------------------------------------------------------------------- at the hub
-
-
-@contextmanager
-def clock_at(handle, when: datetime):
-    node = handle.node
-    saved = node.clock
-    node.clock = FixedClock(when)
-    try:
-        yield
-    finally:
-        node.clock = saved
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,11 @@ documents come back from the township for reprinting; the hub never purges."""
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from network import catalog, create_case, pick_item, valid_id_number
+from network import catalog, clock_at, create_case, pick_item, valid_id_number
 
-from shared.core.clock import FixedClock
 from shared.core.storage import write_transaction
 from shared.rules import retention as rules
 from shared.rules.catalog import load_seed
@@ -67,18 +65,6 @@ def people(net):
     item = next(i for i in items if i["code"] == "130926-RS-0001")
     assert item == pick_item([item], "city")
     return {"agent": agent, "item": item, "window": hub.account("window", "window", "130926-rs")}
-
-
-@contextmanager
-def clock_at(handle, when: datetime):
-    """Run ``handle``'s node at ``when``."""
-    node = handle.node
-    saved = node.clock
-    node.clock = FixedClock(when)
-    try:
-        yield
-    finally:
-        node.clock = saved
 
 
 def _concluded_case(net, people, materials=(("id_card", "sfz.jpg", SCAN),), deliver_sync: bool = True) -> str:
