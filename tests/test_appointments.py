@@ -156,3 +156,30 @@ def test_the_agent_prints_the_slip_and_the_pages_render(net, people):
     slip = s.get(f"{village.url}/appointments/{row['request_id']}/slip", timeout=10)
     assert slip.status_code == 200 and "预约单" in slip.text and "请携带" in slip.text and "居民身份证" in slip.text
     assert "为村民预约窗口" in s.get(f"{village.url}/appointments", timeout=10).text
+
+
+def test_the_township_window_decides_its_own_bookings_as_custody_takes_them(net, people):
+    township, hub, village = net.township, net.hub, net.village(0)
+    clerk = township.account("clerk", "clerk", township.node_id)
+    r = township.api("POST", "/api/v1/appointment-slots", clerk, json={
+        "first_day": people["day"], "last_day": people["day"], "times": ["14:00"], "capacity": 1})
+    assert r.status_code == 201, r.text
+    first = village.api("POST", "/api/v1/appointment-requests", people["agents"][0], json={
+        "office": township.node_id, "day": people["day"], "start": "14:00", "villager_name": "孙七",
+        "villager_phone": "13600000001"}).json()
+    second = village.api("POST", "/api/v1/appointment-requests", people["agents"][0], json={
+        "office": township.node_id, "day": people["day"], "start": "14:00", "villager_name": "周八",
+        "villager_phone": "13600000002"}).json()
+    assert first["owner"] == township.node_id
+    documents = [envelope.from_bytes(r["document"]) for r in village.query(
+        "SELECT document FROM outbox WHERE kind = 'appointment.request' AND state = 'pending' ORDER BY seq")]
+    client = village.client_to_parent()
+    client.push(documents)
+    client.push(documents)  # delivered twice: custody takes them once
+    net.sync_all()
+    assert _status(village, people["agents"][0], first["request_id"])["status"] == "confirmed"
+    assert _status(village, people["agents"][0], second["request_id"])["status"] == "refused"
+    assert township.scalar("SELECT COUNT(*) FROM appointments WHERE seat IS NOT NULL AND start = '14:00'") == 1
+    assert hub.scalar("SELECT COUNT(*) FROM appointments WHERE start = '14:00'") == 0  # the hub leaves them be
+    day_list = township.api("GET", f"/api/v1/appointments?day={people['day']}", clerk).json()["appointments"]
+    assert [b["villager_name"] for b in day_list] == ["孙七"]

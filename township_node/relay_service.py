@@ -14,7 +14,7 @@ from shared.core.clock import iso
 from shared.core.errors import RuleError
 from shared.core.storage import write_transaction
 from shared.rules import authority
-from shared.services import casework, documents, joint
+from shared.services import appointments, casework, documents, joint
 from sync import blobs, downlink, envelope, outbox, relay
 
 
@@ -79,11 +79,14 @@ class TownshipSync:
         stays in custody all the same and goes on to the hub, which decides for itself."""
         message = envelope.peek(document)  # verified by take_custody, signer == origin
         kind, sender = message.get("kind"), message.get("origin")
-        if kind not in ("case.submit", "case.event"):
+        if kind not in ("case.submit", "case.event", appointments.REQUEST_KIND, appointments.CANCEL_KIND):
             return
         conn.execute("SAVEPOINT follow_case")
         try:
-            if kind == "case.event":
+            if kind in (appointments.REQUEST_KIND, appointments.CANCEL_KIND):
+                # 预约 of the station's own window: decided here, in the order custody takes them.
+                appointments.apply_message(conn, self.node, kind, sender, message["body"])
+            elif kind == "case.event":
                 row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (message["body"]["case_id"],)).fetchone()
                 if row is not None:
                     casework.apply_checked_update(conn, row, message["body"], sender, self.node.trust(conn))

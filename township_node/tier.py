@@ -31,6 +31,7 @@ class TownshipTier(Tier):
     intake_label = "窗口收件"
     decides = True
     records_site_visits = True
+    publishes_appointments = True  # its own window's 预约, decided as custody takes the requests
 
     def deciding_scope(self, node) -> tuple[str, str]:
         """(route level, office LIKE pattern) of the cases this node decides: its own delegated items."""

@@ -138,21 +138,28 @@ def day_list(conn: sqlite3.Connection, office: str, day: str) -> list[dict]:
         " decided_at", (office, day))]
 
 
+def apply_message(conn: sqlite3.Connection, node, kind: str, origin: str, body: dict) -> None:
+    """An agent's ``appointment.request`` or ``appointment.cancel`` from ``origin`` at an owner
+    (the hub when it applies it; a township when it takes it into custody)."""
+    if kind == REQUEST_KIND:
+        decide_request(conn, node, origin, body)
+        return
+    row = conn.execute("SELECT origin, status FROM appointments WHERE request_id = ?", (body["request_id"],)).fetchone()
+    if row is None or row["origin"] != origin or row["status"] != "confirmed":
+        return  # not ours, not known here (another owner's, or refused), or already settled
+    change_status(conn, node, body["request_id"], "cancel", f"{origin}:{body.get('agent', '')}")
+
+
 def appliers(node) -> dict:
-    """The owner's appliers of the envelopes agents send (``city_hub.ingest.make_appliers``)."""
+    """The hub's appliers of the envelopes agents send (``city_hub.ingest.make_appliers``)."""
+    return {kind: (lambda conn, opened, kind=kind: apply_message(conn, node, kind, opened.body["origin"],
+                                                                   opened.body["body"]))
+            for kind in (REQUEST_KIND, CANCEL_KIND)}
 
-    def apply_request(conn: sqlite3.Connection, opened) -> None:
-        decide_request(conn, node, opened.body["origin"], opened.body["body"])
 
-    def apply_cancel(conn: sqlite3.Connection, opened) -> None:
-        body = opened.body["body"]
-        row = conn.execute("SELECT origin, status FROM appointments WHERE request_id = ?",
-                           (body["request_id"],)).fetchone()
-        if row is None or row["origin"] != opened.body["origin"] or row["status"] not in ("confirmed",):
-            return  # not ours, not known (refused or never arrived), or already settled
-        change_status(conn, node, body["request_id"], "cancel", f"{opened.body['origin']}:{body.get('agent', '')}")
-
-    return {REQUEST_KIND: apply_request, CANCEL_KIND: apply_cancel}
+def owner_of(office: str, hub_id: str) -> str:
+    """Which node decides a window's bookings: a township's own window (its 9-digit code), else the hub."""
+    return office if len(office) == 9 and office.isdigit() else hub_id
 
 
 # ----------------------------------------------------------------------------- at the agent's node
@@ -162,7 +169,7 @@ def request(conn: sqlite3.Connection, node, body: dict, agent: str) -> dict:
     """An agent asks for a slot for a villager: recorded here as 待确认 and queued up (offline too)."""
     clean = rules.clean_request(body, node.calendar, node.clock.today_cn())
     now = node.now()
-    message = {"request_id": uuid.uuid4().hex, "owner": node.hub_id, **clean, "agent": agent,
+    message = {"request_id": uuid.uuid4().hex, "owner": owner_of(clean["office"], node.hub_id), **clean, "agent": agent,
                "requested_at": iso(now)}
     with write_transaction(conn):
         conn.execute(

@@ -1,4 +1,4 @@
-"""预约 pages and API. At the owner (a tier that ``publishes_appointments``: the hub) a window
+"""预约 pages and API. At an owner (a tier that ``publishes_appointments``: the hub, a township) a window
 publishes slots and keeps its day's list (arrivals, no-shows, cancellations); at an agent's node
 (village, township window) the agent books for a villager, offline too, and prints the 预约单."""
 
@@ -48,8 +48,12 @@ def _day() -> str:
 def offices(node) -> dict[str, str]:
     """The hub's windows an agent may book: one per department of the catalog's city items."""
     _, items = node.catalog(get_db())
-    return {f"{node.hub_id}-{i['department_code']}": DEPARTMENTS[i["department_code"]]
-            for i in sorted(items.values(), key=lambda i: i["department_code"]) if i["decide_level"] == "city"}
+    windows = {f"{node.hub_id}-{i['department_code']}": DEPARTMENTS[i["department_code"]]
+               for i in sorted(items.values(), key=lambda i: i["department_code"]) if i["decide_level"] == "city"}
+    parent = node.config.get("PARENT_ID") or ""
+    if appointments.owner_of(parent, node.hub_id) == parent:  # a village's own township window
+        windows = {parent: "乡镇便民服务站窗口", **windows}
+    return windows
 
 
 # ----------------------------------------------------------------------------- the owner's API
