@@ -12,7 +12,7 @@ from shared.core.errors import LiandongError
 from shared.rules import performance as rules
 from shared.web.auth import roles_required
 from shared.web.context import current_node
-from shared.web.errors import json_object
+from shared.web.limits import json_object
 
 bp = Blueprint("performance", __name__)  # templates in city_hub/templates/performance/
 

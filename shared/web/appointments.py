@@ -12,7 +12,7 @@ from shared.rules.catalog import DEPARTMENTS, required_materials
 from shared.services import appointments
 from shared.web.context import current_node
 from shared.web.db import get_db
-from shared.web.errors import json_object
+from shared.web.limits import json_object
 
 bp = Blueprint("appointments", __name__)
 

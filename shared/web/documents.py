@@ -12,6 +12,7 @@ from shared.core.storage import write_transaction
 from shared.services import accounts, casework, documents, retention
 from shared.web.context import current_node
 from shared.web.db import get_db
+from shared.web.limits import json_object
 from sync import envelope
 from sync.client import SyncUnavailable
 from sync.node_sync import client_for
@@ -82,6 +83,8 @@ def refetch(case_id: str):
 @bp.post("/api/v1/cases/<case_id>/documents/refetch")
 def api_refetch(case_id: str):
     """取回文书 for machines: how many signed documents the parent returned (now held here)."""
+    if request.get_data():
+        json_object()  # no parameters; a body, if any, is an (empty) JSON object
     return jsonify({"case_id": case_id, "refetched": _refetch(case_id)})
 
 

@@ -12,17 +12,8 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from shared.core.errors import LiandongError, ValidationError
+from shared.core.errors import LiandongError
 from shared.core.storage import DiskFullError
-
-
-def json_object() -> dict:
-    """The request's JSON body, which must be an object (else the one 400 error shape)."""
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ValidationError("body", "请求体必须是 JSON 对象")
-    return body
-
 
 HTTP_MESSAGES = {
     400: "请求有误",

@@ -15,7 +15,7 @@ from shared.services import casework, fees
 from shared.web.cases import _may_decide
 from shared.web.context import current_node
 from shared.web.db import get_db
-from shared.web.errors import json_object
+from shared.web.limits import json_object
 
 bp = Blueprint("fees", __name__)
 

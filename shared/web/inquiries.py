@@ -13,7 +13,7 @@ from shared.rules import inquiries as rules
 from shared.services import inquiries
 from shared.web.context import current_node
 from shared.web.db import get_db
-from shared.web.errors import json_object
+from shared.web.limits import json_object
 
 bp = Blueprint("inquiries", __name__)
 
