@@ -8,7 +8,7 @@ from city_hub import performance
 from city_hub.db import get_db
 from city_hub.oversight.pages import bar_chart
 from shared.core.csv_export import to_csv
-from shared.core.errors import LiandongError
+from shared.core.errors import LiandongError, NotFound
 from shared.rules import performance as rules
 from shared.web.auth import roles_required
 from shared.web.context import current_node
@@ -64,10 +64,12 @@ def page():
                            rates=rules.RATES, penalties=rules.PENALTIES)
 
 
-@bp.get("/admin/performance.csv")
+@bp.get("/admin/performance.<fmt>")
 @roles_required(*READERS)
-def csv_export():
+def csv_export(fmt: str):
     """The ranking as CSV (Excel/WPS)."""
+    if fmt != "csv":
+        raise NotFound("导出格式只能是 csv")
     month, by = _args()
     data = performance.report(get_db(), current_node(), month, by)
     return Response(to_csv(rules.csv_rows(data["rows"])), mimetype="text/csv",

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, flash, g, jsonify, redirect, render_templ
 
 from shared.core.clock import CN_TZ
 from shared.core.csv_export import to_csv
-from shared.core.errors import Forbidden, LiandongError, ValidationError
+from shared.core.errors import Forbidden, LiandongError, NotFound, ValidationError
 from shared.rules import fees as rules
 from shared.services import casework, fees
 from shared.web.cases import _may_decide
@@ -117,9 +117,11 @@ def api_daily():
     return jsonify(fees.daily_report(get_db(), office, day))
 
 
-@bp.get("/fees/daily.csv")
-def daily_csv():
+@bp.get("/fees/daily.<fmt>")
+def daily_csv(fmt: str):
     """The daily fee report as CSV (Excel/WPS)."""
+    if fmt != "csv":
+        raise NotFound("导出格式只能是 csv")
     office, day = _report_args()
     rows = rules.daily_report_rows(fees.daily(get_db(), office, day))
     return Response(to_csv(rows), mimetype="text/csv", headers={
