@@ -1,10 +1,12 @@
 """预约 on a database: the owner's slots and decisions, the agent's requests and their answers.
 
 No Flask here; the rules are :mod:`shared.rules.appointments`. The owner is the node whose tier
-``publishes_appointments`` (the hub's windows). An agent's node (a village, or a township window)
-records a request and queues it as an ``appointment.request`` envelope: it works offline, and
-the request travels like any other signed message. The owner decides each request once, in the
-order it applies them (per origin the order they were made: the envelope chain), and answers
+``publishes_appointments`` and whose window it is (:func:`owner_of`: a township's own window, else
+the hub's). An agent's node (a village) records a request and queues it as an
+``appointment.request`` envelope: it works offline, and the request travels like any other
+signed message. The owner decides each request once, in the order it receives them (the hub as
+it applies them, a township as it takes them into custody; per origin the order they were made:
+the envelope chain), and answers
 with an ``appointment.answer`` downlink message; every later change (cancelled, arrived, no-show)
 is answered the same way. ``appointment.cancel`` carries an agent's cancellation up.
 """
