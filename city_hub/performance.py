@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 
 from city_hub.oversight import statistics
 from city_hub.oversight.filters import Filters
 from shared.core.audit import audit
-from shared.core.clock import iso
+from shared.core.clock import CN_TZ, iso
 from shared.core.errors import RuleError, ValidationError
 from shared.core.storage import write_transaction
 from shared.rules import performance as rules
@@ -46,7 +46,7 @@ def check_dimension(by: str | None) -> str:
 def current_weights(conn: sqlite3.Connection) -> dict:
     """The weights in force: the admin's latest, else the defaults."""
     row = conn.execute("SELECT weights FROM performance_weights ORDER BY version DESC LIMIT 1").fetchone()
-    return json.loads(row["weights"]) if row else dict(rules.DEFAULT_WEIGHTS)
+    return {**rules.DEFAULT_WEIGHTS, **json.loads(row["weights"])} if row else dict(rules.DEFAULT_WEIGHTS)
 
 
 def set_weights(conn: sqlite3.Connection, node, body, actor: str) -> dict:
@@ -60,11 +60,26 @@ def set_weights(conn: sqlite3.Connection, node, body, actor: str) -> dict:
     return {"weights": weights, "formula": rules.formula(weights)}
 
 
+def upheld_complaints(conn: sqlite3.Connection, first: date, last: date, by: str) -> dict[str, int]:
+    """Complaints taken in the period and found 属实, per group of ``by``."""
+    counts: dict[str, int] = {}
+    bounds = tuple(iso(datetime.combine(d, time(0), tzinfo=CN_TZ)) for d in (first, last + timedelta(days=1)))
+    for (office,) in conn.execute("SELECT office FROM complaints WHERE upheld = 1 AND taken_at >= ? AND taken_at < ?",
+                                  bounds):
+        key = rules.complaint_key(office, by)
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def live_ranking(conn: sqlite3.Connection, node, month: str, by: str, weights: dict) -> list[dict]:
-    """The month's groups scored now."""
+    """The month's groups scored now (complaints upheld against a group without cases count too)."""
     first, last = month_days(month)
     data = statistics.statistics(conn, node.hub_id, node.calendar, node.clock.today_cn(), Filters(first, last), by)
-    return rules.ranking(data["groups"], weights)
+    upheld = upheld_complaints(conn, first, last, by)
+    groups = [{**g, "complaints_upheld": upheld.pop(g["key"], 0)} for g in data["groups"]]
+    groups += [{"key": key, "label": key, "cases": 0, "complaints_upheld": n} for key, n in upheld.items()]
+    return rules.ranking(groups, weights)
 
 
 def report(conn: sqlite3.Connection, node, month: str, by: str) -> dict:

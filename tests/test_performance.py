@@ -124,3 +124,23 @@ def test_weights_are_set_by_an_admin_and_a_published_month_is_frozen(net, people
     assert next(r for r in report["rows"] if r["key"] == "130926-rs")["score"] == frozen["score"]
     [correction] = [c for c in report["corrections"] if c["key"] == "130926-rs"]
     assert correction["published"] == frozen["score"] and correction["current"] != frozen["score"]
+
+
+def test_a_complaint_found_upheld_costs_the_office_points(net, people):
+    hub, village = net.hub, net.village()
+    url = f"/api/v1/performance?month={people['this_month']}&by=office"
+    before = next(r for r in hub.api("GET", url, people["supervisor"]).json()["rows"] if r["key"] == "130926-rs")
+    case_id = _decided_case(net, people)
+    after_case = next(r for r in hub.api("GET", url, people["supervisor"]).json()["rows"] if r["key"] == "130926-rs")
+    complaint = village.api("POST", "/api/v1/complaints", people["agent"], json={
+        "case_id": case_id, "complainant": {"name": "张三", "phone": "13812345678"}, "content": "窗口推诿"}).json()
+    net.sync_all()
+    bad = hub.api("POST", f"/api/v1/complaints/{complaint['complaint_id']}/answer", people["supervisor"],
+                  json={"answer": "经核实属实，已责令整改", "upheld": "yes"})
+    assert bad.status_code == 400  # a boolean, not text
+    r = hub.api("POST", f"/api/v1/complaints/{complaint['complaint_id']}/answer", people["supervisor"],
+                json={"answer": "经核实属实，已责令整改", "upheld": True})
+    assert r.status_code == 200, r.text
+    row = next(r for r in hub.api("GET", url, people["supervisor"]).json()["rows"] if r["key"] == "130926-rs")
+    assert row["complaints_upheld"] == 1 and before["complaints_upheld"] == 0
+    assert row["score"] == pytest.approx(after_case["score"] - W["complaints_upheld"])

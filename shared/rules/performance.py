@@ -7,7 +7,8 @@ page (``city_hub.oversight.statistics``): 按时办结率, 好评率, 传送率,
 
 Score (the formula the page shows, from the admin's weights):
 
-    得分 = 100 × Σ(权重ᵢ × 指标ᵢ) / Σ权重ᵢ − 黄牌扣分 × 黄牌数 − 红牌扣分 × 红牌数,   floored at 0
+    得分 = 100 × Σ(权重ᵢ × 指标ᵢ) / Σ权重ᵢ − 黄牌扣分 × 黄牌数 − 红牌扣分 × 红牌数 − 投诉扣分 × 投诉属实数,
+    floored at 0
 
 over the rate figures a group has (a rate with no cases behind it, e.g. 传送率 of a window that
 takes no village cases, is left out of both sums, so no group is punished for what it never had
@@ -27,9 +28,9 @@ RATES = (
     ("village_share", "村级受理占比"),
 )
 #: Deductions per card, in points.
-PENALTIES = (("yellow_cards", "黄牌"), ("red_cards", "红牌"))
+PENALTIES = (("yellow_cards", "黄牌"), ("red_cards", "红牌"), ("complaints_upheld", "投诉属实"))
 DEFAULT_WEIGHTS = {"on_time_rate": 40, "satisfaction": 25, "transmission_rate": 15, "closure_rate": 15,
-                   "village_share": 5, "yellow_cards": 2, "red_cards": 5}
+                   "village_share": 5, "yellow_cards": 2, "red_cards": 5, "complaints_upheld": 3}
 DIMENSIONS = {"office": "窗口（承办机构）", "department": "部门", "township": "乡镇（含所属村）",
               "origin": "受理节点（村、乡镇、窗口）"}
 
@@ -48,6 +49,19 @@ def clean_weights(body) -> dict:
     if not any(out[key] for key, _ in RATES):
         raise ValidationError("weights", "至少有一项指标的权重大于0")
     return out
+
+
+def complaint_key(office: str | None, by: str) -> str | None:
+    """The group a complaint upheld against ``office`` counts in (None: not in this dimension)."""
+    if not office:
+        return None
+    if by == "office":
+        return office
+    if by == "department":
+        return office.rsplit("-", 1)[1] if "-" in office else None
+    if by == "township":
+        return office[:9] if office.isdigit() and len(office) >= 9 else None
+    return office if office.isdigit() else None  # origin: a township or village named as the office
 
 
 def formula(weights: dict) -> str:

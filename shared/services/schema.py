@@ -422,8 +422,10 @@ CREATE TABLE appointment_requests (
 CREATE INDEX appointment_requests_day ON appointment_requests(day, start);
 """
 
-# 绩效考核 (hub): the admin's weights (every version kept) and each published month, frozen
+# 绩效考核 (hub): the admin's weights (every version kept) and each published month, frozen;
+# a complaint's 属实 finding (counted against the office complained about)
 PERFORMANCE = """
+ALTER TABLE complaints ADD COLUMN upheld INTEGER;
 CREATE TABLE performance_weights (
     version INTEGER PRIMARY KEY,
     weights TEXT NOT NULL,
