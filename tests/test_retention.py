@@ -175,3 +175,18 @@ def test_only_the_village_that_took_the_case_gets_its_documents(net, people):
     assert len(net.village(0).client_to_parent().case_documents(case_id)) >= 2
     with pytest.raises(SyncUnavailable, match="403"):
         net.village(1).client_to_parent().case_documents(case_id)
+
+
+def test_bookings_and_inquiries_are_masked_after_the_retention_time_too(net, people):
+    village = net.village()
+    r = village.api("POST", "/api/v1/inquiries", people["agent"],
+                    json={"asker_name": "钱九", "asker_phone": "13500000009", "question": "低保怎么办？"})
+    inquiry_id = r.json()["inquiry_id"]
+    village.api("POST", f"/api/v1/inquiries/{inquiry_id}/close", people["agent"],
+                json={"outcome": "answered", "answer": "请带户口簿到村委会"})
+    with clock_at(village, _far(30)):
+        assert retention.run(village.conn, village.node)["inquiries_purged"] == 0  # not yet
+    with clock_at(village, _far(91)):
+        assert retention.run(village.conn, village.node)["inquiries_purged"] >= 1
+    row = village.query("SELECT asker_name, asker_phone FROM inquiries WHERE inquiry_id = ?", (inquiry_id,))[0]
+    assert (row["asker_name"], row["asker_phone"]) == ("钱*", "")

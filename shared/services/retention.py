@@ -16,7 +16,7 @@ import sqlite3
 from datetime import timedelta
 
 from shared.core.audit import audit
-from shared.core.clock import iso, parse_iso
+from shared.core.clock import CN_TZ, iso, parse_iso
 from shared.core.errors import Forbidden
 from shared.core.storage import write_transaction
 from shared.rules import retention
@@ -90,7 +90,26 @@ def run(conn: sqlite3.Connection, node) -> dict:
         expired = conn.execute(
             "DELETE FROM documents WHERE refetched_at IS NOT NULL AND refetched_at <= ?",
             (iso(now - timedelta(hours=REFETCHED_DOCUMENT_HOURS)),)).rowcount
-    return {"purged": purged, "refetched_documents_removed": expired}
+        others = _purge_bookings_and_inquiries(conn, now, days)
+    return {"purged": purged, "refetched_documents_removed": expired, **others}
+
+
+def _purge_bookings_and_inquiries(conn: sqlite3.Connection, now, days: int) -> dict:
+    """The names and phones of 预约 whose day and 咨询 closed ``days`` ago: masked the same way."""
+    cutoff = now - timedelta(days=days)
+    masked = "substr({0}, 1, 1) || '*'"
+    bookings = conn.execute(
+        f"UPDATE appointment_requests SET villager_name = {masked.format('villager_name')}, villager_phone = ''"
+        f" WHERE day < ? AND (villager_phone != '' OR villager_name != {masked.format('villager_name')})",
+        (cutoff.astimezone(CN_TZ).date().isoformat(),)).rowcount
+    inquiries = conn.execute(
+        f"UPDATE inquiries SET asker_name = {masked.format('asker_name')}, asker_phone = ''"
+        f" WHERE status = 'closed' AND closed_at <= ? AND (asker_phone != '' OR asker_name != {masked.format('asker_name')})",
+        (iso(cutoff),)).rowcount
+    if bookings or inquiries:
+        audit(conn, "system", "personal_data.purge", None, json.dumps({"appointments": bookings, "inquiries": inquiries}),
+              now)
+    return {"appointments_purged": bookings, "inquiries_purged": inquiries}
 
 
 def documents_for_caller(conn: sqlite3.Connection, case_id: str, caller: str) -> list[dict]:
