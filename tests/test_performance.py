@@ -87,13 +87,14 @@ def _decided_case(net, people, dated: datetime | None = None, deliver: bool = Fa
 def test_the_months_ranking_by_window_township_and_village(net, people):
     hub = net.hub
     _decided_case(net, people)
-    for by, key in (("office", "130926-rs"), ("township", net.township.node_id), ("origin", net.village().node_id)):
+    for by, key in (("office", "130926-rs"), ("township", net.township.node_id), ("origin", net.village().node_id),
+                    ("staff", "window")):
         r = hub.api("GET", f"/api/v1/performance?month={people['this_month']}&by={by}", people["supervisor"])
         assert r.status_code == 200, r.text
         row = next(x for x in r.json()["rows"] if x["key"] == key)
         assert row["rank"] == 1 and row["score"] is not None and row["on_time_rate"] == 1.0
         assert not r.json()["published"] and r.json()["formula"].startswith("得分")
-    assert hub.api("GET", "/api/v1/performance?by=staff", people["supervisor"]).status_code == 400
+    assert hub.api("GET", "/api/v1/performance?by=person", people["supervisor"]).status_code == 400
     assert hub.api("GET", "/api/v1/performance", people["window"]).status_code == 403
     csv = hub.api("GET", f"/admin/performance.csv?month={people['this_month']}", people["supervisor"])
     assert csv.status_code == 200 and "按时办结率" in csv.content.decode("utf-8-sig")

@@ -31,8 +31,8 @@ RATES = (
 PENALTIES = (("yellow_cards", "黄牌"), ("red_cards", "红牌"), ("complaints_upheld", "投诉属实"))
 DEFAULT_WEIGHTS = {"on_time_rate": 40, "satisfaction": 25, "transmission_rate": 15, "closure_rate": 15,
                    "village_share": 5, "yellow_cards": 2, "red_cards": 5, "complaints_upheld": 3}
-DIMENSIONS = {"office": "窗口（承办机构）", "department": "部门", "township": "乡镇（含所属村）",
-              "origin": "受理节点（村、乡镇、窗口）"}
+DIMENSIONS = {"office": "窗口（承办机构）", "department": "部门", "staff": "工作人员（作出决定的人员）",
+              "township": "乡镇（含所属村）", "origin": "受理节点（村、乡镇、窗口）"}
 
 
 def clean_weights(body) -> dict:
