@@ -55,6 +55,7 @@ def nodes():
     ).fetchall()
     quarantine = quarantined.open_rows(conn)
     return render_template("admin/nodes.html", rows=rows, token=token, error=error, quarantine=quarantine,
+                           reason_labels=quarantined.REASON_LABELS,
                            keys=lifecycle.key_summary(conn), to_apply=apply.pending(conn))
 
 

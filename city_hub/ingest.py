@@ -11,7 +11,7 @@ from shared.core.audit import audit
 from shared.core.clock import iso, parse_iso
 from shared.core.errors import RuleError
 from shared.rules import authority
-from shared.services import casework, documents, feedback, joint, supplements
+from shared.services import appointments, casework, documents, feedback, joint, supplements
 from sync import apply, downlink
 from sync.envelope import Opened
 
@@ -113,7 +113,7 @@ def make_appliers(node) -> dict:
 
     return {"case.submit": apply_case_submit, "case.event": apply_case_event, "node.rotate_key": apply_rotate_key,
             supplements.KIND: apply_case_supplement,
-            **feedback.appliers(node)}
+            **feedback.appliers(node), **appointments.appliers(node)}
 
 
 def orphans_waiting(conn: sqlite3.Connection) -> bool:

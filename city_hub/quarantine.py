@@ -19,6 +19,13 @@ from shared.core.errors import RuleError, ValidationError
 from sync import envelope
 
 MAX_REASON_CHARS = 500
+#: Why the hub holds an envelope, in the words the admin page shows (sync-protocol.md §5.4).
+REASON_LABELS = {
+    "bad_signature": "签名无效", "malformed": "格式错误", "fork": "同一序号内容不同（疑似从旧备份恢复或密钥被复制）",
+    "revoked": "节点已吊销", "suspended": "节点已暂停", "invalid_content": "内容不符合办件规则",
+    "apply_failed": "入库失败", "attachment_too_large": "材料文件超过大小上限", "clock_ahead": "节点时钟超前",
+    "wrong_relay": "不是由本节点或其上级乡镇报送", "broken_chain": "序号链不连续", "gap_buffer_full": "缺号等待过多",
+}
 
 
 def open_rows(conn: sqlite3.Connection, limit: int = 100) -> list[sqlite3.Row]:

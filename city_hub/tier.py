@@ -32,6 +32,7 @@ class HubTier(Tier):
     decides = True
     ingests = True
     supervises = True
+    publishes_appointments = True
 
     def hub_id(self, config) -> str:
         return config["NODE_ID"]

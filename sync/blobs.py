@@ -110,10 +110,13 @@ class BlobStore:
         fsync_dir(target.parent)
         return True
 
-    def remove(self, sha256: str) -> None:
-        """Delete a blob and any partial file of it (a parked upload nobody claimed)."""
+    def remove(self, sha256: str) -> bool:
+        """Delete a blob and any partial file of it (a parked upload nobody claimed, personal data
+        purged); False if no complete file was here."""
+        existed = self.path(sha256).exists()
         self.path(sha256).unlink(missing_ok=True)
         (self.root / "partial" / sha256).unlink(missing_ok=True)
+        return existed
 
     def _commit_file(self, sha256: str, data: bytes) -> None:
         target = self.path(sha256)

@@ -84,6 +84,10 @@ class ParentClient:
         body = {"envelopes": documents, **({"answer": "compact"} if compact else {})}
         return self._call("POST", "/sync/v1/push", canonical.dumps(body))
 
+    def case_documents(self, case_id: str) -> list[dict]:
+        """The signed documents the parent holds for one of our cases (reprinting a purged case)."""
+        return self._call("POST", "/sync/v1/documents", canonical.dumps({"case_id": case_id})).get("documents", [])
+
     def pull(self, cursors: dict[str, int], have: dict[str, int], acked: dict[str, int] | None = None) -> dict:
         """Fetch acks newer than ``acked``, downlink after ``cursors``, metadata newer than ``have``."""
         body = {"cursors": cursors, "metadata": have}

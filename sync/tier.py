@@ -49,6 +49,8 @@ class Tier:
     supervises = False  # 电子监察 here: complaints answered, 回访 of bad ratings (the county hub)
     records_site_visits = False  # 现场核查 is recorded here (the township)
     relays_villages = False  # the cases of the villages below are relayed here (the township; need-to-know reads)
+    publishes_appointments = False  # its windows publish 预约 slots and decide requests (the hub)
+    purges_personal_data = False  # closed cases' personal data leaves this PC after the retention time (the village)
 
     def hub_id(self, config) -> str | None:
         """The county hub's code this node belongs to."""

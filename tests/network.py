@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import socket
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -25,6 +27,7 @@ from city_hub import create_app as create_hub_app
 from city_hub.enrolment_service import create_token
 from provisioning import nodes
 from shared.core import storage
+from shared.core.clock import FixedClock
 from shared.rules.idcard import id_check_char
 from sync.client import ParentClient
 from sync.node_sync import SyncState, run_round
@@ -351,3 +354,29 @@ def create_case(handle: NodeHandle, token: str, item: dict, materials: list[tupl
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token of the first form on a page."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def login(handle: NodeHandle, username: str) -> requests.Session:
+    """A browser-like session signed in to ``handle`` as ``username`` (password :data:`PASSWORD`)."""
+    session = requests.Session()
+    token = csrf_token(session.get(handle.url + "/login", timeout=10).text)
+    session.post(f"{handle.url}/login", data={"username": username, "password": PASSWORD, "csrf_token": token},
+                 timeout=10)
+    return session
+
+
+@contextmanager
+def clock_at(handle: NodeHandle, when: datetime):
+    """Run ``handle``'s node with its clock stopped at ``when`` (retention, months, the day of a booking)."""
+    node = handle.node
+    saved = node.clock
+    node.clock = FixedClock(when)
+    try:
+        yield
+    finally:
+        node.clock = saved

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import re
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import openapi_core
@@ -27,8 +28,11 @@ from network import case_payload, catalog, pick_item, valid_id_number
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 from openapi_spec_validator import validate as validate_spec
 
+from city_hub import hub_admin
 from city_hub.projects import credit_check_char
+from shared.core.storage import write_transaction
 from shared.core.version import __version__
+from shared.rules.catalog import load_seed
 from shared.services import documents
 from sync import envelope, wire
 
@@ -147,6 +151,8 @@ def drive_every_operation(net) -> None:
     net.sync_all()
     code = village.scalar("SELECT code FROM documents WHERE case_id = ? AND kind = 'approve'", (case_id,))
     ok(village.api("POST", "/api/v1/documents/verify", agent, json={"code": code}))  # 文书核验 by 核验码
+    # 取回文书: the village asks the township (POST /sync/v1/documents) for the case's documents.
+    assert ok(village.api("POST", f"/api/v1/cases/{case_id}/documents/refetch", agent))["refetched"] >= 2
 
     # 好差评 at the village; a bad one opens a 回访 at the hub.
     ok(village.api("POST", f"/api/v1/cases/{case_id}/rating", agent, json={"level": 1, "comment": "等太久"}), 201)
@@ -166,6 +172,53 @@ def drive_every_operation(net) -> None:
     ok(hub.api("POST", f"/api/v1/complaints/{complaint['complaint_id']}/answer", supervisor,
                json={"answer": "已约谈窗口人员"}))
 
+    # 预约: the window publishes the next working day, the village books, the answer comes back.
+    day = hub.node.clock.today_cn() + timedelta(days=1)
+    while not hub.node.calendar.is_working_day(day):
+        day += timedelta(days=1)
+    ok(hub.api("POST", "/api/v1/appointment-slots", window, json={
+        "first_day": day.isoformat(), "last_day": day.isoformat(), "times": ["09:00"], "capacity": 2}), 201)
+    ok(hub.api("GET", f"/api/v1/appointment-slots?day={day.isoformat()}", window))
+    booking = ok(village.api("POST", "/api/v1/appointment-requests", agent, json={
+        "office": office, "day": day.isoformat(), "start": "09:00", "villager_name": "张三",
+        "villager_phone": "13812345678"}), 201)
+    net.sync_all()
+    ok(village.api("GET", "/api/v1/appointment-requests", agent))
+    ok(hub.api("GET", f"/api/v1/appointments?day={day.isoformat()}", window))
+    ok(hub.api("POST", f"/api/v1/appointments/{booking['request_id']}/status", window, json={"action": "cancel"}))
+    second = ok(village.api("POST", "/api/v1/appointment-requests", agent, json={
+        "office": office, "day": day.isoformat(), "start": "09:00", "villager_name": "李四",
+        "villager_phone": "13912345678"}), 201)
+    ok(village.api("POST", f"/api/v1/appointment-requests/{second['request_id']}/cancel", agent))
+
+    # 首问负责 and 咨询登记 at the village: one answered from the catalog, one turned into a case.
+    trees = ok(village.api("POST", "/api/v1/inquiries", agent, json={
+        "asker_name": "王五", "question": "房前屋后的杨树能砍吗？", "item_code": "130926-LY-0002"}), 201)
+    ok(village.api("GET", f"/api/v1/inquiries/{trees['inquiry_id']}", agent))
+    ok(village.api("POST", f"/api/v1/inquiries/{trees['inquiry_id']}/close", agent, json={"outcome": "answered"}))
+    asked = ok(village.api("POST", "/api/v1/inquiries", agent, json={
+        "asker_name": "李四", "question": "怎么办理？", "item_code": item["code"]}), 201)
+    ok(village.api("POST", f"/api/v1/inquiries/{asked['inquiry_id']}/case", agent), 201)
+    ok(village.api("GET", "/api/v1/inquiries?status=closed", agent))
+    ok(village.api("GET", "/api/v1/inquiries/stats", agent))
+
+    # 规范收费: the hub publishes a fee standard for one item; its window records, refunds, reports.
+    charged_items = load_seed()
+    for charged in charged_items:
+        if charged["code"] == item["code"]:
+            charged["fee"] = {"charged": True, "basis": "《测试收费依据》第一条", "standard_fen": 1000}
+    with write_transaction(hub.conn):
+        hub_admin.publish_catalog(hub.conn, hub.node, charged_items, "contract-test")
+    net.sync_all()
+    fee_case = ok(village.api("POST", "/api/v1/cases", agent, json=case_payload(item)), 201)["case_id"]
+    net.sync_all()
+    ok(hub.api("GET", f"/api/v1/cases/{fee_case}/fees", window))
+    paid = ok(hub.api("POST", f"/api/v1/cases/{fee_case}/fees", window, json={
+        "kind": "payment", "amount_fen": 1000, "receipt_no": "CT-0001", "payer": "张三"}), 201)
+    ok(hub.api("POST", f"/api/v1/cases/{fee_case}/fees/{paid['record_id']}/refund", window,
+               json={"reason": "申请人撤回"}), 201)
+    ok(hub.api("GET", f"/api/v1/fees/daily?day={paid['day']}", window))
+
     # 联办 with 超时默认, then 审管互动.
     lead = hub.account("window_mz", "chief", JOINT_LEAD)
     dept = hub.account("window_cl", "window", JOINT_DEPT)
@@ -182,6 +235,13 @@ def drive_every_operation(net) -> None:
     ok(hub.api("POST", f"/api/v1/cases/{joint_case}/claim", head, json={"feedback": "纳入抽查"}))
 
     ok(hub.api("GET", "/api/v1/stats?by=office", supervisor))
+    # 绩效考核: the admin sets weights and publishes last month; the supervisor reads the ranking.
+    admin = hub.account("admin", "admin")
+    ok(hub.api("POST", "/api/v1/performance/weights", admin, json={"closure_rate": 20}))
+    this_month = hub.node.clock.today_cn().replace(day=1)
+    last_month = (this_month - timedelta(days=1)).strftime("%Y-%m")
+    ok(hub.api("POST", "/api/v1/performance/publish", admin, json={"month": last_month, "by": "office"}), 201)
+    ok(hub.api("GET", f"/api/v1/performance?month={this_month.strftime('%Y-%m')}&by=township", supervisor))
     assert hub.api("GET", "/metrics", supervisor).status_code == 200  # Prometheus text, checked against the spec
 
     # 项目代办 at the hub: create, link the village case, file a 秒批 item, read.

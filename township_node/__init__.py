@@ -3,10 +3,13 @@
 from flask import Flask
 
 from shared.web import (
+    appointments,
     bundles,
     cases,
     documents,
     feedback,
+    fees,
+    inquiries,
     intake,
     joint,
     site_visits,
@@ -25,7 +28,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = create_node_app(__name__, TIER, test_config, database)
     app.extensions["liandong_sync"] = TownshipSync(app.extensions["liandong_node"])
     for blueprint in (intake.bp, cases.bp, documents.bp, joint.bp, relay_pages.bp, bundles.bp, sync_api.bp,
-                      enrol_relay.bp, feedback.bp, site_visits.bp):
+                      enrol_relay.bp, feedback.bp, site_visits.bp, fees.bp, inquiries.bp,
+                      appointments.bp):
         app.register_blueprint(blueprint)
     start_jobs(app)
     return app

@@ -15,7 +15,7 @@ from shared.core.crypto import SignatureError
 from shared.core.errors import RuleError
 from shared.core.storage import write_transaction
 from shared.rules import authority
-from shared.services import casework, documents, joint, supplements
+from shared.services import appointments, casework, documents, joint, supplements
 from sync import blobs, downlink, envelope, outbox, relay
 
 
@@ -80,12 +80,16 @@ class TownshipSync:
         stays in custody all the same and goes on to the hub, which decides for itself."""
         message = envelope.peek(document)  # signer == origin, checked by take_custody (not its signature)
         kind, sender = message.get("kind"), message.get("origin")
-        if kind not in ("case.submit", "case.event", supplements.KIND):
+        if kind not in ("case.submit", "case.event", supplements.KIND, appointments.REQUEST_KIND,
+                        appointments.CANCEL_KIND):
             return
         conn.execute("SAVEPOINT follow_case")
         try:
             if kind == supplements.KIND:
                 supplements.apply_received(conn, self.node, message["body"], sender, self.node.emit)
+            elif kind in (appointments.REQUEST_KIND, appointments.CANCEL_KIND):
+                # 预约 of the station's own window: decided here, in the order custody takes them.
+                appointments.apply_message(conn, self.node, kind, sender, message["body"])
             elif kind == "case.event":
                 row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (message["body"]["case_id"],)).fetchone()
                 if row is not None:

@@ -33,6 +33,7 @@ class TownshipTier(Tier):
     decides = True
     records_site_visits = True
     relays_villages = True
+    publishes_appointments = True  # its own window's 预约, decided as custody takes the requests
 
     def deciding_scope(self, node) -> tuple[str, str]:
         """(route level, office LIKE pattern) of the cases this node decides: its own delegated items."""

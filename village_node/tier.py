@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from shared.services import casework, origin
+from shared.services import casework, origin, retention
 from sync.tier import Tier
 
 
@@ -16,6 +16,7 @@ class VillageTier(Tier):
     parent_label = "乡镇便民服务站"
     takes_applications = True
     files_on_behalf = True
+    purges_personal_data = True
 
     def message_handlers(self, node) -> dict:
         return origin.handlers(node)
@@ -25,6 +26,9 @@ class VillageTier(Tier):
 
     def on_acked(self, conn: sqlite3.Connection, node, origin_id: str, acked_seq: int, after_seq: int = 0) -> None:
         casework.mark_own_at_hub(conn, node, acked_seq, after_seq)
+
+    def scheduled_rules(self, node, sync_server=None) -> list:
+        return [("retention", lambda conn: retention.run(conn, node))]
 
 
 TIER = VillageTier()

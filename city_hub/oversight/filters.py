@@ -16,7 +16,8 @@ from shared.core.errors import ValidationError
 from shared.rules.catalog import DEPARTMENTS, LEVEL_LABELS
 from shared.services.names import county_of
 
-GROUPS = {"department": "部门", "office": "承办机构", "item": "事项", "level": "受理层级", "month": "月份"}
+GROUPS = {"department": "部门", "office": "承办机构", "item": "事项", "level": "受理层级", "month": "月份",
+          "township": "乡镇（含所属村）", "origin": "受理节点（村、乡镇、窗口）"}
 
 #: Columns of the statistics table and CSV, in order: (key, Chinese header).
 COLUMNS = (
@@ -140,6 +141,6 @@ def group_label(key: str, by: str, names: Mapping[str, str]) -> str:
             hub, department = key.split("-", 1)
             return county_of(names.get(hub, "")) + DEPARTMENTS.get(department, "有关部门")
         return names.get(key) or "未登记的服务点"
-    if by == "item":
+    if by in ("item", "township", "origin"):
         return f"{names.get(key, key)}（{key}）"
     return key

@@ -140,7 +140,8 @@ def group_key(fact: CaseFacts, by: str) -> str:
     """The value of ``fact`` in the grouping dimension ``by``."""
     if by == "month":
         return parse_iso(fact.submitted_at).astimezone(CN_TZ).strftime("%Y-%m")
-    return {"department": fact.department, "office": fact.office, "item": fact.item_code, "level": fact.level}[by]
+    return {"department": fact.department, "office": fact.office, "item": fact.item_code, "level": fact.level,
+            "township": fact.origin[:9], "origin": fact.origin}[by]
 
 
 def statistics(conn: sqlite3.Connection, hub_id: str, calendar, today: date, filters: Filters = Filters(),
@@ -193,6 +194,8 @@ _KEY_SQL = {
     "item": "c.item_code",
     "level": "length(c.origin)",
     "month": "strftime('%Y-%m', c.submitted_at, '+8 hours')",  # China has no daylight saving time
+    "township": "substr(c.origin, 1, 9)",  # a village's township is its 9-digit prefix
+    "origin": "c.origin",
 }
 _SUM_FIELDS = ("cases", "village", "decided", "on_time", "working_days", "transmitted", "closable", "closed",
                "yellow", "red", "ratings", "good", "bad")

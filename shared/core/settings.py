@@ -92,6 +92,9 @@ SETTINGS: tuple[Setting, ...] = (
             "without it only an admin or supervisor session can. Keep it secret."),
     Setting("OFFLINE_BANNER_SECONDS", 600, "Village/township: with no contact with the parent for this long, every page "
             "shows the offline banner (cases are still taken and queued)."),
+    Setting("PERSONAL_DATA_RETENTION_DAYS", 90, "Village: days after a case is closed (已办结, 撤回 or 终止) and the hub "
+            "has acknowledged everything about it before the village PC purges its personal data (身份证号, phone, "
+            "address and other personal form fields, material files), keeping a masked stub (PIPL 最小必要)."),
     Setting("SCANNER_FOLDER", None, "Village (or township window): the folder the scanner software saves into; the wizard's "
             "材料 step lists its image/PDF files to attach, and can move attached ones to its done/ subfolder."),
 )

@@ -20,6 +20,7 @@ from importlib import resources
 
 from shared.core.errors import RuleError, ValidationError
 from shared.rules import pinyin
+from shared.rules.fees import fee_terms
 from shared.rules.idcard import validate_id_number, validate_phone
 from shared.rules.materials import FORMATS
 from shared.rules.text import refuse_hidden_characters
@@ -119,6 +120,10 @@ def _validate_field(f: object, where: str) -> dict:
         out["format"] = f["format"]
     if "help" in f:
         out["help"] = _str(f, "help", f"{where}.")
+    # Personal data (PIPL): purged from the village PC after the retention time. Kept only when
+    # true, so the items of catalogs published before the flag existed normalise unchanged.
+    if _bool(f, "personal", f"{where}.", default=False):
+        out["personal"] = True
     return out
 
 
@@ -258,6 +263,17 @@ def validate_item(d: object) -> dict:
     if not isinstance(basis, str) or (fee["charged"] and not basis.strip()):
         _fail("fee.basis", "收费事项必须写明收费依据")
     item["fee"] = {"charged": fee["charged"], "basis": basis.strip()}
+    if fee["charged"]:
+        # 规范收费 (seed 002 §8): a charged item publishes its standard, the most one case may pay, in 分.
+        standard = fee.get("standard_fen")
+        if not isinstance(standard, int) or isinstance(standard, bool) or not 0 < standard <= 10_000_000:
+            _fail("fee.standard_fen", "收费事项必须写明收费标准（单位：分，大于0且不超过1000万分）")
+        item["fee"]["standard_fen"] = standard
+        text = fee.get("standard", "")
+        if not isinstance(text, str):
+            _fail("fee.standard", "收费标准说明必须是文本")
+        if text.strip():
+            item["fee"]["standard"] = text.strip()
     item["visits"] = _int(d, "visits", "")
     item["accept_conditions"] = _str(d, "accept_conditions", "")
     process = _list(d, "process", "", non_empty=True)
@@ -381,6 +397,7 @@ def public_view(item: dict) -> dict:
     if item.get("consultation_only"):
         view["consultation_answer"] = item.get("consultation_answer", "")
     view["instant_approval"] = item.get("instant_rule") is not None
+    view["fee_terms"] = fee_terms(item)  # 规范收费: charged or not, basis, standard, one line to show
     return view
 
 

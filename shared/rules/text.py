@@ -33,3 +33,16 @@ def refuse_hidden_characters(value: str, field: str, label: str, multiline: bool
         raise ValidationError(field, f"「{label}」中含有看不见的控制字符（如零宽字符、文字方向控制符，"
                                      f"位置：第{found.start() + 1}个字），请删除后重新输入", code="hidden_characters")
     return value
+
+
+def clean_text(value, field: str, label: str, max_len: int, required: bool = True, multiline: bool = False) -> str:
+    """Typed text of at most ``max_len`` characters, stripped, all visible; ``""`` when optional and blank.
+
+    :raises ValidationError: naming ``field`` (missing, too long, or ``hidden_characters``).
+    """
+    text = value.strip() if isinstance(value, str) else ""
+    if required and not text:
+        raise ValidationError(field, f"请填写{label}")
+    if len(text) > max_len:
+        raise ValidationError(field, f"{label}不能超过{max_len}个字")
+    return refuse_hidden_characters(text, field, label, multiline=multiline)

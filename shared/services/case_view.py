@@ -13,7 +13,7 @@ from shared.rules import states
 from shared.rules.deadlines import LEVEL_LABELS, case_clock
 from shared.rules.idcard import mask_id_number
 from shared.rules.workdays import fallback_warning
-from shared.services import casework, feedback, joint
+from shared.services import casework, feedback, fees, joint
 
 SEVEN_STEPS = ("委托", "受理", "办理", "送达", "归档", "上报", "回访")
 
@@ -83,11 +83,13 @@ def to_json(conn: sqlite3.Connection, case_id: str, calendar=None, today=None, m
         "history": history,
         "decision": json.loads(row["decision"]) if row["decision"] else None,
         "green_channel": bool(row["green_channel"]),
+        "purged_at": row["purged_at"],
     }
     # 补齐补正 / 容缺 materials the origin sent: fields before/after and new materials, for the office.
     result["supplements"] = [h for h in history if h["action"] == "supplement"]
     result["joint_opinions"] = joint.opinions(conn, case_id, today)
     result["rating"] = feedback.rating_of(conn, case_id)
+    result["fees"] = fees.charged_summary(conn, case_id)  # 规范收费: what was charged at this node
     if calendar is not None and today is not None:
         clock = case_clock(events, row["limit_wd"], row["status"], calendar, today)
         result.update({k: clock[k] for k in ("deadline", "remaining_working_days", "supervision")})

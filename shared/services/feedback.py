@@ -348,9 +348,14 @@ def answer_complaint(conn: sqlite3.Connection, node, complaint_id: str, payload,
     answer = _text(payload, "answer", required=True, limit=MAX_ANSWER, label="答复意见", multiline=True)
     if complaint["status"] == "answered":
         raise RuleError("already_answered", "该投诉已答复")
+    upheld = payload.get("upheld")
+    if upheld is not None and not isinstance(upheld, bool):
+        raise ValidationError("upheld", "upheld（投诉是否属实）必须是布尔值")
     message = {"complaint_id": complaint_id, "answer": answer, "answered_by": account["username"],
                "answered_at": iso(node.now())}
     apply_answer(conn, message)
+    if upheld is not None:  # 属实: counted against the office in 绩效考核
+        conn.execute("UPDATE complaints SET upheld = ? WHERE complaint_id = ?", (int(upheld), complaint_id))
     if complaint["origin"] != node.node_id:
         downlink.issue(conn, node.key, node.node_id, complaint["origin"], "complaint.answer", message, node.now())
     return get_complaint(conn, node, complaint_id)

@@ -31,4 +31,9 @@ def node_migrations(first: str) -> list[str]:
         schema.AUDIT_CHAIN,  # 16: the audit log hash-chained; no id reused (INSERT OR REPLACE)
         RELAY_GUARDS,  # 17: first envelope id per relayed (origin, seq); parked blobs per uploader
         schema.CASES_NOT_AT_HUB,  # 18: an acknowledgement touches only the cases not yet at the hub
+        schema.PERSONAL_DATA_PURGE,  # 19: personal data purged at the village
+        schema.FEES,  # 20: 规范收费 records
+        schema.INQUIRIES,  # 21: 首问负责 and 咨询登记
+        schema.APPOINTMENTS,  # 22: 预约 slots, bookings and requests
+        schema.PERFORMANCE,  # 23: 绩效考核 weights and published months
     ]

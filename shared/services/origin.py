@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from shared.services import casework, feedback, green_channel, licences, site_visits
+from shared.core.clock import iso
+from shared.services import appointments, casework, feedback, green_channel, licences, site_visits
 from sync import rotation
 
 
@@ -21,6 +22,8 @@ def handlers(node) -> dict:
     return {
         "case.update": case_update,
         "complaint.answer": lambda conn, message: feedback.apply_answer(conn, message["body"]),
+        appointments.ANSWER_KIND: lambda conn, message: appointments.apply_answer(conn, message["body"],
+                                                                                 iso(node.now())),  # 预约
         "case.site_visit": lambda conn, message: site_visits.apply_downlink(conn, message["body"]),  # history only
         green_channel.DOWNLINK_KIND: lambda conn, message: green_channel.apply_downlink(conn, message["body"]),
         licences.REVOKE_KIND: lambda conn, message: licences.apply_revocation(conn, message["body"]),

@@ -359,3 +359,140 @@ BEGIN SELECT RAISE(ABORT, 'audit_log rows must be chained: write them with share
 CASES_NOT_AT_HUB = """
 CREATE INDEX IF NOT EXISTS cases_not_at_hub ON cases(origin) WHERE sync_state IN ('pending', 'custody');
 """
+
+# personal data purged at the village after the retention time (the stub keeps receipt and state)
+PERSONAL_DATA_PURGE = """
+ALTER TABLE cases ADD COLUMN purged_at TEXT;
+-- A document fetched again from the parent for reprinting a purged case (kept a day).
+ALTER TABLE documents ADD COLUMN refetched_at TEXT;
+CREATE INDEX IF NOT EXISTS cases_unpurged_closed ON cases(origin, status, updated_at) WHERE purged_at IS NULL;
+"""
+
+# 规范收费: what the window recorded (payments, exemptions, refunds), never a payment gateway
+FEES = """
+CREATE TABLE fee_records (
+    record_id TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    office TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('payment', 'exemption', 'refund')),
+    amount_fen INTEGER NOT NULL CHECK (amount_fen >= 0),
+    receipt_no TEXT,
+    payer TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    refund_of TEXT REFERENCES fee_records(record_id),
+    recorded_by TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    day TEXT NOT NULL
+);
+-- A 票据号 is used once per office; a payment is refunded once; a case is exempted once.
+CREATE UNIQUE INDEX fee_records_receipt ON fee_records(office, receipt_no) WHERE receipt_no IS NOT NULL;
+CREATE UNIQUE INDEX fee_records_refund ON fee_records(refund_of) WHERE refund_of IS NOT NULL;
+CREATE UNIQUE INDEX fee_records_exemption ON fee_records(case_id) WHERE kind = 'exemption';
+CREATE INDEX fee_records_case ON fee_records(case_id, recorded_at);
+CREATE INDEX fee_records_day ON fee_records(office, day, recorded_at);
+"""
+
+# 首问负责 and 咨询登记: inquiries at any node, seen through by the first responder
+INQUIRIES = """
+CREATE TABLE inquiries (
+    inquiry_id TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    first_responder TEXT NOT NULL,
+    asker_name TEXT NOT NULL,
+    asker_phone TEXT NOT NULL DEFAULT '',
+    question TEXT NOT NULL,
+    item_code TEXT,
+    item_name TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
+    outcome TEXT CHECK (outcome IS NULL OR outcome IN ('answered', 'referred', 'case')),
+    answer TEXT NOT NULL DEFAULT '',
+    referred_to TEXT NOT NULL DEFAULT '',
+    consultation INTEGER NOT NULL DEFAULT 0,
+    draft_id TEXT,
+    case_id TEXT,
+    opened_at TEXT NOT NULL,
+    closed_by TEXT,
+    closed_at TEXT
+);
+CREATE INDEX inquiries_status ON inquiries(status, opened_at);
+CREATE INDEX inquiries_opened ON inquiries(opened_at);
+CREATE UNIQUE INDEX inquiries_draft ON inquiries(draft_id) WHERE draft_id IS NOT NULL;
+"""
+
+# 预约: slots and decided requests at the owning node; requests and their answers at the agent's node
+APPOINTMENTS = """
+CREATE TABLE appointment_slots (
+    slot_id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    day TEXT NOT NULL,
+    start TEXT NOT NULL,
+    capacity INTEGER NOT NULL CHECK (capacity > 0),
+    published_by TEXT NOT NULL,
+    published_at TEXT NOT NULL,
+    UNIQUE (office, day, start)
+);
+-- One row per request the owner received, decided once, in the order received. A seat is held by
+-- one booking at a time and a villager holds one seat per slot: unique indexes, never a check first.
+CREATE TABLE appointments (
+    request_id TEXT PRIMARY KEY,
+    slot_id TEXT REFERENCES appointment_slots(slot_id),
+    office TEXT NOT NULL,
+    day TEXT NOT NULL,
+    start TEXT NOT NULL,
+    seat INTEGER,
+    origin TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    villager_name TEXT NOT NULL,
+    villager_phone TEXT NOT NULL,
+    item_code TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL CHECK (status IN ('confirmed', 'refused', 'cancelled', 'arrived', 'no_show')),
+    reason TEXT NOT NULL DEFAULT '',
+    requested_at TEXT NOT NULL,
+    decided_at TEXT NOT NULL,
+    updated_by TEXT,
+    updated_at TEXT
+);
+CREATE UNIQUE INDEX appointments_seat ON appointments(slot_id, seat) WHERE seat IS NOT NULL;
+CREATE UNIQUE INDEX appointments_villager ON appointments(slot_id, villager_name, villager_phone) WHERE seat IS NOT NULL;
+CREATE INDEX appointments_day ON appointments(office, day, start);
+CREATE TABLE appointment_requests (
+    request_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    office TEXT NOT NULL,
+    day TEXT NOT NULL,
+    start TEXT NOT NULL,
+    villager_name TEXT NOT NULL,
+    villager_phone TEXT NOT NULL,
+    item_code TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'confirmed', 'refused', 'cancelled', 'arrived', 'no_show')),
+    seat INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    requested_at TEXT NOT NULL,
+    answered_at TEXT
+);
+CREATE INDEX appointment_requests_day ON appointment_requests(day, start);
+"""
+
+# 绩效考核 (hub): the admin's weights (every version kept) and each published month, frozen;
+# a complaint's 属实 finding (counted against the office complained about)
+PERFORMANCE = """
+ALTER TABLE complaints ADD COLUMN upheld INTEGER;
+CREATE TABLE performance_weights (
+    version INTEGER PRIMARY KEY,
+    weights TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at TEXT NOT NULL
+);
+-- One row per month and dimension: the primary key is what freezes a published month.
+CREATE TABLE performance_months (
+    month TEXT NOT NULL,
+    dimension TEXT NOT NULL,
+    weights TEXT NOT NULL,
+    formula TEXT NOT NULL,
+    rows TEXT NOT NULL,
+    published_by TEXT NOT NULL,
+    published_at TEXT NOT NULL,
+    PRIMARY KEY (month, dimension)
+);
+"""

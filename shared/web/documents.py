@@ -7,13 +7,16 @@ from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template
 from markupsafe import Markup
 
 from shared.core.crypto import SignatureError
-from shared.core.errors import Forbidden, RuleError, ValidationError
+from shared.core.errors import Forbidden, LiandongError, RuleError, ValidationError
 from shared.core.storage import write_transaction
-from shared.services import accounts, casework, documents, names
+from shared.services import accounts, casework, documents, names, retention
 from shared.web import access
 from shared.web.context import current_node
 from shared.web.db import get_db
+from shared.web.limits import json_object
 from sync import envelope
+from sync.client import SyncUnavailable
+from sync.node_sync import client_for
 
 bp = Blueprint("documents", __name__)
 
@@ -39,7 +42,51 @@ def for_case(case_id: str):
     casework.get_row(get_db(), case_id)
     held = [(envelope.document_id(d), envelope.peek(d), documents.verification_code(d))
             for d in documents.for_case(get_db(), case_id)]
-    return render_template("documents/list.html", case_id=case_id, held=held)
+    row = casework.get_row(get_db(), case_id)
+    return render_template("documents/list.html", case_id=case_id, held=held, purged_at=row["purged_at"],
+                           may_refetch=_may_refetch(row))
+
+
+def _may_refetch(row) -> bool:
+    """The node that took the case, with a parent to ask, by its agent or clerk."""
+    node = current_node()
+    return (row["origin"] == node.node_id and bool(node.config.get("PARENT_URL"))
+            and g.account["role"] in ("agent", "clerk"))
+
+
+def _refetch(case_id: str) -> int:
+    conn = get_db()
+    row = casework.get_row(conn, case_id)
+    if not _may_refetch(row):
+        raise Forbidden("只有收件节点的代办员或站员可以向上级取回文书")
+    node = current_node()
+    try:
+        fetched = client_for(node).case_documents(case_id)
+    except SyncUnavailable as exc:
+        raise LiandongError("parent_unavailable", "暂时无法连接上级节点，请联网后再取回文书", status=503) from exc
+    if not isinstance(fetched, list) or not all(isinstance(d, dict) for d in fetched):
+        raise LiandongError("parent_unavailable", "上级节点的答复无法识别，请稍后再试", status=502)
+    return retention.refetch_documents(conn, node, case_id, fetched, node.trust(conn))
+
+
+@bp.post("/cases/<case_id>/documents/refetch")
+def refetch(case_id: str):
+    """取回文书: fetch a case's signed documents again from the parent (reprinting a purged case)."""
+    try:
+        count = _refetch(case_id)
+    except LiandongError as exc:
+        flash(exc.message)
+    else:
+        flash(f"已从上级取回 {count} 份文书，可以打印")
+    return redirect(url_for("documents.for_case", case_id=case_id))
+
+
+@bp.post("/api/v1/cases/<case_id>/documents/refetch")
+def api_refetch(case_id: str):
+    """取回文书 for machines: how many signed documents the parent returned (now held here)."""
+    if request.get_data():
+        json_object()  # no parameters; a body, if any, is an (empty) JSON object
+    return jsonify({"case_id": case_id, "refetched": _refetch(case_id)})
 
 
 @bp.get("/documents/<doc_id>")

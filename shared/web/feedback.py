@@ -237,8 +237,9 @@ def complaint_answer_form(complaint_id: str):
     conn = get_db()
     try:
         with write_transaction(conn):
-            feedback.answer_complaint(conn, current_node(), complaint_id, {"answer": request.form.get("answer", "")},
-                                      g.account)
+            feedback.answer_complaint(conn, current_node(), complaint_id,
+                                      {"answer": request.form.get("answer", ""),
+                                       "upheld": request.form.get("upheld") == "yes"}, g.account)
             accounts.audit(conn, g.account["username"], "complaint.answer", complaint_id, None, current_node().now())
     except LiandongError as exc:
         if exc.status in (403, 404):

@@ -27,9 +27,16 @@ from werkzeug.datastructures import MultiDict
 from shared.core.clock import parse_iso
 from shared.core.errors import LiandongError, ValidationError
 from shared.rules import materials, progress, states
-from shared.rules.catalog import accepts_at, form_errors, public_view, required_materials, search
+from shared.rules.catalog import (
+    accepts_at,
+    form_errors,
+    public_view,
+    required_materials,
+    search,
+)
+from shared.rules.fees import fee_terms
 from shared.rules.idcard import mask_id_number
-from shared.services import drafts, intake, scanner
+from shared.services import drafts, inquiries, intake, scanner
 from shared.web import access
 from shared.web.cases import page_number
 from shared.web.context import current_node
@@ -169,7 +176,7 @@ def item_guide(code: str):
     _, items = current_node().catalog(get_db())
     item = items.get(code) or abort(404)
     return render_template("intake/item.html", item=item, materials=required_materials(item),
-                           accepts=accepts_at(item, current_node().node_id))
+                           accepts=accepts_at(item, current_node().node_id), fee=fee_terms(item))
 
 
 # ---------------------------------------------------------------------------- the wizard
@@ -392,6 +399,8 @@ def new_case(code: str):
                     state.check(earlier)
                 receipt = intake.submit(get_db(), node, state.payload(), state.files(), g.account["username"],
                                         also=(lambda conn: drafts.delete(conn, draft_id)) if draft_id else None)
+                if draft_id:  # a draft an inquiry became (咨询转办件) now names its case
+                    inquiries.link_case(get_db(), draft_id, receipt["case_id"])
                 return redirect(url_for("cases.receipt", case_id=receipt["case_id"], new=1))
             elif go != "stay":
                 state.check(posted)

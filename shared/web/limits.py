@@ -132,6 +132,19 @@ class BoundedJSONProvider(DefaultJSONProvider):
         return obj
 
 
+def json_object() -> dict:
+    """The request's JSON body, which must be an object with nothing :func:`canonical.check_bounds`
+    refuses anywhere in it (a lone surrogate sent as raw bytes included), else the one 400 shape."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationError("body", "请求体必须是 JSON 对象")
+    try:
+        canonical.check_bounds(body, strings=True)
+    except canonical.BoundsError as exc:
+        raise ValidationError("body", BOUNDS_MESSAGES[exc.kind], code="malformed") from None
+    return body
+
+
 def init_app(app: Flask) -> None:
     """Install the check (call before any other ``before_request`` hook: authentication) and
     the bounded JSON parser."""

@@ -13,6 +13,7 @@ from shared.core import canonical
 from shared.core.crypto import SignatureError
 from shared.core.errors import LiandongError, ValidationError
 from shared.core.storage import ensure_disk_space, write_transaction
+from shared.services import retention
 from shared.web.auth import node_signed
 from shared.web.context import current_node
 from shared.web.db import get_db
@@ -260,6 +261,17 @@ def _forward_soon() -> None:
     kick = current_app.extensions.get("liandong_sync_kick")
     if kick is not None:
         kick()
+
+
+@bp.post("/documents")
+@node_signed
+def case_documents():
+    """The signed documents held here of a case the caller took (a village reprints a purged case)."""
+    g.caller = _authenticate()
+    case_id = _json_body(1024 * 1024).get("case_id")
+    if not isinstance(case_id, str) or not case_id.isalnum() or len(case_id) > 64:
+        raise ValidationError("case_id", "case_id 必须是办件编号", code="malformed")
+    return jsonify({"case_id": case_id, "documents": retention.documents_for_caller(get_db(), case_id, g.caller)})
 
 
 def _count_arg(name: str) -> int:
