@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 from shared.core.crypto import SignatureError, SigningKey, verify
+from shared.rules import authority
 
 PREFIX = "LD1"
 TOKEN_TYPE = "application/vnd.liandong.document-token;v=1"
@@ -133,10 +134,10 @@ def verify_token(token: Token, trust) -> str:
         entry = trust.nodes.get(token.issuer)
         if entry is None:
             raise SignatureError("签发机构不在本节点的节点名册中")
-        if entry.tier == "village" and token.kind not in ("receipt", "deliver"):
-            raise SignatureError("村便民服务室无权签发此类文书")
-        if entry.tier == "township" and token.kind not in ("receipt", "deliver") and token.office != token.issuer:
-            raise SignatureError("乡镇便民服务站只能签发本乡镇审批事项的文书")
+        try:  # the one rule of who may sign which document (shared/rules/authority.py)
+            authority.check_document_signer(entry.node_id, trust.hub_id, token.issuer, token.kind, token.office)
+        except ValueError as exc:
+            raise SignatureError(str(exc)) from exc
         keys = entry.keys
     message = token.header.encode("ascii") + token.digest + token.kid_prefix
     candidates = [(kid, public) for kid, public in keys.items() if bytes.fromhex(kid)[:KID_BYTES] == token.kid_prefix]

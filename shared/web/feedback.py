@@ -218,7 +218,7 @@ def complaint_offices() -> list[tuple[str, str]]:
     hub_id = trust.hub_id if trust is not None else node.config.get("HUB_ID")
     offices = [(f"{hub_id}-{code}", office_label(f"{hub_id}-{code}")) for code in DEPARTMENTS if code != "xz"]
     townships = sorted(n.node_id for n in (trust.nodes.values() if trust is not None else ())
-                       if n.tier == "township" and n.status == "active")
+                       if n.parent == hub_id and n.status == "active")  # the hub's children: its townships
     return offices + [(t, office_label(t)) for t in townships]
 
 
