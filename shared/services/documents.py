@@ -41,6 +41,8 @@ KINDS = {
     "deliver": ("送达回证", "送"),
     "licence": ("电子证照", "证"),  # its own title is the item's 结果名称 (seed 004 §10)
 }
+#: What a QR token alone can say of a decision (the record names the exact title).
+TOKEN_TITLES = {"approve": "准予决定（准予许可决定书或办理结果通知书）", "deny": "不予决定（不予许可决定书或办理结果通知书）"}
 # 行政复议法 Art. 20 (60 days) and 行政诉讼法 Art. 46 (6 months): rights told with every refusal,
 # naming the 复议机关 and the 人民法院 (rights_text).
 REFUSALS = ("reject", "deny")
@@ -400,7 +402,9 @@ def token_statement(token: document_token.Token, trust) -> dict:
         "office": token.office,
         "office_name": DEPARTMENTS.get(department, "") if department else (issuer.name if issuer else ""),
         "kind": token.kind,
-        "title": KINDS[token.kind][0],
+        # The token does not say the item's type: a 准予/不予 is a 许可决定书 or a 办理结果通知书
+        # (title_for), so only the record itself, where held, names which.
+        "title": TOKEN_TITLES.get(token.kind, KINDS[token.kind][0]),
         "issued_on": token.date,
         "issued_on_text": f"{token.year}年{int(token.date[5:7])}月{int(token.date[8:])}日",
         "number_tail": f"{KINDS[token.kind][1]}字〔{token.year}〕第{token.seq:04d}号",

@@ -104,7 +104,7 @@ def test_the_printed_qr_scans_and_verifies_where_the_decision_never_arrived(netw
     account = stranger.account("verifier", "agent", stranger.node_id)
     r = stranger.api("POST", "/api/v1/documents/verify", account, json={"token": tokens[0]})
     assert r.status_code == 200, r.text
-    assert r.json()["token"]["title"] == "准予许可决定书" and not r.json()["held"]
+    assert r.json()["token"]["title"].startswith("准予决定") and not r.json()["held"]  # the token names no item type
     print(f"QR {modules} modules at {module_mm:.2f} mm, token {len(tokens[0])} characters")
 
 
