@@ -475,3 +475,13 @@ def test_search_edge_cases(items):
     assert search(items, "") == items
     assert search(items, "xyzxyz") == []
     assert names(search(items, "130926-fg")) == ["企业投资项目备案"]
+
+
+def test_a_bad_catalog_file_is_explained_in_the_catalogs_own_words(raw_item):
+    """The admin reads 「承诺办结时限」, not the file's key; the error's field still names the key."""
+    d = copy.deepcopy(raw_item)
+    d["promise_limit_wd"] = "三天"
+    with pytest.raises(ValidationError) as exc:
+        validate_item(d)
+    assert exc.value.field == "promise_limit_wd"
+    assert "承诺办结时限" in exc.value.message and not re.search(r"[A-Za-z_]{3,}", exc.value.message)

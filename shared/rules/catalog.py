@@ -61,31 +61,51 @@ def _fail(field: str, message: str) -> None:
     raise ValidationError(field, message, code="invalid_catalog_item")
 
 
+#: The catalog file's keys in the words of the 实施清单 (what an admin reads in an error; the
+#: ``field`` of the error still names the key, to find it in the file).
+KEY_LABELS = {
+    "accept_conditions": "受理条件", "accept_levels": "受理层级", "add_materials": "情形增加的材料",
+    "aliases": "常用简称", "basic_code": "基本编码", "code": "编码", "consultation_answer": "咨询答复",
+    "consultation_only": "仅咨询", "copies": "份数", "deemed_consent": "超时默认", "deficiency_allowed": "容缺可",
+    "department": "部门名称", "fields": "表单字段", "formats": "文件格式", "green_channel_limit_wd": "绿色通道承诺时限",
+    "help": "填写说明", "implementing_body": "实施主体", "joint_departments": "联办部门", "label": "字段名称",
+    "legal_basis": "设定依据", "legal_limit_wd": "法定办结时限", "licence_of": "可引用的电子证照",
+    "materials": "申请材料", "name": "名称", "note": "说明", "options": "选项", "personal": "属个人信息",
+    "process": "办理流程", "promise_limit_wd": "承诺办结时限", "question": "情形问题", "required": "必要",
+    "result_name": "结果名称", "site_visit": "现场核查", "situations": "情形", "value": "取值", "visits": "到现场次数",
+    "min": "最小值", "max": "最大值",
+}
+
+
+def _label(key: str) -> str:
+    return KEY_LABELS.get(key, "该项")
+
+
 def _str(d: dict, key: str, where: str, *, required: bool = True) -> str:
     value = d.get(key, "")
     if not isinstance(value, str) or (required and not value.strip()):
-        _fail(f"{where}{key}", f"「{key}」必须是非空文本")
+        _fail(f"{where}{key}", f"「{_label(key)}」必须是非空文本")
     return value.strip()
 
 
 def _bool(d: dict, key: str, where: str, default: bool | None = None) -> bool:
     value = d.get(key, default)
     if not isinstance(value, bool):
-        _fail(f"{where}{key}", f"「{key}」必须是布尔值")
+        _fail(f"{where}{key}", f"「{_label(key)}」必须是“是”或“否”（true/false）")
     return value
 
 
 def _int(d: dict, key: str, where: str, *, minimum: int = 0) -> int:
     value = d.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        _fail(f"{where}{key}", f"「{key}」必须是不小于{minimum}的整数")
+        _fail(f"{where}{key}", f"「{_label(key)}」必须是不小于{minimum}的整数")
     return value
 
 
 def _list(d: dict, key: str, where: str, *, non_empty: bool = False) -> list:
     value = d.get(key, [])
     if not isinstance(value, list) or (non_empty and not value):
-        _fail(f"{where}{key}", f"「{key}」必须是{'非空' if non_empty else ''}列表")
+        _fail(f"{where}{key}", f"「{_label(key)}」必须是{'非空' if non_empty else ''}列表")
     return value
 
 
@@ -112,7 +132,7 @@ def _validate_field(f: object, where: str) -> dict:
         if bound in f:
             value = f[bound]
             if not isinstance(value, (int, float)) or isinstance(value, bool):
-                _fail(f"{where}.{bound}", f"「{bound}」必须是数字")
+                _fail(f"{where}.{bound}", f"「{_label(bound)}」必须是数字")
             out[bound] = value
     if "format" in f:
         if f["format"] not in FIELD_FORMATS:
