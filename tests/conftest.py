@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from network import Network  # tests/ is on sys.path (pytest's default rootdir-less import mode)
+from service import ServiceHub
 
 from shared.services import accounts
 
@@ -38,6 +39,15 @@ def build_network(tmp_path_factory):
     yield build
     for net in built:
         net.close()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """One real hub in-process, without a network (``tests/service.py``): for the deciding
+    node's rules, which need no township or village."""
+    hub = ServiceHub(tmp_path_factory.mktemp("service-hub"))
+    yield hub
+    hub.close()
 
 
 @pytest.fixture

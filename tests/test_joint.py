@@ -97,22 +97,30 @@ def test_accepting_a_joint_item_asks_each_department_and_blocks_approval(net, ag
     assert _act(net.hub, _hub(net, office), plain, action="approve", comment="").status_code == 200
 
 
-def test_a_department_that_never_answers_is_deemed_to_consent(net, agent):
-    case_id, _ = _accepted_city_case(net, agent)
-    assert _run(net.hub, 1)["deemed_consent"] == 0
-    assert _act(net.hub, _hub(net, LEAD), case_id, action="approve", comment="").status_code == 409
-    assert _run(net.hub, 14)["deemed_consent"] >= 1
-    [opinion] = net.hub.api("GET", f"/api/v1/cases/{case_id}/opinions", _hub(net, LEAD)).json()["opinions"]
+def test_a_department_that_never_answers_is_deemed_to_consent(service):
+    """超时默认 is the deciding node's own rule: tested on one hub in-process (tests/service.py)."""
+    lead = service.account(f"chief_{LEAD}", "chief", LEAD)
+    dept = service.account(f"chief_{DEPT}", "chief", DEPT)
+    case_id = service.received_case(JOINT_CITY)
+    assert service.act(lead, case_id, action="accept", comment="").status_code == 200
+
+    def deemed(days_later: int) -> int:
+        with service.days_later(days_later):
+            return joint.run_scheduled(service.conn, service.node, service.node.emit)["deemed_consent"]
+
+    assert deemed(1) == 0
+    assert service.act(lead, case_id, action="approve", comment="").status_code == 409
+    assert deemed(14) >= 1
+    answer = service.client.get(f"/api/v1/cases/{case_id}/opinions", headers={"Authorization": f"Bearer {lead}"})
+    [opinion] = answer.get_json()["opinions"]
     assert opinion["opinion"] == "deemed" and opinion["opinion_label"] == "超时视为同意"
     assert opinion["answered_by"] == "system" and opinion["answered_at"]
     # A late answer is refused: the record stands.
-    late = net.hub.api("POST", f"/api/v1/cases/{case_id}/opinions", _hub(net, DEPT), json={"opinion": "disagree",
-                                                                                           "comment": "迟到"})
-    assert late.status_code == 409 and late.json()["error"]["code"] == "already_answered"
-    approved = _act(net.hub, _hub(net, LEAD), case_id, action="approve", comment="")
-    assert approved.status_code == 200, approved.text
-    net.sync_all()
-    assert net.village().api("GET", f"/api/v1/cases/{case_id}", agent).json()["status"] == "APPROVED"
+    late = service.client.post(f"/api/v1/cases/{case_id}/opinions", json={"opinion": "disagree", "comment": "迟到"},
+                               headers={"Authorization": f"Bearer {dept}"})
+    assert late.status_code == 409 and late.get_json()["error"]["code"] == "already_answered"
+    approved = service.act(lead, case_id, action="approve", comment="")
+    assert approved.status_code == 200, approved.get_data(as_text=True)
 
 
 def test_a_disagreeing_opinion_is_shown_to_the_lead(net, agent):

@@ -74,70 +74,94 @@ def test_no_instant_approval_when_the_rule_fails(net, agent):
     assert _hub_case(net, case_id, f"130926-{item['department_code']}")["status"] == "RECEIVED"
 
 
-def test_no_notice_within_five_working_days_means_accepted_on_receipt(net, agent):
-    case_id, item = _file(net, agent, "130926-RS-0001")
-    office = f"130926-{item['department_code']}"
-    received_at = _hub_case(net, case_id, office)["history"][-1]["at"]
-    _run_rules(net, 3)
-    assert _hub_case(net, case_id, office)["status"] == "RECEIVED"
-    done = _run_rules(net, 12)
-    assert done["deemed_accepted"] >= 1
-    case = _hub_case(net, case_id, office)
+# ----------------------------------------------------------------------------- the hub's rules alone
+# (the service tier: one hub in-process, cases in its register, no network; tests/service.py)
+
+
+def _chief(service, case_id: str) -> tuple[str, str]:
+    """(office, token of its 首席审批员) of the case."""
+    office = service.conn.execute("SELECT route_office FROM cases WHERE case_id = ?", (case_id,)).fetchone()[0]
+    return office, service.account(f"chief_{office}", "chief", office)
+
+
+def _rules(service, days_later: int) -> dict:
+    with service.days_later(days_later):
+        return supervision.run(service.conn, service.node, service.node.emit)
+
+
+def _decided(service, token: str, case_id: str, **body) -> dict:
+    response = service.act(token, case_id, **body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["case"]
+
+
+def test_no_notice_within_five_working_days_means_accepted_on_receipt(service):
+    case_id = service.received_case("130926-RS-0001")
+    _, chief = _chief(service, case_id)
+    received_at = service.case(chief, case_id)["history"][-1]["at"]
+    _rules(service, 3)
+    assert service.case(chief, case_id)["status"] == "RECEIVED"
+    assert _rules(service, 12)["deemed_accepted"] >= 1
+    case = service.case(chief, case_id)
     assert case["status"] == "ACCEPTED"
     assert case["accepted_at"] == received_at  # counted from receipt, not from the rule's run
-    net.sync_all()
-    assert net.village().api("GET", f"/api/v1/cases/{case_id}", agent).json()["status"] == "ACCEPTED"
+    assert case["history"][-1]["actor"] == "system" and case["history"][-1]["detail"]["deemed"]
 
 
-def test_deficiency_not_supplied_in_time_terminates(net, agent):
-    case_id, item = _file(net, agent, "130926-RS-0002")
-    office = f"130926-{item['department_code']}"
-    due = (net.hub.node.clock.today_cn() + timedelta(days=2)).isoformat()
-    case = _act(net, case_id, office, action="accept_deficient", comment="银行卡容缺",
-                owed_materials=["bank_card"], due_date=due)
+def test_deficiency_not_supplied_in_time_terminates(service):
+    case_id = service.received_case("130926-RS-0002")
+    _, chief = _chief(service, case_id)
+    due = (service.node.clock.today_cn() + timedelta(days=2)).isoformat()
+    case = _decided(service, chief, case_id, action="accept_deficient", comment="银行卡容缺",
+                    owed_materials=["bank_card"], due_date=due)
     assert case["status"] == "ACCEPTED_DEFICIENT"
-    assert _run_rules(net, 1)["terminated"] == 0
-    assert _run_rules(net, 5)["terminated"] >= 1
-    case = _hub_case(net, case_id, office)
+    assert _rules(service, 1)["terminated"] == 0
+    assert _rules(service, 5)["terminated"] >= 1
+    case = service.case(chief, case_id)
     assert case["status"] == "TERMINATED"
     assert "逾期" in case["history"][-1]["comment"]
 
 
-def test_overdue_case_gets_yellow_then_red_card(net, agent):
-    case_id, item = _file(net, agent, "130926-CL-0001")
-    office = f"130926-{item['department_code']}"
-    case = _act(net, case_id, office, action="accept", comment="")
+def test_overdue_case_gets_yellow_then_red_card(service):
+    case_id = service.received_case("130926-CL-0001")
+    _, chief = _chief(service, case_id)
+    case = _decided(service, chief, case_id, action="accept", comment="")
     assert case["deadline"] is not None and case["supervision"] == "none"
-    limit = item["promise_limit_wd"]
-    _run_rules(net, limit * 2 + 6)
-    levels = {r["level"] for r in net.hub.query("SELECT level FROM supervision_alerts WHERE case_id = ?", (case_id,))}
-    assert "yellow" in levels or "red" in levels
-    _run_rules(net, limit * 2 + 30)
-    levels = {r["level"] for r in net.hub.query("SELECT level FROM supervision_alerts WHERE case_id = ?", (case_id,))}
-    assert "red" in levels
+    limit = service.item("130926-CL-0001")["promise_limit_wd"]
+
+    def levels() -> set:
+        return {r[0] for r in service.conn.execute("SELECT level FROM supervision_alerts WHERE case_id = ?",
+                                                   (case_id,))}
+
+    _rules(service, limit * 2 + 6)
+    assert "yellow" in levels() or "red" in levels()
+    _rules(service, limit * 2 + 30)
+    assert "red" in levels()
 
 
-def test_extension_needs_a_reason_and_is_allowed_once(net, agent):
-    case_id, item = _file(net, agent, "130926-LY-0001")
-    office = f"130926-{item['department_code']}"
-    before = _act(net, case_id, office, action="accept", comment="")["deadline"]
-    _act(net, case_id, office, action="extend_request", comment="需现场核查")
-    token = net.hub.account(f"head_{office}", "head", office)  # 延期 is the head's own step
-    refused = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token, json={"action": "extend", "comment": ""})
-    assert refused.status_code == 409 and refused.json()["error"]["code"] == "reason_required"
-    approved = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token,
-                           json={"action": "extend", "comment": "需现场核查"})
-    assert approved.status_code == 200, approved.text
-    assert approved.json()["case"]["deadline"] > before
-    again = net.hub.api("POST", f"/api/v1/cases/{case_id}/actions", token, json={"action": "extend", "comment": "再延"})
-    assert again.status_code == 409 and again.json()["error"]["code"] == "already_extended"
+def test_extension_needs_a_reason_and_is_allowed_once(service):
+    case_id = service.received_case("130926-LY-0001")
+    office, chief = _chief(service, case_id)
+    before = _decided(service, chief, case_id, action="accept", comment="")["deadline"]
+    _decided(service, chief, case_id, action="extend_request", comment="需现场核查")
+    head = service.account(f"head_{office}", "head", office)  # 延期 is the head's own step
+    refused = service.act(head, case_id, action="extend", comment="")
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "reason_required"
+    approved = service.act(head, case_id, action="extend", comment="需现场核查")
+    assert approved.status_code == 200, approved.get_data(as_text=True)
+    assert approved.get_json()["case"]["deadline"] > before
+    again = service.act(head, case_id, action="extend", comment="再延")
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "already_extended"
 
 
-def test_api_cannot_backdate_an_acceptance(net, agent):
-    case_id, item = _file(net, agent, "130926-RS-0001")
-    office = f"130926-{item['department_code']}"
-    case = _act(net, case_id, office, action="accept", comment="", effective_at="2020-01-01T00:00:00.000Z")
+def test_api_cannot_backdate_an_acceptance(service):
+    case_id = service.received_case("130926-RS-0001")
+    _, chief = _chief(service, case_id)
+    case = _decided(service, chief, case_id, action="accept", comment="", effective_at="2020-01-01T00:00:00.000Z")
     assert not case["accepted_at"].startswith("2020")
+
+
+# ----------------------------------------------------------------------------- over the network
 
 
 def test_rules_touch_only_cases_this_node_decides(net, agent):
