@@ -111,7 +111,7 @@ BOUNDS_MESSAGES = {
 class BoundedJSONProvider(DefaultJSONProvider):
     """Flask's JSON, with what :func:`shared.core.canonical.check_bounds` refuses answered 400.
 
-    Answers carry Chinese as UTF-8, not ``\\uXXXX`` (signed payloads are base64, unaffected).
+    Answers carry Chinese as UTF-8 characters, not as escapes (signed payloads are base64, unaffected).
 
     ``request.get_json`` is the one way the API routes read their bodies. Hostile nesting
     (a RecursionError), integers SQLite cannot store and lone surrogates (which fail when stored)
