@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
 
 from shared.core.errors import LiandongError, ValidationError
 from shared.core.storage import write_transaction
@@ -10,6 +10,7 @@ from shared.services import accounts, licences
 from shared.web.auth import roles_required
 from shared.web.context import current_node
 from shared.web.db import get_db
+from shared.web.errors import form_outcome
 
 bp = Blueprint("licences", __name__)
 
@@ -73,12 +74,6 @@ def index():
 @roles_required(*REVOKE_ROLES)
 def revoke(doc_id: str):
     """The revoke form of the licences page."""
-    try:
+    with form_outcome("未能吊销", "电子证照已吊销"):
         _revoke(doc_id, request.form.get("reason", ""))
-    except LiandongError as exc:
-        if exc.status in (403, 404):
-            raise
-        flash(f"未能吊销：{exc.message}")
-    else:
-        flash("电子证照已吊销")
     return redirect(url_for("licences.index", holder=request.form.get("holder", "")))

@@ -13,6 +13,7 @@ from shared.services import accounts, intake
 from shared.web.auth import roles_required
 from shared.web.context import current_node
 from shared.web.db import get_db
+from shared.web.errors import form_outcome
 
 bp = Blueprint("projects", __name__)
 
@@ -179,15 +180,10 @@ def detail(project_id: str):
 @roles_required(*projects.KEY_ROLES)
 def mark_key(project_id: str):
     """The admin's 重点项目 form on the project page."""
-    try:
+    with form_outcome("未能标记重点项目") as outcome:
         marked = _mark_key(project_id, {"key_agent": request.form.get("key_agent", ""),
                                         "investment_wan": request.form.get("investment_wan", "")})
-    except LiandongError as exc:
-        if exc.status in (403, 404):
-            raise
-        flash(f"未能标记重点项目：{exc.message}")
-    else:
-        flash(f"已标记为重点项目（绿色通道），{marked} 件办件进入绿色通道")
+        outcome.done = f"已标记为重点项目（绿色通道），{marked} 件办件进入绿色通道"
     return redirect(url_for("projects.detail", project_id=project_id))
 
 
@@ -195,14 +191,8 @@ def mark_key(project_id: str):
 @roles_required(*projects.AGENT_ROLES)
 def link(project_id: str):
     """Link an existing case by its id or 收件回执 number."""
-    try:
-        created = _link(project_id, request.form.get("case_id", ""))
-    except LiandongError as exc:
-        if exc.status in (403, 404):
-            raise
-        flash(f"未能关联：{exc.message}")
-    else:
-        flash("已关联办件" if created else "该办件已在本项目中")
+    with form_outcome("未能关联") as outcome:
+        outcome.done = "已关联办件" if _link(project_id, request.form.get("case_id", "")) else "该办件已在本项目中"
     return redirect(url_for("projects.detail", project_id=project_id))
 
 

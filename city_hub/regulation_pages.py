@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
 
 from city_hub import regulation
-from shared.core.errors import LiandongError, ValidationError
+from shared.core.errors import ValidationError
 from shared.core.storage import write_transaction
 from shared.services import joint
 from shared.web.context import current_node
 from shared.web.db import get_db
+from shared.web.errors import form_outcome
 
 bp = Blueprint("regulation", __name__)
 
@@ -48,13 +49,6 @@ def pushes_page():
 @bp.post("/cases/<case_id>/claim")
 def claim_form(case_id: str):
     """The 认领 button of the supervision queue."""
-    try:
-        with write_transaction(get_db()):
-            regulation.claim(get_db(), case_id, g.account, request.form.get("feedback", ""), current_node().now())
-    except LiandongError as exc:
-        if exc.status in (403, 404):
-            raise
-        flash(f"未能认领：{exc.message}")
-    else:
-        flash("已认领")
+    with form_outcome("未能认领", "已认领"), write_transaction(get_db()):
+        regulation.claim(get_db(), case_id, g.account, request.form.get("feedback", ""), current_node().now())
     return redirect(url_for("regulation.pushes_page"))

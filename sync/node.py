@@ -19,8 +19,7 @@ from sync.hlc import HybridClock
 from sync.nodeauth import NonceSource
 from sync.tier import HUB_SIGNING_KEY_FILE, NODE_KEY_FILE, ROOT_KEY_FILE, Tier
 
-TIERS = ("hub", "township", "village")
-__all__ = ["Node", "HUB_SIGNING_KEY_FILE", "NODE_KEY_FILE", "ROOT_KEY_FILE", "TIERS"]
+__all__ = ["Node", "HUB_SIGNING_KEY_FILE", "NODE_KEY_FILE", "ROOT_KEY_FILE"]
 
 
 class Node:

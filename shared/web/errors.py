@@ -7,13 +7,33 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, flash, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from shared.core.errors import LiandongError
 from shared.core.storage import DiskFullError
+
+
+@contextmanager
+def form_outcome(refused: str, done: str = "") -> Iterator[SimpleNamespace]:
+    """A page form's action: a rule it breaks is flashed as ``refused：reason`` and the page is
+    shown again; 403/404 still raise (the one error page). On success ``done`` is flashed (the
+    action may set ``outcome.done`` to what it did)."""
+    outcome = SimpleNamespace(done=done)
+    try:
+        yield outcome
+    except LiandongError as exc:
+        if exc.status in (403, 404):
+            raise
+        flash(f"{refused}：{exc.message}")
+    else:
+        flash(outcome.done)
+
 
 HTTP_MESSAGES = {
     400: "请求有误",

@@ -12,6 +12,7 @@ from shared.web import access
 from shared.web.cases import office_label
 from shared.web.context import current_node
 from shared.web.db import get_db
+from shared.web.errors import form_outcome
 
 bp = Blueprint("feedback", __name__)
 
@@ -235,18 +236,11 @@ def complaint_page(complaint_id: str):
 def complaint_answer_form(complaint_id: str):
     """The supervisor's answer form."""
     conn = get_db()
-    try:
-        with write_transaction(conn):
-            feedback.answer_complaint(conn, current_node(), complaint_id,
-                                      {"answer": request.form.get("answer", ""),
-                                       "upheld": request.form.get("upheld") == "yes"}, g.account)
-            accounts.audit(conn, g.account["username"], "complaint.answer", complaint_id, None, current_node().now())
-    except LiandongError as exc:
-        if exc.status in (403, 404):
-            raise
-        flash(f"未能答复：{exc.message}")
-    else:
-        flash("已答复，答复将送回受理投诉的节点")
+    with form_outcome("未能答复", "已答复，答复将送回受理投诉的节点"), write_transaction(conn):
+        feedback.answer_complaint(conn, current_node(), complaint_id,
+                                  {"answer": request.form.get("answer", ""),
+                                   "upheld": request.form.get("upheld") == "yes"}, g.account)
+        accounts.audit(conn, g.account["username"], "complaint.answer", complaint_id, None, current_node().now())
     return redirect(url_for("feedback.complaint_page", complaint_id=complaint_id))
 
 
@@ -267,16 +261,9 @@ def followup_page(followup_id: str):
 def followup_outcome_form(followup_id: str):
     """Record the 回访's outcome from its page."""
     conn = get_db()
-    try:
-        with write_transaction(conn):
-            followup = feedback.record_outcome(conn, current_node(), followup_id,
-                                               {"outcome": request.form.get("outcome", "")}, g.account)
-            accounts.audit(conn, g.account["username"], "followup.close", followup["case_id"], followup_id,
-                           current_node().now())
-    except LiandongError as exc:
-        if exc.status in (403, 404):
-            raise
-        flash(f"未能登记：{exc.message}")
-    else:
-        flash("回访结果已登记")
+    with form_outcome("未能登记", "回访结果已登记"), write_transaction(conn):
+        followup = feedback.record_outcome(conn, current_node(), followup_id,
+                                           {"outcome": request.form.get("outcome", "")}, g.account)
+        accounts.audit(conn, g.account["username"], "followup.close", followup["case_id"], followup_id,
+                       current_node().now())
     return redirect(url_for("feedback.followup_page", followup_id=followup_id))

@@ -7,13 +7,14 @@ Registered on the hub (city items) and on townships (their delegated items); the
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
 
-from shared.core.errors import LiandongError, ValidationError
+from shared.core.errors import ValidationError
 from shared.core.storage import write_transaction
 from shared.services import casework, joint
 from shared.web.context import current_node
 from shared.web.db import get_db
+from shared.web.errors import form_outcome
 
 bp = Blueprint("joint", __name__)
 
@@ -68,16 +69,10 @@ def opinions_page():
 def opinion_form(case_id: str):
     """The opinion form (queue page and case page)."""
     opinion = request.form.get("opinion", "")
-    try:
-        with write_transaction(get_db()):
-            joint.give_opinion(get_db(), case_id, g.account, opinion, request.form.get("comment", ""),
-                               current_node().now())
-    except LiandongError as exc:
-        if exc.status in (403, 404):
-            raise
-        flash(f"未能提交意见：{exc.message}")
-    else:
-        flash(f"已提交联办意见：{joint.OPINION_LABELS.get(opinion, opinion)}")
+    with form_outcome("未能提交意见", f"已提交联办意见：{joint.OPINION_LABELS.get(opinion, opinion)}"), \
+            write_transaction(get_db()):
+        joint.give_opinion(get_db(), case_id, g.account, opinion, request.form.get("comment", ""),
+                           current_node().now())
     if request.form.get("next") == "queue":
         return redirect(url_for("joint.opinions_page"))
     return redirect(url_for("cases.detail", case_id=case_id))
