@@ -208,8 +208,9 @@ def catalog_page():
             if not text or (isinstance(text, str) and not text.strip()):
                 raise LiandongError("empty", "请上传目录文件或粘贴目录 JSON")
             items = hub_admin.parse_catalog(text)
+            things = hub_admin.parse_things(text, items)
             with write_transaction(conn):
-                version = hub_admin.publish_catalog(conn, current_node(), items, g.account["username"])
+                version = hub_admin.publish_catalog(conn, current_node(), items, g.account["username"], things)
             flash(f"事项目录第 {version} 版已签名发布（{len(items)} 个事项），各节点同步后生效；已有办件仍按原版本办理")
             return redirect(url_for("admin.catalog_page"))
         except LiandongError as exc:
@@ -230,8 +231,9 @@ def catalog_json(version: int):
     if row is None:
         raise LiandongError("not_found", f"没有第 {version} 版事项目录", status=404)
 
-    items = parsed_content(row["document"])["items"]
-    body = json.dumps({"version": version, "items": items}, ensure_ascii=False, indent=1)
+    content = parsed_content(row["document"])
+    body = json.dumps({"version": version, "items": content["items"], "things": content.get("things", [])},
+                      ensure_ascii=False, indent=1)
     return Response(body, content_type="application/json; charset=utf-8",
                     headers={"Content-Disposition": f"attachment; filename=catalog-v{version}.json"})
 

@@ -15,6 +15,7 @@ from city_hub import registry
 from shared.core.crypto import write_private_file
 from shared.core.errors import RuleError, ValidationError
 from shared.rules import catalog
+from shared.rules import things as things_rules
 from shared.rules.workdays import parse_schedule
 from shared.services import accounts
 from shared.services.accounts import audit
@@ -58,12 +59,33 @@ def parse_catalog(text: str | bytes) -> list[dict]:
     return items
 
 
-def publish_catalog(conn: sqlite3.Connection, node, items: list[dict], actor: str) -> int:
-    """Sign and store the next catalog version; returns it. Call inside a write transaction."""
+def parse_things(text: str | bytes, items: list[dict]) -> list[dict] | None:
+    """The 一件事 bundles of a catalog file ``{"items": [...], "things": [...]}``, checked against
+    its ``items`` (``None``: the file has none, so the published ones are kept)."""
+    data = json.loads(text.decode("utf-8-sig") if isinstance(text, bytes) else text)
+    if not isinstance(data, dict) or "things" not in data:
+        return None
+    return things_rules.validate_things(data["things"], {i["code"]: i for i in items})
 
-    document = registry.publish(conn, node, "catalog", {"items": items})
+
+def publish_catalog(conn: sqlite3.Connection, node, items: list[dict], actor: str,
+                    things: list[dict] | None = None) -> int:
+    """Sign and store the next catalog version; returns it. Call inside a write transaction.
+
+    ``things`` (一件事) default to the published ones that still fit the new items; one that
+    no longer does (an item removed or changed) is left out, and the audit log says so.
+    """
+    if things is None:
+        index, things = {i["code"]: i for i in items}, []
+        for thing in registry.current_things(conn).values():
+            try:
+                things.append(things_rules.validate_thing(thing, index))
+            except ValidationError as exc:
+                audit(conn, actor, "catalog.thing_dropped", thing["code"], exc.message, node.now())
+    document = registry.publish(conn, node, "catalog", {"items": items, "things": things})
     version = envelope.peek(document)["version"]
-    audit(conn, actor, "catalog.published", f"catalog v{version}", f"{len(items)} items", node.now())
+    audit(conn, actor, "catalog.published", f"catalog v{version}", f"{len(items)} items, {len(things)} things",
+          node.now())
     return version
 
 

@@ -11,7 +11,7 @@ from shared.core.audit import audit
 from shared.core.clock import iso, parse_iso
 from shared.core.errors import RuleError
 from shared.rules import authority
-from shared.services import appointments, casework, documents, feedback, joint, supplements
+from shared.services import appointments, casework, documents, feedback, joint, supplements, things
 from sync import apply, downlink
 from sync.envelope import Opened
 
@@ -55,7 +55,7 @@ def make_appliers(node) -> dict:
         envelope needs no SAVEPOINT; the returned writer only executes the rows. ``None``: use
         :func:`apply_case_submit` inside a savepoint."""
         origin, body, item, city, instant = submit_plan(conn, opened)
-        if instant or orphans_waiting(conn):
+        if instant or orphans_waiting(conn) or "thing" in body:
             return None
         if city:
             now, now_iso = received(opened)
@@ -66,12 +66,15 @@ def make_appliers(node) -> dict:
 
     def apply_case_submit(conn: sqlite3.Connection, opened: Opened) -> None:
         origin, body, item, city, instant = submit_plan(conn, opened)
-        if city and not instant:
+        linked = things.link_of(body) is not None  # a step of a 一件事 (RuleError: malformed link)
+        if city and not instant and not linked:
             # 接件 at once: the case is stored already received, with both events.
             if not casework.insert_received(conn, body, origin, node.node_id, received(opened)[0]):
                 return
         elif not casework.insert_case(conn, body, origin=origin, status="SUBMITTED", sync_state="hub"):
             return
+        if linked:
+            things.record_link(conn, node, body)
         if orphans_waiting(conn):
             for orphan in conn.execute(
                 "DELETE FROM orphan_events WHERE case_id = ? RETURNING body", (body["case_id"],)
@@ -82,9 +85,11 @@ def make_appliers(node) -> dict:
                     casework.apply_checked_update(conn, row, waiting, waiting.pop("sender"), node.trust(conn))
                 except RuleError as exc:
                     audit(conn, "system", "event.refused", body["case_id"], exc.message, node.now())
-        if instant:
-            casework.receive(conn, body["case_id"], item, node.node_id, received(opened)[0],
-                             lambda c, row, ev, dec: notify_origin(c, node, row, ev, dec))
+                else:
+                    things.on_status(conn, node, body["case_id"], waiting["event"]["action"], node.emit)
+        # 秒批, or a step of a 一件事: a later step waits for the earlier ones' result (or ends).
+        if city and (instant or linked) and things.settle(conn, node, body["case_id"], node.emit) is None:
+            casework.receive(conn, body["case_id"], item, node.node_id, received(opened)[0], node.emit)
 
     apply_case_submit.prepare = prepare_case_submit
 
@@ -93,6 +98,7 @@ def make_appliers(node) -> dict:
         row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone()
         if row is not None:
             casework.apply_checked_update(conn, row, body, opened.body["origin"], node.trust(conn))
+            things.on_status(conn, node, body["case_id"], body["event"]["action"], node.emit)  # 一件事
         else:
             # The township decided before the village's envelope reached the hub: keep it.
             conn.execute(
@@ -136,12 +142,12 @@ def notify_origin(conn: sqlite3.Connection, node, row: sqlite3.Row, event: dict,
     """
     joint.on_event(conn, node, row, event)  # 联办 opinion requests on 受理
     regulation.on_case_status(conn, node, row["case_id"], event["to_status"])  # 审管互动
-    if event["action"] == "receive" or row["origin"] == node.node_id:
-        return
-    issued = documents.for_event(conn, node, row, event)
-    earlier = casework.events_of(conn, row["case_id"], ("receive",))
-    downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update",
-                   casework.update_message(row, event, decision, issued, earlier), node.now())
+    if row["origin"] != node.node_id and (event["action"] != "receive" or event["detail"].get("thing_started")):
+        issued = documents.for_event(conn, node, row, event)
+        earlier = casework.events_of(conn, row["case_id"], ("receive",))
+        downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update",
+                       casework.update_message(row, event, decision, issued, earlier), node.now())
+    things.on_status(conn, node, row["case_id"], event["action"], node.emit)  # 一件事: the next step
 
 
 def apply_queued(conn: sqlite3.Connection, node, appliers: dict, limit: int = 200) -> int:

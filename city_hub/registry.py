@@ -13,7 +13,15 @@ from datetime import timedelta
 from shared.core import canonical
 from shared.core.clock import iso
 from sync import envelope
-from sync.trust import NodeEntry, TrustStore, catalog_index, is_expired, metadata_body, registry_body
+from sync.trust import (
+    NodeEntry,
+    TrustStore,
+    catalog_index,
+    is_expired,
+    metadata_body,
+    parsed_content,
+    registry_body,
+)
 
 METADATA_ROLES = ("registry", "catalog", "calendar")
 
@@ -127,6 +135,16 @@ def current_catalog(conn: sqlite3.Connection) -> tuple[int, dict]:
     if memo is not None:
         memo["catalog"] = (version, index)
     return version, index
+
+
+def current_things(conn: sqlite3.Connection) -> dict[str, dict]:
+    """``{code: thing}``: the 一件事 bundles of the published catalog."""
+    version = conn.execute("SELECT MAX(version) FROM metadata WHERE role = 'catalog'").fetchone()[0]
+    if version is None:
+        return {}
+    document = conn.execute(
+        "SELECT document FROM metadata WHERE role = 'catalog' AND version = ?", (version,)).fetchone()["document"]
+    return {t["code"]: t for t in parsed_content(document).get("things", [])}
 
 
 # Within one ingest batch (one write transaction, this process the only writer) nothing else

@@ -55,6 +55,9 @@ class HubTier(Tier):
                 return older[code]
         return items.get(code)
 
+    def things(self, conn: sqlite3.Connection) -> dict[str, dict]:
+        return registry.current_things(conn)
+
     def deciding_scope(self, node) -> tuple[str, str]:
         """(route level, office LIKE pattern) of the cases this node decides: every city office."""
         return "city", "%"

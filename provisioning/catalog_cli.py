@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from city_hub.hub_admin import parse_catalog, publish_catalog
-from city_hub.registry import current_catalog
+from city_hub.hub_admin import parse_catalog, parse_things, publish_catalog
+from city_hub.registry import current_catalog, current_things
 from provisioning import nodes
 from provisioning.cli_errors import CliError
 from shared.core import storage
@@ -36,11 +36,13 @@ def catalog_publish(catalog_file: Path, data_dir: Path) -> None:
 
     _hub(data_dir)
     try:
-        items = parse_catalog(catalog_file.read_bytes())
+        text = catalog_file.read_bytes()
+        items = parse_catalog(text)
+        things = parse_things(text, items)
     except ValidationError as exc:
         raise CliError(f"事项目录未通过校验：{exc.message}", exc.code) from exc
     with nodes.opened(data_dir, "hub") as (node, conn), storage.write_transaction(conn):
-        version = publish_catalog(conn, node, items, "cli")
+        version = publish_catalog(conn, node, items, "cli", things)
     click.echo(f"catalog version {version} published with {len(items)} items")
 
 
@@ -52,4 +54,6 @@ def catalog_export(data_dir: Path) -> None:
     _hub(data_dir)
     with nodes.opened(data_dir, "hub") as (_, conn):
         version, items = current_catalog(conn)
-    click.echo(json.dumps({"version": version, "items": list(items.values())}, ensure_ascii=False, indent=1))
+        things = list(current_things(conn).values())
+    click.echo(json.dumps({"version": version, "items": list(items.values()), "things": things},
+                          ensure_ascii=False, indent=1))

@@ -24,6 +24,7 @@ from shared.core.crypto import SigningKey, write_private_file
 from shared.core.errors import LiandongError
 from shared.core.settings import DEFAULTS
 from shared.rules.catalog import load_seed
+from shared.rules.things import load_seed as load_seed_things
 from shared.services.accounts import audit, create_account
 from sync import envelope
 from sync.node import NODE_KEY_FILE, Node
@@ -151,7 +152,9 @@ def init_hub(data_dir: Path, hub_id: str, name: str, public_url: str | None = No
             conn.execute("INSERT INTO nodes(node_id, tier, parent, name, created_at) VALUES (?, 'hub', NULL, ?, ?)",
                          (hub_id, name, now.isoformat()))
             registry.publish_registry(conn, node)
-            registry.publish(conn, node, "catalog", {"items": load_seed()})
+            items = load_seed()
+            registry.publish(conn, node, "catalog", {"items": items, "things": load_seed_things(
+                {i["code"]: i for i in items})})
             audit(conn, "provisioning", "hub.init", hub_id, None, now)
     finally:
         conn.close()

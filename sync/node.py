@@ -83,6 +83,10 @@ class Node:
         """The catalog item of a case (filed under ``version`` where the node still holds it)."""
         return self.kind.catalog_item(conn, code, version)
 
+    def things(self, conn: sqlite3.Connection) -> dict[str, dict]:
+        """``{code: thing}``: the 一件事 bundles of the catalog this node goes by now."""
+        return self.kind.things(conn)
+
     def forget_trust(self) -> None:
         """Drop the cached trust store (after enrolment or a registry change)."""
         with self._lock:

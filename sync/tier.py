@@ -74,6 +74,10 @@ class Tier:
         """The item of a case filed under catalog ``version`` (a node below the hub holds only the current one)."""
         return self.catalog(conn)[1].get(code)
 
+    def things(self, conn: sqlite3.Connection) -> dict[str, dict]:
+        """``{code: thing}``: the 一件事 bundles of the catalog this node goes by now."""
+        return trustmod.trusted_things(conn)
+
     def deciding_scope(self, node) -> tuple[str, str] | None:
         """(route level, office LIKE pattern) of the cases this node decides (``None``: none)."""
         return None

@@ -232,6 +232,12 @@ def catalog_index(document_bytes: bytes) -> dict[str, dict]:
     return index
 
 
+def trusted_things(conn: sqlite3.Connection) -> dict[str, dict]:
+    """``{code: thing}`` of the 一件事 bundles in the catalog this node trusts (none: ``{}``)."""
+    row = conn.execute("SELECT document FROM trusted_metadata WHERE role = 'catalog'").fetchone()
+    return {t["code"]: t for t in parsed_content(row["document"]).get("things", [])} if row else {}
+
+
 def parsed_content(document_bytes: bytes) -> dict:
     """The content of a stored metadata document, parsed once per distinct document.
 

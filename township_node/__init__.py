@@ -14,6 +14,7 @@ from shared.web import (
     joint,
     site_visits,
     sync_api,
+    things,
 )
 from shared.web.factory import create_node_app
 from shared.web.jobs import start_jobs
@@ -29,7 +30,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["liandong_sync"] = TownshipSync(app.extensions["liandong_node"])
     for blueprint in (intake.bp, cases.bp, documents.bp, joint.bp, relay_pages.bp, bundles.bp, sync_api.bp,
                       enrol_relay.bp, feedback.bp, site_visits.bp, fees.bp, inquiries.bp,
-                      appointments.bp):
+                      appointments.bp, things.bp):
         app.register_blueprint(blueprint)
     start_jobs(app)
     return app

@@ -15,7 +15,7 @@ from shared.core.crypto import SignatureError
 from shared.core.errors import RuleError
 from shared.core.storage import write_transaction
 from shared.rules import authority
-from shared.services import appointments, casework, documents, joint, supplements
+from shared.services import appointments, casework, documents, joint, supplements, things
 from sync import blobs, downlink, envelope, outbox, relay
 
 
@@ -30,6 +30,7 @@ def township_emit(node):
             downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update", body, now)
         outbox.append(conn, node.key, node.node_id, "case.event", body, str(node.hlc.now()), now,
                       case_id=row["case_id"])
+        things.on_status(conn, node, row["case_id"], event["action"], emit)  # 一件事: the next step
 
     return emit
 
@@ -95,6 +96,8 @@ class TownshipSync:
                 if row is not None:
                     self._verify(conn, document)  # what the station applies, it verifies
                     casework.apply_checked_update(conn, row, message["body"], sender, self.node.trust(conn))
+                    things.on_status(conn, self.node, row["case_id"], message["body"]["event"]["action"],
+                                     self.node.emit)
             else:
                 self._follow_submit(conn, sender, message["body"], document)
         except (RuleError, SignatureError, KeyError, TypeError, ValueError, AttributeError,
@@ -110,7 +113,11 @@ class TownshipSync:
         decides = case["route"]["level"] == "township" and case["route"]["office"] == self.node.node_id
         if decides:
             self._verify(conn, document)  # a delegated case the station will decide: verified here too
-        if casework.insert_case(conn, case, origin=origin, status="SUBMITTED", sync_state="custody") and decides:
+        if not casework.insert_case(conn, case, origin=origin, status="SUBMITTED", sync_state="custody"):
+            return
+        things.record_link(conn, self.node, case)  # a step of a 一件事 (RuleError: malformed link)
+        # A later step of a 一件事 waits for the earlier ones' result (or ends); else 接件 now.
+        if decides and things.settle(conn, self.node, case["case_id"], self.node.emit) is None:
             casework.receive(conn, case["case_id"], item, self.node.node_id, self.node.now(), self.node.emit)
 
     def _verify(self, conn, document: dict) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from shared.services import casework, joint, origin, supervision
+from shared.services import casework, joint, origin, supervision, things
 from sync import blobs
 from sync.tier import Tier, count_rows
 from township_node.relay_service import township_emit
@@ -20,6 +20,9 @@ class TownshipRelay:
         """A verified hub message for a village below: the station follows that village's case."""
         if message["kind"] == "case.update":
             casework.apply_update(conn, message["body"], self.node.trust(conn))
+            # 一件事: a hub decision may start (or end) a later step this station decides.
+            things.on_status(conn, self.node, message["body"]["case_id"], message["body"]["event"]["action"],
+                             self.node.emit)
 
 
 class TownshipTier(Tier):

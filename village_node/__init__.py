@@ -2,7 +2,17 @@
 
 from flask import Flask
 
-from shared.web import appointments, bundles, cases, documents, feedback, inquiries, intake, site_visits
+from shared.web import (
+    appointments,
+    bundles,
+    cases,
+    documents,
+    feedback,
+    inquiries,
+    intake,
+    site_visits,
+    things,
+)
 from shared.web.factory import create_node_app
 from shared.web.jobs import start_jobs
 from village_node import syncstatus
@@ -14,7 +24,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     """Create the village app for the node in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
     app = create_node_app(__name__, TIER, test_config, database)
     for blueprint in (intake.bp, cases.bp, documents.bp, syncstatus.bp, bundles.bp, feedback.bp, site_visits.bp, inquiries.bp,
-                      appointments.bp):
+                      appointments.bp, things.bp):
         app.register_blueprint(blueprint)
     start_jobs(app)
     return app

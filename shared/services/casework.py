@@ -258,7 +258,12 @@ def _mark_at_hub(conn: sqlite3.Connection, node, rows: list) -> None:
     if not rows:
         return
     conn.executemany("UPDATE cases SET sync_state = 'acked' WHERE case_id = ?", [(r["case_id"],) for r in rows])
-    _note_received(conn, node, [r for r in rows if r["status"] == "SUBMITTED" and r["route_level"] == "city"])
+    arrived = [r for r in rows if r["status"] == "SUBMITTED" and r["route_level"] == "city"]
+    if arrived:
+        # A later step of a 一件事 is 接件 only when the earlier steps have their result.
+        waiting = {x[0] for x in conn.execute(
+            "SELECT case_id FROM case_things JOIN cases USING (case_id) WHERE after_steps > 0 AND status = 'SUBMITTED'")}
+        _note_received(conn, node, [r for r in arrived if r["case_id"] not in waiting])
 
 
 def _note_received(conn: sqlite3.Connection, node, rows) -> None:
@@ -336,9 +341,11 @@ def check_event(conn: sqlite3.Connection, row, event: dict, sender: str) -> None
     authority.check_case_event(row, event, sender, already_extended)
 
 
-def receive(conn: sqlite3.Connection, case_id: str, item: dict | None, node_id: str, now, emit) -> str:
-    """接件 at the deciding node; 秒批 items whose rule the form meets are approved at once."""
-    event = perform_action(conn, case_id, "receive", "", "system", node_id, now, emit)
+def receive(conn: sqlite3.Connection, case_id: str, item: dict | None, node_id: str, now, emit,
+            system: dict | None = None) -> str:
+    """接件 at the deciding node; 秒批 items whose rule the form meets are approved at once.
+    ``system`` marks a 接件 the node's own rules made (a later step of a 一件事 starting)."""
+    event = perform_action(conn, case_id, "receive", "", "system", node_id, now, emit, system=system)
     if item and item.get("instant_rule") and evaluate_instant_rule(item["instant_rule"], json.loads(get_row(conn, case_id)["form"])):
         marker = {"instant": True}
         perform_action(conn, case_id, "accept", "秒批：系统按事项规则自动核验通过", "system", node_id, now, emit, system=marker)

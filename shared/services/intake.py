@@ -10,16 +10,19 @@ from __future__ import annotations
 import base64
 import binascii
 import sqlite3
+import uuid
+from dataclasses import dataclass
 
 from shared.core.errors import RuleError, ValidationError
 from shared.core.storage import ensure_disk_space, write_transaction
 from shared.rules import licences as licence_rules
 from shared.rules import states
+from shared.rules import things as thing_rules
 from shared.rules.catalog import accepts_at, required_materials, route, validate_form
 from shared.rules.idcard import validate_id_number, validate_phone
 from shared.rules.materials import check_files
 from shared.rules.text import refuse_hidden_characters
-from shared.services import casework, documents, licences, names
+from shared.services import casework, documents, licences, names, things
 from sync import blobs, node_sync, outbox
 
 
@@ -146,16 +149,27 @@ def refuse_if_revoked(conn: sqlite3.Connection, node) -> None:
         raise RuleError("node_revoked", notice)
 
 
-def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str, str, bytes]], agent: str,
-           also=None) -> dict:
-    """Validate an application and record it with its outbox envelope; returns the receipt.
+@dataclass
+class Application:
+    """One validated application, its files stored, ready to record (:func:`record`)."""
 
-    ``also(conn)`` runs inside the same transaction (e.g. removing the draft it came from, so
-    a crash can never leave both the case and its draft, ready to be filed twice).
+    item: dict
+    catalog_version: int
+    applicant: dict
+    entrustment: dict | None
+    form: dict
+    materials: list[dict]
+    cited: list[dict]
+    missing: list[str]
+
+
+def prepare(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str, str, bytes]], agent: str,
+            provided_elsewhere: frozenset[str] = frozenset()) -> Application:
+    """Validate an application and store its files (content-addressed: an orphan is harmless).
+
+    ``provided_elsewhere``: material codes that need no file here (a 一件事's later step takes
+    them from an earlier step's electronic licence).
     """
-    # Refuse before anything else while the disk is nearly full: a clear message, nothing half-done.
-    ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
-    refuse_if_revoked(conn, node)
     version, items = node.catalog(conn)
     item = acceptable_item(items, payload.get("item_code"), node.node_id)
     check_files(files, item)  # by content: no executable or other type stored as a material
@@ -164,42 +178,142 @@ def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str,
     form = plain_numbers(validate_form(item, payload.get("form") or {}))
     situation = payload.get("situation") or {}
     needed = required_materials(item, situation if isinstance(situation, dict) else {})
-    now = node.now()
-    materials = []
-    for code, filename, data in files:
-        materials.append({"code": code, "filename": filename, "sha256": node.blobs.put(data), "size": len(data)})
+    materials = [{"code": code, "filename": filename, "sha256": node.blobs.put(data), "size": len(data)}
+                 for code, filename, data in files]
     # 免提交 (seed 004 §10): a cited 电子证照 stands for the material it replaces.
     holder = licence_rules.holder_of(form, applicant["id_number"])
     cited = licences.cite(conn, node, item, payload.get("cited_licences"), holder["id"], node.clock.today_cn())
-    provided = {x["code"] for x in materials} | {c["material"] for c in cited}
+    provided = {x["code"] for x in materials} | {c["material"] for c in cited} | set(provided_elsewhere)
     missing = [m["name"] for m in needed if m["code"] not in provided]
-    with write_transaction(conn):
-        if also is not None:
-            also(conn)
-        for m in materials:
-            blobs.register(conn, m["sha256"], m["size"], now)
-        body, _ = casework.capture(
-            conn, node_id=node.node_id, item=item, catalog_version=version,
-            route=route(item, node.node_id, node.hub_id), applicant=applicant, form=form,
-            materials=materials, agent=agent, now=now, entrustment=entrustment, cited_licences=cited,
-            agent_name=names.person(conn, agent),
-        )
-        body["missing_materials"] = missing
-        outbox.append(
-            conn, node.key, node.node_id, "case.submit", body, str(node.hlc.now()), now,
-            case_id=body["case_id"], attachments=[{"sha256": m["sha256"], "size": m["size"]} for m in materials],
-        )
-        documents.issue(conn, node, casework.get_row(conn, body["case_id"]), "receipt", body["event"],
-                        node.config.get("NODE_NAME") or node.node_id)
-        if body["route"]["office"] == node.node_id and node.emit is not None:
-            # A township window case for an item the township decides: it is received here and now.
-            casework.receive(conn, body["case_id"], item, node.node_id, now, node.emit)
+    return Application(item, version, applicant, entrustment, form, materials, cited, missing)
+
+
+def record(conn: sqlite3.Connection, node, app: Application, agent: str, thing: dict | None = None) -> dict:
+    """Record a prepared application: the case, its submit event, its outbox envelope and its
+    收件回执, in the caller's write transaction; returns the ``case.submit`` body.
+
+    ``thing``: ``{"id", "code"}`` of the 一件事 the case is a step of.
+    """
+    now = node.now()
+    for m in app.materials:
+        blobs.register(conn, m["sha256"], m["size"], now)
+    body, _ = casework.capture(
+        conn, node_id=node.node_id, item=app.item, catalog_version=app.catalog_version,
+        route=route(app.item, node.node_id, node.hub_id), applicant=app.applicant, form=app.form,
+        materials=app.materials, agent=agent, now=now, entrustment=app.entrustment, cited_licences=app.cited,
+        agent_name=names.person(conn, agent),
+    )
+    body["missing_materials"] = app.missing
+    if thing is not None:
+        body["thing"] = thing
+        things.record_link(conn, node, body)
+    outbox.append(
+        conn, node.key, node.node_id, "case.submit", body, str(node.hlc.now()), now,
+        case_id=body["case_id"], attachments=[{"sha256": m["sha256"], "size": m["size"]} for m in app.materials],
+    )
+    documents.issue(conn, node, casework.get_row(conn, body["case_id"]), "receipt", body["event"],
+                    node.config.get("NODE_NAME") or node.node_id)
+    if body["route"]["office"] == node.node_id and node.emit is not None:
+        # A township window case for an item the township decides: it is received here and now
+        # (a later step of a 一件事 once the earlier ones have their result).
+        if things.arrival(conn, node, body["case_id"]) in (None, thing_rules.START):
+            casework.receive(conn, body["case_id"], app.item, node.node_id, now, node.emit)
+    return body
+
+
+def _receipt(conn: sqlite3.Connection, body: dict, missing: list[str]) -> dict:
     status = casework.get_row(conn, body["case_id"])["status"]
     return {
         "case_id": body["case_id"],
         "receipt_no": body["receipt_no"],
+        "item_code": body["item_code"],
+        "item_name": body["item_name"],
         "status": status,
         "status_label": states.status_label(status),
         "route": body["route"],
         "missing_materials": missing,
     }
+
+
+def _refuse_first(node, conn: sqlite3.Connection) -> None:
+    # Refuse before anything else while the disk is nearly full: a clear message, nothing half-done.
+    ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
+    refuse_if_revoked(conn, node)
+
+
+def submit(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str, str, bytes]], agent: str,
+           also=None) -> dict:
+    """Validate an application and record it with its outbox envelope; returns the receipt.
+
+    ``also(conn)`` runs inside the same transaction (e.g. removing the draft it came from, so
+    a crash can never leave both the case and its draft, ready to be filed twice).
+    """
+    _refuse_first(node, conn)
+    app = prepare(conn, node, payload, files, agent)
+    with write_transaction(conn):
+        if also is not None:
+            also(conn)
+        body = record(conn, node, app, agent)
+    return _receipt(conn, body, app.missing)
+
+
+def offered_things(conn: sqlite3.Connection, node) -> list[dict]:
+    """The 一件事 this node may take: every item of it in its catalog and accepted here."""
+    _, items = node.catalog(conn)
+    return [t for t in node.things(conn).values()
+            if thing_rules.offered_at(t, items, lambda item: accepts_at(item, node.node_id))]
+
+
+def acceptable_thing(conn: sqlite3.Connection, node, code) -> tuple[dict, dict]:
+    """(thing, items) for a 一件事 application at this node, or a clear refusal."""
+    _, items = node.catalog(conn)
+    thing = node.things(conn).get(code) if isinstance(code, str) else None
+    if thing is None:
+        raise ValidationError("thing_code", "一件事不存在或目录尚未同步")
+    if not thing_rules.offered_at(thing, items, lambda item: accepts_at(item, node.node_id)):
+        raise RuleError("not_accepted_here", f"「{thing['name']}」不能在本级受理")
+    return thing, items
+
+
+def submit_thing(conn: sqlite3.Connection, node, payload: dict, files: list[tuple[str, str, bytes]],
+                 agent: str) -> dict:
+    """一件事一次办: one merged application becomes one linked case per item, in one transaction.
+
+    ``payload``: ``thing_code``, ``applicant`` (once), ``form`` (each shared field once),
+    ``situation``, optional ``entrustment`` and ``cited_licences``; ``files``: each shared
+    material once, ``(code, filename, bytes)``. Each item gets the fields, answers and files it
+    asks for; a material an earlier step's licence provides is not asked. Every item is checked
+    before anything is recorded, so a refusal leaves nothing half-filed.
+    :returns: ``{"thing_id", "thing_code", "name", "cases": [receipt…]}``.
+    """
+    _refuse_first(node, conn)
+    thing, items = acceptable_thing(conn, node, payload.get("thing_code"))
+    form = payload.get("form") or {}
+    situation = payload.get("situation") or {}
+    if not isinstance(form, dict) or not isinstance(situation, dict):
+        raise ValidationError("form", "form 和 situation 必须是对象")
+    known = {m["code"] for item in thing_rules.step_items(thing, items) for m in item["materials"]}
+    for code, _, _ in files:
+        if code not in known:
+            raise ValidationError("materials", f"材料编码「{code}」不属于该一件事的任何事项")
+    prepared = []
+    for item in thing_rules.step_items(thing, items):
+        own = {m["code"] for m in item["materials"]}
+        earlier = thing_rules.from_earlier_step(thing, items, item["code"])
+        step_payload = {
+            "item_code": item["code"], "applicant": payload.get("applicant"),
+            "form": thing_rules.split_answers(item, form, "fields"),
+            "situation": thing_rules.split_answers(item, situation, "situations"),
+            "entrustment": payload.get("entrustment"),
+            "cited_licences": [c for c in payload.get("cited_licences") or [] if isinstance(c, dict)
+                               and c.get("material") in own and c.get("material") not in earlier] or None,
+        }
+        # A file attached once serves every item that asks for it; what an earlier step's licence
+        # provides and nobody attached is not missing.
+        mine = [f for f in files if f[0] in own]
+        prepared.append(prepare(conn, node, step_payload, mine, agent, frozenset(earlier)))
+    link = {"id": uuid.uuid4().hex, "code": thing["code"]}
+    with write_transaction(conn):
+        bodies = [record(conn, node, app, agent, link) for app in prepared]
+    return {"thing_id": link["id"], "thing_code": thing["code"], "name": thing["name"],
+            "cases": [_receipt(conn, body, app.missing) for body, app in zip(bodies, prepared, strict=True)]}

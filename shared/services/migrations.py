@@ -36,4 +36,5 @@ def node_migrations(first: str) -> list[str]:
         schema.INQUIRIES,  # 21: 首问负责 and 咨询登记
         schema.APPOINTMENTS,  # 22: 预约 slots, bookings and requests
         schema.PERFORMANCE,  # 23: 绩效考核 weights and published months
+        schema.THINGS,  # 24: 一件事一次办: the cases of one thing
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 
 from shared.core.clock import iso
-from shared.services import appointments, casework, feedback, green_channel, licences, site_visits
+from shared.services import appointments, casework, feedback, green_channel, licences, site_visits, things
 from sync import rotation
 
 
@@ -18,6 +18,8 @@ def handlers(node) -> dict:
 
     def case_update(conn: sqlite3.Connection, message: dict) -> None:
         casework.apply_update(conn, message["body"], node.trust(conn))
+        if node.emit is not None:  # a node that decides: a result may start a later step of a 一件事
+            things.on_status(conn, node, message["body"]["case_id"], message["body"]["event"]["action"], node.emit)
 
     return {
         "case.update": case_update,

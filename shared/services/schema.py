@@ -496,3 +496,17 @@ CREATE TABLE performance_months (
     PRIMARY KEY (month, dimension)
 );
 """
+
+# 一件事一次办 / 证照联办 (seed 004 §7, §11): the cases of one thing, linked by its id. Each node
+# notes how many steps its own catalog says a case waits for (``after_steps``): a later step is
+# 接件 only once the earlier ones have their result.
+THINGS = """
+CREATE TABLE case_things (
+    case_id TEXT PRIMARY KEY REFERENCES cases(case_id),
+    thing_id TEXT NOT NULL,
+    thing_code TEXT NOT NULL,
+    thing_name TEXT NOT NULL,
+    after_steps INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX case_things_by_thing ON case_things(thing_id);
+"""

@@ -22,7 +22,7 @@ from shared.rules import supplements as rules
 from shared.rules.catalog import validate_form
 from shared.rules.deadlines import cn_day, committed_deadline
 from shared.rules.materials import check_files
-from shared.services import casework, documents, intake
+from shared.services import casework, documents, intake, things
 from sync import blobs, outbox
 
 KIND = "case.supplement"
@@ -144,7 +144,8 @@ def checked_acceptance(conn: sqlite3.Connection, node, row, action: str, details
         owed_codes = rules.owed_material_codes(item, details.get("owed_materials"))
         deadline = committed_deadline(node.calendar, node.clock.today_cn(), int(row["limit_wd"] or 0))
         details = {**details, "owed_materials": owed_codes, "promise_end_date": deadline.isoformat()}
-    rules.check_acceptance(item, present_codes(conn, row["case_id"]), action, owed_codes)
+    present = present_codes(conn, row["case_id"]) | things.provided_codes(conn, node, row)  # 一件事: 证照联办
+    rules.check_acceptance(item, present, action, owed_codes)
     return details
 
 

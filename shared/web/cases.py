@@ -38,6 +38,7 @@ from shared.services import (
     licences,
     names,
     supplements,
+    things,
 )
 from shared.web import access
 from shared.web.context import current_node
@@ -91,6 +92,7 @@ def _case_json(case_id: str) -> dict:
     result = case_view.to_json(conn, case_id, node.calendar, node.clock.today_cn(), mask=not granted.unmasked)
     result["holder"] = _holder(result)
     result["cited_licences"] = licences.citations_of(conn, node, casework.get_row(conn, case_id), node.clock.today_cn())
+    result["thing"] = things.of_case(conn, node, case_id)  # 一件事: the other steps and where they are
     return result
 
 

@@ -27,6 +27,7 @@ from werkzeug.datastructures import MultiDict
 from shared.core.clock import parse_iso
 from shared.core.errors import LiandongError, ValidationError
 from shared.rules import materials, progress, states
+from shared.rules import things as thing_rules
 from shared.rules.catalog import (
     accepts_at,
     form_errors,
@@ -124,8 +125,10 @@ def inject_banners() -> dict:
 @bp.get("/api/v1/catalog")
 def api_catalog():
     """The catalog this node holds (offline copy of the hub-signed catalog)."""
-    version, items = current_node().catalog(get_db())
-    return jsonify({"version": version, "items": [public_view(i) for i in items.values()]})
+    conn = get_db()
+    version, items = current_node().catalog(conn)
+    return jsonify({"version": version, "items": [public_view(i) for i in items.values()],
+                    "things": [thing_rules.public_view(t, items) for t in current_node().things(conn).values()]})
 
 
 @bp.post("/api/v1/cases")
@@ -164,10 +167,13 @@ def catalog():
     node = current_node()
     query = request.args.get("q", "").strip()
     listed = [i for i in items.values() if i.get("consultation_only") or accepts_at(i, node.node_id)]
+    bundles = intake.offered_things(get_db(), node) if node.kind.takes_applications else []
     if query:
         listed = search(listed, query)
+        bundles = [t for t in bundles if query in t["name"]]
     return render_template("intake/catalog.html", items=listed, query=query, version=version,
-                           materials={i["code"]: required_materials(i) for i in listed})
+                           materials={i["code"]: required_materials(i) for i in listed}, things=bundles,
+                           thing_items={c: i["name"] for c, i in items.items()})
 
 
 @bp.get("/catalog/<code>")
