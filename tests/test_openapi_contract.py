@@ -292,6 +292,16 @@ def drive_every_operation(net) -> None:
     ok(township.api("GET", f"/api/v1/cases/{ly_case}/site-visits", clerk))
     net.sync_all()
 
+    # 一件事一次办: one merged application, its progress.
+    thing = ok(village.api("POST", "/api/v1/things", agent, json={
+        "thing_code": "130926-YJS-0003", "applicant": payload["applicant"], "entrustment": {"consent": True},
+        "form": {"registration_type": "失业登记", "difficulty_type": "连续失业一年以上"},
+        "situation": {"registration_kind": "失业登记", "difficulty": "其他"},
+        "materials": [{"code": code, "filename": "扫描件.png", "content_base64": base64.b64encode(scan).decode()}
+                      for code in ("id_card", "registration_form", "difficulty_form")]}), 201)
+    ok(village.api("GET", f"/api/v1/things/{thing['thing_id']}", agent))
+    assert village.api("GET", f"/api/v1/things/{'0' * 32}", agent).status_code == 404
+
     # Refusals are part of the contract too: documented statuses with the one error shape.
     assert hub.api("GET", f"/api/v1/cases/{'0' * 32}", window).status_code == 404
     assert village.api("POST", "/api/v1/cases", agent, json={**payload, "item_code": "130926-NOPE-0001"}).status_code == 400
