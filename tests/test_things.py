@@ -315,3 +315,39 @@ def test_a_thing_not_taken_here_or_bad_input_gets_a_clear_error(net, agent):
     assert refused.status_code == 400 and village.scalar("SELECT COUNT(*) FROM cases") == before  # nothing half-filed
     missing = village.api("GET", "/api/v1/things/" + "cd" * 16, agent)
     assert missing.status_code == 404
+
+
+def test_zhengzhao_lianban_at_the_township_window_uses_the_new_licence_without_a_copy(net):
+    """证照联办: 营业执照 then 食品经营备案 — the 备案 starts when the licence is issued and is
+    accepted without a copy of it (the licence the first step issued stands for it)."""
+    township = net.township
+    clerk = township.account("window_clerk", "clerk", township.node_id)
+    made = township.api("POST", "/api/v1/things", clerk, json=_payload(BUSINESS))
+    assert made.status_code == 201, made.text
+    licence_case, filing = (c["case_id"] for c in made.json()["cases"])
+    assert made.json()["cases"][1]["missing_materials"] == []  # 营业执照: 免提交, from step 1
+    assert township.scalar("SELECT COUNT(*) FROM case_materials WHERE case_id = ? AND code = 'business_license'",
+                           (filing,)) == 0
+    net.sync_all()
+    assert _status(net.hub, filing) == "SUBMITTED"
+    _act(net, licence_case, "scjg", ("window", "accept"), ("chief", "approve"))
+    assert net.hub.scalar("SELECT COUNT(*) FROM licences WHERE case_id = ?", (licence_case,)) == 1
+    assert _status(net.hub, filing) == "RECEIVED"
+    _act(net, filing, "scjg", ("window", "accept"), ("chief", "approve"))
+    net.sync_all()
+    progress = township.api("GET", f"/api/v1/things/{made.json()['thing_id']}", clerk).json()
+    assert progress["overall"] == "done" and progress["kind"] == "证照联办"
+
+
+def test_another_nodes_cases_never_count_as_a_steps_predecessors(net, newborn):
+    """A case that names another origin's thing id waits: the earlier steps must come from the
+    same origin (here the township window borrows the village's approved thing)."""
+    township = net.township
+    node, conn = township.node, township.conn
+    app = intake.prepare(conn, node, {"item_code": "130926-RS-0004", "applicant": _payload(NEWBORN)["applicant"],
+                                      "form": {"address": "李家庄"}, "situation": {"minor": "否"}}, [], "clerk")
+    with write_transaction(conn):
+        body = intake.record(conn, node, app, "clerk", {"id": newborn["thing_id"], "code": NEWBORN})
+    net.sync_all()
+    assert _status(net.hub, newborn["cases"][1]["case_id"]) in ("APPROVED", "CONCLUDED")
+    assert _status(net.hub, body["case_id"]) == "SUBMITTED"
