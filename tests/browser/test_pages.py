@@ -39,7 +39,7 @@ def _pages(handle, case_id: str) -> list[str]:
             paths.append(rule.rule)
     paths += [f"/cases/{case_id}", f"/cases/{case_id}/receipt", f"/cases/{case_id}/notice"]
     if handle.tier != "hub":
-        paths += [f"/catalog/{DIBAO}", f"/cases/new/{DIBAO}", "/catalog?q=sydj"]
+        paths += [f"/catalog/{DIBAO}", f"/cases/new/{DIBAO}", "/catalog?q=sydj", "/things/new/130926-YJS-0001"]
     return sorted(set(paths))
 
 
