@@ -351,3 +351,36 @@ def test_another_nodes_cases_never_count_as_a_steps_predecessors(net, newborn):
     net.sync_all()
     assert _status(net.hub, newborn["cases"][1]["case_id"]) in ("APPROVED", "CONCLUDED")
     assert _status(net.hub, body["case_id"]) == "SUBMITTED"
+
+
+def test_a_hub_decision_the_township_follows_starts_the_townships_step(build_network):
+    """The other direction: step 1 decided at the hub, step 2 delegated to the township. The
+    township starts its step when it follows the hub's 准予 down to its village. (No seed thing
+    has this order, so the hub publishes one: a catalog's own ``things``.)"""
+    from city_hub import hub_admin  # noqa: PLC0415 - a test of the hub's publishing path
+
+    net = build_network(villages=1)
+    hub, township, village = net.hub, net.township, net.village()
+    items = load_seed()
+    raw = {"code": "130926-YJS-0099", "name": "高龄困难老人救助一件事", "kind": "一件事",
+           "steps": [{"item": "130926-MZ-0004", "after": []}, {"item": "130926-MZ-0003", "after": ["130926-MZ-0004"]}]}
+    things = rules.validate_things([raw], {i["code"]: i for i in items})
+    with write_transaction(hub.conn):
+        hub_admin.publish_catalog(hub.conn, hub.node, items, "test", [*THINGS.values(), *things])
+    net.sync_all()
+    agent = village.account("agent", "agent", village.node_id)
+    made = village.api("POST", "/api/v1/things", agent, json={
+        **_payload(NEWBORN), "thing_code": "130926-YJS-0099",
+        "form": {"address": "李家庄", "age": 85, "local_hukou": "是", "hardship": "因病", "amount_requested": 2000},
+        "situation": {"cause": "其他"},
+        "materials": [_scan(c) for c in ("id_card", "hukou", "bank_card", "relief_application")]})
+    assert made.status_code == 201, made.text
+    allowance, relief = (c["case_id"] for c in made.json()["cases"])
+    net.sync_all()
+    # 高龄津贴 at 85 with local 户籍 is 秒批: approved the moment the hub holds it; the township
+    # follows that decision down to its village and starts 临时救助 at once.
+    assert _status(net.hub, allowance) == "APPROVED"
+    net.sync_all()
+    assert _status(township, relief) == "RECEIVED"
+    assert '"thing_started": true' in township.scalar(
+        "SELECT detail FROM case_events WHERE case_id = ? AND action = 'receive'", (relief,))
