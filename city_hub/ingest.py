@@ -11,7 +11,7 @@ from shared.core.audit import audit
 from shared.core.clock import iso, parse_iso
 from shared.core.errors import RuleError
 from shared.rules import authority
-from shared.services import appointments, casework, documents, feedback, joint, supplements, things
+from shared.services import appointments, casework, documents, feedback, joint, submission, supplements, things
 from sync import apply, downlink
 from sync.envelope import Opened
 
@@ -36,7 +36,9 @@ def make_appliers(node) -> dict:
 
     def submit_plan(conn: sqlite3.Connection, opened: Opened) -> tuple[str, dict, dict, bool, bool]:
         """Checks of a ``case.submit`` before anything is written: (origin, body, item, city, instant)."""
-        origin, body = opened.body["origin"], opened.body["body"]
+        origin = opened.body["origin"]
+        # A v2 body leaves out what the hub derives: from the catalog version the case was filed under.
+        body = submission.received_body(opened.body, origin, lambda code, v: node.catalog_item(conn, code, v))
         item = node.catalog(conn)[1].get(body["item_code"])
         body = {**body, "route": authority.route_of_submission(item, body["item_code"], origin, node.hub_id)}
         now, now_iso = received(opened)

@@ -47,8 +47,10 @@ class HubSync:
         ingestor = self.ingestor(conn)
         return ingestor.trust, ingestor.open_all(documents)
 
-    def push(self, conn, node, caller: str, documents: list, prepared: tuple | None = None) -> dict:
-        """Ingest a batch in one transaction; answer per envelope plus the acks.
+    def push(self, conn, node, caller: str, documents: list, prepared: tuple | None = None,
+             receipt: str | None = None) -> dict:
+        """Ingest a batch in one transaction; answer per envelope plus the acks (``receipt``: the
+        custody receipt form a caller asks a township for; the hub signs none).
 
         ``prepared`` (from :meth:`prepare_push`) is used if the trust store has not changed since.
         The accepted envelopes are applied afterwards by the apply worker (sync/apply.py).

@@ -35,7 +35,7 @@ from shared.core import canonical
 from shared.core.clock import iso
 from shared.core.crypto import SignatureError
 from shared.core.errors import LiandongError
-from sync import envelope, node_sync, outbox
+from sync import envelope, formats, node_sync, outbox
 from sync.blobs import BlobError
 
 MAX_BUNDLE_BYTES = 512 * 1024 * 1024  # a version 1 bundle is read whole
@@ -431,7 +431,7 @@ def import_at_township(conn: sqlite3.Connection, node, service, path: Path, answ
         "kind": "answer", "from": node.node_id, "to": village, "created_at": iso(node.now()),
         "receipt": pushed["receipt"], "results": pushed["results"], "acks": pulled["acks"],
         "downlink": pulled["downlink"], "metadata": pulled["metadata"], "server": node.node_id,
-        "server_time": pulled["server_time"],
+        "server_time": pulled["server_time"], "envelope_versions": formats.advertised(conn, node),
     }
     _write_answer(node, answer_path, answer, progress)
     custody = sum(1 for r in pushed["results"] if r["status"] == "custody")

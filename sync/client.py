@@ -12,7 +12,7 @@ import requests
 
 from shared.core import canonical
 from shared.core.crypto import SigningKey
-from sync import wire
+from sync import envelope, wire
 from sync.blobs import CHUNK_BYTES
 from sync.nodeauth import NonceSource, sign_request
 
@@ -75,13 +75,16 @@ class ParentClient:
             except ValueError as exc:
                 raise SyncUnavailable("parent answered with something that is not JSON") from exc
 
-    def push(self, documents: list[dict], compact: bool = False) -> dict:
+    def push(self, documents: list[dict], compact: bool = False, elide: bool = False) -> dict:
         """Send envelopes; the parent's per-envelope results, receipt and acks.
 
         ``compact``: ask for routine outcomes as seq ranges (``ok``) and only the exceptions in
-        ``results``; an older parent ignores the request and lists every envelope.
+        ``results``, and for a custody receipt of seq ranges (``custody`` v2); an older parent
+        ignores both and lists every envelope, in both. ``elide``: the parent takes v2 envelopes, so
+        a ``prev`` that is the id of the envelope before it travels empty (``envelope.elide_links``).
         """
-        body = {"envelopes": documents, **({"answer": "compact"} if compact else {})}
+        body = {"envelopes": envelope.elide_links(documents) if elide else documents,
+                **({"answer": "compact", "receipt": "ranges"} if compact else {})}
         return self._call("POST", "/sync/v1/push", canonical.dumps(body))
 
     def case_documents(self, case_id: str) -> list[dict]:

@@ -5,6 +5,10 @@ Wire form (``docs/sync-protocol.md`` §2)::
     {"payloadType": "<type>", "payload": "<base64 of the canonical JSON body>",
      "signatures": [{"keyid": "<hex sha256 of the raw public key>", "sig": "<base64>"}]}
 
+Types of :data:`TEXT_PAYLOAD_TYPES` (the ``v=2`` envelope and custody receipt) carry the
+canonical JSON text itself as the ``payload`` string instead of its base64: the signed bytes are
+that string's UTF-8 encoding, byte for byte (docs/sync-protocol.md §2.1.1).
+
 The signature covers ``PAE(payloadType, payload_bytes)``; the id of a document is the hex
 SHA-256 of that same PAE string, so it names the exact bytes that were signed and does not
 change when a relay re-encodes the surrounding JSON.
@@ -13,6 +17,7 @@ change when a relay re-encodes the surrounding JSON.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +27,11 @@ from shared.core.crypto import SignatureError, SigningKey, b64d, b64e, pae, sha2
 
 PREFIX = "application/vnd.liandong."
 ENVELOPE = PREFIX + "envelope+json;v=1"  # uplink event, signed by its origin node
+ENVELOPE_V2 = PREFIX + "envelope+json;v=2"  # the same, payload as text, compact case.submit body
 DOWNLINK = PREFIX + "downlink+json;v=1"  # message to one node, signed by the deciding node
 ACK = PREFIX + "ack+json;v=1"  # hub's cumulative acknowledgement for one origin
 CUSTODY = PREFIX + "custody+json;v=1"  # township's custody receipt
+CUSTODY_V2 = PREFIX + "custody+json;v=2"  # the same as seq ranges per origin, payload as text
 CERT = PREFIX + "cert+json;v=1"  # a certificate for a hub key or a node key
 METADATA = PREFIX + "metadata+json;v=1"  # catalog, registry, calendar
 ENROL = PREFIX + "enrol+json;v=1"  # proof of possession of a new node key
@@ -33,6 +40,13 @@ BUNDLE = PREFIX + "bundle+json;v=1"  # USB bundle manifest
 DOCUMENT = PREFIX + "document+json;v=1"  # printed 文书 verification record
 
 MAX_ENVELOPE_BYTES = 2 * 1024 * 1024
+
+#: Uplink envelope types by the version their header's ``v`` must state; a receiver accepts both.
+ENVELOPE_VERSIONS = {ENVELOPE: 1, ENVELOPE_V2: 2}
+ENVELOPE_TYPES = (ENVELOPE, ENVELOPE_V2)
+CUSTODY_TYPES = (CUSTODY, CUSTODY_V2)
+#: Types whose ``payload`` is the canonical JSON text (a JSON string), not its base64.
+TEXT_PAYLOAD_TYPES = frozenset({ENVELOPE_V2, CUSTODY_V2})
 
 
 class MalformedPayload(SignatureError):
@@ -58,9 +72,14 @@ def sign(key: SigningKey, payload_type: str, body: dict) -> dict:
     payload = canonical.dumps(body)
     return {
         "payloadType": payload_type,
-        "payload": b64e(payload),
+        "payload": _wire_payload(payload_type, payload),
         "signatures": [{"keyid": key.kid, "sig": b64e(key.sign(payload_type, payload))}],
     }
+
+
+def _wire_payload(payload_type: str, payload: bytes) -> str:
+    """The ``payload`` member for these signed bytes: the text itself for a text type, else base64."""
+    return payload.decode("utf-8") if payload_type in TEXT_PAYLOAD_TYPES else b64e(payload)
 
 
 def document_id(document: dict) -> str:
@@ -76,18 +95,25 @@ def _parts(document: Any) -> tuple[str, bytes]:
     payload = document.get("payload")
     if not isinstance(payload_type, str) or not isinstance(payload, str):
         raise SignatureError("payloadType and payload must be strings")
+    if payload_type in TEXT_PAYLOAD_TYPES:
+        try:
+            return payload_type, payload.encode("utf-8")
+        except UnicodeEncodeError as exc:  # an escaped lone surrogate: no byte form to verify
+            raise SignatureError("payload text is not valid Unicode") from exc
     return payload_type, b64d(payload)
 
 
 def open_signed(
     document: Any,
-    expected_type: str,
+    expected_type: str | tuple[str, ...],
     resolve_key: Callable[[str], str | None],
     max_bytes: int = MAX_ENVELOPE_BYTES,
     vouched: bool = False,
 ) -> Opened:
     """Verify ``document`` and return its body.
 
+    :param expected_type: the payload type, or a tuple of the types accepted (e.g.
+        :data:`ENVELOPE_TYPES` while nodes upgrade); ``Opened.payload_type`` says which it was.
     :param resolve_key: maps a key id to the base64 public key trusted for this purpose, or
         ``None`` when the key is unknown (or revoked) for it.
     :param vouched: skip the Ed25519 check (every other check stays): only for a relay taking
@@ -97,8 +123,9 @@ def open_signed(
         canonical JSON. Verification happens on the received payload bytes, before parsing.
     """
     payload_type, payload = _parts(document)
-    if payload_type != expected_type:
-        raise SignatureError(f"expected {expected_type}, got {payload_type}")
+    accepted = (expected_type,) if isinstance(expected_type, str) else expected_type
+    if payload_type not in accepted:
+        raise SignatureError(f"expected {' or '.join(accepted)}, got {payload_type}")
     if len(payload) > max_bytes:
         raise SignatureError("payload too large")
     signatures = document.get("signatures")
@@ -131,7 +158,7 @@ def open_stored(document: dict, doc_id: str, received_at: str) -> Opened:
     Only for rows this node wrote itself after :func:`open_signed` accepted them (their payload
     was strict canonical JSON then, so the fast parser suffices now).
     """
-    payload = b64d(document["payload"])
+    _, payload = _parts(document)
     signature = document["signatures"][0]
     return Opened(json.loads(payload), payload, signature["keyid"], doc_id, document["payloadType"], signature["sig"],
                   received_at)
@@ -163,8 +190,12 @@ def stored_bytes(opened: Opened) -> bytes:
 
     Built by formatting: every part was checked by :func:`open_signed` (the type is a known
     constant, the key id a trusted one, payload and signature strict base64), so none needs
-    escaping.
+    escaping; a text payload is escaped by the C encoder.
     """
+    if opened.payload_type in TEXT_PAYLOAD_TYPES:
+        payload = json.dumps(opened.payload.decode("utf-8"), ensure_ascii=False).encode("utf-8")
+        return (b'{"payload":' + payload + f',"payloadType":"{opened.payload_type}",'
+                f'"signatures":[{{"keyid":"{opened.kid}","sig":"{opened.sig}"}}]}}'.encode("ascii"))
     return (f'{{"payload":"{b64e(opened.payload)}","payloadType":"{opened.payload_type}",'
             f'"signatures":[{{"keyid":"{opened.kid}","sig":"{opened.sig}"}}]}}').encode("ascii")
 
@@ -172,6 +203,50 @@ def stored_bytes(opened: Opened) -> bytes:
 def from_bytes(data: bytes) -> dict:
     """Load a document this node stored itself (received ones were parsed strictly first)."""
     return json.loads(data)
+
+
+# The end of every v2 envelope payload: "prev" is the last top-level string member (keys are sorted:
+# attachments, body, hlc, kind, origin, prev, seq, v), so its value sits at a fixed place.
+_LINK_TAIL = re.compile(r'"prev":"([0-9a-f]{64})","seq":\d{1,19},"v":2\}')
+_ELIDED_TAIL = re.compile(r'"prev":"","seq":\d{1,19},"v":2\}')
+_PREV_AT = len('"prev":"')
+
+
+def elide_links(documents: list[dict]) -> list[dict]:
+    """The push-body form of ``documents`` (docs/sync-protocol.md §5.3): a v2 envelope whose
+    ``prev`` is the id of the document just before it in the list travels with ``"prev":""``;
+    the parent puts the id back (:func:`restore_links`) before anything else. Only for a parent
+    that takes v2 envelopes; the signed bytes, ids and stored documents do not change."""
+    out = []
+    for i, document in enumerate(documents):
+        payload = document.get("payload")
+        if i and document.get("payloadType") == ENVELOPE_V2 and isinstance(payload, str):
+            at = payload.rfind('"prev":"')
+            link = _LINK_TAIL.fullmatch(payload, at) if at >= 0 else None
+            if link and link.group(1) == document_id(documents[i - 1]):
+                document = {**document, "payload": payload[:at + _PREV_AT] + payload[at + _PREV_AT + 64:]}
+        out.append(document)
+    return out
+
+
+def restore_links(documents: list) -> list:
+    """Undo :func:`elide_links`: an elided ``prev`` becomes the id of the document before it in
+    the same push. Nothing is trusted by this: the restored payload must still verify with its
+    origin's signature, so a wrong restoration is only a refused envelope."""
+    out = []
+    for document in documents:
+        payload = document.get("payload") if isinstance(document, dict) else None
+        if out and isinstance(payload, str) and document.get("payloadType") == ENVELOPE_V2:
+            at = payload.rfind('"prev":"",')
+            if at >= 0 and _ELIDED_TAIL.fullmatch(payload, at):
+                try:
+                    previous = document_id(out[-1])
+                except SignatureError:
+                    previous = None
+                if previous is not None:
+                    document = {**document, "payload": payload[:at + _PREV_AT] + previous + payload[at + _PREV_AT:]}
+        out.append(document)
+    return out
 
 
 def within_bytes(rows: list, budget: int, column: str = "document") -> list:

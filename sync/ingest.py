@@ -51,9 +51,9 @@ def quarantine(conn, origin, seq, envelope_id, reason, detail, document, now) ->
     )
 
 
-def _check_header(body: dict, signer_node: str) -> tuple[str, int, str, Timestamp]:
+def _check_header(body: dict, signer_node: str, version: int = 1) -> tuple[str, int, str, Timestamp]:
     origin, seq, prev = body.get("origin"), body.get("seq"), body.get("prev")
-    if body.get("v") != 1:
+    if body.get("v") != version:  # the header states the version its payload type names
         raise ValueError("unsupported envelope version")
     if origin != signer_node:
         raise ValueError("envelope signed by a key of another node")
@@ -107,7 +107,7 @@ class Ingestor:
 
     def _open(self, document):
         try:
-            return envelope.open_signed(document, envelope.ENVELOPE, self.trust.node_key)
+            return envelope.open_signed(document, envelope.ENVELOPE_TYPES, self.trust.node_key)
         except SignatureError as exc:
             return exc
 
@@ -153,7 +153,8 @@ class Ingestor:
         envelope_id = opened.doc_id
         node = self.trust.node_of_key(opened.kid)
         try:
-            origin, seq, prev, hlc = _check_header(opened.body, node.node_id)
+            origin, seq, prev, hlc = _check_header(opened.body, node.node_id,
+                                                   envelope.ENVELOPE_VERSIONS[opened.payload_type])
         except ValueError as exc:
             quarantine(conn, node.node_id, None, envelope_id, "malformed", str(exc), document, now)
             return {"envelope_id": envelope_id, "status": "quarantined", "reason": "malformed", "detail": str(exc)}

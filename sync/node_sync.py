@@ -21,7 +21,7 @@ from shared.core.audit import audit
 from shared.core.clock import iso, parse_iso
 from shared.core.crypto import SignatureError, write_private_file
 from shared.core.storage import write_transaction
-from sync import downlink, envelope, outbox, relay, rotation
+from sync import downlink, envelope, formats, outbox, relay, rotation
 from sync.client import ParentClient, SyncUnavailable
 from sync.hlc import Timestamp
 from sync.trust import RollbackError, accept_metadata
@@ -152,7 +152,8 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState
         # The parent may have lost what it held (a township's disk): ask about every file again.
         state.delivered.clear()
         state.files_through = 0
-    apply_push_answer(conn, node, client.push([d for _, d in docs], compact=True))
+    apply_push_answer(conn, node, client.push([d for _, d in docs], compact=True,
+                                              elide=formats.uplink_version(conn) >= 2))
     return len(docs)
 
 
@@ -163,16 +164,36 @@ def apply_push_answer(conn: sqlite3.Connection, node, answer: dict) -> None:
         receipt = answer.get("receipt")
         if receipt is not None:  # only a township parent signs custody receipts
             try:
-                opened = envelope.open_signed(receipt, envelope.CUSTODY, trust.node_key)
+                opened = envelope.open_signed(receipt, envelope.CUSTODY_TYPES, trust.node_key)
                 holder = trust.node_of_key(opened.kid)
                 if holder is not None and holder.node_id == node.config["PARENT_ID"]:
-                    outbox.mark_custody(conn, opened.body["envelope_ids"], node.now())
-                    node.kind.on_custody(conn, opened.body["envelope_ids"])
-            except SignatureError as exc:
+                    ids = (receipt_ids(conn, node.node_id, opened.body) if opened.payload_type == envelope.CUSTODY_V2
+                           else opened.body["envelope_ids"])
+                    outbox.mark_custody(conn, ids, node.now())
+                    node.kind.on_custody(conn, ids)
+            except (SignatureError, KeyError, TypeError, ValueError) as exc:
                 log.warning("custody receipt refused: %s", exc)
         _apply_acks(conn, node, trust, answer.get("acks", []))
         if node.relay is not None:
             _release_refused_custody(conn, node, answer.get("results", []))
+
+
+def receipt_ids(conn: sqlite3.Connection, origin: str, body: dict) -> list[str]:
+    """The ids of this node's own envelopes a ranged custody receipt (``custody`` v2) covers: a run
+    counts only if the ids this outbox holds for its seqs hash to the run's ``ids_sha256`` (the
+    township holds exactly these envelopes); any other run is ignored (logged)."""
+    ids = []
+    for run in body["held"]:
+        if run["origin"] != origin:
+            continue
+        rows = [r["envelope_id"] for r in conn.execute(
+            "SELECT envelope_id FROM outbox WHERE seq BETWEEN ? AND ? ORDER BY seq", (run["first"], run["last"]))]
+        if len(rows) == run["last"] - run["first"] + 1 and relay.ids_digest(rows) == run["ids_sha256"]:
+            ids += rows
+        else:
+            log.warning("custody receipt names envelopes %s-%s this outbox does not hold as such",
+                        run["first"], run["last"])
+    return ids
 
 
 def _release_refused_custody(conn: sqlite3.Connection, node, results: list) -> None:
@@ -315,6 +336,7 @@ def apply_pull_answer(conn: sqlite3.Connection, node, answer: dict) -> dict:
     with write_transaction(conn):
         if isinstance(answer.get("server_time"), str):
             _observe_parent_time(conn, node, answer["server_time"], str(answer.get("server", "")))
+        formats.record_parent(conn, answer.get("envelope_versions"))  # v2 only once the parent takes it
         trust = node.trust(conn)
         for document in answer.get("metadata", []):
             try:

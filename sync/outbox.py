@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from shared.core.clock import iso
 from shared.core.crypto import SigningKey
-from sync import envelope
+from sync import envelope, formats
 
 GENESIS = "0" * 64
 
@@ -42,15 +42,19 @@ def append(
     now,
     case_id: str | None = None,
     attachments: list[dict] | None = None,
+    version: int | None = None,
 ) -> tuple[int, str, dict]:
     """Sign and queue the next envelope of this origin. Call inside a write transaction.
 
+    ``version``: the envelope version (``None``: the one the parent takes, sync/formats.py); a
+    ``case.submit`` body must already be in that version's form (shared/services/submission.py).
     :returns: ``(seq, envelope_id, document)``
     """
+    version = version or formats.uplink_version(conn)
     seq = int(_meta(conn, "outbox_seq", "0")) + 1
     prev = _meta(conn, "outbox_head", GENESIS)
     payload = {
-        "v": 1,
+        "v": version,
         "origin": origin,
         "seq": seq,
         "prev": prev,
@@ -59,7 +63,7 @@ def append(
         "body": body,
         "attachments": attachments or [],
     }
-    document = envelope.sign(key, envelope.ENVELOPE, payload)
+    document = envelope.sign(key, envelope.ENVELOPE_V2 if version == 2 else envelope.ENVELOPE, payload)
     envelope_id = envelope.document_id(document)
     conn.execute(
         "INSERT INTO outbox(seq, envelope_id, prev, kind, case_id, document, attachments, created_at)"
@@ -178,8 +182,9 @@ def resume_after(conn: sqlite3.Connection, key: SigningKey, acked_seq: int, acke
     newer = conn.execute("DELETE FROM outbox WHERE seq > ? RETURNING *", (restored,)).fetchall()
     prev, renumbered = acked_id, []
     for seq, row in enumerate(sorted(newer, key=lambda r: r["seq"]), start=acked_seq + 1):
-        payload = {**envelope.peek(envelope.from_bytes(row["document"])), "seq": seq, "prev": prev}
-        document = envelope.sign(key, envelope.ENVELOPE, payload)
+        original = envelope.from_bytes(row["document"])
+        payload = {**envelope.peek(original), "seq": seq, "prev": prev}
+        document = envelope.sign(key, original["payloadType"], payload)  # the version it was signed in
         envelope_id = envelope.document_id(document)
         conn.execute(
             "INSERT INTO outbox(seq, envelope_id, prev, kind, case_id, document, attachments, created_at)"

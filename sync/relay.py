@@ -9,6 +9,7 @@ acknowledgement and the hub's downlink back to the village.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 
@@ -42,9 +43,9 @@ def take_custody(
         try:
             envelope_id = envelope.document_id(document)
             try:
-                opened = envelope.open_signed(document, envelope.ENVELOPE, callers_key, vouched=True)
+                opened = envelope.open_signed(document, envelope.ENVELOPE_TYPES, callers_key, vouched=True)
             except SignatureError:  # not signed by the caller: verified in full
-                opened = envelope.open_signed(document, envelope.ENVELOPE, trust.node_key)
+                opened = envelope.open_signed(document, envelope.ENVELOPE_TYPES, trust.node_key)
         except SignatureError as exc:
             reason = "malformed" if isinstance(exc, envelope.MalformedPayload) else "bad_signature"
             results.append({"status": "rejected", "reason": reason, "detail": str(exc)})
@@ -54,6 +55,10 @@ def take_custody(
         if not canonical.is_count(seq) or seq < 1:
             results.append({"envelope_id": envelope_id, "status": "rejected", "reason": "malformed",
                             "detail": "seq must be an integer from 1 to 2^63-1"})
+            continue
+        if opened.body.get("v") != envelope.ENVELOPE_VERSIONS[opened.payload_type]:
+            results.append({"envelope_id": envelope_id, "status": "rejected", "reason": "malformed",
+                            "detail": "v must be the version of the payload type"})
             continue
         if origin != node.node_id or node.parent != township_id or (caller is not None and caller != origin):
             results.append({"envelope_id": envelope_id, "status": "rejected", "reason": "not_below_this_township"})
@@ -112,6 +117,31 @@ def _keys_of(trust: TrustStore, node_id: str | None):
 def custody_receipt(key: SigningKey, township_id: str, envelope_ids: list[str], now) -> dict:
     """A township-signed receipt: these envelopes are on its disk."""
     return envelope.sign(key, envelope.CUSTODY, {"holder": township_id, "envelope_ids": envelope_ids, "at": iso(now)})
+
+
+def ranged_receipt(key: SigningKey, township_id: str, results: list[dict], now) -> dict:
+    """A township-signed receipt (``custody`` v2) for the envelopes of ``results`` in custody, as
+    runs of consecutive seqs per origin, each bound to its exact envelopes by :func:`ids_digest`."""
+    held = sorted((r["origin"], r["seq"], r["envelope_id"]) for r in results if r.get("status") == "custody")
+    runs: list[dict] = []
+    ids: list[str] = []
+    for origin, seq, envelope_id in held:
+        if runs and runs[-1]["origin"] == origin and runs[-1]["last"] + 1 == seq:
+            runs[-1]["last"] = seq
+        else:
+            if runs:
+                runs[-1]["ids_sha256"] = ids_digest(ids)
+            runs.append({"origin": origin, "first": seq, "last": seq})
+            ids = []
+        ids.append(envelope_id)
+    if runs:
+        runs[-1]["ids_sha256"] = ids_digest(ids)
+    return envelope.sign(key, envelope.CUSTODY_V2, {"holder": township_id, "held": runs, "at": iso(now)})
+
+
+def ids_digest(envelope_ids: list[str]) -> str:
+    """SHA-256 (hex) of the 32-byte envelope ids one after the other, in seq order."""
+    return hashlib.sha256(b"".join(bytes.fromhex(i) for i in envelope_ids)).hexdigest()
 
 
 def to_forward(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:

@@ -245,7 +245,7 @@ def test_a_forged_executable_material_is_not_offered_for_download_at_the_hub(net
             materials=[{"code": item["materials"][0]["code"], "filename": "身份证.jpg", "sha256": sha,
                         "size": len(SETUP_EXE)}], agent="agent", now=node.now())
         outbox.append(village.conn, node.key, node.node_id, "case.submit", body, str(node.hlc.now()), node.now(),
-                      case_id=body["case_id"], attachments=[{"sha256": sha, "size": len(SETUP_EXE)}])
+                      case_id=body["case_id"], attachments=[{"sha256": sha, "size": len(SETUP_EXE)}], version=1)
     net.sync_all()
     assert net.hub.node.blobs.has(sha)
     session = session_for(net.hub, _hub_reader(net, item))

@@ -15,7 +15,7 @@ from shared.core.crypto import SignatureError
 from shared.core.errors import RuleError
 from shared.core.storage import write_transaction
 from shared.rules import authority
-from shared.services import appointments, casework, documents, joint, supplements, things
+from shared.services import appointments, casework, documents, joint, submission, supplements, things
 from sync import blobs, downlink, envelope, outbox, relay
 
 
@@ -60,8 +60,9 @@ class TownshipSync:
         """Nothing to do before the write lock (custody verifies inside its transaction)."""
         return None
 
-    def push(self, conn, node, caller: str, documents: list, prepared=None) -> dict:
-        """Take custody in one FULL-sync transaction, then sign the receipt."""
+    def push(self, conn, node, caller: str, documents: list, prepared=None, receipt: str | None = None) -> dict:
+        """Take custody in one FULL-sync transaction, then sign the receipt (``receipt="ranges"``:
+        the v2 receipt a newer village asks for, seq ranges instead of every id)."""
         trust = node.trust(conn)
         now = node.now()
         with write_transaction(conn):
@@ -70,10 +71,18 @@ class TownshipSync:
             for document, result in zip(documents, results, strict=True):
                 if result["status"] == "custody":
                     self._follow_case(conn, document)
+            # The caller's ack only if it covers something it pushed now (else it holds it, or the pull brings it).
+            lowest = min((r["seq"] for r in results if r.get("origin") == caller and r.get("seq")), default=None)
             acks = [envelope.from_bytes(r["document"]) for r in conn.execute(
-                "SELECT document FROM acks WHERE origin = ?", (caller,))]
-        receipt = relay.custody_receipt(node.key, node.node_id, held, now) if held else None
-        return {"results": results, "receipt": receipt, "acks": acks, "server": node.node_id, "server_time": iso(now)}
+                "SELECT document FROM acks WHERE origin = ? AND acked_seq >= ?", (caller, lowest))] \
+                if lowest is not None else []
+        if not held:
+            signed = None
+        elif receipt == "ranges":
+            signed = relay.ranged_receipt(node.key, node.node_id, results, now)
+        else:
+            signed = relay.custody_receipt(node.key, node.node_id, held, now)
+        return {"results": results, "receipt": signed, "acks": acks, "server": node.node_id, "server_time": iso(now)}
 
     def _follow_case(self, conn, document) -> None:
         """A village envelope now in custody: the station applies it with the hub's own rules
@@ -99,7 +108,7 @@ class TownshipSync:
                     things.on_status(conn, self.node, row["case_id"], message["body"]["event"]["action"],
                                      self.node.emit)
             else:
-                self._follow_submit(conn, sender, message["body"], document)
+                self._follow_submit(conn, sender, message, document)
         except (RuleError, SignatureError, KeyError, TypeError, ValueError, AttributeError,
                 sqlite3.IntegrityError) as exc:
             conn.execute("ROLLBACK TO follow_case")
@@ -107,7 +116,8 @@ class TownshipSync:
             audit(conn, "system", "relay.not_followed", sender, detail[:500], self.node.now())
         conn.execute("RELEASE follow_case")
 
-    def _follow_submit(self, conn, origin: str, case: dict, document: dict) -> None:
+    def _follow_submit(self, conn, origin: str, message: dict, document: dict) -> None:
+        case = submission.received_body(message, origin, lambda code, v: self.node.catalog_item(conn, code, v))
         item = self.node.catalog(conn)[1].get(case["item_code"])
         case = {**case, "route": authority.route_of_submission(item, case["item_code"], origin, self.node.hub_id)}
         decides = case["route"]["level"] == "township" and case["route"]["office"] == self.node.node_id
@@ -123,7 +133,7 @@ class TownshipSync:
     def _verify(self, conn, document: dict) -> None:
         """The envelope's own signature, for what this station applies itself (custody took the
         caller's envelopes on its request signature alone). :raises SignatureError:"""
-        envelope.open_signed(document, envelope.ENVELOPE, self.node.trust(conn).node_key)
+        envelope.open_signed(document, envelope.ENVELOPE_TYPES, self.node.trust(conn).node_key)
 
     def pull(self, conn, node, caller: str, cursors: dict, have: dict, acked: dict | None = None) -> dict:
         """The caller's ack (if newer than it holds), its downlink (relayed and the township's

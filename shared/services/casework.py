@@ -50,6 +50,12 @@ def skip_receipt_numbers(conn: sqlite3.Connection, now) -> int:
     return int(row["value"]) + 1
 
 
+def submit_event_id(case_id: str) -> str:
+    """The id of a case's submit event: one per case, derived from the case, so a receiver of a
+    compact ``case.submit`` (envelope ``v=2``, which omits the event) rebuilds the same event."""
+    return hashlib.sha256(b"submit:" + case_id.encode("ascii")).hexdigest()[:32]
+
+
 def receive_event_id(case_id: str) -> str:
     """The id of a case's 接件 event: one per case, so the deciding node's record and the
     provisional one an origin makes from the hub's acknowledgement are the same event."""
@@ -89,7 +95,8 @@ def capture(conn: sqlite3.Connection, *, node_id: str, item: dict, catalog_versi
         detail["cited_licences"] = cited_licences  # 免提交: licences cited instead of copies
     if agent_name:
         detail["actor_name"] = agent_name  # other nodes know the agent only by username
-    event = new_event(node_id, agent, "submit", None, "SUBMITTED", now, detail=detail)
+    event = {**new_event(node_id, agent, "submit", None, "SUBMITTED", now, detail=detail),
+             "event_id": submit_event_id(case_id)}
     body = {
         "case_id": case_id,
         "receipt_no": receipt_no,

@@ -22,8 +22,8 @@ from shared.rules.catalog import accepts_at, required_materials, route, validate
 from shared.rules.idcard import validate_id_number, validate_phone
 from shared.rules.materials import check_files
 from shared.rules.text import refuse_hidden_characters
-from shared.services import casework, documents, licences, names, things
-from sync import blobs, node_sync, outbox
+from shared.services import casework, documents, licences, names, submission, things
+from sync import blobs, formats, node_sync, outbox
 
 
 def acceptable_item(items: dict[str, dict], code, node_id: str, not_here: str = "不能在本级受理") -> dict:
@@ -207,9 +207,12 @@ def record(conn: sqlite3.Connection, node, app: Application, agent: str, thing: 
     if thing is not None:
         body["thing"] = thing
         things.record_link(conn, node, body)
+    # The parent's version (sync/formats.py): v2 leaves out what the receiver derives from its catalog.
+    envelope_version = formats.uplink_version(conn)
     outbox.append(
-        conn, node.key, node.node_id, "case.submit", body, str(node.hlc.now()), now,
-        case_id=body["case_id"], attachments=[{"sha256": m["sha256"], "size": m["size"]} for m in app.materials],
+        conn, node.key, node.node_id, "case.submit", submission.for_version(body, node.node_id, envelope_version),
+        str(node.hlc.now()), now, case_id=body["case_id"],
+        attachments=[{"sha256": m["sha256"], "size": m["size"]} for m in app.materials], version=envelope_version,
     )
     documents.issue(conn, node, casework.get_row(conn, body["case_id"]), "receipt", body["event"],
                     node.config.get("NODE_NAME") or node.node_id)

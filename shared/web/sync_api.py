@@ -18,7 +18,7 @@ from shared.web.auth import node_signed
 from shared.web.context import current_node
 from shared.web.db import get_db
 from shared.web.limits import TooLarge
-from sync import wire
+from sync import envelope, formats, wire
 from sync.blobs import SHA256_RE, BlobError, QuotaExceeded, park
 from sync.nodeauth import check_request, record_nonce
 
@@ -140,6 +140,7 @@ def push():
         documents = body.get("envelopes")
         if not isinstance(documents, list):
             raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
+        documents = envelope.restore_links(documents)  # a v2 prev sent empty: the id before it
         prepared = service().prepare_push(conn, node, documents)
         with write_transaction(conn):
             if node.trust(conn) is not trust:  # the registry changed meanwhile (a revocation?): check again
@@ -148,7 +149,8 @@ def push():
             g.caller = caller
             # Refuse (507) before the disk is full: the sender keeps everything and retries later.
             ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
-            answer = service().push(conn, node, caller, documents, prepared)
+            answer = service().push(conn, node, caller, documents, prepared,
+                                    receipt="ranges" if body.get("receipt") == "ranges" else None)
         if body.get("answer") == "compact":  # a newer caller: routine outcomes as seq ranges
             answer = {**answer, **wire.compact_results(answer.get("results", []))}
         _forward_soon()
@@ -169,7 +171,9 @@ def pull():
     ):
         raise ValidationError("cursors", "cursors、metadata 与 acked 必须是以 0 到 2^63-1 的整数为值的对象",
                               code="malformed")
-    return jsonify(service().pull(get_db(), current_node(), g.caller, cursors, have, acked))
+    answer = service().pull(get_db(), current_node(), g.caller, cursors, have, acked)
+    # The envelope versions this node takes from the caller: it signs v2 only once told (sync/formats.py).
+    return jsonify({**answer, "envelope_versions": formats.advertised(get_db(), current_node())})
 
 
 @bp.post("/blobs/status")

@@ -1,0 +1,47 @@
+"""Which envelope version a node signs towards its parent, and which it tells its children.
+
+An envelope is signed once, when the change it reports is recorded (``sync.outbox.append``), and
+travels unchanged to the hub, possibly days later and through a township. So a node signs the
+``v=2`` form (docs/sync-protocol.md §2.1.1) only after its parent said, in a pull answer, that it
+takes it; and a township says so only once its own parent (the hub) said so, since it forwards
+the bytes as they are. The node where envelopes end (the hub, ``Tier.ingests``) takes every
+version it can verify and apply. What the parent said is kept in ``node_meta``, so a node that
+restarts offline still signs what its parent takes. An answer without the field (an older
+parent) sets it back to ``v=1``; envelopes already queued keep the form they were signed in.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+#: Envelope versions this code can verify, relay and apply.
+KNOWN = (1, 2)
+_META = "uplink_envelope_version"
+
+
+def uplink_version(conn: sqlite3.Connection) -> int:
+    """The envelope version to sign new envelopes in: the highest the parent takes (1 until it says)."""
+    row = conn.execute("SELECT value FROM node_meta WHERE key = ?", (_META,)).fetchone()
+    return int(row["value"]) if row else 1
+
+
+def advertised(conn: sqlite3.Connection, node) -> list[int]:
+    """The envelope versions this node takes from the nodes below it (``envelope_versions`` of a
+    pull answer): all it knows where envelopes end, else those its own parent takes too."""
+    if node.kind.ingests:
+        return list(KNOWN)
+    return [v for v in KNOWN if v <= uplink_version(conn)]
+
+
+def record_parent(conn: sqlite3.Connection, versions) -> int:
+    """Remember what a pull answer's ``envelope_versions`` says (call inside a write transaction).
+
+    Anything but a list of integers (an older parent sends nothing) means ``v=1``. Returns the
+    version new envelopes are signed in from now on.
+    """
+    taken = [v for v in versions if type(v) is int and v in KNOWN] if isinstance(versions, list) else []
+    version = max(taken, default=1)
+    if version != uplink_version(conn):
+        conn.execute("INSERT INTO node_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                     " SET value = excluded.value", (_META, str(version)))
+    return version
