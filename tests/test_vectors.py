@@ -27,7 +27,7 @@ from shared.core.clock import iso
 from shared.core.crypto import SignatureError, SigningKey, b64d, b64e, pae, sha256_hex, verify
 from shared.core.errors import RuleError
 from shared.rules import authority
-from shared.services import document_token, documents
+from shared.services import casework, document_token, documents, submission
 from sync import downlink, envelope, nodeauth, outbox, relay, wire
 from sync.apply import apply_pending
 from sync.ingest import Ingestor
@@ -324,6 +324,116 @@ def build_custody() -> dict:
     }
 
 
+SAMPLE_ITEM = {"code": "RS-001", "name": "城乡居民养老保险参保登记", "promise_limit_wd": 3}
+
+
+def sample_captured_body() -> dict:
+    """A ``case.submit`` body as ``casework.capture`` makes it today (its submit event derived from
+    the case id), with a 委托 and the agent's name in the event, as the version 1 envelope carries it."""
+    case = sample_case_body()
+    detail = {"receipt_no": case["receipt_no"],
+              "entrustment": {"principal": "张三", "agent": "agent", "scope": SAMPLE_ITEM["name"], "consent": True},
+              "actor_name": "王代办"}
+    event = {"event_id": casework.submit_event_id(case["case_id"]), "at": case["submitted_at"], "node": VILLAGE_A,
+             "actor": "agent", "action": "submit", "from_status": None, "to_status": "SUBMITTED", "comment": "",
+             "detail": detail}
+    return {**case, "event": event}
+
+
+def v2_body(origin: str, seq: int, prev: str, body: dict | None = None, kind: str = "case.submit",
+            attachments: list | None = None) -> dict:
+    return {**envelope_body(origin, seq, prev, kind=kind, body=body, attachments=attachments), "v": 2}
+
+
+def build_envelope_v2() -> dict:
+    full = sample_captured_body()
+    compact = submission.compact(full, VILLAGE_A)
+    body = v2_body(VILLAGE_A, 1, outbox.GENESIS, body=compact,
+                   attachments=[{"sha256": sha256_hex(b"id card scan"), "size": 12}])
+    document = envelope.sign(key("village_a"), envelope.ENVELOPE_V2, body)
+    payload = document["payload"].encode("utf-8")
+    v1 = envelope.sign(key("village_a"), envelope.ENVELOPE, {**body, "v": 1, "body": full})
+    return {
+        "description": "The sample case of envelope.json as a version 2 envelope (seq 1) by village_a. The payload "
+                       "member is the canonical JSON text itself (a JSON string, no base64): its UTF-8 bytes are "
+                       "the signed bytes, PAE(ENVELOPE_V2, payload). The case.submit body leaves out item_name, "
+                       "limit_wd, route, event and missing_materials; the submit event's 委托 and agent name travel "
+                       "as 'entrustment' and 'agent_name'. 'derived_body' is what a receiver holding 'catalog_item' "
+                       "rebuilds (submission.expand), the version 1 body of the same case without route and "
+                       "missing_materials (every receiver derives the route itself). 'v1_document' is the same case "
+                       "signed as version 1, for size comparison: same content, another id.",
+        "signer": "village_a",
+        "payload_type": envelope.ENVELOPE_V2,
+        "catalog_item": SAMPLE_ITEM,
+        "captured_body": full,
+        "body": body,
+        "payload_text": document["payload"],
+        "payload_hex": payload.hex(),
+        "pae_hex": pae(envelope.ENVELOPE_V2, payload).hex(),
+        "document": document,
+        "envelope_id": envelope.document_id(document),
+        "derived_body": submission.expand(compact, VILLAGE_A, SAMPLE_ITEM),
+        "v1_document": v1,
+        "sizes": {"v1_document_bytes": len(envelope.to_bytes(v1)), "v2_document_bytes": len(envelope.to_bytes(document))},
+    }
+
+
+def build_push_v2() -> dict:
+    """An origin upgraded mid-chain: seq 1 signed as v1, seqs 2 and 3 as v2; the push body elides the
+    links it can, the hub restores them and accepts the one chain."""
+    first = envelope.sign(key("village_a"), envelope.ENVELOPE, envelope_body(VILLAGE_A, 1, outbox.GENESIS))
+    second = envelope.sign(key("village_a"), envelope.ENVELOPE_V2,
+                           v2_body(VILLAGE_A, 2, envelope.document_id(first)))
+    third = envelope.sign(key("village_a"), envelope.ENVELOPE_V2,
+                          v2_body(VILLAGE_A, 3, envelope.document_id(second)))
+    wrong_v = envelope.sign(key("village_a"), envelope.ENVELOPE_V2,
+                            {**v2_body(VILLAGE_A, 4, envelope.document_id(third)), "v": 1})
+    documents = [first, second, third]
+    wire_form = envelope.elide_links(documents)
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = hub_db(Path(tmp))
+        ing = ingestor(conn, set())
+        answer = push(ing, envelope.restore_links(wire_form))
+        refused = push(ing, [wrong_v])
+        conn.close()
+    return {
+        "description": "village_a's chain across its upgrade: seq 1 is a v1 envelope (signed before its parent "
+                       "took v2), seqs 2 and 3 are v2. In the push body ('wire_envelopes') a v2 envelope whose prev "
+                       "is the id of the envelope just before it in the list travels with \"prev\":\"\" "
+                       "(envelope.elide_links); the receiver puts the id back (restore_links) and verifies the "
+                       "restored bytes, which are 'envelopes'. The hub accepts the three and acknowledges seq 3 "
+                       "exactly as for v1. 'wrong_version' is a validly signed v2 envelope whose header says v=1: "
+                       "quarantined as malformed.",
+        "hub_time": iso(NOW),
+        "envelopes": [{"seq": i + 1, "envelope_id": envelope.document_id(d), "document": d}
+                      for i, d in enumerate(documents)],
+        "wire_envelopes": wire_form,
+        "push_answer": answer,
+        "wrong_version": wrong_v,
+        "wrong_version_answer": refused,
+    }
+
+
+def build_custody_v2() -> dict:
+    documents = chain_documents("village_a", VILLAGE_A, 3)
+    fork = envelope.sign(key("village_a"), envelope.ENVELOPE, envelope_body(VILLAGE_A, 3, envelope.document_id(
+        documents[1]), body={"n": "fork"}))
+    results = [{"envelope_id": envelope.document_id(d), "origin": VILLAGE_A, "seq": envelope.peek(d)["seq"],
+                "status": "custody"} for d in documents + [fork]]
+    document = relay.ranged_receipt(key("township"), TOWNSHIP_ID, results, NOW)
+    return {
+        "description": "A township's custody receipt, version 2 (the payload member is the canonical JSON text): "
+                       "the envelopes of one push in custody as runs of consecutive seqs per origin; ids_sha256 is "
+                       "the SHA-256 of the runs' 32-byte envelope ids one after the other, in seq order. Here "
+                       "village_a's seqs 1-3 and a second envelope under seq 3 (a fork: its own run).",
+        "signer": "township",
+        "envelope_ids": [r["envelope_id"] for r in results],
+        "document": document,
+        "body": envelope.peek(document),
+        "document_id": envelope.document_id(document),
+    }
+
+
 def document_body(kind: str = "accept", number: int = 1) -> dict:
     """A 制式文书 body shaped as ``shared.services.documents.issue`` makes it (受理通知书 of the sample case)."""
     title, mark = documents.KINDS[kind]
@@ -464,13 +574,20 @@ def build_negative() -> dict:
         return {"payloadType": envelope.ENVELOPE, "payload": b64e(raw), "signatures": [
             {"keyid": key("village_a").kid, "sig": b64e(key("village_a").sign(envelope.ENVELOPE, raw))}]}
 
+    def signed_text(text: str) -> dict:
+        """A v2 document whose payload text is exactly ``text``, validly signed by village_a."""
+        raw = text.encode("utf-8")
+        return {"payloadType": envelope.ENVELOPE_V2, "payload": text, "signatures": [
+            {"keyid": key("village_a").kid, "sig": b64e(key("village_a").sign(envelope.ENVELOPE_V2, raw))}]}
+
+    good_v2 = envelope.sign(key("village_a"), envelope.ENVELOPE_V2, v2_body(VILLAGE_A, 1, outbox.GENESIS))
     signed_dup = signed_raw(dup_payload)
     signed_float = signed_raw(b'{"seq":1.0}')
     spaced = payload.replace(b'"seq":1', b'"seq": 1')
     unsorted = b'{"v":1,' + payload[1:].replace(b',"v":1', b"")
     escaped = json.dumps({"name": "联动"}, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
-    def opened(name, document, expect, expected_type=envelope.ENVELOPE):
+    def opened(name, document, expect, expected_type: str | tuple = envelope.ENVELOPE):
         return {"name": name, "check": "open_signed", "expected_type": expected_type, "document": document,
                 "error": "SignatureError", "message_contains": expect}
 
@@ -504,6 +621,16 @@ def build_negative() -> dict:
                    "not in canonical form"),
             opened("validly signed seq of 2^63 (beyond a signed 64-bit integer)",
                    signed_raw(b'{"seq":9223372036854775808}'), "out of the 64-bit range"),
+            opened("v2: payload text altered after signing (what a relay would do)",
+                   {**good_v2, "payload": good_v2["payload"].replace('"n":1', '"n":2')}, "signature does not verify",
+                   envelope.ENVELOPE_TYPES),
+            opened("v2 relabelled as v1 (its text read as base64)", {**good_v2, "payloadType": envelope.ENVELOPE},
+                   "invalid base64", envelope.ENVELOPE_TYPES),
+            opened("v1 relabelled as v2 (its base64 read as text)", {**good, "payloadType": envelope.ENVELOPE_V2},
+                   "signature does not verify", envelope.ENVELOPE_TYPES),
+            opened("v2 where only v1 is accepted (an older receiver)", good_v2, "expected " + envelope.ENVELOPE),
+            opened("v2: validly signed text that is not canonical", signed_text(good_v2["payload"].replace(
+                '"seq":1', '"seq": 1')), "not in canonical form", envelope.ENVELOPE_TYPES),
             parsed("duplicate key", b'{"a":1,"a":2}', "duplicate key"),
             parsed("float", b'{"a":1.5}', "floats are not allowed"),
             parsed("exponent is a float too", b'{"a":1e3}', "floats are not allowed"),
@@ -544,6 +671,9 @@ BUILDERS = {
     "ack.json": build_ack,
     "ingest_outcomes.json": build_outcomes,
     "custody.json": build_custody,
+    "envelope_v2.json": build_envelope_v2,
+    "push_v2.json": build_push_v2,
+    "custody_v2.json": build_custody_v2,
     "downlink.json": build_downlink,
     "document.json": build_document,
     "request.json": build_request,
@@ -703,6 +833,66 @@ def test_custody_receipt():
     assert opened.doc_id == vector["document_id"]
 
 
+def test_envelope_v2_payload_is_the_signed_text():
+    vector = load("envelope_v2.json")
+    document = envelope.sign(key("village_a"), envelope.ENVELOPE_V2, vector["body"])
+    assert document == vector["document"]
+    raw = bytes.fromhex(vector["payload_hex"])
+    assert document["payload"] == vector["payload_text"] and vector["payload_text"].encode("utf-8") == raw
+    assert raw == canonical.dumps(vector["body"])  # the text is the canonical JSON, no base64
+    assert envelope.document_id(document) == vector["envelope_id"] == sha256_hex(bytes.fromhex(vector["pae_hex"]))
+    verify(key("village_a").public_b64, envelope.ENVELOPE_V2, raw, b64d(document["signatures"][0]["sig"]))
+    opened = envelope.open_signed(vector["document"], envelope.ENVELOPE_TYPES, resolve("village_a"))
+    assert (opened.body, opened.payload_type, opened.doc_id) == (vector["body"], envelope.ENVELOPE_V2,
+                                                                  vector["envelope_id"])
+    with pytest.raises(SignatureError, match="expected " + re.escape(envelope.ENVELOPE)):
+        envelope.open_signed(vector["document"], envelope.ENVELOPE, resolve("village_a"))  # an older receiver
+    # What is left out is what the receiver derives: the same case as the version 1 body.
+    compact = vector["body"]["body"]
+    assert not set(submission.DERIVED) & set(compact)
+    assert submission.compact(vector["captured_body"], VILLAGE_A) == compact
+    derived = submission.expand(compact, VILLAGE_A, vector["catalog_item"])
+    assert derived == vector["derived_body"]
+    assert derived == {k: v for k, v in vector["captured_body"].items() if k not in ("route", "missing_materials")}
+    assert vector["sizes"]["v2_document_bytes"] < vector["sizes"]["v1_document_bytes"]
+    # Stored exactly as received: the stored form reads back to the same signed bytes.
+    stored = envelope.stored_bytes(opened)
+    assert stored == envelope.to_bytes(vector["document"])
+    assert envelope.open_stored(envelope.from_bytes(stored), opened.doc_id, iso(NOW)).payload == raw
+
+
+def test_push_v2_links_are_restored_and_the_mixed_chain_is_acknowledged(tmp_path):
+    vector = load("push_v2.json")
+    documents = [e["document"] for e in vector["envelopes"]]
+    assert envelope.elide_links(documents) == vector["wire_envelopes"]
+    assert envelope.restore_links(vector["wire_envelopes"]) == documents
+    assert '"prev":""' in vector["wire_envelopes"][1]["payload"] and '"prev":""' in vector["wire_envelopes"][2]["payload"]
+    assert vector["wire_envelopes"][0] == documents[0]  # v1 bytes are never touched
+    assert [envelope.peek(d)["v"] for d in documents] == [1, 2, 2]
+    conn = hub_db(tmp_path)
+    ing = ingestor(conn, set())
+    assert push(ing, envelope.restore_links(vector["wire_envelopes"])) == vector["push_answer"]
+    assert [r["status"] for r in vector["push_answer"]["results"]] == ["accepted"] * 3
+    ack = envelope.open_signed(vector["push_answer"]["acks"][0], envelope.ACK, resolve("hub_signing")).body
+    assert (ack["acked_seq"], ack["acked_id"]) == (3, vector["envelopes"][2]["envelope_id"])
+    assert push(ing, [vector["wrong_version"]]) == vector["wrong_version_answer"]
+    assert vector["wrong_version_answer"]["results"][0]["reason"] == "malformed"
+
+
+def test_custody_receipt_v2_names_runs_bound_to_their_ids():
+    vector = load("custody_v2.json")
+    ids = vector["envelope_ids"]
+    results = [{"envelope_id": i, "origin": VILLAGE_A, "seq": s, "status": "custody"}
+               for i, s in zip(ids, (1, 2, 3, 3), strict=True)]
+    assert relay.ranged_receipt(key("township"), TOWNSHIP_ID, results, NOW) == vector["document"]
+    opened = envelope.open_signed(vector["document"], envelope.CUSTODY_TYPES, resolve("township"))
+    assert opened.payload_type == envelope.CUSTODY_V2 and opened.doc_id == vector["document_id"]
+    assert opened.body["held"] == [
+        {"origin": VILLAGE_A, "first": 1, "last": 3,
+         "ids_sha256": sha256_hex(b"".join(bytes.fromhex(i) for i in ids[:3]))},
+        {"origin": VILLAGE_A, "first": 3, "last": 3, "ids_sha256": sha256_hex(bytes.fromhex(ids[3]))}]
+
+
 def test_downlink_messages_apply_in_order(tmp_path):
     vector = load("downlink.json")
     conn = hub_db(tmp_path)
@@ -807,7 +997,9 @@ def test_negative_cases_are_refused():
     for case in load("negative.json")["cases"]:
         if case["check"] == "open_signed":
             with pytest.raises(SignatureError) as info:
-                envelope.open_signed(case["document"], case["expected_type"], resolve("village_a"))
+                expected = case["expected_type"]
+                envelope.open_signed(case["document"], expected if isinstance(expected, str) else tuple(expected),
+                                     resolve("village_a"))
         else:
             parse = {"canonical.loads": canonical.loads, "canonical.loads_canonical": canonical.loads_canonical}
             with pytest.raises(canonical.CanonicalError) as info:
