@@ -105,7 +105,7 @@ def test_the_first_request_received_gets_the_last_seat_and_duplicates_change_not
     assert [res["status"] for res in township.client_to_parent().push([document])["results"]] == ["duplicate"]
     applier = hub.app.extensions["liandong_sync"].appliers["appointment.request"]
     with write_transaction(hub.conn):
-        applier(hub.conn, envelope.open_signed(document, envelope.ENVELOPE, lambda kid: net.village(0).node.key.public_b64))
+        applier(hub.conn, envelope.open_signed(document, envelope.ENVELOPE_TYPES, lambda kid: net.village(0).node.key.public_b64))
     assert hub.scalar("SELECT COUNT(*) FROM downlink WHERE dest = ?", (net.village(0).node_id,)) == answers
     assert hub.scalar("SELECT COUNT(*) FROM appointments WHERE start = '09:00'") == 2
 

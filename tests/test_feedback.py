@@ -139,7 +139,7 @@ def test_a_rating_at_the_village_reaches_the_hub_exactly_once(net, people):
     assert [res["status"] for res in answer["results"]] == ["duplicate"]
     applier = hub.app.extensions["liandong_sync"].appliers["case.rating"]
     with storage.write_transaction(hub.conn):
-        applier(hub.conn, envelope.open_signed(document, envelope.ENVELOPE, lambda kid: village.node.key.public_b64))
+        applier(hub.conn, envelope.open_signed(document, envelope.ENVELOPE_TYPES, lambda kid: village.node.key.public_b64))
     # A second, different rating envelope for the same case (a restored village backup): still one.
     from sync import outbox
 

@@ -120,12 +120,12 @@ class SimClient(ParentClient):
         super().__init__(*args, **kw)
         self.rng, self.plan, self.stats, self.enabled = rng, plan, stats, enabled
 
-    def push(self, documents: list[dict], compact: bool = False) -> dict:
+    def push(self, documents: list[dict], compact: bool = False, elide: bool = False) -> dict:
         if self.enabled() and len(documents) > 1 and self.rng.random() < self.plan.reorder:
             documents = list(documents)
             self.rng.shuffle(documents)
             self.stats.add("link.reorder")
-        return super().push(documents, compact=compact)
+        return super().push(documents, compact=compact, elide=elide)  # links left out only where still in order
 
 
 class _QuietHandler(WSGIRequestHandler):
