@@ -302,3 +302,21 @@ def test_a_township_refuses_an_envelope_whose_header_names_another_version(build
     answer = village.client_to_parent().push(mislabelled)
     assert [(r["status"], r["reason"]) for r in answer["results"]] == [("rejected", "malformed")] * 2
     assert township.scalar("SELECT COUNT(*) FROM custody") == 0
+
+
+def test_an_origin_signs_v2_only_for_a_submit_event_the_receiver_can_derive():
+    case = {"case_id": "6f1c2a9e0b7d4e58a3c1f2e4d5b6a7c8", "receipt_no": "R-1", "submitted_at": "2027-03-01T08:30:00.000Z",
+            "agent": "agent", "item_code": "X", "item_name": "事项", "limit_wd": 3, "route": {}, "missing_materials": []}
+    event = {"event_id": casework.submit_event_id(case["case_id"]), "at": case["submitted_at"], "node": "130926100201",
+             "actor": "agent", "action": "submit", "from_status": None, "to_status": "SUBMITTED", "comment": "",
+             "detail": {"receipt_no": "R-1", "actor_name": "王代办"}}
+    compact = submission.compact({**case, "event": event}, "130926100201")
+    assert compact["agent_name"] == "王代办" and "event" not in compact
+    for changed in ({"event_id": "0" * 32}, {"comment": "补充说明"}, {"detail": {"receipt_no": "R-1", "other": 1}},
+                    {"detail": {"receipt_no": "R-2"}}, {"at": "2027-03-02T08:30:00.000Z"}):
+        with pytest.raises(ValueError, match="not derivable"):  # it would be lost …
+            submission.compact({**case, "event": {**event, **changed}}, "130926100201")
+        odd = {**case, "event": {**event, **changed}}
+        assert submission.for_version(odd, "130926100201", 2) == (odd, 1)  # … so such a case goes as v1
+    assert submission.for_version({**case, "event": event}, "130926100201", 2) == (compact, 2)
+    assert submission.for_version({**case, "event": event}, "130926100201", 1)[1] == 1

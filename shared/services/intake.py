@@ -208,10 +208,9 @@ def record(conn: sqlite3.Connection, node, app: Application, agent: str, thing: 
         body["thing"] = thing
         things.record_link(conn, node, body)
     # The parent's version (sync/formats.py): v2 leaves out what the receiver derives from its catalog.
-    envelope_version = formats.uplink_version(conn)
+    sent, envelope_version = submission.for_version(body, node.node_id, formats.uplink_version(conn))
     outbox.append(
-        conn, node.key, node.node_id, "case.submit", submission.for_version(body, node.node_id, envelope_version),
-        str(node.hlc.now()), now, case_id=body["case_id"],
+        conn, node.key, node.node_id, "case.submit", sent, str(node.hlc.now()), now, case_id=body["case_id"],
         attachments=[{"sha256": m["sha256"], "size": m["size"]} for m in app.materials], version=envelope_version,
     )
     documents.issue(conn, node, casework.get_row(conn, body["case_id"]), "receipt", body["event"],

@@ -19,9 +19,16 @@ DERIVED = ("item_name", "limit_wd", "route", "event", "missing_materials")
 _CARRIED = {"entrustment": "entrustment", "cited_licences": "cited_licences", "actor_name": "agent_name"}
 
 
-def for_version(body: dict, origin: str, version: int) -> dict:
-    """The body of the ``case.submit`` envelope of ``version`` for a case captured here."""
-    return compact(body, origin) if version >= 2 else body
+def for_version(body: dict, origin: str, version: int) -> tuple[dict, int]:
+    """``(body, version)`` of the ``case.submit`` envelope for a case captured here: the compact
+    body when the parent takes ``version`` 2, unless its submit event is not the derivable one
+    (nothing may be lost: such a case goes as version 1, which every receiver takes)."""
+    if version >= 2:
+        try:
+            return compact(body, origin), 2
+        except ValueError:
+            pass
+    return body, 1
 
 
 def compact(body: dict, origin: str) -> dict:
