@@ -11,7 +11,16 @@ from shared.core.audit import audit
 from shared.core.clock import iso, parse_iso
 from shared.core.errors import RuleError
 from shared.rules import authority
-from shared.services import appointments, casework, documents, feedback, joint, submission, supplements, things
+from shared.services import (
+    appointments,
+    casework,
+    documents,
+    feedback,
+    joint,
+    submission,
+    supplements,
+    things,
+)
 from sync import apply, downlink
 from sync.envelope import Opened
 
