@@ -15,7 +15,7 @@ from shared.core.errors import ValidationError
 from shared.core.storage import write_transaction
 from shared.rules import things as rules
 from shared.rules.catalog import load_seed, required_materials, route
-from shared.services import casework, intake
+from shared.services import casework, intake, submission
 from sync import outbox
 
 ITEMS = {i["code"]: i for i in load_seed()}
@@ -273,11 +273,13 @@ def test_a_malformed_thing_link_is_refused_by_the_hub(net, agent):
                                    route=route(app.item, node.node_id, node.hub_id), applicant=app.applicant,
                                    form=app.form, materials=[], agent="agent", now=node.now())
         body["thing"] = {"id": "not-a-thing-id", "code": NEWBORN}
-        outbox.append(conn, node.key, node.node_id, "case.submit", body, str(node.hlc.now()), node.now(),
-                      case_id=body["case_id"])
+        # As a v2 envelope (what the hub derives left out), so the link is what it refuses.
+        outbox.append(conn, node.key, node.node_id, "case.submit", submission.compact(body, node.node_id),
+                      str(node.hlc.now()), node.now(), case_id=body["case_id"], version=2)
     net.sync_all()
     assert net.hub.scalar("SELECT COUNT(*) FROM cases WHERE case_id = ?", (body["case_id"],)) == 0
-    assert net.hub.scalar("SELECT COUNT(*) FROM quarantine WHERE reason = 'invalid_content'") >= 1
+    assert net.hub.scalar("SELECT COUNT(*) FROM quarantine WHERE reason = 'invalid_content'"
+                          " AND detail LIKE '%一件事%'") >= 1
 
 
 def test_the_merged_form_page_asks_each_shared_field_once_and_files_the_thing(net, agent):
