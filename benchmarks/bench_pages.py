@@ -96,43 +96,56 @@ def lifecycle(r, body: dict, office_node: str, village: str, now) -> list[tuple[
     return out
 
 
-def fill(net: Network, n: int, seed: int = 7) -> dict:
-    """~n cases at the village, the township (custody copies) and the hub; returns sample ids."""
+def generate(n: int, seed: int, village_id: str, township_id: str, hub_id: str, version: int, now) -> list:
+    """~n cases taken at ``village_id`` with the history their age gives them: [(body, history)].
+
+    The same ``seed`` gives the same items, forms, ages and histories (not the same case ids).
+    """
     r = rng(seed)
-    village, township, hub = net.village(), net.township, net.hub
     items = village_items()
-    version = hub.scalar("SELECT MAX(version) FROM metadata WHERE role = 'catalog'") or 1
-    now = hub.node.now()
-    bodies, histories = [], []
+    cases = []
     for i in range(n):
         item = items[i % len(items)]
-        body = case_submit_body(item, village.node_id, version, i, now)
-        body["receipt_no"] = f"{village.node_id}-{i:08d}"
+        body = case_submit_body(item, village_id, version, i, now)
+        body["receipt_no"] = f"{village_id}-{i:08d}"
         body["event"]["detail"]["receipt_no"] = body["receipt_no"]
         body["materials"] = [{"code": item["materials"][0]["code"], "filename": f"扫描{i}.png",
                               "sha256": hashlib.sha256(PNG).hexdigest(), "size": len(PNG)}] if item["materials"] else []
         body["_age_days"] = r.random() ** 2 * 365  # more recent cases than old ones
-        office_node = township.node_id if body["route"]["level"] == "township" else hub.node_id
-        histories.append(lifecycle(r, body, office_node, village.node_id, now))
+        office_node = township_id if body["route"]["level"] == "township" else hub_id
+        history = lifecycle(r, body, office_node, village_id, now)
         body.pop("_age_days")
-        bodies.append(body)
-    for handle in (village, township, hub):
-        handle.node.blobs.put(PNG)
-        conn = handle.conn
-        with write_transaction(conn):
-            conn.execute("INSERT OR IGNORE INTO blobs(sha256, size, received_at) VALUES (?,?,?)",
-                         (hashlib.sha256(PNG).hexdigest(), len(PNG), iso(now)))
-            for body, history in zip(bodies, histories, strict=True):
-                if handle is village:
-                    casework.insert_case(conn, body, origin=village.node_id, status="SUBMITTED", sync_state="acked")
-                elif handle is township:
-                    casework.insert_case(conn, body, origin=village.node_id, status="SUBMITTED", sync_state="custody")
-                    if body["route"]["level"] != "township":
-                        continue  # the township follows city cases only up to custody
-                else:
-                    casework.insert_case(conn, body, origin=village.node_id, status="SUBMITTED", sync_state="hub")
-                for event, decision in history:
-                    casework.record_event(conn, body["case_id"], event, decision)
+        cases.append((body, history))
+    return cases
+
+
+def store(conn, blobs, cases: list, origin: str, sync_state: str, now, whole_history=lambda body: True) -> None:
+    """Store ``cases`` (from :func:`generate`) in one node's database, in one transaction: each
+    case as ``casework.insert_case`` keeps it in ``sync_state`` and, where ``whole_history(body)``,
+    its events recorded as the deciding node's events arrive (``casework.record_event``)."""
+    blobs.put(PNG)
+    with write_transaction(conn):
+        conn.execute("INSERT OR IGNORE INTO blobs(sha256, size, received_at) VALUES (?,?,?)",
+                     (hashlib.sha256(PNG).hexdigest(), len(PNG), iso(now)))
+        for body, history in cases:
+            casework.insert_case(conn, body, origin=origin, status="SUBMITTED", sync_state=sync_state)
+            if not whole_history(body):
+                continue
+            for event, decision in history:
+                casework.record_event(conn, body["case_id"], event, decision)
+
+
+def fill(net: Network, n: int, seed: int = 7) -> dict:
+    """~n cases at the village, the township (custody copies) and the hub; returns sample ids."""
+    village, township, hub = net.village(), net.township, net.hub
+    version = hub.scalar("SELECT MAX(version) FROM metadata WHERE role = 'catalog'") or 1
+    now = hub.node.now()
+    cases = generate(n, seed, village.node_id, township.node_id, hub.node_id, version, now)
+    store(village.conn, village.node.blobs, cases, village.node_id, "acked", now)
+    # The township follows city cases only up to custody.
+    store(township.conn, township.node.blobs, cases, village.node_id, "custody", now,
+          lambda body: body["route"]["level"] == "township")
+    store(hub.conn, hub.node.blobs, cases, village.node_id, "hub", now)
     statuses = Counter(s for (s,) in hub.query("SELECT status FROM cases"))
     offices = Counter(o for (o,) in hub.query(
         f"SELECT route_office FROM cases WHERE status IN ({','.join('?' * len(states.OPEN_STATES))})",

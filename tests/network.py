@@ -111,6 +111,7 @@ class NodeHandle:
     tokens: dict[str, str] = field(default_factory=dict)
     hub: NodeHandle | None = None  # a township's hub: applied after each of its sync rounds
     _conn: object = None
+    _client: object = None
 
     @property
     def url(self) -> str:
@@ -184,6 +185,27 @@ class NodeHandle:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return requests.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
+
+    def local(self, method: str, path: str, token: str | None = None, **kwargs):
+        """The same request as :meth:`api`, answered by this node's app through Flask's test client
+        (no socket): for checks that send hundreds of requests about what the node answers, not
+        about the transport (``status_code`` and ``text`` as from :meth:`api`)."""
+        headers = dict(kwargs.pop("headers", {}) or {})
+        self.apply_accepted()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if self._client is None:
+            self._client = self.app.test_client(use_cookies=False)  # a bearer token per request, no session
+        return self._client.open(path, method=method, headers=headers, **kwargs)
+
+    def local_login(self, username: str):
+        """A test client of this node's app with its own cookies, signed in through the login form
+        as ``username`` (password :data:`PASSWORD`): the in-process counterpart of :func:`login`."""
+        client = self.app.test_client()
+        token = csrf_token(client.get("/login").text)
+        answer = client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token})
+        assert answer.status_code == 302 and "/login" not in answer.headers["Location"], answer.text[:300]
+        return client
 
     def query(self, sql: str, params: tuple = ()) -> list:
         """Rows of a read-only query on this node's database."""

@@ -1,7 +1,8 @@
 """Stored per-case facts (city_hub/oversight/facts.py): the SQL statistics equal the Python reference.
 
-A real hub gets a few hundred cases with a year of history (``benchmarks/bench_pages.fill``:
-接件, 受理, 审查, 准予/不予许可/不予受理, 补正, 送达), 黄牌/红牌 from the supervision job,
+A real hub (the service tier, ``tests/service.py``: no network) gets a few hundred cases with a
+year of history in its register (as ``benchmarks/bench_pages.py`` fills one: 接件, 受理, 审查,
+准予/不予许可/不予受理, 补正, 送达), 黄牌/红牌 from the supervision job,
 ratings and 回访, and cases whose clock is stopped (暂停); every grouping and filter of
 :func:`city_hub.oversight.statistics.statistics` must give exactly what :func:`statistics_in_python` (the
 per-request computation from every event) gives, also after new events, a calendar change
@@ -10,9 +11,7 @@ and the scheduled pass.
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -24,16 +23,11 @@ from shared.core.storage import write_transaction
 from shared.rules import states
 from shared.services import casework, supervision
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
 
 @pytest.fixture(scope="module")
-def hub(build_network):
-    from bench_pages import fill
-
-    net = build_network(villages=1)
-    fill(net, 400, seed=11)
-    hub = net.hub
+def hub(service):
+    hub = service
+    hub.fill(400, seed=11)
     review = [r[0] for r in hub.query("SELECT case_id FROM cases WHERE status = 'IN_REVIEW' ORDER BY case_id")]
     # Short limits make open cases overdue: some recorded by the supervision job, some only live.
     short = "UPDATE cases SET limit_wd = 1 WHERE case_id IN (SELECT case_id FROM cases WHERE status = 'IN_REVIEW'"

@@ -67,19 +67,102 @@ def test_payments_stay_within_the_standard_and_refunds_need_a_reason():
     assert rules.summary(refunded)["net_fen"] == 0
 
 
-# ----------------------------------------------------------------------------- at the hub window
+# ----------------------------------------------------------------------------- at the hub window (service tier)
 
 
-@pytest.fixture(scope="module")
-def net(build_network):
-    net = build_network(villages=1)
-    hub = net.hub
+def _publish_charged(hub) -> None:
+    """Publish the seed catalog with 130926-RS-0004 charged at the standard of ``CHARGED``."""
     items = load_seed()
     for item in items:
         if item["code"] == "130926-RS-0004":
             item["fee"] = CHARGED
     with write_transaction(hub.conn):
         hub_admin.publish_catalog(hub.conn, hub.node, items, "test")
+
+
+@pytest.fixture(scope="module")
+def hub(service):
+    """The in-process hub with the charged catalog published."""
+    _publish_charged(service)
+    return service
+
+
+@pytest.fixture(scope="module")
+def staff(hub):
+    assert rules.fee_terms(hub.item("130926-RS-0004"))["charged"]
+    return {"charged": "130926-RS-0004", "free": "130926-RS-0001",
+            "window": hub.account("window", "window", "130926-rs"),
+            "other": hub.account("other", "window", "130926-mz"),
+            "supervisor": hub.account("supervisor", "supervisor", None, "电子监察员")}
+
+
+def _received(hub, code: str) -> str:
+    return hub.received_case(code)
+
+
+def test_the_window_records_payments_refunds_and_the_daily_report(hub, staff):
+    case_id = _received(hub, staff["charged"])
+    url = f"/api/v1/cases/{case_id}/fees"
+    terms = hub.api("GET", url, staff["window"]).json["terms"]
+    assert terms["standard_fen"] == 2000 and terms["basis"] == CHARGED["basis"]
+
+    paid = hub.api("POST", url, staff["window"],
+                   json={"kind": "payment", "amount_fen": 2000, "receipt_no": "HB-0001", "payer": "张三"})
+    assert paid.status_code == 201, paid.text
+    above = hub.api("POST", url, staff["window"],
+                    json={"kind": "payment", "amount_fen": 1, "receipt_no": "HB-0002", "payer": "张三"})
+    assert above.status_code == 409 and above.json["error"]["code"] == "amount_above_standard"
+    other = hub.api("POST", url, staff["other"],
+                    json={"kind": "payment", "amount_fen": 1, "receipt_no": "HB-0003", "payer": "张三"})
+    assert other.status_code == 403
+
+    # A 票据号 is used once per office, also on another case.
+    second = _received(hub, staff["charged"])
+    reused = hub.api("POST", f"/api/v1/cases/{second}/fees", staff["window"],
+                     json={"kind": "payment", "amount_fen": 100, "receipt_no": "HB-0001", "payer": "李四"})
+    assert reused.status_code == 409 and reused.json["error"]["code"] == "receipt_no_used"
+
+    record_id = paid.json["record_id"]
+    no_reason = hub.api("POST", f"{url}/{record_id}/refund", staff["window"], json={"reason": ""})
+    assert no_reason.status_code == 400
+    refund = hub.api("POST", f"{url}/{record_id}/refund", staff["window"], json={"reason": "申请人撤回申请"})
+    assert refund.status_code == 201 and refund.json["amount_fen"] == 2000
+    again = hub.api("POST", f"{url}/{record_id}/refund", staff["window"], json={"reason": "重复"})
+    assert again.status_code == 409 and again.json["error"]["code"] == "already_refunded"
+
+    exempt = hub.api("POST", f"/api/v1/cases/{second}/fees", staff["window"],
+                     json={"kind": "exemption", "reason": "低保对象，按规定免收"})
+    assert exempt.status_code == 201, exempt.text
+    case = hub.api("GET", f"/api/v1/cases/{case_id}", staff["window"]).json
+    assert case["fees"]["paid_fen"] == 2000 and case["fees"]["net_fen"] == 0
+
+    day = paid.json["day"]
+    report = hub.api("GET", f"/api/v1/fees/daily?day={day}", staff["window"]).json
+    assert report["office"] == "130926-rs" and report["summary"] == {
+        "paid_fen": 2000, "refunded_fen": 2000, "net_fen": 0, "exempted": True}
+    assert [r["kind"] for r in report["records"]] == ["payment", "refund", "exemption"]
+    csv = hub.api("GET", f"/fees/daily.csv?day={day}", staff["window"])
+    text = csv.data.decode("utf-8-sig")
+    assert csv.headers["Content-Type"].startswith("text/csv") and "HB-0001" in text and "退费" in text
+    assert hub.api("GET", f"/api/v1/fees/daily?day={day}", staff["supervisor"]).status_code == 400  # which office?
+    assert hub.api("GET", f"/api/v1/fees/daily?day={day}&office=130926-rs", staff["supervisor"]).json["records"]
+    assert hub.scalar("SELECT COUNT(*) FROM audit_log WHERE action LIKE 'fee.%' AND target = ?", (case_id,)) == 2
+
+
+def test_a_free_item_cannot_be_charged(hub, staff):
+    case_id = _received(hub, staff["free"])
+    r = hub.api("POST", f"/api/v1/cases/{case_id}/fees", staff["window"],
+                    json={"kind": "payment", "amount_fen": 100, "receipt_no": "HB-9", "payer": "张三"})
+    assert r.status_code == 409 and r.json["error"]["code"] == "fee_not_charged" and "不收费" in r.json["error"]["message"]
+
+
+# ----------------------------------------------------------------------------- pages, and the village's guide
+
+
+@pytest.fixture(scope="module")
+def net(build_network):
+    net = build_network(villages=1)
+    _publish_charged(net.hub)
     net.sync_all()
     return net
 
@@ -91,72 +174,13 @@ def people(net):
     items = {i["code"]: i for i in catalog(village, agent)}
     assert items["130926-RS-0004"]["fee_terms"]["charged"]
     return {"agent": agent, "charged": items["130926-RS-0004"], "free": items["130926-RS-0001"],
-            "window": hub.account("window", "window", "130926-rs"),
-            "other": hub.account("other", "window", "130926-mz"),
-            "supervisor": hub.account("supervisor", "supervisor", None, "电子监察员")}
+            "window": hub.account("window", "window", "130926-rs")}
 
 
 def _case(net, people, item) -> str:
     case_id = create_case(net.village(), people["agent"], item)["case_id"]
     net.sync_all()
     return case_id
-
-
-def test_the_window_records_payments_refunds_and_the_daily_report(net, people):
-    hub = net.hub
-    case_id = _case(net, people, people["charged"])
-    url = f"/api/v1/cases/{case_id}/fees"
-    terms = hub.api("GET", url, people["window"]).json()["terms"]
-    assert terms["standard_fen"] == 2000 and terms["basis"] == CHARGED["basis"]
-
-    paid = hub.api("POST", url, people["window"],
-                   json={"kind": "payment", "amount_fen": 2000, "receipt_no": "HB-0001", "payer": "张三"})
-    assert paid.status_code == 201, paid.text
-    above = hub.api("POST", url, people["window"],
-                    json={"kind": "payment", "amount_fen": 1, "receipt_no": "HB-0002", "payer": "张三"})
-    assert above.status_code == 409 and above.json()["error"]["code"] == "amount_above_standard"
-    other = hub.api("POST", url, people["other"],
-                    json={"kind": "payment", "amount_fen": 1, "receipt_no": "HB-0003", "payer": "张三"})
-    assert other.status_code == 403
-
-    # A 票据号 is used once per office, also on another case.
-    second = _case(net, people, people["charged"])
-    reused = hub.api("POST", f"/api/v1/cases/{second}/fees", people["window"],
-                     json={"kind": "payment", "amount_fen": 100, "receipt_no": "HB-0001", "payer": "李四"})
-    assert reused.status_code == 409 and reused.json()["error"]["code"] == "receipt_no_used"
-
-    record_id = paid.json()["record_id"]
-    no_reason = hub.api("POST", f"{url}/{record_id}/refund", people["window"], json={"reason": ""})
-    assert no_reason.status_code == 400
-    refund = hub.api("POST", f"{url}/{record_id}/refund", people["window"], json={"reason": "申请人撤回申请"})
-    assert refund.status_code == 201 and refund.json()["amount_fen"] == 2000
-    again = hub.api("POST", f"{url}/{record_id}/refund", people["window"], json={"reason": "重复"})
-    assert again.status_code == 409 and again.json()["error"]["code"] == "already_refunded"
-
-    exempt = hub.api("POST", f"/api/v1/cases/{second}/fees", people["window"],
-                     json={"kind": "exemption", "reason": "低保对象，按规定免收"})
-    assert exempt.status_code == 201, exempt.text
-    case = hub.api("GET", f"/api/v1/cases/{case_id}", people["window"]).json()
-    assert case["fees"]["paid_fen"] == 2000 and case["fees"]["net_fen"] == 0
-
-    day = paid.json()["day"]
-    report = hub.api("GET", f"/api/v1/fees/daily?day={day}", people["window"]).json()
-    assert report["office"] == "130926-rs" and report["summary"] == {
-        "paid_fen": 2000, "refunded_fen": 2000, "net_fen": 0, "exempted": True}
-    assert [r["kind"] for r in report["records"]] == ["payment", "refund", "exemption"]
-    csv = hub.api("GET", f"/fees/daily.csv?day={day}", people["window"])
-    text = csv.content.decode("utf-8-sig")
-    assert csv.headers["Content-Type"].startswith("text/csv") and "HB-0001" in text and "退费" in text
-    assert hub.api("GET", f"/api/v1/fees/daily?day={day}", people["supervisor"]).status_code == 400  # which office?
-    assert hub.api("GET", f"/api/v1/fees/daily?day={day}&office=130926-rs", people["supervisor"]).json()["records"]
-    assert hub.scalar("SELECT COUNT(*) FROM audit_log WHERE action LIKE 'fee.%' AND target = ?", (case_id,)) == 2
-
-
-def test_a_free_item_cannot_be_charged(net, people):
-    case_id = _case(net, people, people["free"])
-    r = net.hub.api("POST", f"/api/v1/cases/{case_id}/fees", people["window"],
-                    json={"kind": "payment", "amount_fen": 100, "receipt_no": "HB-9", "payer": "张三"})
-    assert r.status_code == 409 and r.json()["error"]["code"] == "fee_not_charged" and "不收费" in r.json()["error"]["message"]
 
 
 def test_the_pages_show_terms_take_a_payment_and_refuse_an_amount_above_the_standard(net, people):

@@ -1,5 +1,5 @@
-"""重点项目 绿色通道 (seed 002 §6) and 超时默认 for 亿元以上 projects (seed 004 §8): the rules, and
-the hub, township and village over a real network."""
+"""重点项目 绿色通道 (seed 002 §6) and 超时默认 for 亿元以上 projects (seed 004 §8): the rules, the
+hub's own steps on the service tier, and the hub, township and village over a real network."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import pytest
 from network import catalog, create_case
-from network_session import session_for
 from test_projects import credit_code
 
 from city_hub import projects
@@ -65,6 +64,37 @@ def test_green_cases_sort_first_then_by_deadline():
              {"case_id": "b", "remaining_working_days": None, "submitted_at": "2", "green_channel": True},
              {"case_id": "c", "remaining_working_days": 5, "submitted_at": "0", "green_channel": True}]
     assert [c["case_id"] for c in sorted(cases, key=green_channel.queue_order)] == ["c", "b", "a"]
+
+
+# --- at the hub (the service tier, tests/service.py) -----------------------------------------
+
+
+def test_no_person_may_record_a_deemed_done(service):
+    case_id = service.received_case("130926-LY-0001")
+    chief = service.account("chief_130926-ly", "chief", "130926-ly")
+    service.act(chief, case_id, action="accept")
+    refused = service.act(chief, case_id, action="deemed_done", comment="手工默认")
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "not_entitled_role"
+
+
+def test_the_admin_marks_a_key_project_from_its_page(service):
+    agent = service.account("xmdb", "project_agent", None, "项目代办员甲")
+    service.account("admin", "admin", None, "管理员")
+    project = service.api("POST", "/api/v1/projects", agent, json={
+        "enterprise_name": "肃宁县某公司", "credit_code": credit_code(), "project_name": "仓储物流项目",
+        "location": "肃宁县", "investment_wan": 500}).json
+    url = f"/projects/{project['project_id']}"
+    session = service.login("admin")
+    page = session.get(url).text
+    assert "标记为重点项目" in page
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    bad = session.post(url + "/key", data={"csrf_token": csrf, "key_agent": "admin", "investment_wan": ""},
+                       follow_redirects=True)
+    assert "未能标记重点项目" in bad.text
+    done = session.post(url + "/key", data={"csrf_token": csrf, "key_agent": "xmdb", "investment_wan": "500"},
+                        follow_redirects=True)
+    assert "已标记为重点项目" in done.text and "重点项目·绿色通道" in done.text
+    assert "（亿元以上：实行超时默认）" not in done.text  # 500 万元: below 1 亿元
 
 
 # --- over a real network ---------------------------------------------------------------------
@@ -190,27 +220,3 @@ def test_the_next_step_may_not_refuse_for_lack_of_the_deemed_prerequisite(net, a
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "deemed_done_prerequisite"
     fine = _act(net, later["case_id"], "130926-nync", action="request_correction", missing_items=["农机购置发票"])
     assert fine.status_code == 200, fine.text
-
-
-def test_no_person_may_record_a_deemed_done(net, villager):
-    case = _village_case(net, villager, "130926-LY-0001")
-    _act(net, case["case_id"], "130926-ly", action="accept")
-    refused = _act(net, case["case_id"], "130926-ly", action="deemed_done", comment="手工默认")
-    assert refused.status_code == 403 and refused.json()["error"]["code"] == "not_entitled_role"
-
-
-def test_the_admin_marks_a_key_project_from_its_page(net, agent, admin):
-    project = net.hub.api("POST", "/api/v1/projects", agent, json={
-        "enterprise_name": "肃宁县某公司", "credit_code": credit_code(), "project_name": "仓储物流项目",
-        "location": "肃宁县", "investment_wan": 500}).json()
-    url = f"{net.hub.url}/projects/{project['project_id']}"
-    session = session_for(net.hub, "admin")
-    page = session.get(url, timeout=10).text
-    assert "标记为重点项目" in page
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    bad = session.post(url + "/key", data={"csrf_token": csrf, "key_agent": "admin", "investment_wan": ""}, timeout=10)
-    assert "未能标记重点项目" in bad.text
-    done = session.post(url + "/key", data={"csrf_token": csrf, "key_agent": "xmdb", "investment_wan": "500"},
-                        timeout=10)
-    assert "已标记为重点项目" in done.text and "重点项目·绿色通道" in done.text
-    assert "（亿元以上：实行超时默认）" not in done.text  # 500 万元: below 1 亿元

@@ -51,15 +51,27 @@ def test_closing_answers_or_refers_and_counts_consultations():
     assert stats["consultations"] == 1 and stats["open"] == 1 and stats["consultations_by_item"] == {"零星林木采伐咨询": 1}
 
 
-# ----------------------------------------------------------------------------- at the nodes
+# ----------------------------------------------------------------------------- at the hub (service tier)
+
+
+def test_the_hub_window_records_and_refers(service):
+    window = service.account("window", "window", "130926-ly")
+    r = service.api("POST", "/api/v1/inquiries", window, json={"asker_name": "赵六", "question": "宅基地怎么批？"})
+    assert r.status_code == 201
+    done = service.api("POST", f"/api/v1/inquiries/{r.json['inquiry_id']}/close", window,
+                       json={"outcome": "referred", "referred_to": "乡镇便民服务站", "answer": "由乡镇审批"})
+    assert done.status_code == 200 and done.json["outcome"] == "referred"
+    assert service.api("GET", "/api/v1/inquiries?status=closed", window).json["inquiries"]
+
+
+# ----------------------------------------------------------------------------- at the village, over a real network
 
 
 @pytest.fixture(scope="module")
 def people(net):
     village = net.village()
     return {"agent": village.account("agent", "agent", village.node_id),
-            "agent2": village.account("agent2", "agent", village.node_id),
-            "window": net.hub.account("window", "window", "130926-ly")}
+            "agent2": village.account("agent2", "agent", village.node_id)}
 
 
 def test_a_consultation_is_answered_from_the_catalog_and_counted(net, people):
@@ -82,16 +94,6 @@ def test_a_consultation_is_answered_from_the_catalog_and_counted(net, people):
     stats = village.api("GET", "/api/v1/inquiries/stats", people["agent"]).json()
     assert stats["consultations"] >= 1 and stats["consultations_by_item"]["零星林木采伐咨询"] >= 1
     assert village.api("GET", "/api/v1/inquiries/stats?month=2026-13", people["agent"]).status_code == 400
-
-
-def test_the_hub_window_records_and_refers(net, people):
-    hub = net.hub
-    r = hub.api("POST", "/api/v1/inquiries", people["window"], json={"asker_name": "赵六", "question": "宅基地怎么批？"})
-    assert r.status_code == 201
-    done = hub.api("POST", f"/api/v1/inquiries/{r.json()['inquiry_id']}/close", people["window"],
-                   json={"outcome": "referred", "referred_to": "乡镇便民服务站", "answer": "由乡镇审批"})
-    assert done.status_code == 200 and done.json()["outcome"] == "referred"
-    assert hub.api("GET", "/api/v1/inquiries?status=closed", people["window"]).json()["inquiries"]
 
 
 def test_an_inquiry_becomes_a_case_without_retyping(net, people):

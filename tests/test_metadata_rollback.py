@@ -39,9 +39,11 @@ def _sign_metadata(key: SigningKey, hub_id: str, role: str, version: int, conten
     return envelope.sign(key, envelope.METADATA, body)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def network_with_history(build_network):
-    """A village holding registry version > 1 and catalog version 2."""
+    """A village holding registry version > 1 and catalog version 2 (at least: one test publishes a
+    newer catalog). One network for the module: every test offers documents the nodes must refuse
+    and reads what they hold against what they held just before, so none depends on another."""
     net = build_network(villages=2)
     hub = net.hub
     with write_transaction(hub.conn):
