@@ -281,22 +281,7 @@ class _State:
         return [m for m in self.needed() if m["code"] not in have]
 
     def add_uploads(self, files) -> None:
-        node = current_node()
-        total = sum(m["size"] for m in self.materials)
-        for m in self.item["materials"]:
-            for upload in files.getlist(f"material_{m['code']}"):
-                data = upload.read()
-                if not data:
-                    continue
-                total += len(data)
-                intake.check_sizes(len(data), total, int(node.config["MAX_ATTACHMENT_BYTES"]),
-                                   int(node.config["MAX_CASE_ATTACHMENT_BYTES"]), f"materials.{m['code']}")
-                filename = (upload.filename or m["name"]).replace("\\", "/").rsplit("/", 1)[-1][:200] or m["name"]
-                materials.check_file(data, filename, m, f"materials.{m['code']}")
-                sha256 = node.blobs.put(data)
-                if not any(x["sha256"] == sha256 and x["code"] == m["code"] for x in self.materials):
-                    self.materials.append({"code": m["code"], "sha256": sha256, "size": len(data),
-                                           "filename": filename})
+        take_uploads(files, self.item["materials"], self.materials)
 
     def add_scans(self, form) -> list[str]:
         """Attach the files ticked in the scanner folder (``scan_<material code>``: plain file names
@@ -344,6 +329,27 @@ class _State:
     def files(self) -> list[tuple[str, str, bytes]]:
         node = current_node()
         return [(m["code"], m["filename"], node.blobs.read(m["sha256"])) for m in self.materials]
+
+
+def take_uploads(files, wanted: list[dict], kept: list[dict]) -> None:
+    """Store the files picked for each of the ``wanted`` materials (``material_<code>`` inputs),
+    checked by size and content, and add them to ``kept`` once each (``{code, sha256, size,
+    filename}``; the wizard and the 一件事 form carry these in hidden fields)."""
+    node = current_node()
+    total = sum(k["size"] for k in kept)
+    for m in wanted:
+        for upload in files.getlist(f"material_{m['code']}"):
+            data = upload.read()
+            if not data:
+                continue
+            total += len(data)
+            intake.check_sizes(len(data), total, int(node.config["MAX_ATTACHMENT_BYTES"]),
+                               int(node.config["MAX_CASE_ATTACHMENT_BYTES"]), f"materials.{m['code']}")
+            filename = (upload.filename or m["name"]).replace("\\", "/").rsplit("/", 1)[-1][:200] or m["name"]
+            materials.check_file(data, filename, m, f"materials.{m['code']}")
+            sha256 = node.blobs.put(data)
+            if not any(k["sha256"] == sha256 and k["code"] == m["code"] for k in kept):
+                kept.append({"code": m["code"], "sha256": sha256, "size": len(data), "filename": filename})
 
 
 def _steps(item: dict) -> tuple[str, ...]:

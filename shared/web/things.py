@@ -16,11 +16,11 @@ from shared.core.errors import LiandongError, ValidationError
 from shared.rules import things as rules
 from shared.rules.catalog import required_materials
 from shared.rules.idcard import mask_id_number
-from shared.rules.materials import check_file
 from shared.services import intake, things
 from shared.web import access
 from shared.web.context import current_node
 from shared.web.db import get_db
+from shared.web.intake import take_uploads
 
 bp = Blueprint("things", __name__)
 
@@ -93,23 +93,7 @@ class _MergedForm:
         return answers
 
     def add_uploads(self, files) -> None:
-        node = current_node()
-        total = sum(k["size"] for k in self.kept)
-        for m in self.materials:
-            if m["from_step"]:
-                continue
-            for upload in files.getlist(f"material_{m['code']}"):
-                data = upload.read()
-                if not data:
-                    continue
-                total += len(data)
-                intake.check_sizes(len(data), total, int(node.config["MAX_ATTACHMENT_BYTES"]),
-                                   int(node.config["MAX_CASE_ATTACHMENT_BYTES"]), f"materials.{m['code']}")
-                filename = (upload.filename or m["name"]).replace("\\", "/").rsplit("/", 1)[-1][:200] or m["name"]
-                check_file(data, filename, m, f"materials.{m['code']}")
-                sha256 = node.blobs.put(data)
-                if not any(k["sha256"] == sha256 and k["code"] == m["code"] for k in self.kept):
-                    self.kept.append({"code": m["code"], "sha256": sha256, "size": len(data), "filename": filename})
+        take_uploads(files, [m for m in self.materials if not m["from_step"]], self.kept)
 
     def check(self) -> None:
         for s in self.situations:
