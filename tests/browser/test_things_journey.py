@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import pytest
 from conftest import login
-from network import valid_id_number
+from network import Network, valid_id_number
 from test_journeys import PNG
 
 pytestmark = pytest.mark.browser
 
 NEWBORN = "130926-YJS-0001"
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    """A network of its own: this journey takes the township down and syncs the village, which
+    the other journeys' first-contact banners must not see."""
+    net = Network.build(tmp_path_factory.mktemp("things-net"), villages=1)
+    net.village().account("agent", "agent", display_name="王代办")
+    yield net
+    net.close()
 
 
 def _approve(hub, case_id: str, department: str) -> None:
