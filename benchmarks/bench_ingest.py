@@ -82,10 +82,14 @@ def build(args, keys: dict) -> tuple[list[tuple[str, bytes, int]], list[dict]]:
             i += 1
         chains[v] = common.signed_chain(keys[v], v, bodies, wall_ms)
     # A township forwards its custody oldest first: a batch holds a slice of several villages' chains.
+    # Each push comes from one township, so a group never mixes villages of two townships (the hub
+    # quarantines an envelope relayed by another township as wrong_relay).
     per_origin = max(1, args.batch // args.origins_per_batch)
-    batches = []
-    for g in range(0, len(villages), args.origins_per_batch):
-        group = villages[g: g + args.origins_per_batch]
+    batches, groups = [], []
+    for township in sorted({v[:9] for v in villages}):
+        below = [v for v in villages if v[:9] == township]
+        groups += [below[g: g + args.origins_per_batch] for g in range(0, len(below), args.origins_per_batch)]
+    for group in groups:
         for k in range(0, per_village, per_origin):
             docs = [d for v in group for d in chains[v][k: k + per_origin]]
             batches.append((group[0][:9], canonical.dumps({"envelopes": docs}), len(docs)))
