@@ -130,9 +130,10 @@ def drain(conn: sqlite3.Connection, node, state: SyncState, client: ParentClient
     return totals
 
 
-def _pending_documents(conn: sqlite3.Connection, node) -> list[tuple[str, dict]]:
+def _pending_documents(conn: sqlite3.Connection, node) -> list[tuple[str, bytes]]:
     """The next push: at most ``SYNC_BATCH`` envelopes of each source and ``SYNC_BATCH_BYTES`` in all,
-    so one village's large envelopes never make a push the parent refuses as too large."""
+    so one village's large envelopes never make a push the parent refuses as too large. Each
+    document as stored (:func:`envelope.to_bytes`): the push is joined from these bytes."""
     batch = int(node.config["SYNC_BATCH"])
     rows = []
     if node.relay is not None:
@@ -140,8 +141,7 @@ def _pending_documents(conn: sqlite3.Connection, node) -> list[tuple[str, dict]]
         rows += [("custody", r) for r in relay.to_forward(conn, batch)]
     rows += [("reoffer" if r["state"] == "custody" else "outbox", r) for r in outbox.to_send(conn, batch, node.now())]
     sized = [{"source": source, "document": r["document"]} for source, r in rows]
-    return [(r["source"], envelope.from_bytes(r["document"]))
-            for r in envelope.within_bytes(sized, int(node.config["SYNC_BATCH_BYTES"]))]
+    return [(r["source"], r["document"]) for r in envelope.within_bytes(sized, int(node.config["SYNC_BATCH_BYTES"]))]
 
 
 def _push(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> int:
@@ -152,7 +152,7 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState
         # The parent may have lost what it held (a township's disk): ask about every file again.
         state.delivered.clear()
         state.files_through = 0
-    apply_push_answer(conn, node, client.push([d for _, d in docs], compact=True))
+    apply_push_answer(conn, node, client.push_stored([d for _, d in docs], compact=True))
     return len(docs)
 
 
