@@ -22,7 +22,7 @@ from sync.trust import TrustStore
 
 def take_custody(
     conn: sqlite3.Connection, trust: TrustStore, township_id: str, documents: list, now,
-    caller: str | None = None,
+    caller: str | None = None, taken: list | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Verify and durably store village envelopes. Call inside a write transaction.
 
@@ -34,6 +34,8 @@ def take_custody(
     it is the very envelope acknowledged; any other goes on to the hub, which tells a late retry
     from a fork (a village restored from an old backup) and suspends the node in the latter case.
 
+    :param taken: if given, ``(document, body)`` of each envelope now in custody is appended to
+        it, in order: the body parsed here, so the caller need not parse it again.
     :returns: per-envelope results, and the ids now in custody (new or already held).
     """
     results, held = [], []
@@ -82,6 +84,8 @@ def take_custody(
             conn.execute("DELETE FROM custody WHERE envelope_id = ?", (envelope_id,))
         results.append({"envelope_id": envelope_id, "origin": origin, "seq": seq, "status": "custody"})
         held.append(envelope_id)
+        if taken is not None:
+            taken.append((document, opened.body))
     return results, held
 
 
