@@ -119,9 +119,16 @@ def custody_receipt(key: SigningKey, township_id: str, envelope_ids: list[str], 
 
 
 def to_forward(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
-    """Envelopes in custody, per origin in order, for the next push to the hub."""
+    """Envelopes in custody, oldest first (per origin in order), for the next push to the hub.
+
+    In the order custody took them: rowid order, since a new row's rowid is above every row's in
+    the table (``custody`` has no ``INTEGER PRIMARY KEY``, and nothing here renumbers it). A
+    village pushes its own envelopes in seq order, so each origin's stay in order. The walk stops
+    after ``limit`` rows: ``ORDER BY received_at, origin, seq`` read and sorted every envelope in
+    custody, documents included, each round (a township back online with 10,000 of them).
+    """
     return conn.execute(
-        "SELECT envelope_id, origin, seq, document FROM custody ORDER BY received_at, origin, seq LIMIT ?", (limit,)
+        "SELECT envelope_id, origin, seq, document FROM custody ORDER BY rowid LIMIT ?", (limit,)
     ).fetchall()
 
 

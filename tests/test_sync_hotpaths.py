@@ -4,12 +4,14 @@ origin, kill -9 safety) hold."""
 
 from __future__ import annotations
 
+import sqlite3
+
 from faults import city_item, material_files
 from network import create_case
 
 from shared.core import canonical
 from shared.core.crypto import SigningKey
-from sync import envelope, trust
+from sync import envelope, relay, schema, trust
 from sync.client import ParentClient
 from township_node.relay_service import TownshipSync
 
@@ -68,3 +70,35 @@ def test_a_township_push_parses_each_envelope_once_and_reads_its_catalog_once(bu
     assert township.scalar("SELECT COUNT(*) FROM cases") == 3  # every case followed
     assert counts["payloads"] == 3  # custody's parse only: following them parsed each again
     assert counts["catalogs"] == 1  # once per push, not once per case
+
+
+def _custody_db(rows: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(":memory:")
+    conn.row_factory = sqlite3.Row
+    conn.executescript(schema.RELAY)
+    # Two villages' pushes interleaved, each in seq order, as custody takes them.
+    for i in range(rows):
+        origin, seq = ("130926100201", i // 2 + 1) if i % 2 == 0 else ("130926100202", i // 2 + 1)
+        conn.execute("INSERT INTO custody(envelope_id, origin, seq, document, received_at) VALUES (?,?,?,?,?)",
+                     (f"{i:064x}", origin, seq, b"{}", "2026-12-01T00:00:00.000Z"))
+    return conn
+
+
+def test_forwarding_walks_custody_in_arrival_order_without_sorting_it():
+    conn = _custody_db(2000)
+    plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN SELECT envelope_id, origin, seq, document"
+                                                " FROM custody ORDER BY rowid LIMIT 200"))
+    assert "TEMP B-TREE" not in plan
+    steps = []
+    conn.set_progress_handler(lambda: steps.append(1), 10)
+    first = relay.to_forward(conn, 10)
+    conn.set_progress_handler(None, 10)
+    assert len(steps) < 40, len(steps)  # sorting 2,000 rows to return 10 took thousands of steps
+    assert [(r["origin"], r["seq"]) for r in first][:4] == [("130926100201", 1), ("130926100202", 1),
+                                                          ("130926100201", 2), ("130926100202", 2)]
+    # Acknowledged rows leave; a row taken later comes after every row still held, per origin in order.
+    conn.execute("DELETE FROM custody WHERE seq <= 999")
+    conn.execute("INSERT INTO custody(envelope_id, origin, seq, document, received_at) VALUES (?,?,?,?,?)",
+                 ("f" * 64, "130926100201", 1001, b"{}", "2026-12-01T00:00:01.000Z"))
+    assert [(r["origin"], r["seq"]) for r in relay.to_forward(conn, 10)] == [
+        ("130926100201", 1000), ("130926100202", 1000), ("130926100201", 1001)]
