@@ -42,6 +42,9 @@ class SyncState:
     # up to which every file is among them; lost on restart, when the parent is asked once more.
     delivered: set = field(default_factory=set)
     files_through: int = 0
+    # Node time after which the outbox is searched again for overdue acknowledgements (None: at
+    # the next round); that search reads every row in custody, so not every round.
+    reoffer_check_at: object = None
 
     def backoff(self, max_seconds: float, base: float = 2.0) -> float:
         """Exponential backoff with full jitter (AWS architecture blog), capped."""
@@ -130,7 +133,7 @@ def drain(conn: sqlite3.Connection, node, state: SyncState, client: ParentClient
     return totals
 
 
-def _pending_documents(conn: sqlite3.Connection, node) -> list[tuple[str, bytes]]:
+def _pending_documents(conn: sqlite3.Connection, node, state: SyncState) -> list[tuple[str, bytes]]:
     """The next push: at most ``SYNC_BATCH`` envelopes of each source and ``SYNC_BATCH_BYTES`` in all,
     so one village's large envelopes never make a push the parent refuses as too large. Each
     document as stored (:func:`envelope.to_bytes`): the push is joined from these bytes."""
@@ -139,13 +142,22 @@ def _pending_documents(conn: sqlite3.Connection, node) -> list[tuple[str, bytes]
     if node.relay is not None:
         # Villages' envelopes first: a township's decision event follows the case it is about.
         rows += [("custody", r) for r in relay.to_forward(conn, batch)]
-    rows += [("reoffer" if r["state"] == "custody" else "outbox", r) for r in outbox.to_send(conn, batch, node.now())]
+    now = node.now()
+    due = state.reoffer_check_at
+    # Look for overdue acknowledgements at most every REOFFER_CHECK_EVERY while none is found (and
+    # at once if the clock went back): the search reads every envelope in custody.
+    check = due is None or now >= due or due - now > outbox.REOFFER_CHECK_EVERY
+    mine = outbox.to_send(conn, batch, now if check else None)
+    if check:
+        overdue = any(r["state"] == "custody" for r in mine)
+        state.reoffer_check_at = None if overdue else now + outbox.REOFFER_CHECK_EVERY
+    rows += [("reoffer" if r["state"] == "custody" else "outbox", r) for r in mine]
     sized = [{"source": source, "document": r["document"]} for source, r in rows]
     return [(r["source"], r["document"]) for r in envelope.within_bytes(sized, int(node.config["SYNC_BATCH_BYTES"]))]
 
 
 def _push(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> int:
-    docs = _pending_documents(conn, node)
+    docs = _pending_documents(conn, node, state)
     if not docs:
         return 0
     if any(kind == "reoffer" for kind, _ in docs):

@@ -72,19 +72,25 @@ def append(
 
 
 RESEND_CUSTODY_AFTER = timedelta(minutes=10)
+#: How often a node looks for envelopes whose acknowledgement is overdue, while it finds none.
+REOFFER_CHECK_EVERY = timedelta(minutes=1)
 
 
 def to_send(conn: sqlite3.Connection, limit: int, now=None) -> list[sqlite3.Row]:
-    """Envelopes to offer the parent, oldest first: every pending one, and those in custody
-    whose acknowledgement is overdue (re-offering is idempotent and covers a township that
-    lost its disk); the acknowledgement itself comes back with the next pull."""
-    cutoff = iso(now - RESEND_CUSTODY_AFTER) if now is not None else ""
-    # Two walks of the (state, seq) index, each stopping at `limit`: one query with OR made
-    # SQLite read every pending row (or every row) and sort them, each round.
+    """Envelopes to offer the parent, oldest first: every pending one, and (given ``now``) those
+    in custody whose acknowledgement is overdue (re-offering is idempotent and covers a township
+    that lost its disk); the acknowledgement itself comes back with the next pull.
+
+    The overdue walk reads every row in custody (``custody_at`` has no index), so a caller that
+    looked a moment ago passes ``now=None``: pending rows only, a walk that stops at ``limit``.
+    """
+    # Two walks of the (state, seq) index: one query with OR made SQLite read every pending row
+    # (or every row) and sort them, each round.
     columns = "SELECT seq, envelope_id, document, state FROM outbox"
     rows = conn.execute(f"{columns} WHERE state = 'pending' ORDER BY seq LIMIT ?", (limit,)).fetchall()
-    rows += conn.execute(f"{columns} WHERE state = 'custody' AND custody_at < ? ORDER BY seq LIMIT ?",
-                         (cutoff, limit)).fetchall()
+    if now is not None:
+        rows += conn.execute(f"{columns} WHERE state = 'custody' AND custody_at < ? ORDER BY seq LIMIT ?",
+                             (iso(now - RESEND_CUSTODY_AFTER), limit)).fetchall()
     return sorted(rows, key=lambda r: r["seq"])[:limit]
 
 

@@ -5,14 +5,16 @@ origin, kill -9 safety) hold."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import timedelta
 
-from faults import city_item, material_files
-from network import create_case
+from faults import WireSession, city_item, client_with, material_files, outbox_states
+from network import clock_at, create_case
 
 from shared.core import canonical
 from shared.core.crypto import SigningKey
 from sync import envelope, relay, schema, trust
 from sync.client import ParentClient
+from sync.node_sync import SyncState, run_round
 from township_node.relay_service import TownshipSync
 
 
@@ -102,3 +104,32 @@ def test_forwarding_walks_custody_in_arrival_order_without_sorting_it():
                  ("f" * 64, "130926100201", 1001, b"{}", "2026-12-01T00:00:01.000Z"))
     assert [(r["origin"], r["seq"]) for r in relay.to_forward(conn, 10)] == [
         ("130926100201", 1000), ("130926100202", 1000), ("130926100201", 1001)]
+
+
+def test_an_overdue_envelope_is_offered_again_and_custody_is_searched_once_a_minute(build_network):
+    net = build_network(villages=1)
+    village, township = net.village(), net.township
+    agent = village.account("agent", "agent")
+    create_case(village, agent, city_item(village, agent))
+    statements: list[str] = []
+    village.conn.set_trace_callback(statements.append)
+    state, start = SyncState(), village.node.now()
+
+    def round_at(minutes: float) -> int:
+        statements.clear()
+        with clock_at(village, start + timedelta(minutes=minutes)):
+            assert "error" not in run_round(village.conn, village.node, state,
+                                            client=client_with(village, WireSession()), force=True)
+        return sum("custody_at <" in s for s in statements)  # the walk over every row in custody
+
+    assert round_at(0) == 1
+    assert outbox_states(village) == {1: "custody"}
+    with township.conn:
+        township.conn.execute("DELETE FROM custody")  # the township lost its disk
+    assert round_at(0.5) == 0  # searched half a minute ago: not again
+    assert round_at(5) == 1  # nothing overdue yet (10 minutes)
+    assert township.scalar("SELECT COUNT(*) FROM custody") == 0
+    assert round_at(11) == 1
+    assert township.scalar("SELECT COUNT(*) FROM custody") == 1  # offered again
+    assert round_at(11.1) == 1  # while some are overdue, every round looks
+    village.conn.set_trace_callback(None)
