@@ -283,15 +283,19 @@ class Ingestor:
 
     def blob_arrived(self, sha256: str, now) -> list[dict]:
         """A material file was verified: release the envelopes waiting on it; new acks."""
+        return [self.refresh_ack(origin, now) for origin in sorted(self.release_blob(sha256))]
+
+    def release_blob(self, sha256: str) -> set[str]:
+        """A material file was verified: release the envelopes waiting on it, without signing
+        acks (a caller releasing many files refreshes each origin's ack once, at the end).
+
+        :returns: the origins of the released envelopes.
+        """
         conn = self.conn
-        rows = conn.execute("SELECT origin, seq FROM inbox_blobs WHERE sha256 = ?", (sha256,)).fetchall()
-        for row in rows:
-            conn.execute(
-                "UPDATE inbox SET blobs_pending = blobs_pending - 1 WHERE origin = ? AND seq = ?",
-                (row["origin"], row["seq"]),
-            )
-        conn.execute("DELETE FROM inbox_blobs WHERE sha256 = ?", (sha256,))
-        return [self.refresh_ack(origin, now) for origin in sorted({r["origin"] for r in rows})]
+        rows = conn.execute("DELETE FROM inbox_blobs WHERE sha256 = ? RETURNING origin, seq", (sha256,)).fetchall()
+        conn.executemany("UPDATE inbox SET blobs_pending = blobs_pending - 1 WHERE origin = ? AND seq = ?",
+                         [(row["origin"], row["seq"]) for row in rows])
+        return {row["origin"] for row in rows}
 
     def refresh_ack(self, origin: str, now) -> dict:
         """Sign the cumulative acknowledgement for ``origin`` if it moved; return the current one.

@@ -10,6 +10,7 @@ from datetime import timedelta
 from faults import WireSession, city_item, client_with, material_files, outbox_states
 from network import clock_at, create_case
 
+from city_hub.sync_service import HubSync
 from shared.core import canonical
 from shared.core.crypto import SigningKey
 from sync import envelope, relay, schema, trust
@@ -133,3 +134,66 @@ def test_an_overdue_envelope_is_offered_again_and_custody_is_searched_once_a_min
     assert township.scalar("SELECT COUNT(*) FROM custody") == 1  # offered again
     assert round_at(11.1) == 1  # while some are overdue, every round looks
     village.conn.set_trace_callback(None)
+
+
+def _cases_with_files(village, n: int) -> list[list]:
+    agent = village.account("agent", "agent")
+    item = city_item(village, agent)
+    files = [material_files(item, f"f{i}") for i in range(n)]
+    for f in files:
+        create_case(village, agent, item, f)
+    return files
+
+
+def test_a_batch_of_files_moves_each_origins_acknowledgement_once(build_network, monkeypatch):
+    net = build_network(villages=1)
+    village, township = net.village(), net.township
+    _cases_with_files(village, 3)
+    assert "error" not in village.sync()  # envelopes and files at the township
+    signed, inside = [], []
+    real_sign, real_complete = envelope.sign, HubSync.blobs_complete
+
+    def sign(key, payload_type, body):
+        if inside and payload_type == envelope.ACK:
+            signed.append(body["acked_seq"])
+        return real_sign(key, payload_type, body)
+
+    def blobs_complete(self, *args, **kwargs):
+        inside.append(1)
+        try:
+            return real_complete(self, *args, **kwargs)
+        finally:
+            inside.clear()
+
+    monkeypatch.setattr(envelope, "sign", sign)
+    monkeypatch.setattr(HubSync, "blobs_complete", blobs_complete)
+    assert "error" not in township.sync()  # the envelopes, then every file in one batch
+    assert signed == [3]  # one ack for the batch: per file, it was signed again at each step (1, 2, 3)
+    net.sync_all()
+    assert outbox_states(village) == {1: "acked", 2: "acked", 3: "acked"}
+
+
+def _hub_waiting(net) -> int:
+    return net.hub.scalar("SELECT COUNT(*) FROM inbox_blobs")
+
+
+def test_files_on_disk_but_not_recorded_are_released_testing_only_what_holds_an_ack_back(build_network, monkeypatch):
+    net = build_network(villages=1)
+    village, township, hub = net.village(), net.township, net.hub
+    files = _cases_with_files(village, 3)
+    assert "error" not in village.sync()
+    to_hub = client_with(township, WireSession())
+    to_hub.push([envelope.from_bytes(r["document"]) for r in township.query("SELECT document FROM custody")])
+    assert _hub_waiting(net) == sum(len(f) for f in files)
+    tested = []
+    real_has = hub.node.blobs.has
+    monkeypatch.setattr(hub.node.blobs, "has", lambda sha: tested.append(sha) or real_has(sha))
+    to_hub.push([])
+    assert len(tested) == len(files[0])  # the first waiting envelope's files: the others wait behind it
+    # The hub wrote the first two cases' files and died before recording them (kill -9).
+    for _, _, data in files[0] + files[1]:
+        hub.node.blobs.put(data)
+    answer = to_hub.push([])
+    assert _hub_waiting(net) == len(files[2])  # both released in one push, up to the file still missing
+    acks = [envelope.open_signed(a, envelope.ACK, hub.node.trust(hub.conn).hub_key).body for a in answer["acks"]]
+    assert [(a["origin"], a["acked_seq"]) for a in acks] == [(village.node_id, 2)]
