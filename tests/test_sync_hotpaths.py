@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import timedelta
 
+import pytest
 from faults import WireSession, city_item, client_with, material_files, outbox_states
 from network import clock_at, create_case
 
@@ -197,3 +198,17 @@ def test_files_on_disk_but_not_recorded_are_released_testing_only_what_holds_an_
     assert _hub_waiting(net) == len(files[2])  # both released in one push, up to the file still missing
     acks = [envelope.open_signed(a, envelope.ACK, hub.node.trust(hub.conn).hub_key).body for a in answer["acks"]]
     assert [(a["origin"], a["acked_seq"]) for a in acks] == [(village.node_id, 2)]
+
+
+def test_the_decoders_built_once_refuse_what_json_loads_refused():
+    with pytest.raises(canonical.CanonicalError, match="BOM"):
+        canonical.loads_canonical('\ufeff{"a":1}'.encode())
+    with pytest.raises(canonical.CanonicalError, match="BOM"):
+        canonical.loads('\ufeff{"a":1}'.encode())
+    with pytest.raises(canonical.CanonicalError, match="duplicate key 'b'"):
+        canonical.loads(b'{"a":{"b":1,"c":2,"b":3}}')
+    with pytest.raises(canonical.CanonicalError, match="floats"):
+        canonical.loads_canonical(b'{"a":1.5}')
+    with pytest.raises(canonical.CanonicalError, match="not serialisable"):
+        canonical.dumps({"a": float("nan")})
+    assert canonical.loads(b'{"a":{"b":1,"c":2}}') == {"a": {"b": 1, "c": 2}}
