@@ -247,7 +247,8 @@ FILES_WINDOW = 1000
 def _attachments_to_send(conn: sqlite3.Connection, node, state: SyncState) -> list[dict]:
     """Files the parent may lack, oldest envelope first, read from ``state.files_through`` on
     (by primary key) instead of from every unacknowledged outbox row."""
-    mine = outbox.unacked_attachments(conn, state.files_through, FILES_WINDOW)
+    top = outbox.last_seq(conn)  # read first: an envelope appended meanwhile is after it
+    mine = outbox.unacked_attachments(conn, state.files_through, FILES_WINDOW, through=top)
     wanted = {a["sha256"]: a for a in mine}
     if node.relay is not None:
         wanted.update({a["sha256"]: a for a in relay.custody_attachments(conn) if a["sha256"] not in wanted})
@@ -255,7 +256,12 @@ def _attachments_to_send(conn: sqlite3.Connection, node, state: SyncState) -> li
     undelivered = [a["seq"] for a in mine if a["sha256"] not in state.delivered]
     if undelivered:
         state.files_through = max(state.files_through, min(undelivered) - 1)
-    elif mine:
+    elif len({a["seq"] for a in mine}) < FILES_WINDOW:
+        # The window reached ``top`` and every file up to it is delivered (or none was named):
+        # start after it next round. Otherwise a node without files read its whole unacknowledged
+        # outbox here every round, looking for files.
+        state.files_through = max(state.files_through, top)
+    else:
         state.files_through = mine[-1]["seq"]
     return [{"sha256": s, "size": a["size"]} for s, a in wanted.items() if s not in state.delivered]
 

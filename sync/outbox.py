@@ -105,16 +105,27 @@ def acked_through(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE state = 'acked'").fetchone()[0]
 
 
-def unacked_attachments(conn: sqlite3.Connection, after_seq: int | None = None, limit: int = -1) -> list[dict]:
+def unacked_attachments(conn: sqlite3.Connection, after_seq: int | None = None, limit: int = -1,
+                        through: int | None = None) -> list[dict]:
     """Material files named by envelopes the hub does not hold yet, oldest first.
 
     ``after_seq``: only envelopes after it (the caller knows every earlier file is delivered);
     the rows are read by primary key from there, never the whole unacknowledged backlog.
+    ``through``: only envelopes up to that seq; ``limit``: of at most that many envelopes.
     """
     start = max(acked_through(conn), after_seq or 0)
+    end = MAX_SEQ if through is None else through
     return [{**a, "seq": row["seq"]} for row in conn.execute(
-        "SELECT seq, attachments FROM outbox WHERE seq > ? AND attachments != '[]' ORDER BY seq LIMIT ?",
-        (start, limit)) for a in json.loads(row["attachments"])]
+        "SELECT seq, attachments FROM outbox WHERE seq > ? AND seq <= ? AND attachments != '[]' ORDER BY seq LIMIT ?",
+        (start, end, limit)) for a in json.loads(row["attachments"])]
+
+
+MAX_SEQ = 2**63 - 1
+
+
+def last_seq(conn: sqlite3.Connection) -> int:
+    """The newest envelope's seq (0 if none): one probe of the primary key."""
+    return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
 
 
 def mark_custody(conn: sqlite3.Connection, envelope_ids: list[str], now) -> None:

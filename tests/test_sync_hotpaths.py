@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import pytest
 from faults import WireSession, city_item, client_with, material_files, outbox_states
-from network import clock_at, create_case
+from network import clock_at, create_case, sha256_hex
 
 from city_hub.sync_service import HubSync
 from shared.core import canonical
 from shared.core.crypto import SigningKey
-from sync import envelope, relay, schema, trust
+from sync import envelope, node_sync, relay, schema, trust
 from sync.client import ParentClient
 from sync.node_sync import SyncState, run_round
 from township_node.relay_service import TownshipSync
@@ -212,3 +212,27 @@ def test_the_decoders_built_once_refuse_what_json_loads_refused():
     with pytest.raises(canonical.CanonicalError, match="not serialisable"):
         canonical.dumps({"a": float("nan")})
     assert canonical.loads(b'{"a":{"b":1,"c":2}}') == {"a": {"b": 1, "c": 2}}
+
+
+def test_a_node_without_files_does_not_read_its_backlog_for_files_every_round(build_network):
+    net = build_network(villages=1)
+    village = net.village()
+    agent = village.account("agent", "agent")
+    item = city_item(village, agent)
+    for _ in range(40):
+        create_case(village, agent, item, [])  # no material files
+    state, steps = SyncState(), []
+    assert node_sync._attachments_to_send(village.conn, village.node, state) == []
+    assert state.files_through == 40
+    create_case(village, agent, item, [])
+    village.conn.set_progress_handler(lambda: steps.append(1), 1)
+    try:
+        assert node_sync._attachments_to_send(village.conn, village.node, state) == []
+    finally:
+        village.conn.set_progress_handler(None, 1)
+    assert state.files_through == 41
+    assert len(steps) < 80, len(steps)  # reading the 41 unacknowledged rows again took ~150, growing with them
+    files = material_files(item, "late")
+    create_case(village, agent, item, files)  # a case with files after them: its files are found
+    wanted = node_sync._attachments_to_send(village.conn, village.node, state)
+    assert sorted(a["sha256"] for a in wanted) == sorted(sha256_hex(d) for _, _, d in files)
