@@ -133,7 +133,7 @@ def drain(conn: sqlite3.Connection, node, state: SyncState, client: ParentClient
     return totals
 
 
-def _pending_documents(conn: sqlite3.Connection, node, state: SyncState) -> list[tuple[str, bytes]]:
+def _pending_documents(conn: sqlite3.Connection, node, state: SyncState | None = None) -> list[tuple[str, bytes]]:
     """The next push: at most ``SYNC_BATCH`` envelopes of each source and ``SYNC_BATCH_BYTES`` in all,
     so one village's large envelopes never make a push the parent refuses as too large. Each
     document as stored (:func:`envelope.to_bytes`): the push is joined from these bytes."""
@@ -143,6 +143,7 @@ def _pending_documents(conn: sqlite3.Connection, node, state: SyncState) -> list
         # Villages' envelopes first: a township's decision event follows the case it is about.
         rows += [("custody", r) for r in relay.to_forward(conn, batch)]
     now = node.now()
+    state = state or SyncState()  # none given: look for overdue acknowledgements now
     due = state.reoffer_check_at
     # Look for overdue acknowledgements at most every REOFFER_CHECK_EVERY while none is found (and
     # at once if the clock went back): the search reads every envelope in custody.
