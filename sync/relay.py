@@ -40,9 +40,10 @@ def take_custody(
     """
     results, held = [], []
     callers_key = _keys_of(trust, caller)
+    received_at = iso(now)
+    acked_seqs: dict[str, int] = {}  # per origin: the acks table does not change during custody
     for document in documents:
         try:
-            envelope_id = envelope.document_id(document)
             try:
                 opened = envelope.open_signed(document, envelope.ENVELOPE, callers_key, vouched=True)
             except SignatureError:  # not signed by the caller: verified in full
@@ -51,6 +52,7 @@ def take_custody(
             reason = "malformed" if isinstance(exc, envelope.MalformedPayload) else "bad_signature"
             results.append({"status": "rejected", "reason": reason, "detail": str(exc)})
             continue
+        envelope_id = opened.doc_id  # the id of the bytes just opened (not decoded and hashed again)
         node = trust.node_of_key(opened.kid)
         origin, seq = opened.body.get("origin"), opened.body.get("seq")
         if not canonical.is_count(seq) or seq < 1:
@@ -68,18 +70,23 @@ def take_custody(
             "INSERT INTO custody(envelope_id, origin, seq, case_id, document, attachments, received_at)"
             " VALUES (?,?,?,?,?,?,?) ON CONFLICT(envelope_id) DO NOTHING",
             (envelope_id, origin, seq, (opened.body.get("body") or {}).get("case_id"), envelope.to_bytes(document),
-             json.dumps(attachments), iso(now)),
+             json.dumps(attachments) if attachments else "[]", received_at),
         )
-        blobs.claim_parked(conn, [str(a.get("sha256")) for a in attachments])
-        conn.execute("INSERT INTO relayed_ids(origin, seq, envelope_id) VALUES (?,?,?) ON CONFLICT DO NOTHING",
-                     (origin, seq, envelope_id))
-        first = conn.execute("SELECT envelope_id FROM relayed_ids WHERE origin = ? AND seq = ?", (origin, seq)).fetchone()
-        acked = conn.execute("SELECT acked_seq FROM acks WHERE origin = ?", (origin,)).fetchone()
-        if first["envelope_id"] != envelope_id:
+        if attachments:
+            blobs.claim_parked(conn, [str(a.get("sha256")) for a in attachments])
+        first = envelope_id
+        if conn.execute("INSERT INTO relayed_ids(origin, seq, envelope_id) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                        (origin, seq, envelope_id)).rowcount == 0:  # the number was taken before: by this one?
+            first = conn.execute("SELECT envelope_id FROM relayed_ids WHERE origin = ? AND seq = ?",
+                                 (origin, seq)).fetchone()["envelope_id"]
+        if origin not in acked_seqs:
+            acked = conn.execute("SELECT acked_seq FROM acks WHERE origin = ?", (origin,)).fetchone()
+            acked_seqs[origin] = acked["acked_seq"] if acked is not None else 0
+        if first != envelope_id:
             # Same number, other content: a restored or cloned village. The hub must see it (and
             # suspends the node); kept apart so no acknowledgement releases it before it goes up.
             conn.execute("UPDATE custody SET last_error = 'fork' WHERE envelope_id = ?", (envelope_id,))
-        elif acked is not None and seq <= acked["acked_seq"]:
+        elif seq <= acked_seqs[origin]:
             # Already acknowledged by the hub: nothing to keep, the ack travels back down.
             conn.execute("DELETE FROM custody WHERE envelope_id = ?", (envelope_id,))
         results.append({"envelope_id": envelope_id, "origin": origin, "seq": seq, "status": "custody"})

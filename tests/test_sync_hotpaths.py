@@ -14,7 +14,8 @@ from network import clock_at, create_case, sha256_hex
 from city_hub.sync_service import HubSync
 from shared.core import canonical
 from shared.core.crypto import SigningKey
-from sync import envelope, node_sync, relay, schema, trust
+from shared.core.storage import write_transaction
+from sync import envelope, node_sync, outbox, relay, schema, trust
 from sync.client import ParentClient
 from sync.node_sync import SyncState, run_round
 from township_node.relay_service import TownshipSync
@@ -236,3 +237,42 @@ def test_a_node_without_files_does_not_read_its_backlog_for_files_every_round(bu
     create_case(village, agent, item, files)  # a case with files after them: its files are found
     wanted = node_sync._attachments_to_send(village.conn, village.node, state)
     assert sorted(a["sha256"] for a in wanted) == sorted(sha256_hex(d) for _, _, d in files)
+
+
+def test_custody_takes_an_envelope_in_two_statements_and_still_tells_a_retry_from_a_fork(build_network):
+    net = build_network(villages=1)
+    village, township = net.village(), net.township
+    agent = village.account("agent", "agent")
+    item = city_item(village, agent)
+    for _ in range(5):
+        create_case(village, agent, item, [])
+    documents = [envelope.from_bytes(r["document"]) for r in outbox.to_send(village.conn, 10)]
+    conn, trust_store = township.conn, township.node.trust(township.conn)
+    statements: list[str] = []
+
+    def take(docs):
+        statements.clear()
+        conn.set_trace_callback(statements.append)
+        try:
+            with write_transaction(conn):
+                return relay.take_custody(conn, trust_store, township.node_id, docs, township.node.now(),
+                                          caller=village.node_id)
+        finally:
+            conn.set_trace_callback(None)
+
+    results, held = take(documents)
+    assert [r["status"] for r in results] == ["custody"] * 5 and len(held) == 5
+    work = [s for s in statements if not s.startswith(("BEGIN", "COMMIT", "PRAGMA"))]
+    assert len(work) == 2 * 5 + 1, work  # custody row, first id of (origin, seq); the ack once per origin (was 4 each)
+    results, held = take(documents)  # a retry: the very same envelopes
+    assert [r["status"] for r in results] == ["custody"] * 5
+    assert township.scalar("SELECT COUNT(*) FROM custody WHERE last_error = 'fork'") == 0
+    fork = sign_as(village, {**envelope.peek(documents[2]), "body": {"other": "content"}})
+    results, _ = take([fork])
+    assert results[0]["status"] == "custody"
+    assert township.scalar("SELECT last_error FROM custody WHERE envelope_id = ?", (envelope.document_id(fork),)) == "fork"
+
+
+def sign_as(handle, body: dict) -> dict:
+    """An envelope with ``body`` signed by ``handle``'s own node key."""
+    return envelope.sign(handle.node.key, envelope.ENVELOPE, body)
