@@ -98,6 +98,7 @@ class Ingestor:
         # (seq, envelope_id) of each origin's newest inbox row, read once per origin per batch
         # and kept current by _accept (the only writer of inbox in this transaction).
         self.heads: dict[str, tuple[int, str]] = {}
+        self._queued: list[tuple[str, int]] = []  # accepted, for the apply queue
         self._stamp: tuple = (None, "")
 
     def open_all(self, documents: list) -> list:
@@ -124,6 +125,8 @@ class Ingestor:
             result.results.append(outcome)
             if outcome.get("origin") and outcome["status"] in ("accepted", "duplicate", "held"):
                 touched.add(outcome["origin"])
+        self.conn.executemany("INSERT INTO apply_queue(origin, seq) VALUES (?,?)", self._queued)
+        self._queued = []
         for origin in touched:
             ack = self.refresh_ack(origin, now)
             if ack:
@@ -226,7 +229,8 @@ class Ingestor:
             quarantine(conn, origin, seq, envelope_id, "attachment_too_large", detail, document, now)
             attachments = []
         missing = sorted({a["sha256"] for a in attachments if not self.has_blob(a["sha256"])})
-        blobs.claim_parked(conn, [a["sha256"] for a in attachments])
+        if attachments:
+            blobs.claim_parked(conn, [a["sha256"] for a in attachments])
         conn.execute(
             "INSERT INTO inbox(origin, seq, envelope_id, prev, kind, document, received_at, via, blobs_pending)"
             " VALUES (?,?,?,?,?,?,?,?,?)",
@@ -243,7 +247,7 @@ class Ingestor:
         if too_large:
             result["content"] = "quarantined: attachment_too_large"
         else:
-            conn.execute("INSERT INTO apply_queue(origin, seq) VALUES (?,?)", (origin, seq))
+            self._queued.append((origin, seq))  # written in acceptance order by ingest(), in one call
         if hlc.wall_ms > wall_ms + self.max_skew_ms:
             # Never trust a clock from the future: keep the envelope, record the hub's time.
             quarantine(conn, origin, seq, envelope_id, "clock_ahead", opened.body["hlc"], None, now)

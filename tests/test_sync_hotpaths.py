@@ -276,3 +276,29 @@ def test_custody_takes_an_envelope_in_two_statements_and_still_tells_a_retry_fro
 def sign_as(handle, body: dict) -> dict:
     """An envelope with ``body`` signed by ``handle``'s own node key."""
     return envelope.sign(handle.node.key, envelope.ENVELOPE, body)
+
+
+def test_hub_ingest_writes_one_row_per_envelope_and_queues_them_in_acceptance_order(build_network):
+    net = build_network(villages=1)
+    village, hub = net.village(), net.hub
+    agent = village.account("agent", "agent")
+    item = city_item(village, agent)
+    for _ in range(6):
+        create_case(village, agent, item, [])
+    documents = [envelope.from_bytes(r["document"]) for r in outbox.to_send(village.conn, 10)]
+    hub_sync = hub.app.extensions["liandong_sync"]
+    statements: list[str] = []
+    hub.conn.set_trace_callback(statements.append)
+    try:
+        answer = hub_sync.push(hub.conn, hub.node, net.township.node_id, documents[3:] + documents[:3])
+    finally:
+        hub.conn.set_trace_callback(None)
+    # 4, 5, 6 wait behind the gap (held) until 1, 2, 3 arrive; then all six are accepted in order.
+    assert [r["status"] for r in answer["results"]] == ["held"] * 3 + ["accepted"] * 3
+    queued = [r["seq"] for r in hub.conn.execute("SELECT seq FROM apply_queue ORDER BY id")]
+    assert queued == [1, 2, 3, 4, 5, 6]
+    inserts = [s for s in statements if s.startswith(("INSERT INTO inbox(", "INSERT INTO apply_queue"))]
+    assert len(inserts) == 6 + 6  # per envelope: its inbox row and its queue entry, nothing else written
+    assert not any(s.startswith("DELETE FROM blob_parking") for s in statements)  # no files named: none claimed
+    hub.apply_accepted()
+    assert hub.scalar("SELECT COUNT(*) FROM cases WHERE origin = ?", (village.node_id,)) == 6
