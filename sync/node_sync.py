@@ -133,16 +133,16 @@ def drain(conn: sqlite3.Connection, node, state: SyncState, client: ParentClient
     return totals
 
 
-def _pending_documents(conn: sqlite3.Connection, node, state: SyncState | None = None) -> list[tuple[str, bytes]]:
+def _pending_documents(conn: sqlite3.Connection, node, state: SyncState | None = None) -> list[tuple[str, sqlite3.Row]]:
     """The next push: at most ``SYNC_BATCH`` envelopes of each source and ``SYNC_BATCH_BYTES`` in all,
     so one village's large envelopes never make a push the parent refuses as too large. Each
-    document as stored (:func:`envelope.to_bytes`): the push is joined from these bytes."""
+    row's ``document`` as stored (:func:`envelope.to_bytes`): the push is joined from these bytes."""
     batch = int(node.config["SYNC_BATCH"])
     rows = []
+    now = node.now()
     if node.relay is not None:
         # Villages' envelopes first: a township's decision event follows the case it is about.
-        rows += [("custody", r) for r in relay.to_forward(conn, batch)]
-    now = node.now()
+        rows += [("custody", r) for r in relay.to_forward(conn, batch, now)]
     state = state or SyncState()  # none given: look for overdue acknowledgements now
     due = state.reoffer_check_at
     # Look for overdue acknowledgements at most every REOFFER_CHECK_EVERY while none is found (and
@@ -153,8 +153,8 @@ def _pending_documents(conn: sqlite3.Connection, node, state: SyncState | None =
         overdue = any(r["state"] == "custody" for r in mine)
         state.reoffer_check_at = None if overdue else now + outbox.REOFFER_CHECK_EVERY
     rows += [("reoffer" if r["state"] == "custody" else "outbox", r) for r in mine]
-    sized = [{"source": source, "document": r["document"]} for source, r in rows]
-    return [(r["source"], r["document"]) for r in envelope.within_bytes(sized, int(node.config["SYNC_BATCH_BYTES"]))]
+    sized = [{"source": source, "document": r["document"], "row": r} for source, r in rows]
+    return [(r["source"], r["row"]) for r in envelope.within_bytes(sized, int(node.config["SYNC_BATCH_BYTES"]))]
 
 
 def _push(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> int:
@@ -165,12 +165,14 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState
         # The parent may have lost what it held (a township's disk): ask about every file again.
         state.delivered.clear()
         state.files_through = 0
-    apply_push_answer(conn, node, client.push_stored([d for _, d in docs], compact=True))
+    answer = client.push_stored([r["document"] for _, r in docs], compact=True)
+    apply_push_answer(conn, node, answer, forwarded=[r for kind, r in docs if kind == "custody"])
     return len(docs)
 
 
-def apply_push_answer(conn: sqlite3.Connection, node, answer: dict) -> None:
-    """Apply what the parent said to a push (HTTP or USB bundle): custody receipt and acks."""
+def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: list | None = None) -> None:
+    """Apply what the parent said to a push (HTTP or USB bundle): custody receipt and acks; at a
+    township, which of the custody envelopes it ``forwarded`` the hub now holds."""
     trust = node.trust(conn)
     with write_transaction(conn):
         receipt = answer.get("receipt")
@@ -186,6 +188,8 @@ def apply_push_answer(conn: sqlite3.Connection, node, answer: dict) -> None:
         _apply_acks(conn, node, trust, answer.get("acks", []))
         if node.relay is not None:
             _release_refused_custody(conn, node, answer.get("results", []))
+            if forwarded:
+                relay.mark_forwarded(conn, forwarded, answer, node.now())
 
 
 def _release_refused_custody(conn: sqlite3.Connection, node, results: list) -> None:

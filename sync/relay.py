@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import timedelta
 
 from shared.core import canonical
 from shared.core.audit import audit
@@ -125,18 +126,55 @@ def custody_receipt(key: SigningKey, township_id: str, envelope_ids: list[str], 
     return envelope.sign(key, envelope.CUSTODY, {"holder": township_id, "envelope_ids": envelope_ids, "at": iso(now)})
 
 
-def to_forward(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
-    """Envelopes in custody, oldest first (per origin in order), for the next push to the hub.
+#: A custody envelope the hub said it holds is forwarded again only if its acknowledgement is
+#: still missing this long after (the hub waits for its files, or lost it: at least once).
+FORWARD_AGAIN_AFTER = timedelta(minutes=10)
+#: Push outcomes that mean the hub holds the envelope (in its chain, waiting for files, or
+#: behind a gap); an acknowledgement follows once the chain and the files are complete.
+HELD_BY_HUB = ("accepted", "duplicate", "held")
+
+
+def to_forward(conn: sqlite3.Connection, limit: int, now=None) -> list[sqlite3.Row]:
+    """Envelopes in custody to push to the hub, oldest first (per origin in order).
 
     In the order custody took them: rowid order, since a new row's rowid is above every row's in
     the table (``custody`` has no ``INTEGER PRIMARY KEY``, and nothing here renumbers it). A
     village pushes its own envelopes in seq order, so each origin's stay in order. The walk stops
     after ``limit`` rows: ``ORDER BY received_at, origin, seq`` read and sorted every envelope in
     custody, documents included, each round (a township back online with 10,000 of them).
+
+    Given ``now``, an envelope the hub already said it holds (:func:`mark_forwarded`) is skipped
+    until ``FORWARD_AGAIN_AFTER`` has passed without its acknowledgement: one waiting for its
+    material files was pushed again every round until they arrived (~40 % of the pushes of a
+    drain with a scan per case).
     """
+    if now is None:
+        return conn.execute(
+            "SELECT envelope_id, origin, seq, document FROM custody ORDER BY rowid LIMIT ?", (limit,)).fetchall()
     return conn.execute(
-        "SELECT envelope_id, origin, seq, document FROM custody ORDER BY rowid LIMIT ?", (limit,)
-    ).fetchall()
+        "SELECT envelope_id, origin, seq, document FROM custody WHERE forwarded_at IS NULL OR forwarded_at < ?"
+        " ORDER BY rowid LIMIT ?", (iso(now - FORWARD_AGAIN_AFTER), limit)).fetchall()
+
+
+def mark_forwarded(conn: sqlite3.Connection, pushed: list, answer: dict, now) -> int:
+    """Record which of the custody envelopes just ``pushed`` (rows of :func:`to_forward`) the hub
+    holds now, by its push ``answer`` (a full list of results, or a compact one: routine outcomes
+    as seq ranges per origin, §5.3.0). Call inside a write transaction; returns how many.
+
+    Nothing leaves custody here (only a hub acknowledgement releases an envelope); an envelope
+    whose outcome is anything else (refused, or not in the answer) stays due at once.
+    """
+    by_id = {r["envelope_id"]: r for r in pushed}
+    outcomes = {r["envelope_id"]: r.get("status") for r in answer.get("results", [])
+                if isinstance(r, dict) and r.get("envelope_id") in by_id}
+    ranges = answer.get("ok") if isinstance(answer.get("ok"), dict) else {}
+    held = [eid for eid, status in outcomes.items() if status in HELD_BY_HUB]
+    held += [r["envelope_id"] for r in pushed if r["envelope_id"] not in outcomes and any(
+        isinstance(run, list) and len(run) == 2 and run[0] <= r["seq"] <= run[1] for run in ranges.get(r["origin"], []))]
+    stamp = iso(now)
+    conn.executemany("UPDATE custody SET forwarded_at = ?, attempts = attempts + 1 WHERE envelope_id = ?",
+                     [(stamp, eid) for eid in held])
+    return len(held)
 
 
 def custody_attachments(conn: sqlite3.Connection) -> list[dict]:

@@ -8,6 +8,7 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
+import requests
 from faults import WireSession, city_item, client_with, material_files, outbox_states
 from network import clock_at, create_case, sha256_hex
 
@@ -302,3 +303,47 @@ def test_hub_ingest_writes_one_row_per_envelope_and_queues_them_in_acceptance_or
     assert not any(s.startswith("DELETE FROM blob_parking") for s in statements)  # no files named: none claimed
     hub.apply_accepted()
     assert hub.scalar("SELECT COUNT(*) FROM cases WHERE origin = ?", (village.node_id,)) == 6
+
+
+class _NoFiles(WireSession):
+    """The link drops whenever material files are sent."""
+
+    def request(self, method, url, *args, **kwargs):
+        if url.endswith("/sync/v1/blobs/batch"):
+            raise requests.ConnectionError("link dropped by the test")
+        return super().request(method, url, *args, **kwargs)
+
+
+def test_an_envelope_the_hub_holds_is_not_forwarded_again_while_its_files_come(build_network, monkeypatch):
+    net = build_network(villages=1)
+    village, township = net.village(), net.township
+    _cases_with_files(village, 2)
+    pushed: list[str] = []
+    real_push = ParentClient.push_stored
+
+    def push_stored(self, documents, compact=False):
+        if self.node_id == township.node_id:
+            pushed.extend(envelope.document_id(envelope.from_bytes(d)) for d in documents)
+        return real_push(self, documents, compact)
+
+    monkeypatch.setattr(ParentClient, "push_stored", push_stored)
+    state, start = SyncState(), township.node.now()
+
+    def township_round(minutes: float = 0) -> None:
+        with clock_at(township, start + timedelta(minutes=minutes)):
+            run_round(township.conn, township.node, state, client=client_with(township, WireSession()), force=True)
+
+    # The envelopes reach the township, their files not yet.
+    assert "error" in run_round(village.conn, village.node, SyncState(), client=client_with(village, _NoFiles()),
+                                force=True)
+    township_round()
+    assert len(pushed) == 2  # the hub holds both, waiting for their files
+    for minutes in (1, 2, 5):
+        township_round(minutes)
+    assert len(pushed) == 2  # not pushed again each round while the files are missing
+    township_round(11)
+    assert len(pushed) == 4  # the acknowledgement is overdue: forwarded again (at least once)
+    assert township.scalar("SELECT COUNT(*) FROM custody") == 2  # nothing left custody meanwhile
+    net.sync_all(rounds=3)
+    assert outbox_states(village) == {1: "acked", 2: "acked"}
+    assert township.scalar("SELECT COUNT(*) FROM custody") == 0
