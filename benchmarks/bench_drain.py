@@ -54,6 +54,14 @@ def queue_cases(net: common.Network, n: int, material: int = 0) -> None:
                     submit(conn, net.village, common.api_payload(items[i % len(items)], i), [], agent="agent")
 
 
+def cpu_now(net: common.Network) -> dict:
+    """CPU seconds used so far by the hub and township servers and by this process (the village's
+    and the township's rounds): less sensitive to the machine's other load than the wall time."""
+    times = os.times()
+    return {"hub": common.cpu_seconds(net.procs[0].pid), "township": common.cpu_seconds(net.procs[1].pid),
+            "rounds": times.user + times.system}
+
+
 def drain_overlapped(net: common.Network, vclient, tclient, max_seconds: float) -> dict:
     """The village and the township each drain back to back in their own thread (as their sync
     jobs do: ``sync.node_sync.drain``, the township started at once by every village push);
@@ -113,6 +121,7 @@ def main(args) -> dict:
             tclient = common.client_with(net.township, session)
             rounds, pushed = 0, {"village": 0, "township": 0}
             spent = {"village": 0.0, "township": 0.0}
+            cpu0 = cpu_now(net)
             start = time.perf_counter()
             if args.overlap:
                 result = drain_overlapped(net, vclient, tclient, args.max_seconds)
@@ -133,6 +142,7 @@ def main(args) -> dict:
                         raise RuntimeError(f"{name} round failed: {summary['error']}")
                     pushed[name] += summary["pushed"]
             elapsed = time.perf_counter() - start
+            cpu = {k: v - cpu0[k] for k, v in cpu_now(net).items()}
             common.wait_applied(net.dirs[common.HUB_ID])  # the hub's apply worker writes the last cases a moment later
             hub = net.hub_conn()
             try:
@@ -143,6 +153,8 @@ def main(args) -> dict:
                 blobs_held = hub.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
             finally:
                 hub.close()
+            # The township's own envelopes (its 受理 of the cases it decides) go up with the village's.
+            township_own = tconn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
             village_cases = vconn.execute("SELECT COUNT(*) FROM cases WHERE sync_state = 'acked'").fetchone()[0]
         finally:
             net.close()
@@ -152,7 +164,11 @@ def main(args) -> dict:
     print(f"drained {n} cases in {elapsed:.1f} s over {rounds} rounds (village + township each):"
           f" {n / elapsed:.0f} cases/s back to back")
     print(f"time in rounds: village {spent['village']:.1f} s, township {spent['township']:.1f} s;"
-          f" envelopes pushed: village {pushed['village']} (re-offers included), township {pushed['township']}")
+          f" envelopes pushed: village {pushed['village']} (re-offers included), township {pushed['township']}"
+          f" (its own: {township_own})")
+    print(f"CPU seconds while draining: hub {cpu['hub']:.1f}, township server {cpu['township']:.1f},"
+          f" this process (village and township rounds) {cpu['rounds']:.1f};"
+          f" {sum(cpu.values()) / n * 1000:.2f} ms per case in all")
     print(f"at the default SYNC_INTERVAL_SECONDS=5 the same {rounds} rounds take ~{rounds * 5 / 60:.1f} min")
     print(f"bytes: {sum(session.sent.values())} sent, {sum(session.received.values())} received by the two clients")
     print(f"check: hub holds {at_hub[0]} cases of the village ({at_hub[1]} distinct ids), {inbox} inbox envelopes,"
@@ -162,8 +178,9 @@ def main(args) -> dict:
                "bytes_received": sum(session.received.values()), "seconds": round(elapsed, 2), "rounds": rounds,
                "cases_per_s": round(n / elapsed, 1), "village_round_s": round(spent["village"], 2),
                "township_round_s": round(spent["township"], 2), "village_pushed": pushed["village"],
-               "township_pushed": pushed["township"], "hub_cases": at_hub[0], "hub_distinct": at_hub[1],
-               "hub_inbox": inbox, "quarantine": quarantined, "ok": ok}
+               "township_pushed": pushed["township"], "township_own": township_own, "hub_cases": at_hub[0], "hub_distinct": at_hub[1],
+               "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
+               "cpu_ms_per_case": round(sum(cpu.values()) / n * 1000, 3), "hub_inbox": inbox, "quarantine": quarantined, "ok": ok}
     common.emit(figures)
     return figures
 

@@ -26,6 +26,7 @@ import cProfile
 import io
 import os
 import pstats
+import statistics
 import sys
 import tempfile
 import threading
@@ -82,10 +83,14 @@ def build(args, keys: dict) -> tuple[list[tuple[str, bytes, int]], list[dict]]:
             i += 1
         chains[v] = common.signed_chain(keys[v], v, bodies, wall_ms)
     # A township forwards its custody oldest first: a batch holds a slice of several villages' chains.
+    # Each push comes from one township, so a group never mixes villages of two townships (the hub
+    # quarantines an envelope relayed by another township as wrong_relay).
     per_origin = max(1, args.batch // args.origins_per_batch)
-    batches = []
-    for g in range(0, len(villages), args.origins_per_batch):
-        group = villages[g: g + args.origins_per_batch]
+    batches, groups = [], []
+    for township in sorted({v[:9] for v in villages}):
+        below = [v for v in villages if v[:9] == township]
+        groups += [below[g: g + args.origins_per_batch] for g in range(0, len(below), args.origins_per_batch)]
+    for group in groups:
         for k in range(0, per_village, per_origin):
             docs = [d for v in group for d in chains[v][k: k + per_origin]]
             batches.append((group[0][:9], canonical.dumps({"envelopes": docs}), len(docs)))
@@ -144,7 +149,67 @@ def profile_in_process(root: Path, keys: dict, batches, args) -> str:
     return f"in-process (test client, profiler on): {total / elapsed:.0f} envelopes/s\n" + out.getvalue()
 
 
+def cpu_in_process(root: Path, keys: dict, batches, docs: list[dict], args) -> dict:
+    """CPU time per envelope, in this one thread: the pushes through the hub app's Flask test client
+    (no waitress, no socket), then the apply worker's chunks, then raw Ed25519 verification of the
+    same envelopes; interleaved ``--cpu-rounds`` times on fresh hubs, medians reported.
+
+    ``time.thread_time`` counts only this thread's CPU, so the figures (and their ratios) move far
+    less with the machine's other load than the wall-clock rates of :func:`main` do.
+    """
+    from city_hub import create_app
+
+    keys_by_kid = {k.kid: k.public_b64 for k in keys.values()}
+    loaded = {kid: load_public(pk) for kid, pk in keys_by_kid.items()}
+    items = [(loaded[d["signatures"][0]["keyid"]], b64d(d["signatures"][0]["sig"]), pae(d["payloadType"],
+              b64d(d["payload"]))) for d in docs]
+    total = sum(b[2] for b in batches)
+    runs = []
+    for r in range(args.cpu_rounds):
+        hub_dir = root / f"hub-cpu-{r}"
+        common.init_hub(hub_dir, "http://127.0.0.1:9")
+        common.enrol_directly(hub_dir, args.townships, args.villages // args.townships, keys)
+        app = create_app({"DATA_DIR": str(hub_dir), "SCHEDULER_ENABLED": False})
+        hub_sync = app.extensions["liandong_sync"]
+        hub_sync.worker.poke = lambda: None  # no worker thread: its chunks run below, in this thread
+        client = app.test_client()
+        nonces = {t: NonceSource(lambda: int(time.time() * 1000)) for t in {b[0] for b in batches}}
+        push_cpu = 0.0
+        for caller, body, _ in batches:
+            headers = sign_request(keys[caller], caller, common.HUB_ID, "POST", "/sync/v1/push", body,
+                                   nonces[caller].next())
+            t0 = time.thread_time()
+            response = client.post("/sync/v1/push", data=body, headers={**headers, "Content-Type": "application/json"})
+            push_cpu += time.thread_time() - t0
+            assert response.status_code == 200, response.get_data(as_text=True)[:300]
+        conn = app.extensions["liandong_db"].connect(app)
+        t0 = time.thread_time()
+        applied = hub_sync.apply_all(conn)
+        apply_cpu = time.thread_time() - t0
+        cases = conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
+        conn.close()
+        if applied != total or cases != total:
+            raise RuntimeError(f"in-process hub applied {applied}, holds {cases} cases of {total}")
+        t0 = time.thread_time()
+        for pk, sig, message in items:
+            pk.verify(sig, message)
+        verify_cpu = time.thread_time() - t0
+        runs.append({"push_us": push_cpu / total * 1e6, "apply_us": apply_cpu / total * 1e6,
+                     "verify_us": verify_cpu / len(items) * 1e6, "load": round(os.getloadavg()[0], 2)})
+    med = {k: statistics.median(run[k] for run in runs) for k in ("push_us", "apply_us", "verify_us")}
+    ratios = [run["verify_us"] / run["push_us"] for run in runs]
+    e2e = [run["verify_us"] / (run["push_us"] + run["apply_us"]) for run in runs]
+    print(f"in-process CPU per envelope (medians of {len(runs)} rounds, load {[r['load'] for r in runs]}):"
+          f" push {med['push_us']:.0f} us, apply {med['apply_us']:.0f} us, raw verify {med['verify_us']:.0f} us;"
+          f" acknowledged / raw verify {statistics.median(ratios):.1%}, end to end {statistics.median(e2e):.1%}")
+    return {"cpu_push_us": round(med["push_us"], 1), "cpu_apply_us": round(med["apply_us"], 1),
+            "cpu_verify_us": round(med["verify_us"], 1), "cpu_ratio": round(statistics.median(ratios), 3),
+            "cpu_applied_ratio": round(statistics.median(e2e), 3), "cpu_rounds": runs}
+
+
 def main(args) -> dict:
+    if args.cpu_only:
+        return main_cpu_only(args)
     hub_cpu = args.cpu
     client_cpu = (hub_cpu + 1) % (os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="ld-bench-ingest-") as tmp:
@@ -249,6 +314,20 @@ def main(args) -> dict:
         return figures
 
 
+def main_cpu_only(args) -> dict:
+    """Only :func:`cpu_in_process` (no served hub): the figure to compare two commits on a busy machine."""
+    with tempfile.TemporaryDirectory(prefix="ld-bench-ingest-") as tmp:
+        root = Path(tmp)
+        seed_dir = root / "keys"
+        common.init_hub(seed_dir, "http://127.0.0.1:9")
+        keys = common.enrol_directly(seed_dir, args.townships, args.villages // args.townships)
+        batches, docs = build(args, keys)
+        figures = {"benchmark": "ingest-cpu", "envelopes": sum(b[2] for b in batches), "batch": args.batch,
+                   **cpu_in_process(root, keys, batches, docs, args), "ok": True}
+        common.emit(figures)
+        return figures
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envelopes", type=int, default=20000)
@@ -262,6 +341,9 @@ if __name__ == "__main__":
     parser.add_argument("--profile", action="store_true", help="also run the pushes in-process under cProfile")
     parser.add_argument("--profile-out", default="ingest-profile.txt")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--cpu-only", action="store_true",
+                        help="only the in-process CPU figures per envelope (push, apply, raw verify), interleaved")
+    parser.add_argument("--cpu-rounds", type=int, default=3, help="rounds of --cpu-only")
     args = parser.parse_args()
     if args.quick:
         args.envelopes, args.villages = 2000, 20

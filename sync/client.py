@@ -87,6 +87,19 @@ class ParentClient:
                 **({"answer": "compact", "receipt": "ranges"} if compact else {})}
         return self._call("POST", "/sync/v1/push", canonical.dumps(body))
 
+    def push_stored(self, documents: list[bytes], compact: bool = False, ids: list[str] | None = None) -> dict:
+        """:meth:`push` for documents as this node stored them (:func:`sync.envelope.to_bytes`:
+        sorted keys, no spaces, UTF-8, i.e. their canonical JSON already). The body is joined from
+        those bytes, the same bytes :meth:`push` would send, without parsing each document and
+        serialising (and re-checking) the whole batch again: that was a fifth of a township's round.
+        ``ids`` (the documents' envelope ids): the parent takes v2, links are elided
+        (:func:`sync.envelope.elide_stored`)."""
+        if ids is not None:
+            documents = envelope.elide_stored(documents, ids)
+        head = b'{"answer":"compact","envelopes":[' if compact else b'{"envelopes":['
+        tail = b'],"receipt":"ranges"}' if compact else b"]}"
+        return self._call("POST", "/sync/v1/push", head + b",".join(bytes(d) for d in documents) + tail)
+
     def case_documents(self, case_id: str) -> list[dict]:
         """The signed documents the parent holds for one of our cases (reprinting a purged case)."""
         return self._call("POST", "/sync/v1/documents", canonical.dumps({"case_id": case_id})).get("documents", [])

@@ -98,6 +98,7 @@ class Ingestor:
         # (seq, envelope_id) of each origin's newest inbox row, read once per origin per batch
         # and kept current by _accept (the only writer of inbox in this transaction).
         self.heads: dict[str, tuple[int, str]] = {}
+        self._queued: list[tuple[str, int]] = []  # accepted, for the apply queue
         self._stamp: tuple = (None, "")
 
     def open_all(self, documents: list) -> list:
@@ -124,6 +125,8 @@ class Ingestor:
             result.results.append(outcome)
             if outcome.get("origin") and outcome["status"] in ("accepted", "duplicate", "held"):
                 touched.add(outcome["origin"])
+        self.conn.executemany("INSERT INTO apply_queue(origin, seq) VALUES (?,?)", self._queued)
+        self._queued = []
         for origin in touched:
             ack = self.refresh_ack(origin, now)
             if ack:
@@ -227,7 +230,8 @@ class Ingestor:
             quarantine(conn, origin, seq, envelope_id, "attachment_too_large", detail, document, now)
             attachments = []
         missing = sorted({a["sha256"] for a in attachments if not self.has_blob(a["sha256"])})
-        blobs.claim_parked(conn, [a["sha256"] for a in attachments])
+        if attachments:
+            blobs.claim_parked(conn, [a["sha256"] for a in attachments])
         conn.execute(
             "INSERT INTO inbox(origin, seq, envelope_id, prev, kind, document, received_at, via, blobs_pending)"
             " VALUES (?,?,?,?,?,?,?,?,?)",
@@ -244,7 +248,7 @@ class Ingestor:
         if too_large:
             result["content"] = "quarantined: attachment_too_large"
         else:
-            conn.execute("INSERT INTO apply_queue(origin, seq) VALUES (?,?)", (origin, seq))
+            self._queued.append((origin, seq))  # written in acceptance order by ingest(), in one call
         if hlc.wall_ms > wall_ms + self.max_skew_ms:
             # Never trust a clock from the future: keep the envelope, record the hub's time.
             quarantine(conn, origin, seq, envelope_id, "clock_ahead", opened.body["hlc"], None, now)
@@ -284,15 +288,19 @@ class Ingestor:
 
     def blob_arrived(self, sha256: str, now) -> list[dict]:
         """A material file was verified: release the envelopes waiting on it; new acks."""
+        return [self.refresh_ack(origin, now) for origin in sorted(self.release_blob(sha256))]
+
+    def release_blob(self, sha256: str) -> set[str]:
+        """A material file was verified: release the envelopes waiting on it, without signing
+        acks (a caller releasing many files refreshes each origin's ack once, at the end).
+
+        :returns: the origins of the released envelopes.
+        """
         conn = self.conn
-        rows = conn.execute("SELECT origin, seq FROM inbox_blobs WHERE sha256 = ?", (sha256,)).fetchall()
-        for row in rows:
-            conn.execute(
-                "UPDATE inbox SET blobs_pending = blobs_pending - 1 WHERE origin = ? AND seq = ?",
-                (row["origin"], row["seq"]),
-            )
-        conn.execute("DELETE FROM inbox_blobs WHERE sha256 = ?", (sha256,))
-        return [self.refresh_ack(origin, now) for origin in sorted({r["origin"] for r in rows})]
+        rows = conn.execute("DELETE FROM inbox_blobs WHERE sha256 = ? RETURNING origin, seq", (sha256,)).fetchall()
+        conn.executemany("UPDATE inbox SET blobs_pending = blobs_pending - 1 WHERE origin = ? AND seq = ?",
+                         [(row["origin"], row["seq"]) for row in rows])
+        return {row["origin"] for row in rows}
 
     def refresh_ack(self, origin: str, now) -> dict:
         """Sign the cumulative acknowledgement for ``origin`` if it moved; return the current one.

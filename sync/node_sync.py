@@ -42,6 +42,9 @@ class SyncState:
     # up to which every file is among them; lost on restart, when the parent is asked once more.
     delivered: set = field(default_factory=set)
     files_through: int = 0
+    # Node time after which the outbox is searched again for overdue acknowledgements (None: at
+    # the next round); that search reads every row in custody, so not every round.
+    reoffer_check_at: object = None
 
     def backoff(self, max_seconds: float, base: float = 2.0) -> float:
         """Exponential backoff with full jitter (AWS architecture blog), capped."""
@@ -130,35 +133,47 @@ def drain(conn: sqlite3.Connection, node, state: SyncState, client: ParentClient
     return totals
 
 
-def _pending_documents(conn: sqlite3.Connection, node) -> list[tuple[str, dict]]:
+def _pending_documents(conn: sqlite3.Connection, node, state: SyncState | None = None) -> list[tuple[str, sqlite3.Row]]:
     """The next push: at most ``SYNC_BATCH`` envelopes of each source and ``SYNC_BATCH_BYTES`` in all,
-    so one village's large envelopes never make a push the parent refuses as too large."""
+    so one village's large envelopes never make a push the parent refuses as too large. Each
+    row's ``document`` as stored (:func:`envelope.to_bytes`): the push is joined from these bytes."""
     batch = int(node.config["SYNC_BATCH"])
     rows = []
+    now = node.now()
     if node.relay is not None:
         # Villages' envelopes first: a township's decision event follows the case it is about.
-        rows += [("custody", r) for r in relay.to_forward(conn, batch)]
-    rows += [("reoffer" if r["state"] == "custody" else "outbox", r) for r in outbox.to_send(conn, batch, node.now())]
-    sized = [{"source": source, "document": r["document"]} for source, r in rows]
-    return [(r["source"], envelope.from_bytes(r["document"]))
-            for r in envelope.within_bytes(sized, int(node.config["SYNC_BATCH_BYTES"]))]
+        rows += [("custody", r) for r in relay.to_forward(conn, batch, now)]
+    state = state or SyncState()  # none given: look for overdue acknowledgements now
+    due = state.reoffer_check_at
+    # Look for overdue acknowledgements at most every REOFFER_CHECK_EVERY while none is found (and
+    # at once if the clock went back): the search reads every envelope in custody.
+    check = due is None or now >= due or due - now > outbox.REOFFER_CHECK_EVERY
+    mine = outbox.to_send(conn, batch, now if check else None)
+    if check:
+        overdue = any(r["state"] == "custody" for r in mine)
+        state.reoffer_check_at = None if overdue else now + outbox.REOFFER_CHECK_EVERY
+    rows += [("reoffer" if r["state"] == "custody" else "outbox", r) for r in mine]
+    sized = [{"source": source, "document": r["document"], "row": r} for source, r in rows]
+    return [(r["source"], r["row"]) for r in envelope.within_bytes(sized, int(node.config["SYNC_BATCH_BYTES"]))]
 
 
 def _push(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> int:
-    docs = _pending_documents(conn, node)
+    docs = _pending_documents(conn, node, state)
     if not docs:
         return 0
     if any(kind == "reoffer" for kind, _ in docs):
         # The parent may have lost what it held (a township's disk): ask about every file again.
         state.delivered.clear()
         state.files_through = 0
-    apply_push_answer(conn, node, client.push([d for _, d in docs], compact=True,
-                                              elide=formats.uplink_version(conn) >= 2))
+    ids = [r["envelope_id"] for _, r in docs] if formats.uplink_version(conn) >= 2 else None
+    answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids)
+    apply_push_answer(conn, node, answer, forwarded=[r for kind, r in docs if kind == "custody"])
     return len(docs)
 
 
-def apply_push_answer(conn: sqlite3.Connection, node, answer: dict) -> None:
-    """Apply what the parent said to a push (HTTP or USB bundle): custody receipt and acks."""
+def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: list | None = None) -> None:
+    """Apply what the parent said to a push (HTTP or USB bundle): custody receipt and acks; at a
+    township, which of the custody envelopes it ``forwarded`` the hub now holds."""
     trust = node.trust(conn)
     with write_transaction(conn):
         receipt = answer.get("receipt")
@@ -176,6 +191,8 @@ def apply_push_answer(conn: sqlite3.Connection, node, answer: dict) -> None:
         _apply_acks(conn, node, trust, answer.get("acks", []))
         if node.relay is not None:
             _release_refused_custody(conn, node, answer.get("results", []))
+            if forwarded:
+                relay.mark_forwarded(conn, forwarded, answer, node.now())
 
 
 def receipt_ids(conn: sqlite3.Connection, origin: str, body: dict) -> list[str]:
@@ -256,7 +273,8 @@ FILES_WINDOW = 1000
 def _attachments_to_send(conn: sqlite3.Connection, node, state: SyncState) -> list[dict]:
     """Files the parent may lack, oldest envelope first, read from ``state.files_through`` on
     (by primary key) instead of from every unacknowledged outbox row."""
-    mine = outbox.unacked_attachments(conn, state.files_through, FILES_WINDOW)
+    top = outbox.last_seq(conn)  # read first: an envelope appended meanwhile is after it
+    mine = outbox.unacked_attachments(conn, state.files_through, FILES_WINDOW, through=top)
     wanted = {a["sha256"]: a for a in mine}
     if node.relay is not None:
         wanted.update({a["sha256"]: a for a in relay.custody_attachments(conn) if a["sha256"] not in wanted})
@@ -264,7 +282,12 @@ def _attachments_to_send(conn: sqlite3.Connection, node, state: SyncState) -> li
     undelivered = [a["seq"] for a in mine if a["sha256"] not in state.delivered]
     if undelivered:
         state.files_through = max(state.files_through, min(undelivered) - 1)
-    elif mine:
+    elif len({a["seq"] for a in mine}) < FILES_WINDOW:
+        # The window reached ``top`` and every file up to it is delivered (or none was named):
+        # start after it next round. Otherwise a node without files read its whole unacknowledged
+        # outbox here every round, looking for files.
+        state.files_through = max(state.files_through, top)
+    else:
         state.files_through = mine[-1]["seq"]
     return [{"sha256": s, "size": a["size"]} for s, a in wanted.items() if s not in state.delivered]
 

@@ -76,19 +76,25 @@ def append(
 
 
 RESEND_CUSTODY_AFTER = timedelta(minutes=10)
+#: How often a node looks for envelopes whose acknowledgement is overdue, while it finds none.
+REOFFER_CHECK_EVERY = timedelta(minutes=1)
 
 
 def to_send(conn: sqlite3.Connection, limit: int, now=None) -> list[sqlite3.Row]:
-    """Envelopes to offer the parent, oldest first: every pending one, and those in custody
-    whose acknowledgement is overdue (re-offering is idempotent and covers a township that
-    lost its disk); the acknowledgement itself comes back with the next pull."""
-    cutoff = iso(now - RESEND_CUSTODY_AFTER) if now is not None else ""
-    # Two walks of the (state, seq) index, each stopping at `limit`: one query with OR made
-    # SQLite read every pending row (or every row) and sort them, each round.
+    """Envelopes to offer the parent, oldest first: every pending one, and (given ``now``) those
+    in custody whose acknowledgement is overdue (re-offering is idempotent and covers a township
+    that lost its disk); the acknowledgement itself comes back with the next pull.
+
+    The overdue walk reads every row in custody (``custody_at`` has no index), so a caller that
+    looked a moment ago passes ``now=None``: pending rows only, a walk that stops at ``limit``.
+    """
+    # Two walks of the (state, seq) index: one query with OR made SQLite read every pending row
+    # (or every row) and sort them, each round.
     columns = "SELECT seq, envelope_id, document, state FROM outbox"
     rows = conn.execute(f"{columns} WHERE state = 'pending' ORDER BY seq LIMIT ?", (limit,)).fetchall()
-    rows += conn.execute(f"{columns} WHERE state = 'custody' AND custody_at < ? ORDER BY seq LIMIT ?",
-                         (cutoff, limit)).fetchall()
+    if now is not None:
+        rows += conn.execute(f"{columns} WHERE state = 'custody' AND custody_at < ? ORDER BY seq LIMIT ?",
+                             (iso(now - RESEND_CUSTODY_AFTER), limit)).fetchall()
     return sorted(rows, key=lambda r: r["seq"])[:limit]
 
 
@@ -103,16 +109,27 @@ def acked_through(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE state = 'acked'").fetchone()[0]
 
 
-def unacked_attachments(conn: sqlite3.Connection, after_seq: int | None = None, limit: int = -1) -> list[dict]:
+def unacked_attachments(conn: sqlite3.Connection, after_seq: int | None = None, limit: int = -1,
+                        through: int | None = None) -> list[dict]:
     """Material files named by envelopes the hub does not hold yet, oldest first.
 
     ``after_seq``: only envelopes after it (the caller knows every earlier file is delivered);
     the rows are read by primary key from there, never the whole unacknowledged backlog.
+    ``through``: only envelopes up to that seq; ``limit``: of at most that many envelopes.
     """
     start = max(acked_through(conn), after_seq or 0)
+    end = MAX_SEQ if through is None else through
     return [{**a, "seq": row["seq"]} for row in conn.execute(
-        "SELECT seq, attachments FROM outbox WHERE seq > ? AND attachments != '[]' ORDER BY seq LIMIT ?",
-        (start, limit)) for a in json.loads(row["attachments"])]
+        "SELECT seq, attachments FROM outbox WHERE seq > ? AND seq <= ? AND attachments != '[]' ORDER BY seq LIMIT ?",
+        (start, end, limit)) for a in json.loads(row["attachments"])]
+
+
+MAX_SEQ = 2**63 - 1
+
+
+def last_seq(conn: sqlite3.Connection) -> int:
+    """The newest envelope's seq (0 if none): one probe of the primary key."""
+    return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
 
 
 def mark_custody(conn: sqlite3.Connection, envelope_ids: list[str], now) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from datetime import timedelta
 
 from shared.core import canonical
 from shared.core.audit import audit
@@ -23,7 +24,7 @@ from sync.trust import TrustStore
 
 def take_custody(
     conn: sqlite3.Connection, trust: TrustStore, township_id: str, documents: list, now,
-    caller: str | None = None,
+    caller: str | None = None, taken: list | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Verify and durably store village envelopes. Call inside a write transaction.
 
@@ -35,13 +36,16 @@ def take_custody(
     it is the very envelope acknowledged; any other goes on to the hub, which tells a late retry
     from a fork (a village restored from an old backup) and suspends the node in the latter case.
 
+    :param taken: if given, ``(document, body)`` of each envelope now in custody is appended to
+        it, in order: the body parsed here, so the caller need not parse it again.
     :returns: per-envelope results, and the ids now in custody (new or already held).
     """
     results, held = [], []
     callers_key = _keys_of(trust, caller)
+    received_at = iso(now)
+    acked_seqs: dict[str, int] = {}  # per origin: the acks table does not change during custody
     for document in documents:
         try:
-            envelope_id = envelope.document_id(document)
             try:
                 opened = envelope.open_signed(document, envelope.ENVELOPE_TYPES, callers_key, vouched=True)
             except SignatureError:  # not signed by the caller: verified in full
@@ -50,6 +54,7 @@ def take_custody(
             reason = "malformed" if isinstance(exc, envelope.MalformedPayload) else "bad_signature"
             results.append({"status": "rejected", "reason": reason, "detail": str(exc)})
             continue
+        envelope_id = opened.doc_id  # the id of the bytes just opened (not decoded and hashed again)
         node = trust.node_of_key(opened.kid)
         origin, seq = opened.body.get("origin"), opened.body.get("seq")
         if not canonical.is_count(seq) or seq < 1:
@@ -71,22 +76,29 @@ def take_custody(
             "INSERT INTO custody(envelope_id, origin, seq, case_id, document, attachments, received_at)"
             " VALUES (?,?,?,?,?,?,?) ON CONFLICT(envelope_id) DO NOTHING",
             (envelope_id, origin, seq, (opened.body.get("body") or {}).get("case_id"), envelope.to_bytes(document),
-             json.dumps(attachments), iso(now)),
+             json.dumps(attachments) if attachments else "[]", received_at),
         )
-        blobs.claim_parked(conn, [str(a.get("sha256")) for a in attachments])
-        conn.execute("INSERT INTO relayed_ids(origin, seq, envelope_id) VALUES (?,?,?) ON CONFLICT DO NOTHING",
-                     (origin, seq, envelope_id))
-        first = conn.execute("SELECT envelope_id FROM relayed_ids WHERE origin = ? AND seq = ?", (origin, seq)).fetchone()
-        acked = conn.execute("SELECT acked_seq FROM acks WHERE origin = ?", (origin,)).fetchone()
-        if first["envelope_id"] != envelope_id:
+        if attachments:
+            blobs.claim_parked(conn, [str(a.get("sha256")) for a in attachments])
+        first = envelope_id
+        if conn.execute("INSERT INTO relayed_ids(origin, seq, envelope_id) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                        (origin, seq, envelope_id)).rowcount == 0:  # the number was taken before: by this one?
+            first = conn.execute("SELECT envelope_id FROM relayed_ids WHERE origin = ? AND seq = ?",
+                                 (origin, seq)).fetchone()["envelope_id"]
+        if origin not in acked_seqs:
+            acked = conn.execute("SELECT acked_seq FROM acks WHERE origin = ?", (origin,)).fetchone()
+            acked_seqs[origin] = acked["acked_seq"] if acked is not None else 0
+        if first != envelope_id:
             # Same number, other content: a restored or cloned village. The hub must see it (and
             # suspends the node); kept apart so no acknowledgement releases it before it goes up.
             conn.execute("UPDATE custody SET last_error = 'fork' WHERE envelope_id = ?", (envelope_id,))
-        elif acked is not None and seq <= acked["acked_seq"]:
+        elif seq <= acked_seqs[origin]:
             # Already acknowledged by the hub: nothing to keep, the ack travels back down.
             conn.execute("DELETE FROM custody WHERE envelope_id = ?", (envelope_id,))
         results.append({"envelope_id": envelope_id, "origin": origin, "seq": seq, "status": "custody"})
         held.append(envelope_id)
+        if taken is not None:
+            taken.append((document, opened.body))
     return results, held
 
 
@@ -144,11 +156,55 @@ def ids_digest(envelope_ids: list[str]) -> str:
     return hashlib.sha256(b"".join(bytes.fromhex(i) for i in envelope_ids)).hexdigest()
 
 
-def to_forward(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
-    """Envelopes in custody, per origin in order, for the next push to the hub."""
+#: A custody envelope the hub said it holds is forwarded again only if its acknowledgement is
+#: still missing this long after (the hub waits for its files, or lost it: at least once).
+FORWARD_AGAIN_AFTER = timedelta(minutes=10)
+#: Push outcomes that mean the hub holds the envelope (in its chain, waiting for files, or
+#: behind a gap); an acknowledgement follows once the chain and the files are complete.
+HELD_BY_HUB = ("accepted", "duplicate", "held")
+
+
+def to_forward(conn: sqlite3.Connection, limit: int, now=None) -> list[sqlite3.Row]:
+    """Envelopes in custody to push to the hub, oldest first (per origin in order).
+
+    In the order custody took them: rowid order, since a new row's rowid is above every row's in
+    the table (``custody`` has no ``INTEGER PRIMARY KEY``, and nothing here renumbers it). A
+    village pushes its own envelopes in seq order, so each origin's stay in order. The walk stops
+    after ``limit`` rows: ``ORDER BY received_at, origin, seq`` read and sorted every envelope in
+    custody, documents included, each round (a township back online with 10,000 of them).
+
+    Given ``now``, an envelope the hub already said it holds (:func:`mark_forwarded`) is skipped
+    until ``FORWARD_AGAIN_AFTER`` has passed without its acknowledgement: one waiting for its
+    material files was pushed again every round until they arrived (~40 % of the pushes of a
+    drain with a scan per case).
+    """
+    if now is None:
+        return conn.execute(
+            "SELECT envelope_id, origin, seq, document FROM custody ORDER BY rowid LIMIT ?", (limit,)).fetchall()
     return conn.execute(
-        "SELECT envelope_id, origin, seq, document FROM custody ORDER BY received_at, origin, seq LIMIT ?", (limit,)
-    ).fetchall()
+        "SELECT envelope_id, origin, seq, document FROM custody WHERE forwarded_at IS NULL OR forwarded_at < ?"
+        " ORDER BY rowid LIMIT ?", (iso(now - FORWARD_AGAIN_AFTER), limit)).fetchall()
+
+
+def mark_forwarded(conn: sqlite3.Connection, pushed: list, answer: dict, now) -> int:
+    """Record which of the custody envelopes just ``pushed`` (rows of :func:`to_forward`) the hub
+    holds now, by its push ``answer`` (a full list of results, or a compact one: routine outcomes
+    as seq ranges per origin, §5.3.0). Call inside a write transaction; returns how many.
+
+    Nothing leaves custody here (only a hub acknowledgement releases an envelope); an envelope
+    whose outcome is anything else (refused, or not in the answer) stays due at once.
+    """
+    by_id = {r["envelope_id"]: r for r in pushed}
+    outcomes = {r["envelope_id"]: r.get("status") for r in answer.get("results", [])
+                if isinstance(r, dict) and r.get("envelope_id") in by_id}
+    ranges = answer.get("ok") if isinstance(answer.get("ok"), dict) else {}
+    held = [eid for eid, status in outcomes.items() if status in HELD_BY_HUB]
+    held += [r["envelope_id"] for r in pushed if r["envelope_id"] not in outcomes and any(
+        isinstance(run, list) and len(run) == 2 and run[0] <= r["seq"] <= run[1] for run in ranges.get(r["origin"], []))]
+    stamp = iso(now)
+    conn.executemany("UPDATE custody SET forwarded_at = ?, attempts = attempts + 1 WHERE envelope_id = ?",
+                     [(stamp, eid) for eid in held])
+    return len(held)
 
 
 def custody_attachments(conn: sqlite3.Connection) -> list[dict]:

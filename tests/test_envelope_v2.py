@@ -127,7 +127,9 @@ def _township_stores(township, document) -> tuple:
     case_id = envelope.peek(document)["body"]["case_id"]
     conn.execute("BEGIN IMMEDIATE")
     try:
-        township.app.extensions["liandong_sync"]._follow_case(conn, document)
+        node = township.node
+        township.app.extensions["liandong_sync"]._follow_case(
+            conn, document, envelope.peek(document), node.trust(conn), node.catalog(conn)[1].get)
         return _rows(conn, case_id)
     finally:
         conn.execute("ROLLBACK")
@@ -284,6 +286,12 @@ def test_elided_links_are_only_restored_from_the_envelope_before_them(build_netw
     wire = envelope.elide_links([first, second])
     assert wire[0] == first and wire[1] != second and envelope.restore_links(wire) == [first, second]
     assert envelope.elide_links([second, first]) == [second, first]  # not each other's predecessor: untouched
+    # The client elides on the stored bytes: the same bytes as eliding the parsed documents.
+    rows = village.query("SELECT envelope_id, document FROM outbox WHERE seq IN (1, 2) ORDER BY seq")
+    assert envelope.elide_stored([r["document"] for r in rows], [r["envelope_id"] for r in rows]) == [
+        envelope.to_bytes(d) for d in wire]
+    assert envelope.elide_stored([r["document"] for r in rows[::-1]], [r["envelope_id"] for r in rows[::-1]]) == [
+        bytes(r["document"]) for r in rows[::-1]]
     alone = envelope.restore_links([wire[1]])[0]  # no envelope before it: stays as sent …
     assert alone == wire[1]
     with pytest.raises(SignatureError, match="does not verify"):  # … and does not verify

@@ -65,12 +65,19 @@ class TownshipSync:
         the v2 receipt a newer village asks for, seq ranges instead of every id)."""
         trust = node.trust(conn)
         now = node.now()
+        taken: list[tuple[dict, dict]] = []
         with write_transaction(conn):
-            results, held = relay.take_custody(conn, trust, node.node_id, documents, now, caller=caller)
+            results, held = relay.take_custody(conn, trust, node.node_id, documents, now, caller=caller, taken=taken)
             relay.record_peer(conn, caller, len(documents), now)
-            for document, result in zip(documents, results, strict=True):
-                if result["status"] == "custody":
-                    self._follow_case(conn, document)
+            catalog: list[dict] = []  # read once per push, if a case needs it (tens of KB per read)
+
+            def item_of(code: str) -> dict | None:
+                if not catalog:
+                    catalog.append(node.catalog(conn)[1])
+                return catalog[0].get(code)
+
+            for document, message in taken:
+                self._follow_case(conn, document, message, trust, item_of)
             # The caller's ack only if it covers something it pushed now (else it holds it, or the pull brings it).
             lowest = min((r["seq"] for r in results if r.get("origin") == caller and r.get("seq")), default=None)
             acks = [envelope.from_bytes(r["document"]) for r in conn.execute(
@@ -84,11 +91,14 @@ class TownshipSync:
             signed = relay.custody_receipt(node.key, node.node_id, held, now)
         return {"results": results, "receipt": signed, "acks": acks, "server": node.node_id, "server_time": iso(now)}
 
-    def _follow_case(self, conn, document) -> None:
+    def _follow_case(self, conn, document: dict, message: dict, trust, item_of) -> None:
         """A village envelope now in custody: the station applies it with the hub's own rules
         (sender entitlement, route from its own catalog, verified documents). What it refuses
-        stays in custody all the same and goes on to the hub, which decides for itself."""
-        message = envelope.peek(document)  # signer == origin, checked by take_custody (not its signature)
+        stays in custody all the same and goes on to the hub, which decides for itself.
+
+        ``message`` is the envelope's body as custody parsed it (signer == origin, checked by
+        take_custody, not its signature): parsing it again was a tenth of a township's push.
+        ``trust`` is the push's trust store, ``item_of`` its catalog lookup (each read once per push)."""
         kind, sender = message.get("kind"), message.get("origin")
         if kind not in ("case.submit", "case.event", supplements.KIND, appointments.REQUEST_KIND,
                         appointments.CANCEL_KIND):
@@ -103,12 +113,12 @@ class TownshipSync:
             elif kind == "case.event":
                 row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (message["body"]["case_id"],)).fetchone()
                 if row is not None:
-                    self._verify(conn, document)  # what the station applies, it verifies
-                    casework.apply_checked_update(conn, row, message["body"], sender, self.node.trust(conn))
+                    self._verify(trust, document)  # what the station applies, it verifies
+                    casework.apply_checked_update(conn, row, message["body"], sender, trust)
                     things.on_status(conn, self.node, row["case_id"], message["body"]["event"]["action"],
                                      self.node.emit)
             else:
-                self._follow_submit(conn, sender, message, document)
+                self._follow_submit(conn, sender, message, document, trust, item_of)
         except (RuleError, SignatureError, KeyError, TypeError, ValueError, AttributeError,
                 sqlite3.IntegrityError) as exc:
             conn.execute("ROLLBACK TO follow_case")
@@ -116,13 +126,13 @@ class TownshipSync:
             audit(conn, "system", "relay.not_followed", sender, detail[:500], self.node.now())
         conn.execute("RELEASE follow_case")
 
-    def _follow_submit(self, conn, origin: str, message: dict, document: dict) -> None:
+    def _follow_submit(self, conn, origin: str, message: dict, document: dict, trust, item_of) -> None:
         case = submission.received_body(message, origin, lambda code, v: self.node.catalog_item(conn, code, v))
-        item = self.node.catalog(conn)[1].get(case["item_code"])
+        item = item_of(case["item_code"])
         case = {**case, "route": authority.route_of_submission(item, case["item_code"], origin, self.node.hub_id)}
         decides = case["route"]["level"] == "township" and case["route"]["office"] == self.node.node_id
         if decides:
-            self._verify(conn, document)  # a delegated case the station will decide: verified here too
+            self._verify(trust, document)  # a delegated case the station will decide: verified here too
         if not casework.insert_case(conn, case, origin=origin, status="SUBMITTED", sync_state="custody"):
             return
         things.record_link(conn, self.node, case)  # a step of a 一件事 (RuleError: malformed link)
@@ -130,10 +140,10 @@ class TownshipSync:
         if decides and things.settle(conn, self.node, case["case_id"], self.node.emit) is None:
             casework.receive(conn, case["case_id"], item, self.node.node_id, self.node.now(), self.node.emit)
 
-    def _verify(self, conn, document: dict) -> None:
+    def _verify(self, trust, document: dict) -> None:
         """The envelope's own signature, for what this station applies itself (custody took the
         caller's envelopes on its request signature alone). :raises SignatureError:"""
-        envelope.open_signed(document, envelope.ENVELOPE_TYPES, self.node.trust(conn).node_key)
+        envelope.open_signed(document, envelope.ENVELOPE_TYPES, trust.node_key)
 
     def pull(self, conn, node, caller: str, cursors: dict, have: dict, acked: dict | None = None) -> dict:
         """The caller's ack (if newer than it holds), its downlink (relayed and the township's

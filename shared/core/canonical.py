@@ -36,12 +36,12 @@ class BoundsError(CanonicalError):
 def dumps(obj: Any) -> bytes:
     """Serialise ``obj`` canonically: sorted keys, compact separators, UTF-8, no floats."""
     try:
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _SIGNING_ENCODER.encode(obj)
     except (TypeError, ValueError) as exc:
         raise CanonicalError(f"not serialisable canonically: {exc}") from exc
     # Re-reading with the C parser finds floats and non-string keys (json.dumps turns an int
     # key into a string, so the round trip must give back an equal object) at C speed.
-    if json.loads(text, parse_float=_no_float) != obj and not _equal_ignoring_tuples(json.loads(text), obj):
+    if _FLOAT_CHECK.decode(text) != obj and not _equal_ignoring_tuples(json.loads(text), obj):
         raise CanonicalError("object keys must be strings")
     return text.encode("utf-8")
 
@@ -66,8 +66,7 @@ def loads_canonical(data: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     if len(data) > max_bytes:
         raise CanonicalError(f"document of {len(data)} bytes exceeds the limit of {max_bytes}")
     try:
-        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constants, parse_float=_no_float,
-                         parse_int=bounded_int)
+        obj = _decode(_STRICT_DECODER, data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise CanonicalError("document is not UTF-8") from exc
     except json.JSONDecodeError as exc:
@@ -75,7 +74,7 @@ def loads_canonical(data: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     except RecursionError as exc:
         raise BoundsError("depth", "JSON nested too deeply") from exc
     try:
-        canonical_form = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        canonical_form = _CANONICAL_ENCODER.encode(obj).encode("utf-8")
     except UnicodeEncodeError as exc:  # an escaped lone surrogate has no UTF-8 form
         raise CanonicalError("payload holds a string that is not valid Unicode") from exc
     if canonical_form != data:
@@ -85,11 +84,13 @@ def loads_canonical(data: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    result: dict = {}
-    for key, value in pairs:
-        if key in result:
-            raise CanonicalError(f"duplicate key {key!r}")
-        result[key] = value
+    result = dict(pairs)  # in C; the loop below runs only to name a duplicate
+    if len(result) != len(pairs):
+        seen: set = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise CanonicalError(f"duplicate key {key!r}")
+            seen.add(key)
     return result
 
 
@@ -121,19 +122,30 @@ def loads(data: bytes | str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     except UnicodeDecodeError as exc:
         raise CanonicalError("document is not UTF-8") from exc
     try:
-        obj = json.loads(
-            text,
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constants,
-            parse_float=_no_float,
-            parse_int=bounded_int,
-        )
+        obj = _decode(_STRICT_PAIRS_DECODER, text)
     except json.JSONDecodeError as exc:
         raise CanonicalError(f"malformed JSON: {exc.msg} at {exc.pos}") from exc
     except RecursionError as exc:
         raise BoundsError("depth", "JSON nested too deeply") from exc
     check_bounds(obj, strings="\\u" in text)
     return obj
+
+
+# Built once: ``json.loads``/``json.dumps`` with options build a new decoder (and its scanner) or
+# encoder on every call, a few microseconds per signed document at every tier.
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_no_float, parse_int=bounded_int)
+_STRICT_PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                                         parse_float=_no_float, parse_int=bounded_int)
+_FLOAT_CHECK = json.JSONDecoder(parse_float=_no_float)
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_SIGNING_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _decode(decoder: json.JSONDecoder, text: str) -> Any:
+    """``decoder.decode(text)``, refusing a leading BOM with ``json.loads``'s own error."""
+    if text.startswith("\ufeff"):
+        return json.loads(text)  # raises JSONDecodeError("Unexpected UTF-8 BOM …")
+    return decoder.decode(text)
 
 
 def check_bounds(obj: Any, max_depth: int = MAX_DEPTH, strings: bool = True) -> None:
