@@ -92,8 +92,8 @@ def test_what_a_peer_is_told_was_received_is_committed_at_full_sync_in_wal(net, 
         service = handle.app.extensions["liandong_sync"]
         real_push = service.push
 
-        def push(conn, node, caller, documents, prepared=None, _real=real_push, _tier=tier):
-            answer = _real(conn, node, caller, documents, prepared)
+        def push(conn, node, caller, documents, prepared=None, _real=real_push, _tier=tier, **options):
+            answer = _real(conn, node, caller, documents, prepared, **options)
             # Still inside the push's transaction: this connection commits what the answer acknowledges.
             seen[_tier].append((conn.in_transaction, conn.execute("PRAGMA synchronous").fetchone()[0],
                                 conn.execute("PRAGMA journal_mode").fetchone()[0], len(documents)))
