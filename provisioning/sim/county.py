@@ -59,6 +59,11 @@ class SimConfig:
     #: Test hook: silently drop one envelope from a village's outbox before it is sent (a fault
     #: the system cannot recover from; the sim must report it as lost).
     sabotage_outbox: bool = False
+    #: The throughput run (:mod:`provisioning.sim.throughput`): no faults, cases in a closed loop
+    #: of ``window`` per village for ``seconds``.
+    throughput: bool = False
+    seconds: float = 60.0
+    window: int = 2
 
     @property
     def case_rate(self) -> float:
@@ -83,6 +88,13 @@ class Village:
     lock: threading.Lock = field(default_factory=threading.Lock)
     next_sync: float = 0.0
     busy: bool = False
+    inflight: dict[int, float] = field(default_factory=dict)  # throughput run: outbox seq -> taken at (epoch s)
+
+    def hang_up(self) -> None:
+        """Close the village's connections to its township after a round, as a village does (its
+        scheduler makes a new client every round): a hundred villages keeping theirs open would
+        fill the township's waitress (100 connections) and starve the rest."""
+        self.client.session.close()
 
 
 def random_id_number(rng: random.Random) -> str:
@@ -180,12 +192,13 @@ class County:
             plan.append((f"{tid}{201 + i // len(tids):03d}", tid))
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda p: self._enrol_village(*p), plan))
-        skewed = self.rng.sample(sorted(self.villages), k=min(2, len(self.villages)))
+        # A skewed clock is a fault; the throughput run measures a clean county.
+        skewed = [] if cfg.throughput else self.rng.sample(sorted(self.villages), k=min(2, len(self.villages)))
         for vid, days in zip(skewed, (3, -2), strict=False):
             self._set_skew(self.villages[vid], days)
         self._wait_registry()
         self.say(f"{len(self.villages)} villages enrolled; skewed clocks: "
-                 + ", ".join(f"{v} ({self.villages[v].skew_days:+d} d)" for v in skewed))
+                 + (", ".join(f"{v} ({self.villages[v].skew_days:+d} d)" for v in skewed) or "none"))
 
     def _token(self, node_id: str, name: str) -> str:
         conn = nodes.open_db(self.hub.data_dir, "hub")
@@ -264,8 +277,13 @@ class County:
 
     # -------------------------------------------------------------- applications
 
-    def create_case(self, village: Village, record: dict[str, str] | None = None) -> str | None:
-        rng = self.rng
+    def create_case(self, village: Village, record: dict[str, str] | None = None,
+                    rng: random.Random | None = None) -> str | None:
+        """Take one random application at ``village``; its case id (None if the window refused it).
+
+        ``rng``: the random source (default the run's seeded one; threads of the throughput run
+        each have their own)."""
+        rng = rng or self.rng
         item = rng.choice(village.items)
         payload = {
             "item_code": item["code"],

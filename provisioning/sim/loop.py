@@ -22,17 +22,18 @@ from provisioning.sim.county import DECIDED, County, SimConfig, Village
 from provisioning.sim.faults import FaultPlan, FaultProxy, ProcessFaults, Stats
 from provisioning.sim.processes import NodeProcess
 from provisioning.sim.report import Report, failed
+from provisioning.sim.throughput import Throughput
 from shared.core import storage
 from shared.core.clock import Clock
 from sync.node_sync import SyncState, run_round
 
 
-class Simulation(County, ProcessFaults, Attacks, Report):
-    """Build a county, run it under faults, count.
+class Simulation(County, ProcessFaults, Attacks, Report, Throughput):
+    """Build a county, run it under faults (or load it for throughput), count.
 
     One object, its behaviour by concern: building and applications (:class:`County`), process
-    faults (:class:`ProcessFaults`), attacks (:class:`Attacks`), counting (:class:`Report`); the
-    state they share is set here.
+    faults (:class:`ProcessFaults`), attacks (:class:`Attacks`), counting (:class:`Report`), the
+    throughput run (:class:`Throughput`); the state they share is set here.
     """
 
     def __init__(self, config: SimConfig, echo: Callable[[str], None] = print):
@@ -66,6 +67,11 @@ class Simulation(County, ProcessFaults, Attacks, Report):
         self.lock = threading.Lock()
         self.t0 = time.monotonic()
         self.errors: list[str] = []
+        # the throughput run
+        self.loading = False  # villages take new cases
+        self.taken_at: dict[tuple[str, int], float] = {}  # (origin, outbox seq) -> taken at (epoch s)
+        self.ack_latencies: list[float] = []  # seconds from taking a case to its village holding the ack
+        self._rngs = threading.local()
 
     # -------------------------------------------------------------- rounds
 
@@ -74,6 +80,7 @@ class Simulation(County, ProcessFaults, Attacks, Report):
         try:
             with village.lock:
                 result = run_round(village.conn, village.node, village.state, village.client, force=True)
+                village.hang_up()
                 pending = village.conn.execute("SELECT COUNT(*) FROM outbox WHERE state != 'acked'").fetchone()[0]
                 waiting = village.conn.execute(
                     f"SELECT COUNT(*) FROM cases WHERE status NOT IN ({','.join('?' * len(DECIDED))})", DECIDED
@@ -300,7 +307,7 @@ def run_sim(config: SimConfig, echo: Callable[[str], None] = print) -> dict:
     sim = Simulation(config, echo)
     try:
         sim.build(root)
-        summary = sim.run()
+        summary = sim.run_throughput() if config.throughput else sim.run()
     finally:
         sim.close()
         if not keep:
