@@ -144,6 +144,7 @@ class Throughput:
         in_flight = sum(len(v.inflight) for v in self.villages.values())
         self.say(f"created {len(self.created)}  acknowledged {len(self.ack_latencies)}  in flight {in_flight}"
                  f"  in the hub's register {at_hub}  rounds {self.stats.snapshot().get('rounds', 0)}"
+                 f"  sim peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
                  f"  load {load_average()[0]}")
 
     def _hub_arrivals(self) -> list[tuple[float, float]]:
