@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from provisioning.memory import limit_malloc_arenas
 from provisioning.sim.county import SimConfig
 from provisioning.sim.loop import run_sim
 
@@ -77,6 +78,9 @@ def sim(ctx: click.Context, townships: int, villages: int, cases: int, seed: int
                        quiesce_seconds=quiesce_seconds, sabotage_outbox=sabotage_outbox,
                        clock_start=clock_start, clock_speed=clock_speed, throughput=throughput,
                        seconds=seconds, window=window, workers=workers)
+    # Before any thread: the villages' sync threads would otherwise each grow a malloc arena
+    # (provisioning/memory.py).
+    limit_malloc_arenas()
     try:
         summary = run_sim(config, lambda line: click.echo(line))
     except (RuntimeError, OSError) as exc:  # a node that would not start, a full disk: said plainly

@@ -27,12 +27,48 @@ from shared.rules.idcard import id_check_char
 from shared.services import intake
 from sync.node import Node
 from sync.node_sync import SyncState
+from sync.trust import TrustStore
 
 HUB_ID = "130926"
 DECIDED = ("APPROVED", "DENIED", "NOT_ACCEPTED")
 SURNAMES = "王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗"
 GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚桂"
 TEXTS = ("肃宁县肃宁镇东关村", "河北省沧州市肃宁县", "家庭经营", "因病致贫", "杨树", "播种机")
+#: SQLite page cache of each village's connection, KiB. The default (2 MiB a connection) filled
+#: with every village's copy of the registry and catalog documents and, with the prepared
+#: statements each connection keeps (sqlite3 keeps 128; the villages keep none), was most of the
+#: simulator's memory at a thousand villages (docs/performance.md); the operating system's file
+#: cache serves those pages just as well. A real village is one process with one connection.
+VILLAGE_CACHE_KIB = 64
+
+
+class SharedTrustVillage(type(TIERS["village"])):
+    """The village tier, with one trust store per registry version for all the villages of this
+    process instead of one each.
+
+    A trust store holds an entry per node of the county, so a thousand villages each parsing
+    their own copy of the registry held a million entries. All villages of one county trust the
+    same root and the same hub-signed registry versions (a node refuses a different document
+    under a version it holds), so a store is keyed by the village's ``trust_version``. Stores
+    are only read below the hub (only the hub's ingest changes its own).
+    """
+
+    def __init__(self):
+        self._stores: dict[object, TrustStore] = {}
+        self._stores_lock = threading.Lock()
+
+    def load_trust(self, conn, node) -> TrustStore | None:
+        version = self.trust_version(conn)
+        with self._stores_lock:
+            store = self._stores.get(version)
+        if store is None:
+            store = super().load_trust(conn, node)
+            if store is not None:
+                with self._stores_lock:
+                    if len(self._stores) >= 8:  # villages a registry version or two behind; older ones go
+                        self._stores.clear()
+                    self._stores[version] = store
+        return store
 
 
 @dataclass
@@ -234,8 +270,9 @@ class County:
             base = Clock.from_settings(self.cfg.clock_start, self.cfg.clock_speed).now()
             overrides["CLOCK_START"] = iso(base + timedelta(days=skew_days))
         config = {**DEFAULTS, **nodes.read_config(vdir), **overrides}
-        node = Node(config, vdir, TIERS[config["TIER"]])
-        conn = nodes.open_db(vdir, "village")
+        node = Node(config, vdir, self.village_tier)
+        conn = nodes.open_db(vdir, "village", cached_statements=0)
+        conn.execute(f"PRAGMA cache_size = -{VILLAGE_CACHE_KIB}")
         seed = hash((self.cfg.seed, vid)) & 0xFFFFFFFF
         session = FaultySession(random.Random(seed), self.plan, self.stats, lambda: self.faults_on)
         client = SimClient(config["PARENT_URL"], config["PARENT_ID"], vid, node.key, node.nonces,

@@ -18,7 +18,7 @@ import click
 import requests
 
 from provisioning.sim.attacks import Attacks
-from provisioning.sim.county import DECIDED, County, SimConfig, Village
+from provisioning.sim.county import DECIDED, County, SharedTrustVillage, SimConfig, Village
 from provisioning.sim.faults import FaultPlan, FaultProxy, ProcessFaults, Stats
 from provisioning.sim.processes import NodeProcess
 from provisioning.sim.report import Report, failed
@@ -49,6 +49,7 @@ class Simulation(County, ProcessFaults, Attacks, Report, Throughput):
         self.proxy: FaultProxy | None = None
         self.townships: dict[str, NodeProcess] = {}
         self.villages: dict[str, Village] = {}
+        self.village_tier = SharedTrustVillage()  # one trust store per registry version for all villages
         self.hub_tokens: dict[str, str] = {}  # office -> API token of its 首席审批员
         self.head_tokens: dict[str, str] = {}  # office -> API token of its 部门负责人
         self.clerk_tokens: dict[str, str] = {}  # township -> API token of its clerk
