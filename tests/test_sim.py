@@ -134,6 +134,11 @@ def test_throughput_options_are_checked_before_anything_runs(monkeypatch):
     assert config.throughput and not config.faults and not config.kill_hub
     assert (config.villages, config.seconds, config.window, config.workers) == (1012, 90.0, 3, 8)
     assert arenas == [True]  # malloc arenas capped before the simulator's threads start
+    # Defaults: the throughput run's villages are the load (more threads, a window of 8); the
+    # fault run keeps its own.
+    assert runner.invoke(main, ["sim", "--throughput"]).exit_code == 0
+    assert runner.invoke(main, ["sim", "--no-kill-hub"]).exit_code == 0
+    assert [(c.throughput, c.workers, c.window) for c in runs[1:]] == [(True, 16, 8), (False, 6, 8)]
 
 
 def test_sim_says_plainly_when_a_node_does_not_start(monkeypatch):

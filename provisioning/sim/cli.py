@@ -44,17 +44,18 @@ THROUGHPUT_ONLY = ("seconds", "window")
                    "latency percentiles and peak RSS.")
 @click.option("--seconds", default=60.0, show_default=True, type=click.FloatRange(min=1.0),
               help="Throughput run: seconds of load (then the county drains and is counted).")
-@click.option("--window", default=2, show_default=True, type=click.IntRange(min=1, max=1000),
+@click.option("--window", default=8, show_default=True, type=click.IntRange(min=1, max=1000),
               help="Throughput run: cases in flight per village (taken, not yet acknowledged by the hub).")
-@click.option("--workers", default=6, show_default=True, type=click.IntRange(min=1, max=64),
-              help="Threads running the villages' sync rounds.")
+@click.option("--workers", default=None, type=click.IntRange(min=1, max=64),
+              help="Threads running the villages' sync rounds (default: 6; 16 with --throughput, where the "
+                   "villages are the load and wait on the townships most of the time).")
 @click.option("--sabotage-outbox", is_flag=True, hidden=True,
               help="Self-test: drop one unsent envelope at a village; the run must fail.")
 @click.pass_context
 def sim(ctx: click.Context, townships: int, villages: int, cases: int, seed: int, data_dir: Path | None,
         faults: bool, kill_every: float, offline_every: float, offline_seconds: float, kill_hub: bool,
         rate: float | None, quiesce_seconds: float, clock_start: str | None, clock_speed: float, throughput: bool,
-        seconds: float, window: int, workers: int, sabotage_outbox: bool) -> None:
+        seconds: float, window: int, workers: int | None, sabotage_outbox: bool) -> None:
     """Run a whole county on loopback under faults (or, with --throughput, load it as fast as it
     absorbs cases); the last line is a JSON summary, the exit status 1 if anything was lost or
     duplicated."""
@@ -72,6 +73,7 @@ def sim(ctx: click.Context, townships: int, villages: int, cases: int, seed: int
                                + ": only with --throughput")
     if throughput:
         faults = kill_hub = False
+    workers = workers or (16 if throughput else 6)
     config = SimConfig(townships=townships, villages=villages, cases=cases, seed=seed, data_dir=data_dir,
                        faults=faults, kill_every=kill_every, offline_every=offline_every,
                        offline_seconds=offline_seconds, kill_hub=kill_hub and faults, rate=rate,

@@ -99,7 +99,7 @@ class SimConfig:
     #: of ``window`` per village for ``seconds``.
     throughput: bool = False
     seconds: float = 60.0
-    window: int = 2
+    window: int = 8
 
     @property
     def case_rate(self) -> float:
