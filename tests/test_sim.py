@@ -9,14 +9,19 @@ a revoked sender. The last test proves the count would notice a case that never 
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import pytest
 from click.testing import CliRunner
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Response
 
 from provisioning import nodes
 from provisioning.cli import main
 from provisioning.sim.county import VILLAGE_CACHE_KIB, SimConfig
 from provisioning.sim.loop import Simulation, run_sim
+from provisioning.sim.processes import NodeProcess, free_port
 from provisioning.sim.report import failed
 
 
@@ -149,3 +154,22 @@ def test_sim_says_plainly_when_a_node_does_not_start(monkeypatch):
     result = CliRunner().invoke(main, ["sim", "--throughput", "--villages", "3", "--townships", "1"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "the simulation stopped: 130926 did not come up" in result.output
+
+
+def test_a_node_process_is_up_only_when_its_own_node_answers(tmp_path):
+    """On a shared machine another process can take the port free_port() found before the node
+    binds it: the other server's health answer must not count as the node being up."""
+    port = free_port()
+    squatter = make_server("127.0.0.1", port, lambda environ, start_response: Response(
+        '{"status": "ok", "node_id": "130927"}', content_type="application/json")(environ, start_response))
+    thread = threading.Thread(target=squatter.serve_forever, daemon=True)
+    thread.start()
+    (tmp_path / "node").mkdir()
+    proc = NodeProcess("130926", tmp_path / "node", port, dict(os.environ))
+    try:
+        with pytest.raises(RuntimeError, match="130926 exited"):
+            proc.start(wait=30)
+    finally:
+        proc.close()
+        squatter.shutdown()
+        thread.join(timeout=5)
