@@ -19,10 +19,11 @@ from werkzeug.wrappers import Response
 
 from provisioning import nodes
 from provisioning.cli import main
-from provisioning.sim.county import VILLAGE_CACHE_KIB, SimConfig
+from provisioning.sim.county import VILLAGE_CACHE_KIB, SharedTrustVillage, SimConfig
 from provisioning.sim.loop import Simulation, run_sim
 from provisioning.sim.processes import NodeProcess, free_port
 from provisioning.sim.report import failed
+from provisioning.tiers import TIERS
 
 
 def small(seed: int, **overrides) -> SimConfig:
@@ -96,6 +97,23 @@ def test_throughput_run_counts_every_case_and_keeps_the_simulator_small(tmp_path
         # One trust store for every village on the same registry version, not one each.
         stores = {id(v.node.trust(v.conn)) for v in villages}
         assert len(stores) == 1
+        # ... also when they all load it at the same moment.
+        for v in villages:
+            v.node.forget_trust()
+        sim.village_tier._stores.clear()
+        start = threading.Barrier(len(villages))
+        loaded: list[int] = []
+
+        def load(village):
+            start.wait()
+            loaded.append(id(village.node.trust(village.conn)))
+
+        threads = [threading.Thread(target=load, args=(v,)) for v in villages]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(loaded) == len(villages) and len(set(loaded)) == 1
         # Each village's SQLite page cache is capped (the default 2 MiB each was most of the memory).
         assert {v.conn.execute("PRAGMA cache_size").fetchone()[0] for v in villages} == {-VILLAGE_CACHE_KIB}
         # ... and keeps no prepared statements (sqlite3 keeps 128 a connection).
@@ -173,3 +191,18 @@ def test_a_node_process_is_up_only_when_its_own_node_answers(tmp_path):
         proc.close()
         squatter.shutdown()
         thread.join(timeout=5)
+
+
+def test_villages_keep_sharing_the_current_trust_store_while_others_catch_up(monkeypatch):
+    """Villages still behind load old registry versions in their first round; the current
+    version's store stays shared meanwhile (least recently used goes first, not oldest built)."""
+    tier = SharedTrustVillage()
+    built: list[str] = []
+    monkeypatch.setattr(type(TIERS["village"]), "load_trust", lambda self, conn, node: built.append(conn) or object())
+    monkeypatch.setattr(tier, "trust_version", lambda conn: conn)  # the "connection" names its version here
+    current = tier.load_trust("registry:64,root:1", None)
+    for old in range(40, 60):
+        tier.load_trust(f"registry:{old},root:1", None)
+        assert tier.load_trust("registry:64,root:1", None) is current
+    assert built.count("registry:64,root:1") == 1
+    assert len(tier._stores) <= 8

@@ -59,16 +59,18 @@ class SharedTrustVillage(type(TIERS["village"])):
 
     def load_trust(self, conn, node) -> TrustStore | None:
         version = self.trust_version(conn)
+        # Built under the lock: villages syncing at once would otherwise each build their own.
         with self._stores_lock:
-            store = self._stores.get(version)
-        if store is None:
-            store = super().load_trust(conn, node)
+            store = self._stores.pop(version, None)
+            if store is None:
+                store = super().load_trust(conn, node)
             if store is not None:
-                with self._stores_lock:
-                    if len(self._stores) >= 8:  # villages a registry version or two behind; older ones go
-                        self._stores.clear()
-                    self._stores[version] = store
-        return store
+                # Least recently used last out: the current version is used by every round, while
+                # villages still behind load their old versions once, in their first round.
+                self._stores[version] = store
+                while len(self._stores) > 8:
+                    del self._stores[next(iter(self._stores))]
+            return store
 
 
 @dataclass
