@@ -60,13 +60,14 @@ def database_path(data_dir: Path) -> Path:
     return Path(data_dir) / read_config(data_dir).get("DATABASE", "node.sqlite3")
 
 
-def open_db(data_dir: Path, tier: str | None = None) -> sqlite3.Connection:
+def open_db(data_dir: Path, tier: str | None = None, cached_statements: int = 128) -> sqlite3.Connection:
     """A connection to a node's database, which must already have this release's schema.
 
     Nothing is migrated here: an older schema is refused with a hint to run
     ``liandong node migrate`` (``serve`` migrates too, after a backup); a newer one is refused.
+    ``cached_statements``: see :func:`shared.core.storage.connect`.
     """
-    conn = storage.connect(database_path(data_dir))
+    conn = storage.connect(database_path(data_dir), cached_statements=cached_statements)
     try:
         storage.check_schema(conn, migrations_for(tier or read_config(data_dir)["TIER"]))
     except storage.SchemaError:

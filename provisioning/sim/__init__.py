@@ -22,8 +22,11 @@ At the end the faults stop, rounds run until nothing moves (bounded), and the co
 counted. The last line printed is a JSON summary; the exit status is non-zero if any case
 was lost or duplicated, or anything forged, replayed or revoked was accepted.
 
+``liandong sim --throughput`` runs the same county without faults and measures how many cases
+it absorbs per second (:mod:`.throughput`).
+
 Modules, lowest first: :mod:`.processes` (node processes), :mod:`.faults` (link and process
 faults), :mod:`.county` (configuration, building the county, applications), :mod:`.attacks`
-(forged, replayed, revoked senders), :mod:`.report` (the count), :mod:`.loop` (the run) and
-:mod:`.cli` (the ``liandong sim`` command).
+(forged, replayed, revoked senders), :mod:`.report` (the count), :mod:`.throughput` (the
+throughput run), :mod:`.loop` (the run) and :mod:`.cli` (the ``liandong sim`` command).
 """

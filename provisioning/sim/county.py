@@ -27,12 +27,50 @@ from shared.rules.idcard import id_check_char
 from shared.services import intake
 from sync.node import Node
 from sync.node_sync import SyncState
+from sync.trust import TrustStore
 
 HUB_ID = "130926"
 DECIDED = ("APPROVED", "DENIED", "NOT_ACCEPTED")
 SURNAMES = "王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗"
 GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚桂"
 TEXTS = ("肃宁县肃宁镇东关村", "河北省沧州市肃宁县", "家庭经营", "因病致贫", "杨树", "播种机")
+#: SQLite page cache of each village's connection, KiB. The default (2 MiB a connection) filled
+#: with every village's copy of the registry and catalog documents and, with the prepared
+#: statements each connection keeps (sqlite3 keeps 128; the villages keep none), was most of the
+#: simulator's memory at a thousand villages (docs/performance.md); the operating system's file
+#: cache serves those pages just as well. A real village is one process with one connection.
+VILLAGE_CACHE_KIB = 64
+
+
+class SharedTrustVillage(type(TIERS["village"])):
+    """The village tier, with one trust store per registry version for all the villages of this
+    process instead of one each.
+
+    A trust store holds an entry per node of the county, so a thousand villages each parsing
+    their own copy of the registry held a million entries. All villages of one county trust the
+    same root and the same hub-signed registry versions (a node refuses a different document
+    under a version it holds), so a store is keyed by the village's ``trust_version``. Stores
+    are only read below the hub (only the hub's ingest changes its own).
+    """
+
+    def __init__(self):
+        self._stores: dict[object, TrustStore] = {}
+        self._stores_lock = threading.Lock()
+
+    def load_trust(self, conn, node) -> TrustStore | None:
+        version = self.trust_version(conn)
+        # Built under the lock: villages syncing at once would otherwise each build their own.
+        with self._stores_lock:
+            store = self._stores.pop(version, None)
+            if store is None:
+                store = super().load_trust(conn, node)
+            if store is not None:
+                # Least recently used last out: the current version is used by every round, while
+                # villages still behind load their old versions once, in their first round.
+                self._stores[version] = store
+                while len(self._stores) > 8:
+                    del self._stores[next(iter(self._stores))]
+            return store
 
 
 @dataclass
@@ -59,6 +97,11 @@ class SimConfig:
     #: Test hook: silently drop one envelope from a village's outbox before it is sent (a fault
     #: the system cannot recover from; the sim must report it as lost).
     sabotage_outbox: bool = False
+    #: The throughput run (:mod:`provisioning.sim.throughput`): no faults, cases in a closed loop
+    #: of ``window`` per village for ``seconds``.
+    throughput: bool = False
+    seconds: float = 60.0
+    window: int = 8
 
     @property
     def case_rate(self) -> float:
@@ -83,6 +126,13 @@ class Village:
     lock: threading.Lock = field(default_factory=threading.Lock)
     next_sync: float = 0.0
     busy: bool = False
+    inflight: dict[int, float] = field(default_factory=dict)  # throughput run: outbox seq -> taken at (epoch s)
+
+    def hang_up(self) -> None:
+        """Close the village's connections to its township after a round, as a village does (its
+        scheduler makes a new client every round): a hundred villages keeping theirs open would
+        fill the township's waitress (100 connections) and starve the rest."""
+        self.client.session.close()
 
 
 def random_id_number(rng: random.Random) -> str:
@@ -180,12 +230,13 @@ class County:
             plan.append((f"{tid}{201 + i // len(tids):03d}", tid))
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda p: self._enrol_village(*p), plan))
-        skewed = self.rng.sample(sorted(self.villages), k=min(2, len(self.villages)))
+        # A skewed clock is a fault; the throughput run measures a clean county.
+        skewed = [] if cfg.throughput else self.rng.sample(sorted(self.villages), k=min(2, len(self.villages)))
         for vid, days in zip(skewed, (3, -2), strict=False):
             self._set_skew(self.villages[vid], days)
         self._wait_registry()
         self.say(f"{len(self.villages)} villages enrolled; skewed clocks: "
-                 + ", ".join(f"{v} ({self.villages[v].skew_days:+d} d)" for v in skewed))
+                 + (", ".join(f"{v} ({self.villages[v].skew_days:+d} d)" for v in skewed) or "none"))
 
     def _token(self, node_id: str, name: str) -> str:
         conn = nodes.open_db(self.hub.data_dir, "hub")
@@ -221,8 +272,9 @@ class County:
             base = Clock.from_settings(self.cfg.clock_start, self.cfg.clock_speed).now()
             overrides["CLOCK_START"] = iso(base + timedelta(days=skew_days))
         config = {**DEFAULTS, **nodes.read_config(vdir), **overrides}
-        node = Node(config, vdir, TIERS[config["TIER"]])
-        conn = nodes.open_db(vdir, "village")
+        node = Node(config, vdir, self.village_tier)
+        conn = nodes.open_db(vdir, "village", cached_statements=0)
+        conn.execute(f"PRAGMA cache_size = -{VILLAGE_CACHE_KIB}")
         seed = hash((self.cfg.seed, vid)) & 0xFFFFFFFF
         session = FaultySession(random.Random(seed), self.plan, self.stats, lambda: self.faults_on)
         client = SimClient(config["PARENT_URL"], config["PARENT_ID"], vid, node.key, node.nonces,
@@ -264,8 +316,13 @@ class County:
 
     # -------------------------------------------------------------- applications
 
-    def create_case(self, village: Village, record: dict[str, str] | None = None) -> str | None:
-        rng = self.rng
+    def create_case(self, village: Village, record: dict[str, str] | None = None,
+                    rng: random.Random | None = None) -> str | None:
+        """Take one random application at ``village``; its case id (None if the window refused it).
+
+        ``rng``: the random source (default the run's seeded one; threads of the throughput run
+        each have their own)."""
+        rng = rng or self.rng
         item = rng.choice(village.items)
         payload = {
             "item_code": item["code"],

@@ -18,21 +18,22 @@ import click
 import requests
 
 from provisioning.sim.attacks import Attacks
-from provisioning.sim.county import DECIDED, County, SimConfig, Village
+from provisioning.sim.county import DECIDED, County, SharedTrustVillage, SimConfig, Village
 from provisioning.sim.faults import FaultPlan, FaultProxy, ProcessFaults, Stats
 from provisioning.sim.processes import NodeProcess
 from provisioning.sim.report import Report, failed
+from provisioning.sim.throughput import Throughput
 from shared.core import storage
 from shared.core.clock import Clock
 from sync.node_sync import SyncState, run_round
 
 
-class Simulation(County, ProcessFaults, Attacks, Report):
-    """Build a county, run it under faults, count.
+class Simulation(County, ProcessFaults, Attacks, Report, Throughput):
+    """Build a county, run it under faults (or load it for throughput), count.
 
     One object, its behaviour by concern: building and applications (:class:`County`), process
-    faults (:class:`ProcessFaults`), attacks (:class:`Attacks`), counting (:class:`Report`); the
-    state they share is set here.
+    faults (:class:`ProcessFaults`), attacks (:class:`Attacks`), counting (:class:`Report`), the
+    throughput run (:class:`Throughput`); the state they share is set here.
     """
 
     def __init__(self, config: SimConfig, echo: Callable[[str], None] = print):
@@ -48,6 +49,7 @@ class Simulation(County, ProcessFaults, Attacks, Report):
         self.proxy: FaultProxy | None = None
         self.townships: dict[str, NodeProcess] = {}
         self.villages: dict[str, Village] = {}
+        self.village_tier = SharedTrustVillage()  # one trust store per registry version for all villages
         self.hub_tokens: dict[str, str] = {}  # office -> API token of its 首席审批员
         self.head_tokens: dict[str, str] = {}  # office -> API token of its 部门负责人
         self.clerk_tokens: dict[str, str] = {}  # township -> API token of its clerk
@@ -66,6 +68,11 @@ class Simulation(County, ProcessFaults, Attacks, Report):
         self.lock = threading.Lock()
         self.t0 = time.monotonic()
         self.errors: list[str] = []
+        # the throughput run
+        self.loading = False  # villages take new cases
+        self.taken_at: dict[tuple[str, int], float] = {}  # (origin, outbox seq) -> taken at (epoch s)
+        self.ack_latencies: list[float] = []  # seconds from taking a case to its village holding the ack
+        self._rngs = threading.local()
 
     # -------------------------------------------------------------- rounds
 
@@ -74,6 +81,7 @@ class Simulation(County, ProcessFaults, Attacks, Report):
         try:
             with village.lock:
                 result = run_round(village.conn, village.node, village.state, village.client, force=True)
+                village.hang_up()
                 pending = village.conn.execute("SELECT COUNT(*) FROM outbox WHERE state != 'acked'").fetchone()[0]
                 waiting = village.conn.execute(
                     f"SELECT COUNT(*) FROM cases WHERE status NOT IN ({','.join('?' * len(DECIDED))})", DECIDED
@@ -300,7 +308,7 @@ def run_sim(config: SimConfig, echo: Callable[[str], None] = print) -> dict:
     sim = Simulation(config, echo)
     try:
         sim.build(root)
-        summary = sim.run()
+        summary = sim.run_throughput() if config.throughput else sim.run()
     finally:
         sim.close()
         if not keep:

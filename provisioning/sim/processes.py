@@ -55,10 +55,13 @@ class NodeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.node_id} exited with {self.proc.returncode}; see {self.data_dir}/serve.log")
             try:
-                # up and serving; 503 only means degraded (e.g. not synced with its parent yet)
-                if requests.get(self.url + "/healthz", timeout=1).status_code in (200, 503):
+                # up and serving; 503 only means degraded (e.g. not synced with its parent yet). The
+                # answer must be this node's: on a shared machine another process may have taken the
+                # port between free_port() and our bind (ours then exits: "address in use" above).
+                answer = requests.get(self.url + "/healthz", timeout=1)
+                if answer.status_code in (200, 503) and answer.json().get("node_id") == self.node_id:
                     return
-            except requests.RequestException:
+            except (requests.RequestException, ValueError):
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"{self.node_id} did not come up on {self.url}")

@@ -55,18 +55,20 @@ def private_dir(path: str | Path) -> None:
             pass
 
 
-def connect(path: str | Path, synchronous: str = "FULL") -> sqlite3.Connection:
+def connect(path: str | Path, synchronous: str = "FULL", cached_statements: int = 128) -> sqlite3.Connection:
     """Open ``path`` with the project's PRAGMAs (WAL, FULL sync, busy timeout, foreign keys).
 
     The connection is in autocommit mode (``isolation_level=None``): transactions are explicit.
     The file and its ``-wal``/``-shm`` companions are 0600 (full 身份证号, password hashes):
     SQLite gives the companions the main file's mode, so that one is created 0600 first.
+    ``cached_statements`` is how many prepared statements the connection keeps (sqlite3's
+    default); a process holding hundreds of connections (``liandong sim``) keeps none.
     """
     on_disk = str(path) != ":memory:" and not str(path).startswith("file:")
     if on_disk:
         private_file(path)
     conn = sqlite3.connect(
-        str(path), isolation_level=None, check_same_thread=False, timeout=30.0
+        str(path), isolation_level=None, check_same_thread=False, timeout=30.0, cached_statements=cached_statements
     )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
