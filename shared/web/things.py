@@ -72,8 +72,7 @@ class _MergedForm:
         self.applicant = {k: form.get(f"applicant_{k}", "").strip() for k in ("name", "id_number", "phone")}
         self.form = {f["name"]: form.get(f"form_{f['name']}", "") for f in self.fields}
         self.entrusted = form.get("entrust_consent") == "yes"
-        self.materials = [m for m in rules.merged_materials(thing, items, self._valid_answers(thing, items),
-                                                             required_materials)]
+        self.materials = rules.merged_materials(thing, items, self._valid_answers(), required_materials)
         node = current_node()
         known = {m["code"] for m in self.materials if not m["from_step"]}
         self.kept: list[dict] = []
@@ -85,7 +84,8 @@ class _MergedForm:
             if node.blobs.has(sha256) and not any(k["sha256"] == sha256 and k["code"] == code for k in self.kept):
                 self.kept.append({"code": code, "sha256": sha256, "size": int(size), "filename": filename})
 
-    def _valid_answers(self, thing, items) -> dict:
+    def _valid_answers(self) -> dict:
+        """The answers given so far that are options of their question (they decide what is required)."""
         answers = {}
         for s in self.situations:
             if self.answers.get(s["code"]) in {o["value"] for o in s["options"]}:
