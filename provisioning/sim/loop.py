@@ -249,22 +249,14 @@ class Simulation(County, ProcessFaults, Attacks, Report, Throughput):
             for v in self.villages.values():
                 v.next_sync = 0.0
                 v.state = SyncState()
-            deadline = time.monotonic() + cfg.quiesce_seconds
-            quiet = False
             waiting = "not checked"
-            next_check = 0.0
-            while time.monotonic() < deadline:
-                self.schedule_rounds(pool, limit)
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + 1.0
-                    waiting = self.waiting_for()
-                    if waiting is None:
-                        quiet = True
-                        break
-                if time.monotonic() - last_progress >= cfg.progress_every:
-                    last_progress = time.monotonic()
-                    self.progress()
-                time.sleep(0.05)
+
+            def settled() -> bool:
+                nonlocal waiting
+                waiting = self.waiting_for()
+                return waiting is None
+
+            quiet = self.until_quiet(lambda: self.schedule_rounds(pool, limit), settled, self.progress)
         finally:
             self.stop.set()
             pool.shutdown(wait=True)
@@ -282,6 +274,25 @@ class Simulation(County, ProcessFaults, Attacks, Report, Throughput):
         summary["faults"] = self.stats.snapshot()
         summary["errors"] = self.errors[:20]
         return summary
+
+    def until_quiet(self, schedule: Callable[[], None], settled: Callable[[], bool],
+                    progress: Callable[[], None]) -> bool:
+        """Run rounds (``schedule()``) until ``settled()`` holds (asked once a second) or
+        ``quiesce_seconds`` pass, with a progress line every ``progress_every``; True if settled."""
+        cfg = self.cfg
+        deadline = time.monotonic() + cfg.quiesce_seconds
+        next_check, last_progress = 0.0, time.monotonic()
+        while time.monotonic() < deadline:
+            schedule()
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + 1.0
+                if settled():
+                    return True
+            if time.monotonic() - last_progress >= cfg.progress_every:
+                last_progress = time.monotonic()
+                progress()
+            time.sleep(0.05)
+        return False
 
     def close(self) -> None:
         self.stop.set()

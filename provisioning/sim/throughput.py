@@ -202,20 +202,11 @@ class Throughput:
             cpu_end = self._cpu()
             load_after = load_average()
             self.say("no new cases; rounds until every case is acknowledged and in the hub's register")
-            deadline = time.monotonic() + cfg.quiesce_seconds
-            next_check = 0.0
-            while time.monotonic() < deadline:
-                self._schedule_throughput(pool, limit)
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + 1.0
-                    in_flight = sum(len(v.inflight) for v in self.villages.values())
-                    if not in_flight and self._scalar(self.hub.data_dir, "SELECT COUNT(*) FROM cases") >= len(self.created):
-                        quiet = True
-                        break
-                if time.monotonic() - last_progress >= cfg.progress_every:
-                    last_progress = time.monotonic()
-                    self._throughput_progress()
-                time.sleep(0.05)
+            quiet = self.until_quiet(
+                lambda: self._schedule_throughput(pool, limit),
+                lambda: not any(v.inflight for v in self.villages.values())
+                and self._scalar(self.hub.data_dir, "SELECT COUNT(*) FROM cases") >= len(self.created),
+                self._throughput_progress)
         finally:
             self.loading = False
             pool.shutdown(wait=True)
