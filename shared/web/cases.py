@@ -43,6 +43,7 @@ from shared.services import (
 from shared.web import access
 from shared.web.context import current_node
 from shared.web.db import get_db
+from shared.web.errors import form_outcome
 
 bp = Blueprint("cases", __name__)
 
@@ -327,14 +328,8 @@ def form_supplement(case_id: str):
         upload = request.files.get("file_" + m["code"])
         if upload is not None and upload.filename:
             files.append((m["code"], upload.filename, upload.read()))
-    try:
+    with form_outcome("未能提交补齐补正", "已提交补齐补正，将随下次同步报送承办机构"):
         _send_supplement(case_id, changes, files, request.form.get("comment", ""))
-    except LiandongError as exc:
-        if exc.status == 403:
-            raise
-        flash(f"未能提交补齐补正：{exc.message}")
-    else:
-        flash("已提交补齐补正，将随下次同步报送承办机构")
     return redirect(url_for("cases.detail", case_id=case_id))
 
 
@@ -382,14 +377,8 @@ def form_action(case_id: str):
 
 def _act_from_form(case_id: str, action: str, comment: str, details: dict, done: str = ""):
     """Apply an action posted from the case page; a refused one is shown there in Chinese."""
-    try:
+    with form_outcome(f"未能{states.ACTION_LABELS[action]}", f"已{states.ACTION_LABELS[action]}{done}"):
         act(case_id, action, comment, details)
-    except LiandongError as exc:
-        if exc.status == 403:
-            raise
-        flash(f"未能{states.ACTION_LABELS[action]}：{exc.message}")
-    else:
-        flash(f"已{states.ACTION_LABELS[action]}{done}")
     return redirect(url_for("cases.detail", case_id=case_id))
 
 

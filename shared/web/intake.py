@@ -234,20 +234,7 @@ class _State:
         self.licences = {m["code"]: form.get(f"licence_{m['code']}", "").strip()
                          for m in item["materials"] if m.get("licence_of")}
         self.licences = {k: v for k, v in self.licences.items() if v}
-        self.materials: list[dict] = []
-        node = current_node()
-        known = {m["code"] for m in item["materials"]}
-        removed = form.get("remove_material", "")
-        for value in form.getlist("kept_material"):
-            parts = value.split(":", 3)
-            if len(parts) != 4 or parts[0] not in known or not (parts[2].isascii() and parts[2].isdigit()):
-                continue
-            code, sha256, size, filename = parts
-            if sha256 == removed or not node.blobs.has(sha256):
-                continue
-            if any(m["sha256"] == sha256 and m["code"] == code for m in self.materials):
-                continue
-            self.materials.append({"code": code, "sha256": sha256, "size": int(size), "filename": filename})
+        self.materials = kept_files(form, {m["code"] for m in item["materials"]}, form.get("remove_material", ""))
 
     def hidden(self, current: str) -> list[tuple[str, str]]:
         """Hidden inputs carrying the steps other than ``current``."""
@@ -329,6 +316,24 @@ class _State:
     def files(self) -> list[tuple[str, str, bytes]]:
         node = current_node()
         return [(m["code"], m["filename"], node.blobs.read(m["sha256"])) for m in self.materials]
+
+
+def kept_files(form, known: set[str], removed: str = "") -> list[dict]:
+    """The files picked earlier and carried in ``kept_material`` hidden fields
+    (``code:sha256:size:filename``): only of ``known`` material codes, stored here, not
+    ``removed``, each once."""
+    node = current_node()
+    kept: list[dict] = []
+    for value in form.getlist("kept_material"):
+        parts = value.split(":", 3)
+        if len(parts) != 4 or parts[0] not in known or not (parts[2].isascii() and parts[2].isdigit()):
+            continue
+        code, sha256, size, filename = parts
+        if sha256 == removed or not node.blobs.has(sha256):
+            continue
+        if not any(k["sha256"] == sha256 and k["code"] == code for k in kept):
+            kept.append({"code": code, "sha256": sha256, "size": int(size), "filename": filename})
+    return kept
 
 
 def take_uploads(files, wanted: list[dict], kept: list[dict]) -> None:

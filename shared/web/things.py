@@ -20,7 +20,7 @@ from shared.services import intake, things
 from shared.web import access
 from shared.web.context import current_node
 from shared.web.db import get_db
-from shared.web.intake import take_uploads
+from shared.web.intake import kept_files, take_uploads
 
 bp = Blueprint("things", __name__)
 
@@ -73,16 +73,7 @@ class _MergedForm:
         self.form = {f["name"]: form.get(f"form_{f['name']}", "") for f in self.fields}
         self.entrusted = form.get("entrust_consent") == "yes"
         self.materials = rules.merged_materials(thing, items, self._valid_answers(), required_materials)
-        node = current_node()
-        known = {m["code"] for m in self.materials if not m["from_step"]}
-        self.kept: list[dict] = []
-        for value in form.getlist("kept_material"):
-            parts = value.split(":", 3)
-            if len(parts) != 4 or parts[0] not in known or not (parts[2].isascii() and parts[2].isdigit()):
-                continue
-            code, sha256, size, filename = parts
-            if node.blobs.has(sha256) and not any(k["sha256"] == sha256 and k["code"] == code for k in self.kept):
-                self.kept.append({"code": code, "sha256": sha256, "size": int(size), "filename": filename})
+        self.kept = kept_files(form, {m["code"] for m in self.materials if not m["from_step"]})
 
     def _valid_answers(self) -> dict:
         """The answers given so far that are options of their question (they decide what is required)."""
