@@ -10,8 +10,9 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -76,9 +77,22 @@ class Simulation(County, ProcessFaults, Attacks, Report, Throughput):
 
     # -------------------------------------------------------------- rounds
 
+    @contextmanager
+    def round_guard(self, village: Village) -> Iterator[None]:
+        """Around one village round: a bug in it is counted and shown and the county goes on
+        (the village tries again 2 s later); the village is free again afterwards."""
+        try:
+            yield
+        except Exception as exc:
+            self.stats.add("rounds.crashed")
+            self.errors.append(f"round at {village.node_id}: {type(exc).__name__}: {exc}")
+            village.next_sync = time.monotonic() + 2.0
+        finally:
+            village.busy = False
+
     def village_round(self, village: Village) -> None:
         started = time.monotonic()
-        try:
+        with self.round_guard(village):
             with village.lock:
                 result = run_round(village.conn, village.node, village.state, village.client, force=True)
                 village.hang_up()
@@ -97,12 +111,6 @@ class Simulation(County, ProcessFaults, Attacks, Report, Throughput):
                 village.next_sync = now + self.rng.uniform(1.0, 2.5)
             else:
                 village.next_sync = now + self.rng.uniform(6.0, 12.0)
-        except Exception as exc:  # a bug in a round: counted and shown, the county goes on
-            self.stats.add("rounds.crashed")
-            self.errors.append(f"round at {village.node_id}: {type(exc).__name__}: {exc}")
-            village.next_sync = time.monotonic() + 2.0
-        finally:
-            village.busy = False
 
     def schedule_rounds(self, pool: ThreadPoolExecutor, limit: int) -> None:
         now = time.monotonic()

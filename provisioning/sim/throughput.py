@@ -88,7 +88,7 @@ class Throughput:
         """Fill the village's window with new cases (while loading), run one round, and take the
         acknowledged cases out of flight."""
         cfg = self.cfg
-        try:
+        with self.round_guard(village):  # Simulation.round_guard
             rng = self._thread_rng()
             while self.loading and len(village.inflight) < cfg.window:
                 taken = time.time()
@@ -115,12 +115,6 @@ class Throughput:
                 village.next_sync = time.monotonic() + rng.uniform(POLL_SECONDS / 2, POLL_SECONDS)
             else:
                 village.next_sync = time.monotonic()  # its window is free: take the next cases now
-        except Exception as exc:  # a bug in a round: counted and shown, the county goes on
-            self.stats.add("rounds.crashed")
-            self.errors.append(f"round at {village.node_id}: {type(exc).__name__}: {exc}")
-            village.next_sync = time.monotonic() + 2.0
-        finally:
-            village.busy = False
 
     def warm_up_round(self, village: Village) -> None:
         """One round before the load (no cases): the village catches up with the county's metadata."""
