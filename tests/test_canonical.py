@@ -92,3 +92,14 @@ def test_what_the_fast_encoder_refuses_is_answered_by_the_reference():
     for bad in ({"a": 1.5}, {1: "x"}, {"a": float("nan")}, {"a": object()}, {"a": b"bytes"}):
         with pytest.raises(CanonicalError):
             canonical.dumps(bad)
+
+
+@pytest.mark.parametrize("text", [b'{"a":"\\ud800"}', b'{"a":["x","\\uDFFF"]}', b'{"\\udbff":1}'])
+def test_the_strict_parser_refuses_a_lone_surrogate_escape_in_any_case(text):
+    with pytest.raises(canonical.BoundsError):
+        canonical.loads(text)
+
+
+def test_the_strict_parser_takes_an_escaped_pair_and_a_string_that_only_looks_like_an_escape():
+    assert canonical.loads(b'{"a":"\\ud83d\\ude00"}') == {"a": "\U0001f600"}
+    assert canonical.loads(b'{"a":"\\\\ud800"}') == {"a": "\\ud800"}
