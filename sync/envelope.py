@@ -22,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from shared.core import canonical
 from shared.core.crypto import SignatureError, SigningKey, b64d, b64e, pae, sha256_hex, verify
 
@@ -239,7 +237,7 @@ def open_stored(document: dict, doc_id: str, received_at: str) -> Opened:
     """
     _, payload = _parts(document)
     signature = document["signatures"][0]
-    return Opened(orjson.loads(payload), payload, signature["keyid"], doc_id, document["payloadType"], signature["sig"],
+    return Opened(canonical.loads_own(payload), payload, signature["keyid"], doc_id, document["payloadType"], signature["sig"],
                   received_at)
 
 
@@ -281,7 +279,7 @@ def stored_bytes(opened: Opened) -> bytes:
 
 def from_bytes(data: bytes) -> dict:
     """Load a document this node stored itself (received ones were parsed strictly first)."""
-    return orjson.loads(data)
+    return canonical.loads_own(data)
 
 
 # The end of every v2 envelope payload: "prev" is the last top-level string member (keys are sorted:

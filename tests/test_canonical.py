@@ -1,5 +1,5 @@
 """Canonical JSON: the fast encoder gives the reference encoder's bytes, and the strict check refuses
-every other byte form of the same content (shared/core/canonical.py)."""
+every other byte form of the same content (shared/core/canonical.py), with and without orjson."""
 
 from __future__ import annotations
 
@@ -10,6 +10,18 @@ import pytest
 
 from shared.core import canonical
 from shared.core.canonical import CanonicalError
+
+
+@pytest.fixture(autouse=True, params=["orjson", "standard library"])
+def encoder(request, monkeypatch):
+    """Every test twice: with orjson (the servers' "fast" extra) and without it (a village PC)."""
+    if request.param == "orjson":
+        if canonical.orjson is None:
+            pytest.skip("orjson is not installed")
+    else:
+        monkeypatch.setattr(canonical, "orjson", None)
+    return request.param
+
 
 REFERENCE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -103,3 +115,8 @@ def test_the_strict_parser_refuses_a_lone_surrogate_escape_in_any_case(text):
 def test_the_strict_parser_takes_an_escaped_pair_and_a_string_that_only_looks_like_an_escape():
     assert canonical.loads(b'{"a":"\\ud83d\\ude00"}') == {"a": "\U0001f600"}
     assert canonical.loads(b'{"a":"\\\\ud800"}') == {"a": "\\ud800"}
+
+
+def test_stored_documents_read_back_the_same_either_way():
+    data = canonical.dumps({"a": ["\u4e2d", 1, None, True], "b": {"c": "\n"}})
+    assert canonical.loads_own(data) == json.loads(data) == canonical.loads_canonical(data)
