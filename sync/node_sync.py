@@ -22,7 +22,7 @@ from shared.core.clock import iso, parse_iso
 from shared.core.crypto import SignatureError, write_private_file
 from shared.core.storage import write_transaction
 from sync import downlink, envelope, formats, outbox, relay, rotation
-from sync.client import ParentClient, SyncUnavailable
+from sync.client import ParentClient, SyncUnavailable, pull_body
 from sync.hlc import Timestamp
 from sync.trust import RollbackError, accept_metadata
 
@@ -108,11 +108,13 @@ def run_round(conn: sqlite3.Connection, node, state: SyncState, client: ParentCl
 
 
 def _round(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> dict:
+    """Push (asking for the pull's answer in the push's), files, and a separate pull only when
+    the push did not bring it: nothing was pushed (the periodic pull that brings acks and
+    decisions down) or the parent is older (docs/sync-protocol.md §5.3.2)."""
     summary = {"pushed": 0, "blobs": 0, "acked": 0, "applied": 0}
-    summary["pushed"] = _push(conn, node, client, state)
+    summary["pushed"], pulled = _push(conn, node, client, state)
     summary["blobs"] = _send_blobs(conn, node, client, state)
-    pulled = _pull(conn, node, client)
-    summary.update(pulled)
+    summary.update(pulled if pulled is not None else _pull(conn, node, client))
     return summary
 
 
@@ -157,18 +159,27 @@ def _pending_documents(conn: sqlite3.Connection, node, state: SyncState | None =
     return [(r["source"], r["row"]) for r in envelope.within_bytes(sized, int(node.config["SYNC_BATCH_BYTES"]))]
 
 
-def _push(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> int:
+def _push(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> tuple[int, dict | None]:
+    """(envelopes pushed, what the pull inside the push's answer applied; None: no push, or a
+    parent that does not answer pulls in pushes, so the round pulls separately)."""
     docs = _pending_documents(conn, node, state)
     if not docs:
-        return 0
+        return 0, None
     if any(kind == "reoffer" for kind, _ in docs):
         # The parent may have lost what it held (a township's disk): ask about every file again.
         state.delivered.clear()
         state.files_through = 0
     ids = [r["envelope_id"] for _, r in docs] if formats.uplink_version(conn) >= 2 else None
-    answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids)
+    cursors, have = pull_request(conn, node)
+    answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids,
+                                pull=pull_body(cursors, have, acked_request(conn, node)))
     apply_push_answer(conn, node, answer, forwarded=[r for kind, r in docs if kind == "custody"])
-    return len(docs)
+    pulled = answer.get("pull")
+    if not isinstance(pulled, dict):
+        return len(docs), None  # an older parent ignored the request: the round pulls separately
+    # The pull's answer without the members the push's answer has already (server, its time).
+    return len(docs), apply_pull_answer(conn, node, {"server": answer.get("server"),
+                                                      "server_time": answer.get("server_time"), **pulled})
 
 
 def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: list | None = None) -> None:
