@@ -107,7 +107,7 @@ class ParentClient:
         return self._call("POST", "/sync/v1/push", canonical.dumps(body))
 
     def push_stored(self, documents: list[bytes], compact: bool = False, ids: list[str] | None = None,
-                    pull: dict | None = None) -> dict:
+                    pull: dict | None = None, blobs: list[str] | None = None) -> dict:
         """:meth:`push` for documents as this node stored them (:func:`sync.envelope.to_bytes`:
         sorted keys, no spaces, UTF-8, i.e. their canonical JSON already). The body is joined from
         those bytes, the same bytes :meth:`push` would send, without parsing each document and
@@ -115,12 +115,14 @@ class ParentClient:
         ``ids`` (the documents' envelope ids): the parent takes v2, links are elided
         (:func:`sync.envelope.elide_stored`). ``pull`` (the body of a :meth:`pull`): ask for the
         pull's answer inside the push's (``"pull"`` member of the answer), one request instead of
-        two; an older parent ignores it and answers without that member (docs/sync-protocol.md §5.3.2)."""
+        two; an older parent ignores it and answers without that member (docs/sync-protocol.md §5.3.2).
+        ``blobs`` (hashes of files): ask what :meth:`blob_status` would, answered as ``"blobs"``."""
         if ids is not None:
             documents = envelope.elide_stored(documents, ids)
         head = b'{"answer":"compact","envelopes":[' if compact else b'{"envelopes":['
-        # The members in canonical (sorted) order: answer, envelopes, pull, receipt.
-        asked = b',"pull":' + canonical.dumps(pull) if pull is not None else b""
+        # The members in canonical (sorted) order: answer, envelopes, blobs, pull, receipt.
+        asked = b',"blobs":' + canonical.dumps(blobs) if blobs is not None else b""
+        asked += b',"pull":' + canonical.dumps(pull) if pull is not None else b""
         tail = b"]" + asked + (b',"receipt":"ranges"}' if compact else b"}")
         return self._call("POST", "/sync/v1/push", head + b",".join(bytes(d) for d in documents) + tail)
 

@@ -141,8 +141,10 @@ def push():
         documents = body.get("envelopes")
         if not isinstance(documents, list):
             raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
-        # The caller's pull, answered inside this answer (§5.3.2): checked before anything is taken.
+        # The caller's pull and its files' status, answered inside this answer (§5.3.2): checked
+        # before anything is taken.
         asked = _pull_request(body["pull"]) if "pull" in body else None
+        files = _blob_names(body["blobs"], wire.MAX_BLOBS_ASKED) if "blobs" in body else None
         documents = envelope.restore_links(documents)  # a v2 prev sent empty: the id before it
         prepared = service().prepare_push(conn, node, documents)
         with write_transaction(conn):
@@ -157,9 +159,33 @@ def push():
         if body.get("answer") == "compact":  # a newer caller: routine outcomes as seq ranges
             answer = {**answer, **wire.compact_results(answer.get("results", []))}
         _forward_soon()
-    if asked is not None:  # after the push's transaction, outside the hub's pushing(): reads only
+    # After the push's transaction, outside the hub's pushing(): reads only.
+    if files is not None:
+        answer["blobs"] = _blobs_held(files, compact=True)
+    if asked is not None:
         answer["pull"] = _pull_answer(caller, *asked, in_push=answer.get("acks", []))
     return jsonify(answer)
+
+
+def _blob_names(wanted, limit: int | None = None) -> list[str]:
+    """A list of material file hashes (``sha256`` of a status request, ``blobs`` of a push);
+    :raises ValidationError: not such a list, or longer than ``limit``."""
+    if not isinstance(wanted, list) or not all(isinstance(s, str) and SHA256_RE.match(s) for s in wanted):
+        raise ValidationError("sha256", "sha256 必须是十六进制摘要数组", code="malformed")
+    if limit is not None and len(wanted) > limit:
+        raise ValidationError("blobs", f"一次最多询问 {limit} 个材料文件", code="malformed")
+    return wanted
+
+
+def _blobs_held(wanted: list[str], compact: bool = False) -> dict:
+    """How many bytes of each named blob this node holds, and which it holds complete and
+    verified ("complete" tells a full-length partial file, killed before its hash check, from a
+    verified blob: the sender finishes the former with an empty chunk at offset = size).
+    ``compact`` (inside a push answer): ``have`` lists only partial files, 0 and complete left out."""
+    blobs = current_node().blobs
+    complete = [sha for sha in wanted if blobs.has(sha)]
+    have = {sha: blobs.received(sha) for sha in wanted if not (compact and sha in complete)}
+    return {"have": {sha: n for sha, n in have.items() if n or not compact}, "complete": complete}
 
 
 def _pull_request(body) -> tuple[dict, dict, dict]:
@@ -206,14 +232,7 @@ def pull():
 def blob_status():
     """How many bytes of each named blob this node holds (0 = none): the sender resumes there."""
     _authenticate()
-    wanted = _json_body(1024 * 1024).get("sha256", [])
-    if not isinstance(wanted, list) or not all(isinstance(s, str) and SHA256_RE.match(s) for s in wanted):
-        raise ValidationError("sha256", "sha256 必须是十六进制摘要数组", code="malformed")
-    blobs = current_node().blobs
-    # "complete" tells a full-length partial file (killed before its hash check) from a
-    # verified blob: the sender finishes the former with an empty chunk at offset = size.
-    return jsonify({"have": {sha: blobs.received(sha) for sha in wanted},
-                    "complete": [sha for sha in wanted if blobs.has(sha)]})
+    return jsonify(_blobs_held(_blob_names(_json_body(1024 * 1024).get("sha256", []))))
 
 
 @bp.put("/blobs/<sha256>")
