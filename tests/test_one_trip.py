@@ -41,8 +41,10 @@ class Counting(WireSession):
             answer = response.json()  # an older parent ignores the "pull" and "blobs" it is asked
             answer.pop("pull", None)
             answer.pop("blobs", None)
-            response._content = json.dumps(answer).encode()
-            response.headers.pop("Content-Encoding", None)
+            try:  # the body is read decoded already, whichever HTTP stack the client has
+                response.content = json.dumps(answer).encode()
+            except AttributeError:  # requests: a read-only property over _content
+                response._content = json.dumps(answer).encode()
         return response
 
 
