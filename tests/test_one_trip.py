@@ -10,7 +10,17 @@ import json
 
 import pytest
 import requests
-from faults import WireSession, city_item, client_with, material_files, outbox_states, sha256, village_cases
+from faults import (
+    WireSession,
+    city_item,
+    cli,
+    client_with,
+    last_json,
+    material_files,
+    outbox_states,
+    sha256,
+    village_cases,
+)
 from network import create_case
 
 from shared.core import canonical
@@ -186,6 +196,23 @@ def test_a_new_client_falls_back_to_a_separate_pull_and_long_headers_with_an_old
     again = Counting(old_parent=True)
     _round(village, again, state)
     assert again.paths == ["/pull"] and again.forms == ["long"]  # remembered for this parent
+
+
+def test_a_revoked_node_is_told_so_on_its_compact_header(build_network):
+    """403 node_revoked at once: the compact header's short kid finds the revoked key too (a
+    401 there would only be hidden by the long-header retry)."""
+    net = build_network(villages=1)
+    village, township = net.village(), net.township
+    agent = village.account("agent", "agent")
+    create_case(village, agent, city_item(village, agent))
+    revoked = last_json(cli("provision", "revoke", "--data", net.hub.data_dir, "--node-code", village.node_id,
+                            "--after-seq", "0").output)
+    assert revoked["revoked_after_seq"] == 0
+    township.sync()  # the township learns the new registry
+    session = Counting()
+    summary = run_round(village.conn, village.node, SyncState(), client=client_with(village, session), force=True)
+    assert '"node_revoked"' in summary["error"] and "HTTP 403" in summary["error"]
+    assert session.paths == ["/push"] and session.forms == ["compact"]
 
 
 def test_a_refusal_that_is_not_about_the_header_form_keeps_the_compact_one(build_network):
