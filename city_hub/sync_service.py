@@ -8,6 +8,7 @@ from shared.core.clock import iso
 from shared.core.storage import write_transaction
 from sync import apply, blobs, downlink, envelope
 from sync.ingest import Ingestor
+from sync.nodeauth import keys_for
 
 
 def ingestor_for(node, conn) -> Ingestor:
@@ -33,9 +34,9 @@ class HubSync:
 
         def resolve(node_id: str, kid: str):
             entry = trust.nodes.get(node_id)
-            if entry is None or entry.status != "active" or kid not in entry.keys:
+            if entry is None or entry.status != "active":
                 return None
-            return entry.keys[kid]
+            return keys_for(entry.keys, kid)  # a full or a short (compact header) key id
 
         return resolve
 
@@ -113,9 +114,10 @@ class HubSync:
                                    (origin, seq)).fetchone()[0]
         return [ack for ack in (ingestor.refresh_ack(origin, now) for origin in sorted(released)) if ack]
 
-    def pull(self, conn, node, caller: str, cursors: dict, have: dict, acked: dict | None = None) -> dict:
+    def pull(self, conn, node, caller: str, cursors: dict, have: dict, acked: dict | None = None,
+             in_push: bool = False) -> dict:
         """Acks for origins in the caller's subtree (only those newer than ``acked``), their
-        downlink, newer metadata."""
+        downlink, newer metadata (``in_push``: the pull rides in a push's answer; the same answer)."""
         self.worker.poke()  # after a restart, what was accepted but not yet applied is applied now
         subtree = node.trust(conn).subtree(caller)
         marks = ",".join("?" * len(subtree))

@@ -101,7 +101,9 @@ def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
     logging.getLogger("liandong").info("%s %s serving on http://%s:%s/", app.config["TIER"], app.config["NODE_ID"],
                                        host, port)
     # waitress reads a whole body before the app sees it: cap it at the app's overall limit.
-    waitress.serve(app, host=host, port=port, threads=threads, ident="liandong",
+    # ident="": no ``Server`` header (it names the product to anyone who asks and costs ~18
+    # bytes of every answer on a village's link; docs/sync-protocol.md §5.1.3).
+    waitress.serve(app, host=host, port=port, threads=threads, ident="",
                    max_request_body_size=int(app.config["MAX_CONTENT_LENGTH"]))
 
 

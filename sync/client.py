@@ -22,6 +22,9 @@ BLOB_BATCH_BYTES = 4 * 1024 * 1024
 # What each parent (by URL) said it accepts for request bodies: its ``Accept-Encoding`` answer
 # header (RFC 7694), remembered for the process's life; None = plain (an older parent).
 _REQUEST_CODING: dict[str, str | None] = {}
+# Parents (by URL) that refused the compact ``Liandong-Auth`` header and took the three long
+# ones (a node from before it, docs/sync-protocol.md §5.1): long headers for the process's life.
+_LONG_AUTH: set[str] = set()
 
 
 class SyncUnavailable(Exception):
@@ -30,6 +33,14 @@ class SyncUnavailable(Exception):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+def pull_body(cursors: dict[str, int], have: dict[str, int], acked: dict[str, int] | None = None) -> dict:
+    """The body of a pull (also what a push carries as ``"pull"``, docs/sync-protocol.md §7.1)."""
+    body = {"cursors": cursors, "metadata": have}
+    if acked is not None:
+        body["acked"] = acked
+    return body
 
 
 class ParentClient:
@@ -46,11 +57,13 @@ class ParentClient:
         self.session = session or requests.Session()
 
     def _call(self, method: str, path: str, body: bytes, content_type: str = "application/json",
-              compress: bool = True) -> dict:
+              compress: bool = True, long_auth: bool = False) -> dict:
         coding = _REQUEST_CODING.get(self.base_url) if compress and len(body) >= wire.COMPRESS_MIN_BYTES else None
         sent = wire.encode(body, coding) if coding else body
         # The request signature covers the body as sent: the compressed bytes (nodeauth).
-        headers = sign_request(self.key, self.node_id, self.parent_id, method, path, sent, self.nonces.next())
+        compact = not long_auth and self.base_url not in _LONG_AUTH
+        headers = sign_request(self.key, self.node_id, self.parent_id, method, path, sent, self.nonces.next(),
+                               compact=compact)
         headers["Content-Type"] = content_type
         if coding:
             headers["Content-Encoding"] = coding
@@ -62,7 +75,13 @@ class ParentClient:
         if coding and response.status_code in (400, 415):
             # A parent downgraded since it said so: plain bodies from now on, this one again.
             _REQUEST_CODING[self.base_url] = None
-            return self._call(method, path, body, content_type, compress=False)
+            return self._call(method, path, body, content_type, compress=False, long_auth=long_auth)
+        if compact and response.status_code == 401:
+            # Perhaps a parent from before the compact header: the same request with the long
+            # ones (a new nonce); only if that one passes are they kept for this parent.
+            answer = self._call(method, path, body, content_type, compress, long_auth=True)
+            _LONG_AUTH.add(self.base_url)
+            return answer
         _REQUEST_CODING[self.base_url] = wire.choose(response.headers.get("Accept-Encoding"))
         if not 200 <= response.status_code < 300:
             raise SyncUnavailable(f"HTTP {response.status_code}: {response.text[:300]}", response.status_code)
@@ -87,17 +106,24 @@ class ParentClient:
                 **({"answer": "compact", "receipt": "ranges"} if compact else {})}
         return self._call("POST", "/sync/v1/push", canonical.dumps(body))
 
-    def push_stored(self, documents: list[bytes], compact: bool = False, ids: list[str] | None = None) -> dict:
+    def push_stored(self, documents: list[bytes], compact: bool = False, ids: list[str] | None = None,
+                    pull: dict | None = None, blobs: list[str] | None = None) -> dict:
         """:meth:`push` for documents as this node stored them (:func:`sync.envelope.to_bytes`:
         sorted keys, no spaces, UTF-8, i.e. their canonical JSON already). The body is joined from
         those bytes, the same bytes :meth:`push` would send, without parsing each document and
         serialising (and re-checking) the whole batch again: that was a fifth of a township's round.
         ``ids`` (the documents' envelope ids): the parent takes v2, links are elided
-        (:func:`sync.envelope.elide_stored`)."""
+        (:func:`sync.envelope.elide_stored`). ``pull`` (the body of a :meth:`pull`): ask for the
+        pull's answer inside the push's (``"pull"`` member of the answer), one request instead of
+        two; an older parent ignores it and answers without that member (docs/sync-protocol.md §5.3.2).
+        ``blobs`` (hashes of files): ask what :meth:`blob_status` would, answered as ``"blobs"``."""
         if ids is not None:
             documents = envelope.elide_stored(documents, ids)
         head = b'{"answer":"compact","envelopes":[' if compact else b'{"envelopes":['
-        tail = b'],"receipt":"ranges"}' if compact else b"]}"
+        # The members in canonical (sorted) order: answer, envelopes, blobs, pull, receipt.
+        asked = b',"blobs":' + canonical.dumps(blobs) if blobs is not None else b""
+        asked += b',"pull":' + canonical.dumps(pull) if pull is not None else b""
+        tail = b"]" + asked + (b',"receipt":"ranges"}' if compact else b"}")
         return self._call("POST", "/sync/v1/push", head + b",".join(bytes(d) for d in documents) + tail)
 
     def case_documents(self, case_id: str) -> list[dict]:
@@ -106,10 +132,7 @@ class ParentClient:
 
     def pull(self, cursors: dict[str, int], have: dict[str, int], acked: dict[str, int] | None = None) -> dict:
         """Fetch acks newer than ``acked``, downlink after ``cursors``, metadata newer than ``have``."""
-        body = {"cursors": cursors, "metadata": have}
-        if acked is not None:
-            body["acked"] = acked
-        return self._call("POST", "/sync/v1/pull", canonical.dumps(body))
+        return self._call("POST", "/sync/v1/pull", canonical.dumps(pull_body(cursors, have, acked)))
 
     def blob_status(self, hashes: list[str]) -> tuple[dict[str, int], set[str]]:
         """(bytes the parent holds of each blob, the blobs it holds complete and verified)."""

@@ -21,8 +21,8 @@ from shared.core.audit import audit
 from shared.core.clock import iso, parse_iso
 from shared.core.crypto import SignatureError, write_private_file
 from shared.core.storage import write_transaction
-from sync import downlink, envelope, formats, outbox, relay, rotation
-from sync.client import ParentClient, SyncUnavailable
+from sync import downlink, envelope, formats, outbox, relay, rotation, wire
+from sync.client import ParentClient, SyncUnavailable, pull_body
 from sync.hlc import Timestamp
 from sync.trust import RollbackError, accept_metadata
 
@@ -108,11 +108,14 @@ def run_round(conn: sqlite3.Connection, node, state: SyncState, client: ParentCl
 
 
 def _round(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> dict:
+    """Push (asking in it what the parent holds of the files to send and for the pull's answer),
+    files, and a separate pull only when the push did not bring it: nothing was pushed (the
+    periodic pull that brings acks and decisions down) or the parent is older
+    (docs/sync-protocol.md §5.3.2)."""
     summary = {"pushed": 0, "blobs": 0, "acked": 0, "applied": 0}
-    summary["pushed"] = _push(conn, node, client, state)
-    summary["blobs"] = _send_blobs(conn, node, client, state)
-    pulled = _pull(conn, node, client)
-    summary.update(pulled)
+    summary["pushed"], files, pulled = _push(conn, node, client, state)
+    summary["blobs"] = _send_blobs(conn, node, client, state, files)
+    summary.update(pulled if pulled is not None else _pull(conn, node, client))
     return summary
 
 
@@ -157,18 +160,32 @@ def _pending_documents(conn: sqlite3.Connection, node, state: SyncState | None =
     return [(r["source"], r["row"]) for r in envelope.within_bytes(sized, int(node.config["SYNC_BATCH_BYTES"]))]
 
 
-def _push(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> int:
+def _push(conn: sqlite3.Connection, node, client: ParentClient,
+          state: SyncState) -> tuple[int, tuple[list, dict | None] | None, dict | None]:
+    """(envelopes pushed; the files to send with what the parent said it holds of them, None
+    where it did not say; what the pull inside the push's answer applied). None for the last
+    two: no push, or a parent that does not answer those in pushes; the round asks separately."""
     docs = _pending_documents(conn, node, state)
     if not docs:
-        return 0
+        return 0, None, None
     if any(kind == "reoffer" for kind, _ in docs):
         # The parent may have lost what it held (a township's disk): ask about every file again.
         state.delivered.clear()
         state.files_through = 0
     ids = [r["envelope_id"] for _, r in docs] if formats.uplink_version(conn) >= 2 else None
-    answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids)
+    wanted = _files_wanted(conn, node, state)
+    asked = [a["sha256"] for a in wanted] if 0 < len(wanted) <= wire.MAX_BLOBS_ASKED else None
+    cursors, have = pull_request(conn, node)
+    answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids,
+                                pull=pull_body(cursors, have, acked_request(conn, node)), blobs=asked)
     apply_push_answer(conn, node, answer, forwarded=[r for kind, r in docs if kind == "custody"])
-    return len(docs)
+    held = answer.get("blobs") if asked is not None and isinstance(answer.get("blobs"), dict) else None
+    pulled = answer.get("pull")
+    if not isinstance(pulled, dict):
+        return len(docs), (wanted, held), None  # an older parent ignored the request: the round pulls
+    # The pull's answer without the members the push's answer has already (server, its time).
+    return len(docs), (wanted, held), apply_pull_answer(
+        conn, node, {"server": answer.get("server"), "server_time": answer.get("server_time"), **pulled})
 
 
 def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: list | None = None) -> None:
@@ -292,11 +309,22 @@ def _attachments_to_send(conn: sqlite3.Connection, node, state: SyncState) -> li
     return [{"sha256": s, "size": a["size"]} for s, a in wanted.items() if s not in state.delivered]
 
 
-def _send_blobs(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> int:
-    wanted = [a for a in _attachments_to_send(conn, node, state) if node.blobs.has(a["sha256"])]
+def _files_wanted(conn: sqlite3.Connection, node, state: SyncState) -> list[dict]:
+    """The files to offer the parent this round (those this node holds whole)."""
+    return [a for a in _attachments_to_send(conn, node, state) if node.blobs.has(a["sha256"])]
+
+
+def _send_blobs(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState,
+                asked: tuple[list, dict | None] | None = None) -> int:
+    """Send what the parent lacks of the round's files. ``asked``: (the files, what the push's
+    answer said the parent holds of them, None if it did not), from :func:`_push`."""
+    wanted, held = asked if asked is not None else (_files_wanted(conn, node, state), None)
     if not wanted:
         return 0
-    have, complete = client.blob_status([a["sha256"] for a in wanted])
+    if held is None:
+        have, complete = client.blob_status([a["sha256"] for a in wanted])
+    else:  # the push asked already (§5.3.2): a file it does not list is one the parent has none of
+        have, complete = held.get("have", {}), set(held.get("complete", []))
     state.delivered.update(complete)
     todo = [(a["sha256"], min(int(have.get(a["sha256"], 0)), a["size"])) for a in wanted if a["sha256"] not in complete]
     if not todo:

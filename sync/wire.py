@@ -19,6 +19,9 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 #: Codings this node can decode and encode, preferred first.
 CODINGS = ("zstd", "gzip") if zstandard is not None else ("gzip",)
+#: Files one push may ask about (its ``"blobs"``, docs/sync-protocol.md §5.3.2): one stat each at
+#: the parent, as many as /blobs/status's 1 MiB of names; a sender with more asks that route.
+MAX_BLOBS_ASKED = 10_000
 #: Bodies shorter than this go plain (the coding's own header would eat the gain).
 COMPRESS_MIN_BYTES = 512
 GZIP_LEVEL = 6

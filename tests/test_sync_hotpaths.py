@@ -321,10 +321,10 @@ def test_an_envelope_the_hub_holds_is_not_forwarded_again_while_its_files_come(b
     pushed: list[str] = []
     real_push = ParentClient.push_stored
 
-    def push_stored(self, documents, compact=False, ids=None):
+    def push_stored(self, documents, compact=False, ids=None, **asked):
         if self.node_id == township.node_id:
             pushed.extend(envelope.document_id(envelope.from_bytes(d)) for d in documents)
-        return real_push(self, documents, compact, ids)
+        return real_push(self, documents, compact, ids, **asked)
 
     monkeypatch.setattr(ParentClient, "push_stored", push_stored)
     state, start = SyncState(), township.node.now()

@@ -554,6 +554,8 @@ def build_request() -> dict:
             "node": VILLAGE_A, "to": TOWNSHIP_ID, "method": method, "path": path, "body_hex": raw.hex(),
             "nonce": nonce, "claims_text": claims.decode("utf-8"),
             "headers": nodeauth.sign_request(key("village_a"), VILLAGE_A, TOWNSHIP_ID, method, path, raw, nonce),
+            "compact_headers": nodeauth.sign_request(key("village_a"), VILLAGE_A, TOWNSHIP_ID, method, path, raw,
+                                                     nonce, compact=True),
         })
     # Compressed bodies (sync-protocol §5.1.1): body_sha256 is over the bytes as sent. gzip at
     # level 0 (stored blocks, mtime 0) so the bytes do not depend on the zlib version.
@@ -568,10 +570,14 @@ def build_request() -> dict:
             "node": VILLAGE_A, "to": TOWNSHIP_ID, "method": method, "path": path, "body_hex": raw.hex(),
             **({"content_encoding": coding, "decoded_hex": decoded.hex()} if coding else {}),
             "nonce": nonce, "claims_text": claims.decode("utf-8"), "headers": headers,
+            "compact_headers": nodeauth.sign_request(key("village_a"), VILLAGE_A, TOWNSHIP_ID, method, path, raw,
+                                                     nonce, compact=True),
         })
     return {
         "description": "Node-signed request headers: the signature is over PAE(REQUEST type, canonical claims);"
-                       " body_sha256 is over the body as sent (compressed when content_encoding is given).",
+                       " body_sha256 is over the body as sent (compressed when content_encoding is given)."
+                       " compact_headers: the same signature in the one Liandong-Auth header (node, nonce, the"
+                       " kid's first 8 hex digits, unpadded base64url), sync-protocol §5.1.",
         "signer": "village_a",
         "payload_type": envelope.REQUEST,
         "cases": cases,
@@ -1024,6 +1030,20 @@ def test_node_signed_request_headers(tmp_path):
                                            case["headers"]) == VILLAGE_A
         with pytest.raises(SignatureError, match="replayed request nonce"), storage.write_transaction(conn):
             nodeauth.verify_request(conn, resolve_node, case["to"], case["method"], case["path"], raw, case["headers"])
+        # The compact form: the same signature, the same nonce (so the same replay), 8 hex of the kid.
+        compact = nodeauth.sign_request(key("village_a"), case["node"], case["to"], case["method"], case["path"], raw,
+                                        case["nonce"], compact=True)
+        assert compact == case["compact_headers"]
+        node, nonce, short, sig = compact[nodeauth.AUTH_HEADER].split(" ")
+        assert (node, int(nonce), short) == (case["node"], case["nonce"], key("village_a").kid[:8])
+        assert base64.urlsafe_b64decode(sig + "==") == b64d(case["headers"]["X-Liandong-Signature"].split(":")[1])
+        by_short = lambda node, kid: nodeauth.keys_for({key("village_a").kid: key("village_a").public_b64}, kid)  # noqa: E731
+        assert nodeauth.check_request(by_short, case["to"], case["method"], case["path"], raw, compact) == (
+            case["node"], case["nonce"])
+        with pytest.raises(SignatureError, match="signature does not verify"):
+            nodeauth.check_request(by_short, HUB_ID, case["method"], case["path"], raw, compact)
+        with pytest.raises(SignatureError, match="replayed request nonce"), storage.write_transaction(conn):
+            nodeauth.verify_request(conn, by_short, case["to"], case["method"], case["path"], raw, compact)
 
 
 def test_enrolment_proof_and_anchor():

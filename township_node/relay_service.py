@@ -17,6 +17,7 @@ from shared.core.storage import write_transaction
 from shared.rules import authority
 from shared.services import appointments, casework, documents, joint, submission, supplements, things
 from sync import blobs, downlink, envelope, outbox, relay
+from sync.nodeauth import keys_for
 
 
 def township_emit(node):
@@ -48,7 +49,7 @@ class TownshipSync:
             entry = trust.nodes.get(node_id) if trust else None
             if entry is None or entry.parent != self.node.node_id or entry.status != "active":
                 return None
-            return entry.keys.get(kid)
+            return keys_for(entry.keys, kid)  # a full or a short (compact header) key id
 
         return resolve
 
@@ -145,9 +146,11 @@ class TownshipSync:
         caller's envelopes on its request signature alone). :raises SignatureError:"""
         envelope.open_signed(document, envelope.ENVELOPE_TYPES, trust.node_key)
 
-    def pull(self, conn, node, caller: str, cursors: dict, have: dict, acked: dict | None = None) -> dict:
+    def pull(self, conn, node, caller: str, cursors: dict, have: dict, acked: dict | None = None,
+             in_push: bool = False) -> dict:
         """The caller's ack (if newer than it holds), its downlink (relayed and the township's
-        own), newer metadata."""
+        own), newer metadata. ``in_push``: the pull rides in a push's answer, which recorded the
+        caller's visit already (no second write)."""
         known = int((acked or {}).get(caller, 0) or 0)
         acks = [envelope.from_bytes(r["document"]) for r in conn.execute(
             "SELECT document FROM acks WHERE origin = ? AND acked_seq > ?", (caller, known))]
@@ -155,8 +158,9 @@ class TownshipSync:
         for row in conn.execute("SELECT role, version, document FROM trusted_metadata WHERE role != 'root'"):
             if row["version"] > int(have.get(row["role"], 0) or 0):
                 metadata.append(envelope.from_bytes(row["document"]))
-        with write_transaction(conn):
-            relay.record_peer(conn, caller, 0, node.now())
+        if not in_push:
+            with write_transaction(conn):
+                relay.record_peer(conn, caller, 0, node.now())
         return {
             "server": node.node_id,
             "server_time": iso(node.now()),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flask import Config, Flask
+from flask import Config, Flask, current_app, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.core.settings import DEFAULTS
@@ -103,7 +103,17 @@ def session_cookie_name(node_id: str | None) -> str:
     return f"liandong_{node_id or 'node'}"
 
 
+#: What a node-to-node answer keeps of :data:`SECURITY_HEADERS` (docs/sync-protocol.md §5.1.3):
+#: its JSON is read by a node's client, never rendered, framed or followed by a browser, so
+#: the clickjacking and referrer headers do nothing there; nosniff stops a browser that is
+#: pointed at such a URL from reading the JSON as HTML.
+NODE_API_HEADERS = ("X-Content-Type-Options",)
+
+
 def _security_headers(response):
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    node_api = getattr(view, "liandong_node_signed", False)  # the sync and enrolment API between nodes
     for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
+        if not node_api or name in NODE_API_HEADERS:
+            response.headers.setdefault(name, value)
     return response

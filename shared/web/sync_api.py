@@ -20,7 +20,7 @@ from shared.web.db import get_db
 from shared.web.limits import TooLarge
 from sync import envelope, formats, wire
 from sync.blobs import SHA256_RE, BlobError, QuotaExceeded, park
-from sync.nodeauth import check_request, record_nonce
+from sync.nodeauth import check_request, keys_for, record_nonce
 
 bp = Blueprint("sync", __name__, url_prefix="/sync/v1")
 
@@ -62,7 +62,7 @@ def _signed_by_a_revoked_node(trust) -> bool:
     """Whether the request is genuinely signed by a node the registry lists as revoked."""
     def revoked_key(node_id: str, kid: str):
         entry = trust.nodes.get(node_id) if trust is not None else None
-        return entry.keys.get(kid) if entry is not None and entry.status == "revoked" else None
+        return keys_for(entry.keys, kid) if entry is not None and entry.status == "revoked" else None
 
     try:
         check_request(revoked_key, current_node().node_id, request.method, request.full_path.rstrip("?"),
@@ -111,7 +111,8 @@ def _compact_answer(response):
     """Say which request codings this node reads (RFC 7694), and compress the JSON answer for
     a caller that accepts it (docs/sync-protocol.md §4.1)."""
     response.headers["Accept-Encoding"] = ", ".join(wire.CODINGS)
-    response.vary.add("Accept-Encoding")
+    # No ``Vary: Accept-Encoding``: every sync route is a POST or PUT, whose answers no cache
+    # stores without explicit freshness (RFC 9110 §9.3.3, RFC 9111 §3), so it would tell no one anything.
     coding = wire.choose(request.headers.get("Accept-Encoding"))
     if (coding and not response.direct_passthrough and "Content-Encoding" not in response.headers
             and response.mimetype == "application/json"):
@@ -140,6 +141,10 @@ def push():
         documents = body.get("envelopes")
         if not isinstance(documents, list):
             raise ValidationError("envelopes", "envelopes 必须是数组", code="malformed")
+        # The caller's pull and its files' status, answered inside this answer (§5.3.2): checked
+        # before anything is taken.
+        asked = _pull_request(body["pull"]) if "pull" in body else None
+        files = _blob_names(body["blobs"], wire.MAX_BLOBS_ASKED) if "blobs" in body else None
         documents = envelope.restore_links(documents)  # a v2 prev sent empty: the id before it
         prepared = service().prepare_push(conn, node, documents)
         with write_transaction(conn):
@@ -154,15 +159,39 @@ def push():
         if body.get("answer") == "compact":  # a newer caller: routine outcomes as seq ranges
             answer = {**answer, **wire.compact_results(answer.get("results", []))}
         _forward_soon()
-        return jsonify(answer)
+    # After the push's transaction, outside the hub's pushing(): reads only.
+    if files is not None:
+        answer["blobs"] = _blobs_held(files, compact=True)
+    if asked is not None:
+        answer["pull"] = _pull_answer(caller, *asked, in_push=answer.get("acks", []))
+    return jsonify(answer)
 
 
-@bp.post("/pull")
-@node_signed
-def pull():
-    """Acknowledgements, downlink and newer metadata for the caller's subtree."""
-    g.caller = _authenticate()
-    body = _json_body(1024 * 1024)
+def _blob_names(wanted, limit: int | None = None) -> list[str]:
+    """A list of material file hashes (``sha256`` of a status request, ``blobs`` of a push);
+    :raises ValidationError: not such a list, or longer than ``limit``."""
+    if not isinstance(wanted, list) or not all(isinstance(s, str) and SHA256_RE.match(s) for s in wanted):
+        raise ValidationError("sha256", "sha256 必须是十六进制摘要数组", code="malformed")
+    if limit is not None and len(wanted) > limit:
+        raise ValidationError("blobs", f"一次最多询问 {limit} 个材料文件", code="malformed")
+    return wanted
+
+
+def _blobs_held(wanted: list[str], compact: bool = False) -> dict:
+    """How many bytes of each named blob this node holds, and which it holds complete and
+    verified ("complete" tells a full-length partial file, killed before its hash check, from a
+    verified blob: the sender finishes the former with an empty chunk at offset = size).
+    ``compact`` (inside a push answer): ``have`` lists only partial files, 0 and complete left out."""
+    blobs = current_node().blobs
+    complete = [sha for sha in wanted if blobs.has(sha)]
+    have = {sha: blobs.received(sha) for sha in wanted if not (compact and sha in complete)}
+    return {"have": {sha: n for sha, n in have.items() if n or not compact}, "complete": complete}
+
+
+def _pull_request(body) -> tuple[dict, dict, dict]:
+    """(cursors, metadata versions, acked) of a pull body (§7.1); :raises ValidationError: malformed."""
+    if not isinstance(body, dict):
+        raise ValidationError("pull", "pull 必须是 JSON 对象", code="malformed")
     cursors = body.get("cursors", {})
     have = body.get("metadata", {})
     acked = body.get("acked", {})
@@ -171,9 +200,31 @@ def pull():
     ):
         raise ValidationError("cursors", "cursors、metadata 与 acked 必须是以 0 到 2^63-1 的整数为值的对象",
                               code="malformed")
-    answer = service().pull(get_db(), current_node(), g.caller, cursors, have, acked)
-    # The envelope versions this node takes from the caller: it signs v2 only once told (sync/formats.py).
-    return jsonify({**answer, "envelope_versions": formats.advertised(get_db(), current_node())})
+    return cursors, have, acked
+
+
+def _pull_answer(caller: str, cursors: dict, have: dict, acked: dict, in_push: list | None = None) -> dict:
+    """The tier's pull answer plus the envelope versions this node takes from the caller (it signs
+    v2 only once told, sync/formats.py). ``in_push``: the acks of the push answer this pull rides
+    in; then the pull leaves out what that answer says already (those acks, ``server`` and its
+    time) and its empty lists, and the caller's visit is not recorded twice."""
+    conn, node = get_db(), current_node()
+    answer = service().pull(conn, node, caller, cursors, have, acked, **({"in_push": True} if in_push is not None
+                                                                          else {}))
+    answer = {**answer, "envelope_versions": formats.advertised(conn, node)}
+    if in_push is None:
+        return answer
+    answer["acks"] = [ack for ack in answer.get("acks", []) if ack not in in_push]
+    return {k: v for k, v in answer.items() if k not in ("server", "server_time") and v != []
+            or k == "envelope_versions"}
+
+
+@bp.post("/pull")
+@node_signed
+def pull():
+    """Acknowledgements, downlink and newer metadata for the caller's subtree."""
+    g.caller = _authenticate()
+    return jsonify(_pull_answer(g.caller, *_pull_request(_json_body(1024 * 1024))))
 
 
 @bp.post("/blobs/status")
@@ -181,14 +232,7 @@ def pull():
 def blob_status():
     """How many bytes of each named blob this node holds (0 = none): the sender resumes there."""
     _authenticate()
-    wanted = _json_body(1024 * 1024).get("sha256", [])
-    if not isinstance(wanted, list) or not all(isinstance(s, str) and SHA256_RE.match(s) for s in wanted):
-        raise ValidationError("sha256", "sha256 必须是十六进制摘要数组", code="malformed")
-    blobs = current_node().blobs
-    # "complete" tells a full-length partial file (killed before its hash check) from a
-    # verified blob: the sender finishes the former with an empty chunk at offset = size.
-    return jsonify({"have": {sha: blobs.received(sha) for sha in wanted},
-                    "complete": [sha for sha in wanted if blobs.has(sha)]})
+    return jsonify(_blobs_held(_blob_names(_json_body(1024 * 1024).get("sha256", []))))
 
 
 @bp.put("/blobs/<sha256>")
