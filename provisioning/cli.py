@@ -14,7 +14,7 @@ from flask import Config
 
 from provisioning import nodes
 from provisioning.cli_errors import CliError, DeferredGroup, LiandongGroup
-from provisioning.memory import limit_malloc_arenas
+from provisioning.memory import limit_malloc_arenas, trim_free_memory, trim_when_idle
 from provisioning.tiers import APP_FACTORIES, TIERS
 from shared.core import storage
 from shared.core.crypto import SignatureError
@@ -93,14 +93,20 @@ def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
     import waitress  # optional: only `serve` needs the server
 
     nodes.read_config(data_dir)  # a clear error if the folder holds no node
-    limit_malloc_arenas()  # before the job and waitress threads exist (provisioning/memory.py)
-    log_file = configure_logging(data_dir, load_settings(Config(str(Path(data_dir).resolve()))))
+    settings = load_settings(Config(str(Path(data_dir).resolve())))
+    # Before the job and waitress threads exist (provisioning/memory.py).
+    limit_malloc_arenas(int(settings["MALLOC_ARENAS"] or TIERS[settings["TIER"]].malloc_arenas))
+    log_file = configure_logging(data_dir, settings)
     app = create_app_for(data_dir)  # migrates an older schema here, after a backup into <data>/backups
     click.echo(f"{app.config['TIER']} {app.config['NODE_ID']} on http://{host}:{port}/ (log: {log_file})")
     logging.getLogger("liandong").info("%s %s serving on http://%s:%s/", app.config["TIER"], app.config["NODE_ID"],
                                        host, port)
+    served = app
+    if app.config["MALLOC_TRIM_IDLE"]:
+        trim_free_memory()  # what start-up freed (the database check read every page)
+        served = trim_when_idle(app)  # no-op where there is no glibc (Windows, macOS)
     # waitress reads a whole body before the app sees it: cap it at the app's overall limit.
-    waitress.serve(app, host=host, port=port, threads=threads, ident="liandong",
+    waitress.serve(served, host=host, port=port, threads=threads, ident="liandong",
                    max_request_body_size=int(app.config["MAX_CONTENT_LENGTH"]))
 
 
