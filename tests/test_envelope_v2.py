@@ -13,7 +13,6 @@ import gzip
 import json
 
 import pytest
-import requests
 from faults import city_item, client_with, outbox_states
 from network import form_for
 
@@ -23,6 +22,7 @@ from shared.core.storage import write_transaction
 from shared.services import casework, submission
 from sync import envelope, formats, outbox, relay
 from sync.node_sync import SyncState, receipt_ids, run_round
+from sync.transport import Transport
 
 
 def _outbox_document(handle, seq: int) -> dict:
@@ -38,7 +38,7 @@ def _new_case(handle) -> dict:
     return create_case(handle, agent, city_item(handle, agent))
 
 
-class RecordingSession(requests.Session):
+class RecordingSession(Transport):
     """Keeps each request's JSON body (decoded from gzip) and each answer's JSON, by path."""
 
     def __init__(self):
