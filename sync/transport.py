@@ -129,6 +129,8 @@ def _read_body(answer: http.client.HTTPResponse) -> bytes:
         size += len(piece)
         if size > MAX_ANSWER_BYTES:
             raise HttpError(f"answer larger than {MAX_ANSWER_BYTES} bytes")
+    if answer.length:  # read(amt) stops quietly at a close before Content-Length was reached
+        raise HttpError(f"IncompleteRead: the answer ended {answer.length} bytes early")
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
