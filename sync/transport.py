@@ -27,6 +27,7 @@ is the hook that sees the exact bytes of each exchange (benchmarks count wire by
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import select
@@ -250,4 +251,5 @@ def shared() -> Transport:
     with _SHARED_LOCK:
         if _SHARED is None:
             _SHARED = Transport()
+            atexit.register(_SHARED.close)  # hang up politely at exit (no unclosed-socket warnings)
         return _SHARED

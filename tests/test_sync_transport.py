@@ -277,3 +277,22 @@ def test_a_villages_serve_loads_no_second_http_stack_and_no_other_tiers_code(net
     loaded = [m for m in seen["modules"] if any(m == name or m.startswith(name + ".") for name in NOT_IN_A_VILLAGE)]
     assert loaded == []
     assert seen["arenas"] == 1 and seen["cache"] == -512
+
+
+def test_compiled_templates_are_kept_and_a_later_start_does_not_compile_them(net, monkeypatch):
+    from village_node import create_app
+
+    village = net.village()
+    token = village.account("agent", "agent")
+    assert village.app.test_client().get("/cases", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    cache = village.data_dir / "cache" / "templates"
+    assert any(cache.iterdir())
+    if os.name == "posix":
+        assert cache.stat().st_mode & 0o777 == 0o700
+    again = create_app({"DATA_DIR": str(village.data_dir), "SCHEDULER_ENABLED": False})
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("a template was compiled again")
+
+    monkeypatch.setattr(again.jinja_env, "_parse", no_compiling)
+    assert again.test_client().get("/cases", headers={"Authorization": f"Bearer {token}"}).status_code == 200
