@@ -37,8 +37,9 @@ from urllib.parse import urlsplit
 
 from sync import wire
 
-#: Largest answer accepted, on the wire and decoded (a pull or a catalog is far smaller).
-MAX_ANSWER_BYTES = 256 * 1024 * 1024
+#: Largest answer accepted, on the wire and decoded: a pull answer is a batch of envelopes and
+#: the newest metadata (a few MiB at most); a gzip bomb from a captive portal stops here.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 #: Idle connections kept per parent; a node talks to one parent, rarely from two threads at once.
 IDLE_PER_ORIGIN = 2
 #: Bodies larger than this are sent after the head, not copied into one buffer with it.

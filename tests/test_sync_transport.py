@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from network import free_port
 
 from provisioning import memory
 from shared.core.crypto import SigningKey
+from sync import transport as transport_module
 from sync.client import ParentClient, SyncUnavailable
 from sync.node_sync import SyncState, run_round
 from sync.transport import Transport
@@ -172,7 +174,7 @@ def test_one_connection_is_kept_alive_and_the_bytes_counted_are_those_on_the_wir
         assert [sent for sent, _ in counted] == [len(r) for r in server.requests]  # head and body, exactly
         assert all(received == len(answer) for _, received in counted)
         first = server.requests[0].decode("latin-1")
-        assert "Accept-Encoding: gzip" in first and "X-Liandong-Signature: " in first
+        assert re.search(r"\r\nAccept-Encoding: [^\r]*gzip", first) and "X-Liandong-Signature: " in first
         assert link.open_connections() == 1
         link.close()
         assert link.open_connections() == 0
@@ -296,3 +298,18 @@ def test_compiled_templates_are_kept_and_a_later_start_does_not_compile_them(net
 
     monkeypatch.setattr(again.jinja_env, "_parse", no_compiling)
     assert again.test_client().get("/cases", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+@pytest.mark.parametrize("answer", [
+    _answer("200 OK", gzip.compress(b"0" * 5000), extra="Content-Encoding: gzip\r\n"),  # small on the wire
+    _answer("200 OK", b"[" + b"0," * 2500 + b"0]"),  # large as it is
+])
+def test_an_answer_larger_than_the_bound_is_refused(monkeypatch, answer):
+    monkeypatch.setattr(transport_module, "MAX_ANSWER_BYTES", 4096)
+    server, link = RawServer(lambda request: answer, close_after=1), Transport()
+    try:
+        with pytest.raises(SyncUnavailable, match="larger than 4096"):
+            _client(server.url, session=link).pull({}, {})
+    finally:
+        link.close()
+        server.close()
