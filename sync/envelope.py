@@ -152,6 +152,83 @@ def open_signed(
     raise SignatureError("signed by no key trusted for this purpose")
 
 
+def open_chained(
+    documents: list,
+    expected_type: str | tuple[str, ...],
+    resolve_key: Callable[[str], str | None],
+    max_bytes: int = MAX_ENVELOPE_BYTES,
+) -> list[Opened | SignatureError]:
+    """:func:`open_signed` for a list of envelopes, one Ed25519 check per hash-linked run.
+
+    A run is consecutive documents signed with the same key in which each one's ``prev`` is the
+    id of the one before it. The id is the SHA-256 of the exact signed bytes, so the last
+    envelope's signature also covers every earlier payload of its run through the links: one
+    verified signature authenticates the whole run (docs/sync-protocol.md §5.4.2). Every other
+    check of :func:`open_signed` still runs on every document (type, size, trusted key id,
+    strict base64 signature of the right length, strict canonical payload). A run whose last
+    signature fails, and any document outside a run, is verified on its own, so each fault is
+    named exactly as :func:`open_signed` names it.
+
+    :returns: for each document, its ``Opened`` or the ``SignatureError`` that refuses it.
+    """
+    candidates = [_unverified(document, expected_type, resolve_key, max_bytes) for document in documents]
+    out: list = [None] * len(documents)
+    start = 0
+    while start < len(documents):
+        end = start
+        while end + 1 < len(documents) and _linked(candidates[end], candidates[end + 1]):
+            end += 1
+        last = candidates[end]
+        if end > start and _verifies(last):
+            out[start:end + 1] = [c[0] for c in candidates[start:end + 1]]
+        else:
+            for i in range(start, end + 1):
+                try:
+                    out[i] = open_signed(documents[i], expected_type, resolve_key, max_bytes)
+                except SignatureError as exc:
+                    out[i] = exc
+        start = end + 1
+    return out
+
+
+def _unverified(document, expected_type, resolve_key, max_bytes) -> tuple[Opened, str] | None:
+    """Everything :func:`open_signed` checks but the signature: ``(opened, public key)``, or
+    None when any check fails (the document is then verified alone for the exact error)."""
+    try:
+        payload_type, payload = _parts(document)
+        accepted = (expected_type,) if isinstance(expected_type, str) else expected_type
+        signatures = document.get("signatures")
+        if payload_type not in accepted or len(payload) > max_bytes or not isinstance(signatures, list) \
+                or len(signatures) != 1 or not isinstance(signatures[0], dict):
+            return None
+        kid, sig = signatures[0].get("keyid"), signatures[0].get("sig")
+        public_key = resolve_key(kid) if isinstance(kid, str) else None
+        # Checked like a verified one: stored_bytes formats the signature into JSON unescaped.
+        if public_key is None or not isinstance(sig, str) or len(b64d(sig)) != 64:
+            return None
+        body = canonical.loads_canonical(payload, max_bytes=max_bytes)
+    except (SignatureError, canonical.CanonicalError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    return Opened(body, payload, kid, sha256_hex(pae(payload_type, payload)), payload_type, sig), public_key
+
+
+def _linked(earlier: tuple[Opened, str] | None, later: tuple[Opened, str] | None) -> bool:
+    """``later`` names ``earlier`` as its predecessor, under the same key."""
+    return (earlier is not None and later is not None and later[0].kid == earlier[0].kid
+            and later[0].body.get("prev") == earlier[0].doc_id)
+
+
+def _verifies(candidate: tuple[Opened, str]) -> bool:
+    opened, public_key = candidate
+    try:
+        verify(public_key, opened.payload_type, opened.payload, b64d(opened.sig))
+    except SignatureError:
+        return False
+    return True
+
+
 def open_stored(document: dict, doc_id: str, received_at: str) -> Opened:
     """A document this node verified and stored earlier, opened again without re-verifying.
 
@@ -160,7 +237,7 @@ def open_stored(document: dict, doc_id: str, received_at: str) -> Opened:
     """
     _, payload = _parts(document)
     signature = document["signatures"][0]
-    return Opened(json.loads(payload), payload, signature["keyid"], doc_id, document["payloadType"], signature["sig"],
+    return Opened(canonical.loads_own(payload), payload, signature["keyid"], doc_id, document["payloadType"], signature["sig"],
                   received_at)
 
 
@@ -202,7 +279,7 @@ def stored_bytes(opened: Opened) -> bytes:
 
 def from_bytes(data: bytes) -> dict:
     """Load a document this node stored itself (received ones were parsed strictly first)."""
-    return json.loads(data)
+    return canonical.loads_own(data)
 
 
 # The end of every v2 envelope payload: "prev" is the last top-level string member (keys are sorted:

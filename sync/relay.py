@@ -198,9 +198,17 @@ def mark_forwarded(conn: sqlite3.Connection, pushed: list, answer: dict, now) ->
     outcomes = {r["envelope_id"]: r.get("status") for r in answer.get("results", [])
                 if isinstance(r, dict) and r.get("envelope_id") in by_id}
     ranges = answer.get("ok") if isinstance(answer.get("ok"), dict) else {}
+    runs = {origin: [(run[0], run[1]) for run in origin_runs if isinstance(run, list) and len(run) == 2
+                     and canonical.is_count(run[0]) and canonical.is_count(run[1])]
+            for origin, origin_runs in ranges.items() if isinstance(origin_runs, list)}
     held = [eid for eid, status in outcomes.items() if status in HELD_BY_HUB]
-    held += [r["envelope_id"] for r in pushed if r["envelope_id"] not in outcomes and any(
-        isinstance(run, list) and len(run) == 2 and run[0] <= r["seq"] <= run[1] for run in ranges.get(r["origin"], []))]
+    for r in pushed:
+        if r["envelope_id"] not in outcomes:
+            seq = r["seq"]
+            for low, high in runs.get(r["origin"], ()):
+                if low <= seq <= high:
+                    held.append(r["envelope_id"])
+                    break
     stamp = iso(now)
     conn.executemany("UPDATE custody SET forwarded_at = ?, attempts = attempts + 1 WHERE envelope_id = ?",
                      [(stamp, eid) for eid in held])

@@ -162,6 +162,7 @@ def test_the_hubs_receipt_is_one_event_at_the_village_recorded_by_the_state_mach
     case_id = create_case(village, agent, item)["case_id"]
     net.sync_all()
     assert village.scalar("SELECT status FROM cases WHERE case_id = ?", (case_id,)) == "RECEIVED"
+    assert village.scalar("SELECT sync_state FROM cases WHERE case_id = ?", (case_id,)) == "acked"  # 已到市中心
     provisional = village.query("SELECT event_id, at FROM case_events WHERE case_id = ? AND action = 'receive'",
                                 (case_id,))
     at_hub = hub.query("SELECT event_id, at FROM case_events WHERE case_id = ? AND action = 'receive'", (case_id,))

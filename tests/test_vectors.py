@@ -238,6 +238,41 @@ def build_chain() -> dict:
     }
 
 
+def _opened_or_error(results: list) -> list[str]:
+    """What ``envelope.open_chained`` made of each document: its id, or the error's message."""
+    return [str(r) if isinstance(r, SignatureError) else r.doc_id for r in results]
+
+
+def build_run() -> dict:
+    """One Ed25519 check per hash-linked run (§5.4.2), on chain.json's three envelopes."""
+    documents = chain_documents("village_a", VILLAGE_A, 3)
+    other_sig = documents[0]["signatures"][0]["sig"]
+    inner_sig = [documents[0], {**documents[1], "signatures": [{**documents[1]["signatures"][0], "sig": other_sig}]},
+                 documents[2]]
+    payload = b64d(documents[1]["payload"]).replace(b'"n":2', b'"n":9')
+    inner_payload = [documents[0], {**documents[1], "payload": b64e(payload)}, documents[2]]
+    trusted = resolve("village_a")
+    return {
+        "description": "How a receiver may open a push of chain.json's envelopes with one signature check per run"
+                       " (docs/sync-protocol.md §5.4.2): the last envelope's signature covers every earlier payload"
+                       " through the prev links. Each case lists the documents and, for each, its id when it opens"
+                       " or the error that refuses it.",
+        "cases": [
+            {"case": "a run: only seq 3's signature is checked; all three open",
+             "documents": documents, "opened": _opened_or_error(envelope.open_chained(
+                 documents, envelope.ENVELOPE_TYPES, trusted))},
+            {"case": "seq 2's sig replaced by seq 1's (well-formed, wrong): its content is proven by seq 3 through"
+                     " the link, so it opens in the run; open_signed alone refuses it",
+             "documents": inner_sig, "opened": _opened_or_error(envelope.open_chained(
+                 inner_sig, envelope.ENVELOPE_TYPES, trusted))},
+            {"case": "seq 2's payload changed: seq 3 no longer links to it; 1-2 fail on 2's signature and are"
+                     " checked alone, 3 opens alone",
+             "documents": inner_payload, "opened": _opened_or_error(envelope.open_chained(
+                 inner_payload, envelope.ENVELOPE_TYPES, trusted))},
+        ],
+    }
+
+
 def build_ack() -> dict:
     """Acks advance only over envelopes whose material files all arrived."""
     blob = sha256_hex(b"photo of the land contract")
@@ -668,6 +703,7 @@ BUILDERS = {
     "envelope.json": build_envelope,
     "supplement.json": build_supplement,
     "chain.json": build_chain,
+    "run.json": build_run,
     "ack.json": build_ack,
     "ingest_outcomes.json": build_outcomes,
     "custody.json": build_custody,
@@ -777,6 +813,21 @@ def test_chain_links_and_hub_answer(tmp_path):
     assert push(ingestor(conn, set()), [e["document"] for e in vector["envelopes"]]) == vector["push_answer"]
     ack = envelope.open_signed(vector["push_answer"]["acks"][0], envelope.ACK, resolve("hub_signing")).body
     assert ack == {"hub": HUB_ID, "origin": VILLAGE_A, "acked_seq": 3, "acked_id": prev, "hub_time": vector["hub_time"]}
+
+
+def test_a_run_is_opened_on_its_last_signature():
+    vector = load("run.json")
+    chain = [e["document"] for e in load("chain.json")["envelopes"]]
+    ids = [envelope.document_id(d) for d in chain]
+    whole, inner_sig, inner_payload = vector["cases"]
+    assert whole["documents"] == chain and whole["opened"] == ids
+    assert inner_sig["opened"] == ids
+    with pytest.raises(SignatureError):
+        envelope.open_signed(inner_sig["documents"][1], envelope.ENVELOPE, resolve("village_a"))
+    assert inner_payload["opened"] == [ids[0], "signature does not verify", ids[2]]
+    for case in vector["cases"]:
+        got = envelope.open_chained(case["documents"], envelope.ENVELOPE_TYPES, resolve("village_a"))
+        assert _opened_or_error(got) == case["opened"]
 
 
 def test_village_outbox_produces_the_chain(tmp_path):

@@ -261,27 +261,35 @@ def mark_origin_at_hub(conn: sqlite3.Connection, node, origin: str) -> None:
 
 
 def _mark_at_hub(conn: sqlite3.Connection, node, rows: list) -> None:
-    """These cases are at the hub; a city case there is already 已接件."""
+    """These cases are at the hub; a city case there is already 已接件.
+
+    Batched (one statement per kind of change, not two per case): at a township draining a
+    backlog this ran for every case of every acknowledgement."""
     if not rows:
         return
-    conn.executemany("UPDATE cases SET sync_state = 'acked' WHERE case_id = ?", [(r["case_id"],) for r in rows])
-    arrived = [r for r in rows if r["status"] == "SUBMITTED" and r["route_level"] == "city"]
+    arrived = {r["case_id"] for r in rows if r["status"] == "SUBMITTED" and r["route_level"] == "city"}
     if arrived:
         # A later step of a 一件事 is 接件 only when the earlier steps have their result.
-        waiting = {x[0] for x in conn.execute(
+        arrived -= {x[0] for x in conn.execute(
             "SELECT case_id FROM case_things JOIN cases USING (case_id) WHERE after_steps > 0 AND status = 'SUBMITTED'")}
-        _note_received(conn, node, [r for r in arrived if r["case_id"] not in waiting])
+    conn.executemany("UPDATE cases SET sync_state = 'acked' WHERE case_id = ?",
+                     [(r["case_id"],) for r in rows if r["case_id"] not in arrived])
+    if arrived:
+        _note_received(conn, node, sorted(arrived))
 
 
-def _note_received(conn: sqlite3.Connection, node, rows) -> None:
+def _note_received(conn: sqlite3.Connection, node, case_ids: list[str]) -> None:
     """The hub receives (接件) every city case it holds the moment it holds it; its own event
-    follows with the next step. Record it now, under the same event id, by the state machine."""
-    now = node.now()
-    for row in rows:
-        new_status = states.apply_action("SUBMITTED", "receive")
-        event = new_event(node.hub_id, "system", "receive", "SUBMITTED", new_status, now)
-        event["event_id"] = receive_event_id(row["case_id"])
-        record_event(conn, row["case_id"], event)
+    follows with the next step. Record it now, under the same event id, by the state machine,
+    and mark the case at the hub in the same row update."""
+    at = iso(node.now())
+    to_status = states.apply_action("SUBMITTED", "receive")
+    conn.executemany(_EVENT_INSERT, [event_row(case_id, {
+        "event_id": receive_event_id(case_id), "at": at, "node": node.hub_id, "actor": "system", "action": "receive",
+        "from_status": "SUBMITTED", "to_status": to_status, "detail": {}}) for case_id in case_ids])
+    # Read as SUBMITTED in this same write transaction, so each row moves.
+    conn.executemany("UPDATE cases SET status = ?, updated_at = ?, sync_state = 'acked' WHERE case_id = ?",
+                     [(to_status, at, case_id) for case_id in case_ids])
 
 
 def get_row(conn: sqlite3.Connection, case_id: str) -> sqlite3.Row:
