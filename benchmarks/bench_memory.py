@@ -6,8 +6,9 @@ node); the hub and township are then stopped (a village's parent is often unreac
 memory is what matters here). The village is served as ``liandong node serve`` in its own
 process (waitress, 4 threads, scheduler on), every main village page is requested
 ``--requests`` times over HTTP, and the process's ``VmRSS`` and ``VmHWM`` are read from
-``/proc/<pid>/status`` (Linux; psutil's ``memory_info().rss`` is the same figure). The same is
-done for a minimal Flask app under waitress with one page.
+``/proc/<pid>/status`` (Linux; psutil's ``memory_info().rss`` is the same figure), with the
+1-minute load average at that moment. The same is done for a minimal Flask app under waitress
+with one page.
 
     .venv/bin/python benchmarks/bench_memory.py [--cases 10000] [--requests 5] [--quick]
     .venv/bin/python benchmarks/bench_memory.py --compare ../other-checkout   # and another release's serve,
@@ -28,6 +29,7 @@ from pathlib import Path
 import requests
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # this checkout's code builds the data, as bench_wire and bench_drain do
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
@@ -77,7 +79,8 @@ def measure(cmd: list[str], cwd: Path, env: dict, port: int, paths: list[str], t
                 if r.status_code != 200:
                     raise RuntimeError(f"{path}: {r.status_code}")
         time.sleep(0.5)
-        return {"start_mib": started["VmRSS"], **{k.lower() + "_mib": v for k, v in status(proc.pid).items()}}
+        return {"start_mib": started["VmRSS"], **{k.lower() + "_mib": v for k, v in status(proc.pid).items()},
+                "load": round(os.getloadavg()[0], 2)}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -116,9 +119,11 @@ def main() -> None:
                 serve = [sys.executable, "-m", "provisioning.cli", "node", "serve", "--data", str(data_dir),
                          "--port", str(port)]
                 runs[name].append(measure(serve, code_dir, env, port, paths, token, args.requests))
+                print(f"{name}: {runs[name][-1]}", flush=True)
             port = free_port()
             runs["minimal"].append(measure([sys.executable, "-c", MINIMAL, str(port)], HERE.parent, dict(os.environ),
                                            port, ["/"], None, args.requests))
+            print(f"minimal: {runs['minimal'][-1]}", flush=True)
     figures = {"cases": args.cases, "compared": str(args.compare) if args.compare else None}
     for name, results in runs.items():
         for key in ("start_mib", "vmrss_mib", "vmhwm_mib"):

@@ -5,10 +5,10 @@ the real token + HTTP flow; the village app runs in this process. A case is take
 ``shared.services.intake.submit`` (what ``POST /api/v1/cases`` calls), then sync rounds
 (``sync.node_sync.run_round``) run village, township, village until the village holds the hub's
 acknowledgement. Every request and answer is counted at the HTTP layer (request line, headers
-and body; status line, headers and body) by a counting ``requests`` session under the nodes'
-own ``ParentClient``. Pulls are part of the count: a round that pushes asks its pull in the push
-(docs/sync-protocol.md §5.3.2; "pull answers" below are then only the separate pulls), one that
-does not pulls separately.
+and body as written; status line, headers and body as received) by the client's own HTTP
+transport (``common.CountingSession``, sync/transport.py) under the nodes' own ``ParentClient``.
+Pulls are part of the count: a round that pushes asks its pull in the push (docs/sync-protocol.md
+§5.3.2; "pull answers" below are then only the separate pulls), one that does not pulls separately.
 
     .venv/bin/python benchmarks/bench_wire.py            # 1 case alone, 200 KB material, batch of 50
     .venv/bin/python benchmarks/bench_wire.py --quick    # batch of 10

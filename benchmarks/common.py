@@ -15,10 +15,12 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -30,6 +32,7 @@ from shared.rules.idcard import id_check_char
 from shared.services import casework
 from sync import envelope
 from sync.outbox import GENESIS
+from sync.transport import Transport
 
 REPO = Path(__file__).resolve().parent.parent
 HUB_ID = "130926"
@@ -200,13 +203,13 @@ class Network:
         self.township = nodes.node_for(self.dirs[self.TOWNSHIP])
         self.township_conn = nodes.open_db(self.dirs[self.TOWNSHIP])
 
-    def settle(self, session: requests.Session | None = None) -> None:
+    def settle(self, session: Transport | None = None) -> None:
         """One township round, then one village round: the township learns the registry that
         lists the new village (until then it refuses the village's requests), the village
         gets the newest metadata."""
         from sync.node_sync import SyncState, run_round
 
-        session = session or requests.Session()
+        session = session or Transport()
         for node, conn in ((self.township, self.township_conn), (self.village, self.village_conn)):
             summary = run_round(conn, node, SyncState(), client=client_with(node, session), force=True)
             if "error" in summary:
@@ -316,11 +319,13 @@ def signed_chain(key: SigningKey, origin: str, bodies: list[dict], wall_ms: int)
 # ---------------------------------------------------------------- HTTP byte counting
 
 
-class CountingSession(requests.Session):
-    """A requests session that counts the bytes of every request and answer as sent on the wire.
+class CountingSession(Transport):
+    """The sync client's own HTTP transport (sync/transport.py), counting every request and
+    answer as they went on the wire.
 
-    Request: request line + headers + body as sent (compressed if it was). Answer: status line +
-    headers + body as sent (waitress answers with Content-Length, no chunking; a compressed
+    Request: request line + every header (Host, Content-Length, Accept-Encoding included) + body
+    as sent (compressed if it was), the bytes the connection wrote. Answer: status line +
+    headers + body as received (waitress answers with Content-Length, no chunking; a compressed
     answer counts its compressed length). Grouped by the path before ``?``.
     """
 
@@ -329,25 +334,16 @@ class CountingSession(requests.Session):
         self.sent: dict[str, int] = {}
         self.received: dict[str, int] = {}
         self.calls: dict[str, int] = {}
+        self._counting = threading.Lock()  # the village's and the township's rounds overlap
 
-    def send(self, request, **kwargs):
-        response = super().send(request, **kwargs)
-        path = request.path_url.split("?")[0]
+    def exchanged(self, method, url, headers, body, sent, response):
+        path = urlsplit(url).path
         if path.startswith("/sync/v1/blobs/") and path != "/sync/v1/blobs/status":
             path = "/sync/v1/blobs/<sha256>"
-        head = f"{request.method} {request.path_url} HTTP/1.1\r\n" + "".join(
-            f"{k}: {v}\r\n" for k, v in request.headers.items()) + "\r\n"
-        body = request.body or b""
-        self.sent[path] = self.sent.get(path, 0) + len(head.encode("latin-1")) + len(
-            body if isinstance(body, bytes) else body.encode("utf-8"))
-        reply_head = f"HTTP/1.1 {response.status_code} {response.reason}\r\n" + "".join(
-            f"{k}: {v}\r\n" for k, v in response.raw.headers.items()) + "\r\n"
-        # A compressed answer counts as sent (Content-Length), not as requests decoded it.
-        body_bytes = (int(response.headers["Content-Length"]) if response.headers.get("Content-Encoding")
-                      and response.headers.get("Content-Length") else len(response.content))
-        self.received[path] = self.received.get(path, 0) + len(reply_head.encode("latin-1")) + body_bytes
-        self.calls[path] = self.calls.get(path, 0) + 1
-        return response
+        with self._counting:
+            self.sent[path] = self.sent.get(path, 0) + sent
+            self.received[path] = self.received.get(path, 0) + response.head_bytes + response.body_bytes
+            self.calls[path] = self.calls.get(path, 0) + 1
 
     def reset(self) -> None:
         self.sent.clear()
@@ -355,7 +351,7 @@ class CountingSession(requests.Session):
         self.calls.clear()
 
 
-def client_with(node, session: requests.Session):
+def client_with(node, session: Transport):
     """The node's ``ParentClient`` (as ``sync.node_sync.client_for`` builds it) on ``session``."""
     from sync.client import ParentClient
 

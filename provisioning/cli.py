@@ -12,13 +12,9 @@ from pathlib import Path
 import click
 from flask import Config
 
-from city_hub import quarantine as quarantined
-from city_hub.enrolment_service import create_token
-from city_hub.lifecycle import reinstate, revoke
 from provisioning import nodes
-from provisioning.cli_errors import CliError, LiandongGroup
-from provisioning.demo import run_demo
-from provisioning.memory import limit_malloc_arenas
+from provisioning.cli_errors import CliError, DeferredGroup, LiandongGroup
+from provisioning.memory import limit_malloc_arenas, trim_free_memory, trim_when_idle
 from provisioning.tiers import APP_FACTORIES, TIERS
 from shared.core import storage
 from shared.core.crypto import SignatureError
@@ -28,7 +24,10 @@ from shared.services import accounts
 from shared.web.factory import load_settings
 from sync import bundle, node_sync, rotation
 from sync.client import SyncUnavailable
-from township_node.relay_service import TownshipSync
+
+# The hub's, the township's, the demo's and the simulator's code is imported inside the commands
+# that use it ("# deferred" below), never at start: a village's `node serve` imports this module,
+# and each of those modules is memory it would hold for nothing (docs/performance.md).
 
 DATA = click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                     help="The node's data folder.")
@@ -42,7 +41,7 @@ def main() -> None:
     os.umask(0o077)  # data folders, databases, blobs and keys are the service account's alone
 
 
-@main.group()
+@main.group(cls=DeferredGroup)
 def hub() -> None:
     """The county hub: initialise and serve."""
 
@@ -94,16 +93,22 @@ def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
     import waitress  # optional: only `serve` needs the server
 
     nodes.read_config(data_dir)  # a clear error if the folder holds no node
-    limit_malloc_arenas()  # before the job and waitress threads exist (provisioning/memory.py)
-    log_file = configure_logging(data_dir, load_settings(Config(str(Path(data_dir).resolve()))))
+    settings = load_settings(Config(str(Path(data_dir).resolve())))
+    # Before the job and waitress threads exist (provisioning/memory.py).
+    limit_malloc_arenas(int(settings["MALLOC_ARENAS"] or TIERS[settings["TIER"]].malloc_arenas))
+    log_file = configure_logging(data_dir, settings)
     app = create_app_for(data_dir)  # migrates an older schema here, after a backup into <data>/backups
     click.echo(f"{app.config['TIER']} {app.config['NODE_ID']} on http://{host}:{port}/ (log: {log_file})")
     logging.getLogger("liandong").info("%s %s serving on http://%s:%s/", app.config["TIER"], app.config["NODE_ID"],
                                        host, port)
+    served = app
+    if app.config["MALLOC_TRIM_IDLE"]:
+        trim_free_memory()  # what start-up freed (the database check read every page)
+        served = trim_when_idle(app)  # no-op where there is no glibc (Windows, macOS)
     # waitress reads a whole body before the app sees it: cap it at the app's overall limit.
     # ident="": no ``Server`` header (it names the product to anyone who asks and costs ~18
     # bytes of every answer on a village's link; docs/sync-protocol.md §5.1.3).
-    waitress.serve(app, host=host, port=port, threads=threads, ident="",
+    waitress.serve(served, host=host, port=port, threads=threads, ident="",
                    max_request_body_size=int(app.config["MAX_CONTENT_LENGTH"]))
 
 
@@ -119,6 +124,8 @@ def hub_quarantine() -> None:
 @DATA
 def quarantine_list(data_dir: Path) -> None:
     """Print the unresolved quarantined envelopes, one JSON object a line."""
+    from city_hub import quarantine as quarantined  # deferred: hub code, not loaded by a village
+
     with nodes.opened(data_dir, "hub") as (_node_rt, conn):
         for row in quarantined.open_rows(conn, limit=10_000):
             click.echo(json.dumps({k: row[k] for k in row.keys()}, ensure_ascii=False))
@@ -129,6 +136,8 @@ def quarantine_list(data_dir: Path) -> None:
 @click.option("--id", "quarantine_id", required=True, type=int, help="The quarantine row (see list).")
 def quarantine_release(data_dir: Path, quarantine_id: int) -> None:
     """Ingest a quarantined envelope again after review."""
+    from city_hub import quarantine as quarantined  # deferred: hub code, not loaded by a village
+
     with nodes.opened(data_dir, "hub") as (node_rt, conn), storage.write_transaction(conn):
         result = quarantined.release(conn, node_rt, quarantine_id, "cli")
     click.echo(json.dumps(result, ensure_ascii=False))
@@ -140,6 +149,8 @@ def quarantine_release(data_dir: Path, quarantine_id: int) -> None:
 @click.option("--reason", required=True, help="Why it is discarded (kept in the audit log).")
 def quarantine_discard(data_dir: Path, quarantine_id: int, reason: str) -> None:
     """Close a quarantined envelope without ingesting it."""
+    from city_hub import quarantine as quarantined  # deferred: hub code, not loaded by a village
+
     with nodes.opened(data_dir, "hub") as (node_rt, conn), storage.write_transaction(conn):
         result = quarantined.discard(conn, node_rt, quarantine_id, reason, "cli")
     click.echo(json.dumps(result, ensure_ascii=False))
@@ -221,6 +232,8 @@ def node_import_bundle(data_dir: Path, in_path: Path, answer_path: Path | None) 
     with nodes.opened(data_dir) as (node_rt, conn), click.progressbar(length=1, label="importing") as bar:
         try:
             if node_rt.relay is not None:  # a township takes custody and answers
+                from township_node.relay_service import TownshipSync  # deferred: township code
+
                 if answer_path is None:
                     raise click.UsageError("--answer is required at a township")
                 result = bundle.import_at_township(conn, node_rt, TownshipSync(node_rt), in_path, answer_path,
@@ -255,6 +268,7 @@ def provision() -> None:
 @click.option("--ttl-hours", default=24, show_default=True, help="Hours before the token expires.")
 def provision_token(data_dir: Path, node_code: str, name: str, parent: str | None, ttl_hours: int) -> None:
     """Create a single-use, expiring enrolment token (run on the hub)."""
+    from city_hub.enrolment_service import create_token  # deferred: hub code, not loaded by a village
 
     with nodes.opened(data_dir, "hub") as (node_rt, conn):
         with storage.write_transaction(conn):
@@ -269,6 +283,7 @@ def provision_token(data_dir: Path, node_code: str, name: str, parent: str | Non
               help="Refuse its envelopes numbered above this (default: what the hub holds now).")
 def provision_revoke(data_dir: Path, node_code: str, after_seq: int | None) -> None:
     """Revoke a node; the signed registry carries it to every tier."""
+    from city_hub.lifecycle import revoke  # deferred: hub code, not loaded by a village
 
     with nodes.opened(data_dir, "hub") as (node_rt, conn):
         with storage.write_transaction(conn):
@@ -281,6 +296,7 @@ def provision_revoke(data_dir: Path, node_code: str, after_seq: int | None) -> N
 @click.option("--node-code", required=True, help="The suspended or revoked node.")
 def provision_reinstate(data_dir: Path, node_code: str) -> None:
     """Lift a suspension (after a reviewed fork) or a revocation."""
+    from city_hub.lifecycle import reinstate  # deferred: hub code, not loaded by a village
 
     with nodes.opened(data_dir, "hub") as (node_rt, conn), storage.write_transaction(conn):
         reinstate(conn, node_rt, node_code, "cli")
@@ -340,34 +356,63 @@ def account_unlock(data_dir: Path, username: str | None, address: str | None) ->
 def demo(data_dir: Path, base_port: int, headless: bool, sync_interval: float, clock_start: str | None,
          clock_speed: float) -> None:
     """Bring up a hub, a township and two villages on loopback; Ctrl-C stops them."""
+    from provisioning.demo import run_demo  # deferred: starts every tier, and uses requests
 
     sys.exit(run_demo(data_dir, base_port, sync_interval, clock_start, clock_speed))
 
 
-from provisioning.calendar_cli import calendar  # noqa: E402
-from provisioning.ops_cli import backup, hub_jobs, restore  # noqa: E402
+def _hub_jobs() -> click.Command:
+    from provisioning.ops_cli import hub_jobs  # deferred: the hub's jobs process only
 
-hub.add_command(hub_jobs)
-main.add_command(backup)
-main.add_command(restore)
+    return hub_jobs
 
-main.add_command(calendar)
 
-from provisioning.catalog_cli import catalog  # noqa: E402
+def _backup() -> click.Command:
+    from provisioning.ops_cli import backup  # deferred: run by an operator, not by `serve`
 
-main.add_command(catalog)
+    return backup
 
-from provisioning.sim.cli import sim  # noqa: E402
 
-main.add_command(sim)
+def _restore() -> click.Command:
+    from provisioning.ops_cli import restore  # deferred: run by an operator, not by `serve`
 
-from provisioning.audit_cli import audit  # noqa: E402
+    return restore
 
-main.add_command(audit)
 
-from provisioning.kit_cli import kit  # noqa: E402
+def _calendar() -> click.Command:
+    from provisioning.calendar_cli import calendar  # deferred: publishes through the hub's code
 
-main.add_command(kit)
+    return calendar
+
+
+def _catalog() -> click.Command:
+    from provisioning.catalog_cli import catalog  # deferred: publishes through the hub's code
+
+    return catalog
+
+
+def _sim() -> click.Command:
+    from provisioning.sim.cli import sim  # deferred: the simulator runs every tier
+
+    return sim
+
+
+def _audit() -> click.Command:
+    from provisioning.audit_cli import audit  # deferred: run by an operator, not by `serve`
+
+    return audit
+
+
+def _kit() -> click.Command:
+    from provisioning.kit_cli import kit  # deferred: builds installers (packaging, wheels)
+
+    return kit
+
+
+hub.defer("jobs", _hub_jobs)
+for _name, _loader in (("backup", _backup), ("restore", _restore), ("calendar", _calendar), ("catalog", _catalog),
+                       ("sim", _sim), ("audit", _audit), ("kit", _kit)):
+    main.defer(_name, _loader)
 
 if __name__ == "__main__":
     main()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+from collections.abc import Callable
 
 import click
-import requests
 
 from shared.core.errors import LiandongError
 
@@ -36,14 +36,40 @@ def as_cli_error(exc: BaseException) -> CliError | None:
         return CliError(exc.message, exc.code)
     if isinstance(exc, sqlite3.DatabaseError):
         return CliError(f"数据库无法读写或已损坏：{exc}", "database_error")
-    if isinstance(exc, requests.RequestException):
+    # requests is looked up, not imported: the village's serve never loads it, and an exception of
+    # it can only exist where some command did (sim, demo).
+    requests = sys.modules.get("requests")
+    if requests is not None and isinstance(exc, requests.RequestException) or isinstance(
+            exc, (ConnectionError, TimeoutError)):  # sync.transport's failures are these
         return CliError(f"无法连接对方节点：{exc}", "network_error")
     if isinstance(exc, OSError):
         return CliError(f"无法读写文件 {exc.filename or ''}：{exc.strerror or exc}", "os_error")
     return None
 
 
-class LiandongGroup(click.Group):
+class DeferredGroup(click.Group):
+    """A group whose subcommands may be registered as loaders, imported only when that command
+    runs (or ``--help`` lists it): a village's ``node serve`` then loads no hub, simulator or
+    kit code (docs/performance.md, "The village process")."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.deferred: dict[str, Callable[[], click.Command]] = {}
+
+    def defer(self, name: str, loader: Callable[[], click.Command]) -> None:
+        """Register ``loader()`` (which imports and returns the command) under ``name``."""
+        self.deferred[name] = loader
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.deferred})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.deferred and cmd_name not in self.commands:
+            self.add_command(self.deferred[cmd_name](), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+class LiandongGroup(DeferredGroup):
     """The top-level group: every subcommand runs inside the one exception mapping."""
 
     def invoke(self, ctx: click.Context):

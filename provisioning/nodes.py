@@ -12,10 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import requests
-
-from city_hub import registry
-from city_hub.enrolment_service import anchor_matches_token, parse_token, proof_of_possession
 from provisioning.keys import anchor_text, create_hub_keys
 from provisioning.tiers import MIGRATIONS, TIERS
 from shared.core import canonical, storage
@@ -26,7 +22,7 @@ from shared.core.settings import DEFAULTS
 from shared.rules.catalog import load_seed
 from shared.rules.things import load_seed as load_seed_things
 from shared.services.accounts import audit, create_account
-from sync import envelope
+from sync import envelope, transport
 from sync.node import NODE_KEY_FILE, Node
 from sync.trust import TrustStore, accept_metadata, is_expired, open_metadata, verify_hub_key_cert
 
@@ -134,6 +130,7 @@ def write_config(data_dir: Path, values: dict) -> None:
 
 def init_hub(data_dir: Path, hub_id: str, name: str, public_url: str | None = None, clock: Clock | None = None) -> None:
     """Create a hub: keys, database, its own node entry, the first registry and catalog."""
+    from city_hub import registry  # deferred: a village's `node serve` imports this module, not hub code
     if TIER_BY_LENGTH.get(len(hub_id)) != "hub" or not hub_id.isdigit():
         raise ProvisioningError("市(县)中心的代码应为 6 位县级区划代码", "bad_node_code")
     data_dir = Path(data_dir)
@@ -167,25 +164,34 @@ def enrol_node(data_dir: Path, token: str, parent_url: str, name: str, public_ur
 
     :param clock: the node's clock (a demo or sim may run simulated time; default: real time).
     """
+    # deferred: a village's `node serve` imports this module, not hub code
+    from city_hub.enrolment_service import anchor_matches_token, parse_token, proof_of_possession  # deferred
+
     node_id, _ = parse_token(token)
     tier = TIER_BY_LENGTH[len(node_id)]
     data_dir = Path(data_dir)
     if (data_dir / "config.py").exists():
         raise ProvisioningError(f"{data_dir} 中已有一个节点", "already_initialised")
     key = SigningKey.generate()
+    link = transport.Transport()
     try:
-        response = requests.post((enrol_url or parent_url).rstrip("/") + "/enrol/v1",
-                                 data=canonical.dumps(proof_of_possession(key, node_id, token)),
-                                 headers={"Content-Type": "application/json"}, timeout=30)
-    except requests.RequestException as exc:
+        response = link.request("POST", (enrol_url or parent_url).rstrip("/") + "/enrol/v1",
+                                data=canonical.dumps(proof_of_possession(key, node_id, token)),
+                                headers={"Content-Type": "application/json"}, timeout=30)
+    except OSError as exc:  # refused, timed out, not an http(s) URL, a garbled answer
         raise ProvisioningError(f"无法连接 {enrol_url or parent_url}：{exc}", "parent_unreachable") from exc
+    finally:
+        link.close()
     if response.status_code != 201:
         try:
             message = response.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = response.text[:300]
         raise ProvisioningError(f"注册被拒绝（HTTP {response.status_code}）：{message}", "enrolment_refused")
-    answer = response.json()
+    try:
+        answer = response.json()
+    except ValueError as exc:
+        raise ProvisioningError(f"{enrol_url or parent_url} 的应答不是联动系统的应答", "enrolment_refused") from exc
     anchor = answer["anchor"]
     if not anchor_matches_token(anchor, token):
         raise ProvisioningError("市中心的根密钥与令牌不符，拒绝信任", "anchor_mismatch")

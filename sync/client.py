@@ -2,17 +2,18 @@
 
 Only an explicit 2xx with a JSON body counts as success (a captive portal's 200 HTML page does
 not parse); everything else raises :class:`SyncUnavailable` and the round is retried later.
+The HTTP itself is :mod:`sync.transport` (the standard library, connections kept alive per
+parent); ``session=`` takes any object of its shape (a ``requests.Session`` too: tests and
+benchmarks count bytes or inject faults through it).
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
-import requests
-
 from shared.core import canonical
 from shared.core.crypto import SigningKey
-from sync import envelope, wire
+from sync import envelope, transport, wire
 from sync.blobs import CHUNK_BYTES
 from sync.nodeauth import NonceSource, sign_request
 
@@ -43,18 +44,26 @@ def pull_body(cursors: dict[str, int], have: dict[str, int], acked: dict[str, in
     return body
 
 
+def _failure(exc: OSError) -> str:
+    """The log's line for a request that got no answer: ``Timeout: …`` or ``ConnectionError: …``
+    first, the words shared/rules/link_trouble.py and the 立即同步 page read."""
+    kind = "Timeout" if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__ else "ConnectionError"
+    name = type(exc).__name__
+    return f"{kind}: {exc}" if name == kind else f"{kind}: {name}: {exc}"
+
+
 class ParentClient:
     """Talks to one parent node on behalf of one node."""
 
     def __init__(self, base_url: str, parent_id: str, node_id: str, key: SigningKey, nonces: NonceSource,
-                 timeout: float = 10.0, session: requests.Session | None = None):
+                 timeout: float = 10.0, session: transport.Transport | None = None):
         self.base_url = base_url.rstrip("/")
         self.parent_id = parent_id
         self.node_id = node_id
         self.key = key
         self.nonces = nonces
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.session = session or transport.shared()
 
     def _call(self, method: str, path: str, body: bytes, content_type: str = "application/json",
               compress: bool = True, long_auth: bool = False) -> dict:
@@ -70,8 +79,8 @@ class ParentClient:
         try:
             response = self.session.request(method, self.base_url + path, data=sent, headers=headers,
                                             timeout=self.timeout, allow_redirects=False)
-        except requests.RequestException as exc:
-            raise SyncUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        except OSError as exc:  # refused, reset, timed out, garbled (requests' exceptions are OSErrors too)
+            raise SyncUnavailable(_failure(exc)) from exc
         if coding and response.status_code in (400, 415):
             # A parent downgraded since it said so: plain bodies from now on, this one again.
             _REQUEST_CODING[self.base_url] = None

@@ -51,6 +51,10 @@ class Tier:
     relays_villages = False  # the cases of the villages below are relayed here (the township; need-to-know reads)
     publishes_appointments = False  # its windows publish 预约 slots and decide requests (the hub)
     purges_personal_data = False  # closed cases' personal data leaves this PC after the retention time (the village)
+    # Memory of the node's process where the settings MALLOC_ARENAS / SQLITE_CACHE_KIB are empty
+    # (docs/operations.md, "Memory"): a township or hub serves many callers at once.
+    malloc_arenas = 2  # glibc malloc arenas of `liandong node serve` (Linux)
+    sqlite_cache_kib: int | None = None  # page cache of each SQLite connection; None: SQLite's 2,000 KiB
 
     def hub_id(self, config) -> str | None:
         """The county hub's code this node belongs to."""

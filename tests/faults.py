@@ -19,6 +19,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.client import HTTPMessage
 from pathlib import Path
 
 import requests
@@ -29,6 +30,7 @@ from provisioning.cli import main
 from shared.core import canonical
 from shared.core.crypto import SigningKey
 from sync import envelope
+from sync.transport import Response, Transport
 
 
 def cli(*args: str, ok: bool = True):
@@ -184,8 +186,9 @@ def open_readonly(handle: NodeHandle) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-class WireSession(requests.Session):
-    """A requests session that counts what goes on the wire and can drop the link mid-transfer.
+class WireSession(Transport):
+    """The client's own HTTP transport, counting what goes on the wire and able to drop the
+    link mid-transfer.
 
     :param drop_after_puts: raise a connection error instead of sending the PUT after this
         many PUTs went through (the link dies in the middle of a blob).
@@ -203,18 +206,16 @@ class WireSession(requests.Session):
         size = len(data or b"")
         if method.upper() == "PUT":
             if self.drop_after_puts is not None and self.puts >= self.drop_after_puts:
-                raise requests.ConnectionError("link dropped by the test")
+                raise ConnectionError("link dropped by the test")
             self.puts += 1
             self.put_bytes += size
         self.requests.append((method.upper(), url, size))
         if not self.batch_route and url.endswith("/sync/v1/blobs/batch"):
-            missing = requests.Response()
-            missing.status_code, missing._content, missing.url = 404, b"{}", url
-            return missing
+            return Response(404, "Not Found", HTTPMessage(), b"{}", 0, 2)
         return super().request(method, url, *args, data=data, **kwargs)
 
 
-def client_with(handle: NodeHandle, session: requests.Session):
+def client_with(handle: NodeHandle, session: Transport):
     """The node's signed client towards its parent, over ``session``."""
     from sync.client import ParentClient
 

@@ -9,11 +9,9 @@ receipts name seq ranges, and a push body leaves out the links its receiver can 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 
 import pytest
-import requests
 from faults import city_item, client_with, outbox_states
 from network import form_for
 
@@ -21,8 +19,9 @@ from shared.core.clock import iso
 from shared.core.crypto import SignatureError
 from shared.core.storage import write_transaction
 from shared.services import casework, submission
-from sync import envelope, formats, outbox, relay
+from sync import envelope, formats, outbox, relay, wire
 from sync.node_sync import SyncState, receipt_ids, run_round
+from sync.transport import Transport
 
 
 def _outbox_document(handle, seq: int) -> dict:
@@ -38,8 +37,8 @@ def _new_case(handle) -> dict:
     return create_case(handle, agent, city_item(handle, agent))
 
 
-class RecordingSession(requests.Session):
-    """Keeps each request's JSON body (decoded from gzip) and each answer's JSON, by path."""
+class RecordingSession(Transport):
+    """Keeps each request's JSON body (decoded from its coding) and each answer's JSON, by path."""
 
     def __init__(self):
         super().__init__()
@@ -48,8 +47,8 @@ class RecordingSession(requests.Session):
     def request(self, method, url, *args, data=None, headers=None, **kwargs):
         response = super().request(method, url, *args, data=data, headers=headers, **kwargs)
         body = data or b""
-        if (headers or {}).get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
+        if (headers or {}).get("Content-Encoding"):  # gzip, or zstd where zstandard is installed
+            body = wire.decode(body, headers["Content-Encoding"], 1 << 26)
         sent = json.loads(body) if body and (headers or {}).get("Content-Type") == "application/json" else {}
         self.calls.append((url.split("/sync/v1/")[-1], sent, response.json() if response.content else {}))
         return response

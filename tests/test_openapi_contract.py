@@ -35,6 +35,7 @@ from shared.core.version import __version__
 from shared.rules.catalog import load_seed
 from shared.services import documents
 from sync import envelope, wire
+from sync.transport import Transport
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -70,7 +71,9 @@ def test_the_spec_is_valid_openapi_and_carries_the_release_version():
 
 
 class Recorder:
-    """Every ``requests`` exchange made in this process while installed."""
+    """Every HTTP exchange made in this process while installed: the tests' ``requests`` calls
+    and the sync client's own transport (sync/transport.py), the latter as ``requests`` objects
+    so that openapi-core reads both alike."""
 
     def __init__(self):
         self.exchanges: list[requests.Response] = []
@@ -87,6 +90,17 @@ class Recorder:
             return response
 
         monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", recording_send)
+
+        def recording_exchanged(transport, method, url, headers, body, sent, response):
+            answer = requests.Response()
+            answer.status_code, answer.reason, answer._content, answer.url = (
+                response.status_code, response.reason, response.content, url)
+            answer.headers = requests.structures.CaseInsensitiveDict(response.headers.items())
+            answer.request = requests.Request(method, url, headers=headers, data=body).prepare()
+            with recorder._lock:
+                recorder.exchanges.append(answer)
+
+        monkeypatch.setattr(Transport, "exchanged", recording_exchanged)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +148,7 @@ def drive_every_operation(net) -> None:
     ok(village.api("GET", f"/api/v1/cases/{case_id}", agent))
     net.sync_all()
     # An older village sends the same file by the single-file route, which every node keeps serving.
-    assert client_with(village, requests.Session()).send_blob(hashlib.sha256(scan).hexdigest(), scan, 0)["complete"]
+    assert client_with(village, Transport()).send_blob(hashlib.sha256(scan).hexdigest(), scan, 0)["complete"]
     for action in ("accept", "approve"):
         ok(hub.api("POST", f"/api/v1/cases/{case_id}/actions", window, json={"action": action, "comment": "符合条件"}))
     ok(hub.api("GET", f"/api/v1/cases/{case_id}", window))

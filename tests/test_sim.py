@@ -119,7 +119,7 @@ def test_throughput_run_counts_every_case_and_keeps_the_simulator_small(tmp_path
         # ... and keeps no prepared statements (sqlite3 keeps 128 a connection).
         assert opened and set(opened) == {0}
         # Villages hang up after a round: no connection held open to the township.
-        assert all(len(v.client.session.get_adapter(v.client.base_url).poolmanager.pools) == 0 for v in villages)
+        assert all(v.client.session.open_connections() == 0 for v in villages)
     finally:
         sim.close()
     assert summary["quiescent"] and summary["errors"] == [], (summary, lines[-10:])

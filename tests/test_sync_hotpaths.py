@@ -8,7 +8,6 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
-import requests
 from faults import WireSession, city_item, client_with, material_files, outbox_states
 from network import clock_at, create_case, sha256_hex
 
@@ -310,7 +309,7 @@ class _NoFiles(WireSession):
 
     def request(self, method, url, *args, **kwargs):
         if url.endswith("/sync/v1/blobs/batch"):
-            raise requests.ConnectionError("link dropped by the test")
+            raise ConnectionError("link dropped by the test")
         return super().request(method, url, *args, **kwargs)
 
 

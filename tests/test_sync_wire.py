@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from http.client import HTTPMessage
 
 import pytest
 import requests
@@ -18,6 +19,7 @@ from sync import envelope, outbox, wire
 from sync.blobs import CHUNK_BYTES
 from sync.node_sync import SyncState, drain, run_round
 from sync.nodeauth import sign_request
+from sync.transport import Response
 
 
 def _case_with_files(village, big_size: int = 0, tag: str = "w") -> tuple[list, bytes | None]:
@@ -46,7 +48,7 @@ class DroppingSession(WireSession):
     def request(self, method, url, *args, **kwargs):
         if url.endswith("/sync/v1/blobs/batch"):
             if self.batches >= self.drop_after:
-                raise requests.ConnectionError("link dropped by the test")
+                raise ConnectionError("link dropped by the test")
             self.batches += 1
         return super().request(method, url, *args, **kwargs)
 
@@ -206,9 +208,7 @@ def test_a_parent_that_refuses_compressed_bodies_gets_plain_ones(build_network):
     class OldParent(WireSession):
         def request(self, method, url, *args, headers=None, **kwargs):
             if (headers or {}).get("Content-Encoding"):
-                old = requests.Response()
-                old.status_code, old._content, old.url = 400, b'{"error": "malformed"}', url
-                return old
+                return Response(400, "Bad Request", HTTPMessage(), b'{"error": "malformed"}', 0, 22)
             return super().request(method, url, *args, headers=headers, **kwargs)
 
     client = client_with(village, OldParent())

@@ -17,6 +17,12 @@ class VillageTier(Tier):
     takes_applications = True
     files_on_behalf = True
     purges_personal_data = True
+    # One or two agents on one PC: one malloc arena (no thread contends for it long enough to
+    # matter) and a small page cache per connection (each request opens its own, so the cache
+    # only serves that request's own re-reads; the rest comes from the OS file cache).
+    # docs/performance.md, "The village process".
+    malloc_arenas = 1
+    sqlite_cache_kib = 512
 
     def message_handlers(self, node) -> dict:
         return origin.handlers(node)

@@ -19,6 +19,7 @@ from werkzeug.wrappers import Request, Response
 
 from provisioning.sim.processes import free_port
 from sync.client import ParentClient
+from sync.transport import Transport
 
 
 @dataclass
@@ -63,8 +64,8 @@ class Stats:
             return dict(sorted(self.counts.items()))
 
 
-class FaultySession(requests.Session):
-    """A ``requests`` session that injects link faults before handing the request on."""
+class FaultySession(Transport):
+    """The client's own HTTP transport (sync/transport.py), injecting link faults around it."""
 
     def __init__(self, rng: random.Random, plan: FaultPlan, stats: Stats, enabled: Callable[[], bool]):
         super().__init__()
@@ -74,7 +75,7 @@ class FaultySession(requests.Session):
         self.enabled = enabled
         self._lock = threading.Lock()
 
-    def request(self, method, url, **kwargs):  # noqa: D102 - requests' signature
+    def request(self, method, url, **kwargs):  # noqa: D102 - Transport's
         with self._lock:
             fault = self.plan.pick(self.rng) if self.enabled() else None
             delay = self.rng.uniform(0, self.plan.max_delay)
@@ -83,7 +84,7 @@ class FaultySession(requests.Session):
             return super().request(method, url, **kwargs)
         self.stats.add(f"link.{fault}")
         if fault == "drop_request":
-            raise requests.ConnectionError("sim: request dropped on the way")
+            raise ConnectionError("sim: request dropped on the way")
         if fault == "delay":
             time.sleep(delay)
             return super().request(method, url, **kwargs)
@@ -100,17 +101,19 @@ class FaultySession(requests.Session):
             return response
         response = super().request(method, url, **kwargs)
         if fault == "drop_response":
-            response.close()
-            raise requests.ConnectionError("sim: answer lost on the way back")
-        response._content = response.content[: len(response.content) // 2]  # truncated answer
+            raise ConnectionError("sim: answer lost on the way back")
+        response.content = response.content[: len(response.content) // 2]  # truncated answer
         return response
 
 
 def _quiet_request(method: str, url: str, kwargs: dict) -> None:
+    link = Transport()
     try:
-        requests.request(method, url, **kwargs).close()
-    except requests.RequestException:
+        link.request(method, url, **kwargs)
+    except OSError:
         pass
+    finally:
+        link.close()
 
 
 class SimClient(ParentClient):

@@ -80,6 +80,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLOCK_START", None, "Demo/sim only: ISO time the node's clock starts at."),
     Setting("CLOCK_SPEED", 1.0, "Demo/sim only: how many times faster than real time the clock runs."),
     Setting("SUPERVISION_INTERVAL_SECONDS", 60, "Seconds between passes of the deciding node's rules (deemed acceptance, 容缺 deadlines, 电子监察)."),
+    Setting("MALLOC_ARENAS", None, "Linux (glibc) only, `liandong node serve`: malloc arenas of the process, set before "
+            "any thread starts; empty: the tier's (1 at a village, 2 at a township or hub). An operator's own "
+            "MALLOC_ARENA_MAX environment variable wins. No effect on Windows or macOS."),
+    Setting("MALLOC_TRIM_IDLE", True, "Linux (glibc) only, `liandong node serve`: once no request is in flight, give "
+            "the heap's free pages back to the system (malloc_trim, ~0.4 ms after the answer is sent). No effect on "
+            "Windows or macOS, whose heaps decommit freed memory themselves."),
+    Setting("SQLITE_CACHE_KIB", None, "Page cache of each SQLite connection, in KiB; empty: the tier's (512 at a "
+            "village, SQLite's own 2,000 at a township or hub). Every platform."),
     Setting("SCHEDULER_ENABLED", True, "Run this node's scheduled jobs (sync, supervision) in the web process."),
     Setting("PUBLIC_URL", None, "This node's own base URL, as its children reach it."),
     Setting("LOG_LEVEL", "INFO", "Level of the node's own loggers (liandong.*): DEBUG, INFO, WARNING or ERROR."),

@@ -55,7 +55,8 @@ def private_dir(path: str | Path) -> None:
             pass
 
 
-def connect(path: str | Path, synchronous: str = "FULL", cached_statements: int = 128) -> sqlite3.Connection:
+def connect(path: str | Path, synchronous: str = "FULL", cached_statements: int = 128,
+            cache_kib: int | None = None) -> sqlite3.Connection:
     """Open ``path`` with the project's PRAGMAs (WAL, FULL sync, busy timeout, foreign keys).
 
     The connection is in autocommit mode (``isolation_level=None``): transactions are explicit.
@@ -63,6 +64,7 @@ def connect(path: str | Path, synchronous: str = "FULL", cached_statements: int 
     SQLite gives the companions the main file's mode, so that one is created 0600 first.
     ``cached_statements`` is how many prepared statements the connection keeps (sqlite3's
     default); a process holding hundreds of connections (``liandong sim``) keeps none.
+    ``cache_kib``: the connection's page cache (``PRAGMA cache_size``), None for SQLite's 2,000 KiB.
     """
     on_disk = str(path) != ":memory:" and not str(path).startswith("file:")
     if on_disk:
@@ -79,6 +81,8 @@ def connect(path: str | Path, synchronous: str = "FULL", cached_statements: int 
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA foreign_keys=ON")
+    if cache_kib:
+        conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # negative: KiB, not pages
     return conn
 
 
@@ -141,7 +145,7 @@ def check_schema(conn: sqlite3.Connection, migrations: Sequence[str], *, allow_o
     return version
 
 
-def check_health(path: str | Path, expect_data: bool) -> None:
+def check_health(path: str | Path, expect_data: bool, cache_kib: int | None = None) -> None:
     """Refuse to run on a lost, emptied or damaged database (checked at every start).
 
     ``expect_data``: the node already has its key, so its database must exist and hold a schema
@@ -157,6 +161,8 @@ def check_health(path: str | Path, expect_data: bool) -> None:
     try:
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
         try:
+            if cache_kib:  # the check reads every page once: a big cache would only hold the heap
+                conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
             verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
             version = schema_version(conn)
         finally:

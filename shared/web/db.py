@@ -24,9 +24,14 @@ class DatabaseOwner:
         """Where the app's database file is."""
         return Path(app.instance_path) / app.config["DATABASE"]
 
+    @staticmethod
+    def cache_kib(app: Flask) -> int | None:
+        """Each connection's page cache: the SQLITE_CACHE_KIB setting, else the tier's."""
+        return app.config.get("SQLITE_CACHE_KIB") or app.extensions["liandong_node"].kind.sqlite_cache_kib
+
     def connect(self, app: Flask) -> sqlite3.Connection:
         """A new connection (jobs use this); the schema was brought up to date at start-up."""
-        conn = storage.connect(self.path(app))
+        conn = storage.connect(self.path(app), cache_kib=self.cache_kib(app))
         try:
             storage.check_schema(conn, self.migrations)
         except storage.SchemaError:
@@ -38,8 +43,8 @@ class DatabaseOwner:
         """Serving starts here: refuse a lost or damaged database; migrate an older schema after a
         backup; refuse a newer one."""
         key_file = Path(app.instance_path) / app.extensions["liandong_node"].kind.key_file
-        storage.check_health(self.path(app), expect_data=key_file.exists())
-        conn = storage.connect(self.path(app))
+        storage.check_health(self.path(app), expect_data=key_file.exists(), cache_kib=self.cache_kib(app))
+        conn = storage.connect(self.path(app), cache_kib=self.cache_kib(app))
         try:
             old, new, snapshot = storage.upgrade(conn, self.migrations, Path(app.instance_path) / "backups")
         except storage.SchemaError:
@@ -52,7 +57,7 @@ class DatabaseOwner:
     def get_db(self) -> sqlite3.Connection:
         """The connection of the current request or app context."""
         if "db" not in g:
-            g.db = storage.connect(self.path(current_app))
+            g.db = storage.connect(self.path(current_app), cache_kib=self.cache_kib(current_app))
         return g.db
 
     def close_db(self, exc: BaseException | None = None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import segno
 from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
 from markupsafe import Markup
 
@@ -26,6 +25,8 @@ def _qr_svg(text: str | None) -> Markup | None:
     # and CSS scales the whole symbol (38 mm for ≤ 95 modules: ≥ 0.4 mm a module).
     if text is None:
         return None
+    import segno  # optional: loaded when a QR is first drawn, not with every page of a village (~0.7 MiB)
+
     return Markup(segno.make(text, error="m").svg_inline(omitsize=True, border=4, dark="#000", svgclass="qr"))
 
 

@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 
 from flask import Config, Flask, current_app, request
+from jinja2 import FileSystemBytecodeCache
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from shared.core import storage
 from shared.core.settings import DEFAULTS
 from shared.rules import materials
 from shared.web import access, auth, display, errors, health, limits, metrics
@@ -92,6 +94,13 @@ def create_node_app(import_name: str, tier: Tier, test_config: dict | None, data
     app.register_blueprint(auth.bp)
     access.init_app(app)  # need-to-know on every case route, after the login hook
     app.register_blueprint(health.bp)
+    # Compiled templates are kept in <data>/cache/templates (keyed by each template's source, so
+    # an upgrade recompiles what changed): a later start loads them instead of compiling each
+    # page's template on its first request (~0.7 s for the case page on a slow PC, and ~0.8 MiB
+    # of a village process's memory that the compiler's garbage leaves resident).
+    compiled = Path(data_dir) / "cache" / "templates"
+    storage.private_dir(compiled)
+    app.jinja_env.bytecode_cache = FileSystemBytecodeCache(str(compiled))
     app.jinja_env.globals.update(node_name=app.config.get("NODE_NAME"), node_tier=tier.name, node_kind=tier,
                                  version=VERSION, has_page=auth.may_open,
                                  material_accept=materials.accept_attribute, material_formats=materials.formats_text)
