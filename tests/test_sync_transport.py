@@ -174,7 +174,7 @@ def test_one_connection_is_kept_alive_and_the_bytes_counted_are_those_on_the_wir
         assert [sent for sent, _ in counted] == [len(r) for r in server.requests]  # head and body, exactly
         assert all(received == len(answer) for _, received in counted)
         first = server.requests[0].decode("latin-1")
-        assert re.search(r"\r\nAccept-Encoding: [^\r]*gzip", first) and "X-Liandong-Signature: " in first
+        assert re.search(r"\r\nAccept-Encoding: [^\r]*gzip", first) and "\r\nLiandong-Auth: " in first
         assert link.open_connections() == 1
         link.close()
         assert link.open_connections() == 0
