@@ -1,8 +1,8 @@
 """Hub ingest throughput through ``POST /sync/v1/push``, against raw Ed25519 verification.
 
 The hub is served by waitress (``liandong node serve``, 4 threads) in a subprocess pinned to one
-core; this process pins itself to that same core to measure the raw verify rate (cryptography's
-``Ed25519PublicKey.verify`` over the same PAE payloads, keys already loaded), then moves to the
+core; this process pins itself to that same core to measure the raw verify rate (libsodium's
+``VerifyKey.verify`` (PyNaCl) over the same PAE payloads, the library every node signs and verifies with, keys already loaded), then moves to the
 other core and pushes pre-signed ``case.submit`` envelopes of many villages in node-signed
 batches through ``sync.client.ParentClient``. The villages and townships are registered by
 inserting them into the hub's tables and republishing the registry (what enrolment writes,
@@ -62,7 +62,7 @@ def raw_verify_rate(docs: list[dict], keys_by_kid: dict, seconds: float = 1.5) -
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             for pk, sig, message in items:
-                (load_public(pk) if reload else loaded[pk]).verify(sig, message)
+                (load_public(pk) if reload else loaded[pk]).verify(message, sig)
             n += len(items)
         rates.append(n / (time.perf_counter() - start))
     return rates[0], rates[1]
@@ -192,7 +192,7 @@ def cpu_in_process(root: Path, keys: dict, batches, docs: list[dict], args) -> d
             raise RuntimeError(f"in-process hub applied {applied}, holds {cases} cases of {total}")
         t0 = time.thread_time()
         for pk, sig, message in items:
-            pk.verify(sig, message)
+            pk.verify(message, sig)
         verify_cpu = time.thread_time() - t0
         runs.append({"push_us": push_cpu / total * 1e6, "apply_us": apply_cpu / total * 1e6,
                      "verify_us": verify_cpu / len(items) * 1e6, "load": round(os.getloadavg()[0], 2)})
@@ -232,7 +232,7 @@ def main(args) -> dict:
         common.pin_self(hub_cpu)
         keys_by_kid = {k.kid: k.public_b64 for k in keys.values()}
         raw, raw_reload = raw_verify_rate(docs[:2000], keys_by_kid)
-        print(f"raw Ed25519 verify (cryptography, core {hub_cpu}): {raw:.0f} /s;"
+        print(f"raw Ed25519 verify (libsodium, core {hub_cpu}): {raw:.0f} /s;"
               f" with base64 key load per verify: {raw_reload:.0f} /s")
 
         common.pin_self(client_cpu)

@@ -4,7 +4,8 @@ against a minimal Flask + waitress process (issue 12 item 5).
 A hub, township and village are built and filled as ``bench_pages.py`` does (``--cases`` per
 node); the hub and township are then stopped (a village's parent is often unreachable, and its
 memory is what matters here). The village is served as ``liandong node serve`` in its own
-process (waitress, 4 threads, scheduler on), every main village page is requested
+process (waitress, 4 threads, scheduler on; without the servers' ``fast`` extra, which a village PC
+does not install: ``--without``), every main village page is requested
 ``--requests`` times over HTTP, and the process's ``VmRSS`` and ``VmHWM`` are read from
 ``/proc/<pid>/status`` (Linux; psutil's ``memory_info().rss`` is the same figure), with the
 1-minute load average at that moment. The same is done for a minimal Flask app under waitress
@@ -92,6 +93,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5, help="rounds over the village pages")
     parser.add_argument("--repeat", type=int, default=3, help="processes measured per variant (median)")
     parser.add_argument("--quick", action="store_true", help="1,000 cases, 2 rounds, 1 process")
+    parser.add_argument("--without", default="orjson,zstandard",
+                        help="modules the village process may not import: the servers' 'fast' extra, which a"
+                             " village PC does not install (empty: whatever this environment has)")
     parser.add_argument("--compare", type=Path, default=None,
                         help="another checkout whose `node serve` is measured too, interleaved, on the same data")
     args = parser.parse_args()
@@ -111,20 +115,22 @@ def main() -> None:
         paths = ["/catalog", "/cases", "/cases?q=王", "/results", f"/cases/{case}", "/sync-status"]
         checkouts = {"village": HERE.parent, **({"compared": args.compare.resolve()} if args.compare else {})}
         runs: dict[str, list[dict]] = {name: [] for name in [*checkouts, "minimal"]}
+        # `liandong node serve`, with the modules of --without made unimportable (as if not installed).
+        hidden = (f"import sys\nfor m in {[m for m in args.without.split(',') if m]!r}: sys.modules[m] = None\n"
+                  "sys.argv[0] = 'liandong'\nfrom provisioning.cli import main\nmain()\n")
         for _ in range(args.repeat):  # interleaved: the machine's load moves all alike
             for name, code_dir in checkouts.items():
                 env = {**os.environ, "PYTHONPATH": str(code_dir)}
                 env.pop("MALLOC_ARENA_MAX", None)
                 port = free_port()
-                serve = [sys.executable, "-m", "provisioning.cli", "node", "serve", "--data", str(data_dir),
-                         "--port", str(port)]
+                serve = [sys.executable, "-c", hidden, "node", "serve", "--data", str(data_dir), "--port", str(port)]
                 runs[name].append(measure(serve, code_dir, env, port, paths, token, args.requests))
                 print(f"{name}: {runs[name][-1]}", flush=True)
             port = free_port()
             runs["minimal"].append(measure([sys.executable, "-c", MINIMAL, str(port)], HERE.parent, dict(os.environ),
                                            port, ["/"], None, args.requests))
             print(f"minimal: {runs['minimal'][-1]}", flush=True)
-    figures = {"cases": args.cases, "compared": str(args.compare) if args.compare else None}
+    figures = {"cases": args.cases, "compared": str(args.compare) if args.compare else None, "without": args.without}
     for name, results in runs.items():
         for key in ("start_mib", "vmrss_mib", "vmhwm_mib"):
             figures[f"{name}_{key}"] = statistics.median(r[key] for r in results)

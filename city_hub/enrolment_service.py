@@ -18,7 +18,7 @@ from datetime import timedelta
 from city_hub import registry
 from shared.core import canonical
 from shared.core.clock import iso
-from shared.core.crypto import SignatureError, SigningKey, key_id, load_public
+from shared.core.crypto import SignatureError, SigningKey, kid_of
 from shared.core.errors import RuleError, ValidationError
 from shared.services.accounts import audit, token_hash
 from sync import envelope
@@ -68,8 +68,7 @@ def enrol(conn: sqlite3.Connection, node, request_document: dict) -> dict:
     try:
         claimed = envelope.peek(request_document)
         public_key = claimed["public_key"]
-        load_public(public_key)
-        kid = key_id(load_public(public_key).public_bytes_raw())
+        kid = kid_of(public_key)
         envelope.open_signed(request_document, envelope.ENROL, lambda k: public_key if k == kid else None)
         token, node_id = claimed["token"], claimed["node_id"]
     except (SignatureError, KeyError, TypeError) as exc:
@@ -112,7 +111,7 @@ def enrol(conn: sqlite3.Connection, node, request_document: dict) -> dict:
 def anchor_matches_token(anchor: dict, token: str) -> bool:
     """Whether the root key the hub presents is the one the token was issued under."""
     _, root_prefix = parse_token(token)
-    return anchor["kid"].startswith(root_prefix) and key_id(load_public(anchor["public_key"]).public_bytes_raw()) == anchor["kid"]
+    return anchor["kid"].startswith(root_prefix) and kid_of(anchor["public_key"]) == anchor["kid"]
 
 
 def anchor_bytes(anchor: dict) -> bytes:

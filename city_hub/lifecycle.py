@@ -19,8 +19,7 @@ from shared.core.clock import iso
 from shared.core.crypto import (
     SignatureError,
     b64d,
-    key_id,
-    load_public,
+    kid_of,
     verify,
 )
 from shared.core.errors import RuleError, ValidationError
@@ -65,7 +64,7 @@ def apply_rotation(conn: sqlite3.Connection, hub_node, origin: str, body: dict) 
         verify(public_key, rotation.ROTATE_PROOF, claim, b64d(body["proof"]))
     except SignatureError as exc:
         raise ValidationError("proof", "新密钥的持有证明无效") from exc
-    kid = key_id(load_public(public_key).public_bytes_raw())
+    kid = kid_of(public_key)
     now = hub_node.now()
     conn.execute("UPDATE node_keys SET retired_at = ? WHERE node_id = ? AND retired_at IS NULL", (iso(now), origin))
     conn.execute("INSERT INTO node_keys(kid, node_id, public_key, created_at) VALUES (?,?,?,?)"
