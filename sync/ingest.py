@@ -309,11 +309,14 @@ class Ingestor:
     def refresh_ack(self, origin: str, now) -> dict:
         """Sign the cumulative acknowledgement for ``origin`` if it moved; return the current one.
 
-        The ack covers the longest run 1..n held with every material file present.
+        The ack covers the longest run 1..n held with every material file present. The first
+        envelope still waiting for a file is the lowest ``inbox_blobs`` row of the origin (a row
+        per missing file, deleted as it arrives): one look-up in its primary key, where asking
+        ``inbox`` for ``blobs_pending > 0`` read every envelope the origin ever sent, at every push.
         """
         conn = self.conn
         row = conn.execute(
-            "SELECT MAX(seq) AS head, (SELECT MIN(seq) FROM inbox WHERE origin = ?1 AND blobs_pending > 0) AS waiting"
+            "SELECT MAX(seq) AS head, (SELECT MIN(seq) FROM inbox_blobs WHERE origin = ?1) AS waiting"
             " FROM inbox WHERE origin = ?1",
             (origin,),
         ).fetchone()

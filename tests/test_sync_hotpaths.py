@@ -5,7 +5,7 @@ origin, kill -9 safety) hold."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from faults import WireSession, city_item, client_with, material_files, outbox_states
@@ -17,6 +17,7 @@ from shared.core.crypto import SigningKey
 from shared.core.storage import write_transaction
 from sync import envelope, node_sync, outbox, relay, schema, trust
 from sync.client import ParentClient
+from sync.ingest import Ingestor
 from sync.node_sync import SyncState, run_round
 from township_node.relay_service import TownshipSync
 
@@ -107,6 +108,28 @@ def test_forwarding_walks_custody_in_arrival_order_without_sorting_it():
                  ("f" * 64, "130926100201", 1001, b"{}", "2026-12-01T00:00:01.000Z"))
     assert [(r["origin"], r["seq"]) for r in relay.to_forward(conn, 10)] == [
         ("130926100201", 1000), ("130926100202", 1000), ("130926100201", 1001)]
+
+
+def test_an_acknowledgement_is_worked_out_without_reading_the_origins_whole_inbox():
+    """refresh_ack finds the first envelope still waiting for a file in ``inbox_blobs``' key: asking
+    ``inbox`` for ``blobs_pending > 0`` read all of an origin's envelopes at every push."""
+    conn = sqlite3.connect(":memory:")
+    conn.row_factory = sqlite3.Row
+    conn.executescript(schema.HUB)
+    origin, key = "130926100201", SigningKey.generate()
+    conn.executemany("INSERT INTO inbox(origin, seq, envelope_id, prev, kind, document, received_at, via,"
+                     " blobs_pending) VALUES (?,?,?,?,?,?,?,?,?)",
+                     [(origin, seq, f"{seq:064x}", "0" * 64, "case.submit", b"x" * 1500, "2026-12-01T00:00:00.000Z",
+                       origin, 1 if seq == 4000 else 0) for seq in range(1, 5001)])
+    conn.execute("INSERT INTO inbox_blobs(origin, seq, sha256) VALUES (?, 4000, ?)", (origin, "a" * 64))
+    store = trust.TrustStore(hub_id="130926", root_public_key=key.public_b64)
+    ingestor = Ingestor(conn, store, key, has_blob=lambda sha: False, max_skew_ms=0)
+    steps = []
+    conn.set_progress_handler(lambda: steps.append(1), 100)
+    ack = ingestor.refresh_ack(origin, datetime(2026, 12, 1, 8, tzinfo=UTC))
+    conn.set_progress_handler(None, 100)
+    assert envelope.peek(ack)["acked_seq"] == 3999  # held back by the file the 4,000th still waits for
+    assert len(steps) < 20, len(steps)  # reading 5,000 envelopes took hundreds of steps of 100
 
 
 def test_an_overdue_envelope_is_offered_again_and_custody_is_searched_once_a_minute(build_network):
