@@ -260,10 +260,30 @@ def record_event(conn: sqlite3.Connection, case_id: str, event: dict, decision: 
 
 
 def mark_in_custody(conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
-    """The township holds these envelopes of ours: their cases show 已到乡镇."""
+    """The township holds these envelopes of ours: their cases show 已到乡镇, and a case the
+    township decides is 接件 there.
+
+    The township receives (接件) every case it decides the moment it holds it, except a later
+    step of a 一件事 that waits for the earlier ones; its own event is not sent down on its own
+    but rides with its next step (``earlier``). Recorded now, under the same event id, at the
+    time the signed custody receipt arrived, by the state machine: the township's own record
+    replaces its time and node when it comes (:func:`apply_update`).
+    """
     conn.executemany(
         "UPDATE cases SET sync_state = 'custody' WHERE case_id = (SELECT case_id FROM outbox WHERE envelope_id = ?)"
         " AND sync_state NOT IN ('custody', 'acked')", [(eid,) for eid in envelope_ids])
+    for start in range(0, len(envelope_ids), 500):
+        part = envelope_ids[start:start + 500]
+        for row in conn.execute(
+            "SELECT c.case_id, c.route_office, o.custody_at FROM outbox o JOIN cases c ON c.case_id = o.case_id"
+            f" WHERE o.envelope_id IN ({','.join('?' * len(part))}) AND o.kind = 'case.submit'"
+            " AND c.route_level = 'township' AND c.status = 'SUBMITTED' AND NOT EXISTS"
+            " (SELECT 1 FROM case_things t WHERE t.case_id = c.case_id AND t.after_steps > 0)", part).fetchall():
+            to_status = states.apply_action("SUBMITTED", "receive")
+            record_event(conn, row["case_id"], {
+                "event_id": receive_event_id(row["case_id"]), "at": row["custody_at"], "node": row["route_office"],
+                "actor": "system", "action": "receive", "from_status": "SUBMITTED", "to_status": to_status,
+                "comment": "", "detail": {}})
 
 
 def mark_own_at_hub(conn: sqlite3.Connection, node, acked_seq: int, after_seq: int = 0) -> None:
