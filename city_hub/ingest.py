@@ -11,6 +11,7 @@ from shared.core.audit import audit
 from shared.core.clock import iso, parse_iso
 from shared.core.errors import RuleError
 from shared.rules import authority
+from shared.rules.catalog import evaluate_instant_rule
 from shared.services import (
     appointments,
     casework,
@@ -29,18 +30,34 @@ def make_appliers(node) -> dict:
     """Appliers by envelope kind, bound to the hub ``node``."""
 
     parsed: dict[str, tuple] = {}
+    routes: dict[tuple, dict] = {}
 
     def received(opened: Opened) -> tuple:
-        """(time, iso) the hub accepted ``opened``: its 接件 time (parsed once per push)."""
+        """(time, iso, latest submission time accepted) of the hub's acceptance of ``opened``:
+        its 接件 time (parsed once per push)."""
         at = opened.received_at
         if at is None:
             now = node.now()
-            return now, iso(now)
+            return now, iso(now), now + timedelta(seconds=int(node.config["MAX_CLOCK_SKEW_SECONDS"]))
         hit = parsed.get(at)
         if hit is None:
             if len(parsed) > 256:
                 parsed.clear()
-            hit = parsed[at] = (parse_iso(at), at)
+            now = parse_iso(at)
+            hit = parsed[at] = (now, at, now + timedelta(seconds=int(node.config["MAX_CLOCK_SKEW_SECONDS"])))
+        return hit
+
+    def route_of(conn: sqlite3.Connection, code: str, origin: str) -> tuple[dict | None, dict]:
+        """(item, route) of a submission, from the catalog the hub goes by now. The route of an
+        (item, origin) is the same for every case of one catalog version: derived once."""
+        version, items = node.catalog(conn)
+        key = (version, code, origin)
+        hit = routes.get(key)
+        if hit is None:
+            item = items.get(code)
+            if len(routes) > 4096:
+                routes.clear()
+            hit = routes[key] = (item, authority.route_of_submission(item, code, origin, node.hub_id))
         return hit
 
     def submit_plan(conn: sqlite3.Connection, opened: Opened) -> tuple[str, dict, dict, bool, bool]:
@@ -48,32 +65,37 @@ def make_appliers(node) -> dict:
         origin = opened.body["origin"]
         # A v2 body leaves out what the hub derives: from the catalog version the case was filed under.
         body = submission.received_body(opened.body, origin, lambda code, v: node.catalog_item(conn, code, v))
-        item = node.catalog(conn)[1].get(body["item_code"])
-        body = {**body, "route": authority.route_of_submission(item, body["item_code"], origin, node.hub_id)}
-        now, now_iso = received(opened)
-        limit = now + timedelta(seconds=int(node.config["MAX_CLOCK_SKEW_SECONDS"]))
+        item, route = route_of(conn, body["item_code"], origin)
+        body = {**body, "route": dict(route)}
+        now, now_iso, limit = received(opened)
         if parse_iso(body["submitted_at"]) > limit:
             # A PC clock in the future must not move deadlines: the hub's time stands in.
             body["submitted_at"] = now_iso
             body["event"] = {**body["event"], "at": now_iso, "detail": {**body["event"].get("detail", {}),
                                                                         "clock_ahead": opened.body["hlc"]}}
-        city = body["route"]["level"] == "city"
+        city = route["level"] == "city"
         return origin, body, item, city, city and item.get("instant_rule") is not None
 
     def prepare_case_submit(conn: sqlite3.Connection, opened: Opened):
-        """The common cases (a city case 接件 at once, a township case stored as submitted; no
-        instant rule, no township decision waiting for it) in two phases: every check and row is built here, before anything is written, so a refused
-        envelope needs no SAVEPOINT; the returned writer only executes the rows. ``None``: use
-        :func:`apply_case_submit` inside a savepoint."""
+        """The common cases in two phases: every check runs and every row is built here, before
+        anything is written, so a refused envelope needs no SAVEPOINT, and the rows are written
+        with the chunk's other cases (:class:`sync.apply.Deferred`, one ``executemany`` per
+        table). A city case is stored 接件 at once, a township case as submitted; a 秒批 item
+        whose rule the form does not meet is 接件 like any other (the rule is pure: its
+        outcome is known before anything is written). ``None`` (a 秒批 approval, a step of a
+        一件事, a township decision waiting for its case): :func:`apply_case_submit` inside a
+        savepoint."""
         origin, body, item, city, instant = submit_plan(conn, opened)
-        if instant or orphans_waiting(conn) or "thing" in body:
+        if orphans_waiting(conn) or "thing" in body:
+            return None
+        if instant and evaluate_instant_rule(item["instant_rule"], body["form"]):
             return None
         if city:
-            now, now_iso = received(opened)
+            now, now_iso, _ = received(opened)
             rows = casework.received_rows(body, origin, node.node_id, now, now_iso)
         else:
             rows = casework.case_rows(body, origin, "SUBMITTED", "hub")
-        return lambda: casework.write_case_rows(conn, rows)
+        return apply.Deferred(casework.write_many_case_rows, rows)
 
     def apply_case_submit(conn: sqlite3.Connection, opened: Opened) -> None:
         origin, body, item, city, instant = submit_plan(conn, opened)

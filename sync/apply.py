@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from typing import Any, NamedTuple
 
 from shared.core.errors import LiandongError
 from shared.core.storage import write_transaction
@@ -33,6 +34,23 @@ from sync.ingest import quarantine
 log = logging.getLogger("liandong.apply")
 
 Applier = Callable[[sqlite3.Connection, envelope.Opened], None]
+
+
+class Deferred(NamedTuple):
+    """What a two-phase applier's ``prepare`` may return instead of a writer: ``rows`` to be
+    written by ``write_many(conn, [rows, ...])`` together with the rows the chunk's next
+    envelopes defer to the same ``write_many`` (one ``executemany`` per table for a run of
+    envelopes instead of statements per envelope).
+
+    The rows are written before any other applier of the chunk runs, and at the end of the
+    chunk, so every envelope still sees the effects of those before it. A ``prepare`` that
+    defers must read nothing that the deferred rows of earlier envelopes could change (the
+    hub's ``case.submit`` reads only the catalog); ``write_many`` must give what writing the
+    rows one envelope at a time in that order gives (a repeated case: the first one stands).
+    """
+
+    write_many: Callable[[sqlite3.Connection, list], None]
+    rows: Any
 
 # Content faults of one envelope: quarantined as invalid_content, the rest goes on.
 CONTENT_ERRORS = (LiandongError, KeyError, ValueError, TypeError)
@@ -67,18 +85,40 @@ def _apply_chunk(conn, appliers, now, limit: int, isolate: bool) -> int:
             " FROM apply_queue q JOIN inbox i ON i.origin = q.origin AND i.seq = q.seq ORDER BY q.id LIMIT ?",
             (limit,),
         ).fetchall()
+        pending = _Pending(conn)
         for row in rows:
             opened = envelope.open_stored(envelope.from_bytes(row["document"]), row["envelope_id"], row["received_at"])
             if isolate:
                 _apply_isolated(conn, appliers.get(opened.body["kind"]), opened, row, now)
             else:
-                _apply_one(conn, appliers.get(opened.body["kind"]), opened, row, now)
+                _apply_one(conn, appliers.get(opened.body["kind"]), opened, row, now, pending)
+        pending.flush()
         if rows:
             conn.execute("DELETE FROM apply_queue WHERE id <= ?", (rows[-1]["id"],))
     return len(rows)
 
 
-def _apply_one(conn, applier, opened, row, now) -> None:
+class _Pending:
+    """Rows deferred by two-phase appliers, written together (see :class:`Deferred`)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.write_many = None
+        self.rows: list = []
+
+    def add(self, deferred: Deferred) -> None:
+        if deferred.write_many is not self.write_many:
+            self.flush()
+            self.write_many = deferred.write_many
+        self.rows.append(deferred.rows)
+
+    def flush(self) -> None:
+        if self.rows:
+            self.write_many(self.conn, self.rows)
+            self.rows = []
+
+
+def _apply_one(conn, applier, opened, row, now, pending: _Pending) -> None:
     prepare = getattr(applier, "prepare", None)
     if prepare is not None:
         # Two-phase applier: every check runs and every row is built before anything is
@@ -89,9 +129,14 @@ def _apply_one(conn, applier, opened, row, now) -> None:
         except CONTENT_ERRORS as exc:
             _refuse(conn, row, "invalid_content", exc, now)
             return
+        if isinstance(write, Deferred):
+            pending.add(write)
+            return
+        pending.flush()
         if write is not None:
             write()
             return
+    pending.flush()
     _apply_isolated(conn, applier, opened, row, now, catch=CONTENT_ERRORS)
 
 

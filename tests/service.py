@@ -78,16 +78,14 @@ class ServiceHub:
     def item(self, code: str) -> dict:
         return self.node.catalog(self.conn)[1][code]
 
-    def received_case(self, code: str, submitted_at: datetime | None = None, **form) -> str:
-        """A case of item ``code`` in the register, 接件 now (the hub's clock), with a file of every
-        required material; taken at the village at ``submitted_at`` (default: now)."""
+    def submit_body(self, code: str, submitted_at: datetime | None = None, **form) -> dict:
+        """A ``case.submit`` body of item ``code`` as the village sends it, with a file of every
+        required material; taken at ``submitted_at`` (default: now)."""
         item = self.item(code)
-        now = self.node.now()
-        taken = submitted_at or now
-        case_id = uuid.uuid4().hex
-        body = {
-            "case_id": case_id, "receipt_no": f"{VILLAGE}-{taken:%Y%m%d}-{next(self.receipts):04d}", "item_code": code,
-            "item_name": item["name"], "catalog_version": self.node.catalog(self.conn)[0],
+        taken = submitted_at or self.node.now()
+        return {
+            "case_id": uuid.uuid4().hex, "receipt_no": f"{VILLAGE}-{taken:%Y%m%d}-{next(self.receipts):04d}",
+            "item_code": code, "item_name": item["name"], "catalog_version": self.node.catalog(self.conn)[0],
             "limit_wd": item.get("promise_limit_wd", 0), "route": route(item, VILLAGE, HUB_ID),
             "applicant": {"name": "张三", "id_number": valid_id_number(), "phone": "13812345678"},
             "form": {**form_for(item), **form}, "agent": "agent", "submitted_at": iso(taken),
@@ -95,25 +93,37 @@ class ServiceHub:
                            "size": 1} for m in item["materials"] if m.get("required")],
             "event": casework.new_event(VILLAGE, "agent", "submit", None, "SUBMITTED", taken),
         }
+
+    def received_case(self, code: str, submitted_at: datetime | None = None, **form) -> str:
+        """A case of item ``code`` in the register, 接件 now (the hub's clock), with a file of every
+        required material; taken at the village at ``submitted_at`` (default: now)."""
+        body = self.submit_body(code, submitted_at, **form)
         with write_transaction(self.conn):
-            casework.insert_received(self.conn, body, VILLAGE, HUB_ID, now)
-        return case_id
+            casework.insert_received(self.conn, body, VILLAGE, HUB_ID, self.node.now())
+        return body["case_id"]
 
     def from_village(self, kind: str, body: dict) -> None:
         """One envelope of the village (``case.event``, ``complaint``…), signed with its enrolled key
         and chained after its earlier ones, relayed by its township into the hub's real ingest and
         applied at once, as the hub's apply worker would (the hub's clock stamps both)."""
-        seq, prev = self.chain
-        document = envelope.sign(self.keys[VILLAGE], envelope.ENVELOPE, {
-            "v": 1, "origin": VILLAGE, "seq": seq + 1, "prev": prev,
-            "hlc": f"{self.node.wall_ms():016d}-0000-{VILLAGE}", "kind": kind, "body": body, "attachments": []})
+        self.from_village_all([(kind, body)])
+
+    def from_village_all(self, messages: list[tuple[str, dict]]) -> None:
+        """:meth:`from_village` for several envelopes ``(kind, body)``: one push, then one apply
+        chunk for all of them."""
+        documents = []
+        for kind, body in messages:
+            seq, prev = self.chain
+            documents.append(envelope.sign(self.keys[VILLAGE], envelope.ENVELOPE, {
+                "v": 1, "origin": VILLAGE, "seq": seq + 1, "prev": prev,
+                "hlc": f"{self.node.wall_ms():016d}-0000-{VILLAGE}", "kind": kind, "body": body, "attachments": []}))
+            self.chain = (seq + 1, envelope.document_id(documents[-1]))
         hub_sync = self.app.extensions["liandong_sync"]
         with write_transaction(self.conn):
-            result = hub_sync.ingestor(self.conn).ingest([document], via=TOWNSHIP_ID, now=self.node.now(),
+            result = hub_sync.ingestor(self.conn).ingest(documents, via=TOWNSHIP_ID, now=self.node.now(),
                                                          wall_ms=self.node.wall_ms())
-        assert result.results[0]["status"] == "accepted", result.results
+        assert [r["status"] for r in result.results] == ["accepted"] * len(documents), result.results
         hub_sync.apply_all(self.conn)
-        self.chain = (seq + 1, envelope.document_id(document))
 
     def village_event(self, case_id: str, action: str, comment: str = "", detail: dict | None = None) -> dict:
         """A step the village takes on its case (送达…) at the hub's clock, sent up as its

@@ -217,3 +217,64 @@ def test_the_hub_admin_page_shows_the_queue(net, item):
         pushed_case(net, item)
         page = session.get(net.hub.url + "/admin/nodes", timeout=10).text
     assert 'id="to-apply">1<' in page and "待入库" in page
+
+
+# ------------------------------------------------------------------------- rows written together
+
+
+def test_deferred_rows_are_written_together_before_any_other_applier_runs(tmp_path):
+    conn = queued_hub(tmp_path, n=6)
+    batches, seen_by_the_applier = [], []
+
+    def write_many(c, rows):
+        batches.append(list(rows))
+        c.executemany("INSERT INTO node_meta(key, value) VALUES (?, 'x')", [(f"n{r}",) for r in rows])
+
+    def applier(c, opened):  # the one-envelope path: it must see every row deferred before it
+        seen_by_the_applier.append(c.execute("SELECT COUNT(*) FROM node_meta WHERE key LIKE 'n%'").fetchone()[0])
+
+    def prepare(c, opened):
+        seq = opened.body["seq"]
+        if seq == 2:
+            raise KeyError("item_code")  # refused: quarantined, the others go on
+        return None if seq == 4 else apply.Deferred(write_many, seq)
+
+    applier.prepare = prepare
+    assert apply_pending(conn, {"case.submit": applier}, NOW) == 6
+    assert batches == [[1, 3], [5, 6]]
+    assert seen_by_the_applier == [2]
+    assert [tuple(r) for r in conn.execute("SELECT seq, reason FROM quarantine")] == [(2, "invalid_content")]
+
+
+def test_a_chunk_of_submits_is_written_as_one_by_one_would(service, monkeypatch):
+    """Cases of one chunk go in one executemany per table, with the same rows as one at a time:
+    a case id repeated keeps its first copy only, a 秒批 item whose rule the form does not meet is
+    接件 like any other (no savepoint), one whose rule holds is approved after the rows before it."""
+    from shared.services import casework
+
+    written = []
+    write_many = casework.write_many_case_rows
+    monkeypatch.setattr(casework, "write_many_case_rows",
+                        lambda c, rows: (written.append([r.case[0] for r in rows]), write_many(c, rows)))
+    held = service.received_case("130926-RS-0001")  # already in the register
+    plain = service.submit_body("130926-RS-0001")
+    refused = service.submit_body("130926-MZ-0004", age=70, local_hukou="是")  # 高龄津贴 under 80: no 秒批
+    copy = {**plain, "receipt_no": plain["receipt_no"] + "9", "event": {**plain["event"], "event_id": "e" * 32}}
+    again = {**service.submit_body("130926-RS-0001"), "case_id": held}
+    instant = service.submit_body("130926-MZ-0004", age=85, local_hukou="是")
+    service.from_village_all([("case.submit", b) for b in (plain, refused, copy, again, instant)])
+
+    assert written == [[plain["case_id"], refused["case_id"], plain["case_id"], held]]
+    conn = service.conn
+    events = lambda case_id: [r[0] for r in conn.execute(  # noqa: E731
+        "SELECT event_id FROM case_events WHERE case_id = ? ORDER BY at, rowid", (case_id,))]
+    assert events(plain["case_id"]) == [plain["event"]["event_id"], casework.receive_event_id(plain["case_id"])]
+    assert conn.execute("SELECT receipt_no FROM cases WHERE case_id = ?", (plain["case_id"],)).fetchone()[0] \
+        == plain["receipt_no"]
+    assert len(events(held)) == 2 and again["event"]["event_id"] not in events(held)
+    row = casework.get_row(conn, refused["case_id"])
+    received_at = conn.execute("SELECT at FROM case_events WHERE case_id = ? AND action = 'receive'",
+                               (refused["case_id"],)).fetchone()[0]
+    assert (row["status"], row["updated_at"]) == ("RECEIVED", received_at)  # as recording the 接件 sets it
+    assert casework.get_row(conn, instant["case_id"])["status"] == "APPROVED"
+    assert casework.recorded_actions(conn, instant["case_id"]) == ["submit", "receive", "accept", "approve"]

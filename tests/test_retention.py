@@ -194,3 +194,17 @@ def test_bookings_and_inquiries_are_masked_after_the_retention_time_too(net, peo
         assert retention.run(village.conn, village.node)["inquiries_purged"] >= 1
     row = village.query("SELECT asker_name, asker_phone FROM inquiries WHERE inquiry_id = ?", (inquiry_id,))[0]
     assert (row["asker_name"], row["asker_phone"]) == ("钱*", "")
+
+
+def test_the_purge_search_reads_the_partial_index_of_closed_cases(tmp_path):
+    """Migration 25 keeps only closed, unpurged cases in the purge index (a new case writes one
+    index fewer); the search names the same statuses literally, or SQLite would scan the table."""
+    from shared.core import storage
+    from village_node.db import MIGRATIONS
+
+    conn = storage.connect(tmp_path / "village.sqlite3")
+    storage.migrate(conn, MIGRATIONS)
+    plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + retention._CANDIDATES,
+                                                ("130926100201", "2026-01-01T00:00:00Z")))
+    assert "USING INDEX cases_closed_unpurged" in plan
+    assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'cases_unpurged_closed'").fetchone()[0] == 0

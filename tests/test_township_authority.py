@@ -122,3 +122,74 @@ def test_the_township_routes_a_case_by_its_own_catalog_not_by_the_payload(net):
     r = township.api("POST", f"/api/v1/cases/{body['case_id']}/actions", clerk, json={"action": "accept"})
     assert r.status_code in (403, 409), r.text  # the township does not decide a county item
     assert hub.scalar("SELECT route_level FROM cases WHERE case_id = ?", (body["case_id"],)) == "city"
+
+
+def test_the_cases_of_one_push_are_stored_together_and_a_broken_one_alone_is_refused(net, monkeypatch):
+    """The township stores the cases it only follows in one executemany per table (one savepoint
+    for the push's run of them); a case that breaks a constraint (here: a 收件编号 another case
+    holds) undoes that run, which is then followed case by case, so that case alone is refused."""
+    hostile = net.village(1)
+    node, conn = hostile.node, hostile.conn
+    item = pick_item(catalog(hostile, _agent(hostile)), "city")
+    taken = create_case(hostile, _agent(hostile), item)
+    net.sync_all()
+    version, _ = node.catalog(conn)
+    applicant = {"name": "王五", "id_number": "130926199001011237", "phone": "13800138000"}
+    with write_transaction(conn):
+        bodies = [casework.capture(conn, node_id=node.node_id, item=item, catalog_version=version,
+                                   route={"level": "city", "office": "x"}, applicant=applicant, form=form_for(item),
+                                   materials=[], agent="agent", now=node.now())[0] for _ in range(3)]
+        bodies[1]["receipt_no"] = taken["receipt_no"]  # a number the township holds for another case
+        for body in bodies:
+            outbox.append(conn, node.key, node.node_id, "case.submit", body, str(node.hlc.now()), node.now(),
+                          case_id=body["case_id"], version=1)
+    batches = []
+    write_many = casework.write_many_case_rows
+    monkeypatch.setattr(casework, "write_many_case_rows",
+                        lambda c, rows: (batches.append([r.case[0] for r in rows]), write_many(c, rows)))
+    net.sync_all()
+    township = net.township
+    ids = [b["case_id"] for b in bodies]
+    assert ids in batches  # one statement per table for the push's three cases (undone: constraint)
+    assert [_status(township, i) is not None for i in ids] == [True, False, True]
+    refused = township.query("SELECT detail FROM audit_log WHERE action = 'relay.not_followed' AND target = ?",
+                             (hostile.node_id,))
+    assert "IntegrityError" in refused[-1]["detail"]
+    # All three went on to the hub, which decides for itself (the same constraint refuses the second).
+    assert [net.hub.scalar("SELECT COUNT(*) FROM cases WHERE case_id = ?", (i,)) for i in ids] == [1, 0, 1]
+
+
+def _downlink_actions(township, village_id: str, case_id: str) -> list[str]:
+    """The actions of the township's signed messages down to ``village_id`` about ``case_id``."""
+    out = []
+    for row in township.query("SELECT document FROM downlink WHERE issuer = ? AND dest = ? ORDER BY seq",
+                              (township.node_id, village_id)):
+        body = envelope.peek(envelope.from_bytes(row["document"]))["body"]
+        if body.get("case_id") == case_id:
+            out.append(body["event"]["action"])
+    return out
+
+
+def test_the_townships_automatic_receive_is_signed_up_only_and_rides_down_with_the_next_step(net):
+    """One signature per delegated case fewer: the village records the 接件 from the signed
+    custody receipt, and the township's own event (its time, its node) comes with the 受理."""
+    village = net.village(0)
+    item = pick_item(catalog(village, _agent(village)), "township")
+    case_id = create_case(village, _agent(village), item)["case_id"]
+    net.sync_all()
+    township = net.township
+    assert _status(township, case_id) == "RECEIVED"
+    assert _downlink_actions(township, village.node_id, case_id) == []  # no message for the 接件 alone
+    assert township.scalar("SELECT COUNT(*) FROM outbox WHERE case_id = ? AND kind = 'case.event'", (case_id,)) == 1
+    receive_id = casework.receive_event_id(case_id)
+    at_village = village.query("SELECT at, node FROM case_events WHERE event_id = ?", (receive_id,))
+    assert _status(village, case_id) == "RECEIVED" and at_village[0]["node"] == township.node_id
+    clerk = township.account("clerk_once", "clerk", township.node_id)
+    r = township.api("POST", f"/api/v1/cases/{case_id}/actions", clerk, json={"action": "accept", "comment": "符合"})
+    assert r.status_code == 200, r.text
+    net.sync_all()
+    assert _downlink_actions(township, village.node_id, case_id) == ["accept"]
+    own = township.query("SELECT at, node FROM case_events WHERE event_id = ?", (receive_id,))[0]
+    assert dict(village.query("SELECT at, node FROM case_events WHERE event_id = ?", (receive_id,))[0]) == dict(own)
+    assert casework.recorded_actions(village.conn, case_id) == ["submit", "receive", "accept"]
+    assert _status(village, case_id) == "ACCEPTED"

@@ -25,10 +25,16 @@ def township_emit(node):
 
     def emit(conn: sqlite3.Connection, row: sqlite3.Row, event: dict, decision: dict | None) -> None:
         joint.on_event(conn, node, row, event)  # 联办 opinion requests on 受理
-        body = casework.update_message(row, event, decision, documents.for_event(conn, node, row, event))
+        issued = documents.for_event(conn, node, row, event)
+        body = casework.update_message(row, event, decision, issued)
         now = node.now()
-        if row["origin"] != node.node_id:
-            downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update", body, now)
+        # The automatic 接件 is not sent down on its own: the village records it from the signed
+        # custody receipt (casework.mark_in_custody), and the station's own event rides with the
+        # next step (docs/sync-protocol.md §7.2): one signature per delegated case fewer.
+        if row["origin"] != node.node_id and (event["action"] != "receive" or event["detail"].get("thing_started")):
+            earlier = casework.events_of(conn, row["case_id"], ("receive",)) if event["action"] != "receive" else []
+            downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update",
+                           casework.update_message(row, event, decision, issued, earlier), now)
         outbox.append(conn, node.key, node.node_id, "case.event", body, str(node.hlc.now()), now,
                       case_id=row["case_id"])
         things.on_status(conn, node, row["case_id"], event["action"], emit)  # 一件事: the next step
@@ -77,8 +83,15 @@ class TownshipSync:
                     catalog.append(node.catalog(conn)[1])
                 return catalog[0].get(code)
 
+            plain: list = []  # rows of cases that only need storing, written together
             for document, message in taken:
+                rows = self._plain_case(conn, message, item_of)
+                if rows is not None:
+                    plain.append((document, message, rows))
+                    continue
+                self._store_plain(conn, plain, trust, item_of)  # an earlier case of the push may be what this one needs
                 self._follow_case(conn, document, message, trust, item_of)
+            self._store_plain(conn, plain, trust, item_of)
             # The caller's ack only if it covers something it pushed now (else it holds it, or the pull brings it).
             lowest = min((r["seq"] for r in results if r.get("origin") == caller and r.get("seq")), default=None)
             acks = [envelope.from_bytes(r["document"]) for r in conn.execute(
@@ -120,17 +133,59 @@ class TownshipSync:
                                      self.node.emit)
             else:
                 self._follow_submit(conn, sender, message, document, trust, item_of)
-        except (RuleError, SignatureError, KeyError, TypeError, ValueError, AttributeError,
-                sqlite3.IntegrityError) as exc:
+        except self.FOLLOW_ERRORS as exc:
             conn.execute("ROLLBACK TO follow_case")
             detail = exc.message if isinstance(exc, RuleError) else f"{type(exc).__name__}: {exc}"
             audit(conn, "system", "relay.not_followed", sender, detail[:500], self.node.now())
         conn.execute("RELEASE follow_case")
 
-    def _follow_submit(self, conn, origin: str, message: dict, document: dict, trust, item_of) -> None:
-        case = submission.received_body(message, origin, lambda code, v: self.node.catalog_item(conn, code, v))
+    FOLLOW_ERRORS = (RuleError, SignatureError, KeyError, TypeError, ValueError, AttributeError,
+                     sqlite3.IntegrityError)
+
+    def _plain_case(self, conn, message: dict, item_of) -> casework.CaseRows | None:
+        """The rows of a village case this station only follows (decided at the hub, not a step
+        of a 一件事), built before anything is written; ``None``: follow it one at a time
+        (:meth:`_follow_case`), also when building it fails (which that then records)."""
+        if message.get("kind") != "case.submit":
+            return None
+        try:
+            case = self._submitted(message, message.get("origin"), item_of)
+            if "thing" in case or case["route"]["level"] == "township":
+                return None
+            return casework.case_rows(case, message["origin"], "SUBMITTED", "custody")
+        except self.FOLLOW_ERRORS:
+            return None
+
+    def _store_plain(self, conn, plain: list, trust, item_of) -> None:
+        """Write the rows of :meth:`_plain_case` in one statement per table, inside one
+        savepoint for them all (one per case made a statement journal of every page each case
+        touched: half of the station's push). A constraint one of them breaks (a 收件编号
+        taken by another case) undoes the batch, which is then followed one case at a time, so
+        that case alone is refused as before."""
+        if not plain:
+            return
+        conn.execute("SAVEPOINT follow_cases")
+        try:
+            casework.write_many_case_rows(conn, [rows for _, _, rows in plain])
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK TO follow_cases")
+            conn.execute("RELEASE follow_cases")
+            for document, message, _ in plain:
+                self._follow_case(conn, document, message, trust, item_of)
+        else:
+            conn.execute("RELEASE follow_cases")
+        plain.clear()
+
+    def _submitted(self, message: dict, origin: str, item_of) -> dict:
+        """The v1 body of a village's ``case.submit`` with the route from this station's catalog
+        (a station holds only the catalog it goes by now: the push's one read serves v2 too)."""
+        case = submission.received_body(message, origin, lambda code, v: item_of(code))
         item = item_of(case["item_code"])
-        case = {**case, "route": authority.route_of_submission(item, case["item_code"], origin, self.node.hub_id)}
+        return {**case, "route": authority.route_of_submission(item, case["item_code"], origin, self.node.hub_id)}
+
+    def _follow_submit(self, conn, origin: str, message: dict, document: dict, trust, item_of) -> None:
+        case = self._submitted(message, origin, item_of)
+        item = item_of(case["item_code"])
         decides = case["route"]["level"] == "township" and case["route"]["office"] == self.node.node_id
         if decides:
             self._verify(trust, document)  # a delegated case the station will decide: verified here too
@@ -138,7 +193,7 @@ class TownshipSync:
             return
         things.record_link(conn, self.node, case)  # a step of a 一件事 (RuleError: malformed link)
         # A later step of a 一件事 waits for the earlier ones' result (or ends); else 接件 now.
-        if decides and things.settle(conn, self.node, case["case_id"], self.node.emit) is None:
+        if decides and ("thing" not in case or things.settle(conn, self.node, case["case_id"], self.node.emit) is None):
             casework.receive(conn, case["case_id"], item, self.node.node_id, self.node.now(), self.node.emit)
 
     def _verify(self, trust, document: dict) -> None:

@@ -128,19 +128,22 @@ _EVENT_INSERT = (
 _MATERIAL_INSERT = (
     "INSERT INTO case_materials(case_id, code, filename, sha256, size) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING"
 )
-_BINDABLE = (str, int, bool, float, type(None))
+_BINDABLE = frozenset({str, int, bool, float, type(None)})
+# json.dumps with any option builds an encoder per call; the ingest path encodes two values per case.
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _bindable(row: tuple) -> tuple:
     """``row`` if SQLite can bind every value; TypeError (a refusable content fault) otherwise."""
-    for value in row:
-        if type(value) not in _BINDABLE:
-            raise TypeError(f"{type(value).__name__} where a string or integer is expected")
+    if not _BINDABLE.issuperset(map(type, row)):  # the common case checked in C, no loop here
+        for value in row:
+            if type(value) not in _BINDABLE:
+                raise TypeError(f"{type(value).__name__} where a string or integer is expected")
     return row
 
 
 def _detail_json(detail) -> str:
-    return json.dumps(detail, ensure_ascii=False) if detail else "{}"
+    return _to_json(detail) if detail else "{}"
 
 
 def event_row(case_id: str, event: dict) -> tuple:
@@ -160,15 +163,18 @@ class CaseRows:
     events: list[tuple]
 
 
-def case_rows(body: dict, origin: str, status: str, sync_state: str, extra_events: tuple = ()) -> CaseRows:
-    """Rows for a case from a ``case.submit`` body, with its event and ``extra_events`` (pure)."""
+def case_rows(body: dict, origin: str, status: str, sync_state: str, extra_events: tuple = (),
+              updated_at: str | None = None) -> CaseRows:
+    """Rows for a case from a ``case.submit`` body, with its event and ``extra_events`` (pure).
+
+    ``updated_at`` is the time of the last of ``extra_events`` (default: the submission's)."""
     applicant = body["applicant"]
     case_id = body["case_id"]
     case = _bindable((
         case_id, body["receipt_no"], body["item_code"], body["item_name"], body["catalog_version"],
         origin, body.get("agent"), applicant["name"], applicant["id_number"], applicant.get("phone", ""),
-        json.dumps(body["form"], ensure_ascii=False), status, body["route"]["level"], body["route"]["office"],
-        body.get("limit_wd", 0), body["submitted_at"], body["submitted_at"], sync_state,
+        _to_json(body["form"]), status, body["route"]["level"], body["route"]["office"],
+        body.get("limit_wd", 0), body["submitted_at"], updated_at or body["submitted_at"], sync_state,
     ))
     materials = [_bindable((case_id, m["code"], m["filename"], m["sha256"], m["size"])) for m in body["materials"] or ()]
     events = [event_row(case_id, e) for e in ([body["event"]] if body.get("event") else []) + list(extra_events)]
@@ -193,15 +199,39 @@ def insert_case(conn: sqlite3.Connection, body: dict, origin: str, status: str, 
     return write_case_rows(conn, case_rows(body, origin, status, sync_state))
 
 
+def write_many_case_rows(conn: sqlite3.Connection, batch: list[CaseRows]) -> None:
+    """:func:`write_case_rows` for many cases, in one ``executemany`` per table.
+
+    The same result as writing them one at a time in order: a case already stored here, or
+    repeated in ``batch``, has nothing of it written but its first copy. The cases go first;
+    only if some were skipped (rare: a replayed case id) are the new ones told apart by rowid.
+    """
+    last = conn.execute("SELECT MAX(rowid) FROM cases").fetchone()[0] or 0
+    if conn.executemany(_CASE_INSERT, [r.case for r in batch]).rowcount != len(batch):
+        new = {r[0] for r in conn.execute("SELECT case_id FROM cases WHERE rowid > ?", (last,))}
+        kept = []
+        for r in batch:
+            if r.case[0] in new:
+                new.discard(r.case[0])  # a second copy in the batch: skipped as the first was not
+                kept.append(r)
+        batch = kept
+    materials = [m for r in batch for m in r.materials]
+    if materials:
+        conn.executemany(_MATERIAL_INSERT, materials)
+    conn.executemany(_EVENT_INSERT, [e for r in batch for e in r.events])
+
+
 def received_rows(body: dict, origin: str, node_id: str, now, at: str | None = None) -> CaseRows:
     """Rows of an incoming case stored already 接件 (RECEIVED) with its submit and receive events.
 
     ``at`` is ``iso(now)`` when the caller has it already (one formatting per batch).
     """
     states.apply_action("SUBMITTED", "receive")
-    receive = {"event_id": receive_event_id(body["case_id"]), "at": at or iso(now), "node": node_id, "actor": "system",
+    at = at or iso(now)
+    receive = {"event_id": receive_event_id(body["case_id"]), "at": at, "node": node_id, "actor": "system",
                "action": "receive", "from_status": "SUBMITTED", "to_status": "RECEIVED", "comment": "", "detail": {}}
-    return case_rows(body, origin, "RECEIVED", "hub", (receive,))
+    # updated_at: the 接件's time, as recording the event on the stored case would set it.
+    return case_rows(body, origin, "RECEIVED", "hub", (receive,), updated_at=at)
 
 
 def insert_received(conn: sqlite3.Connection, body: dict, origin: str, node_id: str, now) -> bool:
@@ -230,10 +260,30 @@ def record_event(conn: sqlite3.Connection, case_id: str, event: dict, decision: 
 
 
 def mark_in_custody(conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
-    """The township holds these envelopes of ours: their cases show 已到乡镇."""
+    """The township holds these envelopes of ours: their cases show 已到乡镇, and a case the
+    township decides is 接件 there.
+
+    The township receives (接件) every case it decides the moment it holds it, except a later
+    step of a 一件事 that waits for the earlier ones; its own event is not sent down on its own
+    but rides with its next step (``earlier``). Recorded now, under the same event id, at the
+    time the signed custody receipt arrived, by the state machine: the township's own record
+    replaces its time and node when it comes (:func:`apply_update`).
+    """
     conn.executemany(
         "UPDATE cases SET sync_state = 'custody' WHERE case_id = (SELECT case_id FROM outbox WHERE envelope_id = ?)"
         " AND sync_state NOT IN ('custody', 'acked')", [(eid,) for eid in envelope_ids])
+    for start in range(0, len(envelope_ids), 500):
+        part = envelope_ids[start:start + 500]
+        for row in conn.execute(
+            "SELECT c.case_id, c.route_office, o.custody_at FROM outbox o JOIN cases c ON c.case_id = o.case_id"
+            f" WHERE o.envelope_id IN ({','.join('?' * len(part))}) AND o.kind = 'case.submit'"
+            " AND c.route_level = 'township' AND c.status = 'SUBMITTED' AND NOT EXISTS"
+            " (SELECT 1 FROM case_things t WHERE t.case_id = c.case_id AND t.after_steps > 0)", part).fetchall():
+            to_status = states.apply_action("SUBMITTED", "receive")
+            record_event(conn, row["case_id"], {
+                "event_id": receive_event_id(row["case_id"]), "at": row["custody_at"], "node": row["route_office"],
+                "actor": "system", "action": "receive", "from_status": "SUBMITTED", "to_status": to_status,
+                "comment": "", "detail": {}})
 
 
 def mark_own_at_hub(conn: sqlite3.Connection, node, acked_seq: int, after_seq: int = 0) -> None:

@@ -27,15 +27,23 @@ from shared.services import casework, documents
 REFETCHED_DOCUMENT_HOURS = 24
 
 _FINAL = tuple(sorted(FINAL_STATES))
+#: The closed statuses as SQL literals, exactly as the partial index ``cases_closed_unpurged``
+#: (migration 25) names them: SQLite uses a partial index only for the same terms, not for
+#: bound parameters.
+_FINAL_SQL = "(" + ", ".join(f"'{s}'" for s in _FINAL) + ")"
+
+
+#: Closed, unpurged cases taken at a node (``?``), closed before a time (``?``).
+_CANDIDATES = (
+    "SELECT c.*, NOT EXISTS (SELECT 1 FROM outbox o WHERE o.case_id = c.case_id AND o.state != 'acked')"
+    f" AS everything_acked FROM cases c WHERE c.origin = ? AND c.purged_at IS NULL AND c.status IN {_FINAL_SQL}"
+    " AND c.updated_at <= ? ORDER BY c.updated_at"
+)
 
 
 def _candidates(conn: sqlite3.Connection, node_id: str, closed_before: str) -> list[sqlite3.Row]:
     """Closed, unpurged cases taken here, closed before ``closed_before``, with nothing unacknowledged."""
-    marks = ",".join("?" * len(_FINAL))
-    return conn.execute(
-        f"SELECT c.*, NOT EXISTS (SELECT 1 FROM outbox o WHERE o.case_id = c.case_id AND o.state != 'acked')"
-        f" AS everything_acked FROM cases c WHERE c.origin = ? AND c.status IN ({marks}) AND c.purged_at IS NULL"
-        f" AND c.updated_at <= ? ORDER BY c.updated_at", (node_id, *_FINAL, closed_before)).fetchall()
+    return conn.execute(_CANDIDATES, (node_id, closed_before)).fetchall()
 
 
 def purge_case(conn: sqlite3.Connection, row: sqlite3.Row, item: dict | None, now) -> list[str]:

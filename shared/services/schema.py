@@ -510,3 +510,13 @@ CREATE TABLE case_things (
 );
 CREATE INDEX case_things_by_thing ON case_things(thing_id);
 """
+
+# The village's purge search (shared/services/retention.py) reads only closed, unpurged cases:
+# the index holds only those, so storing a new case (every tier, and the hub's ingest above all)
+# writes one index fewer. The status list is the retention query's, literally (a partial index
+# is used only for a query whose WHERE names the same terms).
+CLOSED_UNPURGED_INDEX = """
+DROP INDEX IF EXISTS cases_unpurged_closed;
+CREATE INDEX IF NOT EXISTS cases_closed_unpurged ON cases(origin, updated_at)
+    WHERE purged_at IS NULL AND status IN ('CONCLUDED', 'TERMINATED', 'WITHDRAWN');
+"""
