@@ -29,7 +29,7 @@ from shared.core.clock import iso
 from shared.core.crypto import SigningKey
 from shared.rules.catalog import accepts_at, load_seed, required_materials, route
 from shared.rules.idcard import id_check_char
-from shared.services import casework
+from shared.services import casework, submission
 from sync import envelope
 from sync.outbox import GENESIS
 from sync.transport import Transport
@@ -303,12 +303,16 @@ def case_submit_body(item: dict, origin: str, catalog_version: int, i: int, now)
     }
 
 
-def signed_chain(key: SigningKey, origin: str, bodies: list[dict], wall_ms: int) -> list[dict]:
-    """``case.submit`` envelopes 1..n of one origin, chained as ``sync.outbox.append`` does."""
+def signed_chain(key: SigningKey, origin: str, bodies: list[dict], wall_ms: int, version: int = 1) -> list[dict]:
+    """``case.submit`` envelopes 1..n of one origin, chained as ``sync.outbox.append`` does;
+    ``version`` 2: the text payload and compact body a village sends to a parent that takes it."""
     docs, prev = [], GENESIS
     for seq, body in enumerate(bodies, start=1):
-        doc = envelope.sign(key, envelope.ENVELOPE, {
-            "v": 1, "origin": origin, "seq": seq, "prev": prev, "hlc": f"{wall_ms + seq:016d}-0000-{origin}",
+        if version == 2:
+            body = submission.compact({**body, "event": {**body["event"], "event_id": casework.submit_event_id(
+                body["case_id"])}}, origin)
+        doc = envelope.sign(key, envelope.ENVELOPE_V2 if version == 2 else envelope.ENVELOPE, {
+            "v": version, "origin": origin, "seq": seq, "prev": prev, "hlc": f"{wall_ms + seq:016d}-0000-{origin}",
             "kind": "case.submit", "body": body, "attachments": [],
         })
         prev = envelope.document_id(doc)
