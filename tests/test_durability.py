@@ -7,6 +7,9 @@
 * Where a node tells a peer "received" (a township's custody receipt, the hub's ack), the
   connection that committed the batch runs with ``synchronous=FULL`` (2) in WAL mode, so
   what was acknowledged survives a power cut, not only a process crash.
+* A batch of material files (docs/sync-protocol.md §6.3) is durable before it is registered:
+  every file's fsync, then its rename, then one fsync per folder, then the transaction, seen
+  in one list of system calls and SQL statements; a batch whose fsync fails keeps nothing.
 """
 
 from __future__ import annotations
@@ -232,3 +235,23 @@ def test_a_file_written_to_meanwhile_is_hashed_from_disk_not_from_memory(tmp_pat
     batch = store.write_batch([(sha, 100, 0, data)], 1024)
     assert sha in batch.rejected and not store.has(sha)  # the bytes in memory were right; the file is not
     assert store.received(sha) == 0
+
+
+def test_a_batch_s_fsyncs_have_all_returned_before_its_error_is_raised():
+    """The batch's fsyncs run together; when one fails, the error is raised only once every other
+    has returned, so the clean-up that follows never cuts a file another thread is still syncing."""
+    import time
+
+    from sync import blobs
+
+    finished = []
+
+    def call(item):
+        if item == "fails":
+            raise OSError("an fsync failed")
+        time.sleep(0.2)
+        finished.append(item)
+
+    with pytest.raises(OSError, match="an fsync failed"):
+        blobs._together(call, ["fails", "slow 1", "slow 2"])
+    assert sorted(finished) == ["slow 1", "slow 2"]
