@@ -197,8 +197,7 @@ class BlobStore:
                     rejected[sha256] = "blob bytes do not match their sha256"
                     continue
                 target = self.path(sha256)
-                self._folder(target.parent)
-                os.replace(arriving.path, target)
+                self._promote(arriving.path, target)
                 folders.add(target.parent)
                 complete[sha256] = arriving.size
             # ... then each folder once: a batch of 200 scans costs 200 file fsyncs and one per
@@ -223,11 +222,19 @@ class BlobStore:
         have = partial.stat().st_size if partial.exists() else 0
         return _Arriving(sha256, size, partial, have)
 
-    def _folder(self, folder: Path) -> None:
-        """Create a blob folder once per process (a mkdir and a chmod per file otherwise)."""
-        if folder not in self._folders:
-            private_dir(folder)
-            self._folders.add(folder)
+    def _promote(self, partial: Path, target: Path) -> None:
+        """Rename a verified partial file into its folder, created once per process (a mkdir and
+        a chmod per file otherwise) and again if it went away meanwhile."""
+        if target.parent not in self._folders:
+            private_dir(target.parent)
+            self._folders.add(target.parent)
+        try:
+            os.replace(partial, target)
+        except FileNotFoundError:
+            if not partial.exists():
+                raise
+            private_dir(target.parent)
+            os.replace(partial, target)
 
     def remove(self, sha256: str) -> bool:
         """Delete a blob and any partial file of it (a parked upload nobody claimed, personal data
@@ -239,7 +246,7 @@ class BlobStore:
 
     def _commit_file(self, sha256: str, data: bytes) -> None:
         target = self.path(sha256)
-        self._folder(target.parent)
+        private_dir(target.parent)
         tmp = target.with_name(target.name + ".tmp")
         fd = os.open(tmp, _WRITE_FLAGS | os.O_TRUNC, 0o600)
         try:
