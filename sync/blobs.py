@@ -15,6 +15,9 @@ import hashlib
 import os
 import re
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,6 +36,66 @@ class BlobError(ValueError):
     """A chunk that does not fit: wrong offset, too large, or a hash mismatch."""
 
 
+@dataclass
+class BatchResult:
+    """What :meth:`BlobStore.write_batch` did: files now held whole (sha256 → size), bytes held
+    of the others it wrote to, and the files it refused (sha256 → reason)."""
+
+    complete: dict[str, int]
+    partial: dict[str, int]
+    rejected: dict[str, str]
+
+
+class _Arriving:
+    """One file a batch writes to: its partial file, appended to and fsynced once at the end."""
+
+    def __init__(self, sha256: str, size: int, path: Path, have: int):
+        self.sha256, self.size, self.path = sha256, size, path
+        self.before = self.held = have
+        # Bytes that arrive from offset 0 within the batch are hashed as they are written.
+        self._digest = hashlib.sha256() if have == 0 else None
+        self._fd: int | None = None
+
+    def append(self, offset: int, data) -> None:
+        """Write a chunk at ``offset`` (checked against what is held) without fsyncing it."""
+        if offset != self.held:
+            raise BlobError(f"expected offset {self.held}, got {offset}")
+        if self.held + len(data) > self.size:
+            raise BlobError("chunk runs past the declared size")
+        if self._fd is None:
+            self._fd = os.open(self.path, _WRITE_FLAGS | os.O_APPEND, 0o600)
+            if os.name == "posix":
+                os.fchmod(self._fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self.held += len(data)
+        if self._digest is not None:
+            self._digest.update(data)
+
+    def close(self, sync: bool) -> None:
+        """fsync (``sync``) and close the partial file; a no-op once closed."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            if sync:
+                os.fsync(fd)
+                if os.fstat(fd).st_size != self.held:
+                    self._digest = None  # someone else wrote to it too: hash what is on disk
+        finally:
+            os.close(fd)
+
+    def verified(self) -> bool:
+        """Whether the finished file's bytes hash to its name."""
+        if self._digest is None:
+            self._digest = hashlib.sha256()
+            with open(self.path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    self._digest.update(block)
+        return self._digest.hexdigest() == self.sha256
+
+
 class BlobStore:
     """The blob folder of one node."""
 
@@ -40,6 +103,7 @@ class BlobStore:
         self.root = Path(root)
         private_dir(self.root)
         private_dir(self.root / "partial")
+        self._folders: set[Path] = set()
 
     def path(self, sha256: str) -> Path:
         """Where a complete blob lives."""
@@ -71,44 +135,106 @@ class BlobStore:
         return self.path(sha256).read_bytes()
 
     def write_chunk(self, sha256: str, size: int, offset: int, data: bytes, max_size: int) -> bool:
-        """Append a chunk at ``offset``; return True once the whole blob is verified and stored.
+        """Append a chunk at ``offset``; return True once the whole blob is verified and stored
+        (a batch of one frame: :meth:`write_batch`).
 
         :raises BlobError: the offset is not where the partial file ends, the blob is larger
             than ``max_size``, or the finished bytes do not hash to ``sha256`` (the partial
             file is discarded so the sender starts again).
         """
-        if self.has(sha256):
-            return True
+        batch = self.write_batch([(sha256, size, offset, data)], max_size)
+        if sha256 in batch.rejected:
+            raise BlobError(batch.rejected[sha256])
+        return sha256 in batch.complete
+
+    def write_batch(self, frames, max_size: int) -> BatchResult:
+        """Write many chunks ``(sha256, size, offset, data)`` and make them durable together.
+
+        Each frame is checked like one chunk (:meth:`write_chunk`: the offset must be where the
+        file's partial bytes end, ``size <= max_size``, no chunk past ``size``); a frame that does
+        not fit rejects its file (its later frames are skipped), the other files still count.
+        Then, for the whole batch: every file written is fsynced (its data on disk), the
+        finished ones are hash-checked and renamed into place, and each folder a file was
+        renamed into is fsynced once. So when this returns, every file in ``complete`` survives
+        a power cut, and the caller may register them and tell the sender (the order
+        docs/sync-protocol.md §6.3 promises): a power cut before then costs a resend, never a
+        name without its bytes. A file sent whole in one frame is hashed from memory, not read
+        back.
+
+        :raises DiskFullError: a write or fsync found the disk full; every file of the batch is
+            cut back to the bytes it held before (the sender resumes there).
+        """
+        frames = list(frames)
+        complete: dict[str, int] = {}
+        rejected: dict[str, str] = {}
+        open_files: dict[str, _Arriving] = {}
+        try:
+            for sha256, size, offset, data in frames:
+                if sha256 in rejected or sha256 in complete:
+                    continue
+                arriving = open_files.get(sha256)
+                if arriving is not None and arriving.held == arriving.size:
+                    continue  # whole already: a repeated frame changes nothing (as for a held blob)
+                try:
+                    if arriving is None:
+                        if self.has(sha256):
+                            complete[sha256] = size
+                            continue
+                        arriving = self._arriving(sha256, size, max_size)
+                        open_files[sha256] = arriving
+                    arriving.append(offset, data)
+                except BlobError as exc:
+                    rejected[sha256] = str(exc)
+            # The data of every file first (one fsync each, back to back), ...
+            _together(lambda arriving: arriving.close(sync=True), open_files.values())
+            # ... then each finished file checked and renamed into place, ...
+            folders = set()
+            for sha256, arriving in open_files.items():
+                if sha256 in rejected or arriving.held < arriving.size:
+                    continue
+                if not arriving.verified():
+                    arriving.path.unlink(missing_ok=True)
+                    rejected[sha256] = "blob bytes do not match their sha256"
+                    continue
+                target = self.path(sha256)
+                self._promote(arriving.path, target)
+                folders.add(target.parent)
+                complete[sha256] = arriving.size
+            # ... then each folder once: a batch of 200 scans costs 200 file fsyncs and one per
+            # folder touched, not two per scan one after the other.
+            _together(fsync_dir, sorted(folders))
+        except OSError as exc:
+            for arriving in open_files.values():
+                arriving.close(sync=False)
+                if not self.has(arriving.sha256):
+                    _undo(arriving.path, arriving.before)  # back to where the sender will resume
+            raise _disk_full(exc) from exc
+        partial = {sha: self.received(sha) for sha, _, _, _ in frames
+                   if sha not in complete and SHA256_RE.match(sha)}
+        return BatchResult(complete, partial, rejected)
+
+    def _arriving(self, sha256: str, size: int, max_size: int) -> _Arriving:
+        if not SHA256_RE.match(sha256):
+            raise BlobError("not a sha256 hex digest")
         if size > max_size:
             raise BlobError(f"blob of {size} bytes exceeds the limit of {max_size}")
         partial = self.root / "partial" / sha256
         have = partial.stat().st_size if partial.exists() else 0
-        if offset != have:
-            raise BlobError(f"expected offset {have}, got {offset}")
-        if have + len(data) > size:
-            raise BlobError("chunk runs past the declared size")
-        fd = os.open(partial, _WRITE_FLAGS | os.O_APPEND, 0o600)
+        return _Arriving(sha256, size, partial, have)
+
+    def _promote(self, partial: Path, target: Path) -> None:
+        """Rename a verified partial file into its folder, created once per process (a mkdir and
+        a chmod per file otherwise) and again if it went away meanwhile."""
+        if target.parent not in self._folders:
+            private_dir(target.parent)
+            self._folders.add(target.parent)
         try:
-            _write_all(fd, data)
-        except OSError as exc:
-            os.close(fd)
-            _undo(partial, have)  # back to where the sender will resume
-            raise _disk_full(exc) from exc
-        os.close(fd)
-        if have + len(data) < size:
-            return False
-        digest = hashlib.sha256()
-        with open(partial, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != sha256:
-            partial.unlink()
-            raise BlobError("blob bytes do not match their sha256")
-        target = self.path(sha256)
-        private_dir(target.parent)
-        os.replace(partial, target)
-        fsync_dir(target.parent)
-        return True
+            os.replace(partial, target)
+        except FileNotFoundError:
+            if not partial.exists():
+                raise
+            private_dir(target.parent)
+            os.replace(partial, target)
 
     def remove(self, sha256: str) -> bool:
         """Delete a blob and any partial file of it (a parked upload nobody claimed, personal data
@@ -132,6 +258,34 @@ class BlobStore:
         os.close(fd)
         os.replace(tmp, target)
         fsync_dir(target.parent)
+
+
+#: How many fsyncs of one batch wait at a time. A journaling filesystem commits once for all the
+#: callers waiting (group commit), so 200 files fsynced 8 at a time cost a fraction of 200 flushes
+#: one after another (a batch of 200 scans of 20 KB: ~120 ms → ~80 ms on an SSD; far more on a
+#: hard disk, where each flush is a rotation).
+SYNC_THREADS = 8
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _together(call, items) -> None:
+    """``call(item)`` for every item, up to :data:`SYNC_THREADS` at a time; returns once every call
+    has returned, then raises the first error (so no call is still running on a file the caller
+    cleans up)."""
+    global _pool
+    items = list(items)
+    if len(items) < 2:
+        for item in items:
+            call(item)
+        return
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="blob-fsync")
+    futures = [_pool.submit(call, item) for item in items]
+    wait(futures)
+    for future in futures:
+        future.result()
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -272,3 +272,16 @@ def test_sqlite_full_answers_507_and_commits_nothing(net, monkeypatch):
     assert response.status_code == 507
     assert response.json["error"]["code"] == "disk_full"
     assert {k: v for k, v in footprint(village).items() if k != "files"} == before
+
+
+def test_a_blob_folder_removed_while_the_node_runs_is_made_again(tmp_path):
+    import hashlib
+
+    store = BlobStore(tmp_path / "blobs")
+    first = b"scan one"
+    store.write_chunk(hashlib.sha256(first).hexdigest(), len(first), 0, first, 1024)
+    folder = store.path(hashlib.sha256(first).hexdigest()).parent
+    store.remove(hashlib.sha256(first).hexdigest())
+    folder.rmdir()  # e.g. emptied by hand; the store remembers having made it
+    assert store.write_chunk(hashlib.sha256(first).hexdigest(), len(first), 0, first, 1024)
+    assert store.read(hashlib.sha256(first).hexdigest()) == first and oct(folder.stat().st_mode & 0o777) == "0o700"

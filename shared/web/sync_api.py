@@ -267,11 +267,12 @@ def blob_chunk(sha256: str):
 @bp.post("/blobs/batch")
 @node_signed
 def blob_batch():
-    """Many files, or pieces of them, in one request (docs/sync-protocol.md §6.1).
+    """Many files, or pieces of them, in one request (docs/sync-protocol.md §6.3).
 
-    Each frame is written like one ``PUT /blobs/<sha256>`` chunk (resumable per file and per
-    offset; a frame that does not fit is reported for its file, the others still count); then
-    one transaction records the nonce, registers every completed file and returns the
+    Each frame is checked like one ``PUT /blobs/<sha256>`` chunk (resumable per file and per
+    offset; a frame that does not fit is reported for its file, the others still count). The
+    batch's files are made durable together (:meth:`sync.blobs.BlobStore.write_batch`); only
+    then one transaction records the nonce, registers every completed file and returns the
     acknowledgements they released.
     """
     conn = get_db()
@@ -285,23 +286,16 @@ def blob_batch():
         frames = wire.blob_frames(_body(int(current_app.config["MAX_PUSH_BYTES"])))
     except wire.CodingError as exc:
         raise ValidationError("body", f"材料文件批次格式错误：{exc}", code="malformed") from exc
-    complete, rejected = {}, {}
-    for sha256, size, offset, data in frames:
-        if sha256 in rejected:
-            continue
-        try:
-            if node.blobs.write_chunk(sha256, size, offset, bytes(data), node.config["MAX_ATTACHMENT_BYTES"]):
-                complete[sha256] = size
-        except BlobError as exc:
-            rejected[sha256] = str(exc)
+    # Written, then made durable together (data, renames, folders), before anything is said.
+    batch = node.blobs.write_batch(frames, node.config["MAX_ATTACHMENT_BYTES"])
     with write_transaction(conn):
         _record_nonce(conn, caller, nonce)
-        acks = service().blobs_complete(conn, node, list(complete.items())) if complete else []
+        acks = service().blobs_complete(conn, node, list(batch.complete.items())) if batch.complete else []
     g.caller = caller
-    if complete:
+    if batch.complete:
         _forward_soon()
-    partial = {sha: node.blobs.received(sha) for sha, _, _, _ in frames if sha not in complete}
-    return jsonify({"complete": sorted(complete), "partial": partial, "rejected": rejected, "acks": acks})
+    return jsonify({"complete": sorted(batch.complete), "partial": batch.partial, "rejected": batch.rejected,
+                    "acks": acks})
 
 
 def _forward_soon() -> None:
