@@ -23,6 +23,7 @@ from faults import city_item, material_files
 from network import case_payload, form_for, valid_id_number
 
 from shared.core import storage
+from shared.web.db import get_db
 from sync.blobs import BlobStore
 
 
@@ -257,18 +258,16 @@ def test_sqlite_full_answers_507_and_commits_nothing(net, monkeypatch):
     item = city_item(village, agent)
     payload = case_payload(item, [])  # no files: only the database grows
     before = {k: v for k, v in footprint(village).items() if k != "files"}
-    real_connect = storage.connect
-
-    def connect_to_a_full_disk(path, *args, **kwargs):
-        conn = real_connect(path, *args, **kwargs)
+    with village.app.app_context():  # the connection this thread's next request of the app uses
+        conn = get_db()
+        limit = conn.execute("PRAGMA max_page_count").fetchone()[0]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLITE_FULL on the first page it needs
-        return conn
-
-    monkeypatch.setattr(storage, "connect", connect_to_a_full_disk)
     client = village.app.test_client()
-    response = client.post("/api/v1/cases", json=payload, headers={"Authorization": f"Bearer {agent}"})
-    monkeypatch.setattr(storage, "connect", real_connect)
+    try:
+        response = client.post("/api/v1/cases", json=payload, headers={"Authorization": f"Bearer {agent}"})
+    finally:
+        conn.execute(f"PRAGMA max_page_count = {limit}")
     assert response.status_code == 507
     assert response.json["error"]["code"] == "disk_full"
     assert {k: v for k, v in footprint(village).items() if k != "files"} == before
