@@ -68,3 +68,15 @@ def test_each_thread_and_each_app_has_its_own_connection(service, tmp_path):
             assert database_file(get_db()) == path
     finally:
         second.close()
+
+
+def test_renewed_connections_are_opened_again_at_the_next_request(service):
+    app = service.app
+    with app.app_context():
+        before = get_db()
+    app.extensions["liandong_db"].renew_connections()
+    with app.app_context():
+        after = get_db()
+    assert after is not before
+    with app.app_context():
+        assert get_db() is after

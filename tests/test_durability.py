@@ -75,6 +75,7 @@ def test_a_case_and_its_envelope_commit_in_one_transaction(net, monkeypatch, tie
     item = city_item(handle, agent)
     payload = case_payload(item, material_files(item, f"durable-{tier}"))
     traces = traced_connections(monkeypatch)
+    handle.app.extensions["liandong_db"].renew_connections()  # the request opens one, traced
     response = handle.app.test_client().post("/api/v1/cases", json=payload,
                                              headers={"Authorization": f"Bearer {agent}"})
     assert response.status_code == 201, response.get_data(as_text=True)
@@ -159,6 +160,7 @@ def test_a_file_batch_is_durable_before_it_is_registered_and_answered(net, monke
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(storage, "connect", connect)
+    township.app.extensions["liandong_db"].renew_connections()  # its serving threads open traced ones
     (answer,) = client_with(village, WireSession()).send_blob_batch([(sha256(d), d, 0) for d in files])
     monkeypatch.undo()
     assert sorted(answer["complete"]) == sorted(sha256(d) for d in files)

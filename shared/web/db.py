@@ -25,6 +25,7 @@ class DatabaseOwner:
         # that app. Opening one read and parsed the whole schema (~60 tables, their indexes and
         # triggers): a tenth of the hub's CPU per pushed envelope, milliseconds of every page.
         self._kept = threading.local()
+        self._generation = 0  # a kept connection of an older generation is not used again
 
     def path(self, app: Flask) -> Path:
         """Where the app's database file is."""
@@ -66,14 +67,19 @@ class DatabaseOwner:
         if "db" not in g:
             app = current_app._get_current_object()
             kept = getattr(self._kept, "slot", None)
-            if kept is not None and kept[0]() is app:
+            if kept is not None and kept[0]() is app and kept[2] == self._generation:
                 g.db = kept[1]
             else:
                 if kept is not None:
                     kept[1].close()
                 g.db = storage.connect(self.path(app), cache_kib=self.cache_kib(app))
-                self._kept.slot = (weakref.ref(app), g.db)
+                self._kept.slot = (weakref.ref(app), g.db, self._generation)
         return g.db
+
+    def renew_connections(self) -> None:
+        """Every thread opens a new connection at its next request (the kept ones are closed
+        then): for a caller that changes how connections are made (a test tracing statements)."""
+        self._generation += 1
 
     def close_db(self, exc: BaseException | None = None) -> None:
         """End the context's use of its connection: nothing of an unfinished transaction stays
