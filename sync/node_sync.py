@@ -173,7 +173,11 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient,
         state.delivered.clear()
         state.files_through = 0
     ids = [r["envelope_id"] for _, r in docs] if formats.uplink_version(conn) >= 2 else None
-    wanted = _files_wanted(conn, node, state)
+    # Only the files of envelopes the parent has or gets now: one it cannot place is parked
+    # against this node's quota there (docs/sync-protocol.md §6.3).
+    own = max((r["seq"] for kind, r in docs if kind != "custody"), default=0)
+    wanted = _files_wanted(conn, node, state, through=max(own, outbox.receipted_through(conn)),
+                           custody=[r["envelope_id"] for kind, r in docs if kind == "custody"])
     asked = [a["sha256"] for a in wanted] if 0 < len(wanted) <= wire.MAX_BLOBS_ASKED else None
     cursors, have = pull_request(conn, node)
     answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids,
@@ -287,14 +291,20 @@ def _observe_parent_time(conn: sqlite3.Connection, node, server_time: str, serve
 FILES_WINDOW = 1000
 
 
-def _attachments_to_send(conn: sqlite3.Connection, node, state: SyncState) -> list[dict]:
+def _attachments_to_send(conn: sqlite3.Connection, node, state: SyncState, through: int | None = None,
+                         custody: list[str] | None = None) -> list[dict]:
     """Files the parent may lack, oldest envelope first, read from ``state.files_through`` on
-    (by primary key) instead of from every unacknowledged outbox row."""
+    (by primary key) instead of from every unacknowledged outbox row.
+
+    ``through``: only files of this node's envelopes up to that seq; ``custody``: at a township,
+    only files of custody envelopes already forwarded or among these (the push of the round)."""
     top = outbox.last_seq(conn)  # read first: an envelope appended meanwhile is after it
+    if through is not None:
+        top = min(top, through)
     mine = outbox.unacked_attachments(conn, state.files_through, FILES_WINDOW, through=top)
     wanted = {a["sha256"]: a for a in mine}
     if node.relay is not None:
-        wanted.update({a["sha256"]: a for a in relay.custody_attachments(conn) if a["sha256"] not in wanted})
+        wanted.update({a["sha256"]: a for a in relay.custody_attachments(conn, custody) if a["sha256"] not in wanted})
     # Every file of the envelopes before the first one with a file not yet delivered is there.
     undelivered = [a["seq"] for a in mine if a["sha256"] not in state.delivered]
     if undelivered:
@@ -309,9 +319,10 @@ def _attachments_to_send(conn: sqlite3.Connection, node, state: SyncState) -> li
     return [{"sha256": s, "size": a["size"]} for s, a in wanted.items() if s not in state.delivered]
 
 
-def _files_wanted(conn: sqlite3.Connection, node, state: SyncState) -> list[dict]:
+def _files_wanted(conn: sqlite3.Connection, node, state: SyncState, through: int | None = None,
+                  custody: list[str] | None = None) -> list[dict]:
     """The files to offer the parent this round (those this node holds whole)."""
-    return [a for a in _attachments_to_send(conn, node, state) if node.blobs.has(a["sha256"])]
+    return [a for a in _attachments_to_send(conn, node, state, through, custody) if node.blobs.has(a["sha256"])]
 
 
 def _send_blobs(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState,

@@ -127,6 +127,12 @@ def unacked_attachments(conn: sqlite3.Connection, after_seq: int | None = None, 
 MAX_SEQ = 2**63 - 1
 
 
+def receipted_through(conn: sqlite3.Connection) -> int:
+    """The newest envelope a parent signed for (custody or ack): every one up to it was pushed."""
+    return max(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE state = 'custody'").fetchone()[0],
+               acked_through(conn))
+
+
 def last_seq(conn: sqlite3.Connection) -> int:
     """The newest envelope's seq (0 if none): one probe of the primary key."""
     return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]

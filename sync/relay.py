@@ -215,10 +215,16 @@ def mark_forwarded(conn: sqlite3.Connection, pushed: list, answer: dict, now) ->
     return len(held)
 
 
-def custody_attachments(conn: sqlite3.Connection) -> list[dict]:
-    """Material files named by envelopes in custody (they go on to the hub too)."""
-    return [a for row in conn.execute("SELECT attachments FROM custody WHERE attachments != '[]'")
-            for a in json.loads(row["attachments"])]
+def custody_attachments(conn: sqlite3.Connection, pushing: list[str] | None = None) -> list[dict]:
+    """Material files named by envelopes in custody (they go on to the hub too). ``pushing``:
+    only those of envelopes already forwarded or among these ids (the hub can place them)."""
+    if pushing is None:
+        rows = conn.execute("SELECT attachments FROM custody WHERE attachments != '[]'")
+    else:
+        rows = conn.execute(
+            "SELECT attachments FROM custody WHERE attachments != '[]' AND (forwarded_at IS NOT NULL"
+            f" OR envelope_id IN ({','.join('?' * len(pushing))}))", pushing)
+    return [a for row in rows for a in json.loads(row["attachments"])]
 
 
 def store_ack(conn: sqlite3.Connection, trust: TrustStore, ack_document: dict) -> dict | None:

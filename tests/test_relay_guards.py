@@ -185,6 +185,28 @@ def test_unreferenced_blobs_are_limited_per_node_and_removed_after_a_while(net, 
         blobs.sweep_parked(parent.conn, parent.node.blobs, iso(parent.node.now() + timedelta(seconds=1)))
 
 
+@pytest.mark.parametrize("parent_name", ["hub", "township"])
+def test_a_batch_of_unnamed_files_is_parked_within_the_same_quota(net, parent_name):
+    """The batched route parks what no envelope names, as the single-file route does: a hostile
+    node cannot fill a parent's disk with files that nothing claims and nothing sweeps."""
+    parent = net.hub if parent_name == "hub" else net.township
+    sender = net.township if parent_name == "hub" else net.village(1)
+    parent.node.config["BLOB_PARK_QUOTA_BYTES"] = 3 * 100_000
+    files = [os.urandom(100_000) for _ in range(5)]
+    try:
+        (answer,) = client(sender, parent).send_blob_batch([(hashlib.sha256(d).hexdigest(), d, 0) for d in files])
+        assert len(answer["complete"]) == 3 and len(answer["rejected"]) == 2
+        assert all(reason.startswith("blob_quota") for reason in answer["rejected"].values())
+        assert not any(parent.node.blobs.has(sha) for sha in answer["rejected"])
+        assert parent.scalar("SELECT SUM(size) FROM blob_parking WHERE node_id = ?", (sender.node_id,)) == 300_000
+        # Parked, so swept like any other unnamed upload.
+        assert blobs.sweep_parked(parent.conn, parent.node.blobs, iso(parent.node.now() + timedelta(seconds=1))) == 3
+        assert not any(parent.node.blobs.has(sha) for sha in answer["complete"])
+    finally:
+        parent.node.config["BLOB_PARK_QUOTA_BYTES"] = 32 * 1024 * 1024
+        blobs.sweep_parked(parent.conn, parent.node.blobs, iso(parent.node.now() + timedelta(seconds=1)))
+
+
 def test_material_files_named_by_envelopes_are_not_parked_or_swept(net, agents):
     village, hub = net.village(1), net.hub
     item = pick_item(catalog(village, agents[village.node_id]), "city")

@@ -369,3 +369,24 @@ def test_an_envelope_the_hub_holds_is_not_forwarded_again_while_its_files_come(b
     net.sync_all(rounds=3)
     assert outbox_states(village) == {1: "acked", 2: "acked"}
     assert township.scalar("SELECT COUNT(*) FROM custody") == 0
+
+
+def test_a_round_sends_only_the_files_of_envelopes_the_parent_holds_or_gets_in_it(build_network):
+    """Files of envelopes still queued would be parked at the parent, against this node's quota:
+    a round sends those of the envelopes it pushed (and earlier ones), the rest with their own."""
+    net = build_network(villages=1)
+    village, township = net.village(), net.township
+    agent = village.account("agent", "agent")
+    item = city_item(village, agent)
+    scans = [material_files(item, f"one-by-one-{i}") for i in range(3)]
+    for files in scans:
+        create_case(village, agent, item, files)
+    village.node.config["SYNC_BATCH"] = 1
+    try:
+        for pushed in (1, 2, 3):
+            assert run_round(village.conn, village.node, SyncState(), force=True)["pushed"] == 1
+            held = [all(township.node.blobs.has(sha256_hex(data)) for _, _, data in files) for files in scans]
+            assert held == [i < pushed for i in range(3)], (pushed, held)
+            assert township.scalar("SELECT COUNT(*) FROM blob_parking") == 0
+    finally:
+        village.node.config["SYNC_BATCH"] = 200

@@ -286,8 +286,10 @@ def blob_batch():
         frames = wire.blob_frames(_body(int(current_app.config["MAX_PUSH_BYTES"])))
     except wire.CodingError as exc:
         raise ValidationError("body", f"材料文件批次格式错误：{exc}", code="malformed") from exc
+    frames, over_quota = _park_unnamed(conn, node, caller, frames)
     # Written, then made durable together (data, renames, folders), before anything is said.
     batch = node.blobs.write_batch(frames, node.config["MAX_ATTACHMENT_BYTES"])
+    batch.rejected.update(over_quota)
     with write_transaction(conn):
         _record_nonce(conn, caller, nonce)
         acks = service().blobs_complete(conn, node, list(batch.complete.items())) if batch.complete else []
@@ -296,6 +298,26 @@ def blob_batch():
         _forward_soon()
     return jsonify({"complete": sorted(batch.complete), "partial": batch.partial, "rejected": batch.rejected,
                     "acks": acks})
+
+
+def _park_unnamed(conn, node, caller: str, frames: list) -> tuple[list, dict[str, str]]:
+    """The frames of files this node holds or an envelope here names, and of the others (parked)
+    as far as the caller's quota of unnamed uploads goes, as ``PUT /blobs/<sha256>`` parks them;
+    the files beyond it are left out and reported. Without this, a batch was a way round
+    ``BLOB_PARK_QUOTA_BYTES``: unnamed files kept for ever."""
+    unnamed = {sha: size for sha, size, _, _ in frames
+               if not node.blobs.has(sha) and not service().blob_expected(conn, sha)}
+    if not unnamed:
+        return frames, {}
+    refused: dict[str, str] = {}
+    quota = int(node.config["BLOB_PARK_QUOTA_BYTES"])
+    with write_transaction(conn):
+        for sha, size in unnamed.items():
+            try:
+                park(conn, caller, sha, size, quota, node.now())
+            except QuotaExceeded as exc:
+                refused[sha] = f"blob_quota: {exc}"
+    return [f for f in frames if f[0] not in refused], refused
 
 
 def _forward_soon() -> None:
