@@ -267,13 +267,18 @@ def test_the_compact_header_is_checked_like_the_long_ones(build_network):
     assert _post_pull(node, long).status_code == 401
 
 
-def test_a_compact_push_is_bound_to_its_body_and_receiver(build_network):
+def _one_case_queued(build_network):
+    """A fresh network whose village has one case queued: (village node, township, its envelope)."""
     net = build_network(villages=1)
-    village, township = net.village(), net.township
-    node = village.node
+    village = net.village()
     agent = village.account("agent", "agent")
     create_case(village, agent, city_item(village, agent))
-    body = b'{"envelopes":[' + bytes(outbox.to_send(village.conn, 10)[0]["document"]) + b"]}"
+    return village.node, net.township, bytes(outbox.to_send(village.conn, 10)[0]["document"])
+
+
+def test_a_compact_push_is_bound_to_its_body_and_receiver(build_network):
+    node, township, document = _one_case_queued(build_network)
+    body = b'{"envelopes":[' + document + b"]}"
     url = node.config["PARENT_URL"] + "/sync/v1/push"
     headers = _compact(node, node.nonces.next(), "/sync/v1/push", body)
     assert requests.post(url, data=body + b" ", headers=headers, timeout=10).status_code == 401
@@ -332,12 +337,7 @@ def test_node_answers_keep_nosniff_and_leave_out_the_pages_headers(build_network
 
 def test_the_push_and_its_pull_are_the_same_request_signature(build_network):
     """The pull asked for inside a push is covered by the push's signature: changing it is a 401."""
-    net = build_network(villages=1)
-    village, township = net.village(), net.township
-    node = village.node
-    agent = village.account("agent", "agent")
-    create_case(village, agent, city_item(village, agent))
-    document = bytes(outbox.to_send(village.conn, 10)[0]["document"])
+    node, township, document = _one_case_queued(build_network)
     body = b'{"envelopes":[' + document + b'],"pull":{"cursors":{},"metadata":{}}}'
     headers = _compact(node, node.nonces.next(), "/sync/v1/push", body)
     tampered = body.replace(b'"metadata":{}', b'"metadata":{"root":9}')
