@@ -62,7 +62,7 @@ ALLOWED: dict[tuple[str, str], tuple[int, str]] = {
         1, "the database, its WAL files, blobs and the data folder: owner-only on POSIX (issue: files and start-up); on Windows the mode is ignored and the data folder's ACL (install.ps1, icacls) protects them"),
     ('permission bits', "os.umask(0o077)  # everything the node creates (database, blobs, folders) is the service account's alone"): (
         1, "the database, its WAL files, blobs and the data folder: owner-only on POSIX (issue: files and start-up); on Windows the mode is ignored and the data folder's ACL (install.ps1, icacls) protects them"),
-    ('permission bits', 'fd = os.open(partial, _WRITE_FLAGS | os.O_APPEND, 0o600)'): (
+    ('permission bits', 'self._fd = os.open(self.path, _WRITE_FLAGS | os.O_APPEND, 0o600)'): (
         1, "the database, its WAL files, blobs and the data folder: owner-only on POSIX (issue: files and start-up); on Windows the mode is ignored and the data folder's ACL (install.ps1, icacls) protects them"),
     ('permission bits', 'fd = os.open(tmp, _WRITE_FLAGS | os.O_TRUNC, 0o600)'): (
         1, "the database, its WAL files, blobs and the data folder: owner-only on POSIX (issue: files and start-up); on Windows the mode is ignored and the data folder's ACL (install.ps1, icacls) protects them"),
@@ -71,6 +71,8 @@ ALLOWED: dict[tuple[str, str], tuple[int, str]] = {
            "translating bytes, where the folder's ACL protects the file"),
     ('POSIX-only name', 'os.fchmod(fd, 0o600)'): (
         1, "sync/blobs.py: called only under os.name == posix (Windows has no fchmod; the folder ACL protects blobs there)"),
+    ('POSIX-only name', 'os.fchmod(self._fd, 0o600)'): (
+        1, "sync/blobs.py: a file of a batch, called only under os.name == posix (the folder ACL protects blobs on Windows)"),
 }
 
 
