@@ -55,6 +55,9 @@ class Tier:
     # (docs/operations.md, "Memory"): a township or hub serves many callers at once.
     malloc_arenas = 2  # glibc malloc arenas of `liandong node serve` (Linux)
     sqlite_cache_kib: int | None = None  # page cache of each SQLite connection; None: SQLite's 2,000 KiB
+    # Free a kept connection's page cache after each request (PRAGMA shrink_memory): the serving
+    # thread keeps the connection (no schema parse per request) but not its pages in memory.
+    release_db_cache = False
 
     def hub_id(self, config) -> str | None:
         """The county hub's code this node belongs to."""

@@ -23,6 +23,7 @@ class VillageTier(Tier):
     # docs/performance.md, "The village process".
     malloc_arenas = 1
     sqlite_cache_kib = 512
+    release_db_cache = True  # a village PC's memory: pages are read again from the OS's cache
 
     def message_handlers(self, node) -> dict:
         return origin.handlers(node)

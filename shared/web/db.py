@@ -90,6 +90,8 @@ class DatabaseOwner:
             return
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        if current_app.extensions["liandong_node"].kind.release_db_cache:
+            conn.execute("PRAGMA shrink_memory")
         kept = getattr(self._kept, "slot", None)
         if kept is None or kept[1] is not conn:
             conn.close()
