@@ -226,8 +226,11 @@ class Simulation(County, ProcessFaults, Attacks, Report, Throughput):
             self.say("all cases created; faults go on for a while")
             settle = time.monotonic() + min(20.0, max(2.0, cfg.cases / rate * 0.2))
             revoke_deadline = time.monotonic() + min(120.0, max(15.0, cfg.quiesce_seconds / 2))
+            # The faults go on until the replay attack has found an acknowledged envelope to
+            # send again (in a small county under load none may be acknowledged before `settle`).
             while time.monotonic() < settle or (self.revoking and not self.revoked
-                                                and time.monotonic() < revoke_deadline):
+                                                and time.monotonic() < revoke_deadline) \
+                    or (cfg.faults and not replayed and time.monotonic() < revoke_deadline):
                 self.calm = time.monotonic() >= settle
                 self.schedule_rounds(pool, limit)
                 self.maybe_revoke()
