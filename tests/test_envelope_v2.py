@@ -22,6 +22,7 @@ from shared.services import casework, submission
 from sync import envelope, formats, outbox, relay, wire
 from sync.node_sync import SyncState, receipt_ids, run_round
 from sync.transport import Transport
+from township_node.relay_service import VerifiedPush
 
 
 def _outbox_document(handle, seq: int) -> dict:
@@ -128,7 +129,7 @@ def _township_stores(township, document) -> tuple:
     try:
         node = township.node
         township.app.extensions["liandong_sync"]._follow_case(
-            conn, document, envelope.peek(document), node.trust(conn), node.catalog(conn)[1].get)
+            conn, document, envelope.peek(document), VerifiedPush([document], node.trust(conn)), node.catalog(conn)[1].get)
         return _rows(conn, case_id)
     finally:
         conn.execute("ROLLBACK")

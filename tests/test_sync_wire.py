@@ -300,6 +300,25 @@ def test_a_township_verifies_a_delegated_case_before_it_decides_it(build_network
     assert township.scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'relay.not_followed'") == 1
 
 
+def test_a_township_verifies_the_delegated_cases_of_a_push_by_the_hubs_rule_one_check_per_run(build_network,
+                                                                                              monkeypatch):
+    """Four delegated cases in one push: one Ed25519 check (the run's last envelope covers the
+    others through their links, as at the hub); each is still refused alone when it is forged."""
+    net = build_network(villages=1)
+    village, township = net.village(), net.township
+    agent = village.account("agent", "agent")
+    item = pick_item(catalog(village, agent), "township")
+    case_ids = [create_case(village, agent, item)["case_id"] for _ in range(4)]
+    checks = []
+    real = envelope.verify
+    monkeypatch.setattr(envelope, "verify", lambda *a: checks.append(a) or real(*a))
+    client_with(village, WireSession()).push([_outbox_document(village, s) for s in (1, 2, 3, 4)])
+    monkeypatch.undo()
+    assert len(checks) == 1
+    assert township.scalar(f"SELECT COUNT(*) FROM cases WHERE case_id IN ({','.join('?' * 4)}) AND status != 'SUBMITTED'",
+                           tuple(case_ids)) == 4  # each received (接件) by the station
+
+
 def test_compact_results_give_routine_outcomes_as_ranges_and_list_the_rest():
     results = [{"origin": "a", "seq": s, "status": "accepted", "envelope_id": f"e{s}"} for s in (1, 2, 3, 5)]
     results += [{"origin": "a", "seq": 6, "status": "accepted", "missing_blobs": ["f"]},

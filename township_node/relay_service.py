@@ -42,6 +42,28 @@ def township_emit(node):
     return emit
 
 
+class VerifiedPush:
+    """The envelopes of one push, verified as the hub verifies them (``envelope.open_chained``: one
+    Ed25519 check per hash-linked run) the first time the station applies one of them itself:
+    custody took the caller's envelopes on its request signature alone (docs/sync-protocol.md
+    §5.3.1), what the station decides or applies it verifies end to end, by the hub's rule."""
+
+    def __init__(self, documents: list, trust):
+        self.documents, self.trust = documents, trust
+        self._opened: dict[int, object] | None = None
+
+    def check(self, document: dict) -> None:
+        """:raises SignatureError: ``document`` does not verify."""
+        if self._opened is None:
+            opened = envelope.open_chained(self.documents, envelope.ENVELOPE_TYPES, self.trust.node_key)
+            self._opened = {id(d): o for d, o in zip(self.documents, opened, strict=True)}
+        result = self._opened.get(id(document))
+        if result is None:  # not one of the push's own objects: checked alone
+            envelope.open_signed(document, envelope.ENVELOPE_TYPES, self.trust.node_key)
+        elif isinstance(result, SignatureError):
+            raise result
+
+
 class TownshipSync:
     """Installed as ``app.extensions["liandong_sync"]`` on a township."""
 
@@ -84,14 +106,15 @@ class TownshipSync:
                 return catalog[0].get(code)
 
             plain: list = []  # rows of cases that only need storing, written together
+            verified = VerifiedPush(documents, trust)
             for document, message in taken:
                 rows = self._plain_case(conn, message, item_of)
                 if rows is not None:
                     plain.append((document, message, rows))
                     continue
-                self._store_plain(conn, plain, trust, item_of)  # an earlier case of the push may be what this one needs
-                self._follow_case(conn, document, message, trust, item_of)
-            self._store_plain(conn, plain, trust, item_of)
+                self._store_plain(conn, plain, verified, item_of)  # an earlier case of the push may be what this one needs
+                self._follow_case(conn, document, message, verified, item_of)
+            self._store_plain(conn, plain, verified, item_of)
             # The caller's ack only if it covers something it pushed now (else it holds it, or the pull brings it).
             lowest = min((r["seq"] for r in results if r.get("origin") == caller and r.get("seq")), default=None)
             acks = [envelope.from_bytes(r["document"]) for r in conn.execute(
@@ -105,14 +128,16 @@ class TownshipSync:
             signed = relay.custody_receipt(node.key, node.node_id, held, now)
         return {"results": results, "receipt": signed, "acks": acks, "server": node.node_id, "server_time": iso(now)}
 
-    def _follow_case(self, conn, document: dict, message: dict, trust, item_of) -> None:
+    def _follow_case(self, conn, document: dict, message: dict, verified: VerifiedPush, item_of) -> None:
         """A village envelope now in custody: the station applies it with the hub's own rules
         (sender entitlement, route from its own catalog, verified documents). What it refuses
         stays in custody all the same and goes on to the hub, which decides for itself.
 
         ``message`` is the envelope's body as custody parsed it (signer == origin, checked by
         take_custody, not its signature): parsing it again was a tenth of a township's push.
-        ``trust`` is the push's trust store, ``item_of`` its catalog lookup (each read once per push)."""
+        ``verified`` opens the push's envelopes with its trust store, ``item_of`` is its catalog
+        lookup (each made once per push)."""
+        trust = verified.trust
         kind, sender = message.get("kind"), message.get("origin")
         if kind not in ("case.submit", "case.event", supplements.KIND, appointments.REQUEST_KIND,
                         appointments.CANCEL_KIND):
@@ -127,12 +152,12 @@ class TownshipSync:
             elif kind == "case.event":
                 row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (message["body"]["case_id"],)).fetchone()
                 if row is not None:
-                    self._verify(trust, document)  # what the station applies, it verifies
+                    verified.check(document)  # what the station applies, it verifies
                     casework.apply_checked_update(conn, row, message["body"], sender, trust)
                     things.on_status(conn, self.node, row["case_id"], message["body"]["event"]["action"],
                                      self.node.emit)
             else:
-                self._follow_submit(conn, sender, message, document, trust, item_of)
+                self._follow_submit(conn, sender, message, document, verified, item_of)
         except self.FOLLOW_ERRORS as exc:
             conn.execute("ROLLBACK TO follow_case")
             detail = exc.message if isinstance(exc, RuleError) else f"{type(exc).__name__}: {exc}"
@@ -156,7 +181,7 @@ class TownshipSync:
         except self.FOLLOW_ERRORS:
             return None
 
-    def _store_plain(self, conn, plain: list, trust, item_of) -> None:
+    def _store_plain(self, conn, plain: list, verified: VerifiedPush, item_of) -> None:
         """Write the rows of :meth:`_plain_case` in one statement per table, inside one
         savepoint for them all (one per case made a statement journal of every page each case
         touched: half of the station's push). A constraint one of them breaks (a 收件编号
@@ -171,7 +196,7 @@ class TownshipSync:
             conn.execute("ROLLBACK TO follow_cases")
             conn.execute("RELEASE follow_cases")
             for document, message, _ in plain:
-                self._follow_case(conn, document, message, trust, item_of)
+                self._follow_case(conn, document, message, verified, item_of)
         else:
             conn.execute("RELEASE follow_cases")
         plain.clear()
@@ -183,23 +208,18 @@ class TownshipSync:
         item = item_of(case["item_code"])
         return {**case, "route": authority.route_of_submission(item, case["item_code"], origin, self.node.hub_id)}
 
-    def _follow_submit(self, conn, origin: str, message: dict, document: dict, trust, item_of) -> None:
+    def _follow_submit(self, conn, origin: str, message: dict, document: dict, verified: VerifiedPush, item_of) -> None:
         case = self._submitted(message, origin, item_of)
         item = item_of(case["item_code"])
         decides = case["route"]["level"] == "township" and case["route"]["office"] == self.node.node_id
         if decides:
-            self._verify(trust, document)  # a delegated case the station will decide: verified here too
+            verified.check(document)  # a delegated case the station will decide: verified here too
         if not casework.insert_case(conn, case, origin=origin, status="SUBMITTED", sync_state="custody"):
             return
         things.record_link(conn, self.node, case)  # a step of a 一件事 (RuleError: malformed link)
         # A later step of a 一件事 waits for the earlier ones' result (or ends); else 接件 now.
         if decides and ("thing" not in case or things.settle(conn, self.node, case["case_id"], self.node.emit) is None):
             casework.receive(conn, case["case_id"], item, self.node.node_id, self.node.now(), self.node.emit)
-
-    def _verify(self, trust, document: dict) -> None:
-        """The envelope's own signature, for what this station applies itself (custody took the
-        caller's envelopes on its request signature alone). :raises SignatureError:"""
-        envelope.open_signed(document, envelope.ENVELOPE_TYPES, trust.node_key)
 
     def pull(self, conn, node, caller: str, cursors: dict, have: dict, acked: dict | None = None,
              in_push: bool = False) -> dict:
