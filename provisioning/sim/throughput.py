@@ -195,11 +195,13 @@ class Throughput:
             stopped = time.time()
             cpu_end = self._cpu()
             load_after = load_average()
-            self.say("no new cases; rounds until every case is acknowledged and in the hub's register")
+            self.say("no new cases; rounds until every case is acknowledged and in the hub's register,"
+                     " and every decision already made (秒批) is back at its village")
             quiet = self.until_quiet(
                 lambda: self._schedule_throughput(pool, limit),
                 lambda: not any(v.inflight for v in self.villages.values())
-                and self._scalar(self.hub.data_dir, "SELECT COUNT(*) FROM cases") >= len(self.created),
+                and self._scalar(self.hub.data_dir, "SELECT COUNT(*) FROM cases") >= len(self.created)
+                and not self.count()["decisions_missing"],  # read only once the cheap checks hold
                 self._throughput_progress)
         finally:
             self.loading = False
