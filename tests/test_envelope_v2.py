@@ -140,14 +140,20 @@ def _rows(conn, case_id: str) -> tuple:
                  for table in ("cases", "case_events", "case_materials"))
 
 
-def test_a_v1_and_a_v2_submission_of_one_case_are_stored_alike(build_network):
+def _synced_city_item(build_network):
+    """A synced network and a city item of its village's catalog: (net, catalog version, item)."""
     net = build_network(villages=1)
-    village, township, hub = net.village(), net.township, net.hub
+    village = net.village()
     net.sync_all()
     agent = village.account("agent", "agent")
+    version, items = village.node.catalog(village.conn)
+    return net, version, items[city_item(village, agent)["code"]]
+
+
+def test_a_v1_and_a_v2_submission_of_one_case_are_stored_alike(build_network):
+    net, version, item = _synced_city_item(build_network)
+    village, township, hub = net.village(), net.township, net.hub
     node, conn = village.node, village.conn
-    version, items = node.catalog(conn)
-    item = items[city_item(village, agent)["code"]]
     applicant = {"name": "王五", "id_number": "130926199001011237", "phone": "13800138000"}
     materials = [{"code": m["code"], "filename": f"{m['code']}.pdf", "sha256": f"{i:064x}", "size": 10 + i}
                  for i, m in enumerate(item["materials"])]
@@ -172,13 +178,9 @@ def test_a_v1_and_a_v2_submission_of_one_case_are_stored_alike(build_network):
 
 
 def test_a_v2_body_that_carries_what_the_receiver_derives_is_refused(build_network):
-    net = build_network(villages=1)
+    net, version, item = _synced_city_item(build_network)
     village, township, hub = net.village(), net.township, net.hub
-    net.sync_all()
-    agent = village.account("agent", "agent")
     node, conn = village.node, village.conn
-    version, items = node.catalog(conn)
-    item = items[city_item(village, agent)["code"]]
     with write_transaction(conn):
         body, _ = casework.capture(
             conn, node_id=node.node_id, item=item, catalog_version=version, route={"level": "city", "office": "x"},
