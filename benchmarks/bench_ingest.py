@@ -179,7 +179,7 @@ def cpu_in_process(root: Path, keys: dict, batches, docs: list[dict], args) -> d
         common.init_hub(hub_dir, "http://127.0.0.1:9")
         common.enrol_directly(hub_dir, args.townships, args.villages // args.townships, keys)
         app = create_app({"DATA_DIR": str(hub_dir), "SCHEDULER_ENABLED": False})
-        settle_collector(int(app.config["GC_YOUNG_THRESHOLD"]))  # as `liandong node serve` does
+        settle_collector(app.extensions["liandong_node"].kind.gc_young_threshold)  # as `liandong node serve` does
         hub_sync = app.extensions["liandong_sync"]
         hub_sync.worker.poke = lambda: None  # no worker thread: its chunks run below, in this thread
         client = app.test_client()

@@ -203,9 +203,8 @@ class Network:
 
         self.township = nodes.node_for(self.dirs[self.TOWNSHIP])
         self.township_conn = nodes.open_db(self.dirs[self.TOWNSHIP])
-        # What `liandong node serve` does once the app is built, for the village's and township's
-        # rounds run in this process as for the served nodes (provisioning/memory.py).
-        settle_collector(int(self.village_app.config["GC_YOUNG_THRESHOLD"]))
+        # What the village's `liandong node serve` does once the app is built (provisioning/memory.py).
+        settle_collector(self.village.kind.gc_young_threshold)
 
     def settle(self, session: Transport | None = None) -> None:
         """One township round, then one village round: the township learns the registry that

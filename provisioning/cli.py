@@ -101,7 +101,8 @@ def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
     click.echo(f"{app.config['TIER']} {app.config['NODE_ID']} on http://{host}:{port}/ (log: {log_file})")
     logging.getLogger("liandong").info("%s %s serving on http://%s:%s/", app.config["TIER"], app.config["NODE_ID"],
                                        host, port)
-    settle_collector(int(app.config["GC_YOUNG_THRESHOLD"]))  # start-up's objects are never garbage
+    young = settings["GC_YOUNG_THRESHOLD"]  # 0 is a value here: Python's own collector
+    settle_collector(TIERS[settings["TIER"]].gc_young_threshold if young is None else int(young))
     served = app
     if app.config["MALLOC_TRIM_IDLE"]:
         trim_free_memory()  # what start-up freed (the database check read every page)

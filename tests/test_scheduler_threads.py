@@ -85,7 +85,7 @@ def test_serve_freezes_what_start_up_built_and_raises_the_young_threshold():
     assert json.loads(out) == [False, [True, 0], True, 12345, True]
 
 
-@pytest.mark.parametrize("setting, expected", [(None, 10000), ("0", 0)])
+@pytest.mark.parametrize("setting, expected", [(None, 10000), ("0", 0), ("2000", 2000)])
 def test_node_serve_settles_the_collector_once_the_app_is_built(tmp_path, monkeypatch, setting, expected):
     """The wiring: ``node serve`` calls it with ``GC_YOUNG_THRESHOLD`` after building the app and
     before serving (waitress and the call itself replaced here, so this process stays as it is)."""
@@ -99,3 +99,10 @@ def test_node_serve_settles_the_collector_once_the_app_is_built(tmp_path, monkey
     result = CliRunner().invoke(cli.main, ["node", "serve", "--data", str(tmp_path / "hub"), "--port", "5999"])
     assert result.exit_code == 0, result.output
     assert calls == [("settle", expected), ("serve", 5999)]
+
+
+def test_a_village_keeps_pythons_own_young_threshold():
+    """10,000 kept ~2.8 MiB more garbage resident in a village process (docs/operations.md, Memory)."""
+    from provisioning.tiers import TIERS
+
+    assert TIERS["village"].gc_young_threshold == 700 and TIERS["township"].gc_young_threshold == 10000
