@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import common  # noqa: E402
+from provisioning.memory import settle_collector  # noqa: E402
 from shared.core import canonical  # noqa: E402
 from shared.core.clock import Clock  # noqa: E402
 from shared.core.crypto import b64d, load_public, pae  # noqa: E402
@@ -178,6 +179,7 @@ def cpu_in_process(root: Path, keys: dict, batches, docs: list[dict], args) -> d
         common.init_hub(hub_dir, "http://127.0.0.1:9")
         common.enrol_directly(hub_dir, args.townships, args.villages // args.townships, keys)
         app = create_app({"DATA_DIR": str(hub_dir), "SCHEDULER_ENABLED": False})
+        settle_collector(app.extensions["liandong_node"].kind.gc_young_threshold)  # as `liandong node serve` does
         hub_sync = app.extensions["liandong_sync"]
         hub_sync.worker.poke = lambda: None  # no worker thread: its chunks run below, in this thread
         client = app.test_client()

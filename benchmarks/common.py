@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from provisioning.memory import settle_collector
 from shared.core import storage
 from shared.core.clock import iso
 from shared.core.crypto import SigningKey
@@ -202,6 +203,8 @@ class Network:
 
         self.township = nodes.node_for(self.dirs[self.TOWNSHIP])
         self.township_conn = nodes.open_db(self.dirs[self.TOWNSHIP])
+        # What the village's `liandong node serve` does once the app is built (provisioning/memory.py).
+        settle_collector(self.village.kind.gc_young_threshold)
 
     def settle(self, session: Transport | None = None) -> None:
         """One township round, then one village round: the township learns the registry that

@@ -14,7 +14,7 @@ from flask import Config
 
 from provisioning import nodes
 from provisioning.cli_errors import CliError, DeferredGroup, LiandongGroup
-from provisioning.memory import limit_malloc_arenas, trim_free_memory, trim_when_idle
+from provisioning.memory import limit_malloc_arenas, settle_collector, trim_free_memory, trim_when_idle
 from provisioning.tiers import APP_FACTORIES, TIERS
 from shared.core import storage
 from shared.core.crypto import SignatureError
@@ -101,6 +101,8 @@ def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
     click.echo(f"{app.config['TIER']} {app.config['NODE_ID']} on http://{host}:{port}/ (log: {log_file})")
     logging.getLogger("liandong").info("%s %s serving on http://%s:%s/", app.config["TIER"], app.config["NODE_ID"],
                                        host, port)
+    young = settings["GC_YOUNG_THRESHOLD"]  # 0 is a value here: Python's own collector
+    settle_collector(TIERS[settings["TIER"]].gc_young_threshold if young is None else int(young))
     served = app
     if app.config["MALLOC_TRIM_IDLE"]:
         trim_free_memory()  # what start-up freed (the database check read every page)

@@ -10,7 +10,8 @@ needs no wrapper, and leaves an operator's own ``MALLOC_ARENA_MAX`` alone.
 The number of arenas is the ``MALLOC_ARENAS`` setting, else the tier's (one at a village,
 which serves one or two agents; two at a township or hub). After start-up and then whenever a
 request ends with no other in flight, ``serve`` also hands the heap's free pages back to the
-system (``malloc_trim``; the ``MALLOC_TRIM_IDLE`` setting).
+system (``malloc_trim``; the ``MALLOC_TRIM_IDLE`` setting), and freezes what start-up built out of
+Python's garbage collector (``GC_YOUNG_THRESHOLD``, :func:`settle_collector`).
 
 Windows needs no equivalent: its process heap (the low-fragmentation / segment heap used by
 the CRT) is shared by all threads, with no per-thread arenas to cap, and decommits free blocks
@@ -21,6 +22,7 @@ arenas; the calls are skipped or are no-ops there.
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import sys
 import threading
@@ -42,6 +44,28 @@ def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
         return False
     return bool(mallopt(M_ARENA_MAX, arenas))
 
+
+
+def settle_collector(young_threshold: int) -> bool:
+    """After start-up, before serving: what start-up built is frozen out of Python's cyclic
+    garbage collector, and its youngest generation collected every ``young_threshold`` new
+    container objects instead of every 700. True when applied (``0``: Python's defaults kept).
+
+    A node's app, modules, routes, catalogs and templates are ~50,000 tracked objects that are
+    never garbage, yet every full collection walked them all (~15-30 ms), and a push of 200
+    envelopes allocates enough to trigger collections every few pushes: the collector was ~3 %
+    of the hub's ingest in a native profile (docs/performance.md, tenth round). ``gc.freeze``
+    moves them to a generation no collection scans; a cycle among them that start-up dropped
+    is then never freed, so it comes after a collection. The larger threshold costs at most
+    that many objects of cyclic garbage held a little longer (a few MiB at most).
+    """
+    if young_threshold <= 0:
+        return False
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(young_threshold, older, oldest)
+    return True
 
 
 def _malloc_trim():

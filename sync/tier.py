@@ -51,9 +51,13 @@ class Tier:
     relays_villages = False  # the cases of the villages below are relayed here (the township; need-to-know reads)
     publishes_appointments = False  # its windows publish 预约 slots and decide requests (the hub)
     purges_personal_data = False  # closed cases' personal data leaves this PC after the retention time (the village)
-    # Memory of the node's process where the settings MALLOC_ARENAS / SQLITE_CACHE_KIB are empty
-    # (docs/operations.md, "Memory"): a township or hub serves many callers at once.
+    # Memory of the node's process where the settings MALLOC_ARENAS / SQLITE_CACHE_KIB /
+    # GC_YOUNG_THRESHOLD are empty (docs/operations.md, "Memory"): a township or hub serves many
+    # callers at once.
     malloc_arenas = 2  # glibc malloc arenas of `liandong node serve` (Linux)
+    # Python's youngest generation collected every this many new objects (Python's own: 700): a
+    # push of 200 envelopes allocates enough for several collections at 700.
+    gc_young_threshold = 10000
     sqlite_cache_kib: int | None = None  # page cache of each SQLite connection; None: SQLite's 2,000 KiB
     # Free a kept connection's page cache after each request (PRAGMA shrink_memory): the serving
     # thread keeps the connection (no schema parse per request) but not its pages in memory.

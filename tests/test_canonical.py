@@ -120,3 +120,36 @@ def test_the_strict_parser_takes_an_escaped_pair_and_a_string_that_only_looks_li
 def test_stored_documents_read_back_the_same_either_way():
     data = canonical.dumps({"a": ["\u4e2d", 1, None, True], "b": {"c": "\n"}})
     assert canonical.loads_own(data) == json.loads(data) == canonical.loads_canonical(data)
+
+
+def _outcome(data: bytes):
+    try:
+        return ("value", canonical.loads(data))
+    except CanonicalError as exc:
+        return ("refused", type(exc).__name__, str(exc))
+
+
+@pytest.mark.parametrize("text", [
+    b'{"a":1.5}', b'[1]', b'{"a":[1,2.0]}', b'{"a":-0}', b'{"a":1e5}',  # floats, written or not as orjson writes them
+    b'{"a":1,"a":1}', b'{"b":1,"a":{"c":1,"c":2}}',  # duplicate keys: orjson keeps one, so the re-encode differs
+    b'{"a":18446744073709551615}', b'{"a":9223372036854775808}', b'{"a":-9223372036854775809}',  # past 63 bits
+    b'{"a":9223372036854775807,"b":-9223372036854775808}',  # the edges, accepted
+    b'{"a":"\\ud800"}', b'{"\\udbff":1}', b'{"a":"\\ud83d\\ude00"}',  # surrogates, lone and paired
+    b'\xef\xbb\xbf{"a":1}', b'{"a":NaN}', b'{"a":Infinity}', b'{"a":"\xff"}',  # BOM, constants, not UTF-8
+    b'[' * 32 + b']' * 32, b'[' * 33 + b']' * 33, b'[' * 2000 + b']' * 2000,  # depth, at and past the limits
+    b'{"a":[],"b":{},"c":"\xe4\xb8\xad","d":true,"e":null}', b'{"a": 1}', b'{"b":1,"a":2}',  # canonical or not
+])
+def test_the_strict_parser_answers_every_input_the_same_with_or_without_its_fast_path(text, monkeypatch):
+    """``loads`` reads a canonical body with orjson and a re-encode (the push path); the answer,
+    value or refusal with its message, is the strict parser's own in every case."""
+    fast = _outcome(text)
+    monkeypatch.setattr(canonical, "orjson", None)
+    assert fast == _outcome(text)
+
+
+def test_random_canonical_bodies_read_the_same_with_or_without_the_fast_path(monkeypatch):
+    rng = random.Random(7)
+    documents = [canonical.dumps({"k": random_value(rng)}) for _ in range(1000)]
+    fast = [_outcome(d) for d in documents]
+    monkeypatch.setattr(canonical, "orjson", None)
+    assert fast == [_outcome(d) for d in documents]

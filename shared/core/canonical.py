@@ -126,6 +126,10 @@ def loads(data: bytes | str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
         data = data.encode("utf-8")
     if len(data) > max_bytes:
         raise CanonicalError(f"document of {len(data)} bytes exceeds the limit of {max_bytes}")
+    if orjson is not None:
+        obj = _canonical_fast(data)
+        if obj is not _NOT_FAST:
+            return obj
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -139,6 +143,28 @@ def loads(data: bytes | str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     # A lone surrogate can only come from a \uD800-\uDFFF escape (the bytes were strict UTF-8):
     # without one, no string needs looking at (a push body's payload texts are most of its bytes).
     check_bounds(obj, strings=_SURROGATE_ESCAPE.search(text) is not None)
+    return obj
+
+
+_NOT_FAST = object()
+
+
+def _canonical_fast(data: bytes) -> Any:
+    """The strict parse of a document that is its own canonical form, as the nodes' clients send
+    their bodies: orjson parses it and serialising it again must give back ``data``, which rules
+    out duplicate keys (one would be lost), white space, unsorted keys, and integers beyond 64
+    bits (orjson reads them as floats, written back otherwise). What that leaves for the walk:
+    floats written as such, depth, 64-bit bounds, and no lone surrogate (orjson refuses those).
+    ``_NOT_FAST`` for anything else, even valid JSON: the strict parser then answers, with the
+    precise fault where there is one, so this changes no answer, only its cost (a push body:
+    ~4 µs per envelope instead of ~13)."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _NOT_FAST
+    if orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) != data:
+        return _NOT_FAST
+    check_bounds(obj, strings=False, floats=False)
     return obj
 
 
@@ -175,6 +201,23 @@ def loads_own(data: bytes | str) -> Any:
     return orjson.loads(data) if orjson is not None else json.loads(data)
 
 
+def dumps_own(obj: Any) -> str:
+    """JSON text this node stores for itself and reads back with :func:`loads_own` (a case's form,
+    an event's detail): keys in the order given, UTF-8 text unescaped; orjson's compact form where
+    it is installed (4-5 times faster: two or three values per case on the hub's apply), the
+    standard encoder's otherwise and for what orjson refuses (a non-string key, an integer past 64
+    bits). Never signed and never compared as text, so the two forms may both be stored."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(obj).decode("utf-8")
+        except TypeError:
+            pass
+    return _OWN_ENCODER.encode(obj)
+
+
+_OWN_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def _decode(decoder: json.JSONDecoder, text: str) -> Any:
     """``decoder.decode(text)``, refusing a leading BOM with ``json.loads``'s own error."""
     if text.startswith("\ufeff"):
@@ -182,14 +225,15 @@ def _decode(decoder: json.JSONDecoder, text: str) -> Any:
     return decoder.decode(text)
 
 
-def check_bounds(obj: Any, max_depth: int = MAX_DEPTH, strings: bool = True) -> None:
+def check_bounds(obj: Any, max_depth: int = MAX_DEPTH, strings: bool = True, floats: bool = True) -> None:
     """Refuse what a received JSON value may not hold, whatever its schema.
 
     Nesting deeper than ``max_depth``, integers outside signed 64 bits (SQLite's INTEGER) and,
     with ``strings``, lone surrogates (an escaped ``\\ud800`` parses, but has no UTF-8 form, so
     it would fail later when stored or signed). Iterative, so hostile depth cannot exhaust the stack.
+    With ``floats=False``, floats too (for a value parsed by a reader that accepts them).
 
-    :raises BoundsError: naming the fault.
+    :raises BoundsError: naming the fault; CanonicalError for a float.
     """
     stack = [(obj, 0)]
     while stack:
@@ -209,6 +253,8 @@ def check_bounds(obj: Any, max_depth: int = MAX_DEPTH, strings: bool = True) -> 
                 raise BoundsError("integer", "integer out of the 64-bit range")
         elif strings and isinstance(value, str) and _SURROGATE.search(value):
             raise BoundsError("unicode", "a string is not valid Unicode (lone surrogate)")
+        elif not floats and isinstance(value, float):
+            raise CanonicalError("floats are not allowed in signed documents")
 
 
 def is_count(value: Any) -> bool:

@@ -83,6 +83,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MALLOC_ARENAS", None, "Linux (glibc) only, `liandong node serve`: malloc arenas of the process, set before "
             "any thread starts; empty: the tier's (1 at a village, 2 at a township or hub). An operator's own "
             "MALLOC_ARENA_MAX environment variable wins. No effect on Windows or macOS."),
+    Setting("GC_YOUNG_THRESHOLD", None, "`liandong node serve`: new container objects between two collections of "
+            "Python's youngest generation; empty: the tier's (700, Python's own, at a village; 10,000 at a township "
+            "or hub). Serve also freezes what start-up built (gc.freeze), so no full collection scans the app "
+            "again; 0 leaves the collector as Python sets it. Every platform."),
     Setting("MALLOC_TRIM_IDLE", True, "Linux (glibc) only, `liandong node serve`: once no request is in flight, give "
             "the heap's free pages back to the system (malloc_trim, ~0.4 ms after the answer is sent). No effect on "
             "Windows or macOS, whose heaps decommit freed memory themselves."),

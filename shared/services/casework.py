@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from shared.core import canonical
 from shared.core.clock import CN_TZ, iso
 from shared.core.errors import NotFound
 from shared.rules import authority, states
@@ -129,8 +130,7 @@ _MATERIAL_INSERT = (
     "INSERT INTO case_materials(case_id, code, filename, sha256, size) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING"
 )
 _BINDABLE = frozenset({str, int, bool, float, type(None)})
-# json.dumps with any option builds an encoder per call; the ingest path encodes two values per case.
-_to_json = json.JSONEncoder(ensure_ascii=False).encode
+_to_json = canonical.dumps_own  # the ingest path encodes two or three values per case
 
 
 def _bindable(row: tuple) -> tuple:
@@ -254,7 +254,7 @@ def record_event(conn: sqlite3.Connection, case_id: str, event: dict, decision: 
         params.append(event["at"])
     if decision is not None:
         sets.append("decision = ?")
-        params.append(json.dumps(decision, ensure_ascii=False))
+        params.append(_to_json(decision))
     conn.execute(f"UPDATE cases SET {', '.join(sets)} WHERE case_id = ?", (*params, case_id))
     return True
 
@@ -387,7 +387,7 @@ def perform_action(conn: sqlite3.Connection, case_id: str, action: str, comment:
     if action in ("accept", "accept_deficient"):
         updated["accepted_at"] = row["accepted_at"] or event["at"]
     if decision is not None:
-        updated["decision"] = json.dumps(decision, ensure_ascii=False)
+        updated["decision"] = _to_json(decision)
     emit(conn, updated, event, decision)
     return event
 
