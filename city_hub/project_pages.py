@@ -14,6 +14,7 @@ from shared.web.auth import roles_required
 from shared.web.context import current_node
 from shared.web.db import get_db
 from shared.web.errors import form_outcome
+from shared.web.limits import json_object
 
 bp = Blueprint("projects", __name__)
 
@@ -27,13 +28,6 @@ FIELD_NAMES = {"enterprise_name": "企业名称", "credit_code": "统一社会�
 def _catalog() -> tuple[int, dict]:
 
     return current_catalog(get_db())
-
-
-def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ValidationError("body", "请求体必须是 JSON 对象")
-    return body
 
 
 def _project_json(project_id: str) -> dict:
@@ -88,7 +82,7 @@ def api_list():
 @roles_required(*projects.AGENT_ROLES)
 def api_create():
     """Create a project ``{enterprise_name, credit_code, project_name, location, contact?}``."""
-    project = _create(_json_body())
+    project = _create(json_object())
     return jsonify(_project_json(project["project_id"])), 201
 
 
@@ -104,7 +98,7 @@ def api_project(project_id: str):
 def api_add_case(project_id: str):
     """Link a case ``{"case_id"}`` (or a 收件回执 number), or file one at the hub
     ``{"item_code", "applicant", "form", "materials"}`` and link it."""
-    body = _json_body()
+    body = json_object()
     if "case_id" in body:
         created = _link(project_id, body.get("case_id"))
         return jsonify({"linked": created, "project": _project_json(project_id)}), (201 if created else 200)
@@ -124,7 +118,7 @@ def api_add_case(project_id: str):
 @roles_required(*projects.KEY_ROLES)
 def api_mark_key(project_id: str):
     """Mark the project 重点项目 (绿色通道) ``{"key_agent", "investment_wan"?}`` (admin)."""
-    marked = _mark_key(project_id, _json_body())
+    marked = _mark_key(project_id, json_object())
     return jsonify({"marked_cases": marked, "project": _project_json(project_id)})
 
 

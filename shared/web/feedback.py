@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
 
-from shared.core.errors import Forbidden, LiandongError, ValidationError
+from shared.core.errors import Forbidden, LiandongError
 from shared.core.storage import write_transaction
 from shared.rules.catalog import DEPARTMENTS
 from shared.services import accounts, casework, feedback
@@ -13,15 +13,9 @@ from shared.web.cases import office_label
 from shared.web.context import current_node
 from shared.web.db import get_db
 from shared.web.errors import form_outcome
+from shared.web.limits import json_object
 
 bp = Blueprint("feedback", __name__)
-
-
-def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ValidationError("body", "请求体必须是 JSON 对象")
-    return body
 
 
 def _audit(action: str, target: str | None, detail: str | None = None) -> None:
@@ -57,7 +51,7 @@ def _hub_office_filter() -> str | None:
 @bp.post("/api/v1/cases/<case_id>/rating")
 def api_rate(case_id: str):
     """好差评: one rating per case (``{"level": 1..5, "comment"}``); 409 once rated."""
-    level, comment = feedback.validate_rating(_json_body())
+    level, comment = feedback.validate_rating(json_object())
     conn = get_db()
     with write_transaction(conn):
         rating = feedback.rate(conn, current_node(), case_id, level, comment, g.account)
@@ -83,7 +77,7 @@ def api_followups():
 @bp.post("/api/v1/followups/<followup_id>/outcome")
 def api_followup_outcome(followup_id: str):
     """Record a 回访's outcome (整改情况): ``{"outcome": "..."}``."""
-    body = _json_body()
+    body = json_object()
     conn = get_db()
     with write_transaction(conn):
         followup = feedback.record_outcome(conn, current_node(), followup_id, body, g.account)
@@ -95,7 +89,7 @@ def api_followup_outcome(followup_id: str):
 @bp.post("/api/v1/complaints")
 def api_take_complaint():
     """投诉 about a case or an office: ``{"case_id"?, "office"?, "complainant": {"name","phone"}, "content"}``."""
-    body = _json_body()
+    body = json_object()
     conn = get_db()
     with write_transaction(conn):
         complaint = feedback.take_complaint(conn, current_node(), body, g.account)
@@ -122,7 +116,7 @@ def api_complaint(complaint_id: str):
 @bp.post("/api/v1/complaints/<complaint_id>/answer")
 def api_answer(complaint_id: str):
     """The supervisor's answer (``{"answer": "..."}``), sent down to the node that took it."""
-    body = _json_body()
+    body = json_object()
     conn = get_db()
     with write_transaction(conn):
         complaint = feedback.answer_complaint(conn, current_node(), complaint_id, body, g.account)

@@ -9,25 +9,18 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
 
-from shared.core.errors import ValidationError
 from shared.core.storage import write_transaction
 from shared.services import casework, joint
 from shared.web.context import current_node
 from shared.web.db import get_db
 from shared.web.errors import form_outcome
+from shared.web.limits import json_object
 
 bp = Blueprint("joint", __name__)
 
 
 def _today():
     return current_node().clock.today_cn()
-
-
-def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ValidationError("body", "请求体必须是 JSON 对象")
-    return body
 
 
 @bp.get("/api/v1/cases/<case_id>/opinions")
@@ -42,7 +35,7 @@ def api_opinions(case_id: str):
 @bp.post("/api/v1/cases/<case_id>/opinions")
 def api_give_opinion(case_id: str):
     """A joint department's answer: ``{"opinion": "agree"|"disagree", "comment"}``."""
-    body = _json_body()
+    body = json_object()
     conn = get_db()
     with write_transaction(conn):
         given = joint.give_opinion(conn, case_id, g.account, body.get("opinion"), body.get("comment", ""),
