@@ -116,7 +116,7 @@ class ParentClient:
         return self._call("POST", "/sync/v1/push", canonical.dumps(body))
 
     def push_stored(self, documents: list[bytes], compact: bool = False, ids: list[str] | None = None,
-                    pull: dict | None = None, blobs: list[str] | None = None) -> dict:
+                    pull: dict | None = None, blobs: list[str] | None = None, wait: bool = False) -> dict:
         """:meth:`push` for documents as this node stored them (:func:`sync.envelope.to_bytes`:
         sorted keys, no spaces, UTF-8, i.e. their canonical JSON already). The body is joined from
         those bytes, the same bytes :meth:`push` would send, without parsing each document and
@@ -125,11 +125,15 @@ class ParentClient:
         (:func:`sync.envelope.elide_stored`). ``pull`` (the body of a :meth:`pull`): ask for the
         pull's answer inside the push's (``"pull"`` member of the answer), one request instead of
         two; an older parent ignores it and answers without that member (docs/sync-protocol.md §5.3.2).
-        ``blobs`` (hashes of files): ask what :meth:`blob_status` would, answered as ``"blobs"``."""
+        ``blobs`` (hashes of files): ask what :meth:`blob_status` would, answered as ``"blobs"``.
+        ``wait`` (a village towards its township): ask it to forward these at once and answer with
+        the hub's acknowledgement if it comes in time, the receipt then left out (``"ack":"wait"``,
+        docs/sync-protocol.md §5.3.3); an older parent ignores it."""
         if ids is not None:
             documents = envelope.elide_stored(documents, ids)
-        head = b'{"answer":"compact","envelopes":[' if compact else b'{"envelopes":['
-        # The members in canonical (sorted) order: answer, envelopes, blobs, pull, receipt.
+        head = b'{"ack":"wait",' if wait else b"{"
+        head += b'"answer":"compact","envelopes":[' if compact else b'"envelopes":['
+        # The members in canonical (sorted) order: ack, answer, envelopes, blobs, pull, receipt.
         asked = b',"blobs":' + canonical.dumps(blobs) if blobs is not None else b""
         asked += b',"pull":' + canonical.dumps(pull) if pull is not None else b""
         tail = b"]" + asked + (b',"receipt":"ranges"}' if compact else b"}")

@@ -180,9 +180,13 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient,
                            custody=[r["envelope_id"] for kind, r in docs if kind == "custody"])
     asked = [a["sha256"] for a in wanted] if 0 < len(wanted) <= wire.MAX_BLOBS_ASKED else None
     cursors, have = pull_request(conn, node)
+    # A node that relays nothing (a village) asks its parent to write through to the hub: if the
+    # hub's ack comes back in this answer, no second request fetches it (§5.3.3).
+    wait = node.relay is None
     answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids,
-                                pull=pull_body(cursors, have, acked_request(conn, node)), blobs=asked)
-    apply_push_answer(conn, node, answer, forwarded=[r for kind, r in docs if kind == "custody"])
+                                pull=pull_body(cursors, have, acked_request(conn, node)), blobs=asked, wait=wait)
+    apply_push_answer(conn, node, answer, forwarded=[r for kind, r in docs if kind == "custody"],
+                      acks_hold=wait and answer.get("receipt") is None)
     held = answer.get("blobs") if asked is not None and isinstance(answer.get("blobs"), dict) else None
     pulled = answer.get("pull")
     if not isinstance(pulled, dict):
@@ -192,9 +196,15 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient,
         conn, node, {"server": answer.get("server"), "server_time": answer.get("server_time"), **pulled})
 
 
-def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: list | None = None) -> None:
+def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: list | None = None,
+                      acks_hold: bool = False) -> None:
     """Apply what the parent said to a push (HTTP or USB bundle): custody receipt and acks; at a
-    township, which of the custody envelopes it ``forwarded`` the hub now holds."""
+    township, which of the custody envelopes it ``forwarded`` the hub now holds.
+
+    ``acks_hold``: a write-through answer without a receipt (§5.3.3): the parent held what the
+    hub's ack covers (it forwarded it), so those envelopes pass through custody first, as a
+    receipt would have recorded, before the ack marks them (a case its township decides is
+    接件 there from custody on)."""
     trust = node.trust(conn)
     with write_transaction(conn):
         receipt = answer.get("receipt")
@@ -209,7 +219,7 @@ def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: l
                     node.kind.on_custody(conn, ids)
             except (SignatureError, KeyError, TypeError, ValueError) as exc:
                 log.warning("custody receipt refused: %s", exc)
-        _apply_acks(conn, node, trust, answer.get("acks", []))
+        _apply_acks(conn, node, trust, answer.get("acks", []), custody_first=acks_hold)
         if node.relay is not None:
             _release_refused_custody(conn, node, answer.get("results", []))
             if forwarded:
@@ -249,7 +259,9 @@ def _release_refused_custody(conn: sqlite3.Connection, node, results: list) -> N
         audit(conn, "hub", "custody.refused", r.get("origin"), f"{r['envelope_id']} {r.get('reason')}", node.now())
 
 
-def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
+def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list, custody_first: bool = False) -> int:
+    """Verify and apply hub acknowledgements; ``custody_first``: this node's envelopes they newly
+    cover are recorded in custody first (:func:`apply_push_answer`)."""
     covered = 0
     for ack in acks:
         after_seq = 0
@@ -262,6 +274,8 @@ def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
         if body["origin"] == node.node_id:
             try:
                 after_seq = outbox.acked_through(conn)
+                if custody_first:
+                    _custody_by_ack(conn, node, body["acked_seq"], body["acked_id"], after_seq)
                 covered += outbox.mark_acked(conn, body["acked_seq"], body["acked_id"], node.now())
             except ValueError as exc:
                 log.error("acknowledgement does not match this node's chain: %s", exc)
@@ -272,6 +286,21 @@ def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
             continue
         node.kind.on_acked(conn, node, body["origin"], body["acked_seq"], after_seq)
     return covered
+
+
+def _custody_by_ack(conn: sqlite3.Connection, node, acked_seq: int, acked_id: str, after_seq: int) -> None:
+    """Record custody of this node's pending envelopes an ack newly covers, as the receipt the
+    write-through answer left out would have. Only an ack that names this chain's own envelope
+    at ``acked_seq`` (checked again by ``outbox.mark_acked``, which then refuses the ack)."""
+    row = conn.execute("SELECT envelope_id FROM outbox WHERE seq = ?", (acked_seq,)).fetchone()
+    if row is None or row["envelope_id"] != acked_id:
+        return
+    ids = [r["envelope_id"] for r in conn.execute(
+        "SELECT envelope_id FROM outbox WHERE seq > ? AND seq <= ? AND state = 'pending' ORDER BY seq",
+        (after_seq, acked_seq))]
+    if ids:
+        outbox.mark_custody(conn, ids, node.now())
+        node.kind.on_custody(conn, ids)
 
 
 def _observe_parent_time(conn: sqlite3.Connection, node, server_time: str, server: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from flask import Flask
@@ -104,6 +105,10 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
     database = app.extensions["liandong_db"]
     lock = threading.Lock()
     wanted = threading.Event()  # set by every request for a round; the running drain repeats
+    # Passes of the drain loop below, started and finished, for write-through (forward_and_wait):
+    # a pass numbered after a kick began after what that kick was for had been committed.
+    passes = {"started": 0, "finished": 0, "failed": False}
+    passed = threading.Condition()
 
     def sync_job(force: bool = False, timeout: float | None = None) -> dict:
         wanted.set()
@@ -115,7 +120,15 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
             summary: dict = {}
             while wanted.is_set():  # the running drain sees `wanted` and goes on
                 wanted.clear()
-                summary = drain(conn, node, state, force=force, timeout=timeout)
+                with passed:
+                    passes["started"] += 1
+                try:
+                    summary = drain(conn, node, state, force=force, timeout=timeout)
+                finally:
+                    with passed:
+                        passes["finished"] += 1
+                        passes["failed"] = "error" in summary or not summary
+                        passed.notify_all()
                 if "error" in summary:
                     break
                 force = True
@@ -132,6 +145,26 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
         the background, while the village sends its next batch (the tiers overlap)."""
         threading.Thread(target=sync_job, name="sync-kick", daemon=True).start()
 
+    def forward_and_wait(done: Callable[[], bool], timeout: float) -> bool:
+        """Kick a round and wait, at most ``timeout`` seconds, until ``done()`` (e.g. the hub's
+        acknowledgement of a village's push is here). Gives up sooner once a pass that began
+        after the kick has finished without it (the hub is offline, holds it for its files, or
+        the round backs off): the caller is not stalled for nothing. Returns ``done()``."""
+        deadline = time.monotonic() + timeout
+        with passed:
+            after = passes["started"]  # a pass numbered above this one started after the kick
+        kick()
+        while not done():
+            with passed:
+                if passes["finished"] > after:  # such a pass is over (passes never overlap)
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                passed.wait(remaining)
+        return done()
+
     app.extensions["liandong_sync_now"] = lambda timeout=None: sync_job(force=True, timeout=timeout)
+    app.extensions["liandong_sync_forward"] = forward_and_wait
     app.extensions["liandong_sync_kick"] = kick
     scheduler.add_job(sync_job, float(app.config["SYNC_INTERVAL_SECONDS"]), "sync")

@@ -18,7 +18,7 @@ from shared.web.auth import node_signed
 from shared.web.context import current_node
 from shared.web.db import get_db
 from shared.web.limits import TooLarge
-from sync import envelope, formats, wire
+from sync import envelope, formats, relay, wire
 from sync.blobs import SHA256_RE, BlobError, QuotaExceeded, park
 from sync.nodeauth import check_request, keys_for, record_nonce
 
@@ -156,15 +156,46 @@ def push():
             ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
             answer = service().push(conn, node, caller, documents, prepared,
                                     receipt="ranges" if body.get("receipt") == "ranges" else None)
-        if body.get("answer") == "compact":  # a newer caller: routine outcomes as seq ranges
-            answer = {**answer, **wire.compact_results(answer.get("results", []))}
-        _forward_soon()
+        if body.get("ack") != "wait":
+            _forward_soon()
+    if body.get("ack") == "wait":  # a newer village: the hub's ack in this answer if it comes in time
+        answer = _write_through(conn, node, caller, answer)
+    if body.get("answer") == "compact":  # a newer caller: routine outcomes as seq ranges
+        answer = {**answer, **wire.compact_results(answer.get("results", []))}
     # After the push's transaction, outside the hub's pushing(): reads only.
     if files is not None:
         answer["blobs"] = _blobs_held(files, compact=True)
     if asked is not None:
         answer["pull"] = _pull_answer(caller, *asked, in_push=answer.get("acks", []))
     return jsonify(answer)
+
+
+def _write_through(conn, node, caller: str, answer: dict) -> dict:
+    """A village's small push forwarded to the hub at once, answered with the hub's signed
+    acknowledgement if it comes within ``SYNC_WRITE_THROUGH_SECONDS`` (docs/sync-protocol.md
+    §5.3.3). The ack covers every envelope of the push that custody took: the custody receipt
+    then says nothing more and is left out. Otherwise (the hub slow, offline, holding the
+    envelopes for their files; a larger push; a node that does not forward) the answer is the
+    ordinary one, receipt included, and the round that was started goes on in the background."""
+    forward = current_app.extensions.get("liandong_sync_forward")  # a node with a parent and its jobs
+    seconds = float(node.config["SYNC_WRITE_THROUGH_SECONDS"])
+    results = answer.get("results", [])
+    held = [r for r in results if r.get("status") == "custody"]
+    if (forward is None or seconds <= 0 or not held or answer.get("receipt") is None
+            or len(results) > int(node.config["SYNC_WRITE_THROUGH_MAX_ENVELOPES"])):
+        _forward_soon()
+        return answer
+    found: list[dict] = []
+
+    def acknowledged() -> bool:
+        ack = relay.ack_covering(conn, caller, held)
+        if ack is not None:
+            found[:] = [ack]
+        return ack is not None
+
+    if not forward(acknowledged, seconds):
+        return answer
+    return {**{k: v for k, v in answer.items() if k != "receipt"}, "acks": found}
 
 
 def _blob_names(wanted, limit: int | None = None) -> list[str]:
