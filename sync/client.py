@@ -67,7 +67,8 @@ class ParentClient:
 
     def _call(self, method: str, path: str, body: bytes, content_type: str = "application/json",
               compress: bool = True, long_auth: bool = False) -> dict:
-        coding = _REQUEST_CODING.get(self.base_url) if compress and len(body) >= wire.COMPRESS_MIN_BYTES else None
+        coding = _REQUEST_CODING.get(self.base_url) if compress else None
+        coding = coding if wire.worth(coding, len(body)) else None
         sent = wire.encode(body, coding) if coding else body
         # The request signature covers the body as sent: the compressed bytes (nodeauth).
         compact = not long_auth and self.base_url not in _LONG_AUTH
@@ -91,7 +92,9 @@ class ParentClient:
             answer = self._call(method, path, body, content_type, compress, long_auth=True)
             _LONG_AUTH.add(self.base_url)
             return answer
-        _REQUEST_CODING[self.base_url] = wire.choose(response.headers.get("Accept-Encoding"))
+        offer = response.headers.get("Accept-Encoding")
+        if offer is not None or not coding:  # a parent leaves its offer out when we use its best coding already
+            _REQUEST_CODING[self.base_url] = wire.choose(offer)
         if not 200 <= response.status_code < 300:
             raise SyncUnavailable(f"HTTP {response.status_code}: {response.text[:300]}", response.status_code)
         try:

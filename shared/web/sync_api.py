@@ -110,14 +110,16 @@ def _json_body(max_bytes: int = MAX_PUSH_BYTES) -> dict:
 def _compact_answer(response):
     """Say which request codings this node reads (RFC 7694), and compress the JSON answer for
     a caller that accepts it (docs/sync-protocol.md §4.1)."""
-    response.headers["Accept-Encoding"] = ", ".join(wire.CODINGS)
+    if request.headers.get("Content-Encoding", "").strip().lower() != wire.CODINGS[0]:
+        # Said only to a caller not already sending this node's best coding: one that does knows it.
+        response.headers["Accept-Encoding"] = ", ".join(wire.CODINGS)
     # No ``Vary: Accept-Encoding``: every sync route is a POST or PUT, whose answers no cache
     # stores without explicit freshness (RFC 9110 §9.3.3, RFC 9111 §3), so it would tell no one anything.
     coding = wire.choose(request.headers.get("Accept-Encoding"))
     if (coding and not response.direct_passthrough and "Content-Encoding" not in response.headers
             and response.mimetype == "application/json"):
         data = response.get_data()
-        if len(data) >= wire.COMPRESS_MIN_BYTES:
+        if wire.worth(coding, len(data)):
             response.set_data(wire.encode(data, coding))
             response.headers["Content-Encoding"] = coding
     return response
