@@ -135,8 +135,9 @@ class ParentClient:
         if ids is not None:
             documents = envelope.elide_stored(documents, ids)
         head = b'{"ack":"wait",' if wait else b"{"
-        head += b'"answer":"compact","envelopes":[' if compact else b'"envelopes":['
-        # The members in canonical (sorted) order: ack, answer, envelopes, blobs, pull, receipt.
+        # A compact answer, its signed documents in their short form too (§2.1.2).
+        head += b'"answer":"compact","docs":"short","envelopes":[' if compact else b'"envelopes":['
+        # The members: ack, answer, docs, envelopes, then blobs, pull, receipt.
         asked = b',"blobs":' + canonical.dumps(blobs) if blobs is not None else b""
         asked += b',"pull":' + canonical.dumps(pull) if pull is not None else b""
         tail = b"]" + asked + (b',"receipt":"ranges"}' if compact else b"}")
@@ -148,7 +149,7 @@ class ParentClient:
 
     def pull(self, cursors: dict[str, int], have: dict[str, int], acked: dict[str, int] | None = None) -> dict:
         """Fetch acks newer than ``acked``, downlink after ``cursors``, metadata newer than ``have``."""
-        return self._call("POST", "/sync/v1/pull", canonical.dumps(pull_body(cursors, have, acked)))
+        return self._call("POST", "/sync/v1/pull", canonical.dumps({**pull_body(cursors, have, acked), "docs": "short"}))
 
     def blob_status(self, hashes: list[str]) -> tuple[dict[str, int], set[str]]:
         """(bytes the parent holds of each blob, the blobs it holds complete and verified)."""

@@ -206,6 +206,7 @@ def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: l
     receipt would have recorded, before the ack marks them (a case its township decides is
     接件 there from custody on)."""
     trust = node.trust(conn)
+    answer = full_forms(answer, node, trust)
     with write_transaction(conn):
         receipt = answer.get("receipt")
         if receipt is not None:  # only a township parent signs custody receipts
@@ -224,6 +225,18 @@ def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: l
             _release_refused_custody(conn, node, answer.get("results", []))
             if forwarded:
                 relay.mark_forwarded(conn, forwarded, answer, node.now())
+
+
+def full_forms(answer: dict, node, trust) -> dict:
+    """``answer`` with its acknowledgements (the hub's keys) and custody receipt (the parent's
+    keys) back in their stored form, if they came in the short one (docs/sync-protocol.md §2.1.2)."""
+    out = dict(answer)
+    if isinstance(out.get("acks"), list):
+        out["acks"] = [envelope.full_form(a, trust.hub_keys) for a in out["acks"]]
+    if out.get("receipt") is not None:
+        parent = trust.nodes.get(node.config["PARENT_ID"])
+        out["receipt"] = envelope.full_form(out["receipt"], parent.keys if parent is not None else {})
+    return out
 
 
 def receipt_ids(conn: sqlite3.Connection, origin: str, body: dict) -> list[str]:
@@ -444,7 +457,7 @@ def apply_pull_answer(conn: sqlite3.Connection, node, answer: dict) -> dict:
             relay.drop_revoked(conn, trust, node.now())
         if rotation.finish_if_registered(node, trust):
             log.info("switched to the rotated node key")
-        result["acked"] = _apply_acks(conn, node, trust, answer.get("acks", []))
+        result["acked"] = _apply_acks(conn, node, trust, full_forms({"acks": answer.get("acks", [])}, node, trust)["acks"])
         messages = answer.get("downlink", [])
         if node.relay is not None:
             for document in messages:
@@ -490,7 +503,7 @@ def resume_from_hub(conn: sqlite3.Connection, node, client: ParentClient | None 
     answer = client.pull(cursors, have, {node.node_id: 0})
     trust = node.trust(conn)
     head = {"acked_seq": 0, "acked_id": outbox.GENESIS}
-    for ack in answer.get("acks", []):
+    for ack in full_forms({"acks": answer.get("acks", [])}, node, trust)["acks"]:
         try:
             body = envelope.open_signed(ack, envelope.ACK, trust.hub_key).body
         except SignatureError as exc:

@@ -164,12 +164,26 @@ def push():
         answer = _write_through(conn, node, caller, answer)
     if body.get("answer") == "compact":  # a newer caller: routine outcomes as seq ranges
         answer = {**answer, **wire.compact_results(answer.get("results", []))}
+    short = body.get("docs") == "short"  # a newer caller reads signed documents in their short form
     # After the push's transaction, outside the hub's pushing(): reads only.
     if files is not None:
         answer["blobs"] = _blobs_held(files, compact=True)
     if asked is not None:
         answer["pull"] = _pull_answer(caller, *asked, in_push=answer.get("acks", []))
-    return jsonify(answer)
+    return jsonify(_short_documents(answer) if short else answer)
+
+
+def _short_documents(answer: dict) -> dict:
+    """``answer`` with its acknowledgements and custody receipt (also those of a pull inside it)
+    in their short transport form (docs/sync-protocol.md §2.1.2): same signed bytes, fewer on the wire."""
+    out = dict(answer)
+    if isinstance(out.get("acks"), list):
+        out["acks"] = [envelope.short_form(a) for a in out["acks"]]
+    if out.get("receipt") is not None:
+        out["receipt"] = envelope.short_form(out["receipt"])
+    if isinstance(out.get("pull"), dict):
+        out["pull"] = _short_documents(out["pull"])
+    return out
 
 
 def _write_through(conn, node, caller: str, answer: dict) -> dict:
@@ -257,7 +271,9 @@ def _pull_answer(caller: str, cursors: dict, have: dict, acked: dict, in_push: l
 def pull():
     """Acknowledgements, downlink and newer metadata for the caller's subtree."""
     g.caller = _authenticate()
-    return jsonify(_pull_answer(g.caller, *_pull_request(_json_body(1024 * 1024))))
+    body = _json_body(1024 * 1024)
+    answer = _pull_answer(g.caller, *_pull_request(body))
+    return jsonify(_short_documents(answer) if body.get("docs") == "short" else answer)
 
 
 @bp.post("/blobs/status")
