@@ -77,6 +77,9 @@ class ParentClient:
         headers["Content-Type"] = content_type
         if coding:
             headers["Content-Encoding"] = coding
+        known = _REQUEST_CODING.get(self.base_url)
+        if known:  # the parent encodes what it decodes: asking for its best one alone is enough
+            headers["Accept-Encoding"] = known
         try:
             response = self.session.request(method, self.base_url + path, data=sent, headers=headers,
                                             timeout=self.timeout, allow_redirects=False)
@@ -115,7 +118,7 @@ class ParentClient:
         a ``prev`` that is the id of the envelope before it travels empty (``envelope.elide_links``).
         """
         body = {"envelopes": envelope.elide_links(documents) if elide else documents,
-                **({"answer": "compact", "receipt": "ranges"} if compact else {})}
+                **({"answer": "compact", "docs": "short", "receipt": "ranges"} if compact else {})}
         return self._call("POST", "/sync/v1/push", canonical.dumps(body))
 
     def push_stored(self, documents: list[bytes], compact: bool = False, ids: list[str] | None = None,
