@@ -260,6 +260,18 @@ def ack_covering(conn: sqlite3.Connection, origin: str, held: list[dict]) -> dic
     return envelope.from_bytes(row["document"])
 
 
+def files_missing(conn: sqlite3.Connection, has_blob, envelope_ids: list[str]) -> bool:
+    """Whether any of these envelopes in custody names a material file this relay does not hold
+    whole yet (the hub cannot acknowledge it before the file reaches it: nothing to wait for)."""
+    for start in range(0, len(envelope_ids), 500):
+        part = envelope_ids[start:start + 500]
+        for row in conn.execute("SELECT attachments FROM custody WHERE attachments != '[]' AND envelope_id IN"
+                                f" ({','.join('?' * len(part))})", part):
+            if any(not has_blob(str(a.get("sha256"))) for a in json.loads(row["attachments"])):
+                return True
+    return False
+
+
 def record_peer(conn: sqlite3.Connection, node_id: str, pushed: int, now) -> None:
     """Remember when a village last reached this township (relay health page)."""
     conn.execute(

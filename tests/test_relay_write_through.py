@@ -176,3 +176,31 @@ def test_an_ack_for_another_chain_records_no_custody(net, agent):
     node_sync.apply_push_answer(village.conn, village.node, {"acks": [forged]}, acks_hold=True)
     assert states(village)[-1] == "pending"
     assert village.scalar("SELECT custody_at FROM outbox WHERE seq = ?", (seq,)) is None
+
+
+def test_a_push_whose_scans_have_not_arrived_is_answered_at_once(net, agent, monkeypatch):
+    """The hub cannot acknowledge a case before its files reach it, and they follow the push:
+    waiting would only delay them (relay.files_missing)."""
+    village = net.village()
+    waited = []
+    forward = net.township.app.extensions["liandong_sync_forward"]
+    monkeypatch.setitem(net.township.app.extensions, "liandong_sync_forward",
+                        lambda done, seconds: waited.append(seconds) or forward(done, seconds))
+    create_case(village, agent, without_materials(catalog(village, agent), "city"))  # with its scans
+    summary, session = village_round(village)
+    push = next(answer for url, _, answer in session.exchanges if url.endswith("/push"))
+    assert "receipt" in push and waited == [] and "error" not in summary
+    create_case(village, agent, without_materials(catalog(village, agent), "city"), materials=[])
+    village_round(village)
+    assert waited  # a case without files is still written through
+
+
+def test_the_wait_ends_when_a_round_begun_after_the_push_has_finished(net):
+    """forward_and_wait (shared/web/jobs.py) does not sit out its whole bound for an ack that
+    this round did not bring: the round is over, nothing more will come before the next one."""
+    forward = net.township.app.extensions["liandong_sync_forward"]
+    started = time.monotonic()
+    assert forward(lambda: False, 30.0) is False
+    assert time.monotonic() - started < 10
+    calls = []
+    assert forward(lambda: calls.append(1) or True, 30.0) is True and len(calls) == 2  # checked before and after

@@ -198,8 +198,9 @@ def _write_through(conn, node, caller: str, answer: dict) -> dict:
     results = answer.get("results", [])
     held = [r for r in results if r.get("status") == "custody"]
     if (forward is None or seconds <= 0 or not held or answer.get("receipt") is None
-            or len(results) > int(node.config["SYNC_WRITE_THROUGH_MAX_ENVELOPES"])):
-        _forward_soon()
+            or len(results) > int(node.config["SYNC_WRITE_THROUGH_MAX_ENVELOPES"])
+            or relay.files_missing(conn, node.blobs.has, [r["envelope_id"] for r in held])):
+        _forward_soon()  # a case's scans follow its push: the hub acknowledges it only after them
         return answer
     found: list[dict] = []
 
