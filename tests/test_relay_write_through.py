@@ -204,3 +204,19 @@ def test_the_wait_ends_when_a_round_begun_after_the_push_has_finished(net):
     assert time.monotonic() - started < 10
     calls = []
     assert forward(lambda: calls.append(1) or True, 30.0) is True and len(calls) == 2  # checked before and after
+
+
+def test_a_replayed_answer_with_an_older_ack_marks_nothing_new(net, agent):
+    """An earlier write-through answer played back (its ack is genuine, but old) covers only what
+    the hub already acknowledged: a newer pending envelope gets neither custody nor its ack."""
+    village = net.village()
+    old_ack = envelope.from_bytes(net.township.query(
+        "SELECT document FROM acks WHERE origin = ?", (village.node_id,))[0]["document"])
+    create_case(village, agent, without_materials(catalog(village, agent), "city"), materials=[])
+    seq = outbox.last_seq(village.conn)
+    assert envelope.peek(old_ack)["acked_seq"] < seq
+    node_sync.apply_push_answer(village.conn, village.node, {"acks": [old_ack]}, acks_hold=True)
+    assert states(village)[-1] == "pending"
+    assert village.scalar("SELECT custody_at FROM outbox WHERE seq = ?", (seq,)) is None
+    village_round(village)
+    assert states(village)[-1] == "acked"
