@@ -210,8 +210,9 @@ def test_a_replayed_answer_with_an_older_ack_marks_nothing_new(net, agent):
     """An earlier write-through answer played back (its ack is genuine, but old) covers only what
     the hub already acknowledged: a newer pending envelope gets neither custody nor its ack."""
     village = net.village()
-    old_ack = envelope.from_bytes(net.township.query(
-        "SELECT document FROM acks WHERE origin = ?", (village.node_id,))[0]["document"])
+    create_case(village, agent, without_materials(catalog(village, agent), "city"), materials=[])
+    _, session = village_round(village)
+    old_ack = session.exchanges[0][2]["acks"][0]  # as the answer carried it (short form)
     create_case(village, agent, without_materials(catalog(village, agent), "city"), materials=[])
     seq = outbox.last_seq(village.conn)
     assert envelope.peek(old_ack)["acked_seq"] < seq

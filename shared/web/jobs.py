@@ -115,6 +115,20 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
         # A forced round waits for a running one at most ``timeout`` (the agent is watching).
         if not lock.acquire(blocking=force, timeout=timeout if force and timeout else -1):
             return {"error": "Timeout: a round is already running"} if force else {"skipped": True}
+        while True:
+            try:
+                summary = _passes(force, timeout)
+            finally:
+                lock.release()
+            # A request for a round that came after the last look at `wanted` and before the
+            # release found the lock taken and left: without this it waited for the next interval
+            # (and a write-through push for its whole bound).
+            if "error" in summary or not wanted.is_set() or not lock.acquire(blocking=False):
+                return summary
+            force = True
+
+    def _passes(force: bool, timeout: float | None) -> dict:
+        """Drain passes while a round is wanted (call with the lock held)."""
         conn = database.connect(app)
         try:
             summary: dict = {}
@@ -137,7 +151,6 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
             return {"error": "internal"}
         finally:
             conn.close()
-            lock.release()
 
     def kick() -> None:
         """Something arrived for the parent (a village's push, its files): forward it now, in
