@@ -49,9 +49,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_node(data_dir: Path, port: int, cpu: int | None = None, threads: int = 4) -> subprocess.Popen:
-    """Serve a node with waitress in a subprocess (scheduler off); wait until /healthz answers."""
-    env = {**os.environ, "LIANDONG_SCHEDULER_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
+def serve_node(data_dir: Path, port: int, cpu: int | None = None, threads: int = 4,
+               env: dict | None = None) -> subprocess.Popen:
+    """Serve a node with waitress in a subprocess (scheduler off unless ``env`` says otherwise:
+    ``LIANDONG_*`` settings); wait until /healthz answers."""
+    env = {**os.environ, "LIANDONG_SCHEDULER_ENABLED": "false", "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "provisioning.cli", "node", "serve", "--data", str(data_dir), "--port", str(port),
          "--threads", str(threads)],
@@ -174,22 +176,32 @@ def enrol_for_real(hub_dir: Path, node_dir: Path, node_id: str, name: str, paren
 
 
 class Network:
-    """Hub and township served on loopback (waitress subprocesses), one village app in-process."""
+    """Hub and township served on loopback (waitress subprocesses), one village app in-process.
+
+    ``uplink``: a :class:`CountingProxy` between the township and the hub, which every request of
+    the township towards the hub goes through (its rounds run here and, with ``township_env``
+    turning its scheduler on, those its server starts itself: write-through, §5.3.3)."""
 
     TOWNSHIP = f"{HUB_ID}100"
     VILLAGE = f"{HUB_ID}100201"
 
-    def __init__(self, root: Path, hub_cpu: int | None = None, township_cpu: int | None = None):
+    def __init__(self, root: Path, hub_cpu: int | None = None, township_cpu: int | None = None,
+                 uplink: bool = False, township_env: dict | None = None):
         self.root = Path(root)
         self.dirs = {n: self.root / n for n in (HUB_ID, self.TOWNSHIP, self.VILLAGE)}
         self.ports = {HUB_ID: free_port(), self.TOWNSHIP: free_port()}
         self.urls = {n: f"http://127.0.0.1:{p}" for n, p in self.ports.items()}
         self.procs: list[subprocess.Popen] = []
+        self.uplink: CountingProxy | None = None
         init_hub(self.dirs[HUB_ID], self.urls[HUB_ID])
         self.procs.append(serve_node(self.dirs[HUB_ID], self.ports[HUB_ID], hub_cpu))
         enrol_for_real(self.dirs[HUB_ID], self.dirs[self.TOWNSHIP], self.TOWNSHIP, "肃宁镇便民服务站",
                        self.urls[HUB_ID])
-        self.procs.append(serve_node(self.dirs[self.TOWNSHIP], self.ports[self.TOWNSHIP], township_cpu))
+        env = dict(township_env or {})
+        if uplink:
+            self.uplink = CountingProxy(self.ports[HUB_ID])
+            env["LIANDONG_PARENT_URL"] = self.uplink.url
+        self.procs.append(serve_node(self.dirs[self.TOWNSHIP], self.ports[self.TOWNSHIP], township_cpu, env=env))
         enrol_for_real(self.dirs[HUB_ID], self.dirs[self.VILLAGE], self.VILLAGE, "东关村便民服务室",
                        self.urls[self.TOWNSHIP])
         from village_node import create_app as village_app
@@ -202,6 +214,8 @@ class Network:
         from provisioning import nodes
 
         self.township = nodes.node_for(self.dirs[self.TOWNSHIP])
+        if self.uplink is not None:
+            self.township.config["PARENT_URL"] = self.uplink.url
         self.township_conn = nodes.open_db(self.dirs[self.TOWNSHIP])
         # What the village's `liandong node serve` does once the app is built (provisioning/memory.py).
         settle_collector(self.village.kind.gc_young_threshold)
@@ -228,6 +242,8 @@ class Network:
         self.township_conn.close()
         for proc in reversed(self.procs):
             stop(proc)
+        if self.uplink is not None:
+            self.uplink.close()
 
 
 # ---------------------------------------------------------------- realistic cases
@@ -356,6 +372,90 @@ class CountingSession(Transport):
         self.sent.clear()
         self.received.clear()
         self.calls.clear()
+
+
+def _path_of(target: str) -> str:
+    """The path a count is grouped by: before ``?``, one name for every blob."""
+    path = urlsplit(target).path
+    return "/sync/v1/blobs/<sha256>" if path.startswith("/sync/v1/blobs/") and path != "/sync/v1/blobs/status" \
+        else path
+
+
+def _read_message(stream) -> bytes:
+    """One HTTP/1.1 message from ``stream``: head and a ``Content-Length`` body (b"" at EOF)."""
+    head = b""
+    while True:
+        line = stream.readline(65537)
+        if not line:
+            return b""
+        head += line
+        if line in (b"\r\n", b"\n"):
+            break
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    return head + (stream.read(length) if length else b"")
+
+
+class CountingProxy:
+    """A loopback HTTP/1.1 relay to ``127.0.0.1:<upstream_port>`` counting every request and
+    answer byte for byte as they cross it (request line, headers, body; status line, headers,
+    body), grouped by path like :class:`CountingSession`: it counts what a node's server sends
+    on its own (a township forwarding write-through), which no client-side session sees."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sent: dict[str, int] = {}
+        self.received: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+        self._counting = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        try:
+            with client, socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
+                inbound, outbound = client.makefile("rb"), upstream.makefile("rb")
+                while request := _read_message(inbound):
+                    upstream.sendall(request)
+                    answer = _read_message(outbound)
+                    if not answer:
+                        return
+                    client.sendall(answer)
+                    path = _path_of(request.split(b" ", 2)[1].decode("latin-1"))
+                    with self._counting:
+                        self.sent[path] = self.sent.get(path, 0) + len(request)
+                        self.received[path] = self.received.get(path, 0) + len(answer)
+                        self.calls[path] = self.calls.get(path, 0) + 1
+        except OSError:
+            return
+
+    def reset(self) -> None:
+        with self._counting:
+            self.sent.clear()
+            self.received.clear()
+            self.calls.clear()
+
+    def close(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        except OSError:
+            pass
+        self.listener.close()
 
 
 def client_with(node, session: Transport):

@@ -67,7 +67,8 @@ class ParentClient:
 
     def _call(self, method: str, path: str, body: bytes, content_type: str = "application/json",
               compress: bool = True, long_auth: bool = False) -> dict:
-        coding = _REQUEST_CODING.get(self.base_url) if compress and len(body) >= wire.COMPRESS_MIN_BYTES else None
+        coding = _REQUEST_CODING.get(self.base_url) if compress else None
+        coding = coding if wire.worth(coding, len(body)) else None
         sent = wire.encode(body, coding) if coding else body
         # The request signature covers the body as sent: the compressed bytes (nodeauth).
         compact = not long_auth and self.base_url not in _LONG_AUTH
@@ -76,6 +77,9 @@ class ParentClient:
         headers["Content-Type"] = content_type
         if coding:
             headers["Content-Encoding"] = coding
+        known = _REQUEST_CODING.get(self.base_url)
+        if known:  # the parent encodes what it decodes: asking for its best one alone is enough
+            headers["Accept-Encoding"] = known
         try:
             response = self.session.request(method, self.base_url + path, data=sent, headers=headers,
                                             timeout=self.timeout, allow_redirects=False)
@@ -91,7 +95,9 @@ class ParentClient:
             answer = self._call(method, path, body, content_type, compress, long_auth=True)
             _LONG_AUTH.add(self.base_url)
             return answer
-        _REQUEST_CODING[self.base_url] = wire.choose(response.headers.get("Accept-Encoding"))
+        offer = response.headers.get("Accept-Encoding")
+        if offer is not None or not coding:  # a parent leaves its offer out when we use its best coding already
+            _REQUEST_CODING[self.base_url] = wire.choose(offer)
         if not 200 <= response.status_code < 300:
             raise SyncUnavailable(f"HTTP {response.status_code}: {response.text[:300]}", response.status_code)
         try:
@@ -112,11 +118,11 @@ class ParentClient:
         a ``prev`` that is the id of the envelope before it travels empty (``envelope.elide_links``).
         """
         body = {"envelopes": envelope.elide_links(documents) if elide else documents,
-                **({"answer": "compact", "receipt": "ranges"} if compact else {})}
+                **({"answer": "compact", "docs": "short", "receipt": "ranges"} if compact else {})}
         return self._call("POST", "/sync/v1/push", canonical.dumps(body))
 
     def push_stored(self, documents: list[bytes], compact: bool = False, ids: list[str] | None = None,
-                    pull: dict | None = None, blobs: list[str] | None = None) -> dict:
+                    pull: dict | None = None, blobs: list[str] | None = None, wait: bool = False) -> dict:
         """:meth:`push` for documents as this node stored them (:func:`sync.envelope.to_bytes`:
         sorted keys, no spaces, UTF-8, i.e. their canonical JSON already). The body is joined from
         those bytes, the same bytes :meth:`push` would send, without parsing each document and
@@ -125,11 +131,16 @@ class ParentClient:
         (:func:`sync.envelope.elide_stored`). ``pull`` (the body of a :meth:`pull`): ask for the
         pull's answer inside the push's (``"pull"`` member of the answer), one request instead of
         two; an older parent ignores it and answers without that member (docs/sync-protocol.md §5.3.2).
-        ``blobs`` (hashes of files): ask what :meth:`blob_status` would, answered as ``"blobs"``."""
+        ``blobs`` (hashes of files): ask what :meth:`blob_status` would, answered as ``"blobs"``.
+        ``wait`` (a village towards its township): ask it to forward these at once and answer with
+        the hub's acknowledgement if it comes in time, the receipt then left out (``"ack":"wait"``,
+        docs/sync-protocol.md §5.3.3); an older parent ignores it."""
         if ids is not None:
             documents = envelope.elide_stored(documents, ids)
-        head = b'{"answer":"compact","envelopes":[' if compact else b'{"envelopes":['
-        # The members in canonical (sorted) order: answer, envelopes, blobs, pull, receipt.
+        head = b'{"ack":"wait",' if wait else b"{"
+        # A compact answer, its signed documents in their short form too (§2.1.2).
+        head += b'"answer":"compact","docs":"short","envelopes":[' if compact else b'"envelopes":['
+        # The members: ack, answer, docs, envelopes, then blobs, pull, receipt.
         asked = b',"blobs":' + canonical.dumps(blobs) if blobs is not None else b""
         asked += b',"pull":' + canonical.dumps(pull) if pull is not None else b""
         tail = b"]" + asked + (b',"receipt":"ranges"}' if compact else b"}")
@@ -141,7 +152,7 @@ class ParentClient:
 
     def pull(self, cursors: dict[str, int], have: dict[str, int], acked: dict[str, int] | None = None) -> dict:
         """Fetch acks newer than ``acked``, downlink after ``cursors``, metadata newer than ``have``."""
-        return self._call("POST", "/sync/v1/pull", canonical.dumps(pull_body(cursors, have, acked)))
+        return self._call("POST", "/sync/v1/pull", canonical.dumps({**pull_body(cursors, have, acked), "docs": "short"}))
 
     def blob_status(self, hashes: list[str]) -> tuple[dict[str, int], set[str]]:
         """(bytes the parent holds of each blob, the blobs it holds complete and verified)."""

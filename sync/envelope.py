@@ -82,6 +82,71 @@ def _wire_payload(payload_type: str, payload: bytes) -> str:
     return payload.decode("utf-8") if payload_type in TEXT_PAYLOAD_TYPES else b64e(payload)
 
 
+#: Hex digits of a key id in the short form of a document (§2.1.2), as in ``Liandong-Auth``.
+SHORT_KID = 8
+
+
+def short_form(document: dict) -> dict:
+    """The short transport form of a signed document this node holds (docs/sync-protocol.md
+    §2.1.2), for a receiver that asked for it: a base64 payload whose bytes are UTF-8 travels as
+    that text (``payloadText``), and each key id as its first :data:`SHORT_KID` hex digits. The
+    signed bytes, the signatures and the document id do not change; :func:`full_form` gives the
+    stored form back, so nothing after the receipt of a document sees the difference."""
+    out = {"payloadType": document["payloadType"],
+           "signatures": [{**entry, "keyid": entry["keyid"][:SHORT_KID]} for entry in document["signatures"]]}
+    if document["payloadType"] in TEXT_PAYLOAD_TYPES:
+        out["payload"] = document["payload"]
+        return out
+    try:
+        out["payloadText"] = b64d(document["payload"]).decode("utf-8")
+    except UnicodeDecodeError:
+        out["payload"] = document["payload"]
+    return out
+
+
+def full_form(document: Any, keys: dict[str, str]) -> Any:
+    """The stored form of a document received in :func:`short_form` (any other is returned as it
+    is). ``keys``: the full key ids trusted for this document's purpose, with their public keys. A
+    short key id only selects among them: when several start with it, the one whose signature
+    verifies is taken; none, or a malformed document, is left for :func:`open_signed` to refuse."""
+    if not isinstance(document, dict):
+        return document
+    out = dict(document)
+    if "payloadText" in out:
+        text = out.pop("payloadText")
+        if "payload" in out or not isinstance(text, str) or out.get("payloadType") in TEXT_PAYLOAD_TYPES:
+            return document  # two payloads, or a text type spelled the other way: refused as it is
+        try:
+            out["payload"] = b64e(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            return document
+    signatures = out.get("signatures")
+    if not isinstance(signatures, list):
+        return out
+    entries = []
+    for entry in signatures:
+        kid = entry.get("keyid") if isinstance(entry, dict) else None
+        if isinstance(kid, str) and SHORT_KID <= len(kid) < 64:
+            entry = {**entry, "keyid": _expand(kid, keys, out, entry.get("sig"))}
+        entries.append(entry)
+    out["signatures"] = entries
+    return out
+
+
+def _expand(kid: str, keys: dict[str, str], document: dict, sig: Any) -> str:
+    candidates = [full for full in keys if full.startswith(kid)]
+    if len(candidates) == 1:
+        return candidates[0]
+    for full in candidates:  # two trusted keys sharing their first 32 bits: the signature decides
+        try:
+            payload_type, payload = _parts(document)
+            verify(keys[full], payload_type, payload, b64d(sig if isinstance(sig, str) else ""))
+        except SignatureError:
+            continue
+        return full
+    return kid  # unknown: open_signed finds no trusted key and refuses it
+
+
 def document_id(document: dict) -> str:
     """The id of a signed document: hex SHA-256 of PAE(payloadType, payload bytes)."""
     payload_type, payload = _parts(document)
@@ -93,6 +158,12 @@ def _parts(document: Any) -> tuple[str, bytes]:
         raise SignatureError("a signed document is a JSON object")
     payload_type = document.get("payloadType")
     payload = document.get("payload")
+    if (payload is None and isinstance(payload_type, str) and payload_type not in TEXT_PAYLOAD_TYPES
+            and isinstance(document.get("payloadText"), str)):
+        try:  # the short form (§2.1.2): the same signed bytes, as text
+            return payload_type, document["payloadText"].encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise SignatureError("payload text is not valid Unicode") from exc
     if not isinstance(payload_type, str) or not isinstance(payload, str):
         raise SignatureError("payloadType and payload must be strings")
     if payload_type in TEXT_PAYLOAD_TYPES:

@@ -180,9 +180,13 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient,
                            custody=[r["envelope_id"] for kind, r in docs if kind == "custody"])
     asked = [a["sha256"] for a in wanted] if 0 < len(wanted) <= wire.MAX_BLOBS_ASKED else None
     cursors, have = pull_request(conn, node)
+    # A node that relays nothing (a village) asks its parent to write through to the hub: if the
+    # hub's ack comes back in this answer, no second request fetches it (§5.3.3).
+    wait = node.relay is None
     answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids,
-                                pull=pull_body(cursors, have, acked_request(conn, node)), blobs=asked)
-    apply_push_answer(conn, node, answer, forwarded=[r for kind, r in docs if kind == "custody"])
+                                pull=pull_body(cursors, have, acked_request(conn, node)), blobs=asked, wait=wait)
+    apply_push_answer(conn, node, answer, forwarded=[r for kind, r in docs if kind == "custody"],
+                      acks_hold=wait and answer.get("receipt") is None)
     held = answer.get("blobs") if asked is not None and isinstance(answer.get("blobs"), dict) else None
     pulled = answer.get("pull")
     if not isinstance(pulled, dict):
@@ -192,10 +196,17 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient,
         conn, node, {"server": answer.get("server"), "server_time": answer.get("server_time"), **pulled})
 
 
-def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: list | None = None) -> None:
+def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: list | None = None,
+                      acks_hold: bool = False) -> None:
     """Apply what the parent said to a push (HTTP or USB bundle): custody receipt and acks; at a
-    township, which of the custody envelopes it ``forwarded`` the hub now holds."""
+    township, which of the custody envelopes it ``forwarded`` the hub now holds.
+
+    ``acks_hold``: a write-through answer without a receipt (§5.3.3): the parent held what the
+    hub's ack covers (it forwarded it), so those envelopes pass through custody first, as a
+    receipt would have recorded, before the ack marks them (a case its township decides is
+    接件 there from custody on)."""
     trust = node.trust(conn)
+    answer = full_forms(answer, node, trust)
     with write_transaction(conn):
         receipt = answer.get("receipt")
         if receipt is not None:  # only a township parent signs custody receipts
@@ -209,11 +220,23 @@ def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: l
                     node.kind.on_custody(conn, ids)
             except (SignatureError, KeyError, TypeError, ValueError) as exc:
                 log.warning("custody receipt refused: %s", exc)
-        _apply_acks(conn, node, trust, answer.get("acks", []))
+        _apply_acks(conn, node, trust, answer.get("acks", []), custody_first=acks_hold)
         if node.relay is not None:
             _release_refused_custody(conn, node, answer.get("results", []))
             if forwarded:
                 relay.mark_forwarded(conn, forwarded, answer, node.now())
+
+
+def full_forms(answer: dict, node, trust) -> dict:
+    """``answer`` with its acknowledgements (the hub's keys) and custody receipt (the parent's
+    keys) back in their stored form, if they came in the short one (docs/sync-protocol.md §2.1.2)."""
+    out = dict(answer)
+    if isinstance(out.get("acks"), list):
+        out["acks"] = [envelope.full_form(a, trust.hub_keys) for a in out["acks"]]
+    if out.get("receipt") is not None:
+        parent = trust.nodes.get(node.config["PARENT_ID"])
+        out["receipt"] = envelope.full_form(out["receipt"], parent.keys if parent is not None else {})
+    return out
 
 
 def receipt_ids(conn: sqlite3.Connection, origin: str, body: dict) -> list[str]:
@@ -249,7 +272,9 @@ def _release_refused_custody(conn: sqlite3.Connection, node, results: list) -> N
         audit(conn, "hub", "custody.refused", r.get("origin"), f"{r['envelope_id']} {r.get('reason')}", node.now())
 
 
-def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
+def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list, custody_first: bool = False) -> int:
+    """Verify and apply hub acknowledgements; ``custody_first``: this node's envelopes they newly
+    cover are recorded in custody first (:func:`apply_push_answer`)."""
     covered = 0
     for ack in acks:
         after_seq = 0
@@ -262,6 +287,8 @@ def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
         if body["origin"] == node.node_id:
             try:
                 after_seq = outbox.acked_through(conn)
+                if custody_first:
+                    _custody_by_ack(conn, node, body["acked_seq"], body["acked_id"], after_seq)
                 covered += outbox.mark_acked(conn, body["acked_seq"], body["acked_id"], node.now())
             except ValueError as exc:
                 log.error("acknowledgement does not match this node's chain: %s", exc)
@@ -272,6 +299,21 @@ def _apply_acks(conn: sqlite3.Connection, node, trust, acks: list) -> int:
             continue
         node.kind.on_acked(conn, node, body["origin"], body["acked_seq"], after_seq)
     return covered
+
+
+def _custody_by_ack(conn: sqlite3.Connection, node, acked_seq: int, acked_id: str, after_seq: int) -> None:
+    """Record custody of this node's pending envelopes an ack newly covers, as the receipt the
+    write-through answer left out would have. Only an ack that names this chain's own envelope
+    at ``acked_seq`` (checked again by ``outbox.mark_acked``, which then refuses the ack)."""
+    row = conn.execute("SELECT envelope_id FROM outbox WHERE seq = ?", (acked_seq,)).fetchone()
+    if row is None or row["envelope_id"] != acked_id:
+        return
+    ids = [r["envelope_id"] for r in conn.execute(
+        "SELECT envelope_id FROM outbox WHERE seq > ? AND seq <= ? AND state = 'pending' ORDER BY seq",
+        (after_seq, acked_seq))]
+    if ids:
+        outbox.mark_custody(conn, ids, node.now())
+        node.kind.on_custody(conn, ids)
 
 
 def _observe_parent_time(conn: sqlite3.Connection, node, server_time: str, server: str) -> None:
@@ -415,7 +457,7 @@ def apply_pull_answer(conn: sqlite3.Connection, node, answer: dict) -> dict:
             relay.drop_revoked(conn, trust, node.now())
         if rotation.finish_if_registered(node, trust):
             log.info("switched to the rotated node key")
-        result["acked"] = _apply_acks(conn, node, trust, answer.get("acks", []))
+        result["acked"] = _apply_acks(conn, node, trust, full_forms({"acks": answer.get("acks", [])}, node, trust)["acks"])
         messages = answer.get("downlink", [])
         if node.relay is not None:
             for document in messages:
@@ -461,7 +503,7 @@ def resume_from_hub(conn: sqlite3.Connection, node, client: ParentClient | None 
     answer = client.pull(cursors, have, {node.node_id: 0})
     trust = node.trust(conn)
     head = {"acked_seq": 0, "acked_id": outbox.GENESIS}
-    for ack in answer.get("acks", []):
+    for ack in full_forms({"acks": answer.get("acks", [])}, node, trust)["acks"]:
         try:
             body = envelope.open_signed(ack, envelope.ACK, trust.hub_key).body
         except SignatureError as exc:

@@ -241,6 +241,37 @@ def store_ack(conn: sqlite3.Connection, trust: TrustStore, ack_document: dict) -
     return body
 
 
+def ack_covering(conn: sqlite3.Connection, origin: str, held: list[dict]) -> dict | None:
+    """The hub's acknowledgement for ``origin`` stored here (verified by :func:`store_ack`) if it
+    covers every one of ``held`` (push results in custody: ``origin``, ``seq``, ``envelope_id``),
+    else None. Each must be the envelope this relay took first for its seq (not a fork, which an
+    acknowledgement of that seq does not cover); the village checks the ack against its own chain."""
+    mine = [r for r in held if r.get("origin") == origin and canonical.is_count(r.get("seq"))]
+    if not mine or len(mine) != len(held):
+        return None
+    row = conn.execute("SELECT acked_seq, document FROM acks WHERE origin = ?", (origin,)).fetchone()
+    if row is None or row["acked_seq"] < max(r["seq"] for r in mine):
+        return None
+    for r in mine:
+        first = conn.execute("SELECT envelope_id FROM relayed_ids WHERE origin = ? AND seq = ?",
+                             (origin, r["seq"])).fetchone()
+        if first is None or first["envelope_id"] != r.get("envelope_id"):
+            return None
+    return envelope.from_bytes(row["document"])
+
+
+def files_missing(conn: sqlite3.Connection, has_blob, envelope_ids: list[str]) -> bool:
+    """Whether any of these envelopes in custody names a material file this relay does not hold
+    whole yet (the hub cannot acknowledge it before the file reaches it: nothing to wait for)."""
+    for start in range(0, len(envelope_ids), 500):
+        part = envelope_ids[start:start + 500]
+        for row in conn.execute("SELECT attachments FROM custody WHERE attachments != '[]' AND envelope_id IN"
+                                f" ({','.join('?' * len(part))})", part):
+            if any(not has_blob(str(a.get("sha256"))) for a in json.loads(row["attachments"])):
+                return True
+    return False
+
+
 def record_peer(conn: sqlite3.Connection, node_id: str, pushed: int, now) -> None:
     """Remember when a village last reached this township (relay health page)."""
     conn.execute(

@@ -160,7 +160,9 @@ class Transport:
         try:
             conn.sent = 0
             conn.putrequest(method, target, skip_accept_encoding=True)
-            conn.putheader("Accept-Encoding", ", ".join(wire.CODINGS))
+            given = {name.lower() for name in (headers or {})}
+            if "accept-encoding" not in given:  # every coding we decode, unless the caller narrowed it
+                conn.putheader("Accept-Encoding", ", ".join(wire.CODINGS))
             for name, value in (headers or {}).items():
                 conn.putheader(name, value)
             if body or method.upper() in ("POST", "PUT", "PATCH"):

@@ -11,20 +11,45 @@ from __future__ import annotations
 
 import struct
 import zlib
+from pathlib import Path
 
 try:  # optional: zstd is smaller and faster than gzip, but gzip alone is enough
     import zstandard
 except ImportError:  # pragma: no cover - depends on the installation
     zstandard = None
 
+ZSTD_LEVEL = 3
+#: zstd with the project's dictionary (docs/sync-protocol.md §5.1.1): a name per dictionary, whose
+#: bytes never change once released (a new dictionary is a new name, ``zstd-ld2``).
+DICT_CODING = "zstd-ld1"
+DICT_FILE = Path(__file__).with_name("wire-1.zdict")
+
+
+def _dictionary():
+    """The dictionary of :data:`DICT_CODING`, or None (no zstandard, or the file is missing)."""
+    if zstandard is None or not DICT_FILE.is_file():
+        return None
+    dictionary = zstandard.ZstdCompressionDict(DICT_FILE.read_bytes())
+    dictionary.precompute_compress(level=ZSTD_LEVEL)
+    return dictionary
+
+
+_DICT = _dictionary()
 #: Codings this node can decode and encode, preferred first.
-CODINGS = ("zstd", "gzip") if zstandard is not None else ("gzip",)
+CODINGS = (((DICT_CODING,) if _DICT is not None else ()) + ("zstd", "gzip")) if zstandard is not None else ("gzip",)
 #: Files one push may ask about (its ``"blobs"``, docs/sync-protocol.md §5.3.2): one stat each at
 #: the parent, as many as /blobs/status's 1 MiB of names; a sender with more asks that route.
 MAX_BLOBS_ASKED = 10_000
 #: Bodies shorter than this go plain (the coding's own header would eat the gain).
 COMPRESS_MIN_BYTES = 512
+#: The same with the dictionary, which knows the JSON around a few bytes of content already.
+DICT_MIN_BYTES = 96
 GZIP_LEVEL = 6
+
+
+def worth(coding: str | None, size: int) -> bool:
+    """Whether a body of ``size`` bytes is worth compressing in ``coding``."""
+    return coding is not None and size >= (DICT_MIN_BYTES if coding == DICT_CODING else COMPRESS_MIN_BYTES)
 
 
 class CodingError(ValueError):
@@ -52,7 +77,10 @@ def encode(body: bytes, coding: str) -> bytes:
         packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
         return packer.compress(body) + packer.flush()
     if coding == "zstd" and zstandard is not None:
-        return zstandard.ZstdCompressor(level=3).compress(body)
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(body)
+    if coding == DICT_CODING and _DICT is not None:
+        # No dictionary id in the frame (4 bytes): the coding's name says which dictionary.
+        return zstandard.ZstdCompressor(dict_data=_DICT, write_dict_id=False).compress(body)
     raise CodingError(f"unsupported content coding {coding!r}")
 
 
@@ -73,8 +101,10 @@ def decode(body: bytes, coding: str, max_bytes: int) -> bytes:
             if not unpacker.eof:
                 raise CodingError("truncated gzip body")
             return out
-        if coding == "zstd" and zstandard is not None:
-            reader = zstandard.ZstdDecompressor().stream_reader(body)
+        if (coding == "zstd" and zstandard is not None) or (coding == DICT_CODING and _DICT is not None):
+            decompressor = zstandard.ZstdDecompressor(dict_data=_DICT) if coding == DICT_CODING \
+                else zstandard.ZstdDecompressor()
+            reader = decompressor.stream_reader(body)
             out = reader.read(max_bytes + 1)
             if len(out) > max_bytes:
                 raise CodingError(f"decoded body larger than {max_bytes} bytes")

@@ -20,7 +20,7 @@ from shared.core.crypto import SignatureError
 from shared.core.storage import write_transaction
 from shared.services import casework, submission
 from sync import envelope, formats, outbox, relay, wire
-from sync.node_sync import SyncState, receipt_ids, run_round
+from sync.node_sync import SyncState, full_forms, receipt_ids, run_round
 from sync.transport import Transport
 from township_node.relay_service import VerifiedPush
 
@@ -236,7 +236,10 @@ def test_custody_receipts_name_seq_ranges_for_a_village_that_asks(build_network)
                                     force=True)
     sent, answer = session.last("push")
     assert sent["receipt"] == "ranges"
-    receipt = envelope.open_signed(answer["receipt"], envelope.CUSTODY_TYPES, village.node.trust(village.conn).node_key)
+    trust = village.node.trust(village.conn)
+    assert len(answer["receipt"]["signatures"][0]["keyid"]) == envelope.SHORT_KID  # the short form (§2.1.2)
+    receipt = envelope.open_signed(full_forms(answer, village.node, trust)["receipt"], envelope.CUSTODY_TYPES,
+                                   trust.node_key)
     assert receipt.payload_type == envelope.CUSTODY_V2 and "envelope_ids" not in receipt.body
     assert [(r["first"], r["last"]) for r in receipt.body["held"]] == [(1, 3)]
     assert outbox_states(village) == {1: "custody", 2: "custody", 3: "custody"}

@@ -39,7 +39,7 @@ def test_the_cli_and_healthz_report_that_version(tmp_path):
 
 # ---------------------------------------------------------------- the built wheel and sdist
 
-PACKAGE_DATA_SUFFIXES = (".html", ".json", ".css", ".js", ".ps1", ".cmd", ".txt")
+PACKAGE_DATA_SUFFIXES = (".html", ".json", ".css", ".js", ".ps1", ".cmd", ".txt", ".zdict")
 
 
 def shipped_data_files() -> set[str]:

@@ -106,3 +106,29 @@ def test_a_village_keeps_pythons_own_young_threshold():
     from provisioning.tiers import TIERS
 
     assert TIERS["village"].gc_young_threshold == 700 and TIERS["township"].gc_young_threshold == 10000
+
+
+
+def test_a_round_asked_for_while_the_last_one_ends_is_not_lost(monkeypatch):
+    """A kick that finds the lock taken just after the running round last looked for more work
+    (between its last check and the release) is run by that round: otherwise it waited for the
+    next interval, and a write-through push for its whole bound (shared/web/jobs.py)."""
+    from types import SimpleNamespace
+
+    from shared.web import jobs
+
+    drains, kicked = [], []
+    app = SimpleNamespace(config={"SYNC_INTERVAL_SECONDS": 3600}, extensions={})
+
+    class Conn:
+        def close(self):  # after the last look at `wanted`, before the release: a kick arrives
+            if not kicked:
+                kicked.append(True)
+                app.extensions["liandong_sync_kick"]()  # its thread finds the lock taken and leaves
+                time.sleep(0.3)
+
+    app.extensions.update({"liandong_node": object(), "liandong_db": SimpleNamespace(connect=lambda a: Conn())})
+    monkeypatch.setattr(jobs, "drain", lambda conn, node, state, force=False, timeout=None: drains.append(1) or {})
+    jobs._add_sync(app, Scheduler())  # the interval loop is not started: rounds are asked for below
+    app.extensions["liandong_sync_now"]()
+    assert kicked and len(drains) == 2  # the round ran once more for the kick it kept out

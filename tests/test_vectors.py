@@ -469,6 +469,45 @@ def build_custody_v2() -> dict:
     }
 
 
+def build_short_form() -> dict:
+    ack = envelope.sign(key("hub_signing"), envelope.ACK, {
+        "acked_id": "7b" * 32, "acked_seq": 3, "hub": HUB_ID, "hub_time": "2027-03-01T08:30:00.000Z",
+        "origin": VILLAGE_A})
+    receipt = envelope.sign(key("township"), envelope.CUSTODY_V2, {
+        "at": "2027-03-01T08:29:59.000Z", "holder": TOWNSHIP_ID,
+        "held": [{"first": 3, "ids_sha256": "1c" * 32, "last": 3, "origin": VILLAGE_A}]})
+    return {
+        "description": "The short transport form of signed documents (docs/sync-protocol.md §2.1.2): a base64 payload "
+                       "as its UTF-8 text in payloadText, each keyid cut to its first 8 hex digits. Same signed "
+                       "bytes, same signature, same document id; full_form(short, trusted keys) gives `full` back "
+                       "exactly.",
+        "cases": [{"name": name, "signer": signer, "full": doc, "short": envelope.short_form(doc),
+                   "document_id": envelope.document_id(doc)}
+                  for name, signer, doc in (("ack", "hub_signing", ack), ("custody_v2", "township", receipt))],
+    }
+
+
+def build_wire_dictionary() -> dict:
+    if wire.DICT_CODING not in wire.CODINGS:  # no zstandard here: the file as it is (it cannot be rebuilt)
+        return load("wire_dictionary.json")
+    plain = [
+        canonical.dumps({"acked": {VILLAGE_A: 3}, "cursors": {f"{HUB_ID}:{VILLAGE_A}": 7},
+                         "metadata": {"calendar": 1, "catalog": 2, "registry": 4, "root": 1}}).decode("utf-8"),
+        canonical.dumps({"acks": [build_short_form()["cases"][0]["short"]], "ok": {VILLAGE_A: [[3, 3]]},
+                         "results": [], "server": TOWNSHIP_ID, "server_time": "2027-03-01T08:30:00.000Z"}
+                        ).decode("utf-8"),
+    ]
+    return {
+        "description": "Bodies in zstd-ld1: zstd with the dictionary sync/wire-1.zdict (its SHA-256 below), no "
+                       "dictionary id in the frame. Another encoder may produce other bytes; every decoder must give "
+                       "`plain` back from `encoded_hex`.",
+        "coding": wire.DICT_CODING,
+        "dictionary_sha256": hashlib.sha256(wire.DICT_FILE.read_bytes()).hexdigest(),
+        "cases": [{"plain": text, "encoded_hex": wire.encode(text.encode("utf-8"), wire.DICT_CODING).hex()}
+                  for text in plain],
+    }
+
+
 def document_body(kind: str = "accept", number: int = 1) -> dict:
     """A 制式文书 body shaped as ``shared.services.documents.issue`` makes it (受理通知书 of the sample case)."""
     title, mark = documents.KINDS[kind]
@@ -716,6 +755,8 @@ BUILDERS = {
     "envelope_v2.json": build_envelope_v2,
     "push_v2.json": build_push_v2,
     "custody_v2.json": build_custody_v2,
+    "short_form.json": build_short_form,
+    "wire_dictionary.json": build_wire_dictionary,
     "downlink.json": build_downlink,
     "document.json": build_document,
     "request.json": build_request,

@@ -56,6 +56,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SYNC_TIMEOUT_SECONDS", 10, "HTTP timeout for one sync request."),
     Setting("SYNC_NOW_TIMEOUT_SECONDS", 5, "HTTP timeout of each request of the round an agent starts with 立即同步 "
             "(shorter than SYNC_TIMEOUT_SECONDS: the agent is waiting; the page then says the round gave up)."),
+    Setting("SYNC_WRITE_THROUGH_SECONDS", 2.0, "Township: how long a village's small push (see "
+            "SYNC_WRITE_THROUGH_MAX_ENVELOPES) may wait for the hub's acknowledgement, forwarded at once, to answer "
+            "with it instead of a custody receipt alone (the village then needs no second request for it); 0 turns "
+            "this off. The hub being slow or offline delays the village's answer by at most this long."),
+    Setting("SYNC_WRITE_THROUGH_MAX_ENVELOPES", 10, "Township: largest push (in envelopes) answered write-through "
+            "(SYNC_WRITE_THROUGH_SECONDS); a larger one, a backlog draining, is answered at once with a custody "
+            "receipt, so the village sends its next batch while this one goes on to the hub."),
     Setting("SYNC_BACKOFF_MAX_SECONDS", 300, "Upper bound of the exponential retry backoff when the parent is unreachable."),
     Setting("MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024, "Largest single material file accepted."),
     Setting("MAX_CASE_ATTACHMENT_BYTES", 40 * 1024 * 1024, "Largest total of material files for one case."),

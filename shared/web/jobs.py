@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from flask import Flask
@@ -104,18 +105,43 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
     database = app.extensions["liandong_db"]
     lock = threading.Lock()
     wanted = threading.Event()  # set by every request for a round; the running drain repeats
+    # Passes of the drain loop below, started and finished, for write-through (forward_and_wait):
+    # a pass numbered after a kick began after what that kick was for had been committed.
+    passes = {"started": 0, "finished": 0}
+    passed = threading.Condition()
 
     def sync_job(force: bool = False, timeout: float | None = None) -> dict:
         wanted.set()
         # A forced round waits for a running one at most ``timeout`` (the agent is watching).
         if not lock.acquire(blocking=force, timeout=timeout if force and timeout else -1):
             return {"error": "Timeout: a round is already running"} if force else {"skipped": True}
+        while True:
+            try:
+                summary = _passes(force, timeout)
+            finally:
+                lock.release()
+            # A request for a round that came after the last look at `wanted` and before the
+            # release found the lock taken and left: without this it waited for the next interval
+            # (and a write-through push for its whole bound).
+            if "error" in summary or not wanted.is_set() or not lock.acquire(blocking=False):
+                return summary
+            force = True
+
+    def _passes(force: bool, timeout: float | None) -> dict:
+        """Drain passes while a round is wanted (call with the lock held)."""
         conn = database.connect(app)
         try:
             summary: dict = {}
             while wanted.is_set():  # the running drain sees `wanted` and goes on
                 wanted.clear()
-                summary = drain(conn, node, state, force=force, timeout=timeout)
+                with passed:
+                    passes["started"] += 1
+                try:
+                    summary = drain(conn, node, state, force=force, timeout=timeout)
+                finally:  # also when it raised: a waiting push must not wait for nothing
+                    with passed:
+                        passes["finished"] += 1
+                        passed.notify_all()
                 if "error" in summary:
                     break
                 force = True
@@ -125,13 +151,32 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
             return {"error": "internal"}
         finally:
             conn.close()
-            lock.release()
 
     def kick() -> None:
         """Something arrived for the parent (a village's push, its files): forward it now, in
         the background, while the village sends its next batch (the tiers overlap)."""
         threading.Thread(target=sync_job, name="sync-kick", daemon=True).start()
 
+    def forward_and_wait(done: Callable[[], bool], timeout: float) -> bool:
+        """Kick a round and wait, at most ``timeout`` seconds, until ``done()`` (e.g. the hub's
+        acknowledgement of a village's push is here). Gives up sooner once a pass that began
+        after the kick has finished without it (the hub is offline, holds it for its files, or
+        the round backs off): the caller is not stalled for nothing. Returns ``done()``."""
+        deadline = time.monotonic() + timeout
+        with passed:
+            after = passes["started"]  # a pass numbered above this one started after the kick
+        kick()
+        while not done():
+            with passed:
+                if passes["finished"] > after:  # such a pass is over (passes never overlap)
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                passed.wait(remaining)
+        return done()
+
     app.extensions["liandong_sync_now"] = lambda timeout=None: sync_job(force=True, timeout=timeout)
+    app.extensions["liandong_sync_forward"] = forward_and_wait
     app.extensions["liandong_sync_kick"] = kick
     scheduler.add_job(sync_job, float(app.config["SYNC_INTERVAL_SECONDS"]), "sync")

@@ -18,7 +18,7 @@ from shared.web.auth import node_signed
 from shared.web.context import current_node
 from shared.web.db import get_db
 from shared.web.limits import TooLarge
-from sync import envelope, formats, wire
+from sync import envelope, formats, relay, wire
 from sync.blobs import SHA256_RE, BlobError, QuotaExceeded, park
 from sync.nodeauth import check_request, keys_for, record_nonce
 
@@ -110,14 +110,16 @@ def _json_body(max_bytes: int = MAX_PUSH_BYTES) -> dict:
 def _compact_answer(response):
     """Say which request codings this node reads (RFC 7694), and compress the JSON answer for
     a caller that accepts it (docs/sync-protocol.md §4.1)."""
-    response.headers["Accept-Encoding"] = ", ".join(wire.CODINGS)
+    if request.headers.get("Content-Encoding", "").strip().lower() != wire.CODINGS[0]:
+        # Said only to a caller not already sending this node's best coding: one that does knows it.
+        response.headers["Accept-Encoding"] = ", ".join(wire.CODINGS)
     # No ``Vary: Accept-Encoding``: every sync route is a POST or PUT, whose answers no cache
     # stores without explicit freshness (RFC 9110 §9.3.3, RFC 9111 §3), so it would tell no one anything.
     coding = wire.choose(request.headers.get("Accept-Encoding"))
     if (coding and not response.direct_passthrough and "Content-Encoding" not in response.headers
             and response.mimetype == "application/json"):
         data = response.get_data()
-        if len(data) >= wire.COMPRESS_MIN_BYTES:
+        if wire.worth(coding, len(data)):
             response.set_data(wire.encode(data, coding))
             response.headers["Content-Encoding"] = coding
     return response
@@ -156,15 +158,61 @@ def push():
             ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
             answer = service().push(conn, node, caller, documents, prepared,
                                     receipt="ranges" if body.get("receipt") == "ranges" else None)
-        if body.get("answer") == "compact":  # a newer caller: routine outcomes as seq ranges
-            answer = {**answer, **wire.compact_results(answer.get("results", []))}
-        _forward_soon()
+        if body.get("ack") != "wait":
+            _forward_soon()
+    if body.get("ack") == "wait":  # a newer village: the hub's ack in this answer if it comes in time
+        answer = _write_through(conn, node, caller, answer)
+    if body.get("answer") == "compact":  # a newer caller: routine outcomes as seq ranges
+        answer = {**answer, **wire.compact_results(answer.get("results", []))}
+    short = body.get("docs") == "short"  # a newer caller reads signed documents in their short form
     # After the push's transaction, outside the hub's pushing(): reads only.
     if files is not None:
         answer["blobs"] = _blobs_held(files, compact=True)
     if asked is not None:
         answer["pull"] = _pull_answer(caller, *asked, in_push=answer.get("acks", []))
-    return jsonify(answer)
+    return jsonify(_short_documents(answer) if short else answer)
+
+
+def _short_documents(answer: dict) -> dict:
+    """``answer`` with its acknowledgements and custody receipt (also those of a pull inside it)
+    in their short transport form (docs/sync-protocol.md §2.1.2): same signed bytes, fewer on the wire."""
+    out = dict(answer)
+    if isinstance(out.get("acks"), list):
+        out["acks"] = [envelope.short_form(a) for a in out["acks"]]
+    if out.get("receipt") is not None:
+        out["receipt"] = envelope.short_form(out["receipt"])
+    if isinstance(out.get("pull"), dict):
+        out["pull"] = _short_documents(out["pull"])
+    return out
+
+
+def _write_through(conn, node, caller: str, answer: dict) -> dict:
+    """A village's small push forwarded to the hub at once, answered with the hub's signed
+    acknowledgement if it comes within ``SYNC_WRITE_THROUGH_SECONDS`` (docs/sync-protocol.md
+    §5.3.3). The ack covers every envelope of the push that custody took: the custody receipt
+    then says nothing more and is left out. Otherwise (the hub slow, offline, holding the
+    envelopes for their files; a larger push; a node that does not forward) the answer is the
+    ordinary one, receipt included, and the round that was started goes on in the background."""
+    forward = current_app.extensions.get("liandong_sync_forward")  # a node with a parent and its jobs
+    seconds = float(node.config["SYNC_WRITE_THROUGH_SECONDS"])
+    results = answer.get("results", [])
+    held = [r for r in results if r.get("status") == "custody"]
+    if (forward is None or seconds <= 0 or not held or answer.get("receipt") is None
+            or len(results) > int(node.config["SYNC_WRITE_THROUGH_MAX_ENVELOPES"])
+            or relay.files_missing(conn, node.blobs.has, [r["envelope_id"] for r in held])):
+        _forward_soon()  # a case's scans follow its push: the hub acknowledges it only after them
+        return answer
+    found: list[dict] = []
+
+    def acknowledged() -> bool:
+        ack = relay.ack_covering(conn, caller, held)
+        if ack is not None:
+            found[:] = [ack]
+        return ack is not None
+
+    if not forward(acknowledged, seconds):
+        return answer
+    return {**{k: v for k, v in answer.items() if k != "receipt"}, "acks": found}
 
 
 def _blob_names(wanted, limit: int | None = None) -> list[str]:
@@ -224,7 +272,9 @@ def _pull_answer(caller: str, cursors: dict, have: dict, acked: dict, in_push: l
 def pull():
     """Acknowledgements, downlink and newer metadata for the caller's subtree."""
     g.caller = _authenticate()
-    return jsonify(_pull_answer(g.caller, *_pull_request(_json_body(1024 * 1024))))
+    body = _json_body(1024 * 1024)
+    answer = _pull_answer(g.caller, *_pull_request(body))
+    return jsonify(_short_documents(answer) if body.get("docs") == "short" else answer)
 
 
 @bp.post("/blobs/status")
