@@ -5,11 +5,13 @@ answer, and the village records custody from the ack as a receipt would have."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 from network import catalog, create_case, pick_item
 
+from shared.web import jobs
 from shared.web.jobs import Scheduler, _add_sync
 from sync import envelope, node_sync, outbox, relay
 from sync.client import ParentClient
@@ -212,6 +214,35 @@ def test_the_wait_ends_when_a_round_begun_after_the_push_has_finished(net):
     assert time.monotonic() - started < 10
     calls = []
     assert forward(lambda: calls.append(1) or True, 30.0) is True and len(calls) == 2  # checked before and after
+
+
+def test_only_two_requests_wait_at_once_the_next_is_answered_without_waiting(net):
+    """A slow hub must not hold every serving thread of the township: while two pushes wait
+    (here: their ``done`` blocks), a third is only kicked on and answered at once."""
+    forward = net.township.app.extensions["liandong_sync_forward"]
+    release, entered = threading.Event(), threading.Semaphore(0)
+
+    def stuck() -> bool:
+        entered.release()
+        release.wait(30)
+        return False
+
+    waiters = [threading.Thread(target=forward, args=(stuck, 30.0)) for _ in range(jobs.WRITE_THROUGH_WAITERS)]
+    for t in waiters:
+        t.start()
+    try:
+        for _ in waiters:
+            assert entered.acquire(timeout=10)
+        calls = []
+        started = time.monotonic()
+        assert forward(lambda: calls.append(1) or False, 30.0) is False
+        assert calls == [1] and time.monotonic() - started < 5  # looked once, no wait for a pass
+    finally:
+        release.set()
+        for t in waiters:
+            t.join(30)
+    later = []
+    assert forward(lambda: later.append(1) or True, 30.0) is True and len(later) == 2  # slots free again
 
 
 def test_a_replayed_answer_with_an_older_ack_marks_nothing_new(net, agent):

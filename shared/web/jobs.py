@@ -21,6 +21,9 @@ from flask import Flask
 
 from sync.node_sync import SyncState, drain
 
+#: Requests that may wait at once for a write-through acknowledgement (docs/sync-protocol.md §5.3.3).
+WRITE_THROUGH_WAITERS = 2
+
 log = logging.getLogger("liandong.jobs")
 
 
@@ -157,11 +160,25 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
         the background, while the village sends its next batch (the tiers overlap)."""
         threading.Thread(target=sync_job, name="sync-kick", daemon=True).start()
 
+    # Serving threads that may wait at once: a township serves with a few (4 by default), and
+    # its pages, pulls and file batches keep the others while a slow hub holds these.
+    waiting = threading.BoundedSemaphore(WRITE_THROUGH_WAITERS)
+
     def forward_and_wait(done: Callable[[], bool], timeout: float) -> bool:
         """Kick a round and wait, at most ``timeout`` seconds, until ``done()`` (e.g. the hub's
         acknowledgement of a village's push is here). Gives up sooner once a pass that began
         after the kick has finished without it (the hub is offline, holds it for its files, or
-        the round backs off): the caller is not stalled for nothing. Returns ``done()``."""
+        the round backs off): the caller is not stalled for nothing. With
+        ``WRITE_THROUGH_WAITERS`` requests waiting already, it only kicks. Returns ``done()``."""
+        if not waiting.acquire(blocking=False):
+            kick()
+            return done()
+        try:
+            return _wait_forwarded(done, timeout)
+        finally:
+            waiting.release()
+
+    def _wait_forwarded(done: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with passed:
             after = passes["started"]  # a pass numbered above this one started after the kick
