@@ -231,7 +231,8 @@ def _blobs_held(wanted: list[str], compact: bool = False) -> dict:
     verified blob: the sender finishes the former with an empty chunk at offset = size).
     ``compact`` (inside a push answer): ``have`` lists only partial files, 0 and complete left out."""
     blobs = current_node().blobs
-    complete = [sha for sha in wanted if blobs.has(sha)]
+    held = blobs.held(wanted)  # one query for those kept as rows
+    complete = [sha for sha in wanted if sha in held]
     have = {sha: blobs.received(sha) for sha in wanted if not (compact and sha in complete)}
     return {"have": {sha: n for sha, n in have.items() if n or not compact}, "complete": complete}
 
