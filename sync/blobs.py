@@ -209,14 +209,16 @@ class BlobStore:
         return self.root / sha256[:2] / sha256
 
     def has(self, sha256: str) -> bool:
-        """Whether the complete, verified blob is here (as a row or as a file)."""
-        return self.path(sha256).exists() or self._row(sha256, "1") is not None
+        """Whether the complete, verified blob is here (as a row or as a file). Rows first: where
+        the table exists most blobs are rows, and a primary-key probe costs less than a stat."""
+        path = self.path(sha256)  # checks the name
+        return self._row(sha256, "1") is not None or os.path.exists(path)
 
     def held(self, shas) -> set[str]:
         """Which of ``shas`` are here complete (one query for the rows, a stat for the others)."""
         shas = [s for s in set(shas) if SHA256_RE.match(s)]
         rows = self._rows_held(shas)
-        return rows | {s for s in shas if s not in rows and self.path(s).exists()}
+        return rows | {s for s in shas if s not in rows and os.path.exists(self.path(s))}
 
     def size(self, sha256: str) -> int | None:
         """The size of a complete blob, None if it is not here."""
@@ -246,13 +248,10 @@ class BlobStore:
     def read(self, sha256: str) -> bytes:
         """The bytes of a complete blob. :raises FileNotFoundError: it is not here."""
         path = self.path(sha256)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            data = self._row(sha256)
-            if data is None:
-                raise
+        data = self._row(sha256)
+        if data is not None:
             return bytes(data)
+        return path.read_bytes()
 
     def chunks(self, sha256: str, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
         """The bytes of a complete blob in pieces of ``chunk`` (a large file is never read whole)."""

@@ -356,8 +356,9 @@ def _park_unnamed(conn, node, caller: str, frames: list) -> tuple[list, dict[str
     as far as the caller's quota of unnamed uploads goes, as ``PUT /blobs/<sha256>`` parks them;
     the files beyond it are left out and reported. Without this, a batch was a way round
     ``BLOB_PARK_QUOTA_BYTES``: unnamed files kept for ever."""
+    held = node.blobs.held(sha for sha, _, _, _ in frames)  # one query, not one per frame
     unnamed = {sha: size for sha, size, _, _ in frames
-               if not node.blobs.has(sha) and not service().blob_expected(conn, sha)}
+               if sha not in held and not service().blob_expected(conn, sha)}
     if not unnamed:
         return frames, {}
     refused: dict[str, str] = {}
