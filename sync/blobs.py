@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from shared.core import storage
 from shared.core.clock import iso
 from shared.core.crypto import fsync_dir
-from shared.core.storage import DiskFullError, connect, private_dir, write_lock_held, write_transaction
+from shared.core.storage import DiskFullError, private_dir, write_lock_held, write_transaction
 
 # O_BINARY: on Windows a descriptor opened without it would turn every LF byte into CRLF.
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
@@ -133,7 +134,7 @@ class BlobStore:
         with self._pool_lock:
             conn = self._pool.pop() if self._pool else None
         if conn is None:
-            conn = connect(self.database, cached_statements=16, cache_kib=512)
+            conn = storage.connect(self.database, cached_statements=16, cache_kib=512)  # synchronous=FULL
         try:
             yield conn
         finally:
@@ -143,6 +144,13 @@ class BlobStore:
                     conn = None
             if conn is not None:
                 conn.close()
+
+    def close(self) -> None:
+        """Close the kept connections (the next use opens new ones)."""
+        with self._pool_lock:
+            kept, self._pool = self._pool, []
+        for conn in kept:
+            conn.close()
 
     def _has_table(self) -> bool:
         """Whether rows may be read: the database exists and has ``blob_bytes`` (migration 26)."""
