@@ -80,6 +80,7 @@ def test_small_blobs_are_rows_large_ones_files_and_both_read_the_same(store):
         assert store.size(sha(data)) == store.received(sha(data)) == len(data)
         assert b"".join(store.chunks(sha(data), 4096)) == data
     assert store.held([sha(small), sha(large), "0" * 64]) == {sha(small), sha(large)}
+    assert store.read_many([sha(small), sha(large), "0" * 64]) == {sha(small): small, sha(large): large}
     # put() (a case made here) sorts the same way.
     other_small, other_large = os.urandom(100), os.urandom(SMALL + 5)
     assert store.put(other_small) in rows_of(store.database)
