@@ -357,8 +357,9 @@ def _park_unnamed(conn, node, caller: str, frames: list) -> tuple[list, dict[str
     the files beyond it are left out and reported. Without this, a batch was a way round
     ``BLOB_PARK_QUOTA_BYTES``: unnamed files kept for ever."""
     held = node.blobs.held(sha for sha, _, _, _ in frames)  # one query, not one per frame
-    unnamed = {sha: size for sha, size, _, _ in frames
-               if sha not in held and not service().blob_expected(conn, sha)}
+    new = list(dict.fromkeys(sha for sha, _, _, _ in frames if sha not in held))
+    expected = service().blobs_expected(conn, new)
+    unnamed = {sha: size for sha, size, _, _ in frames if sha not in held and sha not in expected}
     if not unnamed:
         return frames, {}
     refused: dict[str, str] = {}
