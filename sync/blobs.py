@@ -224,9 +224,33 @@ class BlobStore:
 
     def held(self, shas) -> set[str]:
         """Which of ``shas`` are here complete (one query for the rows, a stat for the others)."""
-        shas = [s for s in set(shas) if SHA256_RE.match(s)]
-        rows = self._rows_held(shas)
-        return rows | {s for s in shas if s not in rows and os.path.exists(self.path(s))}
+        return set(self.holdings(shas, partial=False))
+
+    def holdings(self, shas, partial: bool = True) -> dict[str, tuple[int, bool]]:
+        """``{sha256: (bytes held, complete)}`` of ``shas`` (what a sender asks before sending):
+        the rows in one query, a stat for each other file; ``partial``: the bytes of part files
+        too (else only complete blobs are listed). Names that are not hex digests are left out."""
+        shas = [s for s in dict.fromkeys(shas) if SHA256_RE.match(s)]
+        found: dict[str, tuple[int, bool]] = {}
+        if shas and self._has_table():
+            with self._db() as conn:
+                for i in range(0, len(shas), 500):
+                    part = shas[i:i + 500]
+                    found.update((sha, (size, True)) for sha, size in conn.execute(
+                        f"SELECT sha256, size FROM blob_bytes WHERE sha256 IN ({','.join('?' * len(part))})", part))
+        root = str(self.root)  # strings, not Paths: this runs for every file of every push
+        for sha in shas:
+            if sha in found:
+                continue
+            try:
+                found[sha] = (os.stat(os.path.join(root, sha[:2], sha)).st_size, True)
+            except FileNotFoundError:
+                if partial:
+                    try:
+                        found[sha] = (os.stat(os.path.join(root, "partial", sha)).st_size, False)
+                    except FileNotFoundError:
+                        found[sha] = (0, False)
+        return found
 
     def size(self, sha256: str) -> int | None:
         """The size of a complete blob, None if it is not here."""

@@ -102,11 +102,13 @@ def test_a_small_blob_resumed_over_several_frames_becomes_a_row(store):
     data = os.urandom(50_000)
     assert not store.write_chunk(sha(data), len(data), 0, data[:20_000], 10 ** 6)
     assert store.received(sha(data)) == 20_000 and rows_of(store.database) == {}  # a part file meanwhile
+    assert store.holdings([sha(data), "0" * 64]) == {sha(data): (20_000, False), "0" * 64: (0, False)}
     batch = store.write_batch([(sha(data), len(data), 20_000, data[20_000:])], 10 ** 6)
     assert batch.complete == {sha(data): len(data)}
     assert rows_of(store.database) == {sha(data): len(data)} and files_of(store) == []
     assert list((store.root / "partial").iterdir()) == []  # the part file went once the row committed
     assert store.read(sha(data)) == data
+    assert store.holdings([sha(data)]) == {sha(data): (50_000, True)}
 
 
 # ------------------------------------------------------------------ dedup, hashes, removal

@@ -230,10 +230,9 @@ def _blobs_held(wanted: list[str], compact: bool = False) -> dict:
     verified ("complete" tells a full-length partial file, killed before its hash check, from a
     verified blob: the sender finishes the former with an empty chunk at offset = size).
     ``compact`` (inside a push answer): ``have`` lists only partial files, 0 and complete left out."""
-    blobs = current_node().blobs
-    held = blobs.held(wanted)  # one query for those kept as rows
-    complete = [sha for sha in wanted if sha in held]
-    have = {sha: blobs.received(sha) for sha in wanted if not (compact and sha in complete)}
+    held = current_node().blobs.holdings(wanted)  # one query for those kept as rows, a stat for the others
+    complete = [sha for sha in wanted if held[sha][1]]
+    have = {sha: held[sha][0] for sha in wanted if not (compact and held[sha][1])}
     return {"have": {sha: n for sha, n in have.items() if n or not compact}, "complete": complete}
 
 
