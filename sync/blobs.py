@@ -33,8 +33,9 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK_BYTES = 256 * 1024
-#: The page cache of the store's kept connections between batches (a village's process is small).
-CACHE_KIB = 512
+#: The page cache of the store's kept connections between batches: a blob is read from the OS cache
+#: anyway, and a village's process is small (its RSS: docs/performance.md, tenth round).
+CACHE_KIB = 128
 
 
 class BlobError(ValueError):
