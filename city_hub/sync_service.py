@@ -140,6 +140,15 @@ class HubSync:
         """Whether an accepted envelope waits for this material file (else an upload is parked)."""
         return conn.execute("SELECT 1 FROM inbox_blobs WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone() is not None
 
+    def blobs_expected(self, conn, shas: list[str]) -> set[str]:
+        """Which of ``shas`` an accepted envelope waits for (:meth:`blob_expected` for a file batch)."""
+        found: set[str] = set()
+        for i in range(0, len(shas), 500):
+            part = shas[i:i + 500]
+            found.update(r[0] for r in conn.execute(
+                f"SELECT DISTINCT sha256 FROM inbox_blobs WHERE sha256 IN ({','.join('?' * len(part))})", part))
+        return found
+
     def blob_complete(self, conn, node, sha256: str, size: int) -> list[dict]:
         """A material file arrived whole: envelopes waiting on it may now be acknowledged."""
         with write_transaction(conn):

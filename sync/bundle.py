@@ -212,11 +212,6 @@ def _write_member(zf: zipfile.ZipFile, name: str, size: int, chunks: Iterable[by
     return entry
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        yield from iter(lambda: fh.read(CHUNK), b"")
-
-
 def _write_bundle(node, path: Path, body: dict, members: list[tuple[str, int, Callable[[], Iterable[bytes]]]],
                   progress: Progress, split_bytes: int | None) -> list[Path]:
     """Write the members, then the signed manifest naming them, into ``path`` (or its volumes).
@@ -255,9 +250,9 @@ def export_outbox(conn: sqlite3.Connection, node, path: Path, progress: Progress
             hashes[a["sha256"]] = a["size"]
     lines_size = sum(len(r["document"]) + 1 for r in rows)
     members = [(ENVELOPES, lines_size, lambda: (bytes(r["document"]) + b"\n" for r in rows))]
-    held = [sha for sha in sorted(hashes) if node.blobs.has(sha)]
-    members += [(f"blobs/{sha}", node.blobs.path(sha).stat().st_size,
-                 lambda sha=sha: _file_chunks(node.blobs.path(sha))) for sha in held]
+    held = sorted(node.blobs.held(hashes))  # rows of the database or files (sync/blobs.py)
+    members += [(f"blobs/{sha}", node.blobs.size(sha), lambda sha=sha: node.blobs.chunks(sha, CHUNK))
+                for sha in held]
     cursors, have = node_sync.pull_request(conn, node)
     body = {"kind": "outbox", "from": node.node_id, "to": node.config["PARENT_ID"], "created_at": iso(node.now()),
             "envelopes": len(rows), "cursors": cursors, "metadata": have}

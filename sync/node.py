@@ -37,7 +37,9 @@ class Node:
         self.clock = Clock.from_settings(config.get("CLOCK_START"), config.get("CLOCK_SPEED", 1.0))
         self.hlc = HybridClock(self.node_id, self.wall_ms)
         self.nonces = NonceSource(self.wall_ms, self.data_dir / "keys" / "nonce")
-        self.blobs = BlobStore(self.data_dir / "blobs")
+        # Small material files are rows of the node's database, the others files (sync/blobs.py).
+        self.blobs = BlobStore(self.data_dir / "blobs", self.data_dir / config["DATABASE"],
+                               int(config["BLOB_INLINE_MAX_BYTES"]))
         self.calendar = WorkCalendar(load_calendar_overrides(self.data_dir))
         self._key: SigningKey | None = None
         self._trust: trustmod.TrustStore | None = None

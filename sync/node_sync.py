@@ -364,7 +364,9 @@ def _attachments_to_send(conn: sqlite3.Connection, node, state: SyncState, throu
 def _files_wanted(conn: sqlite3.Connection, node, state: SyncState, through: int | None = None,
                   custody: list[str] | None = None) -> list[dict]:
     """The files to offer the parent this round (those this node holds whole)."""
-    return [a for a in _attachments_to_send(conn, node, state, through, custody) if node.blobs.has(a["sha256"])]
+    attachments = _attachments_to_send(conn, node, state, through, custody)
+    held = node.blobs.held(a["sha256"] for a in attachments)  # one query for those kept as rows
+    return [a for a in attachments if a["sha256"] in held]
 
 
 def _send_blobs(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState,
@@ -383,7 +385,8 @@ def _send_blobs(conn: sqlite3.Connection, node, client: ParentClient, state: Syn
     if not todo:
         return 0
     try:
-        answers = client.send_blob_batch([(sha, node.blobs.read(sha), offset) for sha, offset in todo])
+        data = node.blobs.read_many(sha for sha, _ in todo)  # held: _files_wanted checked it
+        answers = client.send_blob_batch([(sha, data[sha], offset) for sha, offset in todo])
     except SyncUnavailable as exc:
         if exc.status not in (404, 405):
             raise

@@ -83,7 +83,7 @@ def test_scans_are_stored_without_recompression_and_progress_is_shown(build_netw
     agent = village.account("agent", "agent", village.node_id)
     item = pick_item(catalog(village, agent), "city")
     material = item["materials"][0]["code"]
-    scan = _png_bytes(200_000)
+    scan = _png_bytes(300_000)  # above BLOB_INLINE_MAX_BYTES: a file (smaller ones are rows of the database)
     create_case(village, agent, item, [(material, "scan.png", scan)])
     archive = tmp_path / "village.zip"
     result = _run("backup", "--data", village.data_dir, "--out", archive)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import zipfile
 
+import pytest
 from faults import cli, outbox_states, read_signed, sha256
 from test_bundle import custody_rows, export, import_at_township, offline  # noqa: F401 - fixture
 
@@ -116,10 +117,17 @@ def test_a_version_1_bundle_still_imports(offline):  # noqa: F811
     assert outbox_states(village) == {1: "custody"}
 
 
-def test_a_damaged_file_on_the_village_disk_stops_the_export_with_a_clear_message(offline):  # noqa: F811
+@pytest.mark.parametrize("kept_as", ["row", "file"])
+def test_a_damaged_file_on_the_village_disk_stops_the_export_with_a_clear_message(offline, kept_as):  # noqa: F811
     net, village, _, files, usb = offline
-    stored = village.node.blobs.path(sha256(files[0][2]))
-    stored.write_bytes(stored.read_bytes()[:-1] + b"!")  # same size, other bytes
+    sha = sha256(files[0][2])
+    damaged = files[0][2][:-1] + b"!"  # same size, other bytes
+    if kept_as == "row":  # a small scan is a row of the database (sync/blobs.py)
+        village.conn.execute("UPDATE blob_bytes SET data = ? WHERE sha256 = ?", (damaged, sha))
+    else:  # a file stored before the table existed, or a large one
+        village.node.blobs.path(sha).parent.mkdir(parents=True, exist_ok=True)
+        village.node.blobs.path(sha).write_bytes(damaged)
+        village.conn.execute("DELETE FROM blob_bytes WHERE sha256 = ?", (sha,))
     result = cli("node", "export-bundle", "--data", village.data_dir, "--out", usb / "out.ldbundle", ok=False)
     assert result.exit_code != 0 and "已损坏" in result.output and "damaged_file" in result.output
     assert list(usb.iterdir()) == []  # no half-written bundle, no leftover volume

@@ -124,6 +124,8 @@ def test_what_a_peer_is_told_was_received_is_committed_at_full_sync_in_wal(net, 
 #
 # Files are not in SQLite: their durability is the order of system calls. Each call is
 # recorded, in one list with the SQL statements of the receiving node, and the order is checked.
+# (Small files are rows of the database unless BLOB_INLINE_MAX_BYTES is 0, as here; their batch:
+# tests/test_blob_storage.py.)
 
 
 def test_a_file_batch_is_durable_before_it_is_registered_and_answered(net, monkeypatch):
@@ -157,6 +159,7 @@ def test_a_file_batch_is_durable_before_it_is_registered_and_answered(net, monke
             conn.set_trace_callback(lambda statement: events.append(("sql", statement)))
         return conn
 
+    monkeypatch.setattr(township.node.blobs, "inline_max", 0)  # every file a file
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(storage, "connect", connect)

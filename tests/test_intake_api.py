@@ -20,7 +20,9 @@ def stored(village) -> dict:
     counts = {t: village.scalar(f"SELECT COUNT(*) FROM {t}")
               for t in ("cases", "outbox", "case_events", "case_materials", "blobs")}
     blob_dir = village.data_dir / "blobs"
-    counts["blob_files"] = sum(1 for p in blob_dir.rglob("*") if p.is_file() and p.parent.name != "partial")
+    # The scans' bytes: rows of blob_bytes (small ones) and files (sync/blobs.py).
+    counts["blobs_kept"] = village.scalar("SELECT COUNT(*) FROM blob_bytes") + sum(
+        1 for p in blob_dir.rglob("*") if p.is_file() and p.parent.name != "partial")
     counts["outbox_seq"] = village.scalar("SELECT value FROM node_meta WHERE key = 'outbox_seq'")
     return counts
 
@@ -96,6 +98,6 @@ def test_a_valid_request_is_stored_once_with_its_envelope(village, agent, item):
     receipt = response.json()
     assert receipt["status"] == "SUBMITTED" and receipt["receipt_no"].startswith(village.node_id + "-")
     after = stored(village)
-    for table in ("cases", "outbox", "case_events", "case_materials", "blobs", "blob_files"):
+    for table in ("cases", "outbox", "case_events", "case_materials", "blobs", "blobs_kept"):
         assert after[table] == before[table] + 1, table
     assert village.scalar("SELECT case_id FROM outbox WHERE seq = ?", (int(after["outbox_seq"]),)) == receipt["case_id"]

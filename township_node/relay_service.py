@@ -247,6 +247,14 @@ class TownshipSync:
         return conn.execute("SELECT 1 FROM custody WHERE attachments LIKE ? LIMIT 1",
                             (f"%{sha256}%",)).fetchone() is not None
 
+    def blobs_expected(self, conn, shas: list[str]) -> set[str]:
+        """Which of ``shas`` an envelope in custody names (:meth:`blob_expected` for a file batch):
+        the custody's attachment lists read once, not searched once per file."""
+        if not shas:
+            return set()
+        named = conn.execute("SELECT group_concat(attachments, ' ') FROM custody").fetchone()[0] or ""
+        return {sha for sha in shas if sha in named}
+
     def blob_complete(self, conn, node, sha256: str, size: int) -> list[dict]:
         """A village's material file is here; it goes on to the hub in the next round."""
         with write_transaction(conn):

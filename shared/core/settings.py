@@ -53,6 +53,9 @@ SETTINGS: tuple[Setting, ...] = (
             "may upload before any envelope names them (parked blobs); beyond it further uploads are refused."),
     Setting("BLOB_PARK_SECONDS", 24 * 3600, "Hub and township: a parked material file that no envelope has named "
             "after this long is removed by the scheduled rule blob_parking."),
+    Setting("BLOB_INLINE_MAX_BYTES", 256 * 1024, "Material files up to this size are kept as rows of the node's "
+            "SQLite file (table blob_bytes: a batch of scans is one transaction, no file per scan); larger ones as "
+            "files under blobs/. 0 keeps every new one as a file. Files already stored stay where they are."),
     Setting("SYNC_TIMEOUT_SECONDS", 10, "HTTP timeout for one sync request."),
     Setting("SYNC_NOW_TIMEOUT_SECONDS", 5, "HTTP timeout of each request of the round an agent starts with 立即同步 "
             "(shorter than SYNC_TIMEOUT_SECONDS: the agent is waiting; the page then says the round gave up)."),

@@ -93,6 +93,13 @@ def _lock_for(conn: sqlite3.Connection) -> threading.RLock:
         return _write_locks.setdefault(name, threading.RLock())
 
 
+def write_lock_held(conn: sqlite3.Connection) -> bool:
+    """Whether this thread holds the write lock of ``conn``'s file (a :func:`write_transaction`
+    is open on it, through any connection): a second connection's ``BEGIN IMMEDIATE`` would then
+    wait on this thread's own transaction until the busy timeout."""
+    return _lock_for(conn)._is_owned()  # RLock's own check: held by the calling thread
+
+
 @contextmanager
 def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """Run a block as one ``BEGIN IMMEDIATE`` transaction, the only writer to this file.

@@ -230,9 +230,9 @@ def _blobs_held(wanted: list[str], compact: bool = False) -> dict:
     verified ("complete" tells a full-length partial file, killed before its hash check, from a
     verified blob: the sender finishes the former with an empty chunk at offset = size).
     ``compact`` (inside a push answer): ``have`` lists only partial files, 0 and complete left out."""
-    blobs = current_node().blobs
-    complete = [sha for sha in wanted if blobs.has(sha)]
-    have = {sha: blobs.received(sha) for sha in wanted if not (compact and sha in complete)}
+    held = current_node().blobs.holdings(wanted)  # one query for those kept as rows, a stat for the others
+    complete = [sha for sha in wanted if held[sha][1]]
+    have = {sha: held[sha][0] for sha in wanted if not (compact and held[sha][1])}
     return {"have": {sha: n for sha, n in have.items() if n or not compact}, "complete": complete}
 
 
@@ -355,8 +355,10 @@ def _park_unnamed(conn, node, caller: str, frames: list) -> tuple[list, dict[str
     as far as the caller's quota of unnamed uploads goes, as ``PUT /blobs/<sha256>`` parks them;
     the files beyond it are left out and reported. Without this, a batch was a way round
     ``BLOB_PARK_QUOTA_BYTES``: unnamed files kept for ever."""
-    unnamed = {sha: size for sha, size, _, _ in frames
-               if not node.blobs.has(sha) and not service().blob_expected(conn, sha)}
+    held = node.blobs.held(sha for sha, _, _, _ in frames)  # one query, not one per frame
+    new = list(dict.fromkeys(sha for sha, _, _, _ in frames if sha not in held))
+    expected = service().blobs_expected(conn, new)
+    unnamed = {sha: size for sha, size, _, _ in frames if sha not in held and sha not in expected}
     if not unnamed:
         return frames, {}
     refused: dict[str, str] = {}
