@@ -1,0 +1,63 @@
+"""The drain's CPU and commits (issue 12, tenth round): each shortcut keeps what the long way
+kept. Real nodes over real HTTP (tests/network.py)."""
+
+from __future__ import annotations
+
+import pytest
+from faults import WireSession, city_item, client_with, outbox_states
+from network import create_case
+
+from sync import node_sync
+from sync.node_sync import SyncState, run_round
+
+
+def _round(handle, state: SyncState | None = None) -> dict:
+    summary = run_round(handle.conn, handle.node, state or SyncState(), client=client_with(handle, WireSession()),
+                        force=True)
+    assert "error" not in summary, summary
+    return summary
+
+
+def _commits(conn, action) -> int:
+    """How many transactions ``action`` commits on ``conn``."""
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    try:
+        action()
+    finally:
+        conn.set_trace_callback(None)
+    return sum(1 for s in seen if s.strip().upper() == "COMMIT")
+
+
+def test_a_round_applies_the_push_answer_its_pull_and_the_contact_in_one_commit(build_network):
+    net = build_network(villages=1)
+    village = net.village()
+    agent = village.account("agent", "agent")
+    for _ in range(3):
+        create_case(village, agent, city_item(village, agent))
+    assert _commits(village.conn, lambda: _round(village)) == 1  # was three: receipt, pull, contact
+    assert set(outbox_states(village).values()) == {"custody"}
+    assert village.query("SELECT value FROM node_meta WHERE key = 'last_parent_contact'")
+    # A round without a push still records the contact, in its own transaction.
+    assert _commits(village.conn, lambda: _round(village)) == 2  # the pull's answer, the contact
+
+
+def test_a_push_answer_whose_pull_fails_to_apply_is_not_half_applied(build_network, monkeypatch):
+    """The custody receipt and the pull in the same answer commit together: a failure in the
+    second leaves the first undone too (the next round applies both again, idempotently)."""
+    net = build_network(villages=1)
+    village = net.village()
+    agent = village.account("agent", "agent")
+    create_case(village, agent, city_item(village, agent))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk went away")
+
+    monkeypatch.setattr(node_sync, "apply_pull_answer", broken)
+    with pytest.raises(RuntimeError):
+        _round(village)
+    assert set(outbox_states(village).values()) == {"pending"}
+    assert not village.query("SELECT value FROM node_meta WHERE key = 'last_parent_contact'")
+    monkeypatch.undo()
+    _round(village)  # offered again: the township holds it already and says so
+    assert set(outbox_states(village).values()) == {"custody"}
