@@ -61,3 +61,25 @@ def test_a_push_answer_whose_pull_fails_to_apply_is_not_half_applied(build_netwo
     monkeypatch.undo()
     _round(village)  # offered again: the township holds it already and says so
     assert set(outbox_states(village).values()) == {"custody"}
+
+
+def test_custody_uses_what_was_opened_before_the_lock_only_under_the_same_trust_store(build_network):
+    """prepare_push opens the push before the write lock; if the registry changed meanwhile (a
+    revocation), custody opens everything again with the trust store of its transaction."""
+    from sync import envelope
+    from township_node.relay_service import TownshipSync
+
+    net = build_network(villages=1)
+    village, township = net.village(), net.township
+    agent = village.account("agent", "agent")
+    for _ in range(2):
+        create_case(village, agent, city_item(village, agent))
+    documents = [envelope.from_bytes(r["document"]) for r in village.query("SELECT document FROM outbox ORDER BY seq")]
+    service = TownshipSync(township.node)
+    trust, opened = service.prepare_push(township.conn, township.node, documents)
+    assert all(isinstance(o, envelope.Opened) for o in opened)
+    # Stale: what was opened then must not be used (here it names the wrong bodies).
+    swapped = [opened[1], opened[0]]
+    answer = service.push(township.conn, township.node, village.node_id, documents, prepared=(object(), swapped))
+    assert [r["seq"] for r in answer["results"]] == [1, 2] and {r["status"] for r in answer["results"]} == {"custody"}
+    assert [r["seq"] for r in township.query("SELECT seq FROM custody ORDER BY rowid")] == [1, 2]
