@@ -83,3 +83,27 @@ def test_custody_uses_what_was_opened_before_the_lock_only_under_the_same_trust_
     answer = service.push(township.conn, township.node, village.node_id, documents, prepared=(object(), swapped))
     assert [r["seq"] for r in answer["results"]] == [1, 2] and {r["status"] for r in answer["results"]} == {"custody"}
     assert [r["seq"] for r in township.query("SELECT seq FROM custody ORDER BY rowid")] == [1, 2]
+
+
+def test_a_village_applies_its_parents_answer_with_a_larger_page_cache_and_gives_it_back(build_network,
+                                                                                           monkeypatch):
+    net = build_network(villages=1)
+    village = net.village()
+    village.conn.execute("PRAGMA cache_size=-512")  # what a village's connections keep
+    agent = village.account("agent", "agent")
+    create_case(village, agent, city_item(village, agent))
+    seen = []
+    real = node_sync.apply_push_answer
+
+    def watched(conn, *args, **kwargs):
+        seen.append(conn.execute("PRAGMA cache_size").fetchone()[0])
+        return real(conn, *args, **kwargs)
+
+    monkeypatch.setattr(node_sync, "apply_push_answer", watched)
+    _round(village)
+    assert seen == [-int(village.node.config["SYNC_CACHE_KIB"])] and seen[0] < -512
+    assert village.conn.execute("PRAGMA cache_size").fetchone()[0] == -512
+    village.node.config["SYNC_CACHE_KIB"] = 0  # switched off: the connection's own
+    create_case(village, agent, city_item(village, agent))
+    _round(village)
+    assert seen[-1] == -512
