@@ -107,3 +107,26 @@ def test_a_village_applies_its_parents_answer_with_a_larger_page_cache_and_gives
     create_case(village, agent, city_item(village, agent))
     _round(village)
     assert seen[-1] == -512
+
+
+def test_a_township_keeps_statement_journals_in_memory_and_a_village_does_not(build_network, tmp_path):
+    from provisioning import nodes
+    from shared.core import storage
+
+    net = build_network(villages=1)
+    village, township = net.village(), net.township
+    for handle, expected in ((township, 2), (village, 0)):  # 2: MEMORY, 0: the build's default (files)
+        app = handle.app
+        with app.app_context():
+            conn = app.extensions["liandong_db"].connect(app)
+            try:
+                assert conn.execute("PRAGMA temp_store").fetchone()[0] == expected
+            finally:
+                conn.close()
+        conn = nodes.open_db(handle.data_dir)  # the CLI's and the township's round connection
+        try:
+            assert conn.execute("PRAGMA temp_store").fetchone()[0] == expected
+        finally:
+            conn.close()
+    plain = storage.connect(tmp_path / "x.sqlite3")
+    assert plain.execute("PRAGMA temp_store").fetchone()[0] == 0
