@@ -148,7 +148,7 @@ def _round(conn: sqlite3.Connection, node, client: ParentClient, state: SyncStat
     summary = {"pushed": 0, "blobs": 0, "acked": 0, "applied": 0}
     summary["pushed"], files, pulled = _push(conn, node, client, state)
     summary["blobs"] = _send_blobs(conn, node, client, state, files)
-    summary.update(pulled if pulled is not None else _pull(conn, node, client))
+    summary.update(pulled if pulled is not None else _pull(conn, node, client, state))
     return summary
 
 
@@ -449,11 +449,15 @@ def _send_blobs_one_by_one(node, client: ParentClient, todo: list[tuple[str, int
     return answers
 
 
-def _pull(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
+def _pull(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState | None = None) -> dict:
     cursors, have = pull_request(conn, node)
     answer = client.pull(cursors, have, acked_request(conn, node))
-    with _cache_for_answer(conn, node):
-        return apply_pull_answer(conn, node, answer)
+    # The answer and the contact in one transaction, as after a push (one commit per idle round).
+    with _cache_for_answer(conn, node), write_transaction(conn):
+        applied = apply_pull_answer(conn, node, answer)
+        if state is not None:
+            _record_contact(conn, node, state)
+    return applied
 
 
 def acked_request(conn: sqlite3.Connection, node) -> dict[str, int]:
