@@ -132,3 +132,55 @@ def test_a_township_keeps_statement_journals_in_memory_and_a_village_does_not(bu
             conn.close()
     plain = storage.connect(tmp_path / "x.sqlite3")
     assert plain.execute("PRAGMA temp_store").fetchone()[0] == 0
+
+
+KILLED_MID_ANSWER = """
+import os, signal, sys
+from provisioning import nodes
+from sync import node_sync
+
+data = sys.argv[1]
+node = nodes.node_for(data)
+conn = nodes.open_db(data)
+real = node_sync.apply_pull_answer
+
+
+def killed(conn, *args, **kwargs):
+    # The push answer (custody receipt) is applied in this transaction already: die before the commit.
+    assert conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'custody'").fetchone()[0] > 0
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+node_sync.apply_pull_answer = killed
+node_sync.run_round(conn, node, node_sync.SyncState(), force=True)
+"""
+
+
+def test_a_village_killed_while_applying_an_answer_keeps_neither_half_and_the_next_round_applies_both(
+        build_network):
+    """kill -9 inside the one transaction of a push answer and its pull: after the restart the
+    database holds neither (nothing half-applied), and the next round, offering the envelopes
+    again, records the custody the township still holds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    net = build_network(villages=1)
+    village, township = net.village(), net.township
+    agent = village.account("agent", "agent")
+    for _ in range(3):
+        create_case(village, agent, city_item(village, agent))
+    village.conn.close()  # another process writes the file now
+    village._conn = None
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-c", KILLED_MID_ANSWER, str(village.data_dir)], cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+    assert set(outbox_states(village).values()) == {"pending"}  # the custody receipt went with the kill
+    assert not village.query("SELECT value FROM node_meta WHERE key = 'last_parent_contact'")
+    assert township.scalar("SELECT COUNT(*) FROM custody") == 3  # the township committed before answering
+    _round(village)
+    assert set(outbox_states(village).values()) == {"custody"}
+    assert township.scalar("SELECT COUNT(*) FROM custody") == 3  # offered again, held once
