@@ -63,9 +63,11 @@ def open_db(data_dir: Path, tier: str | None = None, cached_statements: int = 12
     ``liandong node migrate`` (``serve`` migrates too, after a backup); a newer one is refused.
     ``cached_statements``: see :func:`shared.core.storage.connect`.
     """
-    conn = storage.connect(database_path(data_dir), cached_statements=cached_statements)
+    tier = tier or read_config(data_dir)["TIER"]
+    conn = storage.connect(database_path(data_dir), cached_statements=cached_statements,
+                           temp_in_memory=TIERS[tier].sqlite_temp_in_memory)
     try:
-        storage.check_schema(conn, migrations_for(tier or read_config(data_dir)["TIER"]))
+        storage.check_schema(conn, migrations_for(tier))
     except storage.SchemaError:
         conn.close()
         raise

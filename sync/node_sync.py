@@ -14,6 +14,8 @@ import logging
 import random
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from shared.core import canonical
@@ -45,6 +47,8 @@ class SyncState:
     # Node time after which the outbox is searched again for overdue acknowledgements (None: at
     # the next round); that search reads every row in custody, so not every round.
     reoffer_check_at: object = None
+    # The current round recorded its contact with the parent already (with the push's answer).
+    contact_recorded: bool = False
 
     def backoff(self, max_seconds: float, base: float = 2.0) -> float:
         """Exponential backoff with full jitter (AWS architecture blog), capped."""
@@ -78,6 +82,7 @@ def run_round(conn: sqlite3.Connection, node, state: SyncState, client: ParentCl
     if not force and time.monotonic() < state.next_attempt:
         return {"skipped": True}
     client = client or client_for(node, timeout)
+    state.contact_recorded = False
     try:
         summary = _round(conn, node, client, state)
     except SyncUnavailable as exc:
@@ -97,14 +102,42 @@ def run_round(conn: sqlite3.Connection, node, state: SyncState, client: ParentCl
     state.failures = 0
     state.next_attempt = 0.0
     state.last_error = None
-    state.last_success = iso(node.now())
-    with write_transaction(conn):
-        conn.execute(
-            "INSERT INTO node_meta(key, value) VALUES ('last_parent_contact', ?) ON CONFLICT(key)"
-            " DO UPDATE SET value = excluded.value", (state.last_success,))
+    if not state.contact_recorded:  # a round without a push (or an older parent's separate pull)
+        with write_transaction(conn):
+            _record_contact(conn, node, state)
     if any(summary.values()):
         log.info("sync round with parent %s: %s", node.config["PARENT_ID"], summary)
     return summary
+
+
+def _record_contact(conn: sqlite3.Connection, node, state: SyncState) -> None:
+    """The parent answered: remember when (status pages, health). Call inside a write transaction."""
+    state.last_success = iso(node.now())
+    conn.execute(
+        "INSERT INTO node_meta(key, value) VALUES ('last_parent_contact', ?) ON CONFLICT(key)"
+        " DO UPDATE SET value = excluded.value", (state.last_success,))
+    state.contact_recorded = True
+
+
+@contextmanager
+def _cache_for_answer(conn: sqlite3.Connection, node) -> Iterator[None]:
+    """A page cache of at least ``SYNC_CACHE_KIB`` while the parent's answer is applied.
+
+    A village's connections keep 512 KiB (its process's memory): an acknowledgement of a batch
+    rewrites a few hundred case rows, their events and status indexes, more pages than that,
+    so SQLite wrote pages out and read them back mid-transaction (twice the CPU per case). The
+    connection gets its own size back afterwards, which frees the extra pages."""
+    wanted = int(node.config.get("SYNC_CACHE_KIB") or 0)
+    own = conn.execute("PRAGMA cache_size").fetchone()[0]  # negative: KiB; positive: pages
+    own_kib = -own if own < 0 else own * conn.execute("PRAGMA page_size").fetchone()[0] // 1024
+    if wanted <= own_kib:
+        yield
+        return
+    conn.execute(f"PRAGMA cache_size=-{wanted}")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA cache_size={own}")
 
 
 def _round(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState) -> dict:
@@ -115,7 +148,7 @@ def _round(conn: sqlite3.Connection, node, client: ParentClient, state: SyncStat
     summary = {"pushed": 0, "blobs": 0, "acked": 0, "applied": 0}
     summary["pushed"], files, pulled = _push(conn, node, client, state)
     summary["blobs"] = _send_blobs(conn, node, client, state, files)
-    summary.update(pulled if pulled is not None else _pull(conn, node, client))
+    summary.update(pulled if pulled is not None else _pull(conn, node, client, state))
     return summary
 
 
@@ -185,15 +218,20 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient,
     wait = node.relay is None
     answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids,
                                 pull=pull_body(cursors, have, acked_request(conn, node)), blobs=asked, wait=wait)
-    apply_push_answer(conn, node, answer, forwarded=[r for kind, r in docs if kind == "custody"],
-                      acks_hold=wait and answer.get("receipt") is None)
     held = answer.get("blobs") if asked is not None and isinstance(answer.get("blobs"), dict) else None
     pulled = answer.get("pull")
-    if not isinstance(pulled, dict):
-        return len(docs), (wanted, held), None  # an older parent ignored the request: the round pulls
-    # The pull's answer without the members the push's answer has already (server, its time).
-    return len(docs), (wanted, held), apply_pull_answer(
-        conn, node, {"server": answer.get("server"), "server_time": answer.get("server_time"), **pulled})
+    # The push's answer, the pull's answer riding in it and the contact: one transaction, so one
+    # wait for the write lock (at a township, behind its villages' pushes) and one commit.
+    with _cache_for_answer(conn, node), write_transaction(conn):
+        apply_push_answer(conn, node, answer, forwarded=[r for kind, r in docs if kind == "custody"],
+                          acks_hold=wait and answer.get("receipt") is None)
+        if not isinstance(pulled, dict):
+            return len(docs), (wanted, held), None  # an older parent ignored the request: the round pulls
+        # The pull's answer without the members the push's answer has already (server, its time).
+        applied = apply_pull_answer(
+            conn, node, {"server": answer.get("server"), "server_time": answer.get("server_time"), **pulled})
+        _record_contact(conn, node, state)
+    return len(docs), (wanted, held), applied
 
 
 def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: list | None = None,
@@ -411,9 +449,15 @@ def _send_blobs_one_by_one(node, client: ParentClient, todo: list[tuple[str, int
     return answers
 
 
-def _pull(conn: sqlite3.Connection, node, client: ParentClient) -> dict:
+def _pull(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState | None = None) -> dict:
     cursors, have = pull_request(conn, node)
-    return apply_pull_answer(conn, node, client.pull(cursors, have, acked_request(conn, node)))
+    answer = client.pull(cursors, have, acked_request(conn, node))
+    # The answer and the contact in one transaction, as after a push (one commit per idle round).
+    with _cache_for_answer(conn, node), write_transaction(conn):
+        applied = apply_pull_answer(conn, node, answer)
+        if state is not None:
+            _record_contact(conn, node, state)
+    return applied
 
 
 def acked_request(conn: sqlite3.Connection, node) -> dict[str, int]:

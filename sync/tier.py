@@ -62,6 +62,10 @@ class Tier:
     # Free a kept connection's page cache after each request (PRAGMA shrink_memory): the serving
     # thread keeps the connection (no schema parse per request) but not its pages in memory.
     release_db_cache = False
+    # Statement journals in memory (PRAGMA temp_store=MEMORY): a batch written inside a savepoint
+    # (a township's push, its cases followed) journals every page it first touches, which went
+    # to a temporary file past 64 KiB, a write(2) per page. Off where memory is tight (a village).
+    sqlite_temp_in_memory = False
 
     def hub_id(self, config) -> str | None:
         """The county hub's code this node belongs to."""

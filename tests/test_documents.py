@@ -269,3 +269,27 @@ def test_a_township_decision_token_verifies_at_the_hub_and_another_village(net):
                                  office="130926-mz", kind="approve", issued_on=token.date, seq=token.seq)
     r = _verify_api(other, other.account("agent", "agent", other.node_id), token=forged)
     assert r.status_code == 409 and "本乡镇审批事项" in r.json()["error"]["message"]
+
+
+def test_a_document_stored_as_signed_or_verified_is_the_row_the_long_way_writes(net, decided):
+    """``store(known=...)`` (the body and id the issuer signed, or the receiver verified) writes
+    exactly the row that parsing and hashing the document again writes."""
+    columns = "doc_id, case_id, kind, number, code, issuer, document, issued_at"
+    for handle in (net.hub, net.village(0)):
+        rows = handle.query(f"SELECT {columns} FROM documents WHERE case_id = ?", (decided["case_id"],))
+        assert rows
+        for row in rows:
+            signed = envelope.from_bytes(row["document"])
+            body, doc_id = documents.checked_for_case(signed, handle.node.trust(handle.conn), decided["case_id"],
+                                                      envelope.peek(signed)["office"])
+            assert doc_id == row["doc_id"] == envelope.document_id(signed) and body == envelope.peek(signed)
+            assert row["code"] == documents.verification_code(signed)
+            handle.conn.execute("SAVEPOINT again")
+            try:
+                handle.conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+                documents.store(handle.conn, signed, known=(body, doc_id))
+                again = handle.conn.execute(f"SELECT {columns} FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+            finally:
+                handle.conn.execute("ROLLBACK TO again")
+                handle.conn.execute("RELEASE again")
+            assert tuple(again) == tuple(row)

@@ -51,7 +51,8 @@ def test_a_township_push_parses_each_envelope_once_and_reads_its_catalog_once(bu
     for tag in "abc":
         create_case(village, agent, item, material_files(item, tag))
     counts = {"active": False, "payloads": 0, "catalogs": 0}
-    real_loads, real_catalog, real_push = canonical.loads_canonical, trust.trusted_catalog, TownshipSync.push
+    real_loads, real_catalog = canonical.loads_canonical, trust.trusted_catalog
+    real_prepare, real_push = TownshipSync.prepare_push, TownshipSync.push
 
     def loads_canonical(data, *args, **kwargs):
         counts["payloads"] += counts["active"]
@@ -61,20 +62,24 @@ def test_a_township_push_parses_each_envelope_once_and_reads_its_catalog_once(bu
         counts["catalogs"] += counts["active"]
         return real_catalog(conn)
 
-    def push(self, *args, **kwargs):
-        counts["active"] = True
-        try:
-            return real_push(self, *args, **kwargs)
-        finally:
-            counts["active"] = False
+    def counted(real):
+        def call(self, *args, **kwargs):
+            counts["active"] = True
+            try:
+                return real(self, *args, **kwargs)
+            finally:
+                counts["active"] = False
+        return call
 
     monkeypatch.setattr(canonical, "loads_canonical", loads_canonical)
     monkeypatch.setattr(trust, "trusted_catalog", trusted_catalog)
-    monkeypatch.setattr(TownshipSync, "push", push)
+    monkeypatch.setattr(TownshipSync, "prepare_push", counted(real_prepare))
+    monkeypatch.setattr(TownshipSync, "push", counted(real_push))
     assert "error" not in village.sync()
     assert township.scalar("SELECT COUNT(*) FROM custody") == 3
     assert township.scalar("SELECT COUNT(*) FROM cases") == 3  # every case followed
-    assert counts["payloads"] == 3  # custody's parse only: following them parsed each again
+    # One parse each, before the write lock: custody and following them parsed each again.
+    assert counts["payloads"] == 3
     assert counts["catalogs"] == 1  # once per push, not once per case
 
 

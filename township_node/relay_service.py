@@ -48,9 +48,11 @@ class VerifiedPush:
     custody took the caller's envelopes on its request signature alone (docs/sync-protocol.md
     §5.3.1), what the station decides or applies it verifies end to end, by the hub's rule."""
 
-    def __init__(self, documents: list, trust):
+    def __init__(self, documents: list, trust, opened: list | None = None):
         self.documents, self.trust = documents, trust
         self._opened: dict[int, object] | None = None
+        if opened is not None:  # opened by prepare_push with this trust store, before the write lock
+            self._opened = {id(d): o for d, o in zip(documents, opened, strict=True)}
 
     def check(self, document: dict) -> None:
         """:raises SignatureError: ``document`` (one of the push's) does not verify."""
@@ -83,9 +85,13 @@ class TownshipSync:
         """Context of one push request (nothing to coordinate at a township)."""
         return contextlib.nullcontext()
 
-    def prepare_push(self, conn, node, documents: list) -> None:
-        """Nothing to do before the write lock (custody verifies inside its transaction)."""
-        return None
+    def prepare_push(self, conn, node, documents: list) -> tuple:
+        """Open the push's envelopes before the write lock, as the hub does (one Ed25519 check per
+        hash-linked run, every payload parsed strictly once): (trust store used, opened or error
+        each). Custody and the station's own checks use them while the trust store is the same;
+        the write lock, which the station's forwarding round also needs, is held for less."""
+        trust = node.trust(conn)
+        return trust, envelope.open_chained(documents, envelope.ENVELOPE_TYPES, trust.node_key)
 
     def push(self, conn, node, caller: str, documents: list, prepared=None, receipt: str | None = None) -> dict:
         """Take custody in one FULL-sync transaction, then sign the receipt (``receipt="ranges"``:
@@ -93,8 +99,11 @@ class TownshipSync:
         trust = node.trust(conn)
         now = node.now()
         taken: list[tuple[dict, dict]] = []
+        # What prepare_push opened, unless the registry changed since (then everything is opened again).
+        opened = prepared[1] if prepared is not None and prepared[0] is trust else None
         with write_transaction(conn):
-            results, held = relay.take_custody(conn, trust, node.node_id, documents, now, caller=caller, taken=taken)
+            results, held = relay.take_custody(conn, trust, node.node_id, documents, now, caller=caller, taken=taken,
+                                               prepared=opened)
             relay.record_peer(conn, caller, len(documents), now)
             catalog: list[dict] = []  # read once per push, if a case needs it (tens of KB per read)
 
@@ -104,7 +113,7 @@ class TownshipSync:
                 return catalog[0].get(code)
 
             plain: list = []  # rows of cases that only need storing, written together
-            verified = VerifiedPush(documents, trust)
+            verified = VerifiedPush(documents, trust, opened)
             for document, message in taken:
                 rows = self._plain_case(conn, message, item_of)
                 if rows is not None:

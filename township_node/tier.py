@@ -37,6 +37,7 @@ class TownshipTier(Tier):
     records_site_visits = True
     relays_villages = True
     publishes_appointments = True  # its own window's 预约, decided as custody takes the requests
+    sqlite_temp_in_memory = True  # each push writes its cases inside savepoints (sync/tier.py)
 
     def deciding_scope(self, node) -> tuple[str, str]:
         """(route level, office LIKE pattern) of the cases this node decides: its own delegated items."""

@@ -102,6 +102,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Windows or macOS, whose heaps decommit freed memory themselves."),
     Setting("SQLITE_CACHE_KIB", None, "Page cache of each SQLite connection, in KiB; empty: the tier's (512 at a "
             "village, SQLite's own 2,000 at a township or hub). Every platform."),
+    Setting("SYNC_CACHE_KIB", 2048, "Page cache, in KiB, of the sync round's connection while it applies its "
+            "parent's answer (custody receipts and acknowledgements of a whole batch touch many case pages), if "
+            "its own is smaller; back to its own size afterwards. 0: the connection's own. Every platform."),
     Setting("SCHEDULER_ENABLED", True, "Run this node's scheduled jobs (sync, supervision) in the web process."),
     Setting("PUBLIC_URL", None, "This node's own base URL, as its children reach it."),
     Setting("LOG_LEVEL", "INFO", "Level of the node's own loggers (liandong.*): DEBUG, INFO, WARNING or ERROR."),

@@ -56,7 +56,7 @@ def private_dir(path: str | Path) -> None:
 
 
 def connect(path: str | Path, synchronous: str = "FULL", cached_statements: int = 128,
-            cache_kib: int | None = None) -> sqlite3.Connection:
+            cache_kib: int | None = None, temp_in_memory: bool = False) -> sqlite3.Connection:
     """Open ``path`` with the project's PRAGMAs (WAL, FULL sync, busy timeout, foreign keys).
 
     The connection is in autocommit mode (``isolation_level=None``): transactions are explicit.
@@ -65,6 +65,8 @@ def connect(path: str | Path, synchronous: str = "FULL", cached_statements: int 
     ``cached_statements`` is how many prepared statements the connection keeps (sqlite3's
     default); a process holding hundreds of connections (``liandong sim``) keeps none.
     ``cache_kib``: the connection's page cache (``PRAGMA cache_size``), None for SQLite's 2,000 KiB.
+    ``temp_in_memory``: statement journals and temporary tables in memory (``PRAGMA temp_store``),
+    not in temporary files once past 64 KiB.
     """
     on_disk = str(path) != ":memory:" and not str(path).startswith("file:")
     if on_disk:
@@ -83,6 +85,8 @@ def connect(path: str | Path, synchronous: str = "FULL", cached_statements: int 
     conn.execute("PRAGMA foreign_keys=ON")
     if cache_kib:
         conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # negative: KiB, not pages
+    if temp_in_memory:
+        conn.execute("PRAGMA temp_store=MEMORY")
     return conn
 
 

@@ -478,10 +478,11 @@ def apply_update(conn: sqlite3.Connection, body: dict, trust) -> bool:
     if row is None:
         return False
     signed_documents = body.get("documents") or []
-    for signed in signed_documents:
-        documents.check_for_case(signed, trust, body["case_id"], row["route_office"])
-    for signed in signed_documents:
-        documents.store(conn, signed)
+    # Every document is verified before any is stored; each is stored as verified (not parsed again).
+    checked = [documents.checked_for_case(signed, trust, body["case_id"], row["route_office"])
+               for signed in signed_documents]
+    for signed, known in zip(signed_documents, checked, strict=True):
+        documents.store(conn, signed, known=known)
     for earlier in body.get("earlier", []):
         if not record_event(conn, body["case_id"], earlier):
             # Our provisional record of the hub's 接件 (made from its acknowledgement): the

@@ -150,11 +150,13 @@ def issue(conn: sqlite3.Connection, node, case_row, kind: str, event: dict, offi
         body["decided_under"] = {k: decided_under[k] for k in ("role_label", "grant_label", "name", "seal")
                                  if k in decided_under}
     signed = envelope.sign(node.key, envelope.DOCUMENT, body)
+    doc_id = envelope.document_id(signed)
     # The token rides beside the record (it signs the record's id, so it cannot be inside it).
     signed["token"] = document_token.make(
-        node.key, doc_id=envelope.document_id(signed), issuer=node.node_id, office=body["office"], kind=kind,
+        node.key, doc_id=doc_id, issuer=node.node_id, office=body["office"], kind=kind,
         issued_on=now.astimezone(CN_TZ).date().isoformat(), seq=seq)
-    store(conn, signed)
+    # The body and id just signed: storing them parses and hashes nothing again.
+    store(conn, signed, known=(body, doc_id))
     return signed
 
 
@@ -222,14 +224,16 @@ def issue_licence(conn: sqlite3.Connection, node, case_row, event: dict, item: d
     return issue(conn, node, case_row, "licence", event, office, item, title=item["result_name"], extra=licence_fields)
 
 
-def store(conn: sqlite3.Connection, signed: dict) -> None:
-    """Keep a signed document (idempotent); a licence is also indexed by its holder."""
-    body = envelope.peek(signed)
-    doc_id = envelope.document_id(signed)
+def store(conn: sqlite3.Connection, signed: dict, known: tuple[dict, str] | None = None) -> None:
+    """Keep a signed document (idempotent); a licence is also indexed by its holder.
+
+    ``known``: its ``(body, document id)`` when the caller has them already (it signed or
+    verified this very document): the payload is then not parsed and hashed once more."""
+    body, doc_id = known if known is not None else (envelope.peek(signed), envelope.document_id(signed))
     conn.execute(
         "INSERT INTO documents(doc_id, case_id, kind, number, code, issuer, document, issued_at)"
         " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(doc_id) DO NOTHING",
-        (doc_id, body["case_id"], body["kind"], body["number"], verification_code(signed),
+        (doc_id, body["case_id"], body["kind"], body["number"], document_token.code_from_document_id(doc_id),
          body["issuer"], envelope.to_bytes(signed), body["issued_at"]),
     )
     if body["kind"] == "licence":
@@ -294,8 +298,15 @@ def check_for_case(signed: dict, trust, case_id: str, deciding_office: str) -> d
 
     :raises RuleError: ``forged_document``, before anything is stored.
     """
+    return checked_for_case(signed, trust, case_id, deciding_office)[0]
+
+
+def checked_for_case(signed: dict, trust, case_id: str, deciding_office: str) -> tuple[dict, str]:
+    """:func:`check_for_case`, returning ``(body, document id)`` of the verified bytes, which
+    :func:`store` takes as ``known``."""
     try:
-        body = verify(signed, trust)
+        opened = verified(signed, trust)
+        body = opened.body
     except SignatureError as exc:
         raise RuleError("forged_document", f"文书未通过核验：{exc}") from exc
     if body.get("case_id") != case_id:
@@ -303,7 +314,7 @@ def check_for_case(signed: dict, trust, case_id: str, deciding_office: str) -> d
     if body.get("kind") not in authority.ORIGIN_DOCUMENTS and body.get("issuer") != trust.hub_id \
             and body.get("office") != deciding_office:
         raise RuleError("forged_document", "文书签发机构不是该办件的审批机构")
-    return body
+    return body, opened.doc_id
 
 
 def verify(signed: dict, trust) -> dict:
@@ -312,6 +323,11 @@ def verify(signed: dict, trust) -> dict:
     Accepted signers: the hub's keys, and any registered node key (townships decide delegated
     items; villages sign receipts and 送达回证) — the body must name that node as issuer.
     """
+    return verified(signed, trust).body
+
+
+def verified(signed: dict, trust) -> envelope.Opened:
+    """:func:`verify`, returning the opened document (body, id of the verified bytes, signer)."""
     def resolve(kid: str):
         return trust.hub_key(kid) or trust.node_key(kid)
 
@@ -323,7 +339,7 @@ def verify(signed: dict, trust) -> dict:
                                         body.get("kind"), body.get("office"))
     except ValueError as exc:
         raise SignatureError(str(exc)) from exc
-    return body
+    return opened
 
 
 def _matches_token(token: document_token.Token, body: dict, doc_id: str) -> bool:

@@ -36,9 +36,14 @@ class DatabaseOwner:
         """Each connection's page cache: the SQLITE_CACHE_KIB setting, else the tier's."""
         return app.config.get("SQLITE_CACHE_KIB") or app.extensions["liandong_node"].kind.sqlite_cache_kib
 
+    @staticmethod
+    def temp_in_memory(app: Flask) -> bool:
+        """Whether the tier keeps statement journals in memory (sync/tier.py)."""
+        return app.extensions["liandong_node"].kind.sqlite_temp_in_memory
+
     def connect(self, app: Flask) -> sqlite3.Connection:
         """A new connection (jobs use this); the schema was brought up to date at start-up."""
-        conn = storage.connect(self.path(app), cache_kib=self.cache_kib(app))
+        conn = storage.connect(self.path(app), cache_kib=self.cache_kib(app), temp_in_memory=self.temp_in_memory(app))
         try:
             storage.check_schema(conn, self.migrations)
         except storage.SchemaError:
@@ -51,7 +56,7 @@ class DatabaseOwner:
         backup; refuse a newer one."""
         key_file = Path(app.instance_path) / app.extensions["liandong_node"].kind.key_file
         storage.check_health(self.path(app), expect_data=key_file.exists(), cache_kib=self.cache_kib(app))
-        conn = storage.connect(self.path(app), cache_kib=self.cache_kib(app))
+        conn = storage.connect(self.path(app), cache_kib=self.cache_kib(app), temp_in_memory=self.temp_in_memory(app))
         try:
             old, new, snapshot = storage.upgrade(conn, self.migrations, Path(app.instance_path) / "backups")
         except storage.SchemaError:
@@ -72,7 +77,8 @@ class DatabaseOwner:
             else:
                 if kept is not None:
                     kept[1].close()
-                g.db = storage.connect(self.path(app), cache_kib=self.cache_kib(app))
+                g.db = storage.connect(self.path(app), cache_kib=self.cache_kib(app),
+                                       temp_in_memory=self.temp_in_memory(app))
                 self._kept.slot = (weakref.ref(app), g.db, self._generation)
         return g.db
 
