@@ -111,7 +111,7 @@ def drain_line(p: dict) -> str:
 
 def wire_pair(args, work: Path) -> dict:
     """Liandong's bytes per case per hop (batch and alone), then the peer's; each ÷ the case's content."""
-    ours = run_quietly(bench_wire.main, batch=args.batch)
+    ours = run_quietly(bench_wire.main, batch=args.batch, no_write_through=False)
     by_cases = {r["cases"]: r for r in ours["results"] if r["material_bytes"] == 0}
     out = {"ours_load": ours["load"]}
     for label, cases in (("batch", args.batch), ("single", 1)):
