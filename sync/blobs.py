@@ -1,8 +1,9 @@
 """Content-addressed material files: stored by SHA-256, received in resumable chunks.
 
-A blob lives at ``<data>/blobs/<first two hex>/<sha256>``. While it is arriving its bytes
-accumulate in ``<data>/blobs/partial/<sha256>``; a sender asks how much arrived and sends only
-the rest (``docs/sync-protocol.md`` §6). A blob counts only once its hash is verified.
+A small blob is a row of the node's database (:mod:`sync.blob_rows`); a larger one lives at
+``<data>/blobs/<first two hex>/<sha256>``. While a blob is arriving over several requests its
+bytes accumulate in ``<data>/blobs/partial/<sha256>``; a sender asks how much arrived and sends
+only the rest (``docs/sync-protocol.md`` §6). A blob counts only once its hash is verified.
 
 Blobs are ID-card scans: files are created 0600 and folders 0700 whatever the umask. A write
 that fails (a full disk: :class:`shared.core.storage.DiskFullError`) leaves no partial file behind.
@@ -18,24 +19,20 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from shared.core import storage
 from shared.core.clock import iso
 from shared.core.crypto import fsync_dir
-from shared.core.storage import DiskFullError, private_dir, write_lock_held, write_transaction
+from shared.core.storage import DiskFullError, private_dir, write_transaction
+from sync.blob_rows import BlobRows
 
 # O_BINARY: on Windows a descriptor opened without it would turn every LF byte into CRLF.
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CHUNK_BYTES = 256 * 1024
-#: The page cache of the store's kept connections between batches: a blob is read from the OS cache
-#: anyway, and a village's process is small (its RSS: docs/performance.md, tenth round).
-CACHE_KIB = 128
 
 
 class BlobError(ValueError):
@@ -114,111 +111,23 @@ class BlobStore:
     never rewritten. Partial uploads are always files in ``<root>/partial``.
     """
 
-    #: Connections kept for reuse (opening one parses the whole schema); more are opened when
-    #: needed and closed after use. A process holding hundreds of nodes (``liandong sim``) keeps none.
-    keep = 2
-
     def __init__(self, root: str | Path, database: str | Path | None = None, inline_max: int = 0):
         self.root = Path(root)
         private_dir(self.root)
         private_dir(self.root / "partial")
         self._folders: set[Path] = set()
-        self.database = Path(database) if database is not None else None
+        self.rows = BlobRows(database)
+        self.database = self.rows.database
         self.inline_max = int(inline_max) if database is not None else 0
-        self._table = False  # blob_bytes seen in the database (it never goes away once there)
-        self._pool: list[sqlite3.Connection] = []
-        self._pool_lock = threading.Lock()
-
-    # ------------------------------------------------------------------ the database's rows
-
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        """A connection to the node's database, from the pool when one is free."""
-        with self._pool_lock:
-            conn = self._pool.pop() if self._pool else None
-        if conn is None:
-            conn = storage.connect(self.database, cached_statements=16, cache_kib=CACHE_KIB)  # synchronous=FULL
-        try:
-            yield conn
-        finally:
-            with self._pool_lock:
-                if len(self._pool) < self.keep and not conn.in_transaction:
-                    self._pool.append(conn)
-                    conn = None
-            if conn is not None:
-                conn.close()
 
     def close(self) -> None:
-        """Close the kept connections (the next use opens new ones)."""
-        with self._pool_lock:
-            kept, self._pool = self._pool, []
-        for conn in kept:
-            conn.close()
-
-    def _has_table(self) -> bool:
-        """Whether rows may be read: the database exists and has ``blob_bytes`` (migration 26)."""
-        if self._table:
-            return True
-        if self.database is None or not self.database.exists():
-            return False  # never create an empty database beside a node that has none yet
-        with self._db() as conn:
-            self._table = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blob_bytes'").fetchone() is not None
-        return self._table
+        """Close the kept connections of the rows (the next use opens new ones)."""
+        self.rows.close()
 
     def _rows_writable(self) -> bool:
-        """Whether new small blobs go into rows now. Not while this thread holds the database's
-        write lock for another connection (a second connection would wait on the first for
-        ever): then a file, which needs no lock, is as good."""
-        if not self.inline_max or not self._has_table():
-            return False
-        with self._db() as conn:
-            return not write_lock_held(conn)
-
-    def _insert(self, rows: list[tuple[str, int, bytes]], conn: sqlite3.Connection | None = None) -> None:
-        """Store verified ``(sha256, size, data)`` rows in one transaction (one commit, at the
-        database's ``synchronous=FULL``: durable when this returns)."""
-        sql = "INSERT INTO blob_bytes(sha256, size, data) VALUES (?,?,?) ON CONFLICT(sha256) DO NOTHING"
-        try:
-            if conn is not None:
-                with write_transaction(conn):
-                    conn.executemany(sql, rows)
-                return
-            with self._db() as own:
-                # A batch's pages stay in memory until the commit writes them to the WAL once: with
-                # the kept connection's small cache they spilled to the WAL mid-transaction (a
-                # batch of 200 scans of 20 KB: 7.6 → 2.1 ms). The cache is given back after.
-                own.execute(f"PRAGMA cache_size = -{max(CACHE_KIB, 2 * sum(len(r[2]) for r in rows) // 1024)}")
-                try:
-                    with write_transaction(own):
-                        own.executemany(sql, rows)
-                finally:
-                    own.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-                    own.execute("PRAGMA shrink_memory")
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
-                raise DiskFullError(f"no space left for a blob: {exc}") from exc
-            raise
-
-    def _row(self, sha256: str, what: str = "data"):
-        if not self._has_table():
-            return None
-        with self._db() as conn:
-            row = conn.execute(f"SELECT {what} FROM blob_bytes WHERE sha256 = ?", (sha256,)).fetchone()
-        return None if row is None else row[0]
-
-    def _rows_held(self, shas) -> set[str]:
-        """Which of ``shas`` are held as rows (one query)."""
-        shas = [s for s in set(shas) if SHA256_RE.match(s)]
-        if not shas or not self._has_table():
-            return set()
-        held: set[str] = set()
-        with self._db() as conn:
-            for i in range(0, len(shas), 500):
-                part = shas[i:i + 500]
-                held.update(r[0] for r in conn.execute(
-                    f"SELECT sha256 FROM blob_bytes WHERE sha256 IN ({','.join('?' * len(part))})", part))
-        return held
+        """Whether new small blobs go into rows now (not while this thread holds the database's
+        write lock for another connection: then a file, which needs no lock, is as good)."""
+        return bool(self.inline_max) and self.rows.writable()
 
     # ------------------------------------------------------------------ both kinds
 
@@ -232,7 +141,7 @@ class BlobStore:
         """Whether the complete, verified blob is here (as a row or as a file). Rows first: where
         the table exists most blobs are rows, and a primary-key probe costs less than a stat."""
         path = self.path(sha256)  # checks the name
-        return self._row(sha256, "1") is not None or os.path.exists(path)
+        return self.rows.size(sha256) is not None or os.path.exists(path)
 
     def held(self, shas) -> set[str]:
         """Which of ``shas`` are here complete (one query for the rows, a stat for the others)."""
@@ -243,13 +152,7 @@ class BlobStore:
         the rows in one query, a stat for each other file; ``partial``: the bytes of part files
         too (else only complete blobs are listed). Names that are not hex digests are left out."""
         shas = [s for s in dict.fromkeys(shas) if SHA256_RE.match(s)]
-        found: dict[str, tuple[int, bool]] = {}
-        if shas and self._has_table():
-            with self._db() as conn:
-                for i in range(0, len(shas), 500):
-                    part = shas[i:i + 500]
-                    found.update((sha, (size, True)) for sha, size in conn.execute(
-                        f"SELECT sha256, size FROM blob_bytes WHERE sha256 IN ({','.join('?' * len(part))})", part))
+        found: dict[str, tuple[int, bool]] = {sha: (size, True) for sha, size in self.rows.sizes(shas)}
         root = str(self.root)  # strings, not Paths: this runs for every file of every push
         for sha in shas:
             if sha in found:
@@ -269,7 +172,7 @@ class BlobStore:
         full = self.path(sha256)
         if full.exists():
             return full.stat().st_size
-        return self._row(sha256, "size")
+        return self.rows.size(sha256)
 
     def received(self, sha256: str) -> int:
         """Bytes held for a blob: its size if complete, else what the partial file has."""
@@ -284,7 +187,7 @@ class BlobStore:
         sha256 = hashlib.sha256(data).hexdigest()
         if not self.has(sha256):
             if len(data) <= self.inline_max and self._rows_writable():
-                self._insert([(sha256, len(data), bytes(data))])
+                self.rows.insert([(sha256, len(data), bytes(data))])
             else:
                 self._commit_file(sha256, data)
         return sha256
@@ -292,7 +195,7 @@ class BlobStore:
     def read(self, sha256: str) -> bytes:
         """The bytes of a complete blob. :raises FileNotFoundError: it is not here."""
         path = self.path(sha256)
-        data = self._row(sha256)
+        data = self.rows.data(sha256)
         if data is not None:
             return bytes(data)
         return path.read_bytes()
@@ -302,13 +205,7 @@ class BlobStore:
         not one per blob: a sync round reads its batch of scans at once); those not here are left
         out."""
         shas = list(dict.fromkeys(s for s in shas if SHA256_RE.match(s)))
-        found: dict[str, bytes] = {}
-        if shas and self._has_table():
-            with self._db() as conn:
-                for i in range(0, len(shas), 500):
-                    part = shas[i:i + 500]
-                    found.update((sha, bytes(data)) for sha, data in conn.execute(
-                        f"SELECT sha256, data FROM blob_bytes WHERE sha256 IN ({','.join('?' * len(part))})", part))
+        found = {sha: bytes(data) for sha, data in self.rows.contents(shas)}
         for sha in shas:
             if sha not in found:
                 try:
@@ -420,7 +317,7 @@ class BlobStore:
                 complete[sha256] = arriving.size
             # ... the rows in one transaction (one commit: the WAL's fsync), ...
             if rows:
-                self._insert(rows)
+                self.rows.insert(rows)
                 complete.update((sha256, size) for sha256, size, _ in rows)
             # ... then each folder once: a batch of 200 files costs 200 file fsyncs and one per
             # folder touched, not two per file one after the other.
@@ -470,15 +367,7 @@ class BlobStore:
         existed = self.path(sha256).exists()
         self.path(sha256).unlink(missing_ok=True)
         (self.root / "partial" / sha256).unlink(missing_ok=True)
-        if self._has_table():
-            sql = "DELETE FROM blob_bytes WHERE sha256 = ? RETURNING 1"
-            if conn is not None:
-                with write_transaction(conn):
-                    existed = bool(conn.execute(sql, (sha256,)).fetchall()) or existed
-            else:
-                with self._db() as own, write_transaction(own):
-                    existed = bool(own.execute(sql, (sha256,)).fetchall()) or existed
-        return existed
+        return self.rows.delete(sha256, conn) or existed
 
     def _commit_file(self, sha256: str, data: bytes) -> None:
         target = self.path(sha256)

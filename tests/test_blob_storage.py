@@ -198,7 +198,7 @@ def _put_in_transaction(store: BlobStore, conn, data: bytes) -> str:
 def test_a_full_database_refuses_the_batch_and_keeps_nothing_of_it(store):
     whole, resumed = os.urandom(30_000), os.urandom(30_000)
     store.write_chunk(sha(resumed), 30_000, 0, resumed[:100], 10 ** 6)
-    with store._db() as conn:  # the connection the store uses next
+    with store.rows.connection() as conn:  # the connection the store uses next
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLITE_FULL on the first page it needs
     with pytest.raises(storage.DiskFullError):
@@ -213,6 +213,7 @@ def test_a_full_database_refuses_the_batch_and_keeps_nothing_of_it(store):
 KILLED_BATCH = """
 import os, signal, sys
 from sync.blobs import BlobStore
+import sync.blob_rows as blob_rows
 import sync.blobs as blobs
 
 root, database, point = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -220,7 +221,7 @@ store = BlobStore(root, database, 64 * 1024)
 frames = [(bytes.fromhex(line.split()[0]).hex(), int(line.split()[1]), 0, bytes.fromhex(line.split()[2]))
           for line in sys.stdin.read().splitlines()]
 if point == "before-commit":
-    real = blobs.write_transaction
+    real = blob_rows.write_transaction
 
     class Dies:
         def __init__(self, conn):
@@ -232,7 +233,7 @@ if point == "before-commit":
         def __exit__(self, *exc):  # every row written, the COMMIT not yet
             os.kill(os.getpid(), signal.SIGKILL)
 
-    blobs.write_transaction = Dies
+    blob_rows.write_transaction = Dies
 else:
     real_undo = blobs._together
 

@@ -273,7 +273,7 @@ class County:
             overrides["CLOCK_START"] = iso(base + timedelta(days=skew_days))
         config = {**DEFAULTS, **nodes.read_config(vdir), **overrides}
         node = Node(config, vdir, self.village_tier)
-        node.blobs.keep = 0  # a kept connection per village would cost ~1,000 parsed schemas
+        node.blobs.rows.keep = 0  # a kept connection per village would cost ~1,000 parsed schemas
         conn = nodes.open_db(vdir, "village", cached_statements=0)
         conn.execute(f"PRAGMA cache_size = -{VILLAGE_CACHE_KIB}")
         seed = hash((self.cfg.seed, vid)) & 0xFFFFFFFF
