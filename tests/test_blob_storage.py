@@ -357,13 +357,19 @@ def test_file_blobs_of_an_older_schema_keep_working_after_the_migration(tmp_path
     conn.close()
 
 
-def test_an_old_file_blob_at_the_village_reaches_the_hub(build_network):
+def village_with_a_case(build_network, agent_name: str):
+    """A network of one village whose agent took one case with its material files."""
     net = build_network(villages=1)
     village = net.village()
-    agent = village.account("old_files", "agent")
+    agent = village.account(agent_name, "agent")
     item = city_item(village, agent)
-    files = material_files(item, "old-file")
+    files = material_files(item, agent_name)
     create_case(village, agent, item, files)
+    return net, village, files
+
+
+def test_an_old_file_blob_at_the_village_reaches_the_hub(build_network):
+    net, village, files = village_with_a_case(build_network, "old_files")
     moved = sha(files[0][2])
     # As if stored by a release before migration 26: the same bytes as a file, no row.
     village.node.blobs.path(moved).parent.mkdir(parents=True, exist_ok=True)
@@ -412,12 +418,7 @@ def test_a_backup_holds_the_scans_kept_as_rows(build_network, tmp_path):
     from provisioning import nodes
     from provisioning.cli import main
 
-    net = build_network(villages=1)
-    village = net.village()
-    agent = village.account("backup_rows", "agent")
-    item = city_item(village, agent)
-    files = material_files(item, "backup-rows")
-    create_case(village, agent, item, files)
+    net, village, files = village_with_a_case(build_network, "backup_rows")
     archive = tmp_path / "village.zip"
     assert CliRunner().invoke(main, ["backup", "--data", str(village.data_dir), "--out", str(archive)]).exit_code == 0
     restored = tmp_path / "restored"
