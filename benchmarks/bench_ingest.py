@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -85,10 +86,13 @@ def build(args, keys: dict) -> tuple[list[tuple[str, bytes, int]], list[dict]]:
     now = Clock().now()
     wall_ms = int(now.timestamp() * 1000)
     chains, i = {}, 0
-    for v in villages:
+    for n, v in enumerate(villages):
         bodies = []
-        for _ in range(per_village):
-            bodies.append(common.case_submit_body(items[i % len(items)], v, 1, i, now))
+        for k in range(per_village):
+            # Taken over the last seconds, the villages' cases interleaved in time as when they all
+            # work at once (case ids sort by the time they were taken: shared/core/ids.py).
+            taken = now - timedelta(milliseconds=(per_village - k) * len(villages) - n)
+            bodies.append(common.case_submit_body(items[i % len(items)], v, 1, i, taken))
             i += 1
         chains[v] = common.signed_chain(keys[v], v, bodies, wall_ms, version=args.envelope_version)
     # A township forwards its custody oldest first: a batch holds a slice of several villages' chains.

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -304,7 +303,7 @@ def case_submit_body(item: dict, origin: str, catalog_version: int, i: int, now)
     """The body of a ``case.submit`` envelope, shaped as ``shared.services.casework.capture`` builds it."""
     receipt_no = f"{origin}-{now:%Y%m%d}-{i + 1:04d}"
     return {
-        "case_id": uuid.uuid4().hex,
+        "case_id": casework.new_id(now),
         "receipt_no": receipt_no,
         "item_code": item["code"],
         "item_name": item["name"],
