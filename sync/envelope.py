@@ -338,10 +338,10 @@ def stored_bytes(opened: Opened) -> bytes:
 
     Built by formatting: every part was checked by :func:`open_signed` (the type is a known
     constant, the key id a trusted one, payload and signature strict base64), so none needs
-    escaping; a text payload is escaped by the C encoder.
+    escaping; a text payload is escaped as the canonical writer escapes a string.
     """
     if opened.payload_type in TEXT_PAYLOAD_TYPES:
-        payload = json.dumps(opened.payload.decode("utf-8"), ensure_ascii=False).encode("utf-8")
+        payload = canonical.string_bytes(opened.payload.decode("utf-8"))
         return (b'{"payload":' + payload + f',"payloadType":"{opened.payload_type}",'
                 f'"signatures":[{{"keyid":"{opened.kid}","sig":"{opened.sig}"}}]}}'.encode("ascii"))
     return (f'{{"payload":"{b64e(opened.payload)}","payloadType":"{opened.payload_type}",'

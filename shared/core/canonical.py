@@ -195,6 +195,16 @@ def _encode(obj: Any) -> bytes:
     return _SIGNING_ENCODER.encode(obj).encode("utf-8")
 
 
+def string_bytes(text: str) -> bytes:
+    """``text`` as a JSON string literal in UTF-8, as the canonical writer writes it (orjson's
+    bytes where installed: the same as the standard encoder's for every code point,
+    tests/test_canonical.py). For documents this node stores; never for bytes it signs.
+
+    :raises UnicodeEncodeError: a lone surrogate.
+    """
+    return _encode(text)
+
+
 def loads_own(data: bytes | str) -> Any:
     """Parse JSON this node wrote itself after checking it (stored documents): no strictness
     needed, only speed (orjson where installed)."""
