@@ -363,58 +363,15 @@ def demo(data_dir: Path, base_port: int, headless: bool, sync_interval: float, c
     sys.exit(run_demo(data_dir, base_port, sync_interval, clock_start, clock_speed))
 
 
-def _hub_jobs() -> click.Command:
-    from provisioning.ops_cli import hub_jobs  # deferred: the hub's jobs process only
-
-    return hub_jobs
-
-
-def _backup() -> click.Command:
-    from provisioning.ops_cli import backup  # deferred: run by an operator, not by `serve`
-
-    return backup
-
-
-def _restore() -> click.Command:
-    from provisioning.ops_cli import restore  # deferred: run by an operator, not by `serve`
-
-    return restore
-
-
-def _calendar() -> click.Command:
-    from provisioning.calendar_cli import calendar  # deferred: publishes through the hub's code
-
-    return calendar
-
-
-def _catalog() -> click.Command:
-    from provisioning.catalog_cli import catalog  # deferred: publishes through the hub's code
-
-    return catalog
-
-
-def _sim() -> click.Command:
-    from provisioning.sim.cli import sim  # deferred: the simulator runs every tier
-
-    return sim
-
-
-def _audit() -> click.Command:
-    from provisioning.audit_cli import audit  # deferred: run by an operator, not by `serve`
-
-    return audit
-
-
-def _kit() -> click.Command:
-    from provisioning.kit_cli import kit  # deferred: builds installers (packaging, wheels)
-
-    return kit
-
-
-hub.defer("jobs", _hub_jobs)
-for _name, _loader in (("backup", _backup), ("restore", _restore), ("calendar", _calendar), ("catalog", _catalog),
-                       ("sim", _sim), ("audit", _audit), ("kit", _kit)):
-    main.defer(_name, _loader)
+# Imported only when run (or listed by --help): the hub's jobs process; an operator's backup,
+# restore and audit; publishing through the hub's code (calendar, catalog); the simulator, which
+# runs every tier; the installers' builder (packaging, wheels).
+hub.defer("jobs", "provisioning.ops_cli:hub_jobs")
+for _name, _where in (("backup", "provisioning.ops_cli:backup"), ("restore", "provisioning.ops_cli:restore"),
+                      ("calendar", "provisioning.calendar_cli:calendar"),
+                      ("catalog", "provisioning.catalog_cli:catalog"), ("sim", "provisioning.sim.cli:sim"),
+                      ("audit", "provisioning.audit_cli:audit"), ("kit", "provisioning.kit_cli:kit")):
+    main.defer(_name, _where)
 
 if __name__ == "__main__":
     main()

@@ -7,9 +7,9 @@ errors (exceptions not listed here) still show a traceback, because those are bu
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 import sys
-from collections.abc import Callable
 
 import click
 
@@ -54,18 +54,20 @@ class DeferredGroup(click.Group):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.deferred: dict[str, Callable[[], click.Command]] = {}
+        self.deferred: dict[str, str] = {}
 
-    def defer(self, name: str, loader: Callable[[], click.Command]) -> None:
-        """Register ``loader()`` (which imports and returns the command) under ``name``."""
-        self.deferred[name] = loader
+    def defer(self, name: str, where: str) -> None:
+        """Register the command ``where`` names (``"package.module:attribute"``) under ``name``,
+        imported when it is first asked for."""
+        self.deferred[name] = where
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.deferred})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.deferred and cmd_name not in self.commands:
-            self.add_command(self.deferred[cmd_name](), cmd_name)
+            module, attribute = self.deferred[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
         return super().get_command(ctx, cmd_name)
 
 
