@@ -136,12 +136,8 @@ class HubSync:
             "metadata": registry.newer_than(conn, have),
         }
 
-    def blob_expected(self, conn, sha256: str) -> bool:
-        """Whether an accepted envelope waits for this material file (else an upload is parked)."""
-        return conn.execute("SELECT 1 FROM inbox_blobs WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone() is not None
-
     def blobs_expected(self, conn, shas: list[str]) -> set[str]:
-        """Which of ``shas`` an accepted envelope waits for (:meth:`blob_expected` for a file batch)."""
+        """Which of ``shas`` an accepted envelope waits for (an upload no envelope names is parked)."""
         found: set[str] = set()
         for i in range(0, len(shas), 500):
             part = shas[i:i + 500]

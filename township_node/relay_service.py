@@ -251,13 +251,8 @@ class TownshipSync:
             "metadata": metadata,
         }
 
-    def blob_expected(self, conn, sha256: str) -> bool:
-        """Whether an envelope in custody names this material file (else an upload is parked)."""
-        return conn.execute("SELECT 1 FROM custody WHERE attachments LIKE ? LIMIT 1",
-                            (f"%{sha256}%",)).fetchone() is not None
-
     def blobs_expected(self, conn, shas: list[str]) -> set[str]:
-        """Which of ``shas`` an envelope in custody names (:meth:`blob_expected` for a file batch):
+        """Which of ``shas`` an envelope in custody names (an upload no envelope names is parked):
         the custody's attachment lists read once, not searched once per file."""
         if not shas:
             return set()

@@ -294,7 +294,7 @@ def blob_chunk(sha256: str):
     ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
     try:
         size, offset = _count_arg("size"), _count_arg("offset")
-        if not node.blobs.has(sha256) and not service().blob_expected(get_db(), sha256):
+        if not node.blobs.has(sha256) and sha256 not in service().blobs_expected(get_db(), [sha256]):
             # No envelope here names it yet: parked, within the uploader's quota.
             with write_transaction(get_db()):
                 park(get_db(), g.caller, sha256, size, int(node.config["BLOB_PARK_QUOTA_BYTES"]), node.now())
