@@ -11,6 +11,8 @@ cases of that village, with N distinct case ids, and N inbox envelopes.
     .venv/bin/python benchmarks/bench_drain.py               # 10,000 cases
     .venv/bin/python benchmarks/bench_drain.py --cases 2000
     .venv/bin/python benchmarks/bench_drain.py --quick       # 400 cases
+    .venv/bin/python benchmarks/bench_drain.py --overlap --township-serves   # as deployed
+    .venv/bin/python benchmarks/bench_drain.py --overlap --level township    # delegated items only
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import common  # noqa: E402
 from provisioning import nodes  # noqa: E402
 from shared.core.storage import write_transaction  # noqa: E402
+from shared.rules import authority  # noqa: E402
 from shared.services.intake import submit  # noqa: E402
 from sync import outbox  # noqa: E402
 from sync.node_sync import SyncState, run_round  # noqa: E402
@@ -41,8 +44,11 @@ except ImportError:
 FILE_ITEM = "130926-RS-0001"  # 城乡居民养老保险参保登记: its 身份证 material field is "id_card"
 
 
-def queue_cases(net: common.Network, n: int, material: int = 0) -> None:
-    items = common.village_items()
+def queue_cases(net: common.Network, n: int, material: int = 0, level: str | None = None) -> None:
+    """Queue ``n`` cases at the village, taking its items in turn (``level``: only the items
+    decided at that level, "city" or "township")."""
+    items = [i for i in common.village_items()
+             if level is None or authority.route_of_submission(i, i["code"], net.VILLAGE, common.HUB_ID)["level"] == level]
     by_code = {i["code"]: i for i in items}
     conn = net.village_conn
     for start in range(0, n, 500):
@@ -71,10 +77,14 @@ def cpu_now(net: common.Network) -> dict:
             "rounds": times.user + times.system}
 
 
-def drain_overlapped(net: common.Network, vclient, tclient, max_seconds: float) -> dict:
+def drain_overlapped(net: common.Network, vclient, tclient, max_seconds: float, township_serves: bool = False) -> dict:
     """The village and the township each drain back to back in their own thread (as their sync
     jobs do: ``sync.node_sync.drain``, the township started at once by every village push);
-    a tier with nothing to send waits on the other (10 ms poll here, the kick in a node)."""
+    a tier with nothing to send waits on the other (10 ms poll here, the kick in a node).
+
+    ``township_serves``: the township's rounds run in its own server, as in a deployment (its
+    sync job, kicked by each village push, ``shared/web/jobs.py``); then its write lock is one
+    process's, not a file lock two processes poll for, and its CPU is counted with the server's."""
     done, errors, spent, pushed = threading.Event(), [], {"village": 0.0, "township": 0.0}, {"village": 0, "township": 0}
     rounds = {"village": 0, "township": 0}
 
@@ -100,10 +110,11 @@ def drain_overlapped(net: common.Network, vclient, tclient, max_seconds: float) 
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=loop, args=("township", net.township, lambda: nodes.open_db(
-                   net.dirs[net.TOWNSHIP]), tclient)),
-               threading.Thread(target=loop, args=("village", net.village, lambda: net.village_app.extensions[
+    threads = [threading.Thread(target=loop, args=("village", net.village, lambda: net.village_app.extensions[
                    "liandong_db"].connect(net.village_app), vclient))]
+    if not township_serves:
+        threads.append(threading.Thread(target=loop, args=("township", net.township, lambda: nodes.open_db(
+                   net.dirs[net.TOWNSHIP]), tclient)))
     for t in threads:
         t.start()
     done.wait(max_seconds)
@@ -117,12 +128,12 @@ def drain_overlapped(net: common.Network, vclient, tclient, max_seconds: float) 
 
 def main(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="ld-bench-drain-") as tmp:
-        net = common.Network(Path(tmp))
+        net = common.Network(Path(tmp), township_env={"LIANDONG_SCHEDULER_ENABLED": "true"} if args.township_serves else None)
         try:
             net.settle()
             session = common.CountingSession()
             t0 = time.perf_counter()
-            queue_cases(net, args.cases, args.material)
+            queue_cases(net, args.cases, args.material, args.level)
             print(f"queued {args.cases} cases at village {net.VILLAGE} in {time.perf_counter() - t0:.1f} s (untimed)")
             vconn, tconn = net.village_conn, net.township_conn
             vstate, tstate = SyncState(), SyncState()
@@ -133,7 +144,7 @@ def main(args) -> dict:
             cpu0 = cpu_now(net)
             start = time.perf_counter()
             if args.overlap:
-                result = drain_overlapped(net, vclient, tclient, args.max_seconds)
+                result = drain_overlapped(net, vclient, tclient, args.max_seconds, args.township_serves)
                 rounds, spent, pushed = result["rounds"], result["spent"], result["pushed"]
             while not args.overlap:
                 counts = outbox.counts(vconn)
@@ -183,6 +194,7 @@ def main(args) -> dict:
     print(f"check: hub holds {at_hub[0]} cases of the village ({at_hub[1]} distinct ids), {inbox} inbox envelopes,"
           f" {quarantined} quarantined, {blobs_held} material files; village shows {village_cases} acked -> {'OK' if ok else 'MISMATCH'}")
     figures = {"benchmark": "drain", "cases": n, "material": args.material, "overlap": args.overlap,
+               "level": args.level, "township_serves": args.township_serves,
                "hub_blobs": blobs_held, "bytes_sent": sum(session.sent.values()),
                "bytes_received": sum(session.received.values()), "seconds": round(elapsed, 2), "rounds": rounds,
                "cases_per_s": round(n / elapsed, 1), "village_round_s": round(spent["village"], 2),
@@ -202,6 +214,10 @@ if __name__ == "__main__":
     parser.add_argument("--overlap", action="store_true",
                         help="village and township drain at the same time, each back to back (sync.node_sync.drain)")
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="give up an overlapped drain after this")
+    parser.add_argument("--level", choices=("city", "township"),
+                        help="only items decided at this level (default: every item a village takes, in turn)")
+    parser.add_argument("--township-serves", action="store_true",
+                        help="with --overlap: the township's server drains towards the hub itself, kicked by each push")
     parser.add_argument("--quick", action="store_true", help="400 cases")
     args = parser.parse_args()
     if args.quick:

@@ -76,6 +76,14 @@ def make_appliers(node) -> dict:
         city = route["level"] == "city"
         return origin, body, item, city, city and item.get("instant_rule") is not None
 
+    def township_receiver(body: dict, opened: Opened, later_step: bool) -> str | None:
+        """The township that 接件 this case as it took custody of it (its forward, or its own
+        window: ``opened.via``), whose own record rides with the case's next step; ``None``."""
+        route = body["route"]
+        if authority.received_at_custody(route["level"], route["office"], opened.via or "", later_step):
+            return route["office"]
+        return None
+
     def prepare_case_submit(conn: sqlite3.Connection, opened: Opened):
         """The common cases in two phases: every check runs and every row is built here, before
         anything is written, so a refused envelope needs no SAVEPOINT, and the rows are written
@@ -90,9 +98,10 @@ def make_appliers(node) -> dict:
             return None
         if instant and evaluate_instant_rule(item["instant_rule"], body["form"]):
             return None
-        if city:
+        receiver = node.node_id if city else township_receiver(body, opened, later_step=False)
+        if receiver is not None:
             now, now_iso, _ = received(opened)
-            rows = casework.received_rows(body, origin, node.node_id, now, now_iso)
+            rows = casework.received_rows(body, origin, receiver, now, now_iso)
         else:
             rows = casework.case_rows(body, origin, "SUBMITTED", "hub")
         return apply.Deferred(casework.write_many_case_rows, rows)
@@ -100,9 +109,12 @@ def make_appliers(node) -> dict:
     def apply_case_submit(conn: sqlite3.Connection, opened: Opened) -> None:
         origin, body, item, city, instant = submit_plan(conn, opened)
         linked = things.link_of(body) is not None  # a step of a 一件事 (RuleError: malformed link)
-        if city and not instant and not linked:
+        receiver = node.node_id if city and not instant and not linked else None
+        if not city:  # a township case: 接件 there as the township took it, unless a later step waits
+            receiver = township_receiver(body, opened, linked and things.waits_for_steps(conn, node, body))
+        if receiver is not None:
             # 接件 at once: the case is stored already received, with both events.
-            if not casework.insert_received(conn, body, origin, node.node_id, received(opened)[0]):
+            if not casework.insert_received(conn, body, origin, receiver, received(opened)[0]):
                 return
         elif not casework.insert_case(conn, body, origin=origin, status="SUBMITTED", sync_state="hub"):
             return

@@ -81,13 +81,14 @@ def apply_pending(conn: sqlite3.Connection, appliers: dict[str, Applier], now, l
 def _apply_chunk(conn, appliers, now, limit: int, isolate: bool) -> int:
     with write_transaction(conn):
         rows = conn.execute(
-            "SELECT q.id, i.origin, i.seq, i.envelope_id, i.document, i.received_at"
+            "SELECT q.id, i.origin, i.seq, i.envelope_id, i.document, i.received_at, i.via"
             " FROM apply_queue q JOIN inbox i ON i.origin = q.origin AND i.seq = q.seq ORDER BY q.id LIMIT ?",
             (limit,),
         ).fetchall()
         pending = _Pending(conn)
         for row in rows:
-            opened = envelope.open_stored(envelope.from_bytes(row["document"]), row["envelope_id"], row["received_at"])
+            opened = envelope.open_stored(envelope.from_bytes(row["document"]), row["envelope_id"], row["received_at"],
+                                          row["via"])
             if isolate:
                 _apply_isolated(conn, appliers.get(opened.body["kind"]), opened, row, now)
             else:

@@ -255,7 +255,7 @@ def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: l
                     ids = (receipt_ids(conn, node.node_id, opened.body) if opened.payload_type == envelope.CUSTODY_V2
                            else opened.body["envelope_ids"])
                     outbox.mark_custody(conn, ids, node.now())
-                    node.kind.on_custody(conn, ids)
+                    node.kind.on_custody(conn, ids, holder.node_id)
             except (SignatureError, KeyError, TypeError, ValueError) as exc:
                 log.warning("custody receipt refused: %s", exc)
         _apply_acks(conn, node, trust, answer.get("acks", []), custody_first=acks_hold)
@@ -351,7 +351,7 @@ def _custody_by_ack(conn: sqlite3.Connection, node, acked_seq: int, acked_id: st
         (after_seq, acked_seq))]
     if ids:
         outbox.mark_custody(conn, ids, node.now())
-        node.kind.on_custody(conn, ids)
+        node.kind.on_custody(conn, ids, node.config["PARENT_ID"])
 
 
 def _observe_parent_time(conn: sqlite3.Connection, node, server_time: str, server: str) -> None:

@@ -109,8 +109,8 @@ class Tier:
         """What this node does with each kind of downlink message addressed to it."""
         return {}
 
-    def on_custody(self, conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
-        """The parent holds these envelopes of this node (custody receipt verified)."""
+    def on_custody(self, conn: sqlite3.Connection, envelope_ids: list[str], custodian: str) -> None:
+        """The parent ``custodian`` holds these envelopes of this node (custody receipt verified)."""
 
     def on_acked(self, conn: sqlite3.Connection, node, origin: str, acked_seq: int, after_seq: int = 0) -> None:
         """The hub acknowledged ``origin``'s envelopes up to ``acked_seq`` (ack verified); for this

@@ -50,7 +50,7 @@ class ServiceHub:
         self.conn = self.app.extensions["liandong_db"].connect(self.app)
         self.tokens: dict[str, str] = {}
         self.receipts = itertools.count(1)  # the village's 收件编号 of the day, as it numbers them
-        self.chain = (0, GENESIS)  # (seq, envelope id) of the village's last envelope sent up
+        self.chains: dict[str, tuple] = {}  # (seq, envelope id) of each sender's last envelope sent up
         self.keys = {node_id: self.enrol(node_id, name)
                      for node_id, name in ((TOWNSHIP_ID, "测试镇便民服务站"), (VILLAGE, "测试村便民服务室"))}
 
@@ -108,19 +108,21 @@ class ServiceHub:
         applied at once, as the hub's apply worker would (the hub's clock stamps both)."""
         self.from_village_all([(kind, body)])
 
-    def from_village_all(self, messages: list[tuple[str, dict]]) -> None:
+    def from_village_all(self, messages: list[tuple[str, dict]], via: str = TOWNSHIP_ID,
+                         origin: str = VILLAGE) -> None:
         """:meth:`from_village` for several envelopes ``(kind, body)``: one push, then one apply
-        chunk for all of them."""
+        chunk for all of them. ``via``: the node that pushes them (the village itself, if it
+        bypassed its township); ``origin``: whose envelopes they are (the township's own)."""
         documents = []
         for kind, body in messages:
-            seq, prev = self.chain
-            documents.append(envelope.sign(self.keys[VILLAGE], envelope.ENVELOPE, {
-                "v": 1, "origin": VILLAGE, "seq": seq + 1, "prev": prev,
-                "hlc": f"{self.node.wall_ms():016d}-0000-{VILLAGE}", "kind": kind, "body": body, "attachments": []}))
-            self.chain = (seq + 1, envelope.document_id(documents[-1]))
+            seq, prev = self.chains.get(origin, (0, GENESIS))
+            documents.append(envelope.sign(self.keys[origin], envelope.ENVELOPE, {
+                "v": 1, "origin": origin, "seq": seq + 1, "prev": prev,
+                "hlc": f"{self.node.wall_ms():016d}-0000-{origin}", "kind": kind, "body": body, "attachments": []}))
+            self.chains[origin] = (seq + 1, envelope.document_id(documents[-1]))
         hub_sync = self.app.extensions["liandong_sync"]
         with write_transaction(self.conn):
-            result = hub_sync.ingestor(self.conn).ingest(documents, via=TOWNSHIP_ID, now=self.node.now(),
+            result = hub_sync.ingestor(self.conn).ingest(documents, via=via, now=self.node.now(),
                                                          wall_ms=self.node.wall_ms())
         assert [r["status"] for r in result.results] == ["accepted"] * len(documents), result.results
         hub_sync.apply_all(self.conn)

@@ -387,3 +387,8 @@ def test_a_hub_decision_the_township_follows_starts_the_townships_step(build_net
     assert _status(township, relief) == "RECEIVED"
     assert json.loads(township.scalar(
         "SELECT detail FROM case_events WHERE case_id = ? AND action = 'receive'", (relief,)))["thing_started"] is True
+    # The hub did not take the waiting step as 接件 when the township forwarded it (a later step
+    # is no 接件 at custody, authority.received_at_custody): its 接件 is the township's own.
+    net.sync_all()
+    assert json.loads(hub.scalar(
+        "SELECT detail FROM case_events WHERE case_id = ? AND action = 'receive'", (relief,))) == {"thing_started": True}

@@ -170,26 +170,33 @@ def _downlink_actions(township, village_id: str, case_id: str) -> list[str]:
     return out
 
 
-def test_the_townships_automatic_receive_is_signed_up_only_and_rides_down_with_the_next_step(net):
-    """One signature per delegated case fewer: the village records the 接件 from the signed
-    custody receipt, and the township's own event (its time, its node) comes with the 受理."""
+def test_the_townships_automatic_receive_is_not_signed_on_its_own_and_rides_with_the_next_step(net):
+    """Two signatures per delegated case fewer: the village records the 接件 from the signed
+    custody receipt, the hub from the township's forward (authority.received_at_custody), and
+    the township's own event (its time, its node) comes up and down with the 受理."""
     village = net.village(0)
     item = pick_item(catalog(village, _agent(village)), "township")
     case_id = create_case(village, _agent(village), item)["case_id"]
     net.sync_all()
-    township = net.township
+    township, hub = net.township, net.hub
     assert _status(township, case_id) == "RECEIVED"
     assert _downlink_actions(township, village.node_id, case_id) == []  # no message for the 接件 alone
-    assert township.scalar("SELECT COUNT(*) FROM outbox WHERE case_id = ? AND kind = 'case.event'", (case_id,)) == 1
+    assert township.scalar("SELECT COUNT(*) FROM outbox WHERE case_id = ? AND kind = 'case.event'", (case_id,)) == 0
     receive_id = casework.receive_event_id(case_id)
     at_village = village.query("SELECT at, node FROM case_events WHERE event_id = ?", (receive_id,))
     assert _status(village, case_id) == "RECEIVED" and at_village[0]["node"] == township.node_id
+    at_hub = hub.query("SELECT at, node FROM case_events WHERE event_id = ?", (receive_id,))
+    assert _status(hub, case_id) == "RECEIVED" and at_hub[0]["node"] == township.node_id
     clerk = township.account("clerk_once", "clerk", township.node_id)
     r = township.api("POST", f"/api/v1/cases/{case_id}/actions", clerk, json={"action": "accept", "comment": "符合"})
     assert r.status_code == 200, r.text
     net.sync_all()
     assert _downlink_actions(township, village.node_id, case_id) == ["accept"]
+    assert township.scalar("SELECT COUNT(*) FROM outbox WHERE case_id = ? AND kind = 'case.event'", (case_id,)) == 1
     own = township.query("SELECT at, node FROM case_events WHERE event_id = ?", (receive_id,))[0]
     assert dict(village.query("SELECT at, node FROM case_events WHERE event_id = ?", (receive_id,))[0]) == dict(own)
+    assert dict(hub.query("SELECT at, node FROM case_events WHERE event_id = ?", (receive_id,))[0]) == dict(own)
+    assert casework.recorded_actions(hub.conn, case_id) == ["submit", "receive", "accept"]
+    assert _status(hub, case_id) == "ACCEPTED"
     assert casework.recorded_actions(village.conn, case_id) == ["submit", "receive", "accept"]
     assert _status(village, case_id) == "ACCEPTED"

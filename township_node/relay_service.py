@@ -26,17 +26,21 @@ def township_emit(node):
     def emit(conn: sqlite3.Connection, row: sqlite3.Row, event: dict, decision: dict | None) -> None:
         joint.on_event(conn, node, row, event)  # 联办 opinion requests on 受理
         issued = documents.for_event(conn, node, row, event)
-        body = casework.update_message(row, event, decision, issued)
         now = node.now()
-        # The automatic 接件 is not sent down on its own: the village records it from the signed
-        # custody receipt (casework.mark_in_custody), and the station's own event rides with the
-        # next step (docs/sync-protocol.md §7.2): one signature per delegated case fewer.
-        if row["origin"] != node.node_id and (event["action"] != "receive" or event["detail"].get("thing_started")):
+        # The automatic 接件 is sent neither down nor up on its own: the village records it from
+        # the signed custody receipt (casework.mark_in_custody), the hub from this station's
+        # forward (authority.received_at_custody), and the station's own event rides with the
+        # next step (docs/sync-protocol.md §7.2): two signatures per delegated case fewer. A
+        # later step of a 一件事 starting, or an officer's 接件, is no such 接件: it goes on its own.
+        automatic_receipt = (event["action"] == "receive" and event["actor"] == "system"
+                             and not event["detail"].get("thing_started"))
+        if not automatic_receipt:
             earlier = casework.events_of(conn, row["case_id"], ("receive",)) if event["action"] != "receive" else []
-            downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update",
-                           casework.update_message(row, event, decision, issued, earlier), now)
-        outbox.append(conn, node.key, node.node_id, "case.event", body, str(node.hlc.now()), now,
-                      case_id=row["case_id"])
+            body = casework.update_message(row, event, decision, issued, earlier)
+            if row["origin"] != node.node_id:
+                downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update", body, now)
+            outbox.append(conn, node.key, node.node_id, "case.event", body, str(node.hlc.now()), now,
+                          case_id=row["case_id"])
         things.on_status(conn, node, row["case_id"], event["action"], emit)  # 一件事: the next step
 
     return emit

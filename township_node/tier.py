@@ -52,8 +52,8 @@ class TownshipTier(Tier):
     def message_handlers(self, node) -> dict:
         return origin.handlers(node)  # its own window cases
 
-    def on_custody(self, conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
-        casework.mark_in_custody(conn, envelope_ids)
+    def on_custody(self, conn: sqlite3.Connection, envelope_ids: list[str], custodian: str) -> None:
+        casework.mark_in_custody(conn, envelope_ids, custodian)
 
     def on_acked(self, conn: sqlite3.Connection, node, origin_id: str, acked_seq: int, after_seq: int = 0) -> None:
         if origin_id == node.node_id:

@@ -29,8 +29,8 @@ class VillageTier(Tier):
     def message_handlers(self, node) -> dict:
         return origin.handlers(node)
 
-    def on_custody(self, conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
-        casework.mark_in_custody(conn, envelope_ids)
+    def on_custody(self, conn: sqlite3.Connection, envelope_ids: list[str], custodian: str) -> None:
+        casework.mark_in_custody(conn, envelope_ids, custodian)
 
     def on_acked(self, conn: sqlite3.Connection, node, origin_id: str, acked_seq: int, after_seq: int = 0) -> None:
         casework.mark_own_at_hub(conn, node, acked_seq, after_seq)

@@ -71,6 +71,21 @@ def event_sender_entitled(case: Mapping, action: str, sender: str) -> bool:
     return deciding_township or delivering_origin or area_township
 
 
+def received_at_custody(route_level: str | None, route_office: str | None, custodian: str,
+                        later_step: bool) -> bool:
+    """Whether a case is 接件 at its township the moment ``custodian`` holds it.
+
+    A township receives every case it decides as soon as it holds it (from its village's push,
+    or at its own window), except a later step of a 一件事, which waits for the earlier steps'
+    result. That automatic 接件 is not signed and sent on its own, upwards or downwards: it rides
+    with the case's next step (``earlier``), and the village and the hub record it from custody
+    (the village from the township's custody receipt, the hub from the township's forward)
+    under the same event id, until the township's own record replaces its time
+    (docs/sync-protocol.md §7.2).
+    """
+    return route_level == "township" and route_office == custodian and not later_step
+
+
 def check_case_event(case: Mapping, event: Mapping, sender: str, already_extended: bool = False) -> str:
     """Refuse an event ``sender`` may not send or the state machine does not allow.
 

@@ -265,15 +265,16 @@ def record_event(conn: sqlite3.Connection, case_id: str, event: dict, decision: 
     return True
 
 
-def mark_in_custody(conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
-    """The township holds these envelopes of ours: their cases show 已到乡镇, and a case the
-    township decides is 接件 there.
+def mark_in_custody(conn: sqlite3.Connection, envelope_ids: list[str], custodian: str) -> None:
+    """The township ``custodian`` holds these envelopes of ours: their cases show 已到乡镇, and a
+    case it decides is 接件 there.
 
     The township receives (接件) every case it decides the moment it holds it, except a later
-    step of a 一件事 that waits for the earlier ones; its own event is not sent down on its own
-    but rides with its next step (``earlier``). Recorded now, under the same event id, at the
-    time the signed custody receipt arrived, by the state machine: the township's own record
-    replaces its time and node when it comes (:func:`apply_update`).
+    step of a 一件事 that waits for the earlier ones (:func:`authority.received_at_custody`);
+    its own event is not sent on its own but rides with its next step (``earlier``). Recorded
+    now, under the same event id, at the time the signed custody receipt arrived, by the state
+    machine: the township's own record replaces its time and node when it comes
+    (:func:`apply_update`).
     """
     conn.executemany(
         "UPDATE cases SET sync_state = 'custody' WHERE case_id = (SELECT case_id FROM outbox WHERE envelope_id = ?)"
@@ -281,10 +282,13 @@ def mark_in_custody(conn: sqlite3.Connection, envelope_ids: list[str]) -> None:
     for start in range(0, len(envelope_ids), 500):
         part = envelope_ids[start:start + 500]
         for row in conn.execute(
-            "SELECT c.case_id, c.route_office, o.custody_at FROM outbox o JOIN cases c ON c.case_id = o.case_id"
-            f" WHERE o.envelope_id IN ({','.join('?' * len(part))}) AND o.kind = 'case.submit'"
-            " AND c.route_level = 'township' AND c.status = 'SUBMITTED' AND NOT EXISTS"
-            " (SELECT 1 FROM case_things t WHERE t.case_id = c.case_id AND t.after_steps > 0)", part).fetchall():
+            "SELECT c.case_id, c.route_level, c.route_office, o.custody_at, EXISTS (SELECT 1 FROM case_things t"
+            " WHERE t.case_id = c.case_id AND t.after_steps > 0) AS later_step FROM outbox o JOIN cases c"
+            f" ON c.case_id = o.case_id WHERE o.envelope_id IN ({','.join('?' * len(part))}) AND o.kind = 'case.submit'"
+            " AND c.route_level = 'township' AND c.status = 'SUBMITTED'", part).fetchall():
+            if not authority.received_at_custody(row["route_level"], row["route_office"], custodian,
+                                                 bool(row["later_step"])):
+                continue
             to_status = states.apply_action("SUBMITTED", "receive")
             record_event(conn, row["case_id"], {
                 "event_id": receive_event_id(row["case_id"]), "at": row["custody_at"], "node": row["route_office"],
@@ -498,6 +502,16 @@ def apply_update(conn: sqlite3.Connection, body: dict, trust) -> bool:
     return record_event(conn, body["case_id"], body["event"], body.get("decision"))
 
 
+def _restate_receipt(conn: sqlite3.Connection, row, event: dict, sender: str) -> None:
+    """The deciding township's own record of a 接件 this node recorded from custody
+    (:func:`shared.rules.authority.received_at_custody`): its time and node stand. Only the
+    deciding office's, only for that case's one 接件 event."""
+    if (event.get("action") == "receive" and event["event_id"] == receive_event_id(row["case_id"])
+            and authority.event_sender_entitled(row, "receive", sender) and isinstance(event.get("at"), str)):
+        conn.execute("UPDATE case_events SET at = ?, node = ? WHERE event_id = ? AND case_id = ?",
+                     (event["at"], sender, event["event_id"], row["case_id"]))
+
+
 def apply_checked_update(conn: sqlite3.Connection, row, body: dict, sender: str, trust) -> None:
     """Apply a ``case.update`` that ``sender`` signed (a township's decision, a village's 送达)
     at a node that holds the case ``row``: each event only if the sender was entitled to it and
@@ -508,6 +522,7 @@ def apply_checked_update(conn: sqlite3.Connection, row, body: dict, sender: str,
     """
     for event in [*body.get("earlier", []), body["event"]]:
         if conn.execute("SELECT 1 FROM case_events WHERE event_id = ?", (event["event_id"],)).fetchone():
+            _restate_receipt(conn, row, event, sender)
             continue  # a repeat: already applied
         check_event(conn, row, event, sender)
         apply_update(conn, {**body, "earlier": [], "event": event,

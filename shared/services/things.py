@@ -43,13 +43,25 @@ def link_of(body: dict) -> dict | None:
     return link
 
 
+def _steps_before(conn: sqlite3.Connection, node, body: dict, link: dict) -> tuple[dict | None, int]:
+    """(the thing in this node's catalog, how many steps the case waits for)."""
+    thing = node.things(conn).get(link["code"])
+    return thing, len(rules.predecessors(thing, body["item_code"])) if thing else 0
+
+
+def waits_for_steps(conn: sqlite3.Connection, node, body: dict) -> bool:
+    """Whether the case of a ``case.submit`` ``body`` is a later step of a 一件事 (by this node's
+    catalog): it is 接件 only once the earlier steps have their result."""
+    link = link_of(body)
+    return link is not None and _steps_before(conn, node, body, link)[1] > 0
+
+
 def record_link(conn: sqlite3.Connection, node, body: dict) -> None:
     """Note the case's thing (if any), with how many steps this node's catalog has it wait for."""
     link = link_of(body)
     if link is None:
         return
-    thing = node.things(conn).get(link["code"])
-    after = len(rules.predecessors(thing, body["item_code"])) if thing else 0
+    thing, after = _steps_before(conn, node, body, link)
     conn.execute(
         "INSERT INTO case_things(case_id, thing_id, thing_code, thing_name, after_steps) VALUES (?,?,?,?,?)"
         " ON CONFLICT(case_id) DO NOTHING",
