@@ -11,7 +11,6 @@ from shared.core.audit import audit
 from shared.core.clock import iso, parse_iso
 from shared.core.errors import RuleError
 from shared.rules import authority
-from shared.rules.catalog import evaluate_instant_rule
 from shared.services import (
     appointments,
     casework,
@@ -96,7 +95,7 @@ def make_appliers(node) -> dict:
         origin, body, item, city, instant = submit_plan(conn, opened)
         if orphans_waiting(conn) or "thing" in body:
             return None
-        if instant and evaluate_instant_rule(item["instant_rule"], body["form"]):
+        if instant and casework.instant_approval(item, body["form"]):
             return None
         receiver = node.node_id if city else township_receiver(body, opened, later_step=False)
         if receiver is not None:

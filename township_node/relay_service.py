@@ -118,8 +118,9 @@ class TownshipSync:
 
             plain: list = []  # rows of cases that only need storing, written together
             verified = VerifiedPush(documents, trust, opened)
+            received_at = iso(now)
             for document, message in taken:
-                rows = self._plain_case(conn, message, item_of)
+                rows = self._plain_case(message, document, verified, item_of, received_at)
                 if rows is not None:
                     plain.append((document, message, rows))
                     continue
@@ -178,17 +179,28 @@ class TownshipSync:
     FOLLOW_ERRORS = (RuleError, SignatureError, KeyError, TypeError, ValueError, AttributeError,
                      sqlite3.IntegrityError)
 
-    def _plain_case(self, conn, message: dict, item_of) -> casework.CaseRows | None:
-        """The rows of a village case this station only follows (decided at the hub, not a step
-        of a 一件事), built before anything is written; ``None``: follow it one at a time
-        (:meth:`_follow_case`), also when building it fails (which that then records)."""
+    def _plain_case(self, message: dict, document: dict, verified: VerifiedPush, item_of,
+                    received_at: str) -> casework.CaseRows | None:
+        """The rows of a village case that only need storing, built before anything is written:
+        one this station follows (decided at the hub), or one it decides whose 接件 is all that
+        happens now (stored received, as the hub stores a city case: no 秒批 rule met, not a
+        step of a 一件事, and that 接件 is sent on its own to nobody, :func:`township_emit`).
+        ``None``: follow it one at a time (:meth:`_follow_case`), also when building it fails
+        (which that then records)."""
         if message.get("kind") != "case.submit":
             return None
         try:
             case = self._submitted(message, message.get("origin"), item_of)
-            if "thing" in case or case["route"]["level"] == "township":
+            if "thing" in case:
                 return None
-            return casework.case_rows(case, message["origin"], "SUBMITTED", "custody")
+            route = case["route"]
+            if route["level"] != "township":
+                return casework.case_rows(case, message["origin"], "SUBMITTED", "custody")
+            item = item_of(case["item_code"])
+            if route["office"] != self.node.node_id or casework.instant_approval(item, case["form"]):
+                return None
+            verified.check(document)  # a delegated case the station decides: verified here too
+            return casework.received_rows(case, message["origin"], self.node.node_id, None, received_at, "custody")
         except self.FOLLOW_ERRORS:
             return None
 

@@ -227,8 +227,10 @@ def write_many_case_rows(conn: sqlite3.Connection, batch: list[CaseRows]) -> Non
     conn.executemany(_EVENT_INSERT, [e for r in batch for e in r.events])
 
 
-def received_rows(body: dict, origin: str, node_id: str, now, at: str | None = None) -> CaseRows:
-    """Rows of an incoming case stored already 接件 (RECEIVED) with its submit and receive events.
+def received_rows(body: dict, origin: str, node_id: str, now, at: str | None = None,
+                  sync_state: str = "hub") -> CaseRows:
+    """Rows of an incoming case stored already 接件 (RECEIVED) by ``node_id`` with its submit and
+    receive events: the hub's city case, or the deciding township's own at custody.
 
     ``at`` is ``iso(now)`` when the caller has it already (one formatting per batch).
     """
@@ -237,7 +239,7 @@ def received_rows(body: dict, origin: str, node_id: str, now, at: str | None = N
     receive = {"event_id": receive_event_id(body["case_id"]), "at": at, "node": node_id, "actor": "system",
                "action": "receive", "from_status": "SUBMITTED", "to_status": "RECEIVED", "comment": "", "detail": {}}
     # updated_at: the 接件's time, as recording the event on the stored case would set it.
-    return case_rows(body, origin, "RECEIVED", "hub", (receive,), updated_at=at)
+    return case_rows(body, origin, "RECEIVED", sync_state, (receive,), updated_at=at)
 
 
 def insert_received(conn: sqlite3.Connection, body: dict, origin: str, node_id: str, now) -> bool:
@@ -416,12 +418,18 @@ def check_event(conn: sqlite3.Connection, row, event: dict, sender: str) -> None
     authority.check_case_event(row, event, sender, already_extended)
 
 
+def instant_approval(item: dict | None, form: dict) -> bool:
+    """Whether a case of ``item`` with this ``form`` is approved at its 接件 (秒批: the item has a
+    rule and the form meets it)."""
+    return bool(item and item.get("instant_rule") and evaluate_instant_rule(item["instant_rule"], form))
+
+
 def receive(conn: sqlite3.Connection, case_id: str, item: dict | None, node_id: str, now, emit,
             system: dict | None = None) -> str:
     """接件 at the deciding node; 秒批 items whose rule the form meets are approved at once.
     ``system`` marks a 接件 the node's own rules made (a later step of a 一件事 starting)."""
     event = perform_action(conn, case_id, "receive", "", "system", node_id, now, emit, system=system)
-    if item and item.get("instant_rule") and evaluate_instant_rule(item["instant_rule"], json.loads(get_row(conn, case_id)["form"])):
+    if instant_approval(item, json.loads(get_row(conn, case_id)["form"])):
         marker = {"instant": True}
         perform_action(conn, case_id, "accept", "秒批：系统按事项规则自动核验通过", "system", node_id, now, emit, system=marker)
         event = perform_action(conn, case_id, "approve", "秒批：符合规定条件，系统自动准予", "system", node_id, now, emit,
