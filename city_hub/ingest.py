@@ -181,16 +181,18 @@ def notify_origin(conn: sqlite3.Connection, node, row: sqlite3.Row, event: dict,
     """Send a case's new status down to the node that took the application.
 
     The automatic 接件 is not sent on its own (the origin already sees 已到市中心 from the
-    hub's acknowledgement); it rides along with the next step, which saves a signature per
-    case on the ingest path.
+    hub's acknowledgement), nor a 秒批's 受理: they ride along with the next step
+    (``authority.rides_with_next_step``), which saves a signature per case on the ingest path
+    and two per 秒批 case.
     """
     joint.on_event(conn, node, row, event)  # 联办 opinion requests on 受理
     regulation.on_case_status(conn, node, row["case_id"], event["to_status"])  # 审管互动
-    if row["origin"] != node.node_id and (event["action"] != "receive" or event["detail"].get("thing_started")):
+    if row["origin"] != node.node_id:
         issued = documents.for_event(conn, node, row, event)
-        earlier = casework.events_of(conn, row["case_id"], ("receive",))
-        downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update",
-                       casework.update_message(row, event, decision, issued, earlier), node.now())
+        if not authority.rides_with_next_step(event):
+            earlier, carried = casework.riding_with(conn, row["case_id"], event)
+            downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update",
+                           casework.update_message(row, event, decision, [*carried, *issued], earlier), node.now())
     things.on_status(conn, node, row["case_id"], event["action"], node.emit)  # 一件事: the next step
 
 

@@ -10,6 +10,7 @@ from network import case_payload, catalog
 
 from shared.core.clock import Clock, FixedClock
 from shared.services import supervision
+from sync import envelope
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,43 @@ def test_instant_approval_when_the_rule_holds(net, agent):
     assert at_hub["history"][-1]["actor"] == "system"
     village = net.village().api("GET", f"/api/v1/cases/{case_id}", agent).json()
     assert village["status"] == "APPROVED" and village["decision"]["result"] == "approve"
+    # One signed message down (authority.rides_with_next_step): the 准予 carries the 接件 and the
+    # 受理 in ``earlier`` and the 受理通知书 with the decision's documents.
+    [message] = _downlinks(net.hub, net.village().node_id, case_id)
+    assert message["event"]["action"] == "approve"
+    assert [e["action"] for e in message["earlier"]] == ["receive", "accept"]
+    assert [envelope.peek(d)["kind"] for d in message["documents"]] == ["accept", "approve"]
+    assert [h["action"] for h in village["history"]] == ["submit", "receive", "accept", "approve"]
+    assert net.village().scalar("SELECT COUNT(*) FROM documents WHERE case_id = ? AND kind IN ('accept', 'approve')",
+                                (case_id,)) == 2
+
+
+def _downlinks(handle, dest: str, case_id: str) -> list[dict]:
+    """The bodies of the downlink messages ``handle`` issued to ``dest`` about ``case_id``."""
+    bodies = [envelope.peek(envelope.from_bytes(r["document"]))["body"] for r in handle.query(
+        "SELECT document FROM downlink WHERE issuer = ? AND dest = ? ORDER BY seq", (handle.node_id, dest))]
+    return [b for b in bodies if b.get("case_id") == case_id]
+
+
+def test_a_township_instant_approval_is_one_message_each_way(net, agent):
+    """生育登记 is delegated to the township and 秒批 when both parents are named: one signed
+    ``case.event`` up and one downlink message, each with 接件, 受理 and 准予 and both documents."""
+    case_id, _ = _file(net, agent, "130926-WJ-0001", child_order="第一个子女")
+    township, village = net.township, net.village()
+    assert township.scalar("SELECT status FROM cases WHERE case_id = ?", (case_id,)) == "APPROVED"
+    [down] = _downlinks(township, village.node_id, case_id)
+    up = [envelope.peek(envelope.from_bytes(r["document"]))["body"] for r in township.query(
+        "SELECT document FROM outbox WHERE case_id = ? AND kind = 'case.event'", (case_id,))]
+    assert up == [down]
+    assert [e["action"] for e in down["earlier"]] == ["receive", "accept"] and down["event"]["action"] == "approve"
+    assert [envelope.peek(d)["kind"] for d in down["documents"]] == ["accept", "approve"]
+    net.sync_all()
+    for handle in (net.hub, village):
+        assert handle.scalar("SELECT status FROM cases WHERE case_id = ?", (case_id,)) == "APPROVED"
+        assert [r["action"] for r in handle.query("SELECT action FROM case_events WHERE case_id = ? ORDER BY at, rowid",
+                                                  (case_id,))] == ["submit", "receive", "accept", "approve"]
+        assert handle.scalar("SELECT COUNT(*) FROM documents WHERE case_id = ? AND kind IN ('accept', 'approve')",
+                             (case_id,)) == 2
 
 
 def test_no_instant_approval_when_the_rule_fails(net, agent):

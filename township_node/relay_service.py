@@ -30,13 +30,11 @@ def township_emit(node):
         # The automatic 接件 is sent neither down nor up on its own: the village records it from
         # the signed custody receipt (casework.mark_in_custody), the hub from this station's
         # forward (authority.received_at_custody), and the station's own event rides with the
-        # next step (docs/sync-protocol.md §7.2): two signatures per delegated case fewer. A
-        # later step of a 一件事 starting, or an officer's 接件, is no such 接件: it goes on its own.
-        automatic_receipt = (event["action"] == "receive" and event["actor"] == "system"
-                             and not event["detail"].get("thing_started"))
-        if not automatic_receipt:
-            earlier = casework.events_of(conn, row["case_id"], ("receive",)) if event["action"] != "receive" else []
-            body = casework.update_message(row, event, decision, issued, earlier)
+        # next step; a 秒批's 受理 rides with its 准予 (docs/sync-protocol.md §7.2). Two
+        # signatures per delegated case fewer, four per 秒批 case.
+        if not authority.rides_with_next_step(event):
+            earlier, carried = casework.riding_with(conn, row["case_id"], event)
+            body = casework.update_message(row, event, decision, [*carried, *issued], earlier)
             if row["origin"] != node.node_id:
                 downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update", body, now)
             outbox.append(conn, node.key, node.node_id, "case.event", body, str(node.hlc.now()), now,

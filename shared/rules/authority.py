@@ -86,6 +86,22 @@ def received_at_custody(route_level: str | None, route_office: str | None, custo
     return route_level == "township" and route_office == custodian and not later_step
 
 
+def rides_with_next_step(event: Mapping) -> bool:
+    """Whether a deciding node's step is not signed and sent on its own but rides (``earlier``)
+    with the case's next message, both up and down:
+
+    * its automatic 接件 (``actor`` "system"), which every receiver records from custody or
+      the ack (:func:`received_at_custody`); a 接件 that starts a waiting later step of a
+      一件事 (``thing_started``) or that an officer records goes on its own;
+    * the 受理 of a 秒批 approval, taken in the same moment as its 准予 (``instant``): one
+      message carries 接件, 受理 and 准予 with the 受理通知书 and the decision's documents.
+    """
+    detail = event.get("detail") or {}
+    if event["action"] == "receive":
+        return event.get("actor") == "system" and not detail.get("thing_started")
+    return event["action"] == "accept" and bool(detail.get("instant"))
+
+
 def check_case_event(case: Mapping, event: Mapping, sender: str, already_extended: bool = False) -> str:
     """Refuse an event ``sender`` may not send or the state machine does not allow.
 

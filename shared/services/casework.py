@@ -21,7 +21,7 @@ from shared.core.ids import time_ordered_id
 from shared.rules import authority, states
 from shared.rules.catalog import evaluate_instant_rule
 from shared.services import documents
-from sync import outbox
+from sync import envelope, outbox
 
 
 def _next_receipt_no(conn: sqlite3.Connection, node_id: str, now) -> str:
@@ -474,6 +474,19 @@ def update_message(row: sqlite3.Row, event: dict, decision: dict | None, documen
     return body
 
 
+def riding_with(conn: sqlite3.Connection, case_id: str, event: dict) -> tuple[list[dict], list[dict]]:
+    """(earlier events, their signed documents) that ride with the message of ``event``, a step
+    sent on its own (:func:`authority.rides_with_next_step`): the case's 接件, and with a 秒批
+    准予 also its 受理 and the 受理通知书 issued for it."""
+    if event["action"] == "receive":
+        return [], []
+    if not (event["action"] == "approve" and event["detail"].get("instant")):
+        return events_of(conn, case_id, ("receive",)), []
+    carried = [envelope.from_bytes(r["document"]) for r in conn.execute(
+        "SELECT document FROM documents WHERE case_id = ? AND kind = 'accept' ORDER BY issued_at", (case_id,))]
+    return events_of(conn, case_id, ("receive", "accept")), carried
+
+
 def events_of(conn: sqlite3.Connection, case_id: str, actions: tuple[str, ...]) -> list[dict]:
     """Recorded events of a case with one of ``actions``, oldest first, as message dicts."""
     marks = ",".join("?" * len(actions))
@@ -495,12 +508,7 @@ def apply_update(conn: sqlite3.Connection, body: dict, trust) -> bool:
     row = conn.execute("SELECT route_office FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone()
     if row is None:
         return False
-    signed_documents = body.get("documents") or []
-    # Every document is verified before any is stored; each is stored as verified (not parsed again).
-    checked = [documents.checked_for_case(signed, trust, body["case_id"], row["route_office"])
-               for signed in signed_documents]
-    for signed, known in zip(signed_documents, checked, strict=True):
-        documents.store(conn, signed, known=known)
+    _store_documents(conn, body, trust, row["route_office"])
     for earlier in body.get("earlier", []):
         if not record_event(conn, body["case_id"], earlier):
             # Our provisional record of the hub's 接件 (made from its acknowledgement): the
@@ -508,6 +516,15 @@ def apply_update(conn: sqlite3.Connection, body: dict, trust) -> bool:
             conn.execute("UPDATE case_events SET at = ?, node = ? WHERE event_id = ?",
                          (earlier["at"], earlier["node"], earlier["event_id"]))
     return record_event(conn, body["case_id"], body["event"], body.get("decision"))
+
+
+def _store_documents(conn: sqlite3.Connection, body: dict, trust, route_office: str) -> None:
+    """Verify every document of an update (:raises RuleError: ``forged_document``), then store
+    each as verified (not parsed again)."""
+    signed_documents = body.get("documents") or []
+    checked = [documents.checked_for_case(signed, trust, body["case_id"], route_office) for signed in signed_documents]
+    for signed, known in zip(signed_documents, checked, strict=True):
+        documents.store(conn, signed, known=known)
 
 
 def _restate_receipt(conn: sqlite3.Connection, row, event: dict, sender: str) -> None:
@@ -528,11 +545,14 @@ def apply_checked_update(conn: sqlite3.Connection, row, body: dict, sender: str,
 
     :raises RuleError: ``not_entitled``, ``invalid_transition``, ``forged_document``…
     """
+    stored = False
     for event in [*body.get("earlier", []), body["event"]]:
         if conn.execute("SELECT 1 FROM case_events WHERE event_id = ?", (event["event_id"],)).fetchone():
             _restate_receipt(conn, row, event, sender)
             continue  # a repeat: already applied
         check_event(conn, row, event, sender)
-        apply_update(conn, {**body, "earlier": [], "event": event,
-                            "decision": body.get("decision") if event is body["event"] else None}, trust)
+        if not stored:  # the documents of all its steps (a 秒批's 受理通知书 and 准予决定书), verified once
+            _store_documents(conn, body, trust, row["route_office"])
+            stored = True
+        record_event(conn, body["case_id"], event, body.get("decision") if event is body["event"] else None)
         row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (body["case_id"],)).fetchone()
