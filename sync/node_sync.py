@@ -49,6 +49,8 @@ class SyncState:
     reoffer_check_at: object = None
     # The current round recorded its contact with the parent already (with the push's answer).
     contact_recorded: bool = False
+    # Envelopes in the next push (0: SYNC_BATCH): grows while the link answers fast (push_size).
+    batch: int = 0
 
     def backoff(self, max_seconds: float, base: float = 2.0) -> float:
         """Exponential backoff with full jitter (AWS architecture blog), capped."""
@@ -64,6 +66,26 @@ def revoked_at(conn: sqlite3.Connection) -> str | None:
     """When the parent first told this node it is revoked (None while it is not)."""
     row = conn.execute("SELECT value FROM node_meta WHERE key = ?", (REVOKED_META,)).fetchone()
     return row["value"] if row else None
+
+
+def push_size(node, state: SyncState) -> int:
+    """Envelopes in this node's next push: ``SYNC_BATCH`` at first, what the link has earned
+    since (:func:`next_push_size`), never above ``SYNC_BATCH_MAX``."""
+    floor = int(node.config["SYNC_BATCH"])
+    return min(max(state.batch, floor), max(floor, int(node.config["SYNC_BATCH_MAX"])))
+
+
+def next_push_size(size: int, pushed: int, seconds: float, target: float, floor: int, top: int) -> int:
+    """The push size after a push of ``pushed`` envelopes (of ``size`` allowed) that took
+    ``seconds``: doubled after a full push answered within half of ``target``, halved after one
+    slower than ``target``, else kept; within [floor, top]. Each request costs a signature, a
+    commit at every tier and a round trip, so a backlog on a good link drains in large pushes,
+    while a slow link keeps pushes it can finish (a dropped one is sent again whole)."""
+    if seconds > target:
+        size //= 2
+    elif pushed >= size and seconds <= target / 2:
+        size *= 2
+    return min(max(size, floor), max(floor, top))
 
 
 def client_for(node, timeout: float | None = None) -> ParentClient:
@@ -87,6 +109,7 @@ def run_round(conn: sqlite3.Connection, node, state: SyncState, client: ParentCl
         summary = _round(conn, node, client, state)
     except SyncUnavailable as exc:
         state.failures += 1
+        state.batch = 0  # a failed push: the next one starts small again
         state.last_error = str(exc)
         if REVOKED_CODE in state.last_error:
             # The parent verified our signature and says the registry revoked this node: kept,
@@ -157,9 +180,9 @@ def drain(conn: sqlite3.Connection, node, state: SyncState, client: ParentClient
     """Rounds back to back while a backlog remains: while a round pushed a full batch, the next
     one starts at once; pacing (the sync interval) is only for a node with nothing to send.
     Returns the totals; stops at the first failure (its backoff then applies)."""
-    batch = int(node.config["SYNC_BATCH"])
     totals: dict = {}
     for _ in range(max_rounds):
+        batch = push_size(node, state)
         summary = run_round(conn, node, state, client=client, force=force, timeout=timeout)
         for key, value in summary.items():
             totals[key] = totals.get(key, 0) + value if isinstance(value, int) else value
@@ -170,16 +193,16 @@ def drain(conn: sqlite3.Connection, node, state: SyncState, client: ParentClient
 
 
 def _pending_documents(conn: sqlite3.Connection, node, state: SyncState | None = None) -> list[tuple[str, sqlite3.Row]]:
-    """The next push: at most ``SYNC_BATCH`` envelopes of each source and ``SYNC_BATCH_BYTES`` in all,
-    so one village's large envelopes never make a push the parent refuses as too large. Each
-    row's ``document`` as stored (:func:`envelope.to_bytes`): the push is joined from these bytes."""
-    batch = int(node.config["SYNC_BATCH"])
+    """The next push: at most :func:`push_size` envelopes of each source and ``SYNC_BATCH_BYTES``
+    in all, so one village's large envelopes never make a push the parent refuses as too large.
+    Each row's ``document`` as stored (:func:`envelope.to_bytes`): the push is joined from these bytes."""
+    state = state or SyncState()  # none given: look for overdue acknowledgements now
+    batch = push_size(node, state)
     rows = []
     now = node.now()
     if node.relay is not None:
         # Villages' envelopes first: a township's decision event follows the case it is about.
         rows += [("custody", r) for r in relay.to_forward(conn, batch, now)]
-    state = state or SyncState()  # none given: look for overdue acknowledgements now
     due = state.reoffer_check_at
     # Look for overdue acknowledgements at most every REOFFER_CHECK_EVERY while none is found (and
     # at once if the clock went back): the search reads every envelope in custody.
@@ -216,8 +239,11 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient,
     # A node that relays nothing (a village) asks its parent to write through to the hub: if the
     # hub's ack comes back in this answer, no second request fetches it (§5.3.3).
     wait = node.relay is None
+    size, started = push_size(node, state), time.monotonic()
     answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids,
                                 pull=pull_body(cursors, have, acked_request(conn, node)), blobs=asked, wait=wait)
+    state.batch = next_push_size(size, len(docs), time.monotonic() - started, float(node.config["SYNC_PUSH_SECONDS"]),
+                                 int(node.config["SYNC_BATCH"]), int(node.config["SYNC_BATCH_MAX"]))
     held = answer.get("blobs") if asked is not None and isinstance(answer.get("blobs"), dict) else None
     pulled = answer.get("pull")
     # The push's answer, the pull's answer riding in it and the contact: one transaction, so one

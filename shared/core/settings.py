@@ -46,7 +46,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HUB_ID", None, "区划代码 of the county hub."),
     Setting("SYNC_INTERVAL_SECONDS", 5, "Seconds between sync rounds when there is nothing to send (push the outbox, pull acks and downlink); "
             "a backlog drains back to back, and a township forwards what arrives at once."),
-    Setting("SYNC_BATCH", 200, "Envelopes sent in one push request."),
+    Setting("SYNC_BATCH", 200, "Envelopes sent in one push request at first, and again after a failed or slow push."),
+    Setting("SYNC_BATCH_MAX", 1000, "Envelopes one push request may grow to while a backlog drains: the push size doubles "
+            "after a full push the parent answered within half of SYNC_PUSH_SECONDS, halves after one slower than it "
+            "(never below SYNC_BATCH)."),
+    Setting("SYNC_PUSH_SECONDS", 2.0, "How long one push request may take before the next one is made smaller: a slow "
+            "link keeps small pushes (less to send again when it drops), a fast one drains in large ones."),
     Setting("SYNC_BATCH_BYTES", 8 * 1024 * 1024, "Largest total of envelope bytes sent in one push request (keep it "
             "well under the parent's MAX_PUSH_BYTES: the JSON around the envelopes adds a little)."),
     Setting("BLOB_PARK_QUOTA_BYTES", 32 * 1024 * 1024, "Hub and township: bytes of material files one calling node "
