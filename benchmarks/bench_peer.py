@@ -89,9 +89,11 @@ def run_quietly(main, **options) -> dict:
 
 def drain_pair(args, work: Path, cases: int, scan_bytes: int) -> dict:
     """Liandong's drain, then the peer's replication of as many docs; rates and their ratio."""
-    # The tiers drain back to back and overlap, as their sync jobs do (bench_drain --overlap).
+    # The tiers drain back to back and overlap, as their sync jobs do (bench_drain --overlap);
+    # the township's rounds run in its own server, as deployed (--township-serves), unless
+    # --rounds-here asks for the earlier set-up (its rounds in the benchmark's process).
     ours = run_quietly(bench_drain.main, cases=cases, material=scan_bytes, max_rounds=args.max_rounds, overlap=True,
-                       max_seconds=1800.0)
+                       max_seconds=1800.0, level=None, township_serves=not args.rounds_here)
     if not ours["ok"]:
         raise RuntimeError(f"Liandong drain lost or duplicated cases: {ours}")
     peer = run_peer(work, cases, scan_bytes)
@@ -210,6 +212,8 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=50, help="cases in the wire batch")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(FIGURES)}")
     parser.add_argument("--max-rounds", type=int, default=1000)
+    parser.add_argument("--rounds-here", action="store_true",
+                        help="the township's rounds in this process, as before 2026-12-02 (default: in its server)")
     parser.add_argument("--peer-dir", default=str(DEFAULT_PEER_DIR), help="the PouchDB peer benchmark's folder")
     parser.add_argument("--quick", action="store_true", help="1 pair, 1,000 cases, 200 with scans, batch of 10")
     args = parser.parse_args()
