@@ -120,8 +120,9 @@ def iso(dt: datetime) -> str:
     ``iso(datetime(2026, 3, 2, 1, 0, tzinfo=UTC)) == "2026-03-02T01:00:00.000Z"``.
     Sub-millisecond digits are truncated, so the string sorts like the instant.
     """
-    u = _require_aware(dt, "dt")
-    return u.strftime("%Y-%m-%dT%H:%M:%S.") + f"{u.microsecond // 1000:03d}Z"
+    u = dt if dt.tzinfo is UTC else _require_aware(dt, "dt")
+    # isoformat truncates to milliseconds as strftime did, at half its cost (a few per event).
+    return u.isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 def parse_iso(s: str) -> datetime:
