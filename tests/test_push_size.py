@@ -40,12 +40,16 @@ def _push_sizes(village, state: SyncState) -> list[int]:
     return sizes
 
 
-def test_a_backlog_on_a_fast_link_drains_in_growing_pushes(build_network, monkeypatch):
-    net = build_network(villages=1)
+def _village(net, monkeypatch, push_seconds: float):
+    """The network's village pushing 4 envelopes at first, at most 16."""
     village = net.village()
-    monkeypatch.setitem(village.node.config, "SYNC_BATCH", 4)
-    monkeypatch.setitem(village.node.config, "SYNC_BATCH_MAX", 16)
-    monkeypatch.setitem(village.node.config, "SYNC_PUSH_SECONDS", 60.0)
+    for name, value in (("SYNC_BATCH", 4), ("SYNC_BATCH_MAX", 16), ("SYNC_PUSH_SECONDS", push_seconds)):
+        monkeypatch.setitem(village.node.config, name, value)
+    return village
+
+
+def test_a_backlog_on_a_fast_link_drains_in_growing_pushes(build_network, monkeypatch):
+    village = _village(build_network(villages=1), monkeypatch, 60.0)
     _queue(village, 40)
     state = SyncState()
     assert _push_sizes(village, state) == [4, 8, 16, 12]
@@ -53,21 +57,14 @@ def test_a_backlog_on_a_fast_link_drains_in_growing_pushes(build_network, monkey
 
 
 def test_a_slow_link_keeps_small_pushes(build_network, monkeypatch):
-    net = build_network(villages=1)
-    village = net.village()
-    monkeypatch.setitem(village.node.config, "SYNC_BATCH", 4)
-    monkeypatch.setitem(village.node.config, "SYNC_BATCH_MAX", 16)
-    monkeypatch.setitem(village.node.config, "SYNC_PUSH_SECONDS", 0.000001)  # every push is "slow"
+    village = _village(build_network(villages=1), monkeypatch, 0.000001)  # every push is "slow"
     _queue(village, 12)
     assert _push_sizes(village, SyncState()) == [4, 4, 4]
 
 
 def test_a_failed_push_starts_small_again(build_network, monkeypatch):
     net = build_network(villages=1)
-    village = net.village()
-    monkeypatch.setitem(village.node.config, "SYNC_BATCH", 4)
-    monkeypatch.setitem(village.node.config, "SYNC_BATCH_MAX", 16)
-    monkeypatch.setitem(village.node.config, "SYNC_PUSH_SECONDS", 60.0)
+    village = _village(net, monkeypatch, 60.0)
     _queue(village, 4)
     state = SyncState(batch=16)
     net.township.stop()
