@@ -83,6 +83,20 @@ def make_appliers(node) -> dict:
             return route["office"]
         return None
 
+    def receipt_time(body: dict, opened: Opened, receiver: str) -> tuple:
+        """(time, iso) of a 接件 recorded at ingest: the hub's acceptance of a city case; for a
+        township's, when it took the case into custody as its push said (``opened.held_at``),
+        kept between the submission and the hub's acceptance, else the acceptance too."""
+        now, now_iso, _ = received(opened)
+        if receiver != node.node_id and opened.held_at:
+            try:
+                held, submitted = parse_iso(opened.held_at), parse_iso(body["submitted_at"])
+            except ValueError:
+                return now, now_iso
+            if submitted <= held <= now:
+                return held, iso(held)
+        return now, now_iso
+
     def prepare_case_submit(conn: sqlite3.Connection, opened: Opened):
         """The common cases in two phases: every check runs and every row is built here, before
         anything is written, so a refused envelope needs no SAVEPOINT, and the rows are written
@@ -99,8 +113,7 @@ def make_appliers(node) -> dict:
             return None
         receiver = node.node_id if city else township_receiver(body, opened, later_step=False)
         if receiver is not None:
-            now, now_iso, _ = received(opened)
-            rows = casework.received_rows(body, origin, receiver, now, now_iso)
+            rows = casework.received_rows(body, origin, receiver, *receipt_time(body, opened, receiver))
         else:
             rows = casework.case_rows(body, origin, "SUBMITTED", "hub")
         return apply.Deferred(casework.write_many_case_rows, rows)
@@ -113,7 +126,7 @@ def make_appliers(node) -> dict:
             receiver = township_receiver(body, opened, linked and things.waits_for_steps(conn, node, body))
         if receiver is not None:
             # 接件 at once: the case is stored already received, with both events.
-            if not casework.insert_received(conn, body, origin, receiver, received(opened)[0]):
+            if not casework.insert_received(conn, body, origin, receiver, receipt_time(body, opened, receiver)[0]):
                 return
         elif not casework.insert_case(conn, body, origin=origin, status="SUBMITTED", sync_state="hub"):
             return

@@ -49,15 +49,16 @@ class HubSync:
         return ingestor.trust, ingestor.open_all(documents)
 
     def push(self, conn, node, caller: str, documents: list, prepared: tuple | None = None,
-             receipt: str | None = None) -> dict:
+             receipt: str | None = None, held: dict | None = None) -> dict:
         """Ingest a batch in one transaction; answer per envelope plus the acks (``receipt``: the
-        custody receipt form a caller asks a township for; the hub signs none).
+        custody receipt form a caller asks a township for; the hub signs none; ``held``: when the
+        calling township took the envelopes it forwards, :func:`sync.wire.held_times`).
 
         ``prepared`` (from :meth:`prepare_push`) is used if the trust store has not changed since.
         The accepted envelopes are applied afterwards by the apply worker (sync/apply.py).
         """
         with write_transaction(conn):  # re-entrant: the push request holds it already
-            return self._push(conn, node, caller, documents, prepared)
+            return self._push(conn, node, caller, documents, prepared, held)
 
     def pushing(self):
         """Context of one push request (``shared/web/sync_api.py``): the apply worker waits until pushes pause,
@@ -78,10 +79,11 @@ class HubSync:
         """Apply everything queued (jobs, CLI and tests); returns how many."""
         return apply_all_queued(conn, self.node, self.appliers)
 
-    def _push(self, conn, node, caller: str, documents: list, prepared: tuple | None) -> dict:
+    def _push(self, conn, node, caller: str, documents: list, prepared: tuple | None, held: dict | None = None) -> dict:
         ingestor = self.ingestor(conn)
         opened = prepared[1] if prepared is not None and prepared[0] is ingestor.trust else None
-        result = ingestor.ingest(documents, via=caller, now=node.now(), wall_ms=node.wall_ms(), opened=opened)
+        result = ingestor.ingest(documents, via=caller, now=node.now(), wall_ms=node.wall_ms(), opened=opened,
+                                 held=held)
         for ack in self._release_arrived_blobs(conn, ingestor):
             result.acks[envelope.peek(ack)["origin"]] = ack
         if ingestor.suspended:

@@ -81,14 +81,15 @@ def apply_pending(conn: sqlite3.Connection, appliers: dict[str, Applier], now, l
 def _apply_chunk(conn, appliers, now, limit: int, isolate: bool) -> int:
     with write_transaction(conn):
         rows = conn.execute(
-            "SELECT q.id, i.origin, i.seq, i.envelope_id, i.document, i.received_at, i.via"
-            " FROM apply_queue q JOIN inbox i ON i.origin = q.origin AND i.seq = q.seq ORDER BY q.id LIMIT ?",
+            "SELECT q.id, i.origin, i.seq, i.envelope_id, i.document, i.received_at, i.via, h.held_at"
+            " FROM apply_queue q JOIN inbox i ON i.origin = q.origin AND i.seq = q.seq"
+            " LEFT JOIN inbox_held h ON h.origin = q.origin AND h.seq = q.seq ORDER BY q.id LIMIT ?",
             (limit,),
         ).fetchall()
         pending = _Pending(conn)
         for row in rows:
             opened = envelope.open_stored(envelope.from_bytes(row["document"]), row["envelope_id"], row["received_at"],
-                                          row["via"])
+                                          row["via"], row["held_at"])
             if isolate:
                 _apply_isolated(conn, appliers.get(opened.body["kind"]), opened, row, now)
             else:

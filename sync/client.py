@@ -122,7 +122,8 @@ class ParentClient:
         return self._call("POST", "/sync/v1/push", canonical.dumps(body))
 
     def push_stored(self, documents: list[bytes], compact: bool = False, ids: list[str] | None = None,
-                    pull: dict | None = None, blobs: list[str] | None = None, wait: bool = False) -> dict:
+                    pull: dict | None = None, blobs: list[str] | None = None, wait: bool = False,
+                    held: dict | None = None) -> dict:
         """:meth:`push` for documents as this node stored them (:func:`sync.envelope.to_bytes`:
         sorted keys, no spaces, UTF-8, i.e. their canonical JSON already). The body is joined from
         those bytes, the same bytes :meth:`push` would send, without parsing each document and
@@ -134,14 +135,16 @@ class ParentClient:
         ``blobs`` (hashes of files): ask what :meth:`blob_status` would, answered as ``"blobs"``.
         ``wait`` (a village towards its township): ask it to forward these at once and answer with
         the hub's acknowledgement if it comes in time, the receipt then left out (``"ack":"wait"``,
-        docs/sync-protocol.md §5.3.3); an older parent ignores it."""
+        docs/sync-protocol.md §5.3.3); an older parent ignores it. ``held`` (a township towards
+        the hub, :func:`sync.wire.held_ranges`): when it took the forwarded envelopes (§5.3)."""
         if ids is not None:
             documents = envelope.elide_stored(documents, ids)
         head = b'{"ack":"wait",' if wait else b"{"
         # A compact answer, its signed documents in their short form too (§2.1.2).
         head += b'"answer":"compact","docs":"short","envelopes":[' if compact else b'"envelopes":['
-        # The members: ack, answer, docs, envelopes, then blobs, pull, receipt.
+        # The members: ack, answer, docs, envelopes, then blobs, held, pull, receipt.
         asked = b',"blobs":' + canonical.dumps(blobs) if blobs is not None else b""
+        asked += b',"held":' + canonical.dumps(held) if held is not None else b""
         asked += b',"pull":' + canonical.dumps(pull) if pull is not None else b""
         tail = b"]" + asked + (b',"receipt":"ranges"}' if compact else b"}")
         return self._call("POST", "/sync/v1/push", head + b",".join(bytes(d) for d in documents) + tail)

@@ -66,6 +66,7 @@ class Opened:
     sig: str = ""  # the base64 signature that verified
     received_at: str | None = None  # when this node accepted it (documents read back from store)
     via: str | None = None  # the node that pushed it here (an inbox row read back from store)
+    held_at: str | None = None  # when that node, a township, took it into custody (as it said)
 
 
 def sign(key: SigningKey, payload_type: str, body: dict) -> dict:
@@ -301,7 +302,8 @@ def _verifies(candidate: tuple[Opened, str]) -> bool:
     return True
 
 
-def open_stored(document: dict, doc_id: str, received_at: str, via: str | None = None) -> Opened:
+def open_stored(document: dict, doc_id: str, received_at: str, via: str | None = None,
+                held_at: str | None = None) -> Opened:
     """A document this node verified and stored earlier, opened again without re-verifying.
 
     Only for rows this node wrote itself after :func:`open_signed` accepted them (their payload
@@ -310,7 +312,7 @@ def open_stored(document: dict, doc_id: str, received_at: str, via: str | None =
     _, payload = _parts(document)
     signature = document["signatures"][0]
     return Opened(canonical.loads_own(payload), payload, signature["keyid"], doc_id, document["payloadType"], signature["sig"],
-                  received_at, via)
+                  received_at, via, held_at)
 
 
 def peek(document: Any) -> dict:

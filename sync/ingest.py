@@ -99,6 +99,7 @@ class Ingestor:
         # and kept current by _accept (the only writer of inbox in this transaction).
         self.heads: dict[str, tuple[int, str]] = {}
         self._queued: list[tuple[str, int]] = []  # accepted, for the apply queue
+        self._held: dict = {}  # when the relaying township took this batch's envelopes (ingest's ``held``)
         self._stamp: tuple = (None, "")
 
     def open_all(self, documents: list) -> list:
@@ -107,19 +108,28 @@ class Ingestor:
         Pure CPU, no database: callers run it before taking the write lock."""
         return envelope.open_chained(documents, envelope.ENVELOPE_TYPES, self.trust.node_key)
 
+    def _held_at(self, origin: str, seq: int, via: str) -> str | None:
+        """When the relaying township says it took this envelope (None: not said, or its own)."""
+        if via == origin:
+            return None
+        return next((at for first, last, at in self._held.get(origin, ()) if first <= seq <= last), None)
+
     def _open(self, document):
         try:
             return envelope.open_signed(document, envelope.ENVELOPE_TYPES, self.trust.node_key)
         except SignatureError as exc:
             return exc
 
-    def ingest(self, documents: list, via: str, now, wall_ms: int, opened: list | None = None) -> BatchResult:
+    def ingest(self, documents: list, via: str, now, wall_ms: int, opened: list | None = None,
+               held: dict | None = None) -> BatchResult:
         """Ingest a batch. Call inside one write transaction.
 
         ``opened`` is :meth:`open_all` of ``documents``, done earlier with this same trust store
-        (done here when not given).
+        (done here when not given). ``held``: when ``via`` (a township) took the envelopes it
+        forwards (:func:`sync.wire.held_times`), kept beside each (table ``inbox_held``).
         """
         result = BatchResult()
+        self._held = held or {}
         touched: set[str] = set()
         if opened is None:
             opened = self.open_all(documents)
@@ -242,6 +252,10 @@ class Ingestor:
             (origin, seq, envelope_id, prev, opened.body["kind"], envelope.stored_bytes(opened), self._iso(now), via,
              len(missing)),
         )
+        held_at = self._held_at(origin, seq, via)
+        if held_at is not None:
+            conn.execute("INSERT INTO inbox_held(origin, seq, held_at) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                         (origin, seq, held_at))
         self.heads[origin] = (seq, envelope_id)
         if missing:
             conn.executemany(

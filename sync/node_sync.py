@@ -240,8 +240,11 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient,
     # hub's ack comes back in this answer, no second request fetches it (§5.3.3).
     wait = node.relay is None
     size, started = push_size(node, state), time.monotonic()
+    # A township says when it took what it forwards (the hub's record of its 接件 until its own, §7.2).
+    held = wire.held_ranges([r for kind, r in docs if kind == "custody"]) or None
     answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids,
-                                pull=pull_body(cursors, have, acked_request(conn, node)), blobs=asked, wait=wait)
+                                pull=pull_body(cursors, have, acked_request(conn, node)), blobs=asked, wait=wait,
+                                held=held)
     state.batch = next_push_size(size, len(docs), time.monotonic() - started, float(node.config["SYNC_PUSH_SECONDS"]),
                                  int(node.config["SYNC_BATCH"]), int(node.config["SYNC_BATCH_MAX"]))
     held = answer.get("blobs") if asked is not None and isinstance(answer.get("blobs"), dict) else None

@@ -187,9 +187,11 @@ def to_forward(conn: sqlite3.Connection, limit: int, now=None) -> list[sqlite3.R
     """
     if now is None:
         return conn.execute(
-            "SELECT envelope_id, origin, seq, document FROM custody ORDER BY rowid LIMIT ?", (limit,)).fetchall()
+            "SELECT envelope_id, origin, seq, document, received_at FROM custody ORDER BY rowid LIMIT ?",
+            (limit,)).fetchall()
     return conn.execute(
-        "SELECT envelope_id, origin, seq, document FROM custody WHERE forwarded_at IS NULL OR forwarded_at < ?"
+        "SELECT envelope_id, origin, seq, document, received_at FROM custody"
+        " WHERE forwarded_at IS NULL OR forwarded_at < ?"
         " ORDER BY rowid LIMIT ?", (iso(now - FORWARD_AGAIN_AFTER), limit)).fetchall()
 
 

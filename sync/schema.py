@@ -198,6 +198,18 @@ CREATE INDEX IF NOT EXISTS blob_parking_node ON blob_parking(node_id);
 # (https://www.sqlite.org/fasterthanfs.html, https://www.sqlite.org/intern-v-extern-blob.html).
 # A row is written only once its bytes hash to ``sha256``; ``blobs`` (the registry) is unchanged.
 # A rowid table on purpose: rows this long would make a WITHOUT ROWID b-tree shallow and wide.
+# The hub: when the relaying township took an envelope into custody, as it said in its push
+# (its 接件 of the cases it decides, until its own record comes, docs/sync-protocol.md §7.2).
+# A table of its own (every tier applies every migration; only the hub has an inbox).
+INBOX_HELD = """
+CREATE TABLE IF NOT EXISTS inbox_held (
+    origin TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    held_at TEXT NOT NULL,
+    PRIMARY KEY (origin, seq)
+) WITHOUT ROWID;
+"""
+
 BLOB_BYTES = """
 CREATE TABLE IF NOT EXISTS blob_bytes (
     sha256 TEXT PRIMARY KEY,

@@ -170,3 +170,39 @@ def blob_frames(body: bytes) -> list[tuple[str, int, int, memoryview]]:
         frames.append((digest.hex(), size, offset, view[pos: pos + length]))
         pos += length
     return frames
+
+
+def held_ranges(rows) -> dict[str, list[list]]:
+    """The ``held`` member of a township's push (docs/sync-protocol.md §5.3): when it took each
+    forwarded envelope into custody, as ``{origin: [[first seq, last seq, time], ...]}`` runs
+    of one origin's consecutive envelopes taken at one time (a village's push: one run)."""
+    held: dict[str, list[list]] = {}
+    for row in rows:
+        runs = held.setdefault(row["origin"], [])
+        if runs and runs[-1][1] + 1 == row["seq"] and runs[-1][2] == row["received_at"]:
+            runs[-1][1] = row["seq"]
+        else:
+            runs.append([row["seq"], row["seq"], row["received_at"]])
+    return held
+
+
+def held_times(value, max_runs: int) -> dict[str, list[tuple[int, int, str]]]:
+    """Read a push's ``held`` member: runs of counts and a time each, at most ``max_runs``.
+
+    :raises ValueError: not that shape (the caller answers ``400 malformed``).
+    """
+    if not isinstance(value, dict):
+        raise ValueError("held must be an object")
+    out: dict[str, list[tuple[int, int, str]]] = {}
+    runs = 0
+    for origin, items in value.items():
+        if not isinstance(items, list):
+            raise ValueError("held runs must be arrays")
+        for item in items:
+            runs += 1
+            if (runs > max_runs or not isinstance(item, list) or len(item) != 3 or not all(
+                    isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2 ** 63 for n in item[:2])
+                    or item[0] > item[1] or not isinstance(item[2], str) or len(item[2]) > 40):
+                raise ValueError("held runs are [first seq, last seq, time], at most one per envelope")
+            out.setdefault(origin, []).append((item[0], item[1], item[2]))
+    return out

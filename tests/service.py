@@ -109,10 +109,11 @@ class ServiceHub:
         self.from_village_all([(kind, body)])
 
     def from_village_all(self, messages: list[tuple[str, dict]], via: str = TOWNSHIP_ID,
-                         origin: str = VILLAGE) -> None:
+                         origin: str = VILLAGE, held: dict | None = None) -> None:
         """:meth:`from_village` for several envelopes ``(kind, body)``: one push, then one apply
         chunk for all of them. ``via``: the node that pushes them (the village itself, if it
-        bypassed its township); ``origin``: whose envelopes they are (the township's own)."""
+        bypassed its township); ``origin``: whose envelopes they are (the township's own);
+        ``held``: the push's ``held`` member (when the township took them)."""
         documents = []
         for kind, body in messages:
             seq, prev = self.chains.get(origin, (0, GENESIS))
@@ -123,7 +124,7 @@ class ServiceHub:
         hub_sync = self.app.extensions["liandong_sync"]
         with write_transaction(self.conn):
             result = hub_sync.ingestor(self.conn).ingest(documents, via=via, now=self.node.now(),
-                                                         wall_ms=self.node.wall_ms())
+                                                         wall_ms=self.node.wall_ms(), held=held)
         assert [r["status"] for r in result.results] == ["accepted"] * len(documents), result.results
         hub_sync.apply_all(self.conn)
 

@@ -346,7 +346,7 @@ def test_file_blobs_of_an_older_schema_keep_working_after_the_migration(tmp_path
     old = os.urandom(20_000)
     assert store.write_chunk(sha(old), len(old), 0, old, 10 ** 6)
     assert files_of(store) == [sha(old)]  # no table yet: a file, as before
-    assert storage.migrate(conn, VILLAGE_MIGRATIONS) == 26 == len(VILLAGE_MIGRATIONS)
+    assert storage.migrate(conn, VILLAGE_MIGRATIONS) == len(VILLAGE_MIGRATIONS) >= 26
     new = os.urandom(20_000)
     assert store.write_chunk(sha(new), len(new), 0, new, 10 ** 6)
     assert rows_of(database) == {sha(new): len(new)} and files_of(store) == [sha(old)]

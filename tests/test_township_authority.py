@@ -10,11 +10,13 @@ which decides for itself, and the honest village's case is untouched.
 from __future__ import annotations
 
 import pytest
+from faults import WireSession, client_with
 from network import catalog, create_case, form_for, pick_item
 
 from shared.core.storage import write_transaction
 from shared.services import casework, documents
 from sync import envelope, outbox
+from sync.client import SyncUnavailable
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +189,9 @@ def test_the_townships_automatic_receive_is_not_signed_on_its_own_and_rides_with
     assert _status(village, case_id) == "RECEIVED" and at_village[0]["node"] == township.node_id
     at_hub = hub.query("SELECT at, node FROM case_events WHERE event_id = ?", (receive_id,))
     assert _status(hub, case_id) == "RECEIVED" and at_hub[0]["node"] == township.node_id
+    # Dated when the township took the case, as its push said (``held``): its own 接件's time.
+    assert dict(at_hub[0]) == dict(township.query("SELECT at, node FROM case_events WHERE event_id = ?",
+                                                  (receive_id,))[0])
     clerk = township.account("clerk_once", "clerk", township.node_id)
     r = township.api("POST", f"/api/v1/cases/{case_id}/actions", clerk, json={"action": "accept", "comment": "符合"})
     assert r.status_code == 200, r.text
@@ -200,3 +205,12 @@ def test_the_townships_automatic_receive_is_not_signed_on_its_own_and_rides_with
     assert _status(hub, case_id) == "ACCEPTED"
     assert casework.recorded_actions(village.conn, case_id) == ["submit", "receive", "accept"]
     assert _status(village, case_id) == "ACCEPTED"
+
+
+def test_a_malformed_held_member_is_refused(net):
+    """``held`` (when a township took what it forwards) is checked before anything is taken."""
+    session = WireSession()
+    for held in ("昨天", {"130926100201": [[5, 1, "2026-12-01T00:00:00.000Z"]]}, {"130926100201": [[1, 2]]}):
+        with pytest.raises(SyncUnavailable) as refused:
+            client_with(net.township, session).push_stored([], held=held)
+        assert refused.value.status == 400 and "malformed" in str(refused.value)

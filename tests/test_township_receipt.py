@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from network import TOWNSHIP_ID
 from service import VILLAGE
 
-from shared.core.clock import iso
+from shared.core.clock import iso, parse_iso
 from shared.rules import authority, states
 from shared.services import casework
 
@@ -91,3 +92,37 @@ def test_no_other_node_moves_the_time_of_the_townships_receipt(service):
                                         "decision": None, "documents": [], "earlier": [forged]})
     assert casework.get_row(service.conn, case_id)["status"] == delivered
     assert _receipt(service, case_id) == before
+
+
+def test_the_hub_dates_the_receipt_when_the_township_took_the_case(service):
+    """The township's push says when it took what it forwards (``held``, §5.3): the hub's record
+    of its 接件 carries that time, not the hub's own, however late the forward came."""
+    taken = service.node.now() - timedelta(hours=30)  # the township's uplink was down for a day
+    body = service.submit_body(TOWNSHIP_ITEM, submitted_at=taken - timedelta(hours=2))
+    seq = service.chains.get(VILLAGE, (0, ""))[0] + 1
+    service.from_village_all([("case.submit", body)], held={VILLAGE: [(seq, seq, iso(taken))]})
+    assert _receipt(service, body["case_id"]) == {"at": iso(taken), "node": TOWNSHIP_ID}
+
+
+@pytest.mark.parametrize("when", ["future", "before_submission", "not_a_time"])
+def test_a_held_time_that_cannot_be_true_is_not_taken(service, when):
+    """Not after the hub accepted the case, not before it was submitted: else the hub's time."""
+    submitted = service.node.now() - timedelta(hours=1)
+    claimed = {"future": iso(service.node.now() + timedelta(days=2)),
+               "before_submission": iso(submitted - timedelta(minutes=1)), "not_a_time": "昨天"}[when]
+    body = service.submit_body(TOWNSHIP_ITEM, submitted_at=submitted)
+    seq = service.chains.get(VILLAGE, (0, ""))[0] + 1
+    service.from_village_all([("case.submit", body)], held={VILLAGE: [(seq, seq, claimed)]})
+    receipt = _receipt(service, body["case_id"])
+    assert receipt["node"] == TOWNSHIP_ID and receipt["at"] != claimed
+    assert submitted <= parse_iso(receipt["at"]) <= service.node.now()
+
+
+def test_a_village_cannot_say_when_its_township_took_its_case(service):
+    """``held`` counts only for envelopes a township relays: a village pushing its own says nothing."""
+    body = service.submit_body(TOWNSHIP_ITEM)
+    seq = service.chains.get(VILLAGE, (0, ""))[0] + 1
+    service.from_village_all([("case.submit", body)], via=VILLAGE,
+                             held={VILLAGE: [(seq, seq, iso(service.node.now() - timedelta(days=3)))]})
+    assert service.scalar("SELECT COUNT(*) FROM inbox_held WHERE origin = ? AND seq = ?", (VILLAGE, seq)) == 0
+    assert _receipt(service, body["case_id"]) is None  # and no 接件 at the township was made of it

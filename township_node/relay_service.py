@@ -95,9 +95,11 @@ class TownshipSync:
         trust = node.trust(conn)
         return trust, envelope.open_chained(documents, envelope.ENVELOPE_TYPES, trust.node_key)
 
-    def push(self, conn, node, caller: str, documents: list, prepared=None, receipt: str | None = None) -> dict:
+    def push(self, conn, node, caller: str, documents: list, prepared=None, receipt: str | None = None,
+             held: dict | None = None) -> dict:
         """Take custody in one FULL-sync transaction, then sign the receipt (``receipt="ranges"``:
-        the v2 receipt a newer village asks for, seq ranges instead of every id)."""
+        the v2 receipt a newer village asks for, seq ranges instead of every id). ``held`` is a
+        township's to send, not a village's: ignored."""
         trust = node.trust(conn)
         now = node.now()
         taken: list[tuple[dict, dict]] = []

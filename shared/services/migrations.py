@@ -7,7 +7,7 @@ when it does not use a table, so all nodes share one numbering. The SQL of each 
 """
 
 from shared.services import schema
-from sync.schema import APPLY_QUEUE, BLOB_BYTES, RELAY_GUARDS
+from sync.schema import APPLY_QUEUE, BLOB_BYTES, INBOX_HELD, RELAY_GUARDS
 
 
 def node_migrations(first: str) -> list[str]:
@@ -39,4 +39,5 @@ def node_migrations(first: str) -> list[str]:
         schema.THINGS,  # 24: 一件事一次办: the cases of one thing
         schema.CLOSED_UNPURGED_INDEX,  # 25: the purge index holds closed cases only (ingest writes one fewer)
         BLOB_BYTES,  # 26: small material files' bytes as rows (one transaction per batch of scans)
+        INBOX_HELD,  # 27: when the relaying township took an envelope (its 接件's time at the hub)
     ]

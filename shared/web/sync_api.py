@@ -147,6 +147,7 @@ def push():
         # before anything is taken.
         asked = _pull_request(body["pull"]) if "pull" in body else None
         files = _blob_names(body["blobs"], wire.MAX_BLOBS_ASKED) if "blobs" in body else None
+        held = _held(body["held"], len(documents)) if "held" in body else None
         documents = envelope.restore_links(documents)  # a v2 prev sent empty: the id before it
         prepared = service().prepare_push(conn, node, documents)
         with write_transaction(conn):
@@ -157,7 +158,7 @@ def push():
             # Refuse (507) before the disk is full: the sender keeps everything and retries later.
             ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
             answer = service().push(conn, node, caller, documents, prepared,
-                                    receipt="ranges" if body.get("receipt") == "ranges" else None)
+                                    receipt="ranges" if body.get("receipt") == "ranges" else None, held=held)
         if body.get("ack") != "wait":
             _forward_soon()
     if body.get("ack") == "wait":  # a newer village: the hub's ack in this answer if it comes in time
@@ -234,6 +235,16 @@ def _blobs_held(wanted: list[str], compact: bool = False) -> dict:
     complete = [sha for sha in wanted if held[sha][1]]
     have = {sha: held[sha][0] for sha in wanted if not (compact and held[sha][1])}
     return {"have": {sha: n for sha, n in have.items() if n or not compact}, "complete": complete}
+
+
+def _held(value, envelopes: int) -> dict:
+    """The push's ``held`` member (§5.3: when a township took what it forwards), at most one
+    run per envelope; :raises ValidationError: malformed."""
+    try:
+        return wire.held_times(value, max(envelopes, 1))
+    except ValueError:
+        raise ValidationError("held", "held 必须是以来源节点为键、[起始序号, 结束序号, 时间] 为元素的对象",
+                              code="malformed") from None
 
 
 def _pull_request(body) -> tuple[dict, dict, dict]:
