@@ -11,6 +11,7 @@ content: a cloned key; quarantined, the node suspended).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import re
@@ -110,9 +111,12 @@ class Ingestor:
 
     def _held_at(self, origin: str, seq: int, via: str) -> str | None:
         """When the relaying township says it took this envelope (None: not said, or its own)."""
-        if via == origin:
+        runs = self._held.get(origin) if via != origin else None
+        if not runs:
             return None
-        return next((at for first, last, at in self._held.get(origin, ()) if first <= seq <= last), None)
+        # Runs sorted by their first seq (wire.held_times): one search, however many runs a push says.
+        i = bisect.bisect_right(runs, (seq, 2 ** 63, "")) - 1
+        return runs[i][2] if i >= 0 and runs[i][0] <= seq <= runs[i][1] else None
 
     def _open(self, document):
         try:

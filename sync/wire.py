@@ -187,7 +187,8 @@ def held_ranges(rows) -> dict[str, list[list]]:
 
 
 def held_times(value, max_runs: int) -> dict[str, list[tuple[int, int, str]]]:
-    """Read a push's ``held`` member: runs of counts and a time each, at most ``max_runs``.
+    """Read a push's ``held`` member: runs of counts and a time each, at most ``max_runs``,
+    each origin's sorted by their first seq.
 
     :raises ValueError: not that shape (the caller answers ``400 malformed``).
     """
@@ -205,4 +206,4 @@ def held_times(value, max_runs: int) -> dict[str, list[tuple[int, int, str]]]:
                     or item[0] > item[1] or not isinstance(item[2], str) or len(item[2]) > 40):
                 raise ValueError("held runs are [first seq, last seq, time], at most one per envelope")
             out.setdefault(origin, []).append((item[0], item[1], item[2]))
-    return out
+    return {origin: sorted(items) for origin, items in out.items()}
