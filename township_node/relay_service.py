@@ -26,7 +26,6 @@ def township_emit(node):
     def emit(conn: sqlite3.Connection, row: sqlite3.Row, event: dict, decision: dict | None) -> None:
         joint.on_event(conn, node, row, event)  # 联办 opinion requests on 受理
         issued = documents.for_event(conn, node, row, event)
-        now = node.now()
         # The automatic 接件 is sent neither down nor up on its own: the village records it from
         # the signed custody receipt (casework.mark_in_custody), the hub from this station's
         # forward (authority.received_at_custody), and the station's own event rides with the
@@ -35,6 +34,7 @@ def township_emit(node):
         if not authority.rides_with_next_step(event):
             earlier, carried = casework.riding_with(conn, row["case_id"], event)
             body = casework.update_message(row, event, decision, [*carried, *issued], earlier)
+            now = node.now()
             if row["origin"] != node.node_id:
                 downlink.issue(conn, node.key, node.node_id, row["origin"], "case.update", body, now)
             outbox.append(conn, node.key, node.node_id, "case.event", body, str(node.hlc.now()), now,
@@ -196,8 +196,10 @@ class TownshipSync:
             route = case["route"]
             if route["level"] != "township":
                 return casework.case_rows(case, message["origin"], "SUBMITTED", "custody")
-            item = item_of(case["item_code"])
-            if route["office"] != self.node.node_id or casework.instant_approval(item, case["form"]):
+            # The rule the village and the hub record this 接件 by (not a 一件事 step: see above).
+            if not authority.received_at_custody(route["level"], route["office"], self.node.node_id, later_step=False):
+                return None
+            if casework.instant_approval(item_of(case["item_code"]), case["form"]):
                 return None
             verified.check(document)  # a delegated case the station decides: verified here too
             return casework.received_rows(case, message["origin"], self.node.node_id, None, received_at, "custody")
