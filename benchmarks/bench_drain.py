@@ -126,6 +126,24 @@ def drain_overlapped(net: common.Network, vclient, tclient, max_seconds: float, 
     return {"rounds": max(rounds.values()), "spent": spent, "pushed": pushed}
 
 
+def settle(tconn, max_seconds: float, own: bool) -> float:
+    """Wait until the township has followed everything it took (``follow_queue`` empty) and, if
+    ``own``, the hub has acknowledged every envelope of its own; returns ``perf_counter()`` then."""
+    deadline = time.perf_counter() + max_seconds
+    while time.perf_counter() < deadline:
+        queued = tconn.execute("SELECT COUNT(*) FROM follow_queue").fetchone()[0] if has_follow_queue(tconn) else 0
+        unacked = tconn.execute("SELECT COUNT(*) FROM outbox WHERE state != 'acked'").fetchone()[0] if own else 0
+        if queued == 0 and unacked == 0:
+            break
+        time.sleep(0.02)
+    return time.perf_counter()
+
+
+def has_follow_queue(conn) -> bool:
+    """Older trees (before the township's follow queue) followed in the push: nothing to wait for."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'follow_queue'").fetchone() is not None
+
+
 def main(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="ld-bench-drain-") as tmp:
         net = common.Network(Path(tmp), township_env={"LIANDONG_SCHEDULER_ENABLED": "true"} if args.township_serves else None)
@@ -163,6 +181,11 @@ def main(args) -> dict:
                     pushed[name] += summary["pushed"]
             elapsed = time.perf_counter() - start
             cpu = {k: v - cpu0[k] for k, v in cpu_now(net).items()}
+            # The station's register follows a backlog once the village's pushes pause (its follow
+            # queue): how long after the start until it has, and its own envelopes (what it
+            # decided) are at the hub too, when its server sends them.
+            settled = settle(tconn, args.max_seconds, own=args.township_serves) - start
+            cpu_settled = {k: v - cpu0[k] for k, v in cpu_now(net).items()}
             common.wait_applied(net.dirs[common.HUB_ID])  # the hub's apply worker writes the last cases a moment later
             hub = net.hub_conn()
             try:
@@ -189,6 +212,9 @@ def main(args) -> dict:
     print(f"CPU seconds while draining: hub {cpu['hub']:.1f}, township server {cpu['township']:.1f},"
           f" this process (village and township rounds) {cpu['rounds']:.1f};"
           f" {sum(cpu.values()) / n * 1000:.2f} ms per case in all")
+    print(f"the township's register followed every case {settled:.1f} s after the start"
+          f"{' and its own envelopes were at the hub' if args.township_serves else ''};"
+          f" CPU until then {sum(cpu_settled.values()) / n * 1000:.2f} ms per case")
     print(f"at the default SYNC_INTERVAL_SECONDS=5 the same {rounds} rounds take ~{rounds * 5 / 60:.1f} min")
     print(f"bytes: {sum(session.sent.values())} sent, {sum(session.received.values())} received by the two clients")
     print(f"check: hub holds {at_hub[0]} cases of the village ({at_hub[1]} distinct ids), {inbox} inbox envelopes,"
@@ -201,7 +227,8 @@ def main(args) -> dict:
                "township_round_s": round(spent["township"], 2), "village_pushed": pushed["village"],
                "township_pushed": pushed["township"], "township_own": township_own, "hub_cases": at_hub[0], "hub_distinct": at_hub[1],
                "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
-               "cpu_ms_per_case": round(sum(cpu.values()) / n * 1000, 3), "hub_inbox": inbox, "quarantine": quarantined, "ok": ok}
+               "cpu_ms_per_case": round(sum(cpu.values()) / n * 1000, 3), "settled_s": round(settled, 2),
+               "cpu_settled_ms_per_case": round(sum(cpu_settled.values()) / n * 1000, 3), "hub_inbox": inbox, "quarantine": quarantined, "ok": ok}
     common.emit(figures)
     return figures
 

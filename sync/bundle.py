@@ -411,7 +411,8 @@ def _write_answer(node, path: Path, answer: dict, progress: Progress) -> None:
 
 def import_at_township(conn: sqlite3.Connection, node, service, path: Path, answer_path: Path,
                        progress: Progress = _no_progress) -> dict:
-    """Take custody of a village's bundle and write the answer bundle for it."""
+    """Take custody of a village's bundle and write the answer bundle for it (``service``: the
+    township's sync service, :class:`township_node.relay_service.TownshipSync`)."""
     with _opened(node, conn, path, "outbox", progress) as bundle:
         body = bundle.body
         village = body["from"]
@@ -421,6 +422,9 @@ def import_at_township(conn: sqlite3.Connection, node, service, path: Path, answ
         envelopes = _envelopes(bundle)
         blob_count = _store_blobs(conn, node, service, bundle, progress)
     pushed = service.push(conn, node, village, envelopes)
+    # Followed now, however many: the answer carries what the station decided (a 秒批, a 受理通知书),
+    # and the next trip with the stick may be a week away.
+    service.follow_all(conn)
     pulled = service.pull(conn, node, village, body.get("cursors", {}), body.get("metadata", {}))
     answer = {
         "kind": "answer", "from": node.node_id, "to": village, "created_at": iso(node.now()),

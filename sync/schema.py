@@ -217,3 +217,18 @@ CREATE TABLE IF NOT EXISTS blob_bytes (
     data BLOB NOT NULL
 );
 """
+
+# Migration 28 (every tier; only a township fills it): village envelopes a township took into
+# custody whose following (the station's own register: its villages' cases, the items it decides)
+# runs after its answer, from this queue, in the order custody took them (township_node/
+# relay_service.py). A copy of the document: the hub's acknowledgement may release custody first.
+FOLLOW_QUEUE = """
+CREATE TABLE IF NOT EXISTS follow_queue (
+    id INTEGER PRIMARY KEY,
+    envelope_id TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    document BLOB NOT NULL,
+    received_at TEXT NOT NULL
+);
+"""

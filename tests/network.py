@@ -152,19 +152,22 @@ class NodeHandle:
 
     def sync(self) -> dict:
         """One forced sync round towards the parent (never raises for network trouble)."""
+        self.apply_accepted()  # a township: what its follow worker would have followed by now
         summary = run_round(self.conn, self.node, SyncState(), force=True)
         if self.hub is not None:
             self.hub.apply_accepted()
         return summary
 
     def apply_accepted(self) -> int:
-        """Hub: apply what it accepted now, as its apply worker would a moment later (sync/apply.py).
+        """Hub: apply what it accepted now, as its apply worker would a moment later (sync/apply.py);
+        township: follow the custody it queued, as its follow worker would.
 
-        Checks, API calls and sync rounds in tests call this first, so they see a settled hub.
+        Checks, API calls and sync rounds in tests call this first, so they see a settled node.
         """
-        if self.tier != "hub" or self.app is None:
+        if self.app is None or self.tier == "village":
             return 0
-        return self.app.extensions["liandong_sync"].apply_all(self.conn)
+        service = self.app.extensions["liandong_sync"]
+        return service.apply_all(self.conn) if self.tier == "hub" else service.follow_all(self.conn)
 
     def client_to_parent(self) -> ParentClient:
         """A node-signed HTTP client of this node towards its parent."""

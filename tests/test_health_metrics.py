@@ -35,7 +35,7 @@ def test_every_node_is_ok_with_its_queues_and_no_personal_data(net):
     assert body["queues"] == {"apply_queue": 0, "quarantine": 0}
     status, body = _health(net.township)
     assert status == 200 and body["checks"]["parent_contact"] == "ok"
-    assert body["queues"] == {"outbox_unacked": 0, "custody": 0}
+    assert body["queues"] == {"outbox_unacked": 0, "custody": 0, "follow_queue": 0}
     assert body["last_parent_contact"] and body["parent_contact_age_seconds"] < 60
     status, body = _health(net.village())
     assert status == 200 and set(body["queues"]) == {"outbox_unacked"}
@@ -102,7 +102,7 @@ def test_an_admin_or_supervisor_reads_township_metrics(net):
     response = net.township.app.test_client().get("/metrics", headers={"Authorization": f"Bearer {admin}"})
     assert response.status_code == 200
     families = {f.name: f for f in text_string_to_metric_families(response.get_data(as_text=True))}
-    assert {s.labels["queue"] for s in families["liandong_queue_length"].samples} == {"outbox_unacked", "custody"}
+    assert {s.labels["queue"] for s in families["liandong_queue_length"].samples} == {"outbox_unacked", "custody", "follow_queue"}
     assert families["liandong_parent_contact_age_seconds"].samples[0].value < 60
     latency = [s for s in families["liandong_http_request_duration_seconds"].samples
                if s.name.endswith("_count") and s.labels["endpoint"] == "health.healthz"]

@@ -57,6 +57,7 @@ def _state(hub, township, village) -> dict:
         return {
             "village_outbox": dict(v.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()),
             "custody": t.execute("SELECT COUNT(*) FROM custody").fetchone()[0],
+            "township_to_follow": t.execute("SELECT COUNT(*) FROM follow_queue").fetchone()[0],
             "hub_inbox": h.execute("SELECT COUNT(*) FROM inbox").fetchone()[0],
             "hub_blobs_pending": h.execute("SELECT COUNT(*) FROM inbox WHERE blobs_pending > 0").fetchone()[0],
             "hub_held": h.execute("SELECT COUNT(*) FROM held").fetchone()[0],
@@ -69,7 +70,7 @@ def _state(hub, township, village) -> dict:
 
 def _quiet(state: dict) -> bool:
     return (set(state["village_outbox"]) == {"acked"} and state["custody"] == 0 and state["hub_blobs_pending"] == 0
-            and state["hub_to_apply"] == 0)
+            and state["hub_to_apply"] == 0 and state["township_to_follow"] == 0)
 
 
 def _wait_for_quiescence(hub, township, village, procs, timeout: float) -> None:
@@ -83,7 +84,7 @@ def _wait_for_quiescence(hub, township, village, procs, timeout: float) -> None:
     raise AssertionError(f"no quiescence within {timeout}s: {state}\n{logs}")
 
 
-def run_kill9(build_network, seed: int, kills: int, materials: bool) -> None:
+def run_kill9(build_network, seed: int, kills: int, materials: bool, township_env: dict | None = None) -> None:
     net = build_network(villages=1)
     hub, township, village = net.hub, net.township, net.village()
     token = village.account("agent", "agent")
@@ -91,7 +92,8 @@ def run_kill9(build_network, seed: int, kills: int, materials: bool) -> None:
     procs = {}
     for handle in (hub, township, village):
         handle.close()  # the in-process server leaves; the real process takes its port
-        procs[handle.node_id] = NodeProcess(handle, sync_interval=0.4)
+        procs[handle.node_id] = NodeProcess(handle, sync_interval=0.4,
+                                            extra_env=township_env if handle is township else None)
     maker = None
     try:
         for proc in procs.values():
@@ -141,6 +143,10 @@ def run_kill9(build_network, seed: int, kills: int, materials: bool) -> None:
         hub_cases = [r[0] for r in h.execute("SELECT case_id FROM cases WHERE origin = ?", (village.node_id,))]
         assert sorted(hub_cases) == sorted(village_cases)
         assert t.execute("SELECT COUNT(*) FROM custody").fetchone()[0] == 0
+        # The station followed every case exactly once, each at the hub by now.
+        township_cases = [tuple(r) for r in t.execute("SELECT case_id, sync_state FROM cases WHERE origin = ?",
+                                                       (village.node_id,))]
+        assert sorted(township_cases) == sorted((case_id, "acked") for case_id in village_cases)
 
         # Every material file reached the hub whole (a torn chunk never counts).
         wanted = set()
@@ -154,6 +160,13 @@ def run_kill9(build_network, seed: int, kills: int, materials: bool) -> None:
 
 def test_kill9_a_few_times(build_network):
     run_kill9(build_network, seed=7, kills=5, materials=False)
+
+
+def test_kill9_with_every_push_followed_from_the_queue(build_network):
+    """The township answers every push once in custody and follows it afterwards from its queue
+    (FOLLOW_INLINE_MAX_ENVELOPES 0): a kill between the two loses no case from its register."""
+    run_kill9(build_network, seed=11, kills=5, materials=False,
+              township_env={"LIANDONG_FOLLOW_INLINE_MAX_ENVELOPES": "0", "LIANDONG_FOLLOW_QUIET_SECONDS": "0.3"})
 
 
 @pytest.mark.slow

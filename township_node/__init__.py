@@ -27,7 +27,10 @@ from township_node.tier import TIER
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the township app for the node in ``LIANDONG_DATA_DIR`` (or ``test_config["DATA_DIR"]``)."""
     app = create_node_app(__name__, TIER, test_config, database)
-    app.extensions["liandong_sync"] = TownshipSync(app.extensions["liandong_node"])
+    # After a queued chunk is followed, its round sends on what the station decided at once.
+    app.extensions["liandong_sync"] = TownshipSync(
+        app.extensions["liandong_node"], lambda: database.connect(app),
+        after_follow=lambda: app.extensions.get("liandong_sync_kick", lambda: None)())
     for blueprint in (intake.bp, cases.bp, documents.bp, joint.bp, relay_pages.bp, bundles.bp, sync_api.bp,
                       enrol_relay.bp, feedback.bp, site_visits.bp, fees.bp, inquiries.bp,
                       appointments.bp, things.bp):

@@ -79,6 +79,7 @@ def overview():
     return render_template(
         "relay/overview.html", villages=rows, own=outbox.counts(conn),
         custody_total=sum(r["in_custody"] for r in rows),
+        to_follow=conn.execute("SELECT COUNT(*) FROM follow_queue").fetchone()[0],
         last_contact=last["value"] if last else None, parent_ago=parent_ago, parent_health=parent_health,
     )
 

@@ -16,7 +16,7 @@ from shared.core.errors import RuleError
 from shared.core.storage import write_transaction
 from shared.rules import authority
 from shared.services import appointments, casework, documents, joint, submission, supplements, things
-from sync import blobs, downlink, envelope, outbox, relay
+from sync import apply, blobs, downlink, envelope, outbox, relay
 from sync.nodeauth import keys_for
 
 
@@ -69,8 +69,17 @@ class VerifiedPush:
 class TownshipSync:
     """Installed as ``app.extensions["liandong_sync"]`` on a township."""
 
-    def __init__(self, node):
+    def __init__(self, node, connect=None, after_follow=None):
+        """``connect()`` opens a connection for the follow worker; ``after_follow()`` is called
+        after a queued chunk is followed (the app kicks its sync round: what the station decided
+        goes up and down at once)."""
         self.node = node
+        self.connect = connect
+        self.after_follow = after_follow
+        # Without ``connect`` (a CLI bundle import) no worker: the caller follows what it queued.
+        self.worker = apply.ApplyWorker(self._follow_chunk, float(node.config["FOLLOW_QUIET_SECONDS"]),
+                                        float(node.config["APPLY_MAX_LAG_SECONDS"])) if connect else None
+        self._worker_conn = None
 
     def resolve_caller_key(self, trust):
         """Only active villages registered below this township may call it."""
@@ -84,8 +93,9 @@ class TownshipSync:
         return resolve
 
     def pushing(self):
-        """Context of one push request (nothing to coordinate at a township)."""
-        return contextlib.nullcontext()
+        """Context of one push request: the follow worker waits until pushes pause, and is woken
+        when the last one ends (as the hub's apply worker)."""
+        return self.worker.pushing() if self.worker else contextlib.nullcontext()
 
     def prepare_push(self, conn, node, documents: list) -> tuple:
         """Open the push's envelopes before the write lock, as the hub does (one Ed25519 check per
@@ -99,34 +109,31 @@ class TownshipSync:
              held: dict | None = None) -> dict:
         """Take custody in one FULL-sync transaction, then sign the receipt (``receipt="ranges"``:
         the v2 receipt a newer village asks for, seq ranges instead of every id). ``held`` is a
-        township's to send, not a village's: ignored."""
+        township's to send, not a village's: ignored.
+
+        A small push is followed in the station's register in the same transaction (a 秒批 is
+        decided in time for this answer); a larger one is queued and followed after the answer
+        (:meth:`follow_pending`), as the hub acknowledges before it applies: the village's next
+        batch does not wait for the station's own bookkeeping (docs/sync-protocol.md §5.3.1)."""
         trust = node.trust(conn)
         now = node.now()
         taken: list[tuple[dict, dict]] = []
         # What prepare_push opened, unless the registry changed since (then everything is opened again).
         opened = prepared[1] if prepared is not None and prepared[0] is trust else None
         with write_transaction(conn):
+            last = conn.execute("SELECT MAX(rowid) FROM custody").fetchone()[0] or 0
             results, held = relay.take_custody(conn, trust, node.node_id, documents, now, caller=caller, taken=taken,
                                                prepared=opened)
             relay.record_peer(conn, caller, len(documents), now)
-            catalog: list[dict] = []  # read once per push, if a case needs it (tens of KB per read)
-
-            def item_of(code: str) -> dict | None:
-                if not catalog:
-                    catalog.append(node.catalog(conn)[1])
-                return catalog[0].get(code)
-
-            plain: list = []  # rows of cases that only need storing, written together
-            verified = VerifiedPush(documents, trust, opened)
-            received_at = iso(now)
-            for document, message in taken:
-                rows = self._plain_case(message, document, verified, item_of, received_at)
-                if rows is not None:
-                    plain.append((document, message, rows))
-                    continue
-                self._store_plain(conn, plain, verified, item_of)  # an earlier case of the push may be what this one needs
-                self._follow_case(conn, document, message, verified, item_of)
-            self._store_plain(conn, plain, verified, item_of)
+            if self._follows_now(conn, len(taken)):
+                received_at = iso(now)
+                self._follow(conn, [(document, message, received_at) for document, message in taken],
+                             VerifiedPush(documents, trust, opened))
+            else:
+                # What this push added to custody, in custody's order (a repeat was queued when first taken).
+                conn.execute("INSERT INTO follow_queue(envelope_id, origin, seq, document, received_at)"
+                             " SELECT envelope_id, origin, seq, document, received_at FROM custody"
+                             " WHERE rowid > ? ORDER BY rowid", (last,))
             # The caller's ack only if it covers something it pushed now (else it holds it, or the pull brings it).
             lowest = min((r["seq"] for r in results if r.get("origin") == caller and r.get("seq")), default=None)
             acks = [envelope.from_bytes(r["document"]) for r in conn.execute(
@@ -139,6 +146,72 @@ class TownshipSync:
         else:
             signed = relay.custody_receipt(node.key, node.node_id, held, now)
         return {"results": results, "receipt": signed, "acks": acks, "server": node.node_id, "server_time": iso(now)}
+
+    def _follows_now(self, conn, taken: int) -> bool:
+        """Whether a push that took ``taken`` envelopes is followed before its answer: small, and
+        nothing queued before it (custody order is the order of following)."""
+        return (taken <= int(self.node.config["FOLLOW_INLINE_MAX_ENVELOPES"])
+                and conn.execute("SELECT 1 FROM follow_queue LIMIT 1").fetchone() is None)
+
+    def follow_pending(self, conn, limit: int = 500) -> int:
+        """Follow up to ``limit`` queued custody envelopes, oldest first, in one write transaction
+        that also dequeues them (a crash leaves them queued; following twice changes nothing).
+        Returns how many were taken from the queue."""
+        if conn.execute("SELECT 1 FROM follow_queue LIMIT 1").fetchone() is None:
+            return 0  # nothing queued: no write lock taken
+        with write_transaction(conn):
+            rows = conn.execute("SELECT id, envelope_id, origin, document, received_at FROM follow_queue"
+                                " ORDER BY id LIMIT ?", (limit,)).fetchall()
+            # Custody opened (and stored) each one; what the station applies itself it verifies below.
+            documents = [envelope.from_bytes(r["document"]) for r in rows]
+            items = [(document, envelope.open_stored(document, r["envelope_id"], r["received_at"]).body, r["received_at"])
+                     for document, r in zip(documents, rows)]
+            acked = {r["origin"]: r["acked_seq"] for r in conn.execute(
+                "SELECT origin, acked_seq FROM acks WHERE origin IN (SELECT DISTINCT origin FROM follow_queue"
+                " WHERE id <= ?)", (rows[-1]["id"],))}
+            self._follow(conn, items, VerifiedPush(documents, self.node.trust(conn)), acked)
+            conn.execute("DELETE FROM follow_queue WHERE id <= ?", (rows[-1]["id"],))
+            for origin in sorted(acked):  # what the hub holds already (its ack came before the following)
+                casework.mark_origin_at_hub(conn, self.node, origin)
+        return len(rows)
+
+    def follow_all(self, conn) -> int:
+        """Follow everything queued (tests, CLI); returns how many."""
+        total = 0
+        while (done := self.follow_pending(conn)):
+            total += done
+        return total
+
+    def _follow_chunk(self) -> int:
+        """One chunk of the follow queue, on the worker thread's own long-lived connection."""
+        if self._worker_conn is None:
+            self._worker_conn = self.connect()
+        done = self.follow_pending(self._worker_conn)
+        if done and self.after_follow is not None:
+            self.after_follow()
+        return done
+
+    def _follow(self, conn, items: list, verified: VerifiedPush, acked: dict | None = None) -> None:
+        """Follow village envelopes now in custody, ``(document, body, received_at)`` each, in
+        order: the cases that only need storing together (:meth:`_plain_case`), any other one at
+        a time (:meth:`_follow_case`). ``acked``: per origin, the seq the hub's acknowledgement
+        covers (a city case it holds is stored 接件 there at once)."""
+        catalog: list[dict] = []  # read once, if a case needs it (tens of KB per read)
+
+        def item_of(code: str) -> dict | None:
+            if not catalog:
+                catalog.append(self.node.catalog(conn)[1])
+            return catalog[0].get(code)
+
+        plain: list = []  # rows of cases that only need storing, written together
+        for document, message, received_at in items:
+            rows = self._plain_case(message, document, verified, item_of, received_at, acked)
+            if rows is not None:
+                plain.append((document, message, rows))
+                continue
+            self._store_plain(conn, plain, verified, item_of)  # an earlier case may be what this one needs
+            self._follow_case(conn, document, message, verified, item_of)
+        self._store_plain(conn, plain, verified, item_of)
 
     def _follow_case(self, conn, document: dict, message: dict, verified: VerifiedPush, item_of) -> None:
         """A village envelope now in custody: the station applies it with the hub's own rules
@@ -180,7 +253,7 @@ class TownshipSync:
                      sqlite3.IntegrityError)
 
     def _plain_case(self, message: dict, document: dict, verified: VerifiedPush, item_of,
-                    received_at: str) -> casework.CaseRows | None:
+                    received_at: str, acked: dict | None = None) -> casework.CaseRows | None:
         """The rows of a village case that only need storing, built before anything is written:
         one this station follows (decided at the hub), or one it decides whose 接件 is all that
         happens now (stored received, as the hub stores a city case: no 秒批 rule met, not a
@@ -195,6 +268,10 @@ class TownshipSync:
                 return None
             route = case["route"]
             if route["level"] != "township":
+                if message.get("seq", 0) <= (acked or {}).get(message["origin"], 0):
+                    # At the hub already, 接件 there as it holds it (casework._note_received's record).
+                    return casework.received_rows(case, message["origin"], self.node.hub_id, self.node.now(),
+                                                  sync_state="acked")
                 return casework.case_rows(case, message["origin"], "SUBMITTED", "custody")
             # The rule the village and the hub record this 接件 by (not a 一件事 step: see above).
             if not authority.received_at_custody(route["level"], route["office"], self.node.node_id, later_step=False):
@@ -251,6 +328,8 @@ class TownshipSync:
         """The caller's ack (if newer than it holds), its downlink (relayed and the township's
         own), newer metadata. ``in_push``: the pull rides in a push's answer, which recorded the
         caller's visit already (no second write)."""
+        if self.worker:
+            self.worker.poke()  # after a restart, custody still to follow is followed now
         known = int((acked or {}).get(caller, 0) or 0)
         acks = [envelope.from_bytes(r["document"]) for r in conn.execute(
             "SELECT document FROM acks WHERE origin = ? AND acked_seq > ?", (caller, known))]

@@ -62,7 +62,8 @@ class TownshipTier(Tier):
             casework.mark_origin_at_hub(conn, node, origin_id)
 
     def queue_counts(self, conn: sqlite3.Connection) -> dict:
-        return {**super().queue_counts(conn), "custody": count_rows(conn, "custody")}
+        return {**super().queue_counts(conn), "custody": count_rows(conn, "custody"),
+                "follow_queue": count_rows(conn, "follow_queue")}
 
     def scheduled_rules(self, node, sync_server=None) -> list:
         return [

@@ -63,6 +63,9 @@ class Report:
             n = self._scalar(t.data_dir, "SELECT COUNT(*) FROM outbox WHERE state != 'acked'")
             if n:
                 return f"{n} unacknowledged envelopes of {t.node_id} itself"
+            n = self._scalar(t.data_dir, "SELECT COUNT(*) FROM follow_queue")
+            if n:
+                return f"{n} envelopes not yet followed in the register of {t.node_id}"
         counts = self.count()
         if counts["cases_at_hub"] != len(self.created):
             return f"{len(self.created) - counts['cases_at_hub']} cases not at the hub"

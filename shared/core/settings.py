@@ -89,8 +89,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_CLOCK_SKEW_SECONDS", 600, "How far in the future a peer's clock may be before its timestamps are refused."),
     Setting("APPLY_QUIET_SECONDS", 0.05, "Hub: how long pushes must pause before accepted envelopes are applied to the "
             "case register (a burst is acknowledged first)."),
-    Setting("APPLY_MAX_LAG_SECONDS", 10.0, "Hub: the longest accepted envelopes wait for a pause in pushes; after that "
-            "they are applied alongside them."),
+    Setting("APPLY_MAX_LAG_SECONDS", 10.0, "Hub: the longest accepted envelopes wait for a pause in pushes; township: "
+            "the longest queued custody waits to be followed (FOLLOW_QUIET_SECONDS); after that the work is done "
+            "alongside the pushes."),
+    Setting("FOLLOW_QUIET_SECONDS", 0.2, "Township: how long its villages' pushes must pause before custody queued "
+            "for following (FOLLOW_INLINE_MAX_ENVELOPES) is followed. A village draining a backlog pushes again "
+            "~0.1 s after each answer: its batches are taken and forwarded first, the station's register follows "
+            "when they pause."),
+    Setting("FOLLOW_INLINE_MAX_ENVELOPES", 10, "Township: a village's push of at most this many envelopes is followed "
+            "in the station's own register (its villages' cases, the items it decides: a 秒批 decided in the "
+            "answer) before the answer, when nothing waits to be followed; a larger push, a backlog draining, is "
+            "answered once in custody and followed right after from a queue, in custody order. 0 queues every push."),
     Setting("METADATA_TTL_DAYS", 30, "Days a signed catalog/registry stays fresh before nodes show it as stale."),
     Setting("CLOCK_START", None, "Demo/sim only: ISO time the node's clock starts at."),
     Setting("CLOCK_SPEED", 1.0, "Demo/sim only: how many times faster than real time the clock runs."),
