@@ -15,6 +15,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -242,25 +243,81 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient,
     size, started = push_size(node, state), time.monotonic()
     # A township says when it took what it forwards (the hub's record of its 接件 until its own, §7.2).
     held = wire.held_ranges([r for kind, r in docs if kind == "custody"]) or None
+    if (node.relay is None and not wanted and len(docs) == size and all(kind == "outbox" for kind, _ in docs)
+            and node.config["SYNC_PUSH_AHEAD"]):
+        # A backlog with nothing but envelopes to send: the next push goes while this answer is applied.
+        return _pushes_in_flight(conn, node, client, state, [r for _, r in docs], ids is not None)
     answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids,
                                 pull=pull_body(cursors, have, acked_request(conn, node)), blobs=asked, wait=wait,
                                 held=held)
     state.batch = next_push_size(size, len(docs), time.monotonic() - started, float(node.config["SYNC_PUSH_SECONDS"]),
                                  int(node.config["SYNC_BATCH"]), int(node.config["SYNC_BATCH_MAX"]))
     held = answer.get("blobs") if asked is not None and isinstance(answer.get("blobs"), dict) else None
+    applied = _apply_answer(conn, node, state, answer, forwarded=[r for kind, r in docs if kind == "custody"],
+                            acks_hold=wait and answer.get("receipt") is None)
+    return len(docs), (wanted, held), applied
+
+
+def _apply_answer(conn: sqlite3.Connection, node, state: SyncState, answer: dict, forwarded: list | None = None,
+                  acks_hold: bool = False) -> dict | None:
+    """Apply a push's answer, the pull's answer riding in it and the contact: one transaction, so
+    one wait for the write lock (at a township, behind its villages' pushes) and one commit.
+    Returns what the pull applied; None: an older parent ignored the pull (the round pulls)."""
     pulled = answer.get("pull")
-    # The push's answer, the pull's answer riding in it and the contact: one transaction, so one
-    # wait for the write lock (at a township, behind its villages' pushes) and one commit.
     with _cache_for_answer(conn, node), write_transaction(conn):
-        apply_push_answer(conn, node, answer, forwarded=[r for kind, r in docs if kind == "custody"],
-                          acks_hold=wait and answer.get("receipt") is None)
+        apply_push_answer(conn, node, answer, forwarded=forwarded, acks_hold=acks_hold)
         if not isinstance(pulled, dict):
-            return len(docs), (wanted, held), None  # an older parent ignored the request: the round pulls
+            return None
         # The pull's answer without the members the push's answer has already (server, its time).
         applied = apply_pull_answer(
             conn, node, {"server": answer.get("server"), "server_time": answer.get("server_time"), **pulled})
         _record_contact(conn, node, state)
-    return len(docs), (wanted, held), applied
+    return applied
+
+
+def _pushes_in_flight(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState, first: list,
+                      v2: bool) -> tuple[int, None, dict | None]:
+    """A node that relays nothing (a village) draining a backlog: each push is sent while the
+    answer to the one before is applied and the next batch read, so the drain goes at the pace
+    of the slower of the two sides, not of their sum (docs/sync-protocol.md §5.1.2).
+
+    Only this node's own pending envelopes, in seq order, each push after the last one sent;
+    the pipeline stops at a short batch, at an envelope naming a material file (the round's
+    files step comes first) or at a failure. A push's ``pull`` is read before the answer to the
+    one before is applied, so an answer may repeat an acknowledgement or downlink message the
+    previous one brought: both apply once (acks are cumulative; downlink goes by cursor). An
+    answer lost with a failure loses nothing: its envelopes are still pending and are pushed
+    again, which custody takes idempotently. Returns as :func:`_push` (no files asked)."""
+    pushed, applied, docs, limit = 0, None, first, len(first)  # limit: the size ``docs`` was read with
+
+    def send(batch: list, pull: dict) -> tuple[dict, float]:
+        started = time.monotonic()
+        answer = client.push_stored([r["document"] for r in batch], compact=True,
+                                    ids=[r["envelope_id"] for r in batch] if v2 else None, pull=pull, wait=True)
+        return answer, time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="liandong-push") as sender:
+        cursors, have = pull_request(conn, node)
+        in_flight = sender.submit(send, docs, pull_body(cursors, have, acked_request(conn, node)))
+        while in_flight is not None:
+            size = push_size(node, state)
+            following = [] if len(docs) < limit else envelope.within_bytes(
+                outbox.pending_after(conn, docs[-1]["seq"], size), int(node.config["SYNC_BATCH_BYTES"]))
+            if any(r["attachments"] != "[]" for r in following):
+                following = []  # its files go with it in the next round
+            answer, seconds = in_flight.result()  # a failure: the answers before it are applied
+            state.batch = next_push_size(limit, len(docs), seconds, float(node.config["SYNC_PUSH_SECONDS"]),
+                                         int(node.config["SYNC_BATCH"]), int(node.config["SYNC_BATCH_MAX"]))
+            in_flight, limit = None, size
+            if following:
+                cursors, have = pull_request(conn, node)
+                in_flight = sender.submit(send, following, pull_body(cursors, have, acked_request(conn, node)))
+            pushed += len(docs)
+            step = _apply_answer(conn, node, state, answer, acks_hold=answer.get("receipt") is None)
+            if step is not None:
+                applied = {k: (applied or {}).get(k, 0) + v for k, v in step.items()}
+            docs = following
+    return pushed, None, applied
 
 
 def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: list | None = None,

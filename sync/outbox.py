@@ -98,6 +98,13 @@ def to_send(conn: sqlite3.Connection, limit: int, now=None) -> list[sqlite3.Row]
     return sorted(rows, key=lambda r: r["seq"])[:limit]
 
 
+def pending_after(conn: sqlite3.Connection, seq: int, limit: int) -> list[sqlite3.Row]:
+    """Up to ``limit`` pending envelopes numbered after ``seq``, oldest first (the next push while
+    the one up to ``seq`` is still in flight, ``sync.node_sync._pushes_in_flight``)."""
+    return conn.execute("SELECT seq, envelope_id, document, state, attachments FROM outbox"
+                        " WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
+
+
 def unacked(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     """Every envelope the hub has not acknowledged, oldest first (USB bundles carry them all)."""
     return conn.execute("SELECT seq, envelope_id, document, state FROM outbox WHERE state != 'acked' ORDER BY seq").fetchall()

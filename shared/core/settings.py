@@ -71,6 +71,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SYNC_WRITE_THROUGH_MAX_ENVELOPES", 10, "Township: largest push (in envelopes) answered write-through "
             "(SYNC_WRITE_THROUGH_SECONDS); a larger one, a backlog draining, is answered at once with a custody "
             "receipt, so the village sends its next batch while this one goes on to the hub."),
+    Setting("SYNC_PUSH_AHEAD", True, "Village: while a backlog of envelopes without material files drains, send "
+            "each push while the answer to the one before is applied (the village's disk work and its township's "
+            "overlap); false: one push, then its answer, then the next."),
     Setting("SYNC_BACKOFF_MAX_SECONDS", 300, "Upper bound of the exponential retry backoff when the parent is unreachable."),
     Setting("MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024, "Largest single material file accepted."),
     Setting("MAX_CASE_ATTACHMENT_BYTES", 40 * 1024 * 1024, "Largest total of material files for one case."),
@@ -92,10 +95,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("APPLY_MAX_LAG_SECONDS", 10.0, "Hub: the longest accepted envelopes wait for a pause in pushes; township: "
             "the longest queued custody waits to be followed (FOLLOW_QUIET_SECONDS); after that the work is done "
             "alongside the pushes."),
-    Setting("FOLLOW_QUIET_SECONDS", 0.2, "Township: how long its villages' pushes must pause before custody queued "
-            "for following (FOLLOW_INLINE_MAX_ENVELOPES) is followed. A village draining a backlog pushes again "
-            "~0.1 s after each answer: its batches are taken and forwarded first, the station's register follows "
-            "when they pause."),
+    Setting("FOLLOW_QUIET_SECONDS", 0.5, "Township: how long its villages' pushes must pause before custody queued "
+            "for following (FOLLOW_INLINE_MAX_ENVELOPES) is followed: a village draining a backlog pushes back to "
+            "back, and its batches are taken and forwarded first; the station's register follows when they pause."),
     Setting("FOLLOW_INLINE_MAX_ENVELOPES", 10, "Township: a village's push of at most this many envelopes is followed "
             "in the station's own register (its villages' cases, the items it decides: a 秒批 decided in the "
             "answer) before the answer, when nothing waits to be followed; a larger push, a backlog draining, is "
