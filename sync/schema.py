@@ -222,13 +222,24 @@ CREATE TABLE IF NOT EXISTS blob_bytes (
 # custody whose following (the station's own register: its villages' cases, the items it decides)
 # runs after its answer, from this queue, in the order custody took them (township_node/
 # relay_service.py). A copy of the document: the hub's acknowledgement may release custody first.
+# ``follow_waiting``: a hub message about a case still in the queue when it came down (kept in
+# ``downlink`` as every relayed message), applied to the register once the case is followed.
 FOLLOW_QUEUE = """
 CREATE TABLE IF NOT EXISTS follow_queue (
     id INTEGER PRIMARY KEY,
     envelope_id TEXT NOT NULL,
     origin TEXT NOT NULL,
     seq INTEGER NOT NULL,
+    case_id TEXT,
     document BLOB NOT NULL,
     received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS follow_queue_case ON follow_queue(case_id);
+CREATE TABLE IF NOT EXISTS follow_waiting (
+    issuer TEXT NOT NULL,
+    dest TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    case_id TEXT NOT NULL,
+    PRIMARY KEY (issuer, dest, seq)
 );
 """

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from faults import WireSession, city_item, client_with
-from network import catalog, create_case, pick_item
+from network import case_payload, catalog, create_case, pick_item
 
 from shared.services import casework
 from sync import envelope
@@ -86,6 +86,31 @@ def test_a_city_case_the_hub_holds_before_it_is_followed_is_stored_received_ther
                                   (casework.receive_event_id(city),)).fetchone()
     assert tuple(event) == (hub.node_id, "system")
     assert tuple(_stored(township, delegated)) == ("RECEIVED", "acked")  # the station's own 接件, at the hub
+
+
+def test_a_hub_decision_that_comes_down_before_its_case_is_followed_is_applied_once_it_is(net, agent):
+    """高龄津贴 is 秒批 at the hub: its 准予 can come down through the township while the case is
+    still in the township's queue; the station keeps it and applies it once the case is followed."""
+    from sync.node_sync import SyncState, run_round
+
+    village, township, hub = net.village(), net.township, net.hub
+    item = next(i for i in catalog(village, agent) if i["code"] == "130926-MZ-0004")
+    payload = case_payload(item)
+    payload["form"].update(age=85, local_hukou="是")
+    response = village.api("POST", "/api/v1/cases", agent, json=payload)
+    assert response.status_code == 201, response.text
+    case_id = response.json()["case_id"]
+    village.sync()  # queued at the township
+    run_round(township.conn, township.node, SyncState(), force=True)  # forwarded, with its scans
+    hub.apply_accepted()  # 秒批 at the hub: its 准予 goes down
+    run_round(township.conn, township.node, SyncState(), force=True)  # ... through the township, before following
+    assert _stored(township, case_id) is None
+    assert township.conn.execute("SELECT COUNT(*) FROM follow_waiting").fetchone()[0] == 1
+    township.app.extensions["liandong_sync"].follow_all(township.conn)
+    assert _stored(township, case_id)["status"] == "APPROVED"
+    assert township.conn.execute("SELECT COUNT(*) FROM follow_waiting").fetchone()[0] == 0
+    assert [r[0] for r in township.conn.execute("SELECT action FROM case_events WHERE case_id = ? ORDER BY at, rowid",
+                                                (case_id,))] == ["submit", "receive", "accept", "approve"]
 
 
 def test_a_small_push_waits_behind_what_is_queued(net, agent):

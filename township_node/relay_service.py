@@ -131,8 +131,8 @@ class TownshipSync:
                              VerifiedPush(documents, trust, opened))
             else:
                 # What this push added to custody, in custody's order (a repeat was queued when first taken).
-                conn.execute("INSERT INTO follow_queue(envelope_id, origin, seq, document, received_at)"
-                             " SELECT envelope_id, origin, seq, document, received_at FROM custody"
+                conn.execute("INSERT INTO follow_queue(envelope_id, origin, seq, case_id, document, received_at)"
+                             " SELECT envelope_id, origin, seq, case_id, document, received_at FROM custody"
                              " WHERE rowid > ? ORDER BY rowid", (last,))
             # The caller's ack only if it covers something it pushed now (else it holds it, or the pull brings it).
             lowest = min((r["seq"] for r in results if r.get("origin") == caller and r.get("seq")), default=None)
@@ -171,9 +171,30 @@ class TownshipSync:
                 " WHERE id <= ?)", (rows[-1]["id"],))}
             self._follow(conn, items, VerifiedPush(documents, self.node.trust(conn)), acked)
             conn.execute("DELETE FROM follow_queue WHERE id <= ?", (rows[-1]["id"],))
+            self._apply_waiting(conn)
             for origin in sorted(acked):  # what the hub holds already (its ack came before the following)
                 casework.mark_origin_at_hub(conn, self.node, origin)
         return len(rows)
+
+    def _apply_waiting(self, conn) -> None:
+        """Hub messages that came down while their case was still queued here (``follow_waiting``,
+        :meth:`township_node.tier.TownshipRelay.follow`): applied now that it is followed, in
+        each issuer's order, each in a savepoint (one refused is audited, the rest go on)."""
+        rows = conn.execute(
+            "SELECT w.issuer, w.dest, w.seq, d.document FROM follow_waiting w JOIN downlink d"
+            " ON d.issuer = w.issuer AND d.dest = w.dest AND d.seq = w.seq"
+            " WHERE EXISTS (SELECT 1 FROM cases c WHERE c.case_id = w.case_id) ORDER BY w.issuer, w.dest, w.seq").fetchall()
+        for row in rows:
+            conn.execute("SAVEPOINT follow_waiting")
+            try:  # verified when the relay stored it (sync/downlink.py store_relayed); its documents are checked again
+                self.node.relay.follow(conn, envelope.peek(envelope.from_bytes(row["document"])))
+            except self.FOLLOW_ERRORS as exc:
+                conn.execute("ROLLBACK TO follow_waiting")
+                audit(conn, "system", "relay.not_followed", row["dest"], f"{type(exc).__name__}: {exc}"[:500],
+                      self.node.now())
+            conn.execute("RELEASE follow_waiting")
+        conn.executemany("DELETE FROM follow_waiting WHERE issuer = ? AND dest = ? AND seq = ?",
+                         [(r["issuer"], r["dest"], r["seq"]) for r in rows])
 
     def follow_all(self, conn) -> int:
         """Follow everything queued (tests, CLI); returns how many."""

@@ -17,8 +17,15 @@ class TownshipRelay:
         self.node = node
 
     def follow(self, conn: sqlite3.Connection, message: dict) -> None:
-        """A verified hub message for a village below: the station follows that village's case."""
+        """A verified hub message for a village below: the station follows that village's case
+        (one still in its follow queue, a backlog's: once it is followed, relay_service.py)."""
         if message["kind"] == "case.update":
+            case_id = message["body"]["case_id"]
+            if (conn.execute("SELECT 1 FROM cases WHERE case_id = ?", (case_id,)).fetchone() is None
+                    and conn.execute("SELECT 1 FROM follow_queue WHERE case_id = ?", (case_id,)).fetchone()):
+                conn.execute("INSERT INTO follow_waiting(issuer, dest, seq, case_id) VALUES (?,?,?,?)"
+                             " ON CONFLICT DO NOTHING", (message["issuer"], message["dest"], message["seq"], case_id))
+                return
             casework.apply_update(conn, message["body"], self.node.trust(conn))
             # 一件事: a hub decision may start (or end) a later step this station decides.
             things.on_status(conn, self.node, message["body"]["case_id"], message["body"]["event"]["action"],
