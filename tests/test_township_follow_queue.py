@@ -183,3 +183,15 @@ def test_the_station_page_says_what_waits_to_be_followed(net, agent):
     township.app.extensions["liandong_sync"].follow_all(township.conn)
     page = client.get("/relay", headers={"Authorization": f"Bearer {token}"}).get_data(as_text=True)
     assert 'id="to-follow"' not in page
+
+
+def test_the_stations_scheduled_pass_follows_what_is_queued(net, agent):
+    """After a restart with no village calling, the station's scheduled rules follow the queue
+    first (``liandong`` jobs or the in-process scheduler), before supervision reads the register."""
+    village, township = net.village(), net.township
+    case_id = create_case(village, agent, city_item(village, agent))["case_id"]
+    village.sync()
+    rules = township.node.kind.scheduled_rules(township.node, township.app.extensions["liandong_sync"])
+    assert rules[0][0] == "follow_queue"
+    assert rules[0][1](township.conn) == 1
+    assert _stored(township, case_id) is not None

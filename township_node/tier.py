@@ -7,7 +7,7 @@ import sqlite3
 from shared.services import casework, joint, origin, supervision, things
 from sync import blobs
 from sync.tier import Tier, count_rows
-from township_node.relay_service import township_emit
+from township_node.relay_service import TownshipSync, township_emit
 
 
 class TownshipRelay:
@@ -73,7 +73,11 @@ class TownshipTier(Tier):
                 "follow_queue": count_rows(conn, "follow_queue")}
 
     def scheduled_rules(self, node, sync_server=None) -> list:
+        """The station's rules, in order: what custody queued is followed first (also with no
+        village calling after a restart), so the rules see every case."""
+        service = sync_server if sync_server is not None else TownshipSync(node)
         return [
+            ("follow_queue", service.follow_all),
             ("supervision", lambda conn: supervision.run(conn, node, node.emit)),
             ("joint", lambda conn: joint.run_scheduled(conn, node, node.emit)),
             ("blob_parking", blobs.parking_rule(node)),
