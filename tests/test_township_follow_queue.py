@@ -195,3 +195,17 @@ def test_the_stations_scheduled_pass_follows_what_is_queued(net, agent):
     assert rules[0][0] == "follow_queue"
     assert rules[0][1](township.conn) == 1
     assert _stored(township, case_id) is not None
+
+
+def test_a_file_batch_holds_the_following_back_as_a_push_does(net, agent, monkeypatch):
+    """A village sends a case's scans right after its push: the worker waits for those too (the
+    hub's apply worker as well: the same ``pushing()``), so a drain's uploads are not slowed."""
+    from flask import request
+
+    village, township = net.village(), net.township
+    service = township.app.extensions["liandong_sync"]
+    paths, real = [], service.pushing
+    monkeypatch.setattr(service, "pushing", lambda: (paths.append(request.path), real())[1])
+    create_case(village, agent, city_item(village, agent))  # with a scan of each required material
+    village.sync()
+    assert "/sync/v1/push" in paths and "/sync/v1/blobs/batch" in paths

@@ -336,27 +336,29 @@ def blob_batch():
     then one transaction records the nonce, registers every completed file and returns the
     acknowledgements they released.
     """
-    conn = get_db()
-    node = current_node()
-    caller, nonce = _check_signature(node.trust(conn))
-    known = conn.execute("SELECT nonce FROM request_nonces WHERE node_id = ?", (caller,)).fetchone()
-    if known is not None and nonce <= known["nonce"]:  # a replay must not even write a chunk
-        raise SyncError("node_auth", "节点身份验证失败：replayed request nonce", status=401)
-    ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
-    try:
-        frames = wire.blob_frames(_body(int(current_app.config["MAX_PUSH_BYTES"])))
-    except wire.CodingError as exc:
-        raise ValidationError("body", f"材料文件批次格式错误：{exc}", code="malformed") from exc
-    frames, over_quota = _park_unnamed(conn, node, caller, frames)
-    # Written, then made durable together (data, renames, folders), before anything is said.
-    batch = node.blobs.write_batch(frames, node.config["MAX_ATTACHMENT_BYTES"])
-    batch.rejected.update(over_quota)
-    with write_transaction(conn):
-        _record_nonce(conn, caller, nonce)
-        acks = service().blobs_complete(conn, node, list(batch.complete.items())) if batch.complete else []
-    g.caller = caller
-    if batch.complete:
-        _forward_soon()
+    # Files keep the background stage (the hub's apply, a township's following) waiting as pushes do.
+    with service().pushing():
+        conn = get_db()
+        node = current_node()
+        caller, nonce = _check_signature(node.trust(conn))
+        known = conn.execute("SELECT nonce FROM request_nonces WHERE node_id = ?", (caller,)).fetchone()
+        if known is not None and nonce <= known["nonce"]:  # a replay must not even write a chunk
+            raise SyncError("node_auth", "节点身份验证失败：replayed request nonce", status=401)
+        ensure_disk_space(node.data_dir, int(node.config["DISK_RESERVE_BYTES"]))
+        try:
+            frames = wire.blob_frames(_body(int(current_app.config["MAX_PUSH_BYTES"])))
+        except wire.CodingError as exc:
+            raise ValidationError("body", f"材料文件批次格式错误：{exc}", code="malformed") from exc
+        frames, over_quota = _park_unnamed(conn, node, caller, frames)
+        # Written, then made durable together (data, renames, folders), before anything is said.
+        batch = node.blobs.write_batch(frames, node.config["MAX_ATTACHMENT_BYTES"])
+        batch.rejected.update(over_quota)
+        with write_transaction(conn):
+            _record_nonce(conn, caller, nonce)
+            acks = service().blobs_complete(conn, node, list(batch.complete.items())) if batch.complete else []
+        g.caller = caller
+        if batch.complete:
+            _forward_soon()
     return jsonify({"complete": sorted(batch.complete), "partial": batch.partial, "rejected": batch.rejected,
                     "acks": acks})
 
