@@ -6,7 +6,10 @@ real token + HTTP flow; the village app runs in this process. N cases are queued
 to make set-up fast), then sync rounds (``sync.node_sync.run_round``) run back to back, a
 village round then a township round, with the default ``SYNC_BATCH`` (200), until every
 envelope of the village is acknowledged by the hub. At the end the hub must hold exactly N
-cases of that village, with N distinct case ids, and N inbox envelopes.
+cases of that village, with N distinct case ids, and N inbox envelopes. The township's register
+follows a backlog from its follow queue once the village's pushes pause (docs/sync-protocol.md
+§5.3.1): the benchmark then waits for that too and prints when it was done, with the CPU per
+case until then (the station's bookkeeping included), beside the drain's own figures.
 
     .venv/bin/python benchmarks/bench_drain.py               # 10,000 cases
     .venv/bin/python benchmarks/bench_drain.py --cases 2000
