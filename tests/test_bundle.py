@@ -187,3 +187,33 @@ def test_a_bundle_addressed_to_another_township_is_refused(offline, build_networ
     other.stop()
     export(far, usb / "far.bundle")
     assert_refused(net.township, usb / "far.bundle", usb / "answer.bundle")
+
+
+def test_a_bundle_larger_than_a_small_push_is_followed_before_its_answer(build_network, tmp_path):
+    """More envelopes than a push followed in its answer (FOLLOW_INLINE_MAX_ENVELOPES): the
+    township follows them all before writing the answer, so a 秒批 it decides travels back on
+    the same stick (the next trip may be a week away)."""
+    from network import case_payload, catalog
+
+    net = build_network(villages=1)
+    village, township = net.village(0), net.township
+    agent = village.account("agent", "agent")
+    item = next(i for i in catalog(village, agent) if i["code"] == "130926-WJ-0001")  # 生育登记, township 秒批
+    case_ids = []
+    for _ in range(12):
+        payload = case_payload(item)
+        payload["form"].update(child_order="第一个子女")
+        response = village.api("POST", "/api/v1/cases", agent, json=payload)
+        assert response.status_code == 201, response.text
+        case_ids.append(response.json()["case_id"])
+    net.township.stop()
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    export(village, usb / "out.bundle")
+    result = import_at_township(township, usb / "out.bundle", usb / "answer.bundle")
+    assert result.exit_code == 0, result.output
+    assert last_json(result.output)["custody"] == 12
+    cli("node", "import-bundle", "--data", village.data_dir, "--in", usb / "answer.bundle")
+    statuses = {r[0] for r in village.conn.execute(
+        f"SELECT status FROM cases WHERE case_id IN ({','.join('?' * len(case_ids))})", case_ids)}
+    assert statuses == {"APPROVED"}
