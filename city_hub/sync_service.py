@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from city_hub import registry
 from city_hub.ingest import apply_all_queued, apply_queued
 from shared.core.clock import iso
@@ -64,6 +66,12 @@ class HubSync:
         """Context of one push request (``shared/web/sync_api.py``): the apply worker waits until pushes pause,
         and is woken when the last one ends."""
         return self.worker.pushing()
+
+    def receiving_files(self):
+        """Context of one file batch: nothing to hold back (the apply worker waits for pushes
+        only; with a county's uploads never pausing, waiting for files too delayed the register
+        to APPLY_MAX_LAG_SECONDS: ``liandong sim --throughput`` 145 → 103 cases/s)."""
+        return contextlib.nullcontext()
 
     def _apply_chunk(self) -> int:
         """One chunk of the apply queue, on the worker thread's own long-lived connection."""

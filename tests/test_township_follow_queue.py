@@ -198,14 +198,21 @@ def test_the_stations_scheduled_pass_follows_what_is_queued(net, agent):
 
 
 def test_a_file_batch_holds_the_following_back_as_a_push_does(net, agent, monkeypatch):
-    """A village sends a case's scans right after its push: the worker waits for those too (the
-    hub's apply worker as well: the same ``pushing()``), so a drain's uploads are not slowed."""
+    """A village sends a case's scans right after its push: the township's worker waits for
+    those too, so a drain's uploads are not slowed. The hub's apply worker waits for pushes
+    only: a county's uploads never pause, and its register would lag by APPLY_MAX_LAG_SECONDS."""
     from flask import request
 
-    village, township = net.village(), net.township
-    service = township.app.extensions["liandong_sync"]
-    paths, real = [], service.pushing
-    monkeypatch.setattr(service, "pushing", lambda: (paths.append(request.path), real())[1])
+    from sync.node_sync import SyncState, run_round
+
+    village, township, hub = net.village(), net.township, net.hub
+    paths: dict[str, list] = {"township": [], "hub": []}
+    for name, handle in (("township", township), ("hub", hub)):
+        worker = handle.app.extensions["liandong_sync"].worker
+        monkeypatch.setattr(worker, "pushing", lambda real=worker.pushing, seen=paths[name]: (
+            seen.append(request.path), real())[1])
     create_case(village, agent, city_item(village, agent))  # with a scan of each required material
     village.sync()
-    assert "/sync/v1/push" in paths and "/sync/v1/blobs/batch" in paths
+    assert "/sync/v1/push" in paths["township"] and "/sync/v1/blobs/batch" in paths["township"]
+    run_round(township.conn, township.node, SyncState(), force=True)  # the case and its scans on to the hub
+    assert "/sync/v1/push" in paths["hub"] and "/sync/v1/blobs/batch" not in paths["hub"]

@@ -97,6 +97,11 @@ class TownshipSync:
         when the last one ends (as the hub's apply worker)."""
         return self.worker.pushing() if self.worker else contextlib.nullcontext()
 
+    def receiving_files(self):
+        """Context of one file batch: the follow worker waits for it as for a push (a village
+        sends a case's scans right after its push)."""
+        return self.pushing()
+
     def prepare_push(self, conn, node, documents: list) -> tuple:
         """Open the push's envelopes before the write lock, as the hub does (one Ed25519 check per
         hash-linked run, every payload parsed strictly once): (trust store used, opened or error

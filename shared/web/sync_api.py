@@ -336,8 +336,9 @@ def blob_batch():
     then one transaction records the nonce, registers every completed file and returns the
     acknowledgements they released.
     """
-    # Files keep the background stage (the hub's apply, a township's following) waiting as pushes do.
-    with service().pushing():
+    # A township's following waits while files arrive as while pushes do (the hub's apply does
+    # not: under a county's steady uploads its register would lag by APPLY_MAX_LAG_SECONDS).
+    with service().receiving_files():
         conn = get_db()
         node = current_node()
         caller, nonce = _check_signature(node.trust(conn))
