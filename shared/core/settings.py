@@ -92,12 +92,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_CLOCK_SKEW_SECONDS", 600, "How far in the future a peer's clock may be before its timestamps are refused."),
     Setting("APPLY_QUIET_SECONDS", 0.05, "Hub: how long pushes must pause before accepted envelopes are applied to the "
             "case register (a burst is acknowledged first)."),
-    Setting("APPLY_MAX_LAG_SECONDS", 10.0, "Hub: the longest accepted envelopes wait for a pause in pushes; township: "
-            "the longest queued custody waits to be followed (FOLLOW_QUIET_SECONDS); after that the work is done "
-            "alongside the pushes."),
+    Setting("APPLY_MAX_LAG_SECONDS", 10.0, "Hub: the longest accepted envelopes wait for a pause in pushes; after that "
+            "they are applied alongside them."),
     Setting("FOLLOW_QUIET_SECONDS", 0.5, "Township: how long its villages' pushes must pause before custody queued "
             "for following (FOLLOW_INLINE_MAX_ENVELOPES) is followed: a village draining a backlog pushes back to "
             "back, and its batches are taken and forwarded first; the station's register follows when they pause."),
+    Setting("FOLLOW_MAX_LAG_SECONDS", 2.0, "Township: the longest queued custody waits for its villages to pause "
+            "(FOLLOW_QUIET_SECONDS); after that it is followed alongside their pushes, so under a county's steady "
+            "uploads the station's register, and what it decides (a 秒批), lag by at most about this long."),
     Setting("FOLLOW_INLINE_MAX_ENVELOPES", 10, "Township: a village's push of at most this many envelopes is followed "
             "in the station's own register (its villages' cases, the items it decides: a 秒批 decided in the "
             "answer) before the answer, when nothing waits to be followed; a larger push, a backlog draining, is "
