@@ -168,10 +168,15 @@ class ApplyWorker:
     ago already: a burst is acknowledged first, a flood is applied alongside.
     """
 
-    def __init__(self, apply_once: Callable[[], int], quiet: float = 0.05, max_lag: float = 10.0):
+    def __init__(self, apply_once: Callable[[], int], quiet: float = 0.05, max_lag: float = 10.0,
+                 paced: bool = False):
+        """``paced``: once ``max_lag`` has passed with pushes still coming, one chunk and then
+        another wait (for a pause, or ``max_lag`` again), not every chunk at once: a township's
+        following keeps up with a county's steady trickle without slowing a village's drain."""
         self.apply_once = apply_once
         self.quiet = quiet
         self.max_lag = max_lag
+        self.paced = paced
         self._cv = threading.Condition()
         self._wake = threading.Event()
         self._inflight = 0
@@ -223,3 +228,5 @@ class ApplyWorker:
                 except Exception:  # logged; the rows stay queued and are retried
                     log.exception("applying accepted envelopes failed")
                     time.sleep(1.0)
+                if self.paced and time.monotonic() >= deadline:  # that chunk was forced by the lag
+                    deadline = time.monotonic() + self.max_lag

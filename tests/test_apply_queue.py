@@ -209,6 +209,25 @@ def test_the_worker_does_not_starve_under_a_flood():
     assert time.monotonic() - started < 2  # within max_lag (plus scheduling), not after the flood
 
 
+def test_a_paced_worker_takes_one_chunk_per_lag_while_pushes_go_on():
+    """A township's follow worker (``paced``): with pushes never pausing, one chunk each
+    ``max_lag``, not everything at once; the hub's (not paced) runs every chunk once forced."""
+    for paced, most, least in ((True, 8, 1), (False, float("inf"), 20)):
+        chunks, over = [], threading.Event()
+
+        def apply_once(chunks=chunks, over=over):
+            chunks.append(time.monotonic())
+            return 0 if over.is_set() else 1  # more queued until the test is over
+
+        worker = ApplyWorker(apply_once, quiet=10.0, max_lag=0.3, paced=paced)
+        with worker.pushing():  # a push in flight throughout: never a pause
+            worker.poke()
+            time.sleep(1.2)
+            taken = len(chunks)
+            over.set()
+        assert least <= taken <= most, (paced, taken)
+
+
 def test_the_hub_admin_page_shows_the_queue(net, item):
     hub_sync = net.hub.app.extensions["liandong_sync"]
     net.hub.account("admin", "admin")

@@ -78,7 +78,7 @@ class TownshipSync:
         self.after_follow = after_follow
         # Without ``connect`` (a CLI bundle import) no worker: the caller follows what it queued.
         self.worker = apply.ApplyWorker(self._follow_chunk, float(node.config["FOLLOW_QUIET_SECONDS"]),
-                                        float(node.config["FOLLOW_MAX_LAG_SECONDS"])) if connect else None
+                                        float(node.config["FOLLOW_MAX_LAG_SECONDS"]), paced=True) if connect else None
         self._worker_conn = None
 
     def resolve_caller_key(self, trust):

@@ -98,8 +98,8 @@ SETTINGS: tuple[Setting, ...] = (
             "for following (FOLLOW_INLINE_MAX_ENVELOPES) is followed: a village draining a backlog pushes back to "
             "back, and its batches are taken and forwarded first; the station's register follows when they pause."),
     Setting("FOLLOW_MAX_LAG_SECONDS", 2.0, "Township: the longest queued custody waits for its villages to pause "
-            "(FOLLOW_QUIET_SECONDS); after that it is followed alongside their pushes, so under a county's steady "
-            "uploads the station's register, and what it decides (a 秒批), lag by at most about this long."),
+            "(FOLLOW_QUIET_SECONDS); while their pushes go on, one chunk of 500 envelopes is followed each time this "
+            "has passed: a county's steady trickle is kept up with, a village's drain is not slowed."),
     Setting("FOLLOW_INLINE_MAX_ENVELOPES", 10, "Township: a village's push of at most this many envelopes is followed "
             "in the station's own register (its villages' cases, the items it decides: a 秒批 decided in the "
             "answer) before the answer, when nothing waits to be followed; a larger push, a backlog draining, is "
