@@ -170,7 +170,7 @@ class TownshipSync:
             # Custody opened (and stored) each one; what the station applies itself it verifies below.
             documents = [envelope.from_bytes(r["document"]) for r in rows]
             items = [(document, envelope.open_stored(document, r["envelope_id"], r["received_at"]).body, r["received_at"])
-                     for document, r in zip(documents, rows)]
+                     for document, r in zip(documents, rows, strict=True)]
             acked = {r["origin"]: r["acked_seq"] for r in conn.execute(
                 "SELECT origin, acked_seq FROM acks WHERE origin IN (SELECT DISTINCT origin FROM follow_queue"
                 " WHERE id <= ?)", (rows[-1]["id"],))}
