@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 
 from shared.core.audit import audit
 from shared.core.clock import iso
@@ -190,14 +191,9 @@ class TownshipSync:
             " ON d.issuer = w.issuer AND d.dest = w.dest AND d.seq = w.seq"
             " WHERE EXISTS (SELECT 1 FROM cases c WHERE c.case_id = w.case_id) ORDER BY w.issuer, w.dest, w.seq").fetchall()
         for row in rows:
-            conn.execute("SAVEPOINT follow_waiting")
-            try:  # verified when the relay stored it (sync/downlink.py store_relayed); its documents are checked again
+            # Verified when the relay stored it (sync/downlink.py store_relayed); its documents are checked again.
+            with self._followed_alone(conn, row["dest"]):
                 self.node.relay.follow(conn, envelope.peek(envelope.from_bytes(row["document"])))
-            except self.FOLLOW_ERRORS as exc:
-                conn.execute("ROLLBACK TO follow_waiting")
-                audit(conn, "system", "relay.not_followed", row["dest"], f"{type(exc).__name__}: {exc}"[:500],
-                      self.node.now())
-            conn.execute("RELEASE follow_waiting")
         conn.executemany("DELETE FROM follow_waiting WHERE issuer = ? AND dest = ? AND seq = ?",
                          [(r["issuer"], r["dest"], r["seq"]) for r in rows])
 
@@ -253,8 +249,7 @@ class TownshipSync:
         if kind not in ("case.submit", "case.event", supplements.KIND, appointments.REQUEST_KIND,
                         appointments.CANCEL_KIND):
             return
-        conn.execute("SAVEPOINT follow_case")
-        try:
+        with self._followed_alone(conn, sender):
             if kind == supplements.KIND:
                 supplements.apply_received(conn, self.node, message["body"], sender, self.node.emit)
             elif kind in (appointments.REQUEST_KIND, appointments.CANCEL_KIND):
@@ -269,14 +264,22 @@ class TownshipSync:
                                      self.node.emit)
             else:
                 self._follow_submit(conn, sender, message, document, verified, item_of)
-        except self.FOLLOW_ERRORS as exc:
-            conn.execute("ROLLBACK TO follow_case")
-            detail = exc.message if isinstance(exc, RuleError) else f"{type(exc).__name__}: {exc}"
-            audit(conn, "system", "relay.not_followed", sender, detail[:500], self.node.now())
-        conn.execute("RELEASE follow_case")
 
     FOLLOW_ERRORS = (RuleError, SignatureError, KeyError, TypeError, ValueError, AttributeError,
                      sqlite3.IntegrityError)
+
+    @contextlib.contextmanager
+    def _followed_alone(self, conn, sender: str) -> Iterator[None]:
+        """One message followed in a savepoint: one the station refuses is rolled back alone and
+        audited (``relay.not_followed``); it stays in custody and goes on to the hub all the same."""
+        conn.execute("SAVEPOINT follow_one")
+        try:
+            yield
+        except self.FOLLOW_ERRORS as exc:
+            conn.execute("ROLLBACK TO follow_one")
+            detail = exc.message if isinstance(exc, RuleError) else f"{type(exc).__name__}: {exc}"
+            audit(conn, "system", "relay.not_followed", sender, detail[:500], self.node.now())
+        conn.execute("RELEASE follow_one")
 
     def _plain_case(self, message: dict, document: dict, verified: VerifiedPush, item_of,
                     received_at: str, acked: dict | None = None) -> casework.CaseRows | None:
