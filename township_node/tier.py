@@ -21,8 +21,9 @@ class TownshipRelay:
         (one still in its follow queue, a backlog's: once it is followed, relay_service.py)."""
         if message["kind"] == "case.update":
             case_id = message["body"]["case_id"]
-            if (conn.execute("SELECT 1 FROM cases WHERE case_id = ?", (case_id,)).fetchone() is None
-                    and conn.execute("SELECT 1 FROM follow_queue WHERE case_id = ?", (case_id,)).fetchone()):
+            # The queue first: nearly always empty, so the usual message costs one index probe more.
+            if (conn.execute("SELECT 1 FROM follow_queue WHERE case_id = ?", (case_id,)).fetchone()
+                    and conn.execute("SELECT 1 FROM cases WHERE case_id = ?", (case_id,)).fetchone() is None):
                 conn.execute("INSERT INTO follow_waiting(issuer, dest, seq, case_id) VALUES (?,?,?,?)"
                              " ON CONFLICT DO NOTHING", (message["issuer"], message["dest"], message["seq"], case_id))
                 return
