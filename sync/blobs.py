@@ -153,18 +153,27 @@ class BlobStore:
         too (else only complete blobs are listed). Names that are not hex digests are left out."""
         shas = [s for s in dict.fromkeys(shas) if SHA256_RE.match(s)]
         found: dict[str, tuple[int, bool]] = {sha: (size, True) for sha, size in self.rows.sizes(shas)}
-        root = str(self.root)  # strings, not Paths: this runs for every file of every push
-        for sha in shas:
-            if sha in found:
-                continue
-            try:
-                found[sha] = (os.stat(os.path.join(root, sha[:2], sha)).st_size, True)
-            except FileNotFoundError:
-                if partial:
-                    try:
-                        found[sha] = (os.stat(os.path.join(root, "partial", sha)).st_size, False)
-                    except FileNotFoundError:
-                        found[sha] = (0, False)
+        rest = [sha for sha in shas if sha not in found]
+        if not rest:
+            return found
+        # Strings, not Paths, and the folders listed once: this runs for every file of every push,
+        # and most files asked about are new (no file, no partial file: two failed stats each).
+        root = str(self.root)
+        folders = _entries(root)
+        partials = _entries(os.path.join(root, "partial")) if partial else set()
+        for sha in rest:
+            if sha[:2] in folders:
+                try:
+                    found[sha] = (os.stat(os.path.join(root, sha[:2], sha)).st_size, True)
+                    continue
+                except FileNotFoundError:
+                    pass
+            if partial:
+                try:
+                    size = os.stat(os.path.join(root, "partial", sha)).st_size if sha in partials else 0
+                except FileNotFoundError:
+                    size = 0
+                found[sha] = (size, False)
         return found
 
     def size(self, sha256: str) -> int | None:
@@ -240,7 +249,7 @@ class BlobStore:
             raise BlobError(batch.rejected[sha256])
         return sha256 in batch.complete
 
-    def write_batch(self, frames, max_size: int) -> BatchResult:
+    def write_batch(self, frames, max_size: int, held: set[str] | None = None) -> BatchResult:
         """Write many chunks ``(sha256, size, offset, data)`` and make them durable together.
 
         Each frame is checked like one chunk (:meth:`write_chunk`: the offset must be where the
@@ -256,6 +265,9 @@ class BlobStore:
         them and tell the sender (the order docs/sync-protocol.md §6.3 promises): a power cut
         before then costs a resend, never a name without its bytes.
 
+        ``held``: which of the frames' blobs the caller has just found here complete
+        (:meth:`held`), so they are not looked up again.
+
         :raises DiskFullError: a write, fsync or commit found the disk full; every file of the
             batch is cut back to the bytes it held before (the sender resumes there) and no row
             of it was written.
@@ -266,7 +278,8 @@ class BlobStore:
         open_files: dict[str, _Arriving] = {}
         whole: dict[str, bytes] = {}  # small blobs sent whole in one frame: rows, never files
         rows_ok = self._rows_writable()
-        already = self.held(sha for sha, _, _, _ in frames)
+        already = held if held is not None else self.held(sha for sha, _, _, _ in frames)
+        partials = _entries(str(self.root / "partial"))  # once, not a stat per frame
         try:
             for sha256, size, offset, data in frames:
                 if sha256 in rejected or sha256 in complete or sha256 in whole:
@@ -279,11 +292,12 @@ class BlobStore:
                         if sha256 in already:
                             complete[sha256] = size
                             continue
-                        arriving = self._arriving(sha256, size, max_size)
-                        if (rows_ok and size <= self.inline_max and arriving.held == 0 and offset == 0
+                        _check_name(sha256, size, max_size)
+                        if (rows_ok and size <= self.inline_max and sha256 not in partials and offset == 0
                                 and len(data) == size):
-                            whole[sha256] = bytes(data)
+                            whole[sha256] = data  # a view of the request body: no copy
                             continue
+                        arriving = self._arriving(sha256, size)
                         open_files[sha256] = arriving
                     arriving.append(offset, data)
                 except BlobError as exc:
@@ -336,11 +350,7 @@ class BlobStore:
                    if sha not in complete and SHA256_RE.match(sha)}
         return BatchResult(complete, partial, rejected)
 
-    def _arriving(self, sha256: str, size: int, max_size: int) -> _Arriving:
-        if not SHA256_RE.match(sha256):
-            raise BlobError("not a sha256 hex digest")
-        if size > max_size:
-            raise BlobError(f"blob of {size} bytes exceeds the limit of {max_size}")
+    def _arriving(self, sha256: str, size: int) -> _Arriving:
         partial = self.root / "partial" / sha256
         have = partial.stat().st_size if partial.exists() else 0
         return _Arriving(sha256, size, partial, have)
@@ -411,6 +421,22 @@ def _together(call, items) -> None:
     wait(futures)
     for future in futures:
         future.result()
+
+
+def _check_name(sha256: str, size: int, max_size: int) -> None:
+    """:raises BlobError: ``sha256`` is not a hex digest, or the blob is larger than ``max_size``."""
+    if not SHA256_RE.match(sha256):
+        raise BlobError("not a sha256 hex digest")
+    if size > max_size:
+        raise BlobError(f"blob of {size} bytes exceeds the limit of {max_size}")
+
+
+def _entries(folder: str) -> set[str]:
+    """The names in ``folder`` (none if it is not there)."""
+    try:
+        return set(os.listdir(folder))
+    except FileNotFoundError:
+        return set()
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -350,9 +350,9 @@ def blob_batch():
             frames = wire.blob_frames(_body(int(current_app.config["MAX_PUSH_BYTES"])))
         except wire.CodingError as exc:
             raise ValidationError("body", f"材料文件批次格式错误：{exc}", code="malformed") from exc
-        frames, over_quota = _park_unnamed(conn, node, caller, frames)
+        frames, over_quota, held = _park_unnamed(conn, node, caller, frames)
         # Written, then made durable together (data, renames, folders), before anything is said.
-        batch = node.blobs.write_batch(frames, node.config["MAX_ATTACHMENT_BYTES"])
+        batch = node.blobs.write_batch(frames, node.config["MAX_ATTACHMENT_BYTES"], held)
         batch.rejected.update(over_quota)
         with write_transaction(conn):
             _record_nonce(conn, caller, nonce)
@@ -364,17 +364,17 @@ def blob_batch():
                     "acks": acks})
 
 
-def _park_unnamed(conn, node, caller: str, frames: list) -> tuple[list, dict[str, str]]:
+def _park_unnamed(conn, node, caller: str, frames: list) -> tuple[list, dict[str, str], set[str]]:
     """The frames of files this node holds or an envelope here names, and of the others (parked)
     as far as the caller's quota of unnamed uploads goes, as ``PUT /blobs/<sha256>`` parks them;
-    the files beyond it are left out and reported. Without this, a batch was a way round
-    ``BLOB_PARK_QUOTA_BYTES``: unnamed files kept for ever."""
+    the files beyond it are left out and reported; and which of the files are here complete.
+    Without this, a batch was a way round ``BLOB_PARK_QUOTA_BYTES``: unnamed files kept for ever."""
     held = node.blobs.held(sha for sha, _, _, _ in frames)  # one query, not one per frame
     new = list(dict.fromkeys(sha for sha, _, _, _ in frames if sha not in held))
     expected = service().blobs_expected(conn, new)
     unnamed = {sha: size for sha, size, _, _ in frames if sha not in held and sha not in expected}
     if not unnamed:
-        return frames, {}
+        return frames, {}, held
     refused: dict[str, str] = {}
     quota = int(node.config["BLOB_PARK_QUOTA_BYTES"])
     with write_transaction(conn):
@@ -383,7 +383,7 @@ def _park_unnamed(conn, node, caller: str, frames: list) -> tuple[list, dict[str
                 park(conn, caller, sha, size, quota, node.now())
             except QuotaExceeded as exc:
                 refused[sha] = f"blob_quota: {exc}"
-    return [f for f in frames if f[0] not in refused], refused
+    return [f for f in frames if f[0] not in refused], refused, held
 
 
 def _forward_soon() -> None:
