@@ -16,7 +16,8 @@ from sync.nodeauth import keys_for
 def ingestor_for(node, conn) -> Ingestor:
     """The hub's ingest with its current trust store, key, blobs and limits."""
     return Ingestor(conn, node.trust(conn), node.key, node.blobs.has,
-                    int(node.config["MAX_CLOCK_SKEW_SECONDS"]) * 1000, int(node.config["MAX_ATTACHMENT_BYTES"]))
+                    int(node.config["MAX_CLOCK_SKEW_SECONDS"]) * 1000, int(node.config["MAX_ATTACHMENT_BYTES"]),
+                    held_blobs=node.blobs.held)
 
 
 class HubSync:

@@ -87,12 +87,18 @@ class Ingestor:
         has_blob: Callable[[str], bool],
         max_skew_ms: int,
         max_attachment_bytes: int = 2**63 - 1,
+        held_blobs: Callable[[list[str]], set[str]] | None = None,
     ):
+        """``has_blob(sha)``: whether a file is here complete; ``held_blobs(shas)``: which of
+        them are, in one lookup (a batch's files asked at once, not one query and stat each)."""
         self.conn = conn
         self.max_attachment_bytes = max_attachment_bytes
         self.trust = trust
         self.hub_key = hub_key
         self.has_blob = has_blob
+        self.held_blobs = held_blobs
+        self._blobs_asked: set[str] = set()  # the batch's files, looked up at once ...
+        self._blobs_here: set[str] = set()  # ... and those of them held
         self.max_skew_ms = max_skew_ms
         self.suspended: set[str] = set()
         self.held_origins: set[str] = set()
@@ -138,6 +144,7 @@ class Ingestor:
         if opened is None:
             opened = self.open_all(documents)
         self.held_origins = {r[0] for r in self.conn.execute("SELECT DISTINCT origin FROM held")}
+        self._look_up_blobs(opened)
         for i, document in enumerate(documents):
             outcome = self._one(document, via, now, wall_ms, opened=opened[i])
             result.results.append(outcome)
@@ -150,6 +157,27 @@ class Ingestor:
             if ack:
                 result.acks[origin] = ack
         return result
+
+    def _look_up_blobs(self, opened: list) -> None:
+        """Which files the batch's envelopes name are here, in one lookup. Inside the batch's
+        write transaction, as each envelope's own lookup was: a file registered by a batch of
+        files that commits first is seen here; one that commits after finds the envelope
+        waiting for it (``inbox_blobs``)."""
+        self._blobs_asked, self._blobs_here = set(), set()
+        if self.held_blobs is None:
+            return
+        for one in opened:
+            if isinstance(one, SignatureError) or not isinstance(one.body.get("attachments"), list):
+                continue
+            self._blobs_asked.update(a["sha256"] for a in one.body["attachments"]
+                                     if isinstance(a, dict) and isinstance(a.get("sha256"), str))
+        if self._blobs_asked:
+            self._blobs_here = self.held_blobs(list(self._blobs_asked))
+
+    def _blob_here(self, sha256: str) -> bool:
+        if sha256 in self._blobs_asked:
+            return sha256 in self._blobs_here
+        return self.has_blob(sha256)  # an envelope released from ``held``, not in the batch
 
     def _one(self, document, via: str, now, wall_ms: int, drain: bool = True, opened=None) -> dict:
         conn = self.conn
@@ -247,7 +275,7 @@ class Ingestor:
             detail = f"attachment of {too_large[0]['size']} bytes exceeds {self.max_attachment_bytes}"
             quarantine(conn, origin, seq, envelope_id, "attachment_too_large", detail, document, now)
             attachments = []
-        missing = sorted({a["sha256"] for a in attachments if not self.has_blob(a["sha256"])})
+        missing = sorted({a["sha256"] for a in attachments if not self._blob_here(a["sha256"])})
         if attachments:
             blobs.claim_parked(conn, [a["sha256"] for a in attachments])
         conn.execute(
