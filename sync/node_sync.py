@@ -10,6 +10,7 @@ batches; a failure leaves everything as it was for the next round.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import sqlite3
@@ -243,10 +244,10 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient,
     size, started = push_size(node, state), time.monotonic()
     # A township says when it took what it forwards (the hub's record of its 接件 until its own, §7.2).
     held = wire.held_ranges([r for kind, r in docs if kind == "custody"]) or None
-    if (node.relay is None and not wanted and len(docs) == size and all(kind == "outbox" for kind, _ in docs)
-            and node.config["SYNC_PUSH_AHEAD"]):
-        # A backlog with nothing but envelopes to send: the next push goes while this answer is applied.
-        return _pushes_in_flight(conn, node, client, state, [r for _, r in docs], ids is not None)
+    if (node.relay is None and len(docs) == size and all(kind == "outbox" for kind, _ in docs)
+            and node.config["SYNC_PUSH_AHEAD"] and (asked is not None or not wanted)):
+        # A backlog: the next push goes while this answer is applied and its files are read.
+        return _pushes_in_flight(conn, node, client, state, [r for _, r in docs], ids is not None, wanted)
     answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids,
                                 pull=pull_body(cursors, have, acked_request(conn, node)), blobs=asked, wait=wait,
                                 held=held)
@@ -276,48 +277,82 @@ def _apply_answer(conn: sqlite3.Connection, node, state: SyncState, answer: dict
 
 
 def _pushes_in_flight(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState, first: list,
-                      v2: bool) -> tuple[int, None, dict | None]:
-    """A node that relays nothing (a village) draining a backlog: each push is sent while the
-    answer to the one before is applied and the next batch read, so the drain goes at the pace
-    of the slower of the two sides, not of their sum (docs/sync-protocol.md §5.1.2).
+                      v2: bool, first_files: list[dict]) -> tuple[int, None, dict | None]:
+    """A node that relays nothing (a village) draining a backlog: its requests go back to back
+    while this thread applies the answers and reads what comes next, so the drain goes at the
+    pace of the slower of the two sides, not of their sum (docs/sync-protocol.md §5.1.2).
 
-    Only this node's own pending envelopes, in seq order, each push after the last one sent;
-    the pipeline stops at a short batch, at an envelope naming a material file (the round's
-    files step comes first) or at a failure. A push's ``pull`` is read before the answer to the
-    one before is applied, so an answer may repeat an acknowledgement or downlink message the
-    previous one brought: both apply once (acks are cumulative; downlink goes by cursor). An
-    answer lost with a failure loses nothing: its envelopes are still pending and are pushed
-    again, which custody takes idempotently. Returns as :func:`_push` (no files asked)."""
-    pushed, applied, docs, limit = 0, None, first, len(first)  # limit: the size ``docs`` was read with
+    One request at a time, in this order: push *n*; as soon as it is answered, push *n + 1*
+    (read while *n* was in flight) and then the files of push *n* (read while *n + 1* is), so
+    a batch's files always follow the push that names them, as in a round. Only this node's own
+    pending envelopes, in seq order; ``first_files``: the files to send after ``first``. The
+    pipeline stops at a short batch or at a failure. A push's ``pull`` is read before the
+    answer to the one before is applied, so an answer may repeat an acknowledgement or downlink
+    message the previous one brought: both apply once (acks are cumulative; downlink goes by
+    cursor). An answer lost with a failure loses nothing: its envelopes are still pending and are
+    pushed again, which custody takes idempotently; its files are offered again in the next
+    round. Returns as :func:`_push` (the files are sent here)."""
+    pushed, applied, limit = 0, None, len(first)  # limit: the size the batch was read with
 
-    def send(batch: list, pull: dict) -> tuple[dict, float]:
-        started = time.monotonic()
-        answer = client.push_stored([r["document"] for r in batch], compact=True,
-                                    ids=[r["envelope_id"] for r in batch] if v2 else None, pull=pull, wait=True)
-        return answer, time.monotonic() - started
+    def push(batch: list, files: list[dict]):
+        cursors, have = pull_request(conn, node)
+        pull = pull_body(cursors, have, acked_request(conn, node))
+        asked = [a["sha256"] for a in files] or None
+
+        def send() -> tuple[dict, float]:
+            started = time.monotonic()
+            answer = client.push_stored([r["document"] for r in batch], compact=True,
+                                        ids=[r["envelope_id"] for r in batch] if v2 else None, pull=pull,
+                                        blobs=asked, wait=True)
+            return answer, time.monotonic() - started
+        return sender.submit(send)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="liandong-push") as sender:
-        cursors, have = pull_request(conn, node)
-        in_flight = sender.submit(send, docs, pull_body(cursors, have, acked_request(conn, node)))
-        while in_flight is not None:
-            size = push_size(node, state)
-            following = [] if len(docs) < limit else envelope.within_bytes(
-                outbox.pending_after(conn, docs[-1]["seq"], size), int(node.config["SYNC_BATCH_BYTES"]))
-            if any(r["attachments"] != "[]" for r in following):
-                following = []  # its files go with it in the next round
-            answer, seconds = in_flight.result()  # a failure: the answers before it are applied
-            state.batch = next_push_size(limit, len(docs), seconds, float(node.config["SYNC_PUSH_SECONDS"]),
-                                         int(node.config["SYNC_BATCH"]), int(node.config["SYNC_BATCH_MAX"]))
-            in_flight, limit = None, size
-            if following:
-                cursors, have = pull_request(conn, node)
-                in_flight = sender.submit(send, following, pull_body(cursors, have, acked_request(conn, node)))
-            pushed += len(docs)
-            step = _apply_answer(conn, node, state, answer, acks_hold=answer.get("receipt") is None)
-            if step is not None:
-                applied = {k: (applied or {}).get(k, 0) + v for k, v in step.items()}
-            docs = following
+        queue = [("push", first, first_files, push(first, first_files))]
+        try:
+            while queue:
+                kind, docs, files, in_flight = queue.pop(0)
+                if kind == "files":
+                    _apply_blob_answers(conn, node, state, in_flight.result())
+                    continue
+                size = push_size(node, state)
+                following = [] if len(docs) < limit else envelope.within_bytes(
+                    outbox.pending_after(conn, docs[-1]["seq"], size), int(node.config["SYNC_BATCH_BYTES"]))
+                following_files = _files_of(node, state, following)
+                if len(following_files) > wire.MAX_BLOBS_ASKED:
+                    following = []  # too many to ask about in the push: the next round sends them
+                answer, seconds = in_flight.result()  # a failure: the answers before it are applied
+                state.batch = next_push_size(limit, len(docs), seconds, float(node.config["SYNC_PUSH_SECONDS"]),
+                                             int(node.config["SYNC_BATCH"]), int(node.config["SYNC_BATCH_MAX"]))
+                limit = size
+                if following:
+                    queue.append(("push", following, following_files, push(following, following_files)))
+                pushed += len(docs)
+                step = _apply_answer(conn, node, state, answer, acks_hold=answer.get("receipt") is None)
+                if step is not None:
+                    applied = {k: (applied or {}).get(k, 0) + v for k, v in step.items()}
+                held = answer.get("blobs") if isinstance(answer.get("blobs"), dict) else None
+                if files and held is None:  # a parent that does not answer it in a push: asked in turn
+                    have, complete = sender.submit(client.blob_status, [a["sha256"] for a in files]).result()
+                    held = {"have": have, "complete": complete}
+                todo = _blobs_todo(node, state, files, held or {})
+                if todo:
+                    queue.append(("files", [], [], sender.submit(_send_todo, node, client, *todo)))
+        finally:
+            for _, _, _, waiting in queue:
+                waiting.cancel()  # not started: nothing was sent (one already sent is answered and dropped)
     return pushed, None, applied
+
+
+def _files_of(node, state: SyncState, rows: list) -> list[dict]:
+    """The files the outbox ``rows`` name that this node holds whole and has not delivered."""
+    named = {a["sha256"]: {"sha256": a["sha256"], "size": a["size"]}
+             for r in rows if r["attachments"] != "[]" for a in json.loads(r["attachments"])
+             if a["sha256"] not in state.delivered}
+    if not named:
+        return []
+    held = node.blobs.held(named)
+    return [a for sha, a in named.items() if sha in held]
 
 
 def apply_push_answer(conn: sqlite3.Connection, node, answer: dict, forwarded: list | None = None,
@@ -500,21 +535,40 @@ def _send_blobs(conn: sqlite3.Connection, node, client: ParentClient, state: Syn
     wanted, held = asked if asked is not None else (_files_wanted(conn, node, state), None)
     if not wanted:
         return 0
-    if held is None:
+    if held is None:  # else the push asked already (§5.3.2)
         have, complete = client.blob_status([a["sha256"] for a in wanted])
-    else:  # the push asked already (§5.3.2): a file it does not list is one the parent has none of
-        have, complete = held.get("have", {}), set(held.get("complete", []))
+        held = {"have": have, "complete": complete}
+    todo = _blobs_todo(node, state, wanted, held)
+    if not todo:
+        return 0
+    _apply_blob_answers(conn, node, state, _send_todo(node, client, *todo))
+    return len(todo[0])
+
+
+def _blobs_todo(node, state: SyncState, wanted: list[dict], held: dict) -> tuple[list, dict] | None:
+    """What to send of ``wanted``, given what the parent said it ``held`` of them (a file it does
+    not list is one it has none of): ``([(sha256, offset)], {sha256: bytes})``, None if nothing."""
+    have, complete = held.get("have", {}), set(held.get("complete", []))
     state.delivered.update(complete)
     todo = [(a["sha256"], min(int(have.get(a["sha256"], 0)), a["size"])) for a in wanted if a["sha256"] not in complete]
     if not todo:
-        return 0
+        return None
+    return todo, node.blobs.read_many(sha for sha, _ in todo)  # held: the callers checked it
+
+
+def _send_todo(node, client: ParentClient, todo: list[tuple[str, int]], data: dict[str, bytes]) -> list[dict]:
+    """Send the files of :func:`_blobs_todo` (no database: may run in the push-ahead thread)."""
     try:
-        data = node.blobs.read_many(sha for sha, _ in todo)  # held: _files_wanted checked it
-        answers = client.send_blob_batch([(sha, data[sha], offset) for sha, offset in todo])
+        return client.send_blob_batch([(sha, data[sha], offset) for sha, offset in todo if sha in data])
     except SyncUnavailable as exc:
         if exc.status not in (404, 405):
             raise
-        answers = _send_blobs_one_by_one(node, client, todo)  # a parent from before batched files
+        return _send_blobs_one_by_one(node, client, todo)  # a parent from before batched files
+
+
+def _apply_blob_answers(conn: sqlite3.Connection, node, state: SyncState, answers: list[dict]) -> None:
+    """What the parent said to the files sent: which it now holds, which it refused, and the
+    acknowledgements they released."""
     acks = [ack for answer in answers for ack in answer.get("acks", [])]
     for answer in answers:
         state.delivered.update(answer.get("complete", []))
@@ -523,7 +577,6 @@ def _send_blobs(conn: sqlite3.Connection, node, client: ParentClient, state: Syn
     if acks:
         with write_transaction(conn):
             _apply_acks(conn, node, node.trust(conn), acks)
-    return len(todo)
 
 
 def _send_blobs_one_by_one(node, client: ParentClient, todo: list[tuple[str, int]]) -> list[dict]:

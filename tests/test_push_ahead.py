@@ -1,7 +1,7 @@
 """A village draining a backlog sends each push while the answer to the one before is applied
 (``sync/node_sync.py`` ``_pushes_in_flight``, docs/sync-protocol.md §5.1.2): every envelope is
-pushed once, in order; a failure loses nothing; a batch with a material file waits for the
-round's files step; ``SYNC_PUSH_AHEAD`` false keeps one push at a time."""
+pushed once, in order; a failure loses nothing; a batch's material files follow its push
+while the next push goes; ``SYNC_PUSH_AHEAD`` false keeps one push at a time."""
 
 from __future__ import annotations
 
@@ -111,26 +111,66 @@ def test_a_push_that_fails_in_flight_loses_nothing(net, agent, monkeypatch):
     assert hub.scalar("SELECT COUNT(*) FROM inbox WHERE origin = ?", (village.node_id,)) == 23
 
 
-def test_a_batch_naming_a_file_waits_for_the_rounds_files_step(net, agent, monkeypatch):
-    village, hub = net.village(), net.hub
+def _backlog_with_a_file(village, agent) -> tuple[str, list]:
     item = city_item(village, agent)
     _backlog(village, agent, 12)
     files = material_files(item, "ahead")
     with_file = create_case(village, agent, item, materials=files)["case_id"]
     _backlog(village, agent, 5)
+    return with_file, files
+
+
+def _files_arrived(net, with_file: str, files: list) -> None:
+    _settle(net)
+    assert net.hub.scalar("SELECT COUNT(*) FROM cases WHERE case_id = ?", (with_file,)) == 1
+    for _, _, data in files:
+        assert net.hub.node.blobs.has(hashlib.sha256(data).hexdigest())
+    assert outbox.counts(net.village().conn)["acked"] == 18
+
+
+def test_a_batchs_files_follow_its_push_while_the_next_push_goes(net, agent, monkeypatch):
+    """One request at a time: push n, push n + 1, then the files of push n (named at the
+    township by then), read while push n + 1 was in flight; the pipeline does not stop."""
+    village = net.village()
+    with_file, files = _backlog_with_a_file(village, agent)
     events = _watch(monkeypatch, village)
-    drain(village.conn, village.node, SyncState(), force=True)
+    summary = node_sync.run_round(village.conn, village.node, SyncState(), force=True)
+    assert summary["pushed"] == 18  # one round: the file did not end the pipeline
     sent = [e[1] for e in events if e[0] == "sent"]
     assert [s for batch in sent for s in batch] == list(range(1, 19))
-    assert sent[2][0] == 11 and 13 in sent[2]  # the file's batch opened a round of its own
-    # ... whose files step sent the file before the next batch went (not after the whole backlog).
+    assert 13 in sent[2]
     order = [e[:2] if e[0] == "sent" else e[:1] for e in events]
-    assert order.index(("files",)) < order.index(("sent", sent[3]))
+    # the file's push answered, the next push sent, then the file (once), before anything else
+    assert order.index(("sent", sent[2])) < order.index(("sent", sent[3])) < order.index(("files",))
+    assert order.count(("files",)) == 1 and [e[1] for e in events if e[0] == "files"] == [len(files)]
     monkeypatch.undo()
-    _settle(net)
-    assert hub.scalar("SELECT COUNT(*) FROM cases WHERE case_id = ?", (with_file,)) == 1
-    for _, _, data in files:
-        assert hub.node.blobs.has(hashlib.sha256(data).hexdigest())
+    _files_arrived(net, with_file, files)
+
+
+def test_a_parent_that_does_not_answer_about_files_in_a_push_is_asked_in_turn(net, agent, monkeypatch):
+    village = net.village()
+    with_file, files = _backlog_with_a_file(village, agent)
+    events = _watch(monkeypatch, village)
+    pushing = client_module.ParentClient.push_stored
+    asked = []
+
+    def older_parent(self, documents, **kwargs):
+        answer = dict(pushing(self, documents, **kwargs))
+        answer.pop("blobs", None)  # an older township ignores ``blobs`` in a push
+        return answer
+
+    def blob_status(self, shas):
+        asked.append(list(shas))
+        return real_status(self, shas)
+
+    real_status = client_module.ParentClient.blob_status
+    monkeypatch.setattr(client_module.ParentClient, "push_stored", older_parent)
+    monkeypatch.setattr(client_module.ParentClient, "blob_status", blob_status)
+    summary = node_sync.run_round(village.conn, village.node, SyncState(), force=True)
+    assert summary["pushed"] == 18 and len(asked) == 1 and len(asked[0]) == len(files)
+    assert [e[1] for e in events if e[0] == "files"] == [len(files)]
+    monkeypatch.undo()
+    _files_arrived(net, with_file, files)
 
 
 def test_with_push_ahead_off_each_answer_is_applied_before_the_next_push(net, agent, monkeypatch):

@@ -405,9 +405,11 @@ def test_an_envelope_the_hub_holds_is_not_forwarded_again_while_its_files_come(b
     assert township.scalar("SELECT COUNT(*) FROM custody") == 0
 
 
-def test_a_round_sends_only_the_files_of_envelopes_the_parent_holds_or_gets_in_it(build_network):
+@pytest.mark.parametrize("push_ahead", [False, True])
+def test_a_round_sends_only_the_files_of_envelopes_the_parent_holds_or_gets_in_it(build_network, push_ahead):
     """Files of envelopes still queued would be parked at the parent, against this node's quota:
-    a round sends those of the envelopes it pushed (and earlier ones), the rest with their own."""
+    a round sends those of the envelopes it pushed (and earlier ones), the rest with their own;
+    pushing ahead, each push's files right after it (one round drains the three)."""
     net = build_network(villages=1)
     village, township = net.village(), net.township
     agent = village.account("agent", "agent")
@@ -415,12 +417,13 @@ def test_a_round_sends_only_the_files_of_envelopes_the_parent_holds_or_gets_in_i
     scans = [material_files(item, f"one-by-one-{i}") for i in range(3)]
     for files in scans:
         create_case(village, agent, item, files)
-    village.node.config["SYNC_BATCH"] = 1
+    village.node.config.update(SYNC_BATCH=1, SYNC_BATCH_MAX=1, SYNC_PUSH_AHEAD=push_ahead)
     try:
-        for pushed in (1, 2, 3):
-            assert run_round(village.conn, village.node, SyncState(), force=True)["pushed"] == 1
+        for pushed in ((3,) if push_ahead else (1, 2, 3)):
+            summary = run_round(village.conn, village.node, SyncState(), force=True)
+            assert summary["pushed"] == (3 if push_ahead else 1)
             held = [all(township.node.blobs.has(sha256_hex(data)) for _, _, data in files) for files in scans]
             assert held == [i < pushed for i in range(3)], (pushed, held)
             assert township.scalar("SELECT COUNT(*) FROM blob_parking") == 0
     finally:
-        village.node.config["SYNC_BATCH"] = 200
+        village.node.config.update(SYNC_BATCH=200, SYNC_PUSH_AHEAD=True)
