@@ -87,6 +87,27 @@ def test_small_blobs_are_rows_large_ones_files_and_both_read_the_same(store):
     assert store.put(other_large) in files_of(store)
 
 
+def test_a_batchs_commit_leaves_the_checkpoint_to_a_thread_that_does_it_soon_after(store, monkeypatch):
+    """The commit that makes a batch durable is one WAL write and fsync; copying the WAL into the
+    database file (several MB, and its fsync) runs behind it, and does happen."""
+    from sync import blob_rows
+
+    started = threading.Event()
+    monkeypatch.setattr(blob_rows, "_checkpoint_behind", lambda rows: started.set())
+    scans = [os.urandom(20_000) for _ in range(200)]  # 4 MB: past SQLite's own 1,000-page checkpoint
+    store.write_batch([(sha(d), len(d), 0, d) for d in scans], 10 ** 6)
+    assert started.is_set()
+    assert os.path.getsize(store.database) < 1_000_000  # nothing copied in the commit
+    monkeypatch.undo()
+    blob_rows._checkpoint_behind(store.rows)
+    for _ in range(200):
+        if os.path.getsize(store.database) > 4_000_000:
+            break
+        threading.Event().wait(0.02)
+    assert os.path.getsize(store.database) > 4_000_000  # the WAL was copied into the file
+    assert rows_of(store.database) == {sha(d): len(d) for d in scans}
+
+
 def test_the_threshold_is_a_setting_and_0_keeps_every_blob_a_file(tmp_path, store):
     from shared.core.settings import DEFAULTS
 
