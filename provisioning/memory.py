@@ -10,7 +10,8 @@ needs no wrapper, and leaves an operator's own ``MALLOC_ARENA_MAX`` alone.
 The number of arenas is the ``MALLOC_ARENAS`` setting, else the tier's (one at a village,
 which serves one or two agents; two at a township or hub). After start-up and then whenever a
 request ends with no other in flight, ``serve`` also hands the heap's free pages back to the
-system (``malloc_trim``; the ``MALLOC_TRIM_IDLE`` setting), and freezes what start-up built out of
+system (``malloc_trim``, once none has been in flight for ``TRIM_IDLE_SECONDS``; the
+``MALLOC_TRIM_IDLE`` setting), and freezes what start-up built out of
 Python's garbage collector (``GC_YOUNG_THRESHOLD``, :func:`settle_collector`).
 
 Windows needs no equivalent: its process heap (the low-fragmentation / segment heap used by
@@ -26,6 +27,7 @@ import gc
 import os
 import sys
 import threading
+import time
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
 ARENAS = 2
@@ -87,25 +89,35 @@ def trim_free_memory() -> bool:
     return True
 
 
+#: How long a node's server must have had no request in flight before it trims: a village's
+#: drain or a county's uploads keep a township busy with gaps of milliseconds between requests,
+#: and a trim after each gave back the 4-8 MB a file batch had used, for the next one to fault
+#: in again (11 % of the CPU of a drain with scans: docs/performance.md, thirteenth round).
+TRIM_IDLE_SECONDS = 0.2
+
+
 class TrimWhenIdle:
-    """WSGI middleware: when a request ends and no other is in flight, give the heap's free
-    pages back to the system (``malloc_trim(0)``).
+    """WSGI middleware: once no request has been in flight for ``idle_seconds``, give the
+    heap's free pages back to the system (``malloc_trim(0)``).
 
     A page over 10,000 cases allocates a few MiB (query rows, the rendered HTML, SQLite's page
     cache) and frees them at its end; glibc keeps free pages in the middle of the heap resident
-    for the next allocation, and only ``malloc_trim`` returns them. It costs ~0.4 ms, on the
-    thread that served the request, after the answer was written (the server closes the body
-    then). A busy township is rarely idle and so rarely trims.
+    for the next allocation, and only ``malloc_trim`` returns them. It costs ~0.4 ms, on a
+    thread of its own (0: on the thread that served the last request, after the answer was
+    written). A busy township is rarely idle and so rarely trims.
     """
 
-    def __init__(self, app, trim):
+    def __init__(self, app, trim, idle_seconds: float = TRIM_IDLE_SECONDS):
         self.app = app
         self.trim = trim
-        self._lock = threading.Lock()
+        self.idle_seconds = idle_seconds
+        self._changed = threading.Condition()
         self._active = 0
+        self._idle_since: float | None = None  # when the last request in flight ended (untrimmed)
+        self._trimmer: threading.Thread | None = None
 
     def __call__(self, environ, start_response):
-        with self._lock:
+        with self._changed:
             self._active += 1
         try:
             body = self.app(environ, start_response)
@@ -115,10 +127,31 @@ class TrimWhenIdle:
         return (_SizedClosingBody if hasattr(body, "__len__") else _ClosingBody)(body, self._done)
 
     def _done(self) -> None:
-        with self._lock:
+        with self._changed:
             self._active -= 1
-            idle = self._active == 0
-        if idle:
+            if self._active:
+                return
+            if self.idle_seconds > 0:
+                self._idle_since = time.monotonic()
+                if self._trimmer is None:
+                    self._trimmer = threading.Thread(target=self._trim_when_quiet, name="malloc-trim", daemon=True)
+                    self._trimmer.start()
+                self._changed.notify()
+                return
+        self.trim(0)
+
+    def _trim_when_quiet(self) -> None:
+        while True:
+            with self._changed:
+                while True:
+                    if self._active or self._idle_since is None:
+                        self._changed.wait()  # a request's end sets _idle_since again
+                        continue
+                    left = self._idle_since + self.idle_seconds - time.monotonic()
+                    if left <= 0:
+                        self._idle_since = None
+                        break
+                    self._changed.wait(left)
             self.trim(0)
 
 

@@ -202,7 +202,7 @@ def test_trim_runs_when_the_last_request_in_flight_ends():
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
-    wrapped = memory.TrimWhenIdle(app, calls.append)
+    wrapped = memory.TrimWhenIdle(app, calls.append, idle_seconds=0)
     first = wrapped({}, lambda *a: None)
     second = wrapped({}, lambda *a: None)
     assert list(first) == [b"ok"] and len(first) == 1  # a one-item body keeps its length (Content-Length)
@@ -210,6 +210,29 @@ def test_trim_runs_when_the_last_request_in_flight_ends():
     assert calls == []  # another request is still in flight
     second.close()
     assert calls == [0]
+
+
+def test_trim_waits_until_no_request_has_been_in_flight_for_a_while():
+    """Requests back to back (a village's drain at its township) do not trim between them: a
+    trim there gave back what the next file batch faults in again."""
+    calls: list[float] = []
+    trimmed = threading.Event()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    wrapped = memory.TrimWhenIdle(app, lambda pad: calls.append(time.monotonic()) or trimmed.set(), idle_seconds=0.3)
+    started = time.monotonic()
+    for _ in range(10):  # 10 requests over ~0.5 s, 50 ms apart
+        time.sleep(0.05)
+        wrapped({}, lambda *a: None).close()
+    last = time.monotonic()  # the last request ended
+    assert calls == []  # never 0.3 s without a request
+    assert trimmed.wait(5)
+    assert len(calls) == 1 and calls[0] - last >= 0.29 and calls[0] - started >= 0.8
+    time.sleep(0.4)
+    assert len(calls) == 1  # once per quiet spell
 
 
 def test_the_memory_calls_are_no_ops_off_glibc(monkeypatch):
