@@ -153,9 +153,12 @@ class ParentClient:
         """The signed documents the parent holds for one of our cases (reprinting a purged case)."""
         return self._call("POST", "/sync/v1/documents", canonical.dumps({"case_id": case_id})).get("documents", [])
 
-    def pull(self, cursors: dict[str, int], have: dict[str, int], acked: dict[str, int] | None = None) -> dict:
-        """Fetch acks newer than ``acked``, downlink after ``cursors``, metadata newer than ``have``."""
-        return self._call("POST", "/sync/v1/pull", canonical.dumps({**pull_body(cursors, have, acked), "docs": "short"}))
+    def pull(self, cursors: dict[str, int], have: dict[str, int], acked: dict[str, int] | None = None,
+             wait: int | None = None) -> dict:
+        """Fetch acks newer than ``acked``, downlink after ``cursors``, metadata newer than ``have``;
+        ``wait``: whole seconds a township may hold the answer for the hub's next acknowledgement (§7.1)."""
+        body = {**pull_body(cursors, have, acked), "docs": "short", **({"wait": wait} if wait else {})}
+        return self._call("POST", "/sync/v1/pull", canonical.dumps(body))
 
     def blob_status(self, hashes: list[str]) -> tuple[dict[str, int], set[str]]:
         """(bytes the parent holds of each blob, the blobs it holds complete and verified)."""

@@ -15,7 +15,7 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,12 +53,24 @@ class SyncState:
     contact_recorded: bool = False
     # Envelopes in the next push (0: SYNC_BATCH): grows while the link answers fast (push_size).
     batch: int = 0
+    # time.monotonic() of this node's last push (a pull soon after may wait for its acks, _pull).
+    pushed_at: float = float("-inf")
+    # Called once the parent's answers with acknowledgements are committed, mid-round: a
+    # township's children waiting for acks (write-through, a pull's ``wait``) look again then.
+    on_acks: Callable[[], None] | None = None
+
+    def acks_applied(self) -> None:
+        """Tell whoever waits for acknowledgements that new ones may be here."""
+        if self.on_acks is not None:
+            self.on_acks()
 
     def backoff(self, max_seconds: float, base: float = 2.0) -> float:
         """Exponential backoff with full jitter (AWS architecture blog), capped."""
         return random.uniform(0, min(max_seconds, base * (2 ** min(self.failures, 16))))
 
 
+#: How long after its last push a node's pulls may ask the parent to wait for acknowledgements.
+PULL_WAIT_AFTER_PUSH_SECONDS = 60.0
 #: The parent's error code for a request signed by a revoked node, and where the node keeps it.
 REVOKED_CODE = '"node_revoked"'
 REVOKED_META = "revoked_at"
@@ -226,6 +238,7 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient,
     docs = _pending_documents(conn, node, state)
     if not docs:
         return 0, None, None
+    state.pushed_at = time.monotonic()
     if any(kind == "reoffer" for kind, _ in docs):
         # The parent may have lost what it held (a township's disk): ask about every file again.
         state.delivered.clear()
@@ -265,15 +278,19 @@ def _apply_answer(conn: sqlite3.Connection, node, state: SyncState, answer: dict
     one wait for the write lock (at a township, behind its villages' pushes) and one commit.
     Returns what the pull applied; None: an older parent ignored the pull (the round pulls)."""
     pulled = answer.get("pull")
-    with _cache_for_answer(conn, node), write_transaction(conn):
-        apply_push_answer(conn, node, answer, forwarded=forwarded, acks_hold=acks_hold)
-        if not isinstance(pulled, dict):
-            return None
-        # The pull's answer without the members the push's answer has already (server, its time).
-        applied = apply_pull_answer(
-            conn, node, {"server": answer.get("server"), "server_time": answer.get("server_time"), **pulled})
-        _record_contact(conn, node, state)
-    return applied
+    try:
+        with _cache_for_answer(conn, node), write_transaction(conn):
+            apply_push_answer(conn, node, answer, forwarded=forwarded, acks_hold=acks_hold)
+            if not isinstance(pulled, dict):
+                return None
+            # The pull's answer without the members the push's answer has already (server, its time).
+            applied = apply_pull_answer(
+                conn, node, {"server": answer.get("server"), "server_time": answer.get("server_time"), **pulled})
+            _record_contact(conn, node, state)
+        return applied
+    finally:
+        if answer.get("acks") or isinstance(pulled, dict) and pulled.get("acks"):
+            state.acks_applied()
 
 
 def _pushes_in_flight(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState, first: list,
@@ -577,6 +594,7 @@ def _apply_blob_answers(conn: sqlite3.Connection, node, state: SyncState, answer
     if acks:
         with write_transaction(conn):
             _apply_acks(conn, node, node.trust(conn), acks)
+        state.acks_applied()
 
 
 def _send_blobs_one_by_one(node, client: ParentClient, todo: list[tuple[str, int]]) -> list[dict]:
@@ -590,13 +608,27 @@ def _send_blobs_one_by_one(node, client: ParentClient, todo: list[tuple[str, int
 
 def _pull(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState | None = None) -> dict:
     cursors, have = pull_request(conn, node)
-    answer = client.pull(cursors, have, acked_request(conn, node))
+    acked = acked_request(conn, node)
+    answer = client.pull(cursors, have, acked, wait=pull_wait(conn, node, state, acked[node.node_id]))
     # The answer and the contact in one transaction, as after a push (one commit per idle round).
     with _cache_for_answer(conn, node), write_transaction(conn):
         applied = apply_pull_answer(conn, node, answer)
         if state is not None:
             _record_contact(conn, node, state)
+    if state is not None and applied["acked"]:
+        state.acks_applied()
     return applied
+
+
+def pull_wait(conn: sqlite3.Connection, node, state: SyncState | None, acked: int) -> int:
+    """Seconds a separate pull may let the parent hold its answer for the hub's next
+    acknowledgement (§7.1 ``wait``): ``SYNC_PULL_WAIT_SECONDS`` while the parent holds envelopes
+    of this node beyond ``acked`` (a backlog pushed, its acks to come), else 0. Only within
+    :data:`PULL_WAIT_AFTER_PUSH_SECONDS` of this node's last push: custody the hub holds back for
+    missing files for hours must not make every idle round wait, nor kick its township's round."""
+    if state is None or time.monotonic() - state.pushed_at >= PULL_WAIT_AFTER_PUSH_SECONDS:
+        return 0
+    return int(node.config["SYNC_PULL_WAIT_SECONDS"]) if outbox.receipted_through(conn) > acked else 0
 
 
 def acked_request(conn: sqlite3.Connection, node) -> dict[str, int]:

@@ -264,3 +264,81 @@ def test_a_replayed_answer_with_an_older_ack_marks_nothing_new(net, agent):
     assert village.scalar("SELECT custody_at FROM outbox WHERE seq = ?", (seq,)) is None
     village_round(village)
     assert states(village)[-1] == "acked"
+
+
+def test_a_pull_that_may_wait_brings_the_hubs_ack_of_a_backlog_in_custody(net, agent, monkeypatch):
+    """§7.1 ``wait``: a village whose pushed backlog the township holds gets the hub's ack in one
+    pull, not by asking again and again; without ``wait`` the same pull answers at once, without it.
+    The township's kick after the push is held back here, so only the pull can start the round."""
+    from shared.web import sync_api
+
+    village, township = net.village(), net.township
+    township.sync()
+    village.sync()
+    monkeypatch.setattr(sync_api, "_forward_soon", lambda: None)
+    for _ in range(int(township.app.config["SYNC_WRITE_THROUGH_MAX_ENVELOPES"]) + 1):  # past write-through
+        create_case(village, agent, without_materials(catalog(village, agent), "city"), materials=[])
+    summary, session = village_round(village)
+    assert "error" not in summary and "receipt" in session.exchanges[0][2]
+    assert set(states(village)[-11:]) == {"custody"}
+    node = village.node
+    client = ParentClient(node.config["PARENT_URL"], node.config["PARENT_ID"], node.node_id, node.key, node.nonces)
+    cursors, have = node_sync.pull_request(village.conn, node)
+    acked = node_sync.acked_request(village.conn, node)
+    assert client.pull(cursors, have, acked).get("acks", []) == []  # nothing forwarded yet, nothing waited for
+    started = time.monotonic()
+    answer = client.pull(cursors, have, acked, wait=5)
+    assert time.monotonic() - started < 5
+    acks = node_sync.full_forms(answer, node, node.trust(village.conn))["acks"]
+    assert [envelope.peek(a)["origin"] for a in acks] == [village.node_id]
+    assert envelope.peek(acks[0])["acked_seq"] == village.scalar("SELECT MAX(seq) FROM outbox")
+    with pytest.raises(node_sync.SyncUnavailable):
+        client.pull(cursors, have, acked, wait=61)  # 400 malformed
+    monkeypatch.undo()
+    village.sync()
+    assert set(states(village)) == {"acked"}
+
+
+def test_a_village_asks_to_wait_only_with_envelopes_in_custody_soon_after_pushing(net):
+    village = net.village()
+    village.sync()
+    conn, node, state = village.conn, village.node, SyncState()
+    last = village.scalar("SELECT MAX(seq) FROM outbox")
+    assert node_sync.pull_wait(conn, node, state, last) == 0  # never pushed (this state)
+    state.pushed_at = time.monotonic()
+    assert node_sync.pull_wait(conn, node, state, last) == 0  # everything acknowledged
+    conn.execute("UPDATE outbox SET state = 'custody' WHERE seq = ?", (last,))
+    try:
+        assert node_sync.pull_wait(conn, node, state, last - 1) == int(node.config["SYNC_PULL_WAIT_SECONDS"]) == 2
+        assert node_sync.pull_wait(conn, node, None, last - 1) == 0
+        state.pushed_at = time.monotonic() - node_sync.PULL_WAIT_AFTER_PUSH_SECONDS
+        assert node_sync.pull_wait(conn, node, state, last - 1) == 0  # a file the hub waits for, for hours
+    finally:
+        conn.execute("UPDATE outbox SET state = 'acked' WHERE seq = ?", (last,))
+
+
+def test_a_waiter_sees_acks_applied_mid_pass_not_only_when_the_pass_ends(net, monkeypatch):
+    """A township's pass drains while its backlog lasts (a village's scans: seconds); the acks its
+    rounds bring are looked at as each answer is applied, so a waiting pull or push is answered
+    then, not when the whole pass is over."""
+    state = net.township.app.extensions["liandong_sync_state"]
+    release, acked = threading.Event(), threading.Event()
+
+    def long_pass(*args, **kwargs):
+        release.wait(10)
+        return {}
+
+    monkeypatch.setattr(jobs, "drain", long_pass)
+
+    def ack_arrives():
+        time.sleep(0.3)
+        acked.set()
+        state.acks_applied()
+
+    threading.Thread(target=ack_arrives).start()
+    started = time.monotonic()
+    try:
+        assert net.township.app.extensions["liandong_sync_forward"](acked.is_set, 10.0) is True
+        assert time.monotonic() - started < 3
+    finally:
+        release.set()

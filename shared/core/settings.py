@@ -68,6 +68,11 @@ SETTINGS: tuple[Setting, ...] = (
             "SYNC_WRITE_THROUGH_MAX_ENVELOPES) may wait for the hub's acknowledgement, forwarded at once, to answer "
             "with it instead of a custody receipt alone (the village then needs no second request for it); 0 turns "
             "this off. The hub being slow or offline delays the village's answer by at most this long."),
+    Setting("SYNC_PULL_WAIT_SECONDS", 2, "Village: a pull while the township holds envelopes of this node the "
+            "hub has not acknowledged asks it to wait up to this long (and at most its SYNC_WRITE_THROUGH_SECONDS) "
+            "for the hub's next acknowledgement (whole seconds), so a drained backlog's acks arrive as they come "
+            "without asking again and again; the township answers sooner when its forwarding round ends without "
+            "one. 0: never."),
     Setting("SYNC_WRITE_THROUGH_MAX_ENVELOPES", 10, "Township: largest push (in envelopes) answered write-through "
             "(SYNC_WRITE_THROUGH_SECONDS); a larger one, a backlog draining, is answered at once with a custody "
             "receipt, so the village sends its next batch while this one goes on to the hub."),

@@ -113,6 +113,12 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
     passes = {"started": 0, "finished": 0}
     passed = threading.Condition()
 
+    def acks_applied() -> None:  # a round brought acks: waiters look again, mid-pass
+        with passed:
+            passed.notify_all()
+
+    state.on_acks = acks_applied
+
     def sync_job(force: bool = False, timeout: float | None = None) -> dict:
         wanted.set()
         # A forced round waits for a running one at most ``timeout`` (the agent is watching).
@@ -166,7 +172,8 @@ def _add_sync(app: Flask, scheduler: Scheduler) -> None:
 
     def forward_and_wait(done: Callable[[], bool], timeout: float) -> bool:
         """Kick a round and wait, at most ``timeout`` seconds, until ``done()`` (e.g. the hub's
-        acknowledgement of a village's push is here). Gives up sooner once a pass that began
+        acknowledgement of a village's push is here), looked at again whenever the round applies
+        acknowledgements (``SyncState.on_acks``). Gives up sooner once a pass that began
         after the kick has finished without it (the hub is offline, holds it for its files, or
         the round backs off): the caller is not stalled for nothing. With
         ``WRITE_THROUGH_WAITERS`` requests waiting already, it only kicks. Returns ``done()``."""

@@ -284,8 +284,39 @@ def pull():
     """Acknowledgements, downlink and newer metadata for the caller's subtree."""
     g.caller = _authenticate()
     body = _json_body(1024 * 1024)
-    answer = _pull_answer(g.caller, *_pull_request(body))
+    cursors, have, acked = _pull_request(body)
+    _await_ack(g.caller, acked.get(g.caller, 0), body.get("wait"))
+    answer = _pull_answer(g.caller, cursors, have, acked)
     return jsonify(_short_documents(answer) if body.get("docs") == "short" else answer)
+
+
+def _await_ack(caller: str, reported: int, wait) -> None:
+    """A pull asking to ``wait`` (seconds, §7.1) while this node holds envelopes of the caller
+    the hub has not acknowledged beyond ``reported``: forward them now and answer once a newer
+    acknowledgement is here, the round begun for it has finished without one, or the wait (at
+    most ``SYNC_WRITE_THROUGH_SECONDS``) is over. A village that has pushed its backlog learns
+    of the hub's acks as they come, without asking again and again. Elsewhere (the hub, a node
+    holding nothing of the caller's): at once.
+
+    :raises ValidationError: ``wait`` is not a whole number of seconds from 0 to 60.
+    """
+    if wait is None:
+        return
+    if not canonical.is_count(wait) or wait > 60:
+        raise ValidationError("wait", "wait 必须是 0 到 60 之间的整数秒", code="malformed")
+    forward = current_app.extensions.get("liandong_sync_forward")  # a node with a parent and its jobs
+    seconds = min(float(wait), float(current_node().config["SYNC_WRITE_THROUGH_SECONDS"]))
+    conn = get_db()
+    if forward is None or seconds <= 0 or conn.execute(
+            "SELECT 1 FROM custody WHERE origin = ? AND seq > ? LIMIT 1", (caller, reported)).fetchone() is None:
+        return
+
+    def newer_ack() -> bool:
+        row = conn.execute("SELECT acked_seq FROM acks WHERE origin = ?", (caller,)).fetchone()
+        return row is not None and row[0] > reported
+
+    if not newer_ack():
+        forward(newer_ack, seconds)
 
 
 @bp.post("/blobs/status")
