@@ -41,9 +41,11 @@ def _push_sizes(village, state: SyncState) -> list[int]:
 
 
 def _village(net, monkeypatch, push_seconds: float):
-    """The network's village pushing 4 envelopes at first, at most 16."""
+    """The network's village pushing 4 envelopes at first, at most 16, one push a round (pushing
+    ahead, a round would carry the whole backlog: tests/test_push_ahead.py)."""
     village = net.village()
-    for name, value in (("SYNC_BATCH", 4), ("SYNC_BATCH_MAX", 16), ("SYNC_PUSH_SECONDS", push_seconds)):
+    for name, value in (("SYNC_BATCH", 4), ("SYNC_BATCH_MAX", 16), ("SYNC_PUSH_SECONDS", push_seconds),
+                        ("SYNC_PUSH_AHEAD", False)):
         monkeypatch.setitem(village.node.config, name, value)
     return village
 
