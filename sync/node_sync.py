@@ -277,20 +277,17 @@ def _apply_answer(conn: sqlite3.Connection, node, state: SyncState, answer: dict
     """Apply a push's answer, the pull's answer riding in it and the contact: one transaction, so
     one wait for the write lock (at a township, behind its villages' pushes) and one commit.
     Returns what the pull applied; None: an older parent ignored the pull (the round pulls)."""
-    pulled = answer.get("pull")
-    try:
-        with _cache_for_answer(conn, node), write_transaction(conn):
-            apply_push_answer(conn, node, answer, forwarded=forwarded, acks_hold=acks_hold)
-            if not isinstance(pulled, dict):
-                return None
+    pulled, applied = answer.get("pull"), None
+    with _cache_for_answer(conn, node), write_transaction(conn):
+        apply_push_answer(conn, node, answer, forwarded=forwarded, acks_hold=acks_hold)
+        if isinstance(pulled, dict):
             # The pull's answer without the members the push's answer has already (server, its time).
             applied = apply_pull_answer(
                 conn, node, {"server": answer.get("server"), "server_time": answer.get("server_time"), **pulled})
             _record_contact(conn, node, state)
-        return applied
-    finally:
-        if answer.get("acks") or isinstance(pulled, dict) and pulled.get("acks"):
-            state.acks_applied()
+    if answer.get("acks") or (applied and applied["acked"]):
+        state.acks_applied()
+    return applied
 
 
 def _pushes_in_flight(conn: sqlite3.Connection, node, client: ParentClient, state: SyncState, first: list,
