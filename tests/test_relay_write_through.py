@@ -13,7 +13,7 @@ from network import catalog, create_case, pick_item
 
 from shared.web import jobs
 from shared.web.jobs import Scheduler, _add_sync
-from sync import envelope, node_sync, outbox, relay
+from sync import envelope, node_sync, outbox, relay, wire
 from sync.client import ParentClient
 from sync.node_sync import SyncState, run_round
 
@@ -29,7 +29,10 @@ class Recording:
 
     def request(self, method, url, data=None, headers=None, timeout=None, allow_redirects=False):
         response = self.transport.request(method, url, data=data, headers=headers, timeout=timeout)
-        self.exchanges.append((url, data, response.json() if response.content else {}))
+        # The body as the parent reads it: compressed when this process learned, from an earlier
+        # answer at the same URL (a port reused by another test's township), that it takes zstd.
+        body = wire.decode(data, (headers or {}).get("Content-Encoding", ""), 16 * 1024 * 1024) if data else data
+        self.exchanges.append((url, body, response.json() if response.content else {}))
         return response
 
 
