@@ -164,10 +164,9 @@ class HubSync:
     def blobs_complete(self, conn, node, files: list[tuple[str, int]]) -> list[dict]:
         """Material files arrived whole (call inside a write transaction): the newest
         acknowledgement of each origin they released, one per origin."""
-        ingestor, now, released = self.ingestor(conn), node.now(), set()
-        for sha256, size in files:
-            blobs.register(conn, sha256, size, now)
-            released |= ingestor.release_blob(sha256)
+        ingestor, now = self.ingestor(conn), node.now()
+        blobs.register_many(conn, files, now)
+        released = ingestor.release_blobs(list(dict.fromkeys(sha256 for sha256, _ in files)))
         # Each origin's ack once, after every file of the batch: refreshed per file, a batch of
         # 200 scans of one village signed (and stored) up to 200 acks, each one step further.
         return [ack for ack in (ingestor.refresh_ack(origin, now) for origin in sorted(released)) if ack]

@@ -467,10 +467,14 @@ def _disk_full(exc: OSError) -> Exception:
 
 def register(conn: sqlite3.Connection, sha256: str, size: int, now) -> None:
     """Record that a verified blob is held (idempotent)."""
-    conn.execute(
-        "INSERT INTO blobs(sha256, size, received_at) VALUES (?,?,?) ON CONFLICT(sha256) DO NOTHING",
-        (sha256, size, iso(now)),
-    )
+    register_many(conn, [(sha256, size)], now)
+
+
+def register_many(conn: sqlite3.Connection, files: list[tuple[str, int]], now) -> None:
+    """Record that verified blobs ``(sha256, size)`` are held (idempotent), in one statement."""
+    at = iso(now)
+    conn.executemany("INSERT INTO blobs(sha256, size, received_at) VALUES (?,?,?) ON CONFLICT(sha256) DO NOTHING",
+                     [(sha256, size, at) for sha256, size in files])
 
 
 class QuotaExceeded(BlobError):

@@ -393,6 +393,5 @@ class TownshipSync:
     def blobs_complete(self, conn, node, files: list[tuple[str, int]]) -> list[dict]:
         """Villages' material files are here (call inside a write transaction); they go on to
         the hub with the round this arrival starts (``liandong_sync_kick``)."""
-        for sha256, size in files:
-            blobs.register(conn, sha256, size, node.now())
+        blobs.register_many(conn, files, node.now())
         return []
