@@ -132,6 +132,18 @@ def test_a_small_blob_resumed_over_several_frames_becomes_a_row(store):
     assert store.holdings([sha(data)]) == {sha(data): (50_000, True)}
 
 
+def test_a_whole_blob_sent_again_from_0_while_part_of_it_is_here_is_told_where_to_resume(store):
+    """Only a blob with nothing held before goes to its row from memory (§6.3): a frame from
+    offset 0 for one with a part file is refused like any chunk not where that file ends, and
+    the part file is kept for the resume."""
+    data = os.urandom(30_000)
+    assert not store.write_chunk(sha(data), len(data), 0, data[:10_000], 10 ** 6)
+    batch = store.write_batch([(sha(data), len(data), 0, data)], 10 ** 6)
+    assert sha(data) in batch.rejected and batch.complete == {}
+    assert batch.partial == {sha(data): 10_000} and rows_of(store.database) == {}
+    assert store.write_batch([(sha(data), len(data), 10_000, data[10_000:])], 10 ** 6).complete == {sha(data): 30_000}
+
+
 # ------------------------------------------------------------------ dedup, hashes, removal
 
 
