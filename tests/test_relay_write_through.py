@@ -297,6 +297,12 @@ def test_a_pull_that_may_wait_brings_the_hubs_ack_of_a_backlog_in_custody(net, a
     assert envelope.peek(acks[0])["acked_seq"] == village.scalar("SELECT MAX(seq) FROM outbox")
     with pytest.raises(node_sync.SyncUnavailable):
         client.pull(cursors, have, acked, wait=61)  # 400 malformed
+    # Everything of the caller's acknowledged now: a pull asking to wait neither waits nor kicks a round.
+    kicked = []
+    monkeypatch.setitem(township.app.extensions, "liandong_sync_forward", lambda done, seconds: kicked.append(1))
+    acked = {village.node_id: envelope.peek(acks[0])["acked_seq"]}
+    client.pull(cursors, have, acked, wait=5)
+    assert kicked == []
     monkeypatch.undo()
     village.sync()
     assert set(states(village)) == {"acked"}
