@@ -204,7 +204,8 @@ def held_times(value, max_runs: int) -> dict[str, list[tuple[int, int, str]]]:
         for item in items:
             runs += 1
             if (runs > max_runs or not isinstance(item, list) or len(item) != 3
-                    or not all(canonical.is_count(n) for n in item[:2]) or item[0] > item[1] or not isinstance(item[2], str) or len(item[2]) > 40):
+                    or not all(canonical.is_count(n) for n in item[:2]) or item[0] > item[1]
+                    or not isinstance(item[2], str) or len(item[2]) > 40):
                 raise ValueError("held runs are [first seq, last seq, time], at most one per envelope")
             out.setdefault(origin, []).append((item[0], item[1], item[2]))
     return {origin: sorted(items) for origin, items in out.items()}

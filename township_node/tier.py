@@ -29,7 +29,7 @@ class TownshipRelay:
                 return
             casework.apply_update(conn, message["body"], self.node.trust(conn))
             # 一件事: a hub decision may start (or end) a later step this station decides.
-            things.on_status(conn, self.node, message["body"]["case_id"], message["body"]["event"]["action"],
+            things.on_status(conn, self.node, case_id, message["body"]["event"]["action"],
                              self.node.emit)
 
 
