@@ -74,11 +74,14 @@ class ParentClient:
         compact = not long_auth and self.base_url not in _LONG_AUTH
         headers = sign_request(self.key, self.node_id, self.parent_id, method, path, sent, self.nonces.next(),
                                compact=compact)
-        headers["Content-Type"] = content_type
+        if coding != wire.DICT_CODING or content_type != "application/json":
+            headers["Content-Type"] = content_type  # a body in the dictionary coding is JSON (§5.1.1)
         if coding:
             headers["Content-Encoding"] = coding
         known = _REQUEST_CODING.get(self.base_url)
-        if known:  # the parent encodes what it decodes: asking for its best one alone is enough
+        if known and known != coding:
+            # The parent encodes what it decodes: asking for its best one alone is enough, and a
+            # body already in it asks for it by its Content-Encoding (§5.1.1).
             headers["Accept-Encoding"] = known
         try:
             response = self.session.request(method, self.base_url + path, data=sent, headers=headers,

@@ -161,7 +161,9 @@ class Transport:
             conn.sent = 0
             conn.putrequest(method, target, skip_accept_encoding=True)
             given = {name.lower() for name in (headers or {})}
-            if "accept-encoding" not in given:  # every coding we decode, unless the caller narrowed it
+            if not given & {"accept-encoding", "content-encoding"}:
+                # Every coding we decode, unless the caller narrowed it or asks for its answer in
+                # its own body's coding (docs/sync-protocol.md §5.1.1).
                 conn.putheader("Accept-Encoding", ", ".join(wire.CODINGS))
             for name, value in (headers or {}).items():
                 conn.putheader(name, value)

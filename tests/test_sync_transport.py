@@ -182,6 +182,21 @@ def test_one_connection_is_kept_alive_and_the_bytes_counted_are_those_on_the_wir
         server.close()
 
 
+def test_a_coded_request_asks_its_answer_in_its_own_coding():
+    """With a Content-Encoding and no Accept-Encoding of the caller's, none is added: the body's
+    coding stands for it (docs/sync-protocol.md §5.1.1); without either, every coding is listed."""
+    server, link = RawServer(lambda request: _answer("200 OK", b"{}")), Transport()
+    try:
+        link.request("POST", server.url + "/sync/v1/pull", data=b"x", headers={"Content-Encoding": "gzip"})
+        link.request("POST", server.url + "/sync/v1/pull", data=b"x", headers={})
+        coded, plain = (r.decode("latin-1") for r in server.requests)
+        assert "\r\nAccept-Encoding" not in coded and "\r\nContent-Encoding: gzip" in coded
+        assert re.search(r"\r\nAccept-Encoding: [^\r]*gzip", plain)
+    finally:
+        link.close()
+        server.close()
+
+
 def test_a_kept_connection_the_parent_closed_while_idle_is_not_used():
     server = RawServer(lambda request: _answer("200 OK", b"{}"), close_after=1)  # hangs up after each answer
     link = Transport()

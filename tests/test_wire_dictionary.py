@@ -5,8 +5,10 @@ bounded, and an answer to a request already in the parent's best coding leaves i
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -105,3 +107,87 @@ def test_the_client_keeps_its_coding_when_the_offer_is_left_out(build_network, m
     assert client_module._REQUEST_CODING[client.base_url] == "zstd"
     client.pull({f"{node.node_id}:x": 0}, have, {node.node_id: 0})
     assert client_module._REQUEST_CODING[client.base_url] == "zstd"
+
+
+class _Bare:
+    def __init__(self, status: int, headers, raw: bytes):
+        self.status_code, self.headers, self.raw = status, headers, raw
+
+    def json(self, coding: str | None = None):
+        return json.loads(wire.decode(self.raw, coding, 1 << 24) if coding else self.raw)
+
+
+def _bare_pull(village, body: bytes, coding: str | None, **extra) -> _Bare:
+    """A signed pull with no Content-Type and no Accept-Encoding, on a bare connection (``requests``
+    and http.client would add ``Accept-Encoding: identity``); the body as it came."""
+    node = village.node
+    headers = sign_request(node.key, node.node_id, node.config["PARENT_ID"], "POST", "/sync/v1/pull", body,
+                           node.nonces.next())
+    headers.update({**({"Content-Encoding": coding} if coding else {}), **extra})
+    url = urlsplit(node.config["PARENT_URL"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        conn.putrequest("POST", "/sync/v1/pull", skip_accept_encoding=True)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        answer = conn.getresponse()
+        return _Bare(answer.status, answer.msg, answer.read())
+    finally:
+        conn.close()
+
+
+def test_a_request_without_accept_encoding_is_answered_in_its_own_coding(build_network):
+    """§5.1.1: the body's Content-Encoding stands for the Accept-Encoding left out (RFC 9110
+    §12.5.3: without one, any coding is acceptable); a plain request so gets a plain answer."""
+    net = build_network(villages=1)
+    village = net.village()
+    plain = canonical.dumps({"cursors": {}, "metadata": {}})
+    for coding in (wire.DICT_CODING, "gzip"):
+        answer = _bare_pull(village, wire.encode(plain, coding), coding)
+        assert answer.status_code == 200 and answer.headers["Content-Encoding"] == coding
+        assert "server" in answer.json(coding)
+    answer = _bare_pull(village, plain, None)
+    assert answer.status_code == 200 and "Content-Encoding" not in answer.headers and "server" in answer.json()
+
+
+def test_a_dictionary_coded_answer_carries_no_type_and_every_other_keeps_it_and_nosniff(build_network):
+    """§5.1.3: only a node's client reads ``zstd-ld1`` (no browser decodes it), and it is always
+    JSON, so such an answer leaves out Content-Type and nosniff. An answer a browser can read
+    keeps both, errors included (they echo request data)."""
+    net = build_network(villages=1)
+    village = net.village()
+    plain = canonical.dumps({"cursors": {}, "metadata": {}})
+    coded = _bare_pull(village, wire.encode(plain, wire.DICT_CODING), wire.DICT_CODING)
+    assert coded.headers["Content-Encoding"] == wire.DICT_CODING
+    assert "Content-Type" not in coded.headers and "X-Content-Type-Options" not in coded.headers
+    for answer in (_bare_pull(village, wire.encode(plain, "gzip"), "gzip"), _bare_pull(village, plain, None),
+                   _bare_pull(village, plain, None, **{"Liandong-Auth": "nonsense"})):
+        assert answer.headers["Content-Type"].startswith("application/json"), answer.headers.items()
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.status_code == 401
+
+
+def test_the_client_leaves_out_what_its_coded_body_says_already(build_network):
+    """A body in the dictionary coding goes without Content-Type (it is JSON) and without
+    Accept-Encoding (its coding asks for the answer in it); a plain one names both."""
+    net = build_network(villages=1)
+    village = net.village()
+    node = village.node
+    sent: list[dict] = []
+
+    class Recording(client_module.transport.Transport):
+        def exchanged(self, method, url, headers, body, size, response):
+            sent.append({**headers, "_status": response.status_code})
+
+    client_module._REQUEST_CODING.clear()
+    client = ParentClient(node.config["PARENT_URL"], node.config["PARENT_ID"], node.node_id, node.key, node.nonces,
+                          session=Recording())
+    client.pull({}, {})  # plain: the parent's answer names its codings
+    have = {"calendar": 3, "catalog": 12, "registry": 40, "root": 1, "things": 2}
+    answer = client.pull({f"{node.node_id}:x": 0}, have, {node.node_id: 0})  # coded, and read back
+    assert "server" in answer
+    first, coded = sent
+    assert first["Content-Type"] == "application/json" and "Content-Encoding" not in first
+    assert coded["Content-Encoding"] == wire.DICT_CODING and coded["_status"] == 200
+    assert "Content-Type" not in coded and "Accept-Encoding" not in coded

@@ -122,6 +122,8 @@ NODE_API_HEADERS = ("X-Content-Type-Options",)
 def _security_headers(response):
     view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
     node_api = getattr(view, "liandong_node_signed", False)  # the sync and enrolment API between nodes
+    if node_api and "Content-Type" not in response.headers:
+        return response  # a dictionary-coded answer (no browser can decode it) or no body: nothing to sniff
     for name, value in SECURITY_HEADERS.items():
         if not node_api or name in NODE_API_HEADERS:
             response.headers.setdefault(name, value)

@@ -115,13 +115,20 @@ def _compact_answer(response):
         response.headers["Accept-Encoding"] = ", ".join(wire.CODINGS)
     # No ``Vary: Accept-Encoding``: every sync route is a POST or PUT, whose answers no cache
     # stores without explicit freshness (RFC 9110 §9.3.3, RFC 9111 §3), so it would tell no one anything.
-    coding = wire.choose(request.headers.get("Accept-Encoding"))
+    # A request without an Accept-Encoding asks for its answer in its own body's coding: any
+    # coding is acceptable to such a caller (RFC 9110 §12.5.3), and this one it reads.
+    accept = request.headers.get("Accept-Encoding")
+    coding = wire.choose(accept if accept is not None else request.headers.get("Content-Encoding"))
     if (coding and not response.direct_passthrough and "Content-Encoding" not in response.headers
             and response.mimetype == "application/json"):
         data = response.get_data()
         if wire.worth(coding, len(data)):
             response.set_data(wire.encode(data, coding))
             response.headers["Content-Encoding"] = coding
+            if coding == wire.DICT_CODING:
+                # Only a node's client reads this coding, and it is always JSON: the type
+                # (and nosniff, shared/web/factory.py) would tell no one anything (§5.1.3).
+                del response.headers["Content-Type"]
     return response
 
 
