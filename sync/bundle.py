@@ -431,6 +431,7 @@ def import_at_township(conn: sqlite3.Connection, node, service, path: Path, answ
         "receipt": pushed["receipt"], "results": pushed["results"], "acks": pulled["acks"],
         "downlink": pulled["downlink"], "metadata": pulled["metadata"], "server": node.node_id,
         "server_time": pulled["server_time"], "envelope_versions": formats.advertised(conn, node),
+        "keyids": formats.SHORT_KEYIDS,
     }
     _write_answer(node, answer_path, answer, progress)
     custody = sum(1 for r in pushed["results"] if r["status"] == "custody")

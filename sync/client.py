@@ -126,7 +126,7 @@ class ParentClient:
 
     def push_stored(self, documents: list[bytes], compact: bool = False, ids: list[str] | None = None,
                     pull: dict | None = None, blobs: list[str] | None = None, wait: bool = False,
-                    held: dict | None = None) -> dict:
+                    held: dict | None = None, short_keyids: bool = False) -> dict:
         """:meth:`push` for documents as this node stored them (:func:`sync.envelope.to_bytes`:
         sorted keys, no spaces, UTF-8, i.e. their canonical JSON already). The body is joined from
         those bytes, the same bytes :meth:`push` would send, without parsing each document and
@@ -139,7 +139,8 @@ class ParentClient:
         ``wait`` (a village towards its township): ask it to forward these at once and answer with
         the hub's acknowledgement if it comes in time, the receipt then left out (``"ack":"wait"``,
         docs/sync-protocol.md §5.3.3); an older parent ignores it. ``held`` (a township towards
-        the hub, :func:`sync.wire.held_ranges`): when it took the forwarded envelopes (§5.3)."""
+        the hub, :func:`sync.wire.held_ranges`): when it took the forwarded envelopes (§5.3).
+        ``short_keyids``: the parent said it reads key ids cut short (§2.1.2)."""
         if ids is not None:
             documents = envelope.elide_stored(documents, ids)
         head = b'{"ack":"wait",' if wait else b"{"
@@ -150,7 +151,9 @@ class ParentClient:
         asked += b',"held":' + canonical.dumps(held) if held is not None else b""
         asked += b',"pull":' + canonical.dumps(pull) if pull is not None else b""
         tail = b"]" + asked + (b',"receipt":"ranges"}' if compact else b"}")
-        return self._call("POST", "/sync/v1/push", head + b",".join(bytes(d) for d in documents) + tail)
+        joined = b",".join(bytes(d) for d in documents)
+        return self._call("POST", "/sync/v1/push", head + (envelope.shorten_keyids(joined) if short_keyids else joined)
+                          + tail)
 
     def case_documents(self, case_id: str) -> list[dict]:
         """The signed documents the parent holds for one of our cases (reprinting a purged case)."""

@@ -423,6 +423,40 @@ def restore_links(documents: list) -> list:
     return out
 
 
+#: A signature's full key id in stored bytes (:func:`to_bytes`). Nothing inside a payload can
+#: match: a payload is a JSON string there, its quotes escaped.
+_STORED_KEYID = re.compile(rb'\{"keyid":"([0-9a-f]{8})[0-9a-f]{56}"')
+
+
+def shorten_keyids(documents: bytes) -> bytes:
+    """Stored documents (:func:`to_bytes`, joined or not) with every signature's key id cut to
+    its first :data:`SHORT_KID` hex digits: the push-body form for a parent that reads them
+    (``"keyids":"short"`` in its pull answer, docs/sync-protocol.md §2.1.2). The parent puts the
+    full ids back (:func:`restore_keyids`); nothing signed changes."""
+    return _STORED_KEYID.sub(rb'{"keyid":"\1"', documents)
+
+
+def _short_keyid(entry) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("keyid"), str) and len(entry["keyid"]) == SHORT_KID
+
+
+def restore_keyids(documents: list, keys_starting: Callable[[str], dict[str, str]]) -> list:
+    """Undo :func:`shorten_keyids` in a push's envelopes before anything else reads them: each
+    short key id becomes the full id of the registered node key it selects
+    (``keys_starting(prefix)``: full id → public key). Nothing is trusted by this: the signature
+    must still verify with that key, so a short id that selects no key, or another node's, is
+    only a refused envelope; of two keys sharing the digits, the one that verifies is taken."""
+    out = []
+    for document in documents:
+        signatures = document.get("signatures") if isinstance(document, dict) else None
+        if isinstance(signatures, list) and any(_short_keyid(entry) for entry in signatures):
+            document = {**document, "signatures": [
+                {**entry, "keyid": _expand(entry["keyid"], keys_starting(entry["keyid"]), document, entry.get("sig"))}
+                if _short_keyid(entry) else entry for entry in signatures]}
+        out.append(document)
+    return out
+
+
 def within_bytes(rows: list, budget: int, column: str = "document") -> list:
     """The leading ``rows`` whose stored documents together fit in ``budget`` bytes (at least the
     first one: a single envelope is capped far below any push limit). A push built from them stays

@@ -33,15 +33,33 @@ def advertised(conn: sqlite3.Connection, node) -> list[int]:
     return [v for v in KNOWN if v <= uplink_version(conn)]
 
 
-def record_parent(conn: sqlite3.Connection, versions) -> int:
-    """Remember what a pull answer's ``envelope_versions`` says (call inside a write transaction).
+def record_parent(conn: sqlite3.Connection, versions, keyids=None) -> int:
+    """Remember what a pull answer's ``envelope_versions`` and ``keyids`` say (call inside a
+    write transaction).
 
-    Anything but a list of integers (an older parent sends nothing) means ``v=1``. Returns the
-    version new envelopes are signed in from now on.
+    Anything but a list of integers (an older parent sends nothing) means ``v=1``; anything but
+    ``"short"`` means full key ids in pushes. Returns the version new envelopes are signed in
+    from now on.
     """
     taken = [v for v in versions if type(v) is int and v in KNOWN] if isinstance(versions, list) else []
     version = max(taken, default=1)
-    if version != uplink_version(conn):
-        conn.execute("INSERT INTO node_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
-                     " SET value = excluded.value", (_META, str(version)))
+    said = {_META: str(version), _KEYIDS_META: keyids if keyids == SHORT_KEYIDS else "full"}
+    held = dict(conn.execute("SELECT key, value FROM node_meta WHERE key IN (?, ?)", (_META, _KEYIDS_META)))
+    for key, value in said.items():
+        if held.get(key, "1" if key == _META else "full") != value:
+            conn.execute("INSERT INTO node_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                         " SET value = excluded.value", (key, value))
     return version
+
+
+#: A pull answer's ``keyids`` member: this node reads envelopes pushed to it with their key ids
+#: cut short (``envelope.shorten_keyids``, docs/sync-protocol.md §2.1.2). Every node of this
+#: release does, whatever its parent reads: it restores the full ids before storing anything.
+SHORT_KEYIDS = "short"
+_KEYIDS_META = "uplink_keyids"
+
+
+def short_keyids(conn: sqlite3.Connection) -> bool:
+    """Whether the parent said it reads short key ids in pushed envelopes."""
+    row = conn.execute("SELECT value FROM node_meta WHERE key = ?", (_KEYIDS_META,)).fetchone()
+    return row is not None and row["value"] == SHORT_KEYIDS

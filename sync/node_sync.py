@@ -263,7 +263,7 @@ def _push(conn: sqlite3.Connection, node, client: ParentClient,
         return _pushes_in_flight(conn, node, client, state, [r for _, r in docs], ids is not None, wanted)
     answer = client.push_stored([r["document"] for _, r in docs], compact=True, ids=ids,
                                 pull=pull_body(cursors, have, acked_request(conn, node)), blobs=asked, wait=wait,
-                                held=held)
+                                held=held, short_keyids=formats.short_keyids(conn))
     state.batch = next_push_size(size, len(docs), time.monotonic() - started, float(node.config["SYNC_PUSH_SECONDS"]),
                                  int(node.config["SYNC_BATCH"]), int(node.config["SYNC_BATCH_MAX"]))
     held = answer.get("blobs") if asked is not None and isinstance(answer.get("blobs"), dict) else None
@@ -307,6 +307,7 @@ def _pushes_in_flight(conn: sqlite3.Connection, node, client: ParentClient, stat
     pushed again, which custody takes idempotently; its files are offered again in the next
     round. Returns as :func:`_push` (the files are sent here)."""
     pushed, applied, limit = 0, None, len(first)  # limit: the size the batch was read with
+    short_keyids = formats.short_keyids(conn)
 
     def push(batch: list, files: list[dict]):
         cursors, have = pull_request(conn, node)
@@ -317,7 +318,7 @@ def _pushes_in_flight(conn: sqlite3.Connection, node, client: ParentClient, stat
             started = time.monotonic()
             answer = client.push_stored([r["document"] for r in batch], compact=True,
                                         ids=[r["envelope_id"] for r in batch] if v2 else None, pull=pull,
-                                        blobs=asked, wait=True)
+                                        blobs=asked, wait=True, short_keyids=short_keyids)
             return answer, time.monotonic() - started
         return sender.submit(send)
 
@@ -655,7 +656,8 @@ def apply_pull_answer(conn: sqlite3.Connection, node, answer: dict) -> dict:
     with write_transaction(conn):
         if isinstance(answer.get("server_time"), str):
             _observe_parent_time(conn, node, answer["server_time"], str(answer.get("server", "")))
-        formats.record_parent(conn, answer.get("envelope_versions"))  # v2 only once the parent takes it
+        # v2 and short key ids only once the parent takes them
+        formats.record_parent(conn, answer.get("envelope_versions"), answer.get("keyids"))
         trust = node.trust(conn)
         for document in answer.get("metadata", []):
             try:

@@ -47,6 +47,9 @@ class TrustStore:
 
     def __post_init__(self) -> None:
         self._kid_to_node = {kid: n.node_id for n in self.nodes.values() for kid in n.keys}
+        self._kids_by_prefix: dict[str, list[str]] = {}
+        for kid in self._kid_to_node:
+            self._kids_by_prefix.setdefault(kid[:envelope.SHORT_KID], []).append(kid)
 
     def hub_key(self, kid: str) -> str | None:
         """The public key of a hub signing key, if certified by the root."""
@@ -56,6 +59,11 @@ class TrustStore:
         """The public key of a registered node key (revocation is checked separately)."""
         node_id = self._kid_to_node.get(kid)
         return self.nodes[node_id].keys[kid] if node_id else None
+
+    def node_keys_starting(self, prefix: str) -> dict[str, str]:
+        """Registered node keys whose id starts with a short key id (docs/sync-protocol.md §2.1.2):
+        full id → public key."""
+        return {kid: self.node_key(kid) for kid in self._kids_by_prefix.get(prefix, ())}
 
     def node_of_key(self, kid: str) -> NodeEntry | None:
         """The node a key belongs to."""

@@ -12,7 +12,8 @@ import pytest
 from network import catalog, create_case, pick_item
 
 from shared.core.crypto import SignatureError, SigningKey
-from sync import envelope, node_sync
+from sync import client as client_module
+from sync import envelope, formats, node_sync
 
 VECTORS = Path(__file__).parent / "vectors"
 CASES = json.loads((VECTORS / "short_form.json").read_text(encoding="utf-8"))["cases"]
@@ -92,3 +93,39 @@ def test_an_older_village_gets_full_documents_and_a_newer_one_short_ones_it_stor
     stored = envelope.from_bytes(township.query("SELECT document FROM acks")[0]["document"])
     assert len(stored["signatures"][0]["keyid"]) == 64  # the township keeps the hub's document in full
     assert [r["state"] for r in village.query("SELECT state FROM outbox")] == ["acked"]
+
+
+def test_pushed_key_ids_go_short_once_the_parent_says_so_and_are_kept_in_full(build_network, monkeypatch):
+    """§2.1.2: a parent's pull answer says ``"keyids":"short"``; from then on a node's pushes
+    carry 8-digit key ids, which the parent expands before storing: the township keeps, forwards
+    and the hub acknowledges the envelopes exactly as signed. A parent that does not say so
+    (an older one) keeps getting full ids."""
+    net = build_network(villages=1)
+    village, township = net.village(), net.township
+    sent: list[bool] = []
+    original = client_module.ParentClient.push_stored
+
+    def recording(self, documents, **kwargs):
+        if self.node_id == village.node_id and documents:
+            sent.append(kwargs.get("short_keyids", False))
+        return original(self, documents, **kwargs)
+
+    monkeypatch.setattr(client_module.ParentClient, "push_stored", recording)
+    village.sync()  # its pull learns what the township reads
+    assert formats.short_keyids(village.conn)
+    agent = village.account("agent", "agent", village.node_id)
+    create_case(village, agent, pick_item(catalog(village, agent), "city"), materials=[])
+    net.sync_all()
+    assert sent and all(sent)
+    kids = [envelope.from_bytes(r["document"])["signatures"][0]["keyid"] for r in township.query(
+        "SELECT document FROM custody")] + [envelope.from_bytes(r["document"])["signatures"][0]["keyid"]
+                                           for r in net.hub.query("SELECT document FROM inbox")]
+    assert kids and {len(k) for k in kids} == {64}
+    assert {r["state"] for r in village.query("SELECT state FROM outbox")} == {"acked"}
+    # An answer without the member (an older parent) sets the node back to full key ids.
+    with village.conn:
+        node_sync.apply_pull_answer(village.conn, village.node, {"envelope_versions": [1, 2]})
+    assert not formats.short_keyids(village.conn)
+    documents = [bytes(r["document"]) for r in village.query("SELECT document FROM outbox")]
+    body = envelope.shorten_keyids(b",".join(documents))
+    assert body.count(b'"keyid":"') == len(documents) and len(body) == len(b",".join(documents)) - 56 * len(documents)

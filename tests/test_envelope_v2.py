@@ -50,7 +50,9 @@ class RecordingSession(Transport):
         body = data or b""
         if (headers or {}).get("Content-Encoding"):  # gzip, or zstd where zstandard is installed
             body = wire.decode(body, headers["Content-Encoding"], 1 << 26)
-        sent = json.loads(body) if body and (headers or {}).get("Content-Type") == "application/json" else {}
+        # JSON unless typed otherwise: a body in the dictionary coding carries no type (it is JSON).
+        sent = json.loads(body) if body and (headers or {}).get("Content-Type", "application/json") == \
+            "application/json" else {}
         self.calls.append((url.split("/sync/v1/")[-1], sent, response.json() if response.content else {}))
         return response
 

@@ -91,12 +91,19 @@ class Recorder:
 
         monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", recording_send)
 
+        def typed(headers) -> dict:
+            # A body in the dictionary coding is JSON and says so by its coding alone (§5.1.1).
+            headers = requests.structures.CaseInsensitiveDict(headers)
+            if headers.get("Content-Encoding") == wire.DICT_CODING:
+                headers.setdefault("Content-Type", "application/json")
+            return headers
+
         def recording_exchanged(transport, method, url, headers, body, sent, response):
             answer = requests.Response()
             answer.status_code, answer.reason, answer._content, answer.url = (
                 response.status_code, response.reason, response.content, url)
-            answer.headers = requests.structures.CaseInsensitiveDict(response.headers.items())
-            answer.request = requests.Request(method, url, headers=headers, data=body).prepare()
+            answer.headers = typed(response.headers.items())
+            answer.request = requests.Request(method, url, headers=typed(headers), data=body).prepare()
             with recorder._lock:
                 recorder.exchanges.append(answer)
 

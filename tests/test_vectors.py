@@ -425,6 +425,8 @@ def build_push_v2() -> dict:
                             {**v2_body(VILLAGE_A, 4, envelope.document_id(third)), "v": 1})
     documents = [first, second, third]
     wire_form = envelope.elide_links(documents)
+    # The same envelopes as a parent that reads short key ids gets them in a push body (§2.1.2).
+    short_body = envelope.shorten_keyids(b",".join(envelope.to_bytes(d) for d in wire_form)).decode("utf-8")
     with tempfile.TemporaryDirectory() as tmp:
         conn = hub_db(Path(tmp))
         ing = ingestor(conn, set())
@@ -438,11 +440,15 @@ def build_push_v2() -> dict:
                        "(envelope.elide_links); the receiver puts the id back (restore_links) and verifies the "
                        "restored bytes, which are 'envelopes'. The hub accepts the three and acknowledges seq 3 "
                        "exactly as for v1. 'wrong_version' is a validly signed v2 envelope whose header says v=1: "
-                       "quarantined as malformed.",
+                       "quarantined as malformed. 'wire_body_short_keyids' is the envelopes member of the push "
+                       "body (the documents joined by ',') for a parent that said \"keyids\":\"short\": every "
+                       "key id cut to its first 8 hex digits (envelope.shorten_keyids); the receiver expands them "
+                       "against its registered node keys (restore_keyids) before anything else.",
         "hub_time": iso(NOW),
         "envelopes": [{"seq": i + 1, "envelope_id": envelope.document_id(d), "document": d}
                       for i, d in enumerate(documents)],
         "wire_envelopes": wire_form,
+        "wire_body_short_keyids": short_body,
         "push_answer": answer,
         "wrong_version": wrong_v,
         "wrong_version_answer": refused,
@@ -975,6 +981,37 @@ def test_push_v2_links_are_restored_and_the_mixed_chain_is_acknowledged(tmp_path
     assert (ack["acked_seq"], ack["acked_id"]) == (3, vector["envelopes"][2]["envelope_id"])
     assert push(ing, [vector["wrong_version"]]) == vector["wrong_version_answer"]
     assert vector["wrong_version_answer"]["results"][0]["reason"] == "malformed"
+
+
+def test_push_body_key_ids_cut_short_are_restored_to_the_same_documents():
+    vector = load("push_v2.json")
+    documents = [e["document"] for e in vector["envelopes"]]
+    wire_body = vector["wire_body_short_keyids"]
+    joined = b",".join(envelope.to_bytes(d) for d in vector["wire_envelopes"])
+    assert envelope.shorten_keyids(joined).decode("utf-8") == wire_body
+    sent = json.loads("[" + wire_body + "]")
+    assert {len(s["keyid"]) for d in sent for s in d["signatures"]} == {envelope.SHORT_KID}
+    trust = trust_store()
+    assert envelope.restore_links(envelope.restore_keyids(sent, trust.node_keys_starting)) == documents
+
+
+def test_a_short_key_id_selects_a_key_and_forges_nothing(tmp_path):
+    """A short id naming another village's key, or no key, is expanded to that id or left as it
+    is: the signature still has to verify, so the envelope is refused, never taken as B's."""
+    vector = load("push_v2.json")
+    first = vector["envelopes"][0]["document"]
+    others = key("village_b").kid[:envelope.SHORT_KID]
+    trust = trust_store()
+    conn = hub_db(tmp_path)
+    ing = ingestor(conn, set())
+    for kid in (others, "00000000"):
+        sent = [{**first, "signatures": [{**first["signatures"][0], "keyid": kid}]}]
+        restored = envelope.restore_keyids(sent, trust.node_keys_starting)
+        assert restored[0]["signatures"][0]["keyid"] == (key("village_b").kid if kid == others else kid)
+        outcome = push(ing, restored)["results"][0]
+        assert outcome["status"] != "accepted", outcome
+    assert push(ing, envelope.restore_keyids(json.loads("[" + vector["wire_body_short_keyids"] + "]")[:1],
+                                             trust.node_keys_starting))["results"][0]["status"] == "accepted"
 
 
 def test_custody_receipt_v2_names_runs_bound_to_their_ids():

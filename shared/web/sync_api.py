@@ -155,7 +155,8 @@ def push():
         asked = _pull_request(body["pull"]) if "pull" in body else None
         files = _blob_names(body["blobs"], wire.MAX_BLOBS_ASKED) if "blobs" in body else None
         held = _held(body["held"], len(documents)) if "held" in body else None
-        documents = envelope.restore_links(documents)  # a v2 prev sent empty: the id before it
+        # A v2 prev sent empty: the id before it; a key id sent short: the registered one (§2.1.2).
+        documents = envelope.restore_keyids(envelope.restore_links(documents), trust.node_keys_starting)
         prepared = service().prepare_push(conn, node, documents)
         with write_transaction(conn):
             if node.trust(conn) is not trust:  # the registry changed meanwhile (a revocation?): check again
@@ -277,12 +278,12 @@ def _pull_answer(caller: str, cursors: dict, have: dict, acked: dict, in_push: l
     conn, node = get_db(), current_node()
     answer = service().pull(conn, node, caller, cursors, have, acked, **({"in_push": True} if in_push is not None
                                                                           else {}))
-    answer = {**answer, "envelope_versions": formats.advertised(conn, node)}
+    answer = {**answer, "envelope_versions": formats.advertised(conn, node), "keyids": formats.SHORT_KEYIDS}
     if in_push is None:
         return answer
     answer["acks"] = [ack for ack in answer.get("acks", []) if ack not in in_push]
     return {k: v for k, v in answer.items() if k not in ("server", "server_time") and v != []
-            or k == "envelope_versions"}
+            or k in ("envelope_versions", "keyids")}
 
 
 @bp.post("/pull")
