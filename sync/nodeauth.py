@@ -41,9 +41,15 @@ SHORT_KID = 8
 class NonceSource:
     """Strictly increasing request nonces for one node, remembered across restarts.
 
-    The last nonce is kept in ``path`` so that a PC whose clock went backwards still sends
-    larger nonces than before (the parent would otherwise refuse it as a replay).
+    A bound on the nonces is kept in ``path`` so that a PC whose clock went backwards still
+    sends larger nonces than before (the parent would otherwise refuse it as a replay). The
+    bound is written ahead, :data:`RESERVE` at a time, not after every nonce: writing the file
+    cost ~0.7 ms per request, and a restart starts above the bound, above every nonce given.
     """
+
+    #: How far ahead of the nonce just given the bound in the file is set (a minute of the
+    #: millisecond clock the nonces follow): the file is written about once a minute.
+    RESERVE = 60_000
 
     def __init__(self, wall_ms, path: Path | None = None):
         self._wall_ms = wall_ms
@@ -55,16 +61,18 @@ class NonceSource:
                 self._last = int(path.read_text().strip() or 0)
             except ValueError:
                 self._last = 0
+        self._bound = self._last  # every nonce up to it may have been given before this start
 
     def next(self) -> int:
         """The next nonce."""
         with self._lock:
             self._last = max(self._last + 1, self._wall_ms())
-            if self._path is not None:
+            if self._path is not None and self._last > self._bound:
+                self._bound = self._last + self.RESERVE
                 tmp = self._path.with_name(self._path.name + ".tmp")
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 try:
-                    os.write(fd, str(self._last).encode("ascii"))
+                    os.write(fd, str(self._bound).encode("ascii"))
                 finally:
                     os.close(fd)
                 os.replace(tmp, self._path)

@@ -81,3 +81,24 @@ def test_a_village_three_days_behind_works(build_network):
     assert abs(_skew(village) + 3 * DAY_MS) < TOLERANCE_MS
     # The village's HLC moved past the parent's time: its next event does not sort before the hub's.
     assert village.node.hlc.now().wall_ms >= net.hub.node.wall_ms() - TOLERANCE_MS
+
+
+def test_nonces_stay_above_every_one_given_across_a_restart_with_the_clock_gone_back(tmp_path, monkeypatch):
+    """The bound in the file is written a reserve ahead, once, not per request; a node started
+    again (its clock now three days behind) still signs above every nonce it gave before."""
+    import os as os_module
+
+    from sync import nodeauth
+
+    writes = []
+    replace = os_module.replace
+    monkeypatch.setattr(nodeauth.os, "replace", lambda a, b: (writes.append(b), replace(a, b)))
+    now = [1_800_000_000_000]
+    source = nodeauth.NonceSource(lambda: now[0], tmp_path / "nonce")
+    given = [source.next() for _ in range(100)]
+    assert given == sorted(set(given)) and len(writes) == 1  # strictly increasing; one write
+    now[0] += nodeauth.NonceSource.RESERVE + 1  # past the bound: written again
+    given += [source.next() for _ in range(10)]
+    assert len(writes) == 2
+    restarted = nodeauth.NonceSource(lambda: now[0] - 3 * DAY_MS, tmp_path / "nonce")
+    assert restarted.next() > max(given)
