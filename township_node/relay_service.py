@@ -7,6 +7,7 @@ the items delegated to it for decision, also while its own uplink to the hub is 
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 from collections.abc import Iterator
 
@@ -19,6 +20,8 @@ from shared.rules import authority
 from shared.services import appointments, casework, documents, joint, submission, supplements, things
 from sync import apply, blobs, downlink, envelope, outbox, relay
 from sync.nodeauth import keys_for
+
+_SHA256_IN_TEXT = re.compile(r"[0-9a-f]{64}")
 
 
 def township_emit(node):
@@ -383,7 +386,9 @@ class TownshipSync:
         if not shas:
             return set()
         named = conn.execute("SELECT group_concat(attachments, ' ') FROM custody").fetchone()[0] or ""
-        return {sha for sha in shas if sha in named}
+        # Every hash named, once (not a search of all of them per file: a batch of 200 files
+        # against 2,000 envelopes in custody was 200 scans of ~200 KB).
+        return set(shas) & set(_SHA256_IN_TEXT.findall(named))
 
     def blob_complete(self, conn, node, sha256: str, size: int) -> list[dict]:
         """A village's material file is here; it goes on to the hub in the next round."""
