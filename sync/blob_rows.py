@@ -49,6 +49,7 @@ class BlobRows:
             conn = self._pool.pop() if self._pool else None
         if conn is None:
             conn = storage.connect(self.database, cached_statements=16, cache_kib=CACHE_KIB)  # synchronous=FULL
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint runs behind (_checkpoint_behind)
         try:
             yield conn
         finally:
@@ -108,6 +109,7 @@ class BlobRows:
                 finally:
                     own.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
                     own.execute("PRAGMA shrink_memory")
+            _checkpoint_behind(self)
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
                 raise DiskFullError(f"no space left for a blob: {exc}") from exc
@@ -158,3 +160,35 @@ class BlobRows:
                 return bool(conn.execute(sql, (sha256,)).fetchall())
         with self.connection() as own, write_transaction(own):
             return bool(own.execute(sql, (sha256,)).fetchall())
+
+
+def _checkpoint_behind(rows: BlobRows) -> None:
+    """Copy the WAL into the database file in the background, not in the commit that just wrote
+    a batch of scans: the commit is then one WAL write and one fsync, and the sender's answer
+    does not wait for several MB copied and the database file fsynced (docs/performance.md,
+    thirteenth round). One thread for the process (``liandong sim`` holds hundreds of nodes)."""
+    global _checkpointer
+    with _checkpoints_ready:
+        _checkpoints_due.add(rows)
+        if _checkpointer is None or not _checkpointer.is_alive():
+            _checkpointer = threading.Thread(target=_checkpoints, name="blob-checkpoint", daemon=True)
+            _checkpointer.start()
+        _checkpoints_ready.notify()
+
+
+def _checkpoints() -> None:
+    while True:
+        with _checkpoints_ready:
+            while not _checkpoints_due:
+                _checkpoints_ready.wait()
+            rows = _checkpoints_due.pop()
+        try:
+            with rows.connection() as conn:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for readers or writers
+        except sqlite3.Error as exc:  # the next commit's own checkpoint (or this one's next turn) does it
+            log.warning("background checkpoint of %s failed: %s", rows.database, exc)
+
+
+_checkpoints_due: set[BlobRows] = set()
+_checkpoints_ready = threading.Condition()
+_checkpointer: threading.Thread | None = None

@@ -4,13 +4,11 @@ Every node keeps its data in one SQLite file in WAL mode. ``synchronous=FULL`` i
 because every node acknowledges receipt to a peer (custody, ingest, downlink); writes are
 batched into short ``BEGIN IMMEDIATE`` transactions so the fsync per commit stays cheap.
 Within one process all writes go through :func:`write_transaction`, which serialises them on a
-per-file lock: one writer per SQLite file, readers never wait (WAL). The WAL is copied into
-the file by a thread of its own (:func:`checkpoint_behind`), never inside a commit.
+per-file lock: one writer per SQLite file, readers never wait (WAL).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import sqlite3
@@ -22,7 +20,6 @@ from pathlib import Path
 
 from shared.core.errors import LiandongError
 
-log = logging.getLogger("liandong.storage")
 _write_locks: dict[str, threading.RLock] = {}
 _write_locks_guard = threading.Lock()
 
@@ -58,11 +55,6 @@ def private_dir(path: str | Path) -> None:
             pass
 
 
-#: WAL size after a commit past which the file's checkpoint is due (SQLite's own default:
-#: 1,000 pages of 4 KiB).
-CHECKPOINT_WAL_BYTES = 4000 * 1024
-
-
 def connect(path: str | Path, synchronous: str = "FULL", cached_statements: int = 128,
             cache_kib: int | None = None, temp_in_memory: bool = False) -> sqlite3.Connection:
     """Open ``path`` with the project's PRAGMAs (WAL, FULL sync, busy timeout, foreign keys).
@@ -89,12 +81,6 @@ def connect(path: str | Path, synchronous: str = "FULL", cached_statements: int 
             if Path(f"{path}{suffix}").exists():
                 private_file(f"{path}{suffix}")
     conn.execute(f"PRAGMA synchronous={synchronous}")
-    if on_disk:
-        # The WAL is copied into the file behind the commits (checkpoint_behind), not in one.
-        # After a full checkpoint it is written from its start again and cut back to the
-        # threshold, so its size passes the threshold only when that much is due again.
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute(f"PRAGMA journal_size_limit={CHECKPOINT_WAL_BYTES}")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA foreign_keys=ON")
     if cache_kib:
@@ -105,53 +91,10 @@ def connect(path: str | Path, synchronous: str = "FULL", cached_statements: int 
 
 
 def _lock_for(conn: sqlite3.Connection) -> threading.RLock:
-    return _file_and_lock(conn)[1]
-
-
-def _file_and_lock(conn: sqlite3.Connection) -> tuple[str, threading.RLock]:
     row = conn.execute("PRAGMA database_list").fetchone()
     name = row[2] or f"memory:{id(conn)}"
     with _write_locks_guard:
-        return name, _write_locks.setdefault(name, threading.RLock())
-
-
-def checkpoint_behind(database: str) -> None:
-    """Copy ``database``'s WAL into the file on the process's checkpoint thread, soon, instead of
-    in the commit that crossed :data:`CHECKPOINT_WAL_BYTES` (SQLite's automatic checkpoint, off
-    on every connection of :func:`connect`). The commit stays one WAL write and one fsync, and
-    whoever waits on it (a peer told "received") does not wait for several MB copied and the
-    file fsynced. One thread for the process (``liandong sim`` holds hundreds of nodes)."""
-    global _checkpointer
-    with _checkpoints_ready:
-        _checkpoints_due.add(database)
-        if _checkpointer is None or not _checkpointer.is_alive():
-            _checkpointer = threading.Thread(target=_checkpoints, name="sqlite-checkpoint", daemon=True)
-            _checkpointer.start()
-        _checkpoints_ready.notify()
-
-
-def _checkpoints() -> None:
-    while True:
-        with _checkpoints_ready:
-            while not _checkpoints_due:
-                _checkpoints_ready.wait()
-            database = _checkpoints_due.pop()
-        try:
-            # mode=rw: a database removed meanwhile (a test's folder) is not created again, empty.
-            conn = sqlite3.connect(f"{Path(database).as_uri()}?mode=rw", uri=True, isolation_level=None,
-                                   timeout=30.0, cached_statements=0)
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for readers or writers
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:  # a commit past the next quarter asks again
-            log.warning("background checkpoint of %s failed: %s", database, exc)
-
-
-_checkpoint_asked_at: dict[str, int] = {}
-_checkpoints_due: set[str] = set()
-_checkpoints_ready = threading.Condition()
-_checkpointer: threading.Thread | None = None
+        return _write_locks.setdefault(name, threading.RLock())
 
 
 def write_lock_held(conn: sqlite3.Connection) -> bool:
@@ -168,7 +111,7 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     Nested use joins the outer transaction (the lock is re-entrant and no second BEGIN is
     issued), so helpers can be composed into one atomic batch.
     """
-    database, lock = _file_and_lock(conn)
+    lock = _lock_for(conn)
     with lock:
         if conn.in_transaction:
             yield conn
@@ -182,23 +125,6 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             raise
         else:
             conn.execute("COMMIT")
-    _checkpoint_if_due(database)
-
-
-def _checkpoint_if_due(database: str) -> None:
-    """Ask for a checkpoint once the WAL holds more than :data:`CHECKPOINT_WAL_BYTES`, and again
-    only after another quarter of that (a reader may hold a checkpoint back; it is not asked
-    for after every commit meanwhile)."""
-    try:
-        size = os.stat(database + "-wal").st_size
-    except OSError:
-        return  # in memory, or not in WAL mode
-    asked = _checkpoint_asked_at.get(database, 0)
-    if size < asked:  # the WAL started again after a checkpoint
-        asked = _checkpoint_asked_at[database] = 0
-    if size > CHECKPOINT_WAL_BYTES and size >= asked + CHECKPOINT_WAL_BYTES // 4:
-        _checkpoint_asked_at[database] = size
-        checkpoint_behind(database)
 
 
 class SchemaError(LiandongError):
