@@ -8,6 +8,8 @@ the bytes as they are. The node where envelopes end (the hub, ``Tier.ingests``) 
 version it can verify and apply. What the parent said is kept in ``node_meta``, so a node that
 restarts offline still signs what its parent takes. An answer without the field (an older
 parent) sets it back to ``v=1``; envelopes already queued keep the form they were signed in.
+The same answer says whether the parent reads key ids cut short in pushes (``keyids``): that
+changes only how a push spells its envelopes, never what was signed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ import sqlite3
 #: Envelope versions this code can verify, relay and apply.
 KNOWN = (1, 2)
 _META = "uplink_envelope_version"
+#: A pull answer's ``keyids`` member: this node reads envelopes pushed to it with their key ids
+#: cut short (``envelope.shorten_keyids``, docs/sync-protocol.md §2.1.2). Every node of this
+#: release does, whatever its parent reads: it restores the full ids before storing anything.
+SHORT_KEYIDS = "short"
+_KEYIDS_META = "uplink_keyids"
 
 
 def uplink_version(conn: sqlite3.Connection) -> int:
@@ -43,20 +50,14 @@ def record_parent(conn: sqlite3.Connection, versions, keyids=None) -> int:
     """
     taken = [v for v in versions if type(v) is int and v in KNOWN] if isinstance(versions, list) else []
     version = max(taken, default=1)
-    said = {_META: str(version), _KEYIDS_META: keyids if keyids == SHORT_KEYIDS else "full"}
-    held = dict(conn.execute("SELECT key, value FROM node_meta WHERE key IN (?, ?)", (_META, _KEYIDS_META)))
+    said = {_META: str(version), _KEYIDS_META: SHORT_KEYIDS if keyids == SHORT_KEYIDS else "full"}
+    held = {_META: "1", _KEYIDS_META: "full",  # what a node assumes until its parent says otherwise
+            **dict(conn.execute("SELECT key, value FROM node_meta WHERE key IN (?, ?)", (_META, _KEYIDS_META)))}
     for key, value in said.items():
-        if held.get(key, "1" if key == _META else "full") != value:
+        if held[key] != value:
             conn.execute("INSERT INTO node_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
                          " SET value = excluded.value", (key, value))
     return version
-
-
-#: A pull answer's ``keyids`` member: this node reads envelopes pushed to it with their key ids
-#: cut short (``envelope.shorten_keyids``, docs/sync-protocol.md §2.1.2). Every node of this
-#: release does, whatever its parent reads: it restores the full ids before storing anything.
-SHORT_KEYIDS = "short"
-_KEYIDS_META = "uplink_keyids"
 
 
 def short_keyids(conn: sqlite3.Connection) -> bool:
