@@ -149,7 +149,7 @@ def has_follow_queue(conn) -> bool:
 
 def main(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="ld-bench-drain-") as tmp:
-        net = common.Network(Path(tmp), township_env={"LIANDONG_SCHEDULER_ENABLED": "true", **({"LIANDONG_FOLLOW_QUIET_SECONDS": os.environ["TQ"]} if "TQ" in os.environ else {})} if args.township_serves else None)
+        net = common.Network(Path(tmp), township_env={"LIANDONG_SCHEDULER_ENABLED": "true"} if args.township_serves else None)
         try:
             net.settle()
             session = common.CountingSession()
