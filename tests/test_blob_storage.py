@@ -461,3 +461,15 @@ def test_a_backup_holds_the_scans_kept_as_rows(build_network, tmp_path):
     for _, _, data in files:
         assert node.blobs.read(sha(data)) == data
     node.blobs.close()
+
+
+def test_a_batch_frame_whose_name_is_not_a_digest_is_refused_and_nothing_written(store, tmp_path):
+    """Frames read from HTTP carry binary digests; any other caller's names are checked too: a
+    name is a path below the store, so "../x" must never reach a file."""
+    data = os.urandom(1000)
+    outside = tmp_path / "evil"
+    names = ["../../evil", "x" * 64, sha(data).upper()]
+    batch = store.write_batch([(name, len(data), 0, data) for name in names], 10 ** 6)
+    assert set(batch.rejected) == set(names) and not batch.complete
+    assert all(reason == "not a sha256 hex digest" for reason in batch.rejected.values())
+    assert not outside.exists() and rows_of(store.database) == {} and files_of(store) == []
