@@ -111,11 +111,12 @@ def node_serve(data_dir: Path, host: str, port: int, threads: int) -> None:
     # ident="": no ``Server`` header (it names the product to anyone who asks and costs ~18
     # bytes of every answer on a village's link; docs/sync-protocol.md §5.1.3).
     # recv_bytes: a file batch of 4 MiB arrives in 16 reads, not 512 through waitress's loop;
-    # inbuf_overflow: such a body stays in memory (the app reads it whole anyway) instead of
-    # going to a temporary file and back (docs/performance.md, thirteenth round).
+    # inbuf_overflow: at a township or hub such a body stays in memory (the app reads it whole
+    # anyway) instead of going to a temporary file and back (docs/performance.md, thirteenth
+    # round); a village keeps waitress's 512 KiB (sync/tier.py).
     waitress.serve(served, host=host, port=port, threads=threads, ident="",
-                   max_request_body_size=int(app.config["MAX_CONTENT_LENGTH"]),
-                   recv_bytes=256 * 1024, inbuf_overflow=8 * 1024 * 1024)
+                   max_request_body_size=int(app.config["MAX_CONTENT_LENGTH"]), recv_bytes=256 * 1024,
+                   inbuf_overflow=TIERS[settings["TIER"]].request_body_in_memory_bytes)
 
 
 hub.add_command(node_serve, "serve")

@@ -66,6 +66,11 @@ class Tier:
     # (a township's push, its cases followed) journals every page it first touches, which went
     # to a temporary file past 64 KiB, a write(2) per page. Off where memory is tight (a village).
     sqlite_temp_in_memory = False
+    # A request body up to this size stays in memory while waitress receives it (its
+    # ``inbuf_overflow``); a larger one goes to a temporary file. A township or hub receives file
+    # batches of 4 MiB, which the app reads whole anyway. The bound is per connection, before
+    # anyone is authenticated: waitress's 100 connections could hold 100 times it.
+    request_body_in_memory_bytes = 8 * 1024 * 1024
 
     def hub_id(self, config) -> str | None:
         """The county hub's code this node belongs to."""

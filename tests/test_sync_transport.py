@@ -30,6 +30,7 @@ from sync import transport as transport_module
 from sync.client import ParentClient, SyncUnavailable
 from sync.node_sync import SyncState, run_round
 from sync.transport import Transport
+from township_node.tier import TownshipTier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -293,6 +294,7 @@ def serve(app, **options):
     conn = db.connect(flask_app)
     seen["cache"] = conn.execute("PRAGMA cache_size").fetchone()[0]
     seen["modules"] = sorted(sys.modules)
+    seen["inbuf_overflow"] = options["inbuf_overflow"]
 
 
 waitress.serve = serve
@@ -317,6 +319,9 @@ def test_a_villages_serve_loads_no_second_http_stack_and_no_other_tiers_code(net
     loaded = [m for m in seen["modules"] if any(m == name or m.startswith(name + ".") for name in NOT_IN_A_VILLAGE)]
     assert loaded == []
     assert seen["arenas"] == 1 and seen["cache"] == -512
+    # No body over waitress's 512 KiB kept in memory while it arrives: connections cannot fill
+    # a village PC (a township or hub keeps a file batch of 4 MiB there, sync/tier.py).
+    assert seen["inbuf_overflow"] == 512 * 1024 < TownshipTier.request_body_in_memory_bytes
 
 
 def test_compiled_templates_are_kept_and_a_later_start_does_not_compile_them(net, monkeypatch):

@@ -25,6 +25,9 @@ class VillageTier(Tier):
     gc_young_threshold = 700  # Python's own: 10,000 kept ~2.8 MiB more garbage resident here
     sqlite_cache_kib = 512
     release_db_cache = True  # a village PC's memory: pages are read again from the OS's cache
+    # No file batches arrive here (an agent's scan upload spills to a temporary file past it):
+    # waitress's own 512 KiB, so open connections cannot fill a small PC's memory.
+    request_body_in_memory_bytes = 512 * 1024
 
     def message_handlers(self, node) -> dict:
         return origin.handlers(node)
