@@ -243,3 +243,30 @@ CREATE TABLE IF NOT EXISTS follow_waiting (
     PRIMARY KEY (issuer, dest, seq)
 );
 """
+
+# Migration 30 (every tier; only the hub fills it): the hub's inbox without a unique index on
+# ``envelope_id`` (issue 12, ingest). The id is the SHA-256 of the signed bytes, which name the
+# origin and the seq, so the primary key (origin, seq) already makes it unique; its own index,
+# random by nature, cost every accepted envelope a B-tree page of an index as large as every
+# envelope the county ever sent, and only a diagnostic ever looked an envelope up by it. A
+# village or township has no inbox: it gets an empty one, as it got ``apply_queue``.
+_INBOX_COLUMNS = """(
+    origin TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    envelope_id TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    document BLOB NOT NULL,
+    received_at TEXT NOT NULL,
+    via TEXT NOT NULL,
+    blobs_pending INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (origin, seq)
+)"""
+INBOX_BY_ORIGIN = f"""
+CREATE TABLE IF NOT EXISTS inbox {_INBOX_COLUMNS};
+CREATE TABLE inbox_by_origin {_INBOX_COLUMNS};
+INSERT INTO inbox_by_origin(rowid, origin, seq, envelope_id, prev, kind, document, received_at, via, blobs_pending)
+    SELECT rowid, origin, seq, envelope_id, prev, kind, document, received_at, via, blobs_pending FROM inbox;
+DROP TABLE inbox;
+ALTER TABLE inbox_by_origin RENAME TO inbox;
+"""

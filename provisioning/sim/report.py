@@ -25,7 +25,8 @@ class Report:
         parts = [f"last error {village.state.last_error!r}"]
         for r in rows[:5]:
             custody = self._scalar(township, "SELECT COUNT(*) FROM custody WHERE envelope_id = ?", (r["envelope_id"],))
-            inbox = self._scalar(self.hub.data_dir, "SELECT COUNT(*) FROM inbox WHERE envelope_id = ?", (r["envelope_id"],))
+            inbox = self._scalar(self.hub.data_dir, "SELECT COUNT(*) FROM inbox WHERE origin = ? AND seq = ?"
+                                 " AND envelope_id = ?", (vid, r["seq"], r["envelope_id"]))
             held = self._scalar(self.hub.data_dir, "SELECT COUNT(*) FROM held WHERE envelope_id = ?", (r["envelope_id"],))
             ack = self._scalar(self.hub.data_dir, "SELECT acked_seq FROM origin_heads WHERE origin = ?", (vid,))
             parts.append(f"seq {r['seq']} {r['state']}: custody {custody}, hub inbox {inbox}, held {held}, hub ack {ack}")

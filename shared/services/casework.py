@@ -130,7 +130,7 @@ _CASE_INSERT = (
 )
 _EVENT_INSERT = (
     "INSERT INTO case_events(event_id, case_id, at, node, actor, action, from_status, to_status, comment, detail)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(event_id) DO NOTHING"
+    " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(case_id, event_id) DO NOTHING"
 )
 _MATERIAL_INSERT = (
     "INSERT INTO case_materials(case_id, code, filename, sha256, size) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING"
@@ -513,8 +513,8 @@ def apply_update(conn: sqlite3.Connection, body: dict, trust) -> bool:
         if not record_event(conn, body["case_id"], earlier):
             # Our provisional record of the hub's 接件 (made from its acknowledgement): the
             # deciding node's own time and name stand.
-            conn.execute("UPDATE case_events SET at = ?, node = ? WHERE event_id = ?",
-                         (earlier["at"], earlier["node"], earlier["event_id"]))
+            conn.execute("UPDATE case_events SET at = ?, node = ? WHERE case_id = ? AND event_id = ?",
+                         (earlier["at"], earlier["node"], body["case_id"], earlier["event_id"]))
     return record_event(conn, body["case_id"], body["event"], body.get("decision"))
 
 
@@ -533,8 +533,8 @@ def _restate_receipt(conn: sqlite3.Connection, row, event: dict, sender: str) ->
     deciding office's, only for that case's one 接件 event."""
     if (event.get("action") == "receive" and event["event_id"] == receive_event_id(row["case_id"])
             and authority.event_sender_entitled(row, "receive", sender) and isinstance(event.get("at"), str)):
-        conn.execute("UPDATE case_events SET at = ?, node = ? WHERE event_id = ? AND case_id = ?",
-                     (event["at"], sender, event["event_id"], row["case_id"]))
+        conn.execute("UPDATE case_events SET at = ?, node = ? WHERE case_id = ? AND event_id = ?",
+                     (event["at"], sender, row["case_id"], event["event_id"]))
 
 
 def apply_checked_update(conn: sqlite3.Connection, row, body: dict, sender: str, trust) -> None:
@@ -547,7 +547,8 @@ def apply_checked_update(conn: sqlite3.Connection, row, body: dict, sender: str,
     """
     stored = False
     for event in [*body.get("earlier", []), body["event"]]:
-        if conn.execute("SELECT 1 FROM case_events WHERE event_id = ?", (event["event_id"],)).fetchone():
+        if conn.execute("SELECT 1 FROM case_events WHERE case_id = ? AND event_id = ?",
+                        (row["case_id"], event["event_id"])).fetchone():
             _restate_receipt(conn, row, event, sender)
             continue  # a repeat: already applied
         check_event(conn, row, event, sender)

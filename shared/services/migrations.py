@@ -7,7 +7,7 @@ when it does not use a table, so all nodes share one numbering. The SQL of each 
 """
 
 from shared.services import schema
-from sync.schema import APPLY_QUEUE, BLOB_BYTES, FOLLOW_QUEUE, INBOX_HELD, RELAY_GUARDS
+from sync.schema import APPLY_QUEUE, BLOB_BYTES, FOLLOW_QUEUE, INBOX_BY_ORIGIN, INBOX_HELD, RELAY_GUARDS
 
 
 def node_migrations(first: str) -> list[str]:
@@ -41,4 +41,6 @@ def node_migrations(first: str) -> list[str]:
         BLOB_BYTES,  # 26: small material files' bytes as rows (one transaction per batch of scans)
         INBOX_HELD,  # 27: when the relaying township took an envelope (its 接件's time at the hub)
         FOLLOW_QUEUE,  # 28: a township's custody still to follow in its own register (after its answer)
+        schema.CASE_EVENTS_BY_CASE,  # 29: a case's events keyed by (case, event): the index grows at its edge
+        INBOX_BY_ORIGIN,  # 30: the hub's inbox keyed by (origin, seq) alone, no random index on the id
     ]

@@ -60,8 +60,8 @@ def purge_case(conn: sqlite3.Connection, row: sqlite3.Row, item: dict | None, no
         detail = json.loads(event["detail"] or "{}")
         if isinstance(detail.get("entrustment"), dict):
             detail["entrustment"]["principal"] = name
-            conn.execute("UPDATE case_events SET detail = ? WHERE event_id = ?",
-                         (json.dumps(detail, ensure_ascii=False), event["event_id"]))
+            conn.execute("UPDATE case_events SET detail = ? WHERE case_id = ? AND event_id = ?",
+                         (json.dumps(detail, ensure_ascii=False), case_id, event["event_id"]))
     conn.execute("DELETE FROM documents WHERE case_id = ?", (case_id,))
     # Acknowledged envelopes are never sent again; their bytes carried the whole application.
     conn.execute("UPDATE outbox SET document = x'' WHERE case_id = ? AND state = 'acked'", (case_id,))

@@ -274,13 +274,14 @@ CREATE TRIGGER case_facts_case_update AFTER UPDATE ON cases
     BEGIN DELETE FROM case_facts WHERE case_id IN (OLD.case_id, NEW.case_id); END;
 CREATE TRIGGER case_facts_case_delete AFTER DELETE ON cases
     BEGIN DELETE FROM case_facts WHERE case_id = OLD.case_id; END;
+""" + (_CASE_FACTS_EVENT_TRIGGERS := """
 CREATE TRIGGER case_facts_event_insert AFTER INSERT ON case_events
     WHEN NEW.from_status IS NEW.to_status BEGIN DELETE FROM case_facts WHERE case_id = NEW.case_id; END;
 CREATE TRIGGER case_facts_event_update AFTER UPDATE ON case_events
     BEGIN DELETE FROM case_facts WHERE case_id IN (OLD.case_id, NEW.case_id); END;
 CREATE TRIGGER case_facts_event_delete AFTER DELETE ON case_events
     BEGIN DELETE FROM case_facts WHERE case_id = OLD.case_id; END;
-"""
+""")
 
 # list-page indexes
 LIST_INDEXES = """
@@ -520,3 +521,35 @@ DROP INDEX IF EXISTS cases_unpurged_closed;
 CREATE INDEX IF NOT EXISTS cases_closed_unpurged ON cases(origin, updated_at)
     WHERE purged_at IS NULL AND status IN ('CONCLUDED', 'TERMINATED', 'WITHDRAWN');
 """
+
+# A case's events keyed by (case, event), not by the event id alone (issue 12, the hub's apply).
+# The ids of a case's submit and 接件 events are hashes of the case id (casework.submit_event_id),
+# so a unique index on the id alone took every new event at a random page of an index the size of
+# the whole register: one page written to the WAL per event once the register outgrows the cache.
+# Case ids grow with time, so the (case_id, event_id) index grows at its right edge, as the
+# (case_id, at) one beside it does. An event belongs to one case and its id is unique by
+# construction (a hash of its case's id, or a fresh time-ordered id), so the pair dedupes exactly
+# what the id did; a repeat is still found by the id, now within its case. The rowid is copied:
+# events of one instant keep their order (``ORDER BY at, rowid``). Dropping the table drops its
+# index and triggers; both are made again as before.
+CASE_EVENTS_BY_CASE = """
+CREATE TABLE case_events_by_case (
+    event_id TEXT NOT NULL,
+    case_id TEXT NOT NULL REFERENCES cases(case_id),
+    at TEXT NOT NULL,
+    node TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    from_status TEXT,
+    to_status TEXT NOT NULL,
+    comment TEXT NOT NULL DEFAULT '',
+    detail TEXT,
+    UNIQUE (case_id, event_id)
+);
+INSERT INTO case_events_by_case(rowid, event_id, case_id, at, node, actor, action, from_status, to_status, comment,
+                                detail)
+    SELECT rowid, event_id, case_id, at, node, actor, action, from_status, to_status, comment, detail FROM case_events;
+DROP TABLE case_events;
+ALTER TABLE case_events_by_case RENAME TO case_events;
+CREATE INDEX case_events_case ON case_events(case_id, at);
+""" + _CASE_FACTS_EVENT_TRIGGERS

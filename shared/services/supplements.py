@@ -227,7 +227,8 @@ def apply_received(conn: sqlite3.Connection, node, body: dict, sender: str, emit
     event = body["event"]
     if event.get("action") != "supplement" or event.get("node") != sender:
         raise RuleError("invalid_supplement", "补齐补正的事件无效")
-    if conn.execute("SELECT 1 FROM case_events WHERE event_id = ?", (event["event_id"],)).fetchone():
+    if conn.execute("SELECT 1 FROM case_events WHERE case_id = ? AND event_id = ?",
+                    (row["case_id"], event["event_id"])).fetchone():
         return  # a repeat
     deciding = decides_case(node, row)
     if deciding:
