@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import common  # noqa: E402
 from provisioning.memory import settle_collector  # noqa: E402
 from shared.core import canonical  # noqa: E402
-from shared.core.clock import Clock  # noqa: E402
+from shared.core.clock import Clock, iso  # noqa: E402
 from shared.core.crypto import b64d, load_public, pae  # noqa: E402
-from sync import envelope  # noqa: E402
-from sync.client import ParentClient  # noqa: E402
+from sync import envelope, wire  # noqa: E402
+from sync.client import ParentClient, stored_push_body  # noqa: E402
 from sync.nodeauth import NonceSource, sign_request  # noqa: E402
 
 
@@ -103,11 +103,32 @@ def build(args, keys: dict) -> tuple[list[tuple[str, bytes, int]], list[dict]]:
     for township in sorted({v[:9] for v in villages}):
         below = [v for v in villages if v[:9] == township]
         groups += [below[g: g + args.origins_per_batch] for g in range(0, len(below), args.origins_per_batch)]
+    held_at = iso(now)  # when the township took them into custody, as its push says
     for group in groups:
         for k in range(0, per_village, per_origin):
             docs = [d for v in group for d in chains[v][k: k + per_origin]]
-            batches.append((group[0][:9], canonical.dumps({"envelopes": docs}), len(docs)))
+            batches.append((group[0][:9], push_body(docs, held_at, args.legacy_body), len(docs)))
     return batches, [d for c in chains.values() for d in c]
+
+
+def accepted_in(answer: dict) -> int:
+    """Envelopes a push answer took: its routine seq ranges (a compact answer's ``ok``: no
+    duplicate is pushed here) and the results listed as accepted."""
+    ranges = sum(last - first + 1 for runs in answer.get("ok", {}).values() for first, last in runs)
+    return ranges + sum(1 for r in answer["results"] if r["status"] == "accepted")
+
+
+def push_body(docs: list[dict], held_at: str, legacy: bool) -> bytes:
+    """The body a township of this release forwards ``docs`` in (what ``node_sync`` sends:
+    compact answer, links elided, key ids cut short, when it took them); ``legacy``: the plain
+    ``{"envelopes": [...]}`` of an older township (the form of the rounds before 2026-12-02 15:40)."""
+    if legacy:
+        return canonical.dumps({"envelopes": docs})
+    v2 = all(d["payloadType"] in envelope.TEXT_PAYLOAD_TYPES for d in docs)
+    held = wire.held_ranges([{"origin": o, "seq": s, "received_at": held_at}
+                             for o, s in ((envelope.peek(d)["origin"], envelope.peek(d)["seq"]) for d in docs)])
+    return stored_push_body([envelope.to_bytes(d) for d in docs], compact=True,
+                            ids=[envelope.document_id(d) for d in docs] if v2 else None, held=held, short_keyids=True)
 
 
 def count_rows(hub_dir: Path) -> dict:
@@ -270,7 +291,7 @@ def main(args) -> dict:
             def push_lane(i: int) -> None:
                 for caller, body in lanes[i]:
                     answer = clients[caller].push_bytes(body)
-                    counts[i] += sum(1 for r in answer["results"] if r["status"] == "accepted")
+                    counts[i] += accepted_in(answer)
 
             cpu0, start = common.cpu_seconds(proc.pid), time.perf_counter()
             threads = [threading.Thread(target=push_lane, args=(i,)) for i in range(args.clients)]
@@ -348,6 +369,8 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=200, help="envelopes per push (SYNC_BATCH)")
     parser.add_argument("--envelope-version", type=int, choices=(1, 2), default=2,
                         help="2: what a village sends a parent that takes it (text payload, compact body); 1: older")
+    parser.add_argument("--legacy-body", action="store_true",
+                        help="push bodies as an older township sent them: every result listed, links and key ids in full")
     parser.add_argument("--villages", type=int, default=100)
     parser.add_argument("--townships", type=int, default=5)
     parser.add_argument("--origins-per-batch", type=int, default=10, help="villages whose envelopes share a push")

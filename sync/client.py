@@ -52,6 +52,25 @@ def _failure(exc: OSError) -> str:
     return f"{kind}: {exc}" if name == kind else f"{kind}: {name}: {exc}"
 
 
+def stored_push_body(documents: list[bytes], compact: bool = False, ids: list[str] | None = None,
+                     pull: dict | None = None, blobs: list[str] | None = None, wait: bool = False,
+                     held: dict | None = None, short_keyids: bool = False) -> bytes:
+    """The body :meth:`ParentClient.push_stored` sends (its arguments have the same meaning):
+    canonical JSON joined from the stored documents' bytes."""
+    if ids is not None:
+        documents = envelope.elide_stored(documents, ids)
+    head = b'{"ack":"wait",' if wait else b"{"
+    # A compact answer, its signed documents in their short form too (§2.1.2).
+    head += b'"answer":"compact","docs":"short","envelopes":[' if compact else b'"envelopes":['
+    # The members: ack, answer, docs, envelopes, then blobs, held, pull, receipt.
+    asked = b',"blobs":' + canonical.dumps(blobs) if blobs is not None else b""
+    asked += b',"held":' + canonical.dumps(held) if held is not None else b""
+    asked += b',"pull":' + canonical.dumps(pull) if pull is not None else b""
+    tail = b"]" + asked + (b',"receipt":"ranges"}' if compact else b"}")
+    joined = b",".join(bytes(d) for d in documents)
+    return head + (envelope.shorten_keyids(joined) if short_keyids else joined) + tail
+
+
 class ParentClient:
     """Talks to one parent node on behalf of one node."""
 
@@ -141,19 +160,8 @@ class ParentClient:
         docs/sync-protocol.md §5.3.3); an older parent ignores it. ``held`` (a township towards
         the hub, :func:`sync.wire.held_ranges`): when it took the forwarded envelopes (§5.3).
         ``short_keyids``: the parent said it reads key ids cut short (§2.1.2)."""
-        if ids is not None:
-            documents = envelope.elide_stored(documents, ids)
-        head = b'{"ack":"wait",' if wait else b"{"
-        # A compact answer, its signed documents in their short form too (§2.1.2).
-        head += b'"answer":"compact","docs":"short","envelopes":[' if compact else b'"envelopes":['
-        # The members: ack, answer, docs, envelopes, then blobs, held, pull, receipt.
-        asked = b',"blobs":' + canonical.dumps(blobs) if blobs is not None else b""
-        asked += b',"held":' + canonical.dumps(held) if held is not None else b""
-        asked += b',"pull":' + canonical.dumps(pull) if pull is not None else b""
-        tail = b"]" + asked + (b',"receipt":"ranges"}' if compact else b"}")
-        joined = b",".join(bytes(d) for d in documents)
-        return self._call("POST", "/sync/v1/push", head + (envelope.shorten_keyids(joined) if short_keyids else joined)
-                          + tail)
+        return self._call("POST", "/sync/v1/push", stored_push_body(documents, compact, ids, pull, blobs, wait, held,
+                                                                    short_keyids))
 
     def case_documents(self, case_id: str) -> list[dict]:
         """The signed documents the parent holds for one of our cases (reprinting a purged case)."""
