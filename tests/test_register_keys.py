@@ -36,12 +36,12 @@ def _old_hub_with_rows(path):
             " id_number, form, status, route_level, route_office, submitted_at, updated_at)"
             " VALUES (?, 'v1-20261202-0001', 'x', '事项', 1, 'v1', '王建国', '130926195001010003', '{}',"
             " 'RECEIVED', 'township', 't1', '2026-12-02T01:00:00Z', '2026-12-02T01:00:00Z')", (CASE,))
-        # Two events of one instant: their order is the rowid's.
-        for event_id, action, from_status, to_status in (("e-submit", "submit", None, "SUBMITTED"),
-                                                          ("e-receive", "receive", "SUBMITTED", "RECEIVED")):
-            conn.execute("INSERT INTO case_events(event_id, case_id, at, node, actor, action, from_status, to_status)"
-                         " VALUES (?, ?, '2026-12-02T01:00:00Z', 'v1', 'agent', ?, ?, ?)",
-                         (event_id, CASE, action, from_status, to_status))
+        # Two events of one instant: their order is the rowid's (with a gap, as after a deletion).
+        for rowid, event_id, action, from_status, to_status in ((5, "e-submit", "submit", None, "SUBMITTED"),
+                                                                (9, "e-receive", "receive", "SUBMITTED", "RECEIVED")):
+            conn.execute("INSERT INTO case_events(rowid, event_id, case_id, at, node, actor, action, from_status,"
+                         " to_status) VALUES (?, ?, ?, '2026-12-02T01:00:00Z', 'v1', 'agent', ?, ?, ?)",
+                         (rowid, event_id, CASE, action, from_status, to_status))
         conn.execute("INSERT INTO inbox(origin, seq, envelope_id, prev, kind, document, received_at, via)"
                      " VALUES ('v1', 1, ?, ?, 'case.submit', x'7b7d', '2026-12-02T01:00:00Z', 't1')",
                      ("ab" * 32, "00" * 32))
@@ -87,6 +87,11 @@ def test_the_remade_triggers_still_keep_the_statistics_facts_exact(tmp_path):
     conn.execute(facts, (CASE,))
     conn.execute("UPDATE case_events SET comment = '补充' WHERE case_id = ? AND event_id = 'e-submit'", (CASE,))
     assert conn.execute("SELECT COUNT(*) FROM case_facts").fetchone()[0] == 0  # update: facts recomputed
+    conn.execute(facts, (CASE,))
+    conn.execute("INSERT INTO case_events(event_id, case_id, at, node, actor, action, from_status, to_status)"
+                  " VALUES ('e-extend', ?, '2026-12-02T02:00:00Z', 't1', 'clerk', 'extend', 'RECEIVED', 'RECEIVED')",
+                  (CASE,))
+    assert conn.execute("SELECT COUNT(*) FROM case_facts").fetchone()[0] == 0  # a step that keeps the status
     conn.execute(facts, (CASE,))
     conn.execute("DELETE FROM case_events WHERE case_id = ? AND event_id = 'e-receive'", (CASE,))
     assert conn.execute("SELECT COUNT(*) FROM case_facts").fetchone()[0] == 0  # delete: recomputed
