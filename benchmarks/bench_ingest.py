@@ -121,7 +121,7 @@ def accepted_in(answer: dict) -> int:
 def push_body(docs: list[dict], held_at: str, legacy: bool) -> bytes:
     """The body a township of this release forwards ``docs`` in (what ``node_sync`` sends:
     compact answer, links elided, key ids cut short, when it took them); ``legacy``: the plain
-    ``{"envelopes": [...]}`` of an older township (the form of the rounds before 2026-12-02 15:40)."""
+    ``{"envelopes": [...]}`` of an older township (the form of the rounds before 2026-12-02 15:16 UTC)."""
     if legacy:
         return canonical.dumps({"envelopes": docs})
     v2 = all(d["payloadType"] in envelope.TEXT_PAYLOAD_TYPES for d in docs)
