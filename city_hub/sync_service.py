@@ -46,10 +46,11 @@ class HubSync:
     def ingestor(self, conn) -> Ingestor:
         return ingestor_for(self.node, conn)
 
-    def prepare_push(self, conn, node, documents: list) -> tuple:
-        """Verify every envelope before the write lock: (trust store used, opened or error each)."""
+    def prepare_push(self, conn, node, documents: list, ids: list | None = None) -> tuple:
+        """Verify every envelope before the write lock: (trust store used, opened or error each);
+        ``ids``: the documents' ids already computed (``envelope.restore_links_and_ids``)."""
         ingestor = self.ingestor(conn)
-        return ingestor.trust, ingestor.open_all(documents)
+        return ingestor.trust, ingestor.open_all(documents, ids)
 
     def push(self, conn, node, caller: str, documents: list, prepared: tuple | None = None,
              receipt: str | None = None, held: dict | None = None) -> dict:

@@ -230,6 +230,7 @@ def open_chained(
     expected_type: str | tuple[str, ...],
     resolve_key: Callable[[str], str | None],
     max_bytes: int = MAX_ENVELOPE_BYTES,
+    ids: list[str | None] | None = None,
 ) -> list[Opened | SignatureError]:
     """:func:`open_signed` for a list of envelopes, one Ed25519 check per hash-linked run.
 
@@ -240,11 +241,14 @@ def open_chained(
     check of :func:`open_signed` still runs on every document (type, size, trusted key id,
     strict base64 signature of the right length, strict canonical payload). A run whose last
     signature fails, and any document outside a run, is verified on its own, so each fault is
-    named exactly as :func:`open_signed` names it.
+    named exactly as :func:`open_signed` names it. ``ids``: the documents' ids where already
+    computed from these same documents (:func:`restore_links_and_ids`), else ``None``.
 
     :returns: for each document, its ``Opened`` or the ``SignatureError`` that refuses it.
     """
-    candidates = [_unverified(document, expected_type, resolve_key, max_bytes) for document in documents]
+    ids = ids or [None] * len(documents)
+    candidates = [_unverified(document, expected_type, resolve_key, max_bytes, doc_id)
+                  for document, doc_id in zip(documents, ids, strict=True)]
     out: list = [None] * len(documents)
     start = 0
     while start < len(documents):
@@ -264,7 +268,7 @@ def open_chained(
     return out
 
 
-def _unverified(document, expected_type, resolve_key, max_bytes) -> tuple[Opened, str] | None:
+def _unverified(document, expected_type, resolve_key, max_bytes, doc_id=None) -> tuple[Opened, str] | None:
     """Everything :func:`open_signed` checks but the signature: ``(opened, public key)``, or
     None when any check fails (the document is then verified alone for the exact error)."""
     try:
@@ -284,7 +288,7 @@ def _unverified(document, expected_type, resolve_key, max_bytes) -> tuple[Opened
         return None
     if not isinstance(body, dict):
         return None
-    return Opened(body, payload, kid, sha256_hex(pae(payload_type, payload)), payload_type, sig), public_key
+    return Opened(body, payload, kid, doc_id or sha256_hex(pae(payload_type, payload)), payload_type, sig), public_key
 
 
 def _linked(earlier: tuple[Opened, str] | None, later: tuple[Opened, str] | None) -> bool:
@@ -407,20 +411,28 @@ def restore_links(documents: list) -> list:
     """Undo :func:`elide_links`: an elided ``prev`` becomes the id of the document before it in
     the same push. Nothing is trusted by this: the restored payload must still verify with its
     origin's signature, so a wrong restoration is only a refused envelope."""
-    out = []
-    for document in documents:
+    return restore_links_and_ids(documents)[0]
+
+
+def restore_links_and_ids(documents: list) -> tuple[list, list[str | None]]:
+    """:func:`restore_links`, and the id of each restored document it computed on the way (the
+    one before each elided link; ``None`` where it computed none), which :func:`open_chained`
+    takes instead of hashing those documents again."""
+    out: list = []
+    ids: list[str | None] = [None] * len(documents)
+    for i, document in enumerate(documents):
         payload = document.get("payload") if isinstance(document, dict) else None
         if out and isinstance(payload, str) and document.get("payloadType") == ENVELOPE_V2:
             at = payload.rfind('"prev":"",')
             if at >= 0 and _ELIDED_TAIL.fullmatch(payload, at):
                 try:
-                    previous = document_id(out[-1])
+                    previous = ids[i - 1] = document_id(out[-1])
                 except SignatureError:
                     previous = None
                 if previous is not None:
                     document = {**document, "payload": payload[:at + _PREV_AT] + previous + payload[at + _PREV_AT:]}
         out.append(document)
-    return out
+    return out, ids
 
 
 #: A signature's full key id in stored bytes (:func:`to_bytes`). Nothing inside a payload can
@@ -446,13 +458,23 @@ def restore_keyids(documents: list, keys_starting: Callable[[str], dict[str, str
     (``keys_starting(prefix)``: full id → public key). Nothing is trusted by this: the signature
     must still verify with that key, so a short id that selects no key, or another node's, is
     only a refused envelope; of two keys sharing the digits, the one that verifies is taken."""
-    out = []
+    out, sole = [], {}  # a short id that selects one key: looked up once per push (its origins)
+
+    def expand(entry: dict, document: dict) -> str:
+        kid = entry["keyid"]
+        full = sole.get(kid)
+        if full is None:
+            keys = keys_starting(kid)
+            full = _expand(kid, keys, document, entry.get("sig"))
+            if len(keys) == 1:
+                sole[kid] = full
+        return full
+
     for document in documents:
         signatures = document.get("signatures") if isinstance(document, dict) else None
         if isinstance(signatures, list) and any(_short_keyid(entry) for entry in signatures):
             document = {**document, "signatures": [
-                {**entry, "keyid": _expand(entry["keyid"], keys_starting(entry["keyid"]), document, entry.get("sig"))}
-                if _short_keyid(entry) else entry for entry in signatures]}
+                {**entry, "keyid": expand(entry, document)} if _short_keyid(entry) else entry for entry in signatures]}
         out.append(document)
     return out
 

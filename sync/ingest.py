@@ -109,11 +109,11 @@ class Ingestor:
         self._held: dict = {}  # when the relaying township took this batch's envelopes (ingest's ``held``)
         self._stamp: tuple = (None, "")
 
-    def open_all(self, documents: list) -> list:
+    def open_all(self, documents: list, ids: list | None = None) -> list:
         """Verify every document against this trust store: an ``Opened`` or the ``SignatureError``
-        for each, one Ed25519 check per hash-linked run of an origin (``envelope.open_chained``).
-        Pure CPU, no database: callers run it before taking the write lock."""
-        return envelope.open_chained(documents, envelope.ENVELOPE_TYPES, self.trust.node_key)
+        for each, one Ed25519 check per hash-linked run of an origin (``envelope.open_chained``;
+        ``ids``: as it takes them). Pure CPU, no database: callers run it before taking the write lock."""
+        return envelope.open_chained(documents, envelope.ENVELOPE_TYPES, self.trust.node_key, ids=ids)
 
     def _held_at(self, origin: str, seq: int, via: str) -> str | None:
         """When the relaying township says it took this envelope (None: not said, or its own)."""

@@ -970,6 +970,14 @@ def test_push_v2_links_are_restored_and_the_mixed_chain_is_acknowledged(tmp_path
     documents = [e["document"] for e in vector["envelopes"]]
     assert envelope.elide_links(documents) == vector["wire_envelopes"]
     assert envelope.restore_links(vector["wire_envelopes"]) == documents
+    # The ids computed on the way (the documents before each elided link) are their ids, which
+    # open_chained then takes instead of hashing again: the same documents opened either way.
+    restored, ids = envelope.restore_links_and_ids(vector["wire_envelopes"])
+    assert ids == [vector["envelopes"][0]["envelope_id"], vector["envelopes"][1]["envelope_id"], None]
+    trust = resolve("village_a")
+    opened = envelope.open_chained(restored, envelope.ENVELOPE_TYPES, trust, ids=ids)
+    assert opened == envelope.open_chained(restored, envelope.ENVELOPE_TYPES, trust)
+    assert [o.doc_id for o in opened] == [e["envelope_id"] for e in vector["envelopes"]]
     assert '"prev":""' in vector["wire_envelopes"][1]["payload"] and '"prev":""' in vector["wire_envelopes"][2]["payload"]
     assert vector["wire_envelopes"][0] == documents[0]  # v1 bytes are never touched
     assert [envelope.peek(d)["v"] for d in documents] == [1, 2, 2]

@@ -106,13 +106,14 @@ class TownshipSync:
         sends a case's scans right after its push)."""
         return self.pushing()
 
-    def prepare_push(self, conn, node, documents: list) -> tuple:
+    def prepare_push(self, conn, node, documents: list, ids: list | None = None) -> tuple:
         """Open the push's envelopes before the write lock, as the hub does (one Ed25519 check per
         hash-linked run, every payload parsed strictly once): (trust store used, opened or error
         each). Custody and the station's own checks use them while the trust store is the same;
-        the write lock, which the station's forwarding round also needs, is held for less."""
+        the write lock, which the station's forwarding round also needs, is held for less.
+        ``ids``: the documents' ids already computed (``envelope.restore_links_and_ids``)."""
         trust = node.trust(conn)
-        return trust, envelope.open_chained(documents, envelope.ENVELOPE_TYPES, trust.node_key)
+        return trust, envelope.open_chained(documents, envelope.ENVELOPE_TYPES, trust.node_key, ids=ids)
 
     def push(self, conn, node, caller: str, documents: list, prepared=None, receipt: str | None = None,
              held: dict | None = None) -> dict:

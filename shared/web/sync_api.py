@@ -156,8 +156,9 @@ def push():
         files = _blob_names(body["blobs"], wire.MAX_BLOBS_ASKED) if "blobs" in body else None
         held = _held(body["held"], len(documents)) if "held" in body else None
         # A v2 prev sent empty: the id before it; a key id sent short: the registered one (§2.1.2).
-        documents = envelope.restore_keyids(envelope.restore_links(documents), trust.node_keys_starting)
-        prepared = service().prepare_push(conn, node, documents)
+        documents, ids = envelope.restore_links_and_ids(documents)
+        documents = envelope.restore_keyids(documents, trust.node_keys_starting)  # ids do not cover key ids
+        prepared = service().prepare_push(conn, node, documents, ids)
         with write_transaction(conn):
             if node.trust(conn) is not trust:  # the registry changed meanwhile (a revocation?): check again
                 caller, nonce = _check_signature(node.trust(conn))
