@@ -1022,6 +1022,19 @@ def test_a_short_key_id_selects_a_key_and_forges_nothing(tmp_path):
                                              trust.node_keys_starting))["results"][0]["status"] == "accepted"
 
 
+def test_two_keys_sharing_a_short_id_are_told_apart_by_each_signature():
+    """A short id that selects two registered keys is expanded per envelope, to the key its own
+    signature verifies with, even after an earlier envelope of the same push took the other."""
+    first = load("push_v2.json")["envelopes"][0]["document"]
+    short = key("village_a").kid[:envelope.SHORT_KID]
+    twin = short + "f" * (len(key("village_a").kid) - envelope.SHORT_KID)  # another key, same first digits
+    by_b = envelope.sign(key("village_b"), envelope.ACK, {"hub": HUB_ID, "origin": VILLAGE_B})
+    keys = {key("village_a").kid: key("village_a").public_b64, twin: key("village_b").public_b64}
+    sent = [{**d, "signatures": [{**d["signatures"][0], "keyid": short}]} for d in (first, by_b, first)]
+    restored = envelope.restore_keyids(sent, lambda prefix: keys if prefix == short else {})
+    assert [d["signatures"][0]["keyid"] for d in restored] == [key("village_a").kid, twin, key("village_a").kid]
+
+
 def test_custody_receipt_v2_names_runs_bound_to_their_ids():
     vector = load("custody_v2.json")
     ids = vector["envelope_ids"]
